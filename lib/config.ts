@@ -1,0 +1,103 @@
+import envVar from 'env-var';
+import { ConfigError } from './errors.js';
+
+/** Host, user, password (and port): Postage's "hup". */
+export interface Hup {
+  host: string;
+  user: string;
+  password: string;
+  port?: number;
+}
+
+export interface PostageConfig {
+  vhost: string;
+  user: string;
+  password: string;
+  /** One or more broker hosts (a comma list in `POSTAGE_HOST`). */
+  hosts: string[];
+  port: number;
+  /** `POSTAGE_URL` when set; it overrides the five fields above. */
+  url: string | undefined;
+  debugMode: boolean;
+  logLevel: string;
+}
+
+/** The defaults, written down once; `.env.example` and the README quote them. */
+export const DEFAULTS = Object.freeze({
+  vhost: '/',
+  user: 'guest',
+  password: 'guest',
+  host: 'localhost',
+  port: 5672,
+  debugMode: false,
+  logLevel: 'info',
+  rpcTimeout: 30,
+  maxRetry: 4,
+  prefetch: 1,
+  maxBodyBytes: 16 * 1024 * 1024,
+});
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+type Env = Record<string, string | undefined>;
+
+function first(env: Env, ...names: string[]): [string, string | undefined] {
+  for (const n of names) if (env[n] !== undefined) return [n, env[n]];
+  return [names[0], undefined];
+}
+
+/**
+ * Reads every `POSTAGE_*` variable. A bad value throws a {@link ConfigError}
+ * naming the variable and never quoting a password.
+ */
+export function loadConfig(env: Env = process.env): PostageConfig {
+  const from = envVar.from(env);
+  const read = <T>(name: string, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      // env-var's message quotes the value; that is fine for a port, not for a secret.
+      const secret = /PASSWORD|URL/.test(name);
+      const detail = secret ? 'has an invalid value' : (err as Error).message.replace(/^env-var: /, '');
+      throw new ConfigError(name, `${name}: ${detail}. Fix or unset ${name} and start again.`);
+    }
+  };
+
+  const [userVar] = first(env, 'POSTAGE_USER', 'POSTAGE_RMQ_USER');
+  const [passVar] = first(env, 'POSTAGE_PASSWORD', 'POSTAGE_RMQ_PASSWORD');
+
+  const vhost = read('POSTAGE_VHOST', () => from.get('POSTAGE_VHOST').default(DEFAULTS.vhost).asString());
+  const user = read(userVar, () => from.get(userVar).default(DEFAULTS.user).asString());
+  const password = read(passVar, () => from.get(passVar).default(DEFAULTS.password).asString());
+  const hostList = read('POSTAGE_HOST', () => from.get('POSTAGE_HOST').default(DEFAULTS.host).asArray(','));
+  const hosts = hostList.map((h) => h.trim()).filter((h) => h.length > 0);
+  if (hosts.length === 0) throw new ConfigError('POSTAGE_HOST', 'POSTAGE_HOST: names no host. Set it to a host name or a comma list of them.');
+  const port = read('POSTAGE_PORT', () => from.get('POSTAGE_PORT').default(String(DEFAULTS.port)).asPortNumber());
+  const url = read('POSTAGE_URL', () => from.get('POSTAGE_URL').asString());
+  if (url !== undefined && !/^amqps?:\/\//.test(url)) {
+    throw new ConfigError('POSTAGE_URL', 'POSTAGE_URL: must start with amqp:// or amqps://. Fix or unset POSTAGE_URL.');
+  }
+  const debugMode = read('POSTAGE_DEBUG_MODE', () => from.get('POSTAGE_DEBUG_MODE').default('false').asBoolStrict());
+  const logLevel = read('POSTAGE_LOG_LEVEL', () => from.get('POSTAGE_LOG_LEVEL').default(DEFAULTS.logLevel).asEnum([...LOG_LEVELS]));
+  return { vhost, user, password, hosts, port, url, debugMode, logLevel };
+}
+
+/** Builds the amqp:// URLs to try, in order, for a config (one per host). */
+export function brokerUrls(cfg: Pick<PostageConfig, 'vhost' | 'user' | 'password' | 'hosts' | 'port' | 'url'>): string[] {
+  if (cfg.url) return cfg.url.split(/\s*,\s*/).filter(Boolean);
+  const auth = `${encodeURIComponent(cfg.user)}:${encodeURIComponent(cfg.password)}`;
+  const vhost = encodeURIComponent(cfg.vhost);
+  return cfg.hosts.map((h) => `amqp://${auth}@${h}:${cfg.port}/${vhost}`);
+}
+
+/** A URL with its password replaced, fit for logs and error messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/^(amqps?:\/\/[^:/@]*:)[^@]*@/, '$1***@');
+}
+
+let cached: PostageConfig | undefined;
+/** The process-wide configuration, read once on first use. */
+export function config(): PostageConfig {
+  cached ??= loadConfig();
+  return cached;
+}

@@ -1,0 +1,224 @@
+import { ExitScheduler, StopThread } from '../errors.js';
+import { componentLogger, type Logger } from '../log.js';
+import { MicroThread, type Yielded } from './thread.js';
+
+export interface MicroSchedulerOptions {
+  /** End `run()` when no threads are left. @default false */
+  autoquit?: boolean;
+  /** Shown in logs. @default 'MicroScheduler' */
+  name?: string;
+  /** Longest stretch of steps (ms) before Node's I/O gets a turn. @default 10 */
+  sliceMs?: number;
+  /** Called instead of logging when a thread throws; the thread is dropped either way. */
+  onThreadError?: (thread: MicroThread, error: unknown) => void;
+  logger?: Logger;
+}
+
+interface Entry {
+  thread: MicroThread;
+  gen: Generator<Yielded, void, unknown>;
+  value: unknown;
+  error: unknown;
+  hasError: boolean;
+  dead: boolean;
+}
+
+const CHECK_EVERY = 4096;
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
+}
+
+/**
+ * A round-robin scheduler for {@link MicroThread}s on Node's event loop.
+ * Threads that yield a promise are parked until it settles; the others run
+ * in rounds, and every `sliceMs` the loop hands control back to Node.
+ */
+export class MicroScheduler extends MicroThread {
+  readonly autoquit: boolean;
+  /** Steps taken so far (for benchmarks and metrics). */
+  steps = 0;
+  readonly #sliceMs: number;
+  readonly #onThreadError: MicroSchedulerOptions['onThreadError'];
+  readonly #log: Logger;
+  #ready: Entry[] = [];
+  readonly #parked = new Set<Entry>();
+  #stopped = false;
+  #exitRequested = false;
+  #wake: (() => void) | undefined;
+
+  constructor(options: MicroSchedulerOptions = {}) {
+    super();
+    this.autoquit = options.autoquit ?? false;
+    this.name = options.name ?? 'MicroScheduler';
+    this.#sliceMs = options.sliceMs ?? 10;
+    this.#onThreadError = options.onThreadError;
+    this.#log = options.logger ?? componentLogger('scheduler', this.name);
+  }
+
+  /** Threads still alive (ready or parked). */
+  get size(): number {
+    return this.#ready.length + this.#parked.size;
+  }
+
+  /** Adds a thread and runs its `create()` at once. */
+  addMicrothread(thread: MicroThread): void {
+    const entry: Entry = { thread, gen: thread.main(), value: undefined, error: undefined, hasError: false, dead: false };
+    // The first resume runs create() up to main()'s first yield.
+    if (this.#resume(entry)) {
+      this.#ready.push(entry);
+      this.#wakeUp();
+    }
+  }
+
+  /** Ends the scheduler from outside: every thread is returned (newest first) so its `finally` blocks run. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    const all = [...this.#ready, ...this.#parked].reverse();
+    this.#ready = [];
+    this.#parked.clear();
+    for (const e of all) {
+      e.dead = true;
+      try {
+        e.gen.return(undefined);
+      } catch (err) {
+        this.#log.warn({ thread: e.thread.name, err }, 'thread failed while stopping');
+      }
+    }
+    this.#wakeUp();
+  }
+
+  /** The scheduler as a generator: one round per resume, so it can be a thread of another scheduler. */
+  override *main(): Generator<Yielded, void, unknown> {
+    try {
+      for (;;) {
+        if (this.#stopped) return;
+        if (this.#ready.length === 0) {
+          if (this.#parked.size === 0 && this.autoquit) return;
+          yield new Promise<void>((resolve) => (this.#wake = resolve));
+          continue;
+        }
+        this.#round();
+        if (this.#exitRequested) return;
+        yield;
+      }
+    } finally {
+      this.stop();
+    }
+  }
+
+  /** Drives `main()` on the event loop until the scheduler stops. */
+  async run(): Promise<void> {
+    const gen = this.main();
+    let since = performance.now();
+    let budget = CHECK_EVERY;
+    for (;;) {
+      const before = this.steps;
+      const r = gen.next();
+      if (r.done) return;
+      if (r.value !== undefined) {
+        await r.value;
+        since = performance.now();
+        continue;
+      }
+      budget -= this.steps - before;
+      if (budget <= 0) {
+        budget = CHECK_EVERY;
+        const now = performance.now();
+        if (now - since >= this.#sliceMs) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          since = performance.now();
+        }
+      }
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.stop();
+  }
+
+  #wakeUp(): void {
+    const w = this.#wake;
+    if (w) {
+      this.#wake = undefined;
+      w();
+    }
+  }
+
+  #round(): void {
+    const q = this.#ready;
+    const n = q.length;
+    let w = 0;
+    for (let i = 0; i < n; i++) {
+      const e = q[i];
+      if (this.#resume(e)) q[w++] = e;
+    }
+    this.steps += n;
+    // Threads added during the round queue behind the survivors.
+    const len = q.length;
+    for (let j = n; j < len; j++) q[w++] = q[j];
+    q.length = w;
+  }
+
+  /** Resumes a thread once; true when it stays ready. */
+  #resume(e: Entry): boolean {
+    let r: IteratorResult<Yielded, void>;
+    try {
+      if (e.hasError) {
+        const err = e.error;
+        e.hasError = false;
+        e.error = undefined;
+        r = e.gen.throw(err);
+      } else {
+        const v = e.value;
+        e.value = undefined;
+        r = e.gen.next(v);
+      }
+    } catch (err) {
+      e.dead = true;
+      this.#failed(e.thread, err);
+      return false;
+    }
+    if (r.done) {
+      e.dead = true;
+      return false;
+    }
+    const y = r.value;
+    if (y !== undefined && isThenable(y)) {
+      this.#park(e, y);
+      return false;
+    }
+    return true;
+  }
+
+  #park(e: Entry, p: PromiseLike<unknown>): void {
+    this.#parked.add(e);
+    p.then(
+      (value) => this.#unpark(e, value, undefined, false),
+      (error) => this.#unpark(e, undefined, error, true),
+    );
+  }
+
+  #unpark(e: Entry, value: unknown, error: unknown, hasError: boolean): void {
+    if (e.dead || !this.#parked.delete(e)) return;
+    e.value = value;
+    e.error = error;
+    e.hasError = hasError;
+    this.#ready.push(e);
+    this.#wakeUp();
+  }
+
+  #failed(thread: MicroThread, err: unknown): void {
+    if (err instanceof StopThread) {
+      this.#log.debug({ thread: thread.name }, 'thread stopped');
+    } else if (err instanceof ExitScheduler) {
+      this.#log.debug({ thread: thread.name }, 'thread asked the scheduler to exit');
+      this.#exitRequested = true;
+    } else if (this.#onThreadError) {
+      this.#onThreadError(thread, err);
+    } else {
+      this.#log.error({ thread: thread.name, err }, `microthread ${thread.name} failed and was dropped`);
+    }
+  }
+}

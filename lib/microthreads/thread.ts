@@ -1,0 +1,62 @@
+/** Returned from `step()` to end the thread. */
+export const STOP: unique symbol = Symbol('postage.STOP');
+export type Stop = typeof STOP;
+
+/** What a thread's generator yields: nothing (keep going) or a promise to park on. */
+export type Yielded = void | undefined | PromiseLike<unknown>;
+
+/** A step may return nothing, `STOP`, or be a generator that yields promises. */
+export type StepResult = void | undefined | Stop | Generator<Yielded, unknown, unknown>;
+
+function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as Generator).next === 'function';
+}
+
+/**
+ * A cooperative thread: `create()` once, then `step()` again and again.
+ *
+ * @example
+ * class Counter extends MicroThread {
+ *   n = 0;
+ *   *step() { this.n++; if (this.n === 3) return STOP; yield sleep(10); }
+ * }
+ */
+export class MicroThread {
+  /** Shown in logs; defaults to the class name. */
+  name: string = this.constructor.name;
+
+  /** Runs once, when the thread is added to a scheduler. */
+  create(): void {}
+
+  /** Runs again and again; return `STOP` (or throw `StopThread`) to end the thread. */
+  step(): StepResult {
+    return undefined;
+  }
+
+  /** The generator the scheduler drives: `create()`, yield, then `step()` + yield forever. */
+  *main(): Generator<Yielded, void, unknown> {
+    this.create();
+    yield;
+    for (;;) {
+      const r = this.step();
+      if (r === STOP) return;
+      if (r !== undefined && isGenerator(r)) {
+        if ((yield* r) === STOP) return;
+      }
+      yield;
+    }
+  }
+}
+
+/** A thread made from a plain generator function, for one-off tasks. */
+export class FunctionThread extends MicroThread {
+  readonly #body: () => Generator<Yielded, unknown, unknown>;
+  constructor(body: () => Generator<Yielded, unknown, unknown>, name = body.name || 'FunctionThread') {
+    super();
+    this.#body = body;
+    this.name = name;
+  }
+  override *main(): Generator<Yielded, void, unknown> {
+    yield* this.#body();
+  }
+}
