@@ -1,0 +1,275 @@
+import { spawn } from 'node:child_process';
+import type { ConsumeMessage } from 'amqplib';
+import type { Hup } from '../config.js';
+import { AckAndRestart, ExitScheduler, MalformedMessage, RejectMessage } from '../errors.js';
+import { componentLogger, type Logger } from '../log.js';
+import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
+import { GenericConsumer, type ConsumerOptions } from './consumer.js';
+import { Fingerprint, type FingerprintDict } from './fingerprint.js';
+import { applyFilters, Handler, MessageHandler, tagsOf, type HandlerTag } from './handlers.js';
+import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from './messages.js';
+import type { Eqk } from './topology.js';
+
+export interface ProcessorOptions extends Omit<ConsumerOptions, 'eqk' | 'logger'> {
+  fingerprint?: Partial<FingerprintDict>;
+  eqk?: Eqk;
+}
+
+interface Registered {
+  fn: (...args: unknown[]) => unknown;
+  tag: HandlerTag;
+  isClass: boolean;
+}
+type Registry = Map<string, Registered[]>;
+
+const registries = new WeakMap<object, Registry>();
+
+/** Collects tagged methods and Handler classes up the class chain, base first; an override replaces its base. */
+function registryFor(cls: abstract new (...args: never[]) => unknown): Registry {
+  const cached = registries.get(cls);
+  if (cached) return cached;
+  const chain: Array<{ prototype: object }> = [];
+  for (let c: unknown = cls; typeof c === 'function' && c !== MicroThread && c !== Function.prototype; c = Object.getPrototypeOf(c)) {
+    chain.unshift(c as { prototype: object });
+  }
+  const members = new Map<string, { value: unknown; isClass: boolean }>();
+  for (const c of chain) {
+    for (const key of Object.getOwnPropertyNames(c.prototype)) {
+      if (key === 'constructor') continue;
+      const d = Object.getOwnPropertyDescriptor(c.prototype, key);
+      if (d && 'value' in d) members.set(`p:${key}`, { value: d.value, isClass: false });
+    }
+    for (const key of Object.getOwnPropertyNames(c)) {
+      const d = Object.getOwnPropertyDescriptor(c, key);
+      if (d && 'value' in d && typeof d.value === 'function' && d.value.prototype instanceof Handler) members.set(`s:${key}`, { value: d.value, isClass: true });
+    }
+  }
+  const reg: Registry = new Map();
+  for (const { value, isClass } of members.values()) {
+    for (const tag of tagsOf(value) ?? []) {
+      const key = `${tag.category}|${tag.type}|${tag.name ?? '*'}`;
+      const list = reg.get(key) ?? [];
+      list.push({ fn: value as Registered['fn'], tag, isClass });
+      reg.set(key, list);
+    }
+  }
+  registries.set(cls, reg);
+  return reg;
+}
+
+function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as Generator).next === 'function' && typeof (v as Generator).throw === 'function';
+}
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
+}
+
+/**
+ * A microthread that consumes from its eqk and dispatches each envelope to
+ * the `@MessageHandler` / `@RpcHandler` methods and `Handler` classes of its
+ * class (inherited ones included).
+ */
+export class MessageProcessor extends MicroThread {
+  static consumerClass: typeof GenericConsumer = GenericConsumer;
+
+  readonly fingerprint: FingerprintDict;
+  readonly consumer: GenericConsumer;
+  protected readonly log: Logger;
+  #registry: Registry;
+  #inbox: ConsumeMessage[] = [];
+  #waiter: ((msg: ConsumeMessage | undefined) => void) | undefined;
+  #ready: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  #idle: Promise<void> = Promise.resolve();
+  #busyDone: (() => void) | undefined;
+
+  constructor(options?: ProcessorOptions);
+  constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
+  constructor(first: Partial<FingerprintDict> | ProcessorOptions = {}, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string) {
+    super();
+    const opts: ProcessorOptions = 'fingerprint' in first || 'eqk' in first || 'url' in first || 'connection' in first ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
+    this.fingerprint = { ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(), ...(opts.fingerprint as FingerprintDict) };
+    this.name = this.fingerprint.name;
+    this.log = componentLogger('processor', this.fingerprint.name);
+    const Consumer = (this.constructor as typeof MessageProcessor).consumerClass;
+    this.consumer = new Consumer({ ...opts, connectionName: `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
+    this.#registry = registryFor(this.constructor as typeof MessageProcessor);
+  }
+
+  /** Resolves once its exchanges and queues are declared and bound; from then on nothing published to them is lost. */
+  ready(): Promise<void> {
+    this.#ready ??= (async () => {
+      await this.consumer.ready();
+      await this.consumer.startConsuming((msg) => this.#deliver(msg));
+    })();
+    return this.#ready;
+  }
+
+  /** Adds bindings at run time. */
+  addEqk(eqk: Eqk): Promise<void> {
+    return this.consumer.addEqk(eqk);
+  }
+
+  #deliver(msg: ConsumeMessage): void {
+    const w = this.#waiter;
+    if (w) {
+      this.#waiter = undefined;
+      w(msg);
+    } else this.#inbox.push(msg);
+  }
+
+  override *main(): Generator<Yielded, void, unknown> {
+    try {
+      yield* super.main();
+    } finally {
+      // However the thread ends (STOP, ExitScheduler, scheduler.stop()), the channel closes.
+      void this.close();
+    }
+  }
+
+  override *step(): Generator<Yielded, unknown, unknown> {
+    if (!this.#ready) yield this.ready();
+    else yield this.#ready;
+    let msg = this.#inbox.shift();
+    if (!msg) {
+      if (this.#closing) return STOP;
+      msg = (yield new Promise<ConsumeMessage | undefined>((resolve) => (this.#waiter = resolve))) as ConsumeMessage | undefined;
+      if (!msg) return STOP;
+    }
+    this.#idle = new Promise<void>((resolve) => (this.#busyDone = resolve));
+    try {
+      yield* this.#process(msg);
+    } finally {
+      this.#busyDone?.();
+    }
+    return undefined as StepResult;
+  }
+
+  *#process(msg: ConsumeMessage): Generator<Yielded, void, unknown> {
+    let body: MessageBody<Record<string, unknown>>;
+    try {
+      body = Message.fromBody(this.consumer.decode(msg.content)).body as MessageBody<Record<string, unknown>>;
+    } catch (err) {
+      const reason = err instanceof MalformedMessage ? err.reason : String(err);
+      this.log.warn({ messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag, routingKey: msg.fields.routingKey, reason }, 'malformed message rejected');
+      this.consumer.reject(msg, false);
+      return;
+    }
+    this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, type: body.type, name: body.name }, 'delivery');
+    const handlers = this.#handlersFor(body);
+    if (body.category === 'rpc') yield* this.#rpc(msg, body, handlers);
+    else yield* this.#message(msg, body, handlers);
+  }
+
+  #handlersFor(body: MessageBody<object>): Registered[] {
+    const exact = this.#registry.get(`${body.category}|${body.type}|${body.name}`) ?? [];
+    const any = this.#registry.get(`${body.category}|${body.type}|*`);
+    return any ? [...exact, ...any] : exact;
+  }
+
+  *#invoke(h: Registered, body: MessageBody<object>, reply: (r: unknown) => void): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
+    const filtered = applyFilters(h.fn, body);
+    if (!filtered) return { ran: false, value: undefined };
+    // Each handler gets its own copy: one cannot change what the next one sees.
+    const arg = structuredClone(h.tag.pass === 'body' ? filtered : filtered.content);
+    let r: unknown;
+    if (h.isClass) {
+      const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
+      r = new Cls(this, arg, reply).call();
+    } else r = h.fn.call(this, arg, reply);
+    if (isGenerator(r)) r = yield* r;
+    else if (isThenable(r)) r = yield r;
+    return { ran: true, value: r };
+  }
+
+  *#message(msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, void, unknown> {
+    try {
+      for (const h of handlers) yield* this.#invoke(h, body, () => undefined);
+    } catch (err) {
+      this.#outcome(msg, body, err);
+      return;
+    }
+    this.consumer.ack(msg);
+  }
+
+  *#rpc(msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, void, unknown> {
+    if (handlers.length === 0) {
+      this.consumer.rpcReply(msg, new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${this.fingerprint.name}`));
+      this.consumer.ack(msg);
+      return;
+    }
+    let replied = false;
+    const reply = (r: unknown) => {
+      if (replied) return;
+      replied = true;
+      // Replies carry the answering component's fingerprint, as requests carry the caller's.
+      const m = r instanceof Message ? r : new MessageResult(r);
+      this.consumer.rpcReply(msg, m.setFingerprint(this.fingerprint));
+    };
+    let last: unknown = null;
+    try {
+      for (const h of handlers) {
+        const { ran, value } = yield* this.#invoke(h, body, reply);
+        if (ran && value !== undefined) last = value;
+      }
+    } catch (err) {
+      if (!(err instanceof ExitScheduler || err instanceof AckAndRestart)) {
+        const e = err as Error;
+        reply(new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)));
+      } else reply(new MessageResult(null));
+      this.#outcome(msg, body, err);
+      return;
+    }
+    reply(last instanceof Message ? last : new MessageResult(last));
+    this.consumer.ack(msg);
+  }
+
+  #outcome(msg: ConsumeMessage, body: MessageBody<object>, err: unknown): void {
+    if (err instanceof RejectMessage) {
+      this.log.debug({ name: body.name }, 'message rejected by handler');
+      this.consumer.reject(msg, false);
+    } else if (err instanceof ExitScheduler) {
+      this.consumer.ack(msg);
+      throw err;
+    } else if (err instanceof AckAndRestart) {
+      this.consumer.ack(msg);
+      this.restart();
+    } else {
+      this.log.error({ err, type: body.type, name: body.name, messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag }, `handler for ${body.type}/${body.name} failed; message rejected`);
+      this.consumer.reject(msg, false);
+    }
+  }
+
+  /** Re-runs this process with the same arguments (override to restart differently). */
+  restart(): void {
+    this.log.info('restarting');
+    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' });
+    child.on('exit', (code) => process.exit(code ?? 0));
+    void this.close();
+  }
+
+  /** Stops consuming, lets the handler in flight finish, closes the channel. Unprocessed deliveries go back to the queue. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#ready?.catch(() => undefined);
+      await this.consumer.stopConsuming();
+      const w = this.#waiter;
+      this.#waiter = undefined;
+      w?.(undefined);
+      await this.#idle;
+      this.#inbox = [];
+      await this.consumer.close();
+    })();
+    return this.#closing;
+  }
+
+  @MessageHandler('command', 'quit')
+  msgQuit(): void {
+    throw new ExitScheduler('quit command received');
+  }
+
+  @MessageHandler('command', 'restart')
+  msgRestart(): void {
+    throw new AckAndRestart('restart command received');
+  }
+}

@@ -1,0 +1,342 @@
+import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import { DEFAULTS } from '../config.js';
+import { BrokerError, MalformedMessage } from '../errors.js';
+import { componentLogger, type Logger } from '../log.js';
+import { openConnection, type ConnectOptions } from '../transport/connection.js';
+import { JsonEncoder, type Encoder } from './encoder.js';
+import { resolveExchange } from './exchange.js';
+import { Fingerprint, type FingerprintDict } from './fingerprint.js';
+import {
+  Message,
+  MessageCommand,
+  MessageResult,
+  MessageResultError,
+  MessageResultException,
+  RpcCommand,
+  type AnyResult,
+  type MessageBody,
+} from './messages.js';
+import { declareExchange, declareQueue, type Eks } from './topology.js';
+
+/** The trailing options object of `message_NAME` / `rpc_NAME`: every key starts with `_`. */
+export interface SendOptions {
+  /** Routing key on the default (first) exchange. */
+  _key?: string;
+  /** Exchanges and keys to send to instead of the producer's eks (`_key` is then ignored). */
+  _eks?: Eks;
+  /** Seconds to wait for an RPC reply before sending again. @default 30 */
+  _timeout?: number;
+  /** How many times an unanswered RPC is sent again. @default 4 */
+  _max_retry?: number;
+  /** Return the reply queue's name instead of waiting (collect with `consumeRpc`). */
+  _queue_only?: boolean;
+}
+
+export interface ProducerOptions extends ConnectOptions {
+  /** Merged over the fingerprint taken from the OS. */
+  fingerprint?: Partial<FingerprintDict>;
+  /** Share a connection instead of opening one. */
+  connection?: ChannelModel;
+  encoder?: Encoder;
+  logger?: Logger;
+}
+
+export interface ConsumeRpcOptions {
+  /** How many replies to wait for. @default 1 */
+  resultLen?: number;
+  /** Called with each reply body as it arrives. */
+  callback?: (body: MessageBody<object>) => void;
+  /** Seconds to wait for all replies. @default the producer's rpcTimeout */
+  timeout?: number;
+}
+
+type MessageMethods<T> = {
+  [K in keyof T as K extends `build_message_${infer N}` ? `message_${N}` : never]: T[K] extends (...args: infer A) => unknown
+    ? (...args: [...A, SendOptions?]) => Promise<void>
+    : never;
+};
+type RpcMethods<T> = {
+  [K in keyof T as K extends `build_rpc_${infer N}` ? `rpc_${N}` : never]: T[K] extends (...args: infer A) => unknown
+    ? {
+        (...args: [...A, SendOptions & { _queue_only: true }]): Promise<string>;
+        (...args: [...A, SendOptions?]): Promise<AnyResult>;
+      }
+    : never;
+};
+/** Methods for names without a builder: `MessageCommand(NAME, params)` / `RpcCommand(NAME, params)`. */
+interface FallbackMethods {
+  [name: `message_${string}`]: (params?: Record<string, unknown>, options?: SendOptions) => Promise<void>;
+  [name: `rpc_${string}`]: (params?: Record<string, unknown>, options?: SendOptions) => Promise<AnyResult | string>;
+}
+
+/** A producer with its generated `message_NAME` / `rpc_NAME` methods, typed from its builders. */
+export type Producer<T> = T & MessageMethods<T> & RpcMethods<T> & FallbackMethods;
+
+function isSendOptions(v: unknown): v is SendOptions {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Message) return false;
+  const keys = Object.keys(v);
+  return keys.length > 0 && keys.every((k) => k.startsWith('_'));
+}
+
+interface PendingRpc {
+  resolve: (r: AnyResult) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const REPLY_TO = 'amq.rabbitmq.reply-to';
+
+/**
+ * Sends Postage envelopes. Subclass it, declare `static eks` and
+ * `build_message_NAME` / `build_rpc_NAME` methods, then `await Sub.create()`.
+ */
+export class GenericProducer {
+  static eks: Eks = [];
+  /** Seconds an RPC waits for its reply before being sent again. */
+  static rpcTimeout: number = DEFAULTS.rpcTimeout;
+  /** How many times an unanswered RPC is sent again. */
+  static maxRetry: number = DEFAULTS.maxRetry;
+
+  readonly fingerprint: FingerprintDict;
+  readonly encoder: Encoder;
+  eks: Eks;
+  rpcTimeout: number;
+  maxRetry: number;
+  protected readonly log: Logger;
+  #opts: ProducerOptions;
+  #conn: ChannelModel | undefined;
+  #ownsConnection: boolean;
+  #channel: ConfirmChannel | undefined;
+  #pending = new Map<string, PendingRpc>();
+  #nextId = 0;
+  #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
+
+  constructor(options: ProducerOptions = {}) {
+    const cls = this.constructor as typeof GenericProducer;
+    this.#opts = options;
+    this.eks = cls.eks;
+    this.rpcTimeout = cls.rpcTimeout;
+    this.maxRetry = cls.maxRetry;
+    this.fingerprint = { ...new Fingerprint(undefined, undefined, { vhost: options.vhost }).asDict(), ...(options.fingerprint as FingerprintDict) };
+    this.encoder = options.encoder ?? new JsonEncoder();
+    this.#conn = options.connection;
+    this.#ownsConnection = !options.connection;
+    this.log = options.logger ?? componentLogger('producer', this.fingerprint.name);
+  }
+
+  static {
+    // Names found nowhere on the instance or its classes become message_/rpc_
+    // senders. A proxy at the top of the prototype chain sees only those misses,
+    // and `this` stays the real instance (private fields keep working).
+    const fallback = new Proxy(Object.prototype, {
+      get(target, prop, receiver: GenericProducer) {
+        if (typeof prop === 'string') {
+          if (prop.startsWith('message_')) return (...args: unknown[]) => receiver.#send(prop.slice(8), 'message', args);
+          if (prop.startsWith('rpc_')) return (...args: unknown[]) => receiver.#send(prop.slice(4), 'rpc', args);
+        }
+        return Reflect.get(target, prop, receiver);
+      },
+    });
+    Object.setPrototypeOf(GenericProducer.prototype, fallback);
+  }
+
+  /** Builds a producer, connects it and declares its eks. */
+  static async create<T extends GenericProducer>(this: new (options?: ProducerOptions) => T, options: ProducerOptions = {}): Promise<Producer<T>> {
+    const p = new this(options);
+    await p.connect();
+    return p as Producer<T>;
+  }
+
+  /** Connects (once) and declares the eks exchanges. */
+  async connect(): Promise<void> {
+    if (this.#channel) return;
+    this.#conn ??= await openConnection({ ...this.#opts, connectionName: `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}` }, this.log);
+    const ch = await this.#conn.createConfirmChannel();
+    ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer channel error'));
+    ch.on('close', () => this.#failPending('the channel closed'));
+    for (const [exchange] of this.eks) await declareExchange(ch, exchange);
+    // Direct reply-to: no queue per RPC; replies come back on this channel.
+    await ch.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
+    this.#channel = ch;
+  }
+
+  get connection(): ChannelModel | undefined {
+    return this.#conn;
+  }
+
+  #channelOrThrow(): ConfirmChannel {
+    if (!this.#channel) throw new BrokerError('producer is not connected: use `await Producer.create()` or `await producer.connect()`', 'NOT_CONNECTED');
+    return this.#channel;
+  }
+
+  #targets(opts: SendOptions): Eks {
+    if (opts._eks) return opts._eks;
+    if (opts._key !== undefined) {
+      if (this.eks.length === 0) throw new BrokerError('_key needs a default exchange: declare static eks', 'NO_EXCHANGE');
+      return [[this.eks[0][0], opts._key]];
+    }
+    return this.eks;
+  }
+
+  #build(name: string, category: 'message' | 'rpc', args: unknown[]): { msg: Message<object>; opts: SendOptions } {
+    const opts = args.length > 0 && isSendOptions(args[args.length - 1]) ? (args.pop() as SendOptions) : {};
+    const builder = (this as unknown as Record<string, unknown>)[`build_${category}_${name}`];
+    let msg: Message<object>;
+    if (typeof builder === 'function') msg = builder.apply(this, args) as Message<object>;
+    else {
+      const params = (args[0] ?? {}) as Record<string, unknown>;
+      msg = category === 'rpc' ? new RpcCommand(name, params) : new MessageCommand(name, params);
+    }
+    msg.setFingerprint(this.fingerprint);
+    return { msg, opts };
+  }
+
+  #send(name: string, category: 'message' | 'rpc', args: unknown[]): Promise<unknown> {
+    try {
+      const { msg, opts } = this.#build(name, category, args);
+      return category === 'rpc' ? this.#rpc(msg.body, opts) : this.#publishAll(msg.body, opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Publishes persistently to every target and resolves when the broker confirmed them all. */
+  #publishAll(body: object, opts: SendOptions): Promise<void> {
+    const ch = this.#channelOrThrow();
+    const content = this.encoder.encode(body) as Buffer;
+    const sends = this.#targets(opts).map(
+      ([exchange, key]) =>
+        new Promise<void>((resolve, reject) => {
+          const exName = resolveExchange(exchange).name;
+          ch.publish(exName, key, content, { persistent: true, contentType: this.encoder.contentType }, (err) =>
+            err ? reject(new BrokerError(`the broker refused a message to ${exName}/${key} (nack)`, 'NACK', { cause: err })) : resolve(),
+          );
+        }),
+    );
+    return Promise.all(sends).then(() => undefined);
+  }
+
+  /** Sends a plain `Message(args, kwds)`. The last argument may be send options. */
+  message(...args: unknown[]): Promise<void> {
+    const opts = args.length > 0 && isSendOptions(args[args.length - 1]) ? (args.pop() as SendOptions) : {};
+    const [positional, kwds] = args as [unknown[] | undefined, Record<string, unknown> | undefined];
+    const msg = new Message(positional, kwds).setFingerprint(this.fingerprint);
+    return this.#publishAll(msg.body, opts);
+  }
+
+  /** Sends an already built body unchanged. */
+  forward(body: object, opts: SendOptions = {}): Promise<void> {
+    return this.#publishAll(body, opts);
+  }
+
+  #rpc(body: object, opts: SendOptions): Promise<AnyResult | string> {
+    const ch = this.#channelOrThrow();
+    const [exchange, key] = this.#targets(opts)[0];
+    const exName = resolveExchange(exchange).name;
+    const content = this.encoder.encode(body) as Buffer;
+    if (opts._queue_only) {
+      return declareQueue(ch, '', { exclusive: true, autoDelete: true, durable: false }).then((queue) => {
+        ch.publish(exName, key, content, { contentType: this.encoder.contentType, replyTo: queue, correlationId: queue });
+        return queue;
+      });
+    }
+    const timeoutMs = (opts._timeout ?? this.rpcTimeout) * 1000;
+    const maxRetry = opts._max_retry ?? this.maxRetry;
+    const correlationId = this.#idPrefix + this.#nextId++;
+    return new Promise<AnyResult>((resolve) => {
+      let attempt = 0;
+      const entry: PendingRpc = { resolve, timer: undefined };
+      const send = () => {
+        // Every attempt keeps the correlation id, so a late reply to an earlier one still completes the call.
+        ch.publish(exName, key, content, { contentType: this.encoder.contentType, replyTo: REPLY_TO, correlationId });
+        entry.timer = setTimeout(() => {
+          if (attempt < maxRetry) {
+            attempt++;
+            this.log.debug({ correlationId, attempt }, 'RPC unanswered, sending again');
+            send();
+          } else {
+            this.#pending.delete(correlationId);
+            resolve(new MessageResultException('TimeoutError', `no reply to RPC ${exName}/${key} after ${maxRetry + 1} attempts of ${timeoutMs / 1000} s`));
+          }
+        }, timeoutMs);
+      };
+      this.#pending.set(correlationId, entry);
+      send();
+    });
+  }
+
+  #onReply(msg: ConsumeMessage): void {
+    const id = msg.properties.correlationId as string | undefined;
+    const entry = id === undefined ? undefined : this.#pending.get(id);
+    if (!entry || id === undefined) {
+      this.log.debug({ correlationId: id }, 'reply for no pending RPC (already answered or timed out)');
+      return;
+    }
+    this.#pending.delete(id);
+    clearTimeout(entry.timer);
+    entry.resolve(this.#toResult(msg.content));
+  }
+
+  #toResult(content: Buffer): AnyResult {
+    let body: unknown;
+    try {
+      body = this.encoder.decode(content);
+      const m = Message.fromBody(body);
+      if (m instanceof MessageResult) return m;
+      throw new MalformedMessage(`type "${m.type}" is not a result`);
+    } catch (err) {
+      const reason = err instanceof MalformedMessage ? err.reason : String(err);
+      return new MessageResultError(`Malformed reply (${reason})`);
+    }
+  }
+
+  #failPending(why: string): void {
+    for (const [id, entry] of this.#pending) {
+      clearTimeout(entry.timer);
+      entry.resolve(new MessageResultException('DisconnectError', `RPC ${id} lost: ${why}`));
+    }
+    this.#pending.clear();
+  }
+
+  /**
+   * Collects replies from a reply queue made by `_queue_only`: resolves with
+   * `resultLen` results, or with those that came before the timeout (a
+   * `MessageResultException('TimeoutError', …)` when none did).
+   */
+  async consumeRpc(queue: string, options: ConsumeRpcOptions = {}): Promise<AnyResult[]> {
+    const ch = this.#channelOrThrow();
+    const resultLen = options.resultLen ?? 1;
+    const timeoutMs = (options.timeout ?? this.rpcTimeout) * 1000;
+    const results: AnyResult[] = [];
+    let tag: string | undefined;
+    let finish!: () => void;
+    const done = new Promise<void>((r) => (finish = r));
+    const timer = setTimeout(finish, timeoutMs);
+    const ok = await ch.consume(
+      queue,
+      (msg) => {
+        if (!msg || results.length >= resultLen) return;
+        const r = this.#toResult(msg.content);
+        results.push(r);
+        options.callback?.(r.body);
+        if (results.length >= resultLen) finish();
+      },
+      { noAck: true },
+    );
+    tag = ok.consumerTag;
+    await done;
+    clearTimeout(timer);
+    await ch.cancel(tag).catch(() => undefined);
+    if (results.length === 0) results.push(new MessageResultException('TimeoutError', `no reply on ${queue} within ${timeoutMs / 1000} s`));
+    return results;
+  }
+
+  /** Closes the channel (and the connection, when it is this producer's own). Pending RPCs resolve to an exception. */
+  async close(): Promise<void> {
+    this.#failPending('the producer was closed');
+    const ch = this.#channel;
+    this.#channel = undefined;
+    await ch?.close().catch(() => undefined);
+    if (this.#ownsConnection) await this.#conn?.close().catch(() => undefined);
+  }
+}
+

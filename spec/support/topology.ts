@@ -1,0 +1,48 @@
+/** Unique names per spec, and a cleaner that deletes what a spec declared on the shared broker. */
+import amqp from 'amqplib';
+import { randomBytes } from 'node:crypto';
+import { brokerUrl } from './broker.js';
+
+export function unique(prefix: string): string {
+  return `spec.${prefix}.${randomBytes(4).toString('hex')}`;
+}
+
+export async function deleteTopology(queues: string[], exchanges: string[] = []): Promise<void> {
+  const conn = await amqp.connect(await brokerUrl());
+  try {
+    const ch = await conn.createChannel();
+    for (const q of queues) await ch.deleteQueue(q);
+    for (const e of exchanges) await ch.deleteExchange(e);
+    await ch.close();
+  } finally {
+    await conn.close();
+  }
+}
+
+/** Publishes raw bytes, as any other AMQP client (or Python Postage) would. */
+export async function publishRaw(exchange: string, key: string, content: Buffer, props: amqp.Options.Publish = {}): Promise<void> {
+  const conn = await amqp.connect(await brokerUrl());
+  try {
+    const ch = await conn.createConfirmChannel();
+    ch.publish(exchange, key, content, props);
+    await ch.waitForConfirms();
+  } finally {
+    await conn.close();
+  }
+}
+
+/** Reads one message from a queue, polling until the deadline (the broker has no "message arrived" event for basic.get). */
+export async function getOne(queue: string, deadlineMs = 5000): Promise<amqp.GetMessage | false> {
+  const conn = await amqp.connect(await brokerUrl());
+  try {
+    const ch = await conn.createChannel();
+    const end = Date.now() + deadlineMs;
+    for (;;) {
+      const m = await ch.get(queue, { noAck: true });
+      if (m || Date.now() > end) return m;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await conn.close();
+  }
+}
