@@ -20,7 +20,6 @@ export function rootLogger(): Logger {
 /** A pino logger with the library's settings. @internal */
 export function makeLogger(level: string, destination?: DestinationStream): Logger {
   const options = {
-    name: 'postage',
     level,
     // Belt and braces: nothing called password ever reaches a log line.
     redact: { paths: ['password', '*.password', '*.*.password', 'url', '*.url'], censor: '***' },

@@ -67,7 +67,7 @@ export function RpcHandler(type: string, name?: string) {
  * Passes the body through `fn(body, ...args)` before the handler sees it;
  * `fn` throwing `FilterError` skips this handler only.
  */
-export function MessageFilter<A extends unknown[]>(fn: (body: MessageBody<object>, ...args: A) => MessageBody<object>, ...args: A) {
+export function MessageFilter<A extends unknown[]>(fn: (body: MessageBody, ...args: A) => MessageBody, ...args: A) {
   return tagging((t) => {
     const list = Object.hasOwn(t, FILTERS) ? t[FILTERS]! : [];
     // Decorators apply bottom-up; unshift keeps the filters in reading order.

@@ -66,7 +66,10 @@ type RpcMethods<T> = {
 /** Methods for names without a builder: `MessageCommand(NAME, params)` / `RpcCommand(NAME, params)`. */
 interface FallbackMethods {
   [name: `message_${string}`]: (params?: Record<string, unknown>, options?: SendOptions) => Promise<void>;
-  [name: `rpc_${string}`]: (params?: Record<string, unknown>, options?: SendOptions) => Promise<AnyResult | string>;
+  [name: `rpc_${string}`]: {
+    (params: Record<string, unknown> | undefined, options: SendOptions & { _queue_only: true }): Promise<string>;
+    (params?: Record<string, unknown>, options?: SendOptions): Promise<AnyResult>;
+  };
 }
 
 /** A producer with its generated `message_NAME` / `rpc_NAME` methods, typed from its builders. */

@@ -1,0 +1,496 @@
+import { expect } from 'chai';
+import amqp from 'amqplib';
+import {
+  AckAndRestart,
+  ExitScheduler,
+  FilterError,
+  GenericProducer,
+  Handler,
+  MessageCommand,
+  MessageFilter,
+  MessageHandler,
+  MessageHandlerFullBody,
+  MessageProcessor,
+  MessageResult,
+  MessageResultError,
+  MessageResultException,
+  MessageStatus,
+  MicroScheduler,
+  RejectMessage,
+  RpcCommand,
+  RpcHandler,
+  sleep,
+  type ExchangeObject,
+  type MessageBody,
+} from '../../lib/index.js';
+import { makeLogger, rootLogger, setRootLogger } from '../../lib/log.js';
+import { brokerUrl } from '../support/broker.js';
+import { Harness, counter, deferred } from '../support/components.js';
+import { deleteTopology, getOne, publishRaw, unique } from '../support/topology.js';
+
+type Params = { parameters: Record<string, unknown> };
+
+describe('MessageProcessor', function () {
+  let url: string;
+  let ex: ExchangeObject;
+  let dlx: ExchangeObject;
+  let queue: string;
+  let dlq: string;
+  let h: Harness;
+  let raw: amqp.ChannelModel;
+
+  before(async () => {
+    url = await brokerUrl();
+    raw = await amqp.connect(url);
+  });
+  after(async () => raw.close());
+
+  beforeEach(async () => {
+    ex = { name: unique('ex'), type: 'direct', durable: false };
+    dlx = { name: unique('dlx'), type: 'fanout', durable: false };
+    queue = unique('q');
+    dlq = unique('dlq');
+    const ch = await raw.createChannel();
+    await ch.assertExchange(dlx.name, 'fanout', { durable: false });
+    await ch.assertQueue(dlq);
+    await ch.bindQueue(dlq, dlx.name, '');
+    await ch.close();
+    h = new Harness();
+  });
+  afterEach(async () => {
+    await h.close();
+    await deleteTopology([queue, dlq], [ex.name, dlx.name]);
+  });
+
+  /** The eqk every spec uses: one queue that dead-letters to `dlq`. */
+  const eqk = () => [[ex, [[{ name: queue, flags: { arguments: { 'x-dead-letter-exchange': dlx.name } } }, 'k']]]] as const;
+
+  async function producer() {
+    const exchange = ex;
+    class Sender extends GenericProducer {
+      static override eks = [[exchange, 'k'] as const];
+    }
+    const p = await Sender.create({ url, fingerprint: { name: 'sender' } });
+    h.onClose(() => p.close());
+    return p;
+  }
+
+  async function queueDepth(): Promise<number> {
+    const ch = await raw.createChannel();
+    const ok = await ch.checkQueue(queue);
+    await ch.close();
+    return ok.messageCount;
+  }
+
+  describe('handlers', () => {
+    it('hands body.content to @MessageHandler and the whole body to @MessageHandlerFullBody, with this bound', async () => {
+      const got = counter(2);
+      const seen: unknown[] = [];
+      class P extends MessageProcessor {
+        tag = 'me';
+        @MessageHandler('command', 'store')
+        store(content: Params) {
+          seen.push(['content', this.tag, content]);
+          got.hit();
+        }
+        @MessageHandlerFullBody('status', 'alive')
+        alive(body: MessageBody) {
+          seen.push(['body', this.tag, body.type, body.name, body.fingerprint.name]);
+          got.hit();
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      const p = await producer();
+      await p.message_store({ a: 1 });
+      await p.forward(new MessageStatus('alive').setFingerprint({ name: 'sender' }).body);
+      await got.done;
+      expect(seen).to.deep.equal([
+        ['content', 'me', { parameters: { a: 1 } }],
+        ['body', 'me', 'status', 'alive', 'sender'],
+      ]);
+    });
+
+    it('runs every handler of a (type, name) in declaration order, inherited ones first, each with its own copy', async () => {
+      const got = counter(3);
+      const order: string[] = [];
+      class Base extends MessageProcessor {
+        @MessageHandler('command', 'go')
+        base(content: Params) {
+          order.push(`base:${JSON.stringify(content.parameters)}`);
+          content.parameters.mutated = true;
+          got.hit();
+        }
+      }
+      class Derived extends Base {
+        @MessageHandler('command', 'go')
+        first(content: Params) {
+          order.push(`first:${JSON.stringify(content.parameters)}`);
+          content.parameters.mutated = true;
+          got.hit();
+        }
+        @MessageHandler('command', 'go')
+        second(content: Params) {
+          order.push(`second:${JSON.stringify(content.parameters)}`);
+          got.hit();
+        }
+      }
+      await h.start(new Derived({ url, eqk: eqk() }));
+      await (await producer()).message_go({ x: 1 });
+      await got.done;
+      expect(order).to.deep.equal(['base:{"x":1}', 'first:{"x":1}', 'second:{"x":1}']);
+    });
+
+    it('runs async and generator handlers to the end before acking', async () => {
+      const done = counter(2);
+      const log: string[] = [];
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'work')
+        async asyncWork() {
+          await sleep(5);
+          log.push('async');
+          done.hit();
+        }
+        @MessageHandler('command', 'work')
+        *genWork() {
+          yield sleep(5);
+          log.push('generator');
+          done.hit();
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      await (await producer()).message_work();
+      await done.done;
+      expect(log).to.deep.equal(['async', 'generator']);
+    });
+
+    it('builds a Handler class per delivery with data, processor and reply', async () => {
+      const got = deferred<unknown[]>();
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'audit')
+        static Audit = class extends Handler<P, Params> {
+          call() {
+            got.resolve([this.data, this.processor instanceof P, typeof this.reply]);
+          }
+        };
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      await (await producer()).message_audit({ who: 'x' });
+      expect(await got.promise).to.deep.equal([{ parameters: { who: 'x' } }, true, 'function']);
+    });
+
+    it('passes the body through @MessageFilter, and a FilterError skips only that handler', async () => {
+      const got = counter(2);
+      const seen: string[] = [];
+      const upper = (body: MessageBody, field: string) => {
+        const c = body.content as Params;
+        return { ...body, content: { parameters: { ...c.parameters, [field]: String(c.parameters[field]).toUpperCase() } } };
+      };
+      const dropAll = (): MessageBody => {
+        throw new FilterError();
+      };
+      class P extends MessageProcessor {
+        @MessageFilter(upper, 'text')
+        @MessageHandler('command', 'say')
+        shout(content: Params) {
+          seen.push(`shout:${content.parameters.text}`);
+          got.hit();
+        }
+        @MessageFilter(dropAll)
+        @MessageHandler('command', 'say')
+        never() {
+          seen.push('never');
+        }
+        @MessageHandler('command', 'say')
+        plain(content: Params) {
+          seen.push(`plain:${content.parameters.text}`);
+          got.hit();
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      await (await producer()).message_say({ text: 'hi' });
+      await got.done;
+      expect(seen).to.deep.equal(['shout:HI', 'plain:hi']);
+    });
+  });
+
+  describe('delivery outcomes', () => {
+    it('acks a message once its handlers ran, even with no handler', async () => {
+      const got = deferred();
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'known')
+        known() {
+          got.resolve();
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      const p = await producer();
+      await p.message_unknown();
+      await p.message_known();
+      await got.promise;
+      await sleep(50);
+      expect(await queueDepth()).to.equal(0);
+      expect(await getOne(dlq, 100)).to.equal(false);
+    });
+
+    it('dead-letters a message whose handler throws RejectMessage', async () => {
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'bad')
+        bad() {
+          throw new RejectMessage();
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      await (await producer()).message_bad({ n: 1 });
+      const dead = await getOne(dlq);
+      expect(dead).to.not.equal(false);
+      expect(JSON.parse((dead as amqp.GetMessage).content.toString()).name).to.equal('bad');
+    });
+
+    it('logs and dead-letters a message whose handler crashes, and keeps serving', async () => {
+      const next = deferred();
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'crash')
+        crash() {
+          throw new TypeError('handler bug');
+        }
+        @MessageHandler('command', 'fine')
+        fine() {
+          next.resolve();
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      const p = await producer();
+      await p.message_crash();
+      await p.message_fine();
+      await next.promise;
+      expect(JSON.parse(((await getOne(dlq)) as amqp.GetMessage).content.toString()).name).to.equal('crash');
+    });
+
+    it('acks, then stops the scheduler, on ExitScheduler', async () => {
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'bye')
+        bye() {
+          throw new ExitScheduler();
+        }
+      }
+      const proc = new P({ url, eqk: eqk() });
+      await proc.ready();
+      const s = new MicroScheduler();
+      s.addMicrothread(proc);
+      const running = s.run();
+      await (await producer()).message_bye();
+      await running;
+      await proc.close();
+      expect(await queueDepth()).to.equal(0);
+      expect(await getOne(dlq, 100)).to.equal(false);
+    });
+
+    it("stops the scheduler on the built-in ('command', 'quit')", async () => {
+      const proc = new MessageProcessor({ url, eqk: eqk() });
+      await proc.ready();
+      const s = new MicroScheduler();
+      s.addMicrothread(proc);
+      const running = s.run();
+      await (await producer()).message_quit();
+      await running;
+      await proc.close();
+      expect(await queueDepth()).to.equal(0);
+    });
+
+    it("acks, then calls restart(), on AckAndRestart and on the built-in ('command', 'restart')", async () => {
+      const restarts = counter(2);
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'again')
+        again() {
+          throw new AckAndRestart();
+        }
+        override restart() {
+          restarts.hit();
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      const p = await producer();
+      await p.message_again();
+      await p.message_restart();
+      await restarts.done;
+      expect(restarts.count()).to.equal(2);
+    });
+  });
+
+  describe('RPC', () => {
+    it('replies with a returned value as MessageResult, or with what reply() was given', async () => {
+      class P extends MessageProcessor {
+        @RpcHandler('command', 'add')
+        add(content: { parameters: { a: number; b: number } }) {
+          return content.parameters.a + content.parameters.b;
+        }
+        @RpcHandler('command', 'explicit')
+        explicit(_c: Params, reply: (r: unknown) => void) {
+          reply(new MessageResult('RPC message received', 'ok'));
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      const p = await producer();
+      const sum = await p.rpc_add({ a: 2, b: 3 }, { _timeout: 5 });
+      expect(sum.body.content).to.deep.equal({ type: 'success', value: 5, message: '' });
+      const ex2 = await p.rpc_explicit({}, { _timeout: 5 });
+      expect(ex2.body.content).to.deep.equal({ type: 'success', value: 'RPC message received', message: 'ok' });
+    });
+
+    it('replies MessageResultException(name, message) when the handler throws', async () => {
+      class P extends MessageProcessor {
+        @RpcHandler('command', 'fail')
+        async fail(): Promise<never> {
+          throw new RangeError('out of range');
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      const r = await (await producer()).rpc_fail({}, { _timeout: 5 });
+      expect(r).to.be.instanceOf(MessageResultException);
+      expect(r.body.content).to.deep.equal({ type: 'exception', value: 'RangeError', message: 'out of range' });
+    });
+
+    it('answers an RPC nobody handles with MessageResultError at once', async () => {
+      await h.start(new MessageProcessor({ url, fingerprint: { name: 'lonely' }, eqk: eqk() }));
+      const started = Date.now();
+      const r = await (await producer()).rpc_nobody({}, { _timeout: 20, _max_retry: 0 });
+      expect(r).to.be.instanceOf(MessageResultError);
+      expect(r.body.content.message).to.match(/No handler for RPC 'nobody'/);
+      expect(Date.now() - started).to.be.lessThan(5000);
+    });
+  });
+
+  describe('poison input', () => {
+    const poison: Array<[string, Buffer]> = [
+      ['a body that is not JSON', Buffer.from('\u0000not json at all')],
+      ['JSON that is not an envelope', Buffer.from('[1, 2, 3]')],
+      ['an envelope of an unknown version', Buffer.from(JSON.stringify({ ...new MessageCommand('x').body, version: '1' }))],
+    ];
+    let logs: string[];
+    let before: ReturnType<typeof rootLogger>;
+    beforeEach(() => {
+      logs = [];
+      before = rootLogger();
+      setRootLogger(makeLogger('warn', { write: (l: string) => void logs.push(l) }));
+    });
+    afterEach(() => setRootLogger(before));
+
+    for (const [what, content] of poison) {
+      it(`rejects ${what} to the dead-letter queue and keeps serving`, async () => {
+        const next = deferred();
+        class P extends MessageProcessor {
+          @MessageHandler('command', 'fine')
+          fine() {
+            next.resolve();
+          }
+        }
+        await h.start(new P({ url, eqk: eqk() }));
+        await publishRaw(ex.name, 'k', content);
+        await (await producer()).message_fine();
+        await next.promise;
+        const line = logs.find((l) => l.includes('malformed message rejected'));
+        expect(line, 'a log line naming the rejection').to.be.a('string');
+        expect(JSON.parse(line!).reason).to.be.a('string').and.not.empty;
+        const dead = (await getOne(dlq)) as amqp.GetMessage;
+        expect(dead).to.not.equal(false);
+        expect(dead.content.equals(content)).to.equal(true);
+      });
+    }
+  });
+
+  describe('lifecycle', () => {
+    it('after ready(), keeps what is published even before the scheduler runs', async () => {
+      const got = deferred<unknown>();
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'early')
+        early(content: Params) {
+          got.resolve(content.parameters);
+        }
+      }
+      const proc = new P({ url, eqk: eqk() });
+      await proc.ready();
+      await (await producer()).message_early({ n: 1 });
+      await h.start(proc);
+      expect(await got.promise).to.deep.equal({ n: 1 });
+    });
+
+    it('close() lets the handler in flight finish and ack before closing', async () => {
+      const gate = deferred();
+      const entered = deferred();
+      let finished = false;
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'slow')
+        async slow() {
+          entered.resolve();
+          await gate.promise;
+          finished = true;
+        }
+      }
+      const proc = new P({ url, eqk: eqk() });
+      await h.start(proc);
+      await (await producer()).message_slow();
+      await entered.promise;
+      const closing = proc.close();
+      gate.resolve();
+      await closing;
+      expect(finished).to.equal(true);
+      expect(await queueDepth()).to.equal(0);
+    });
+
+    it('takes the Postage positional constructor (fingerprint, eqk, hup, vhost)', async () => {
+      const got = deferred<string>();
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'hello')
+        hello() {
+          got.resolve(this.fingerprint.name);
+        }
+      }
+      const u = new URL(url);
+      const vhost = decodeURIComponent(u.pathname.slice(1)) || '/';
+      await h.start(new P({ name: 'positional', type: 'test' }, eqk(), { host: u.hostname, user: decodeURIComponent(u.username) || 'guest', password: decodeURIComponent(u.password) || 'guest', port: Number(u.port) || 5672 }, vhost));
+      await (await producer()).message_hello();
+      expect(await got.promise).to.equal('positional');
+    });
+  });
+
+  describe('wire compatibility with Python Postage', () => {
+    it('handles a body exactly as Python Postage builds it', async () => {
+      const got = deferred<unknown>();
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'echo')
+        echo(content: Params) {
+          got.resolve(content);
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      // json.dumps(MessageCommand('echo', {'text': 'hi'}).body) after fingerprint(**Fingerprint(...).as_dict()), Python 3.
+      const python =
+        '{"type": "command", "name": "echo", "category": "message", "version": "2", "fingerprint": {"name": "echo_send", "type": "controller", "pid": "4242", "host": "pyhost", "user": "py", "vhost": "/"}, "content": {"parameters": {"text": "hi"}}, "_reserved": {}}';
+      await publishRaw(ex.name, 'k', Buffer.from(python), { contentType: 'application/json' });
+      expect(await got.promise).to.deep.equal({ parameters: { text: 'hi' } });
+    });
+
+    it('answers a Python-style RPC (reply_to queue, no correlation id) with a Postage result body', async () => {
+      class P extends MessageProcessor {
+        @RpcHandler('command', 'echo')
+        echo() {
+          return 'RPC message received';
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      const ch = await raw.createChannel();
+      const { queue: replyQ } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
+      await publishRaw(ex.name, 'k', Buffer.from(JSON.stringify(new RpcCommand('echo', {}).body)), { replyTo: replyQ });
+      const reply = await getOneOn(ch, replyQ);
+      await ch.close();
+      expect(Object.keys(reply)).to.deep.equal(['type', 'name', 'category', 'version', 'fingerprint', 'content', '_reserved']);
+      expect(reply.content).to.deep.equal({ type: 'success', value: 'RPC message received', message: '' });
+    });
+  });
+});
+
+async function getOneOn(ch: amqp.Channel, queue: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve) => {
+    void ch.consume(queue, (m) => m && resolve(JSON.parse(m.content.toString())), { noAck: true });
+  });
+}

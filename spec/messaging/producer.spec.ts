@@ -1,0 +1,252 @@
+import { expect } from 'chai';
+import amqp from 'amqplib';
+import {
+  BrokerError,
+  GenericProducer,
+  MessageCommand,
+  MessageResult,
+  MessageResultError,
+  MessageResultException,
+  MessageProcessor,
+  RpcCommand,
+  RpcHandler,
+  type ExchangeObject,
+} from '../../lib/index.js';
+import { brokerUrl } from '../support/broker.js';
+import { Harness } from '../support/components.js';
+import { deleteTopology, getOne, unique } from '../support/topology.js';
+
+const POSTAGE_KEYS = ['type', 'name', 'category', 'version', 'fingerprint', 'content', '_reserved'];
+
+describe('GenericProducer', function () {
+  let url: string;
+  let ex: ExchangeObject;
+  let q1: string;
+  let q2: string;
+  let raw: amqp.ChannelModel;
+  let ch: amqp.Channel;
+
+  before(async () => {
+    url = await brokerUrl();
+    raw = await amqp.connect(url);
+  });
+  after(async () => raw.close());
+
+  beforeEach(async () => {
+    ex = { name: unique('ex'), type: 'direct', durable: false, autoDelete: false };
+    q1 = unique('q1');
+    q2 = unique('q2');
+    ch = await raw.createChannel();
+    await ch.assertExchange(ex.name, 'direct', { durable: false });
+    await ch.assertQueue(q1);
+    await ch.assertQueue(q2);
+    await ch.bindQueue(q1, ex.name, 'k1');
+    await ch.bindQueue(q2, ex.name, 'k2');
+  });
+  afterEach(async () => {
+    await ch.close();
+    await deleteTopology([q1, q2], [ex.name]);
+  });
+
+  function producerClass() {
+    const exchange = ex;
+    return class Pinger extends GenericProducer {
+      static override eks = [[exchange, 'k1'] as const, [exchange, 'k2'] as const];
+      build_message_ping(n: number) {
+        return new MessageCommand('ping', { n });
+      }
+      build_rpc_echo(text: string) {
+        return new RpcCommand('echo', { text });
+      }
+    };
+  }
+
+  it('sends message_NAME to every (exchange, key) in eks, persistent, with Postage keys and its fingerprint', async () => {
+    const p = await producerClass().create({ url, fingerprint: { name: 'pinger', type: 'test' } });
+    try {
+      await p.message_ping(7);
+      for (const q of [q1, q2]) {
+        const m = await getOne(q);
+        expect(m, `a message in ${q}`).to.not.equal(false);
+        if (!m) return;
+        expect(m.properties.deliveryMode).to.equal(2);
+        expect(m.properties.contentType).to.equal('application/json');
+        const body = JSON.parse(m.content.toString());
+        expect(Object.keys(body)).to.deep.equal(POSTAGE_KEYS);
+        expect(body).to.deep.include({ type: 'command', name: 'ping', category: 'message', version: '2', content: { parameters: { n: 7 } } });
+        expect(body.fingerprint).to.include({ name: 'pinger', type: 'test', pid: String(process.pid) });
+      }
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('sends to the default exchange with _key, and to _eks instead of its own', async () => {
+    const p = await producerClass().create({ url });
+    try {
+      await p.message_ping(1, { _key: 'k2' });
+      expect(await getOne(q1, 200)).to.equal(false);
+      expect(JSON.parse(((await getOne(q2)) as amqp.GetMessage).content.toString()).content.parameters.n).to.equal(1);
+      await p.message_ping(2, { _eks: [[ex, 'k1']], _key: 'k2' });
+      expect(JSON.parse(((await getOne(q1)) as amqp.GetMessage).content.toString()).content.parameters.n).to.equal(2);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('sends MessageCommand(NAME, params) for a name without a builder', async () => {
+    const p = await producerClass().create({ url });
+    try {
+      await p.message_anything({ a: 1 }, { _key: 'k1' });
+      const body = JSON.parse(((await getOne(q1)) as amqp.GetMessage).content.toString());
+      expect(body).to.deep.include({ type: 'command', name: 'anything', category: 'message', content: { parameters: { a: 1 } } });
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('sends a plain Message with message(), and a body unchanged with forward()', async () => {
+    const p = await producerClass().create({ url });
+    try {
+      await p.message([1, 'two'], { three: 3 }, { _key: 'k1' });
+      const body = JSON.parse(((await getOne(q1)) as amqp.GetMessage).content.toString());
+      expect(body).to.deep.include({ type: 'none', content: { args: [1, 'two'], kwds: { three: 3 } } });
+      const original = new MessageCommand('fwd', { x: 1 }).setFingerprint({ name: 'someone-else' }).body;
+      await p.forward(original, { _key: 'k1' });
+      expect(JSON.parse(((await getOne(q1)) as amqp.GetMessage).content.toString())).to.deep.equal(original);
+    } finally {
+      await p.close();
+    }
+  });
+
+  describe('RPC', () => {
+    let h: Harness;
+    beforeEach(() => (h = new Harness()));
+    afterEach(async () => h.close());
+
+    class Echo extends MessageProcessor {
+      @RpcHandler('command', 'echo')
+      echo(content: { parameters: { text: string } }) {
+        return content.parameters.text.toUpperCase();
+      }
+    }
+
+    it('resolves rpc_NAME to the MessageResult of the handler, carrying the answerer fingerprint', async () => {
+      await h.start(new Echo({ url, fingerprint: { name: 'echoer' }, eqk: [[ex, [[q1, 'k1']]]] }));
+      const p = await producerClass().create({ url });
+      h.onClose(() => p.close());
+      const r = await p.rpc_echo('hi', { _timeout: 5 });
+      expect(r).to.be.instanceOf(MessageResult);
+      expect(r.ok).to.equal(true);
+      expect(r.body.content.value).to.equal('HI');
+      expect(r.body.fingerprint.name).to.equal('echoer');
+    });
+
+    it('keeps many calls in flight on one channel and matches each reply to its call', async () => {
+      await h.start(new Echo({ url, eqk: [[ex, [[q1, 'k1']]]], prefetch: 50 }));
+      const p = await producerClass().create({ url });
+      h.onClose(() => p.close());
+      const texts = Array.from({ length: 200 }, (_, i) => `t${i}`);
+      const results = await Promise.all(texts.map((t) => p.rpc_echo(t, { _timeout: 10 })));
+      expect(results.map((r) => r.body.content.value)).to.deep.equal(texts.map((t) => t.toUpperCase()));
+    });
+
+    it('retries an unanswered RPC, then resolves to a TimeoutError', async () => {
+      let seen = 0;
+      await ch.consume(q1, (m) => {
+        if (m) {
+          seen++;
+          ch.ack(m);
+        }
+      });
+      const p = await producerClass().create({ url });
+      h.onClose(() => p.close());
+      const r = await p.rpc_echo('nobody', { _timeout: 0.2, _max_retry: 2 });
+      expect(r).to.be.instanceOf(MessageResultException);
+      expect(r.ok).to.equal(false);
+      expect(r.body.content.value).to.equal('TimeoutError');
+      expect(seen).to.equal(3);
+    });
+
+    it('completes the call with a late reply to an earlier attempt', async () => {
+      const first = new Promise<amqp.ConsumeMessage>((resolve) => {
+        void ch.consume(q1, (m) => {
+          if (!m) return;
+          ch.ack(m);
+          resolve(m);
+        });
+      });
+      const p = await producerClass().create({ url });
+      h.onClose(() => p.close());
+      const call = p.rpc_echo('late', { _timeout: 0.2, _max_retry: 10 });
+      const m = await first;
+      // Answer the first attempt only after the producer has given up on it and sent again.
+      await new Promise((r) => setTimeout(r, 300));
+      ch.sendToQueue(m.properties.replyTo, Buffer.from(JSON.stringify(new MessageResult('finally').body)), { correlationId: m.properties.correlationId });
+      const r = await call;
+      expect(r.body.content.value).to.equal('finally');
+    });
+
+    it('turns a malformed reply into MessageResultError', async () => {
+      await ch.consume(q1, (m) => {
+        if (!m) return;
+        ch.ack(m);
+        ch.sendToQueue(m.properties.replyTo, Buffer.from('{"not": "a result"}'), { correlationId: m.properties.correlationId });
+      });
+      const p = await producerClass().create({ url });
+      h.onClose(() => p.close());
+      const r = await p.rpc_echo('x', { _timeout: 5 });
+      expect(r).to.be.instanceOf(MessageResultError);
+      expect(r.body.content.message).to.match(/^Malformed reply/);
+    });
+
+    it('returns a reply queue with _queue_only, and consumeRpc collects the replies of many components', async () => {
+      const fan: ExchangeObject = { name: unique('fan'), type: 'fanout', durable: false, autoDelete: true };
+      const mk = (name: string) => new Echo({ url, fingerprint: { name }, eqk: [[fan, [[{ name: '', flags: { exclusive: true } }, '']]]] });
+      await h.start(mk('one'), mk('two'));
+      class Broadcaster extends GenericProducer {
+        static override eks = [[fan, ''] as const];
+        build_rpc_echo(text: string) {
+          return new RpcCommand('echo', { text });
+        }
+      }
+      const p = await Broadcaster.create({ url });
+      h.onClose(() => p.close());
+      const queue = await p.rpc_echo('all', { _queue_only: true });
+      expect(queue).to.be.a('string');
+      const results = await p.consumeRpc(queue, { resultLen: 2, timeout: 5 });
+      expect(results.map((r) => r.body.fingerprint.name).sort()).to.deep.equal(['one', 'two']);
+      expect(results.every((r) => r.body.content.value === 'ALL')).to.equal(true);
+    });
+
+    it('uses the per-call _max_retry, not only the class default', async () => {
+      let seen = 0;
+      await ch.consume(q1, (m) => {
+        if (m) {
+          seen++;
+          ch.ack(m);
+        }
+      });
+      const Cls = producerClass();
+      const p = await Cls.create({ url });
+      h.onClose(() => p.close());
+      await p.rpc_echo('x', { _timeout: 0.1, _max_retry: 0 });
+      expect(seen).to.equal(1);
+    });
+  });
+
+  it('fails with a clear BrokerError, and no password, for a wrong password', async () => {
+    const u = new URL(url);
+    u.username = 'guest';
+    u.password = 'certainly-wrong-pw';
+    let err: unknown;
+    try {
+      await producerClass().create({ url: u.toString() });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(BrokerError);
+    expect((err as BrokerError).code).to.equal('ACCESS_REFUSED');
+    expect((err as Error).message).to.match(/POSTAGE_USER/).and.not.contain('certainly-wrong-pw');
+  });
+});

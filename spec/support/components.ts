@@ -1,0 +1,49 @@
+/** Runs processors on a scheduler for a spec and tears everything down after it. */
+import { MicroScheduler, type MessageProcessor } from '../../lib/index.js';
+
+export class Harness {
+  readonly scheduler = new MicroScheduler({ name: 'spec' });
+  running: Promise<void> | undefined;
+  readonly closers: Array<() => Promise<unknown>> = [];
+
+  /** Declares the processor's topology, then runs it on the harness's scheduler. */
+  async start(...processors: MessageProcessor[]): Promise<void> {
+    for (const p of processors) {
+      await p.ready();
+      this.closers.push(() => p.close());
+      this.scheduler.addMicrothread(p);
+    }
+    this.running ??= this.scheduler.run();
+  }
+
+  onClose(fn: () => Promise<unknown>): void {
+    this.closers.push(fn);
+  }
+
+  async close(): Promise<void> {
+    this.scheduler.stop();
+    await this.running;
+    for (const c of this.closers.reverse()) await c().catch(() => undefined);
+  }
+}
+
+/** A promise with its resolve function outside, for handlers that report to a spec. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** Resolves after `n` calls of the returned `hit()`. */
+export function counter(n: number): { hit: () => void; done: Promise<void>; count: () => number } {
+  let c = 0;
+  const d = deferred();
+  return {
+    hit: () => {
+      c++;
+      if (c === n) d.resolve();
+    },
+    done: d.promise,
+    count: () => c,
+  };
+}
