@@ -1,0 +1,27 @@
+/**
+ * RPC echo, receiver: answers every ('command', 'echo') RPC.
+ * Prints "ready" once its queue is bound, then serves until it gets
+ * ('command', 'quit').   npm run demo:rpc-echo:receive
+ */
+import { Fingerprint, MessageProcessor, MessageResult, MicroScheduler, RpcHandler, type FingerprintDict } from '../../lib/index.js';
+import { EchoExchange } from './shared.js';
+
+class EchoReceiveProcessor extends MessageProcessor {
+  constructor(fingerprint: FingerprintDict) {
+    super(fingerprint, [[EchoExchange, [['echo-queue', 'echo']]]]);
+  }
+
+  @RpcHandler('command', 'echo')
+  rpcEcho(content: { parameters: { text: string } }, reply: (r: MessageResult) => void) {
+    console.log(`received: ${content.parameters.text}`);
+    reply(new MessageResult('RPC message received'));
+  }
+}
+
+const processor = new EchoReceiveProcessor(new Fingerprint('echo_receive', 'controller').asDict());
+await processor.ready();
+console.log('ready');
+const scheduler = new MicroScheduler();
+scheduler.addMicrothread(processor);
+await scheduler.run();
+await processor.close();

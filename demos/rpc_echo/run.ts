@@ -1,0 +1,29 @@
+/**
+ * `npm run demo`: the RPC echo end to end in one command. Starts the
+ * receiver as its own process, waits until it is ready, runs the sender
+ * (which also tells the receiver to quit), and exits with the sender's code.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+
+const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
+const node = (file: string, ...args: string[]) => spawn(process.execPath, ['--import', 'tsx', here(file), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+
+const receiver = node('./receive.ts');
+receiver.stdout.setEncoding('utf8');
+await new Promise<void>((resolve, reject) => {
+  let seen = '';
+  receiver.stdout.on('data', (chunk: string) => {
+    seen += chunk;
+    process.stdout.write(`[receiver] ${chunk}`);
+    if (seen.includes('ready')) resolve();
+  });
+  receiver.once('exit', (code) => reject(new Error(`the receiver exited (${code}) before it was ready: is RabbitMQ running? (rabbitmq-server -detached)`)));
+});
+
+const sender = node('./send.ts', '--quit');
+sender.stdout.on('data', (chunk: Buffer) => process.stdout.write(`[sender] ${chunk}`));
+const [code] = (await once(sender, 'exit')) as [number | null];
+const [receiverCode] = (await once(receiver, 'exit')) as [number | null];
+process.exit(code === 0 && receiverCode === 0 ? 0 : 1);

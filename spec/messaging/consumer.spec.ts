@@ -1,0 +1,118 @@
+import { expect } from 'chai';
+import amqp from 'amqplib';
+import { GenericConsumer, MessageResult, type ConsumeMessage, type ExchangeObject } from '../../lib/index.js';
+import { brokerUrl } from '../support/broker.js';
+import { deferred } from '../support/components.js';
+import { deleteTopology, publishRaw, unique } from '../support/topology.js';
+
+describe('GenericConsumer', () => {
+  let url: string;
+  let ex: ExchangeObject;
+  let queue: string;
+  const closers: Array<() => Promise<unknown>> = [];
+
+  beforeEach(async () => {
+    url = await brokerUrl();
+    ex = { name: unique('ex'), type: 'direct', durable: false };
+    queue = unique('q');
+  });
+  afterEach(async () => {
+    for (const c of closers.splice(0).reverse()) await c();
+    await deleteTopology([queue], [ex.name]);
+  });
+
+  function consumer(opts: { prefetch?: number } = {}) {
+    const c = new GenericConsumer({ url, eqk: [[ex, [[queue, 'a']]]], ...opts });
+    closers.push(() => c.close());
+    return c;
+  }
+
+  it('declares its eqk on ready() (static eqk by default), with durable queues unless flagged otherwise', async () => {
+    const exchange = ex;
+    const q = queue;
+    class EchoConsumer extends GenericConsumer {
+      static override eqk = [[exchange, [[q, 'a']]]] as const;
+    }
+    const c = new EchoConsumer({ url });
+    closers.push(() => c.close());
+    await c.ready();
+    const conn = await amqp.connect(url);
+    const ch = await conn.createChannel();
+    const ok = await ch.checkQueue(queue);
+    await conn.close();
+    expect(ok.queue).to.equal(queue);
+    expect(c.queues).to.deep.equal([queue]);
+  });
+
+  it('binds and unbinds keys at run time', async () => {
+    const c = consumer();
+    const got: string[] = [];
+    let arrived = deferred();
+    await c.startConsuming((m) => {
+      got.push(m.fields.routingKey);
+      c.ack(m);
+      arrived.resolve();
+    });
+    await c.queueBind(ex, queue, 'b');
+    await publishRaw(ex.name, 'b', Buffer.from('{}'));
+    await arrived.promise;
+    await c.queueUnbind(ex, queue, 'b');
+    arrived = deferred();
+    await publishRaw(ex.name, 'b', Buffer.from('{}'));
+    await publishRaw(ex.name, 'a', Buffer.from('{}'));
+    await arrived.promise;
+    expect(got).to.deep.equal(['b', 'a']);
+  });
+
+  for (const prefetch of [1, 3]) {
+    it(`holds at most prefetch=${prefetch} unacked deliveries`, async () => {
+      const c = consumer(prefetch === 1 ? {} : { prefetch });
+      await c.ready();
+      for (let i = 0; i < 5; i++) await publishRaw(ex.name, 'a', Buffer.from(String(i)));
+      const held: ConsumeMessage[] = [];
+      const enough = deferred();
+      await c.startConsuming((m) => {
+        held.push(m);
+        if (held.length === prefetch) enough.resolve();
+      });
+      await enough.promise;
+      // Give the broker the chance to over-deliver: it has no event for "would not send more".
+      await new Promise((r) => setTimeout(r, 100));
+      expect(held.length).to.equal(prefetch);
+      for (const m of held) c.ack(m);
+    });
+  }
+
+  it('wraps a bare value in MessageResult in rpcReply', async () => {
+    const c = consumer();
+    const conn = await amqp.connect(url);
+    closers.push(() => conn.close());
+    const ch = await conn.createChannel();
+    const { queue: replyQ } = await ch.assertQueue('', { exclusive: true });
+    const reply = deferred<Record<string, unknown>>();
+    await ch.consume(replyQ, (m) => m && reply.resolve(JSON.parse(m.content.toString())), { noAck: true });
+    await c.startConsuming((m) => {
+      c.rpcReply(m, 42);
+      c.ack(m);
+    });
+    await publishRaw(ex.name, 'a', Buffer.from('{}'), { replyTo: replyQ });
+    expect(await reply.promise).to.deep.equal(new MessageResult(42).body);
+  });
+
+  it('rejects with or without requeue', async () => {
+    const c = consumer();
+    const seen: boolean[] = [];
+    const twice = deferred();
+    await c.startConsuming((m) => {
+      seen.push(m.fields.redelivered);
+      if (!m.fields.redelivered) c.reject(m, true);
+      else {
+        c.reject(m, false);
+        twice.resolve();
+      }
+    });
+    await publishRaw(ex.name, 'a', Buffer.from('{}'));
+    await twice.promise;
+    expect(seen).to.deep.equal([false, true]);
+  });
+});

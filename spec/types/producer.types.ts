@@ -1,0 +1,48 @@
+/**
+ * Type-level spec, checked by `npm run typecheck` (part of `npm test`):
+ * every `@ts-expect-error` line must fail to compile, or the check fails.
+ */
+import { Exchange, GenericProducer, MessageCommand, RpcCommand, type AnyResult } from '../../lib/index.js';
+
+class PingExchange extends Exchange {
+  static override name = 'ping-exchange';
+}
+
+class PingProducer extends GenericProducer {
+  static override eks = [[PingExchange, 'ping'] as const];
+  build_message_ping() {
+    return new MessageCommand('ping', { send_time: Date.now() });
+  }
+  build_message_store(key: string, value: number) {
+    return new MessageCommand('store', { key, value });
+  }
+  build_rpc_echo(text: string) {
+    return new RpcCommand('echo', { text });
+  }
+}
+
+export async function typed(): Promise<void> {
+  const p = await PingProducer.create({ fingerprint: { name: 'types' } });
+
+  await p.message_ping();
+  await p.message_ping({ _key: 'other' });
+  await p.message_store('k', 1);
+  await p.message_store('k', 1, { _eks: [[PingExchange, 'k']] });
+  const r: AnyResult = await p.rpc_echo('hi', { _timeout: 5, _max_retry: 2 });
+  const q: string = await p.rpc_echo('hi', { _queue_only: true });
+  await p.message_anything({ a: 1 });
+  const any: AnyResult = await p.rpc_whatever({ x: 1 });
+  void [r, q, any];
+
+  // @ts-expect-error: builder takes a string
+  await p.rpc_echo(42);
+  // @ts-expect-error: builder takes (string, number)
+  await p.message_store('k', 'not a number');
+  // @ts-expect-error: too many arguments for a builder with none
+  await p.message_ping('extra', 'args');
+  // @ts-expect-error: a message_ sender resolves to void, not a result
+  const wrong: AnyResult = await p.message_ping();
+  // @ts-expect-error: an unknown send option
+  await p.message_ping({ _keyy: 'x', other: 1 });
+  void wrong;
+}
