@@ -15,7 +15,9 @@ describe('demos', () => {
 describe('npm run demo (RPC echo)', () => {
   it('runs the receiver and the sender end to end, prints the round trip and exits 0', async () => {
     const env = { ...process.env, POSTAGE_URL: await brokerUrl() };
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'demos/rpc_echo/run.ts'], { timeout: 30_000, env });
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'demos/rpc_echo/run.ts'], { timeout: 30_000, env }).catch((e: Error & { stdout?: string; stderr?: string }) => {
+      throw new Error(`the demo failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
+    });
     expect(stdout).to.contain('[receiver] received: RPC test message');
     expect(stdout).to.match(/\[sender\] reply: RPC message received \(round trip [\d.]+ ms\)/);
   });

@@ -11,6 +11,8 @@ const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 const node = (file: string, ...args: string[]) => spawn(process.execPath, ['--import', 'tsx', here(file), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
 
 const receiver = node('./receive.ts');
+// Listen for the exit at once: the receiver may quit before the sender does.
+const receiverExit = once(receiver, 'exit') as Promise<[number | null]>;
 receiver.stdout.setEncoding('utf8');
 await new Promise<void>((resolve, reject) => {
   let seen = '';
@@ -25,5 +27,6 @@ await new Promise<void>((resolve, reject) => {
 const sender = node('./send.ts', '--quit');
 sender.stdout.on('data', (chunk: Buffer) => process.stdout.write(`[sender] ${chunk}`));
 const [code] = (await once(sender, 'exit')) as [number | null];
-const [receiverCode] = (await once(receiver, 'exit')) as [number | null];
+const [receiverCode] = await receiverExit;
+if (code !== 0 || receiverCode !== 0) console.error(`demo failed: sender exited ${code}, receiver exited ${receiverCode}`);
 process.exit(code === 0 && receiverCode === 0 ? 0 : 1);
