@@ -206,7 +206,9 @@ export class GenericProducer {
   #publishAll(body: object, opts: SendOptions): Promise<void> {
     const ch = this.#channelOrThrow();
     const content = this.encoder.encode(body) as Buffer;
-    const sends = this.#targets(opts).map(
+    const targets = this.#targets(opts);
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ targets: targets.map(([e, k]) => `${resolveExchange(e).name}/${k}`), body }, 'publish');
+    const sends = targets.map(
       ([exchange, key]) =>
         new Promise<void>((resolve, reject) => {
           const exName = resolveExchange(exchange).name;

@@ -119,6 +119,24 @@ describe('GenericProducer', function () {
     }
   });
 
+  it('rejects message_NAME with a BrokerError when the broker nacks it', async () => {
+    const full = unique('full');
+    await ch.assertQueue(full, { arguments: { 'x-max-length': 1, 'x-overflow': 'reject-publish' } });
+    await ch.bindQueue(full, ex.name, 'full');
+    const p = await producerClass().create({ url });
+    try {
+      await p.message_ping(1, { _key: 'full' });
+      let err: unknown;
+      await p.message_ping(2, { _key: 'full' }).catch((e) => (err = e));
+      expect(err).to.be.instanceOf(BrokerError);
+      expect((err as BrokerError).code).to.equal('NACK');
+      expect((err as Error).message).to.contain(`${ex.name}/full`);
+    } finally {
+      await p.close();
+      await deleteTopology([full]);
+    }
+  });
+
   describe('RPC', () => {
     let h: Harness;
     beforeEach(() => (h = new Harness()));
