@@ -38,3 +38,4 @@ export { MessageProcessor, type ProcessorOptions } from './messaging/processor.j
 export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag } from './messaging/handlers.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { ConnectOptions } from './transport/connection.js';
+export { GenericApplication, GenericApplicationExchange, PresenceExchange, applicationKeys, type ApplicationOptions } from './application/generic_application.js';

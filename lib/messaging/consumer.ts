@@ -37,7 +37,7 @@ export class GenericConsumer {
   #ownsConnection: boolean;
   #channel: Channel | undefined;
   #ready: Promise<void> | undefined;
-  #tags: string[] = [];
+  #tags = new Map<string, string>();
   #callback: ((msg: ConsumeMessage) => void) | undefined;
 
   constructor(options: ConsumerOptions = {}) {
@@ -108,14 +108,26 @@ export class GenericConsumer {
     const ok = await this.channel.consume(queue, (msg) => {
       if (msg) cb(msg);
     });
-    this.#tags.push(ok.consumerTag);
+    this.#tags.set(queue, ok.consumerTag);
   }
 
   async stopConsuming(): Promise<void> {
     this.#callback = undefined;
-    const tags = this.#tags;
-    this.#tags = [];
+    const tags = [...this.#tags.values()];
+    this.#tags.clear();
     for (const t of tags) await this.#channel?.cancel(t).catch(() => undefined);
+  }
+
+  /**
+   * Stops consuming one queue and forgets it, leaving its bindings alone: how a
+   * component leaves a queue it shares with others (unbinding would cut them off too).
+   */
+  async queueCancel(queue: string): Promise<void> {
+    const tag = this.#tags.get(queue);
+    this.#tags.delete(queue);
+    const i = this.queues.indexOf(queue);
+    if (i >= 0) this.queues.splice(i, 1);
+    if (tag) await this.channel.cancel(tag);
   }
 
   ack(msg: ConsumeMessage): void {
