@@ -7,6 +7,7 @@ import {
   MessageResult,
   PresenceExchange,
   type FingerprintDict,
+  type Producer,
 } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness } from '../support/components.js';
@@ -28,7 +29,7 @@ describe('GenericApplication', function () {
   let a2: Recorder;
   let b: Recorder;
   let hits: string[];
-  let producer: InstanceType<typeof Sender>;
+  let producer: Producer<Sender>;
 
   class Sender extends GenericProducer {
     static override eks = [[GenericApplicationExchange, 'none'] as const, [PresenceExchange, 'presence'] as const];
