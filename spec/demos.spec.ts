@@ -3,22 +3,43 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { brokerUrl } from './support/broker.js';
 
-const run = promisify(execFile);
+const exec = promisify(execFile);
+
+/** Runs a demo script through tsx against the specs' broker; a failure shows its output. */
+async function demo(...args: string[]): Promise<string> {
+  const env = { ...process.env, POSTAGE_URL: await brokerUrl() };
+  const { stdout } = await exec(process.execPath, ['--import', 'tsx', ...args], { timeout: 30_000, env }).catch((e: Error & { stdout?: string; stderr?: string }) => {
+    throw new Error(`the demo failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
+  });
+  return stdout;
+}
 
 describe('demos', () => {
   it('demos/microthreads runs a counter beside a ticker, then exits 0', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'demos/microthreads.ts']);
-    expect(stdout.trim().split('\n')).to.deep.equal(['counter: 1', 'counter: 2', 'counter: 3', 'ticker: tick 1', 'ticker: tick 2', 'scheduler finished']);
+    const out = await demo('demos/microthreads.ts');
+    expect(out.trim().split('\n')).to.deep.equal(['counter: 1', 'counter: 2', 'counter: 3', 'ticker: tick 1', 'ticker: tick 2', 'scheduler finished']);
   });
-});
 
-describe('npm run demo (RPC echo)', () => {
-  it('runs the receiver and the sender end to end, prints the round trip and exits 0', async () => {
-    const env = { ...process.env, POSTAGE_URL: await brokerUrl() };
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'demos/rpc_echo/run.ts'], { timeout: 30_000, env }).catch((e: Error & { stdout?: string; stderr?: string }) => {
-      throw new Error(`the demo failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
-    });
-    expect(stdout).to.contain('[receiver] received: RPC test message');
-    expect(stdout).to.match(/\[sender\] reply: RPC message received \(round trip [\d.]+ ms\)/);
+  it('npm run demo (RPC echo) runs the receiver and the sender end to end, prints the round trip and exits 0', async () => {
+    const out = await demo('demos/run.ts', 'rpc_echo');
+    expect(out).to.contain('[receiver] received: RPC test message');
+    expect(out).to.match(/\[sender\] reply: RPC message received \(round trip [\d.]+ ms\)/);
+  });
+
+  it('basic_echo delivers a builder-less message_echo to a positional-constructor processor', async () => {
+    const out = await demo('demos/run.ts', 'basic_echo');
+    expect(out).to.contain('[receiver] received: {"text":"A test message"}');
+  });
+
+  it('advanced_echo delivers a typed message_echo(text) from a shared producer class', async () => {
+    const out = await demo('demos/run.ts', 'advanced_echo');
+    expect(out).to.contain('[receiver] received: A test message');
+  });
+
+  it('scheduler_with_processor runs a processor beside a plain microthread until the third tick', async () => {
+    const out = await demo('demos/scheduler_with_processor.ts');
+    const lines = out.trim().split('\n');
+    expect(lines.filter((l) => l.startsWith('processor:'))).to.deep.equal(['processor: tick 1', 'processor: tick 2', 'processor: tick 3']);
+    expect(lines.at(-1)).to.equal('done');
   });
 });

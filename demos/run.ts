@@ -1,16 +1,23 @@
 /**
- * `npm run demo`: the RPC echo end to end in one command. Starts the
- * receiver as its own process, waits until it is ready, runs the sender
- * (which also tells the receiver to quit), and exits with the sender's code.
+ * Runs a demo's receiver and sender end to end:
+ *   npm run demo                 (the RPC echo)
+ *   tsx demos/run.ts basic_echo | advanced_echo | rpc_echo
+ * Starts the receiver as its own process, waits until it is ready, runs the
+ * sender (which then tells the receiver to quit), and exits 0 when both did.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 
-const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
+const demo = process.argv[2] ?? 'rpc_echo';
+if (!['basic_echo', 'advanced_echo', 'rpc_echo'].includes(demo)) {
+  console.error(`unknown demo '${demo}': use basic_echo, advanced_echo or rpc_echo`);
+  process.exit(2);
+}
+const here = (f: string) => fileURLToPath(new URL(`./${demo}/${f}`, import.meta.url));
 const node = (file: string, ...args: string[]) => spawn(process.execPath, ['--import', 'tsx', here(file), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
 
-const receiver = node('./receive.ts');
+const receiver = node('receive.ts');
 // Listen for the exit at once: the receiver may quit before the sender does.
 const receiverExit = once(receiver, 'exit') as Promise<[number | null]>;
 receiver.stdout.setEncoding('utf8');
@@ -24,7 +31,7 @@ await new Promise<void>((resolve, reject) => {
   receiver.once('exit', (code) => reject(new Error(`the receiver exited (${code}) before it was ready: is RabbitMQ running? (rabbitmq-server -detached)`)));
 });
 
-const sender = node('./send.ts', '--quit');
+const sender = node('send.ts', '--quit');
 sender.stdout.on('data', (chunk: Buffer) => process.stdout.write(`[sender] ${chunk}`));
 const [code] = (await once(sender, 'exit')) as [number | null];
 const [receiverCode] = await receiverExit;
