@@ -50,7 +50,9 @@ function first(env: Env, ...names: string[]): [string, string | undefined] {
  * Reads every `POSTAGE_*` variable. A bad value throws a {@link ConfigError}
  * naming the variable and never quoting a password.
  */
-export function loadConfig(env: Env = process.env): PostageConfig {
+export function loadConfig(rawEnv: Env = process.env): PostageConfig {
+  // An empty variable (`POSTAGE_VHOST=` in a .env file) means "use the default".
+  const env: Env = Object.fromEntries(Object.entries(rawEnv).filter(([, v]) => v !== ''));
   const from = envVar.from(env);
   const read = <T>(name: string, fn: () => T): T => {
     try {

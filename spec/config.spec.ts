@@ -20,6 +20,10 @@ describe('loadConfig', () => {
     expect(c).to.deep.include({ vhost: '/', user: 'guest', password: 'guest', hosts: ['localhost'], port: 5672, url: undefined, debugMode: false, logLevel: 'info' });
   });
 
+  it('treats an empty variable as unset', () => {
+    expect(loadConfig({ POSTAGE_LOG_LEVEL: '', POSTAGE_PORT: '' })).to.deep.include({ logLevel: 'info', port: 5672 });
+  });
+
   it('reads every POSTAGE_* variable', () => {
     const c = loadConfig({
       POSTAGE_VHOST: 'development',

@@ -1,0 +1,227 @@
+#!/usr/bin/env node
+/**
+ * The `postage` command: find components, send them commands and RPCs, and
+ * watch what passes on an exchange. A thin client of the library.
+ *
+ * Exit codes: 0 done; 1 the remote side failed (no answer, an error result);
+ * 2 bad usage; 3 the broker could not be reached or refused.
+ */
+import { parseArgs } from 'node:util';
+import { GenericApplicationExchange, PresenceExchange } from '../application/generic_application.js';
+import { BrokerError, ConfigError, PostageError } from '../errors.js';
+import { JsonEncoder } from '../messaging/encoder.js';
+import type { ExchangeObject } from '../messaging/exchange.js';
+import type { FingerprintDict } from '../messaging/fingerprint.js';
+import { MessageCommand } from '../messaging/messages.js';
+import { GenericProducer, type Producer } from '../messaging/producer.js';
+import { openConnection } from '../transport/connection.js';
+
+class UsageError extends PostageError {
+  constructor(message: string) {
+    super(message, 'USAGE');
+    this.name = 'UsageError';
+  }
+}
+
+const HELP: Record<string, string> = {
+  main: `usage: postage <command> [options]
+
+commands:
+  ping [ADDRESS]                        list the components that answer a ping
+  send EXCHANGE KEY NAME [JSON]         send MessageCommand(NAME, JSON)
+  rpc EXCHANGE KEY NAME [JSON]          call RpcCommand(NAME, JSON) and print the result
+  watch EXCHANGE [KEY]                  print the envelopes that pass on EXCHANGE
+
+The broker comes from POSTAGE_URL or POSTAGE_HOST/PORT/USER/PASSWORD/VHOST.
+Run 'postage <command> --help' for a command's options.
+Exit codes: 0 done, 1 the remote side failed, 2 bad usage, 3 broker unreachable or refused.`,
+  ping: `usage: postage ping [ADDRESS] [--timeout SECONDS]
+
+Broadcasts the ping RPC and lists every component that answers, one a line:
+NAME TYPE PID@HOST USER VHOST. ADDRESS is a GenericApplication key (NAME,
+@HOST, NAME@HOST, PID@HOST, NAME#GROUP); without it every component is asked
+through 'presence'. Waits --timeout seconds (default 2) for answers.
+Exits 1 when nobody answers.`,
+  send: `usage: postage send EXCHANGE KEY NAME [JSON]
+
+Sends MessageCommand(NAME, JSON) to EXCHANGE with routing key KEY and waits
+for the broker's confirm. JSON is an object of parameters (default {}).
+The exchange must exist.`,
+  rpc: `usage: postage rpc EXCHANGE KEY NAME [JSON] [--timeout SECONDS] [--retries N]
+
+Calls RpcCommand(NAME, JSON) on EXCHANGE with routing key KEY and prints the
+result body as JSON. Waits --timeout seconds (default 5) per attempt, sends
+again up to --retries times (default 0). Exits 1 when the result is an error
+or exception (a timeout included).`,
+  watch: `usage: postage watch EXCHANGE [KEY] [--count N]
+
+Binds a temporary queue to EXCHANGE with KEY (default '#', which matches
+everything on a topic exchange; give the key for a direct exchange) and prints
+each envelope as one JSON line. Stops after --count envelopes, or on Ctrl-C.`,
+};
+
+const fingerprint = { name: 'postage-cli', type: 'cli' };
+
+function parseJson(text: string | undefined): Record<string, unknown> {
+  if (text === undefined) return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new UsageError(`JSON parameters are not valid JSON: ${text}`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError('JSON parameters must be an object, e.g. \'{"text": "hi"}\'');
+  return v as Record<string, unknown>;
+}
+
+function seconds(v: string | undefined, fallback: number, flag: string): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${flag} must be a positive number of seconds, not '${v}'`);
+  return n;
+}
+
+const existing = (name: string): ExchangeObject => ({ name, type: 'direct', passive: true });
+
+async function producerFor(exchange: ExchangeObject, key: string): Promise<Producer<GenericProducer>> {
+  class CliProducer extends GenericProducer {
+    static override eks = [[exchange, key] as const];
+  }
+  try {
+    return await CliProducer.create({ fingerprint });
+  } catch (err) {
+    if (/NOT_FOUND/.test(String((err as Error).message))) throw new UsageError(`exchange '${exchange.name}' does not exist on this broker`);
+    throw err;
+  }
+}
+
+async function ping(args: string[], values: Record<string, string | boolean | undefined>): Promise<number> {
+  const address = args[0];
+  const timeout = seconds(values.timeout as string | undefined, 2, 'timeout');
+  const onPresence = address === undefined || address.startsWith('presence');
+  const exchange = onPresence ? PresenceExchange : GenericApplicationExchange;
+  class Pinger extends GenericProducer {
+    static override eks = [[exchange, address ?? 'presence'] as const];
+  }
+  const p = await Pinger.create({ fingerprint });
+  try {
+    const queue = (await p.rpc_ping({}, { _queue_only: true })) as string;
+    const replies = await p.consumeRpc(queue, { resultLen: Number.MAX_SAFE_INTEGER, timeout });
+    const found = replies.filter((r) => r.ok).map((r) => r.body.content.value as FingerprintDict);
+    for (const f of found) console.log(`${f.name} ${f.type} ${f.pid}@${f.host} ${f.user} ${f.vhost}`);
+    if (found.length === 0) console.error(`no component answered a ping on ${exchange.name}/${address ?? 'presence'} within ${timeout} s`);
+    return found.length > 0 ? 0 : 1;
+  } finally {
+    await p.close();
+  }
+}
+
+async function send(args: string[]): Promise<number> {
+  const [exchange, key, name, json] = args;
+  if (!exchange || key === undefined || !name) throw new UsageError('send needs EXCHANGE KEY NAME [JSON]');
+  const params = parseJson(json);
+  const p = await producerFor(existing(exchange), key);
+  try {
+    await p.forward(new MessageCommand(name, params).setFingerprint(p.fingerprint).body);
+    return 0;
+  } finally {
+    await p.close();
+  }
+}
+
+async function rpc(args: string[], values: Record<string, string | boolean | undefined>): Promise<number> {
+  const [exchange, key, name, json] = args;
+  if (!exchange || key === undefined || !name) throw new UsageError('rpc needs EXCHANGE KEY NAME [JSON]');
+  const params = parseJson(json);
+  const timeout = seconds(values.timeout as string | undefined, 5, 'timeout');
+  const retries = values.retries === undefined ? 0 : Number(values.retries);
+  if (!Number.isInteger(retries) || retries < 0) throw new UsageError(`--retries must be a whole number, not '${values.retries}'`);
+  const p = await producerFor(existing(exchange), key);
+  try {
+    // No builder of that name exists, so rpc_NAME sends RpcCommand(NAME, params).
+    const r = await p[`rpc_${name}`](params, { _timeout: timeout, _max_retry: retries });
+    console.log(JSON.stringify(r.body));
+    return r.ok ? 0 : 1;
+  } finally {
+    await p.close();
+  }
+}
+
+async function watch(args: string[], values: Record<string, string | boolean | undefined>): Promise<number> {
+  const [exchange, key = '#'] = args;
+  if (!exchange) throw new UsageError('watch needs EXCHANGE [KEY]');
+  const count = values.count === undefined ? Infinity : Number(values.count);
+  if (!(count > 0)) throw new UsageError(`--count must be a positive number, not '${values.count}'`);
+  const conn = await openConnection({ connectionName: 'postage-cli watch' });
+  const ch = await conn.createChannel();
+  let channelError: Error | undefined;
+  ch.on('error', (e: Error) => (channelError = e));
+  const decoder = new JsonEncoder();
+  try {
+    await ch.checkExchange(exchange).catch(() => {
+      throw new UsageError(`exchange '${exchange}' does not exist on this broker`);
+    });
+    const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
+    await ch.bindQueue(queue, exchange, key);
+    console.error(`watching ${exchange} with key '${key}' (Ctrl-C to stop)`);
+    let seen = 0;
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      void ch.consume(
+        queue,
+        (m) => {
+          if (!m) return resolve();
+          let line: string;
+          try {
+            line = JSON.stringify(decoder.decode(m.content));
+          } catch {
+            line = JSON.stringify({ undecodable: m.content.toString('base64'), routingKey: m.fields.routingKey });
+          }
+          console.log(line);
+          if (++seen >= count) resolve();
+        },
+        { noAck: true },
+      );
+    });
+    return 0;
+  } finally {
+    if (!channelError) await ch.close().catch(() => undefined);
+    await conn.close().catch(() => undefined);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  // The CLI speaks through its output and exit code; library warnings only at the user's request.
+  process.env.POSTAGE_LOG_LEVEL ??= 'error';
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: { help: { type: 'boolean', short: 'h' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' } },
+  });
+  const [command, ...args] = positionals;
+  if (!command) {
+    console.log(HELP.main);
+    return values.help ? 0 : 2;
+  }
+  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, send, rpc or watch (postage --help)`);
+  if (values.help) {
+    console.log(HELP[command]);
+    return 0;
+  }
+  if (command === 'ping') return ping(args, values);
+  if (command === 'send') return send(args);
+  if (command === 'rpc') return rpc(args, values);
+  return watch(args, values);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    const e = err as Error & { code?: string };
+    // One line, no stack: scripts read the exit code, people read the line.
+    console.error(`postage: ${e.message}`);
+    const usage = err instanceof UsageError || err instanceof ConfigError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
+    process.exit(usage ? 2 : err instanceof BrokerError ? 3 : 1);
+  },
+);

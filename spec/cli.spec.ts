@@ -1,0 +1,126 @@
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { GenericApplication, MessageHandler, MessageProcessor, RpcHandler, type ExchangeObject } from '../lib/index.js';
+import { brokerUrl } from './support/broker.js';
+import { Harness, deferred } from './support/components.js';
+import { deleteTopology, publishRaw, unique } from './support/topology.js';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the `postage` CLI from source against the specs' broker. */
+async function postage(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const url = await brokerUrl();
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'lib/cli/postage.ts', ...args],
+      { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '', ...env } },
+      (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+describe('postage (CLI)', function () {
+  this.timeout(30_000);
+  let h: Harness;
+  let ex: ExchangeObject;
+  let queue: string;
+  beforeEach(() => {
+    h = new Harness();
+    ex = { name: unique('cli'), type: 'direct', durable: false };
+    queue = unique('cliq');
+  });
+  afterEach(async () => {
+    await h.close();
+    await deleteTopology([queue], [ex.name]);
+  });
+
+  for (const cmd of ['ping', 'send', 'rpc', 'watch']) {
+    it(`prints help for '${cmd}' and exits 0`, async () => {
+      const r = await postage([cmd, '--help']);
+      expect(r.code).to.equal(0);
+      expect(r.stdout).to.match(new RegExp(`^usage: postage ${cmd}`));
+    });
+  }
+
+  it('exits 2 with one line for an unknown command or bad JSON', async () => {
+    const a = await postage(['fly']);
+    expect(a.code).to.equal(2);
+    expect(a.stderr.trim().split('\n')).to.have.length(1);
+    const b = await postage(['send', 'amq.direct', 'k', 'x', '{nope']);
+    expect(b.code).to.equal(2);
+    expect(b.stderr.trim()).to.match(/^postage: JSON parameters are not valid JSON/);
+  });
+
+  it('exits 3 with one line, and no password, when the broker refuses the login', async () => {
+    const u = new URL(await brokerUrl());
+    u.password = 'wrong-secret';
+    const r = await postage(['ping'], { POSTAGE_URL: u.toString() });
+    expect(r.code).to.equal(3);
+    expect(r.stderr.trim().split('\n')).to.have.length(1);
+    expect(r.stderr).to.contain('POSTAGE_PASSWORD').and.not.contain('wrong-secret');
+  });
+
+  it('ping ADDRESS lists the components that answer, with their fingerprints', async () => {
+    const name = unique('pingme');
+    await h.start(new GenericApplication({ url: await brokerUrl(), fingerprint: { name, type: 'worker', pid: '7', host: 'hostx' } }));
+    const r = await postage(['ping', name, '--timeout', '1']);
+    expect(r.code).to.equal(0);
+    expect(r.stdout.trim()).to.match(new RegExp(`^${name.replace(/\./g, '\\.')} worker 7@hostx `));
+  });
+
+  it('ping exits 1 when nobody answers', async () => {
+    const r = await postage(['ping', unique('nobody'), '--timeout', '0.3']);
+    expect(r.code).to.equal(1);
+  });
+
+  it('send delivers MessageCommand(NAME, JSON) to EXCHANGE/KEY', async () => {
+    const got = deferred<unknown>();
+    class P extends MessageProcessor {
+      @MessageHandler('command', 'store')
+      store(content: unknown) {
+        got.resolve(content);
+      }
+    }
+    await h.start(new P({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
+    const r = await postage(['send', ex.name, 'k', 'store', '{"a": 1}']);
+    expect(r.code).to.equal(0);
+    expect(await got.promise).to.deep.equal({ parameters: { a: 1 } });
+  });
+
+  it('rpc prints the result and exits 0, or exits 1 for an error result', async () => {
+    class P extends MessageProcessor {
+      @RpcHandler('command', 'double')
+      double(content: { parameters: { n: number } }) {
+        return content.parameters.n * 2;
+      }
+    }
+    await h.start(new P({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
+    const ok = await postage(['rpc', ex.name, 'k', 'double', '{"n": 21}']);
+    expect(ok.code).to.equal(0);
+    expect(JSON.parse(ok.stdout).content).to.deep.equal({ type: 'success', value: 42, message: '' });
+    const none = await postage(['rpc', ex.name, 'k', 'triple', '{"n": 1}']);
+    expect(none.code).to.equal(1);
+    expect(JSON.parse(none.stdout).content.type).to.equal('error');
+  });
+
+  it('watch prints the envelopes passing on an exchange', async () => {
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'watch', 'amq.topic', `${queue}.#`, '--count', '1'], {
+      env: { ...process.env, POSTAGE_URL: await brokerUrl() },
+    });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c));
+    // The watcher says on stderr when its queue is bound; publish only then.
+    await new Promise<void>((resolve) => child.stderr.on('data', (c: Buffer) => String(c).includes('watching') && resolve()));
+    const body = { type: 'command', name: 'seen', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
+    await publishRaw('amq.topic', `${queue}.x`, Buffer.from(JSON.stringify(body)));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).to.equal(0);
+    expect(JSON.parse(out.trim())).to.deep.equal(body);
+  });
+});
