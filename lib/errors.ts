@@ -82,3 +82,11 @@ export class BrokerError extends PostageError {
     this.amqpCode = options?.amqpCode;
   }
 }
+
+/** An eks or eqk table does not have the shape postage expects. */
+export class TopologyError extends PostageError {
+  constructor(message: string) {
+    super(message, 'TOPOLOGY_ERROR');
+    this.name = 'TopologyError';
+  }
+}

@@ -31,6 +31,7 @@ export {
   AckAndRestart,
   FilterError,
   BrokerError,
+  TopologyError,
 } from './errors.js';
 export { GenericProducer, type Producer, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
 export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';

@@ -5,7 +5,7 @@ import { openConnection, type ConnectOptions } from '../transport/connection.js'
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
-import { declareExchange, declareQueue, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
+import { declareExchange, declareQueue, eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
 
 export type { ConsumeMessage };
 
@@ -74,7 +74,7 @@ export class GenericConsumer {
   }
 
   async addEqk(eqk: Eqk): Promise<void> {
-    for (const [exchange, qks] of eqk) {
+    for (const [exchange, qks] of eqkEntries(eqk)) {
       for (const [queue, key] of qks) await this.queueBind(exchange, queue, key);
     }
   }

@@ -1,6 +1,6 @@
 import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { DEFAULTS } from '../config.js';
-import { BrokerError, MalformedMessage } from '../errors.js';
+import { BrokerError, MalformedMessage, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { openConnection, type ConnectOptions } from '../transport/connection.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
@@ -16,7 +16,7 @@ import {
   type AnyResult,
   type MessageBody,
 } from './messages.js';
-import { declareExchange, declareQueue, type Eks } from './topology.js';
+import { declareExchange, declareQueue, eksEntries, type Eks, type EksEntry } from './topology.js';
 
 /** The trailing options object of `message_NAME` / `rpc_NAME`: every key starts with `_`. */
 export interface SendOptions {
@@ -109,6 +109,8 @@ export class GenericProducer {
   #conn: ChannelModel | undefined;
   #ownsConnection: boolean;
   #channel: ConfirmChannel | undefined;
+  /** The eks, checked once at connect. */
+  #eks: EksEntry[] | undefined;
   #pending = new Map<string, PendingRpc>();
   #nextId = 0;
   #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
@@ -156,7 +158,8 @@ export class GenericProducer {
     const ch = await this.#conn.createConfirmChannel();
     ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer channel error'));
     ch.on('close', () => this.#failPending('the channel closed'));
-    for (const [exchange] of this.eks) await declareExchange(ch, exchange);
+    this.#eks = eksEntries(this.eks);
+    for (const [exchange] of this.#eks) await declareExchange(ch, exchange);
     // Direct reply-to: no queue per RPC; replies come back on this channel.
     await ch.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
     this.#channel = ch;
@@ -171,13 +174,14 @@ export class GenericProducer {
     return this.#channel;
   }
 
-  #targets(opts: SendOptions): Eks {
-    if (opts._eks) return opts._eks;
+  #targets(opts: SendOptions): EksEntry[] {
+    if (opts._eks) return eksEntries(opts._eks);
+    const own = this.#eks ?? eksEntries(this.eks);
     if (opts._key !== undefined) {
-      if (this.eks.length === 0) throw new BrokerError('_key needs a default exchange: declare static eks', 'NO_EXCHANGE');
-      return [[this.eks[0][0], opts._key]];
+      if (own.length === 0) throw new TopologyError('_key needs a default exchange: declare static eks');
+      return [[own[0][0], opts._key]];
     }
-    return this.eks;
+    return own;
   }
 
   #build(name: string, category: 'message' | 'rpc', args: unknown[]): { msg: Message<object>; opts: SendOptions } {
