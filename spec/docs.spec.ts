@@ -41,6 +41,7 @@ describe('docs', function () {
         // As a user's project would: `postage-ts` is the package, and no noImplicitOverride.
         compilerOptions: { noImplicitOverride: false, paths: { 'postage-ts': ['../../lib/index.ts'] }, allowImportingTsExtensions: true },
         include: ['*.ts'],
+        exclude: [],
       }),
     );
     const r = await exec(process.execPath, ['node_modules/typescript/bin/tsc', '-p', join(OUT, 'tsconfig.json')]).then(
