@@ -1,13 +1,74 @@
 /**
- * `npm run bench`: prints a table and one JSON line of figures.
- * Cases that compare against raw amqplib join here as they land.
+ * `npm run bench`: postage-ts and raw amqplib side by side, on the same
+ * broker, in one process. Runs alternate (raw, postage, raw, postage, …) so
+ * machine noise hits both; each figure is the median of its runs. Prints a
+ * table and one JSON line of figures and ratios.
+ *
+ *   BENCH_ROUNDS=5 npm run bench    (default 3)
  */
+import { brokerUrls, loadConfig } from '../lib/config.js';
+import { idleThreadsMemory, postageRpc, postageThroughput, processorMemory, rawRpc, rawThroughput } from './cases.js';
 import { schedulerStepsPerSecond } from './scheduler.js';
 
-const rows: Array<{ case: string; value: number; unit: string; target: string }> = [];
-for (const threads of [10, 10_000]) {
-  const sps = await schedulerStepsPerSecond(threads);
-  rows.push({ case: `scheduler, ${threads} busy threads`, value: Math.round(sps), unit: 'steps/s', target: threads === 10 ? '>= 10,000,000' : '>= 2,000,000' });
+process.env.POSTAGE_LOG_LEVEL ??= 'warn';
+const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+interface Row {
+  case: string;
+  raw: number | null;
+  postage: number;
+  unit: string;
+  ratio: number | null;
+  target: string;
+  met: boolean;
 }
+const rows: Row[] = [];
+
+async function sideBySide<T>(raw: () => Promise<T>, postage: () => Promise<T>): Promise<{ raw: T[]; postage: T[] }> {
+  const out = { raw: [] as T[], postage: [] as T[] };
+  for (let i = 0; i < rounds; i++) {
+    out.raw.push(await raw());
+    out.postage.push(await postage());
+  }
+  return out;
+}
+
+function add(name: string, raw: number | null, postage: number, unit: string, target: string, met: (ratio: number | null, value: number) => boolean) {
+  const ratio = raw === null ? null : postage / raw;
+  rows.push({ case: name, raw: raw === null ? null : round(raw), postage: round(postage), unit, ratio: ratio === null ? null : Math.round(ratio * 100) / 100, target, met: met(ratio, postage) });
+}
+const round = (x: number) => (Math.abs(x) >= 100 ? Math.round(x) : Math.round(x * 100) / 100);
+
+// Warm both paths (JIT, broker queues) before measuring.
+await rawThroughput(url, 2000, 100);
+await postageThroughput(url, 2000, 100);
+await rawRpc(url, 200, 1);
+await postageRpc(url, 200, 1);
+
+for (const [bytes, n] of [[100, 20_000], [10 * 1024, 5_000]] as const) {
+  const r = await sideBySide(() => rawThroughput(url, n, bytes), () => postageThroughput(url, n, bytes));
+  add(`end-to-end throughput, ${bytes === 100 ? '100 B' : '10 KiB'} envelope, confirms`, median(r.raw), median(r.postage), 'msg/s', 'ratio >= 0.9', (ratio) => ratio !== null && ratio >= 0.9);
+}
+
+const lat = await sideBySide(() => rawRpc(url, 2000, 1), () => postageRpc(url, 2000, 1));
+add('RPC latency p50, 1 in flight', median(lat.raw.map((x) => x.p50)), median(lat.postage.map((x) => x.p50)), 'ms', 'ratio <= 1.2', (ratio) => ratio !== null && ratio <= 1.2);
+add('RPC latency p99, 1 in flight', median(lat.raw.map((x) => x.p99)), median(lat.postage.map((x) => x.p99)), 'ms', '(reported)', () => true);
+
+const thr = await sideBySide(() => rawRpc(url, 10_000, 100), () => postageRpc(url, 10_000, 100));
+add('RPC throughput, 100 in flight', median(thr.raw.map((x) => x.perSecond)), median(thr.postage.map((x) => x.perSecond)), 'calls/s', 'ratio >= 0.9', (ratio) => ratio !== null && ratio >= 0.9);
+
+for (const threads of [10, 10_000]) {
+  const sps = median(await Promise.all([0].map(() => schedulerStepsPerSecond(threads))));
+  const goal = threads === 10 ? 10_000_000 : 2_000_000;
+  add(`scheduler, ${threads} busy threads`, null, sps, 'steps/s', `>= ${goal.toLocaleString('en')}`, (_r, v) => v >= goal);
+}
+
+const mem = await processorMemory(url, 100_000);
+add('heap growth after 100,000 messages through a processor', null, mem.heapMiB, 'MiB', '< 20', (_r, v) => v < 20);
+const idle = await idleThreadsMemory(10_000);
+add('10,000 idle microthreads (heap)', null, idle.heapMiB, 'MiB', '< 50', (_r, v) => v < 50);
+
 console.table(rows);
-console.log(JSON.stringify({ bench: 'postage-ts', results: rows }));
+console.log(JSON.stringify({ bench: 'postage-ts', rounds, node: process.version, gcExposed: typeof (globalThis as { gc?: unknown }).gc === 'function', results: rows }));

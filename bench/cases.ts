@@ -1,0 +1,243 @@
+/**
+ * The benchmark cases: each has a raw amqplib side (best practice: confirm
+ * channel, TCP_NODELAY, direct reply-to) and a postage-ts side doing the same
+ * work on the same broker.
+ */
+import amqp from 'amqplib';
+import { randomBytes } from 'node:crypto';
+import {
+  GenericProducer,
+  MessageCommand,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  MicroThread,
+  RpcCommand,
+  RpcHandler,
+  sleep,
+  type ExchangeObject,
+} from '../lib/index.js';
+
+export const PREFETCH = 100;
+const WINDOW = 1000;
+
+const uid = () => `bench.${randomBytes(4).toString('hex')}`;
+
+async function rawConnect(url: string) {
+  return amqp.connect(url, { noDelay: true });
+}
+
+function envelope(bytes: number): object {
+  // A Postage command whose JSON body is about `bytes` long: both sides send the same bytes.
+  const base = new MessageCommand('payload', { data: '' }).setFingerprint({ name: 'bench' }).body;
+  const pad = Math.max(0, bytes - JSON.stringify(base).length);
+  return new MessageCommand('payload', { data: 'x'.repeat(pad) }).setFingerprint({ name: 'bench' }).body;
+}
+
+/** Messages per second, producer to consumer, persistent with confirms, `n` messages of about `bytes`. */
+export async function rawThroughput(url: string, n: number, bytes: number): Promise<number> {
+  const conn = await rawConnect(url);
+  const q = uid();
+  const pub = await conn.createConfirmChannel();
+  const sub = await conn.createChannel();
+  await pub.assertQueue(q, { durable: true });
+  await sub.prefetch(PREFETCH);
+  const body = Buffer.from(JSON.stringify(envelope(bytes)));
+  let got = 0;
+  let finish!: () => void;
+  const done = new Promise<void>((r) => (finish = r));
+  await sub.consume(q, (m) => {
+    if (!m) return;
+    // Decode as a consumer must, then ack.
+    JSON.parse(m.content.toString());
+    sub.ack(m);
+    if (++got === n) finish();
+  });
+  const t0 = performance.now();
+  for (let sent = 0; sent < n; ) {
+    const k = Math.min(WINDOW, n - sent);
+    for (let i = 0; i < k; i++) pub.publish('', q, body, { persistent: true, contentType: 'application/json' });
+    await pub.waitForConfirms();
+    sent += k;
+  }
+  await done;
+  const rate = n / ((performance.now() - t0) / 1000);
+  await pub.deleteQueue(q);
+  await conn.close();
+  return rate;
+}
+
+export async function postageThroughput(url: string, n: number, bytes: number): Promise<number> {
+  const ex: ExchangeObject = { name: '', type: 'direct' };
+  const q = uid();
+  let got = 0;
+  let finish!: () => void;
+  const done = new Promise<void>((r) => (finish = r));
+  class Sink extends MessageProcessor {
+    @MessageHandler('command', 'payload')
+    payload() {
+      if (++got === n) finish();
+    }
+  }
+  class Source extends GenericProducer {
+    static override eks = [[ex, q] as const];
+  }
+  const sink = new Sink({ url, prefetch: PREFETCH, eqk: [[ex, [[q, q]]]] });
+  await sink.ready();
+  const s = new MicroScheduler();
+  s.addMicrothread(sink);
+  const running = s.run();
+  const p = await Source.create({ url });
+  const body = envelope(bytes);
+  const t0 = performance.now();
+  for (let sent = 0; sent < n; ) {
+    const k = Math.min(WINDOW, n - sent);
+    const batch: Promise<void>[] = [];
+    for (let i = 0; i < k; i++) batch.push(p.forward(body));
+    await Promise.all(batch);
+    sent += k;
+  }
+  await done;
+  const rate = n / ((performance.now() - t0) / 1000);
+  s.stop();
+  await running;
+  await sink.close();
+  const conn = await rawConnect(url);
+  const ch = await conn.createChannel();
+  await ch.deleteQueue(q);
+  await conn.close();
+  await p.close();
+  return rate;
+}
+
+interface RpcStats {
+  p50: number;
+  p99: number;
+  perSecond: number;
+}
+
+function stats(latencies: number[], totalMs: number): RpcStats {
+  const sorted = [...latencies].sort((a, b) => a - b);
+  return { p50: sorted[Math.floor(sorted.length * 0.5)], p99: sorted[Math.floor(sorted.length * 0.99)], perSecond: latencies.length / (totalMs / 1000) };
+}
+
+/** `calls` RPCs with `inFlight` at a time against an echo server of the same kind. */
+export async function rawRpc(url: string, calls: number, inFlight: number): Promise<RpcStats> {
+  const conn = await rawConnect(url);
+  const q = uid();
+  const server = await conn.createChannel();
+  await server.assertQueue(q, { durable: false, autoDelete: true });
+  await server.prefetch(PREFETCH);
+  await server.consume(q, (m) => {
+    if (!m) return;
+    const req = JSON.parse(m.content.toString()) as { content: { parameters: { text: string } } };
+    const reply = { type: 'result', name: 'none', category: 'message', version: '2', fingerprint: {}, content: { type: 'success', value: req.content.parameters.text, message: '' }, _reserved: {} };
+    server.publish('', m.properties.replyTo, Buffer.from(JSON.stringify(reply)), { correlationId: m.properties.correlationId });
+    server.ack(m);
+  });
+  const client = await conn.createChannel();
+  const pending = new Map<string, () => void>();
+  await client.consume('amq.rabbitmq.reply-to', (m) => {
+    if (!m) return;
+    JSON.parse(m.content.toString());
+    pending.get(m.properties.correlationId)?.();
+    pending.delete(m.properties.correlationId);
+  }, { noAck: true });
+  const body = Buffer.from(JSON.stringify(new RpcCommand('echo', { text: 'hi' }).body));
+  let id = 0;
+  const one = () =>
+    new Promise<number>((resolve) => {
+      const cid = String(id++);
+      const t = performance.now();
+      pending.set(cid, () => resolve(performance.now() - t));
+      client.publish('', q, body, { replyTo: 'amq.rabbitmq.reply-to', correlationId: cid, contentType: 'application/json' });
+    });
+  const r = await drive(calls, inFlight, one);
+  await conn.close();
+  return r;
+}
+
+export async function postageRpc(url: string, calls: number, inFlight: number): Promise<RpcStats> {
+  const ex: ExchangeObject = { name: '', type: 'direct' };
+  const q = uid();
+  class Echo extends MessageProcessor {
+    @RpcHandler('command', 'echo')
+    echo(content: { parameters: { text: string } }) {
+      return content.parameters.text;
+    }
+  }
+  class Caller extends GenericProducer {
+    static override eks = [[ex, q] as const];
+    build_rpc_echo(text: string) {
+      return new RpcCommand('echo', { text });
+    }
+  }
+  const server = new Echo({ url, prefetch: PREFETCH, eqk: [[ex, [[{ name: q, flags: { durable: false, autoDelete: true } }, q]]]] });
+  await server.ready();
+  const s = new MicroScheduler();
+  s.addMicrothread(server);
+  const running = s.run();
+  const p = await Caller.create({ url });
+  const one = async () => {
+    const t = performance.now();
+    await p.rpc_echo('hi', { _timeout: 30 });
+    return performance.now() - t;
+  };
+  const r = await drive(calls, inFlight, one);
+  s.stop();
+  await running;
+  await server.close();
+  await p.close();
+  return r;
+}
+
+async function drive(calls: number, inFlight: number, one: () => Promise<number>): Promise<RpcStats> {
+  const latencies: number[] = [];
+  let started = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (started < calls) {
+      started++;
+      latencies.push(await one());
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  return stats(latencies, performance.now() - t0);
+}
+
+/** Heap and RSS growth (MiB) after `n` small messages through a processor. */
+export async function processorMemory(url: string, n: number): Promise<{ heapMiB: number; rssMiB: number }> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const before = process.memoryUsage();
+  await postageThroughput(url, n, 100);
+  gc?.();
+  await sleep(50);
+  gc?.();
+  const after = process.memoryUsage();
+  return { heapMiB: (after.heapUsed - before.heapUsed) / 2 ** 20, rssMiB: (after.rss - before.rss) / 2 ** 20 };
+}
+
+/** Memory (MiB) held by `n` idle microthreads parked on a scheduler. */
+export async function idleThreadsMemory(n: number): Promise<{ heapMiB: number; rssMiB: number }> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const before = process.memoryUsage();
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  class Idle extends MicroThread {
+    override *step() {
+      yield gate;
+    }
+  }
+  const s = new MicroScheduler();
+  for (let i = 0; i < n; i++) s.addMicrothread(new Idle());
+  const running = s.run();
+  await sleep(50);
+  gc?.();
+  const during = process.memoryUsage();
+  release();
+  s.stop();
+  await running;
+  return { heapMiB: (during.heapUsed - before.heapUsed) / 2 ** 20, rssMiB: (during.rss - before.rss) / 2 ** 20 };
+}
