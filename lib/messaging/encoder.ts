@@ -18,6 +18,7 @@ export interface JsonEncoderOptions {
 }
 
 const DANGEROUS = new Set(['__proto__', 'constructor', 'prototype']);
+const MAYBE_DANGEROUS = /"(?:__proto__|constructor|prototype)"/;
 
 function dropDangerous(this: unknown, key: string, value: unknown): unknown {
   return DANGEROUS.has(key) ? undefined : value;
@@ -49,7 +50,7 @@ export class JsonEncoder extends Encoder {
     }
     const text = buf.toString('utf8');
     // The reviver costs a call per key; only pay it when a dangerous key can be present.
-    const risky = text.includes('"__proto__"') || text.includes('"constructor"') || text.includes('"prototype"');
+    const risky = MAYBE_DANGEROUS.test(text);
     try {
       return risky ? JSON.parse(text, dropDangerous) : JSON.parse(text);
     } catch (err) {

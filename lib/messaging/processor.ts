@@ -23,6 +23,7 @@ interface Registered {
 type Registry = Map<string, Registered[]>;
 
 const registries = new WeakMap<object, Registry>();
+const noReply = (): void => undefined;
 
 /** Collects tagged methods and Handler classes up the class chain, base first; an override replaces its base. */
 function registryFor(cls: abstract new (...args: never[]) => unknown): Registry {
@@ -79,6 +80,7 @@ export class MessageProcessor extends MicroThread {
   #inbox: ConsumeMessage[] = [];
   #waiter: ((msg: ConsumeMessage | undefined) => void) | undefined;
   #ready: Promise<void> | undefined;
+  #isReady = false;
   #closing: Promise<void> | undefined;
   #idle: Promise<void> = Promise.resolve();
   #busyDone: (() => void) | undefined;
@@ -128,8 +130,11 @@ export class MessageProcessor extends MicroThread {
   }
 
   override *step(): Generator<Yielded, unknown, unknown> {
-    if (!this.#ready) yield this.ready();
-    else yield this.#ready;
+    // Park on ready() only until it has resolved: a promise yielded on every step would cost a round trip through the event loop per message.
+    if (!this.#isReady) {
+      yield this.ready();
+      this.#isReady = true;
+    }
     let msg = this.#inbox.shift();
     if (!msg) {
       if (this.#closing) return STOP;
@@ -167,11 +172,14 @@ export class MessageProcessor extends MicroThread {
     return any ? [...exact, ...any] : exact;
   }
 
-  *#invoke(h: Registered, body: MessageBody<object>, reply: (r: unknown) => void): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
+  /** `last`: no handler runs after this one, so it may have the decoded body itself instead of a copy. */
+  *#invoke(h: Registered, body: MessageBody<object>, reply: (r: unknown) => void, last: boolean): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
     const filtered = applyFilters(h.fn, body);
     if (!filtered) return { ran: false, value: undefined };
-    // Each handler gets its own copy: one cannot change what the next one sees.
-    const arg = structuredClone(h.tag.pass === 'body' ? filtered : filtered.content);
+    // Each handler gets its own copy, so one cannot change what the next sees; the body was
+    // freshly decoded for this delivery, so the last handler can take it without copying.
+    const given = h.tag.pass === 'body' ? filtered : filtered.content;
+    const arg = last && filtered === body ? given : structuredClone(given);
     let r: unknown;
     if (h.isClass) {
       const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
@@ -184,7 +192,7 @@ export class MessageProcessor extends MicroThread {
 
   *#message(msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, void, unknown> {
     try {
-      for (const h of handlers) yield* this.#invoke(h, body, () => undefined);
+      for (let i = 0; i < handlers.length; i++) yield* this.#invoke(handlers[i], body, noReply, i === handlers.length - 1);
     } catch (err) {
       this.#outcome(msg, body, err);
       return;
@@ -208,8 +216,8 @@ export class MessageProcessor extends MicroThread {
     };
     let last: unknown = null;
     try {
-      for (const h of handlers) {
-        const { ran, value } = yield* this.#invoke(h, body, reply);
+      for (let i = 0; i < handlers.length; i++) {
+        const { ran, value } = yield* this.#invoke(handlers[i], body, reply, i === handlers.length - 1);
         if (ran && value !== undefined) last = value;
       }
     } catch (err) {

@@ -1,4 +1,4 @@
-import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { DEFAULTS } from '../config.js';
 import { BrokerError, MalformedMessage, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
@@ -109,6 +109,7 @@ export class GenericProducer {
   #conn: ChannelModel | undefined;
   #ownsConnection: boolean;
   #channel: ConfirmChannel | undefined;
+  #rpcChannel: Channel | undefined;
   /** The eks, checked once at connect. */
   #eks: EksEntry[] | undefined;
   #pending = new Map<string, PendingRpc>();
@@ -160,13 +161,24 @@ export class GenericProducer {
     ch.on('close', () => this.#failPending('the channel closed'));
     this.#eks = eksEntries(this.eks);
     for (const [exchange] of this.#eks) await declareExchange(ch, exchange);
-    // Direct reply-to: no queue per RPC; replies come back on this channel.
-    await ch.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
+    // RPCs get a plain channel: a request needs no publisher confirm (its reply
+    // is the acknowledgement), and a confirm per call would cost every round trip.
+    // Direct reply-to: no queue per RPC; replies come back on the channel that published.
+    const rpc = await this.#conn.createChannel();
+    rpc.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer RPC channel error'));
+    rpc.on('close', () => this.#failPending('the channel closed'));
+    await rpc.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
     this.#channel = ch;
+    this.#rpcChannel = rpc;
   }
 
   get connection(): ChannelModel | undefined {
     return this.#conn;
+  }
+
+  #rpcChannelOrThrow(): Channel {
+    this.#channelOrThrow();
+    return this.#rpcChannel!;
   }
 
   #channelOrThrow(): ConfirmChannel {
@@ -238,7 +250,7 @@ export class GenericProducer {
   }
 
   #rpc(body: object, opts: SendOptions): Promise<AnyResult | string> {
-    const ch = this.#channelOrThrow();
+    const ch = this.#rpcChannelOrThrow();
     const [exchange, key] = this.#targets(opts)[0];
     const exName = resolveExchange(exchange).name;
     const content = this.encoder.encode(body) as Buffer;
@@ -312,7 +324,7 @@ export class GenericProducer {
    * `MessageResultException('TimeoutError', …)` when none did).
    */
   async consumeRpc(queue: string, options: ConsumeRpcOptions = {}): Promise<AnyResult[]> {
-    const ch = this.#channelOrThrow();
+    const ch = this.#rpcChannelOrThrow();
     const resultLen = options.resultLen ?? 1;
     const timeoutMs = (options.timeout ?? this.rpcTimeout) * 1000;
     const results: AnyResult[] = [];
@@ -343,7 +355,10 @@ export class GenericProducer {
   async close(): Promise<void> {
     this.#failPending('the producer was closed');
     const ch = this.#channel;
+    const rpc = this.#rpcChannel;
     this.#channel = undefined;
+    this.#rpcChannel = undefined;
+    await rpc?.close().catch(() => undefined);
     await ch?.close().catch(() => undefined);
     if (this.#ownsConnection) await this.#conn?.close().catch(() => undefined);
   }
