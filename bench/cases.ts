@@ -36,10 +36,12 @@ function envelope(bytes: number): object {
 
 /** Messages per second, producer to consumer, persistent with confirms, `n` messages of about `bytes`. */
 export async function rawThroughput(url: string, n: number, bytes: number): Promise<number> {
+  // Producer and consumer are separate components: a connection each, as postage-ts gives them.
   const conn = await rawConnect(url);
+  const subConn = await rawConnect(url);
   const q = uid();
   const pub = await conn.createConfirmChannel();
-  const sub = await conn.createChannel();
+  const sub = await subConn.createChannel();
   await pub.assertQueue(q, { durable: true });
   await sub.prefetch(PREFETCH);
   // Encoded per message below, as a real producer must.
@@ -65,6 +67,7 @@ export async function rawThroughput(url: string, n: number, bytes: number): Prom
   const rate = n / ((performance.now() - t0) / 1000);
   await pub.deleteQueue(q);
   await conn.close();
+  await subConn.close();
   return rate;
 }
 
@@ -124,9 +127,11 @@ function stats(latencies: number[], totalMs: number): RpcStats {
 
 /** `calls` RPCs with `inFlight` at a time against an echo server of the same kind. */
 export async function rawRpc(url: string, calls: number, inFlight: number): Promise<RpcStats> {
+  // Client and server are separate components: a connection each, as postage-ts gives them.
   const conn = await rawConnect(url);
+  const serverConn = await rawConnect(url);
   const q = uid();
-  const server = await conn.createChannel();
+  const server = await serverConn.createChannel();
   await server.assertQueue(q, { durable: false, autoDelete: true });
   await server.prefetch(PREFETCH);
   await server.consume(q, (m) => {
@@ -155,6 +160,7 @@ export async function rawRpc(url: string, calls: number, inFlight: number): Prom
     });
   const r = await drive(calls, inFlight, one);
   await conn.close();
+  await serverConn.close();
   return r;
 }
 

@@ -24,6 +24,7 @@ type Registry = Map<string, Registered[]>;
 
 const registries = new WeakMap<object, Registry>();
 const noReply = (): void => undefined;
+const NONE: Registered[] = [];
 
 /** Collects tagged methods and Handler classes up the class chain, base first; an override replaces its base. */
 function registryFor(cls: abstract new (...args: never[]) => unknown): Registry {
@@ -82,8 +83,9 @@ export class MessageProcessor extends MicroThread {
   #ready: Promise<void> | undefined;
   #isReady = false;
   #closing: Promise<void> | undefined;
-  #idle: Promise<void> = Promise.resolve();
-  #busyDone: (() => void) | undefined;
+  #busy = false;
+  /** Set by close() while a delivery is in flight; called when it is done. */
+  #onIdle: (() => void) | undefined;
 
   constructor(options?: ProcessorOptions);
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
@@ -141,11 +143,12 @@ export class MessageProcessor extends MicroThread {
       msg = (yield new Promise<ConsumeMessage | undefined>((resolve) => (this.#waiter = resolve))) as ConsumeMessage | undefined;
       if (!msg) return STOP;
     }
-    this.#idle = new Promise<void>((resolve) => (this.#busyDone = resolve));
+    this.#busy = true;
     try {
       yield* this.#process(msg);
     } finally {
-      this.#busyDone?.();
+      this.#busy = false;
+      this.#onIdle?.();
     }
     return undefined as StepResult;
   }
@@ -167,8 +170,9 @@ export class MessageProcessor extends MicroThread {
   }
 
   #handlersFor(body: MessageBody<object>): Registered[] {
-    const exact = this.#registry.get(`${body.category}|${body.type}|${body.name}`) ?? [];
-    const any = this.#registry.get(`${body.category}|${body.type}|*`);
+    const prefix = `${body.category}|${body.type}|`;
+    const exact = this.#registry.get(prefix + body.name) ?? NONE;
+    const any = this.#registry.get(`${prefix}*`);
     return any ? [...exact, ...any] : exact;
   }
 
@@ -264,7 +268,7 @@ export class MessageProcessor extends MicroThread {
       const w = this.#waiter;
       this.#waiter = undefined;
       w?.(undefined);
-      await this.#idle;
+      if (this.#busy) await new Promise<void>((resolve) => (this.#onIdle = resolve));
       this.#inbox = [];
       await this.consumer.close();
     })();
