@@ -163,7 +163,7 @@ export class MessageProcessor extends MicroThread {
       this.consumer.reject(msg, false);
       return;
     }
-    this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, type: body.type, name: body.name }, 'delivery');
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, type: body.type, name: body.name }, 'delivery');
     const handlers = this.#handlersFor(body);
     if (body.category === 'rpc') yield* this.#rpc(msg, body, handlers);
     else yield* this.#message(msg, body, handlers);
