@@ -7,7 +7,11 @@ const exec = promisify(execFile);
 
 /** Runs a demo script through tsx against the specs' broker; a failure shows its output. */
 async function demo(...args: string[]): Promise<string> {
-  const env = { ...process.env, POSTAGE_URL: await brokerUrl() };
+  return demoOn(await brokerUrl(), ...args);
+}
+
+async function demoOn(url: string, ...args: string[]): Promise<string> {
+  const env = { ...process.env, POSTAGE_URL: url };
   const { stdout } = await exec(process.execPath, ['--import', 'tsx', ...args], { timeout: 30_000, env }).catch((e: Error & { stdout?: string; stderr?: string }) => {
     throw new Error(`the demo failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
   });
@@ -24,6 +28,13 @@ describe('demos', () => {
     const out = await demo('demos/run.ts', 'rpc_echo');
     expect(out).to.contain('[receiver] received: RPC test message');
     expect(out).to.match(/\[sender\] reply: RPC message received \(round trip [\d.]+ ms\)/);
+  });
+
+  it("moves to another vhost with one switch (the 'development' vhost .ci/run creates)", async () => {
+    const u = new URL(await brokerUrl());
+    u.pathname = '/development';
+    const out = await demoOn(u.toString(), 'demos/run.ts', 'rpc_echo');
+    expect(out).to.contain('[receiver] received: RPC test message');
   });
 
   it('basic_echo delivers a builder-less message_echo to a positional-constructor processor', async () => {
