@@ -6,6 +6,7 @@
 import amqp from 'amqplib';
 import { randomBytes } from 'node:crypto';
 import {
+  Fingerprint,
   GenericProducer,
   MessageCommand,
   MessageHandler,
@@ -16,7 +17,7 @@ import {
   RpcHandler,
   sleep,
   type ExchangeObject,
-} from '../lib/index.js';
+} from '../dist/index.js';
 
 export const PREFETCH = 100;
 const WINDOW = 1000;
@@ -128,6 +129,9 @@ function stats(latencies: number[], totalMs: number): RpcStats {
 /** `calls` RPCs with `inFlight` at a time against an echo server of the same kind. */
 export async function rawRpc(url: string, calls: number, inFlight: number): Promise<RpcStats> {
   // Client and server are separate components: a connection each, as postage-ts gives them.
+  // Both stamp their fingerprint on what they send, as the Postage protocol asks.
+  const serverFp = new Fingerprint('bench-server', 'raw').asDict();
+  const clientFp = new Fingerprint('bench-client', 'raw').asDict();
   const conn = await rawConnect(url);
   const serverConn = await rawConnect(url);
   const q = uid();
@@ -137,7 +141,8 @@ export async function rawRpc(url: string, calls: number, inFlight: number): Prom
   await server.consume(q, (m) => {
     if (!m) return;
     const req = JSON.parse(m.content.toString()) as { content: { parameters: { text: string } } };
-    const reply = { type: 'result', name: 'none', category: 'message', version: '2', fingerprint: {}, content: { type: 'success', value: req.content.parameters.text, message: '' }, _reserved: {} };
+    // The same envelope postage-ts sends back: a result carrying the server's fingerprint.
+    const reply = { type: 'result', name: 'none', category: 'message', version: '2', fingerprint: serverFp, content: { type: 'success', value: req.content.parameters.text, message: '' }, _reserved: {} };
     server.publish('', m.properties.replyTo, Buffer.from(JSON.stringify(reply)), { correlationId: m.properties.correlationId });
     server.ack(m);
   });
@@ -155,7 +160,7 @@ export async function rawRpc(url: string, calls: number, inFlight: number): Prom
       const cid = String(id++);
       const t = performance.now();
       pending.set(cid, () => resolve(performance.now() - t));
-      const body = Buffer.from(JSON.stringify(new RpcCommand('echo', { text: 'hi' }).body));
+      const body = Buffer.from(JSON.stringify(new RpcCommand('echo', { text: 'hi' }).setFingerprint(clientFp).body));
       client.publish('', q, body, { replyTo: 'amq.rabbitmq.reply-to', correlationId: cid, contentType: 'application/json' });
     });
   const r = await drive(calls, inFlight, one);

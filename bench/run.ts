@@ -13,6 +13,9 @@ import { schedulerStepsPerSecond } from './scheduler.js';
 process.env.POSTAGE_LOG_LEVEL ??= 'warn';
 const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+// BENCH_ONLY=rpc (or throughput, latency, scheduler, memory) runs one group of cases.
+const only = process.env.BENCH_ONLY;
+const wanted = (group: string) => !only || only.split(',').includes(group);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 interface Row {
@@ -47,28 +50,34 @@ await postageThroughput(url, 2000, 100);
 await rawRpc(url, 200, 1);
 await postageRpc(url, 200, 1);
 
-for (const [bytes, n] of [[100, 20_000], [10 * 1024, 5_000]] as const) {
+for (const [bytes, n] of wanted('throughput') ? ([[100, 20_000], [10 * 1024, 5_000]] as const) : []) {
   const r = await sideBySide(() => rawThroughput(url, n, bytes), () => postageThroughput(url, n, bytes));
   add(`end-to-end throughput, ${bytes === 100 ? '100 B' : '10 KiB'} envelope, confirms`, median(r.raw), median(r.postage), 'msg/s', 'ratio >= 0.9', (ratio) => ratio !== null && ratio >= 0.9);
 }
 
-const lat = await sideBySide(() => rawRpc(url, 2000, 1), () => postageRpc(url, 2000, 1));
-add('RPC latency p50, 1 in flight', median(lat.raw.map((x) => x.p50)), median(lat.postage.map((x) => x.p50)), 'ms', 'ratio <= 1.2', (ratio) => ratio !== null && ratio <= 1.2);
-add('RPC latency p99, 1 in flight', median(lat.raw.map((x) => x.p99)), median(lat.postage.map((x) => x.p99)), 'ms', '(reported)', () => true);
+if (wanted('latency')) {
+  const lat = await sideBySide(() => rawRpc(url, 2000, 1), () => postageRpc(url, 2000, 1));
+  add('RPC latency p50, 1 in flight', median(lat.raw.map((x) => x.p50)), median(lat.postage.map((x) => x.p50)), 'ms', 'ratio <= 1.2', (ratio) => ratio !== null && ratio <= 1.2);
+  add('RPC latency p99, 1 in flight', median(lat.raw.map((x) => x.p99)), median(lat.postage.map((x) => x.p99)), 'ms', '(reported)', () => true);
+}
 
-const thr = await sideBySide(() => rawRpc(url, 10_000, 100), () => postageRpc(url, 10_000, 100));
-add('RPC throughput, 100 in flight', median(thr.raw.map((x) => x.perSecond)), median(thr.postage.map((x) => x.perSecond)), 'calls/s', 'ratio >= 0.9', (ratio) => ratio !== null && ratio >= 0.9);
+if (wanted('rpc')) {
+  const thr = await sideBySide(() => rawRpc(url, 20_000, 100), () => postageRpc(url, 20_000, 100));
+  add('RPC throughput, 100 in flight', median(thr.raw.map((x) => x.perSecond)), median(thr.postage.map((x) => x.perSecond)), 'calls/s', 'ratio >= 0.9', (ratio) => ratio !== null && ratio >= 0.9);
+}
 
-for (const threads of [10, 10_000]) {
+for (const threads of wanted('scheduler') ? [10, 10_000] : []) {
   const sps = median(await Promise.all([0].map(() => schedulerStepsPerSecond(threads))));
   const goal = threads === 10 ? 10_000_000 : 2_000_000;
   add(`scheduler, ${threads} busy threads`, null, sps, 'steps/s', `>= ${goal.toLocaleString('en')}`, (_r, v) => v >= goal);
 }
 
-const mem = await processorMemory(url, 100_000);
-add('heap growth after 100,000 messages through a processor', null, mem.heapMiB, 'MiB', '< 20', (_r, v) => v < 20);
-const idle = await idleThreadsMemory(10_000);
-add('10,000 idle microthreads (heap)', null, idle.heapMiB, 'MiB', '< 50', (_r, v) => v < 50);
+if (wanted('memory')) {
+  const mem = await processorMemory(url, 100_000);
+  add('heap growth after 100,000 messages through a processor', null, mem.heapMiB, 'MiB', '< 20', (_r, v) => v < 20);
+  const idle = await idleThreadsMemory(10_000);
+  add('10,000 idle microthreads (heap)', null, idle.heapMiB, 'MiB', '< 50', (_r, v) => v < 50);
+}
 
 console.table(rows);
 console.log(JSON.stringify({ bench: 'postage-ts', rounds, node: process.version, gcExposed: typeof (globalThis as { gc?: unknown }).gc === 'function', results: rows }));

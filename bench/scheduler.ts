@@ -2,7 +2,7 @@
  * Scheduler switching speed: steps per second with N busy threads.
  * Run alone with `npx tsx bench/scheduler.ts`; `npm run bench` includes it.
  */
-import { MicroScheduler, MicroThread } from '../lib/index.js';
+import { MicroScheduler, MicroThread } from '../dist/index.js';
 
 class Busy extends MicroThread {
   n = 0;
