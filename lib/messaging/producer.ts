@@ -114,6 +114,9 @@ export class GenericProducer {
   #eks: EksEntry[] | undefined;
   #pending = new Map<string, PendingRpc>();
   #nextId = 0;
+  #nextMessage = 0;
+  /** `messageId|exchange|key` of messages the broker returned, until their confirm arrives. */
+  #returned = new Set<string>();
   #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
 
   constructor(options: ProducerOptions = {}) {
@@ -159,6 +162,10 @@ export class GenericProducer {
     const ch = await this.#conn.createConfirmChannel();
     ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer channel error'));
     ch.on('close', () => this.#failPending('the channel closed'));
+    ch.on('return', (msg: ConsumeMessage) => {
+      const id = msg.properties.messageId as string | undefined;
+      if (id) this.#returned.add(`${id}|${msg.fields.exchange}|${msg.fields.routingKey}`);
+    });
     this.#eks = eksEntries(this.eks);
     for (const [exchange] of this.#eks) await declareExchange(ch, exchange);
     // RPCs get a plain channel: a request needs no publisher confirm (its reply
@@ -224,13 +231,24 @@ export class GenericProducer {
     const content = this.encoder.encode(body) as Buffer;
     const targets = this.#targets(opts);
     if (this.log.isLevelEnabled('debug')) this.log.debug({ targets: targets.map(([e, k]) => `${resolveExchange(e).name}/${k}`), body }, 'publish');
+    // One id per message, whatever its targets: consumers log it, and returns are matched by it.
+    const messageId = this.#idPrefix + 'm' + this.#nextMessage++;
     const sends = targets.map(
       ([exchange, key]) =>
         new Promise<void>((resolve, reject) => {
           const exName = resolveExchange(exchange).name;
-          ch.publish(exName, key, content, { persistent: true, contentType: this.encoder.contentType }, (err) =>
-            err ? reject(new BrokerError(`the broker refused a message to ${exName}/${key} (nack)`, 'NACK', { cause: err })) : resolve(),
-          );
+          // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
+          ch.publish(exName, key, content, { persistent: true, mandatory: true, messageId, contentType: this.encoder.contentType }, (err) => {
+            if (err) reject(new BrokerError(`the broker refused a message to ${exName}/${key} (nack)`, 'NACK', { cause: err }));
+            else if (this.#returned.delete(`${messageId}|${exName}|${key}`)) {
+              reject(
+                new BrokerError(
+                  `no queue is bound to exchange '${exName}' with key '${key}': the broker returned the message. Start the component that consumes it, or check the exchange and key.`,
+                  'UNROUTABLE',
+                ),
+              );
+            } else resolve();
+          });
         }),
     );
     return Promise.all(sends).then(() => undefined);

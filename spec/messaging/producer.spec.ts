@@ -137,6 +137,27 @@ describe('GenericProducer', function () {
     }
   });
 
+  it('rejects message_NAME with an UNROUTABLE BrokerError when no queue takes it, and still delivers to the targets that do', async () => {
+    const p = await producerClass().create({ url });
+    try {
+      let err: unknown;
+      await p.message_ping(1, { _key: 'nobody-listens' }).catch((e) => (err = e));
+      expect(err).to.be.instanceOf(BrokerError);
+      expect((err as BrokerError).code).to.equal('UNROUTABLE');
+      expect((err as Error).message).to.contain(`'${ex.name}' with key 'nobody-listens'`);
+      err = undefined;
+      await p.message_ping(2, { _eks: [[ex, 'k1'], [ex, 'nobody-listens']] }).catch((e) => (err = e));
+      expect((err as BrokerError).code).to.equal('UNROUTABLE');
+      const m = (await getOne(q1)) as amqp.GetMessage;
+      expect(JSON.parse(m.content.toString()).content.parameters.n).to.equal(2);
+      expect(m.properties.messageId).to.be.a('string').and.not.empty;
+      // Routable messages still resolve.
+      await p.message_ping(3);
+    } finally {
+      await p.close();
+    }
+  });
+
   describe('RPC', () => {
     let h: Harness;
     beforeEach(() => (h = new Harness()));
