@@ -3,8 +3,8 @@ import { Exchange } from '../messaging/exchange.js';
 import type { FingerprintDict } from '../messaging/fingerprint.js';
 import { MessageHandler, RpcHandler } from '../messaging/handlers.js';
 import { MessageResult } from '../messaging/messages.js';
-import { MessageProcessor, type ProcessorOptions } from '../messaging/processor.js';
-import type { Eqk, QueueSpec } from '../messaging/topology.js';
+import { isOptionsForm, MessageProcessor, type ProcessorOptions } from '../messaging/processor.js';
+import type { Eqk, QueueFlags, QueueSpec } from '../messaging/topology.js';
 
 /** Where components send each other commands, addressed by Postage's standard keys. */
 export class GenericApplicationExchange extends Exchange {
@@ -54,12 +54,12 @@ export class GenericApplication extends MessageProcessor {
 
   readonly groups: string[];
   /** The component's own queue (`pid@host`): only it consumes from it. */
-  readonly uid: QueueSpec;
+  readonly uid: { name: string; flags: QueueFlags };
 
   constructor(options?: ApplicationOptions);
   constructor(fingerprint: Partial<FingerprintDict>, vhost?: string, groups?: string[], hup?: Partial<Hup>);
   constructor(first: Partial<FingerprintDict> | ApplicationOptions = {}, vhost?: string, groups: string[] = [], hup?: Partial<Hup>) {
-    const opts: ApplicationOptions = 'fingerprint' in first || 'groups' in first || 'url' in first || 'connection' in first ? (first as ApplicationOptions) : { fingerprint: first as Partial<FingerprintDict>, vhost, groups, hup };
+    const opts: ApplicationOptions = isOptionsForm(first) ? (first as ApplicationOptions) : { fingerprint: first as Partial<FingerprintDict>, vhost, groups, hup };
     // The standard bindings need the full fingerprint, which the processor builds: declare them in ready().
     super({ ...opts, eqk: [] });
     const { name, pid, host } = this.fingerprint;
@@ -120,7 +120,7 @@ export class GenericApplication extends MessageProcessor {
     this.groups.splice(i, 1);
     const keys = applicationKeys(this.fingerprint.name, this.fingerprint.pid, this.fingerprint.host);
     const exchange = (this.constructor as typeof GenericApplication).exchangeClass;
-    await this.consumer.queueUnbind(exchange, (this.uid as { name: string }).name, keys.group(group));
+    await this.consumer.queueUnbind(exchange, this.uid.name, keys.group(group));
     await this.consumer.queueCancel(keys.group(group));
     this.log.info({ group }, `left group ${keys.group(group)}`);
   }

@@ -22,6 +22,14 @@ interface Registered {
 }
 type Registry = Map<string, Registered[]>;
 
+/** Keys only an options object has (a fingerprint dictionary has name, type, pid, host, user, vhost). */
+const OPTION_KEYS = ['fingerprint', 'eqk', 'url', 'connection', 'hup', 'prefetch', 'encoder', 'heartbeat', 'connectionName', 'groups'];
+
+/** Tells the options form of a processor's constructor from Postage's positional one (a fingerprint first). @internal */
+export function isOptionsForm(first: object): boolean {
+  return OPTION_KEYS.some((k) => k in first);
+}
+
 const registries = new WeakMap<object, Registry>();
 const noReply = (): void => undefined;
 const NONE: Registered[] = [];
@@ -91,7 +99,7 @@ export class MessageProcessor extends MicroThread {
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
   constructor(first: Partial<FingerprintDict> | ProcessorOptions = {}, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string) {
     super();
-    const opts: ProcessorOptions = 'fingerprint' in first || 'eqk' in first || 'url' in first || 'connection' in first ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
+    const opts: ProcessorOptions = isOptionsForm(first) ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
     this.fingerprint = { ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(), ...(opts.fingerprint as FingerprintDict) };
     this.name = this.fingerprint.name;
     this.log = componentLogger('processor', this.fingerprint.name);

@@ -437,6 +437,14 @@ describe('MessageProcessor', function () {
       expect(await queueDepth()).to.equal(0);
     });
 
+    it('tells its options form from a fingerprint by the keys only options have', async () => {
+      const proc = new MessageProcessor({ url, prefetch: 3 });
+      expect(proc.consumer.prefetch).to.equal(3);
+      expect(proc.fingerprint.name).to.equal('MessageProcessor');
+      const positional = new MessageProcessor({ name: 'fp-only', vhost: '/' });
+      expect(positional.fingerprint.name).to.equal('fp-only');
+    });
+
     it('takes the Postage positional constructor (fingerprint, eqk, hup, vhost)', async () => {
       const got = deferred<string>();
       class P extends MessageProcessor {
