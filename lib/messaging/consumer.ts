@@ -1,5 +1,6 @@
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { DEFAULTS } from '../config.js';
+import { BrokerError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { openConnection, type ConnectOptions } from '../transport/connection.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
@@ -82,9 +83,16 @@ export class GenericConsumer {
   /** Declares the exchange and queue, binds them with `key`; consumes the queue if consuming already. */
   async queueBind(exchange: ExchangeLike, queue: QueueSpec, key: string, flags?: QueueFlags): Promise<string> {
     const ch = this.#channel ?? (await this.ready(), this.channel);
-    const exName = await declareExchange(ch, exchange);
-    const name = await declareQueue(ch, queue, flags);
-    if (exName !== '') await ch.bindQueue(name, exName, key);
+    const qName = typeof queue === 'string' ? queue : queue.name;
+    let exName: string;
+    let name: string;
+    try {
+      exName = await declareExchange(ch, exchange);
+      name = await declareQueue(ch, queue, flags);
+      if (exName !== '') await ch.bindQueue(name, exName, key);
+    } catch (err) {
+      throw declareError(err, resolveExchange(exchange).name, qName);
+    }
     if (!this.queues.includes(name)) {
       this.queues.push(name);
       if (this.#callback) await this.#consume(name);
@@ -164,6 +172,23 @@ export class GenericConsumer {
     await ch?.close().catch(() => undefined);
     if (this.#ownsConnection) await this.#conn?.close().catch(() => undefined);
   }
+}
+
+/** Turns a broker refusal while declaring into an error that says what to do. */
+function declareError(err: unknown, exchange: string, queue: string): BrokerError {
+  const e = err as { code?: number; message?: string };
+  const said = String(e?.message ?? err).replace(/^.*?with message "(.*)"$/s, '$1');
+  if (e?.code === 406) {
+    return new BrokerError(
+      `cannot declare exchange '${exchange}' / queue '${queue}': ${said}. It exists with other flags or arguments: declare it with the same ones, or delete it first (rabbitmqctl delete_queue / delete_exchange).`,
+      'PRECONDITION_FAILED',
+      { cause: err, amqpCode: 406 },
+    );
+  }
+  if (e?.code === 404) {
+    return new BrokerError(`cannot declare exchange '${exchange}' / queue '${queue}': ${said}. A passive declaration needs it to exist already.`, 'NOT_FOUND', { cause: err, amqpCode: 404 });
+  }
+  return new BrokerError(`cannot declare exchange '${exchange}' / queue '${queue}': ${said}`, 'DECLARE_FAILED', { cause: err, amqpCode: e?.code });
 }
 
 function isMessage(v: unknown): v is Message<object> {

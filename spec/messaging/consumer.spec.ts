@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { GenericConsumer, MessageResult, type ConsumeMessage, type ExchangeObject } from '../../lib/index.js';
+import { BrokerError, GenericConsumer, MessageResult, type ConsumeMessage, type ExchangeObject } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred } from '../support/components.js';
 import { deleteTopology, publishRaw, unique } from '../support/topology.js';
@@ -42,6 +42,20 @@ describe('GenericConsumer', () => {
     await conn.close();
     expect(ok.queue).to.equal(queue);
     expect(c.queues).to.deep.equal([queue]);
+  });
+
+  it('fails ready() with a PRECONDITION_FAILED BrokerError saying what to do when a queue exists with other arguments', async () => {
+    const conn = await amqp.connect(url);
+    const ch = await conn.createChannel();
+    await ch.assertQueue(queue, { durable: true, arguments: { 'x-max-length': 5 } });
+    await conn.close();
+    const c = consumer();
+    let err: unknown;
+    await c.ready().catch((e) => (err = e));
+    expect(err).to.be.instanceOf(BrokerError);
+    expect((err as BrokerError).code).to.equal('PRECONDITION_FAILED');
+    expect((err as BrokerError).amqpCode).to.equal(406);
+    expect((err as Error).message).to.contain(`queue '${queue}'`).and.contain('x-max-length').and.contain('same ones');
   });
 
   it('binds and unbinds keys at run time', async () => {
