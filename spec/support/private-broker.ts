@@ -1,0 +1,98 @@
+/**
+ * A private RabbitMQ node for fault specs: its own node name, ports, config,
+ * data and log directories under a temp folder, so stopping or killing it
+ * never touches the shared broker on 5672.
+ */
+import { execFile } from 'node:child_process';
+import { chownSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const exec = promisify(execFile);
+
+export class PrivateBroker {
+  readonly node: string;
+  readonly url: string;
+  readonly #dir: string;
+  readonly #env: NodeJS.ProcessEnv;
+
+  private constructor(readonly port: number) {
+    this.node = `postage-spec-${port}@localhost`;
+    this.url = `amqp://guest:guest@127.0.0.1:${port}/%2F`;
+    this.#dir = mkdtempSync(join(tmpdir(), `postage-broker-${port}-`));
+    mkdirSync(join(this.#dir, 'mnesia'));
+    mkdirSync(join(this.#dir, 'log'));
+    // Our own listener: the system config would bind the shared broker's port.
+    writeFileSync(join(this.#dir, 'rabbitmq.conf'), `listeners.tcp.1 = 127.0.0.1:${port}\nloopback_users = none\n`);
+    // rabbitmq-server drops to the rabbitmq user when started as root: it must own its directory.
+    if (userInfo().uid === 0) chownTree(this.#dir);
+    this.#env = {
+      ...process.env,
+      RABBITMQ_NODENAME: this.node,
+      RABBITMQ_NODE_PORT: String(port),
+      RABBITMQ_DIST_PORT: String(port + 20000),
+      RABBITMQ_CONFIG_FILE: join(this.#dir, 'rabbitmq'),
+      RABBITMQ_MNESIA_BASE: join(this.#dir, 'mnesia'),
+      RABBITMQ_FEATURE_FLAGS_FILE: join(this.#dir, 'feature_flags'),
+      RABBITMQ_LOG_BASE: join(this.#dir, 'log'),
+      RABBITMQ_ENABLED_PLUGINS_FILE: join(this.#dir, 'enabled_plugins'),
+      RABBITMQ_PID_FILE: join(this.#dir, 'pid'),
+    };
+  }
+
+  /** Starts a node on `port` and resolves once it accepts AMQP connections. */
+  static async start(port: number): Promise<PrivateBroker> {
+    const b = new PrivateBroker(port);
+    await b.start();
+    return b;
+  }
+
+  async start(): Promise<void> {
+    try {
+      await exec('rabbitmq-server', ['-detached'], { env: this.#env });
+    } catch (err) {
+      throw new Error(`cannot start a private RabbitMQ node (is rabbitmq-server installed? apt-get install rabbitmq-server): ${(err as Error).message}`);
+    }
+    await this.#ctl('await_startup', '--timeout', '60');
+  }
+
+  /** Stops the node (its data stays, so start() brings back durable queues). */
+  async stop(): Promise<void> {
+    await this.#ctl('stop');
+  }
+
+  /** Runs rabbitmqctl against this node. */
+  ctl(...args: string[]): Promise<string> {
+    return this.#ctl(...args);
+  }
+
+  async #ctl(...args: string[]): Promise<string> {
+    // The node may take a moment to register with epmd after -detached returns.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { stdout } = await exec('rabbitmqctl', ['-n', this.node, ...args], { env: this.#env, timeout: 90_000 });
+        return stdout;
+      } catch (err) {
+        if (attempt >= 30 || args[0] !== 'await_startup') throw err;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  /** Stops the node if it runs and deletes its directory. */
+  async destroy(): Promise<void> {
+    await this.stop().catch(() => undefined);
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
+
+function chownTree(dir: string): void {
+  // uid/gid of the rabbitmq user, from the passwd database.
+  const line = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('rabbitmq:'));
+  if (!line) return;
+  const [, , uid, gid] = line.split(':');
+  for (const p of [dir, join(dir, 'mnesia'), join(dir, 'log'), join(dir, 'rabbitmq.conf')]) chownSync(p, Number(uid), Number(gid));
+}
