@@ -2,7 +2,9 @@ import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { DEFAULTS } from '../config.js';
 import { BrokerError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
-import { openConnection, type ConnectOptions } from '../transport/connection.js';
+import { EventEmitter } from 'node:events';
+import type { ConnectOptions } from '../transport/connection.js';
+import { ManagedConnection, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
@@ -12,17 +14,29 @@ export type { ConsumeMessage };
 
 export interface ConsumerOptions extends ConnectOptions {
   eqk?: Eqk;
-  /** Share a connection instead of opening one. */
+  /** Share a connection instead of opening one (the owner of a shared connection handles its loss). */
   connection?: ChannelModel;
   /** Unacked deliveries the broker may send at once. @default 1 (as Postage) */
   prefetch?: number;
   encoder?: Encoder;
   logger?: Logger;
+  /** Backoff for reconnecting after a lost connection. */
+  reconnect?: ReconnectOptions;
+}
+
+interface Binding {
+  exchange: ExchangeLike;
+  queue: QueueSpec;
+  key: string;
+  flags: QueueFlags | undefined;
 }
 
 /**
  * Declares queues from an eqk table, binds them, and hands deliveries to a
  * callback. One channel; the connection is its own unless one is shared.
+ * When its own connection is lost it reconnects with backoff, declares its
+ * bindings again and resumes consuming; deliveries from the lost channel are
+ * never acked on the new one (the broker redelivers them).
  */
 export class GenericConsumer {
   static eqk: Eqk = [];
@@ -34,44 +48,86 @@ export class GenericConsumer {
   protected readonly log: Logger;
   #opts: ConsumerOptions;
   #eqk: Eqk;
-  #conn: ChannelModel | undefined;
-  #ownsConnection: boolean;
+  #managed: ManagedConnection | undefined;
+  #shared: ChannelModel | undefined;
   #channel: Channel | undefined;
   #ready: Promise<void> | undefined;
   #tags = new Map<string, string>();
   #callback: ((msg: ConsumeMessage) => void) | undefined;
+  /** Every binding made, replayed after a reconnection. */
+  #bindings: Binding[] = [];
+  /** Which channel a delivery came on: acks must go to that channel or nowhere. */
+  #origin = new WeakMap<ConsumeMessage, Channel>();
+  readonly #events = new EventEmitter();
 
   constructor(options: ConsumerOptions = {}) {
     this.#opts = options;
     const eqk = options.eqk ?? [];
     this.#eqk = eqk.length > 0 ? eqk : (this.constructor as typeof GenericConsumer).eqk;
-    this.#conn = options.connection;
-    this.#ownsConnection = !options.connection;
+    this.#shared = options.connection;
     this.prefetch = options.prefetch ?? DEFAULTS.prefetch;
     this.encoder = options.encoder ?? new JsonEncoder();
     this.log = options.logger ?? componentLogger('consumer', this.constructor.name);
   }
 
+  /** Connection events: 'connected' (after a reconnection), 'disconnected', 'blocked', 'unblocked'. */
+  on(event: ConnectionEvent, listener: (...args: unknown[]) => void): this {
+    this.#events.on(event, listener);
+    return this;
+  }
+
   /** Resolves once every exchange and queue is declared and bound. */
   ready(): Promise<void> {
     this.#ready ??= (async () => {
-      this.#conn ??= await openConnection(this.#opts, this.log);
-      const ch = await this.#conn.createChannel();
-      ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'consumer channel error'));
-      await ch.prefetch(this.prefetch);
-      this.#channel = ch;
+      let model = this.#shared;
+      if (!model) {
+        const managed = new ManagedConnection(this.#opts, this.log);
+        this.#managed = managed;
+        model = await managed.connect();
+        managed.on('disconnected', (err) => {
+          this.#channel = undefined;
+          this.#tags.clear();
+          this.#events.emit('disconnected', err);
+        });
+        managed.on('connected', (m: ChannelModel) => {
+          this.#restore(m).then(
+            () => this.#events.emit('connected'),
+            (err) => this.log.error({ err }, 'could not restore the consumer after reconnecting'),
+          );
+        });
+        for (const e of ['blocked', 'unblocked'] as const) managed.on(e, (...a) => this.#events.emit(e, ...a));
+      }
+      await this.#openChannel(model);
       await this.addEqk(this.#eqk);
     })();
     return this.#ready;
   }
 
+  async #openChannel(model: ChannelModel): Promise<Channel> {
+    const ch = await model.createChannel();
+    ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'consumer channel error'));
+    await ch.prefetch(this.prefetch);
+    this.#channel = ch;
+    return ch;
+  }
+
+  /** After a reconnection: a new channel, every binding again, consumers back on. */
+  async #restore(model: ChannelModel): Promise<void> {
+    const ch = await this.#openChannel(model);
+    const bindings = this.#bindings;
+    this.#bindings = [];
+    this.queues.length = 0;
+    for (const b of bindings) await this.#bind(ch, b);
+    if (this.#callback) for (const q of this.queues) await this.#consume(q);
+  }
+
   get channel(): Channel {
-    if (!this.#channel) throw new Error('consumer is not ready: await consumer.ready() first');
+    if (!this.#channel) throw new BrokerError('consumer has no channel: await consumer.ready() first (or it is reconnecting)', 'NOT_CONNECTED');
     return this.#channel;
   }
 
   get connection(): ChannelModel | undefined {
-    return this.#conn;
+    return this.#shared ?? this.#managed?.model;
   }
 
   async addEqk(eqk: Eqk): Promise<void> {
@@ -83,38 +139,47 @@ export class GenericConsumer {
   /** Declares the exchange and queue, binds them with `key`; consumes the queue if consuming already. */
   async queueBind(exchange: ExchangeLike, queue: QueueSpec, key: string, flags?: QueueFlags): Promise<string> {
     const ch = this.#channel ?? (await this.ready(), this.channel);
-    const qName = typeof queue === 'string' ? queue : queue.name;
+    const name = await this.#bind(ch, { exchange, queue, key, flags });
+    if (this.#callback && !this.#tags.has(name)) await this.#consume(name);
+    return name;
+  }
+
+  async #bind(ch: Channel, b: Binding): Promise<string> {
+    const qName = typeof b.queue === 'string' ? b.queue : b.queue.name;
     let exName: string;
     let name: string;
     try {
-      exName = await declareExchange(ch, exchange);
-      name = await declareQueue(ch, queue, flags);
-      if (exName !== '') await ch.bindQueue(name, exName, key);
+      exName = await declareExchange(ch, b.exchange);
+      name = await declareQueue(ch, b.queue, b.flags);
+      if (exName !== '') await ch.bindQueue(name, exName, b.key);
     } catch (err) {
-      throw declareError(err, resolveExchange(exchange).name, qName);
+      throw declareError(err, resolveExchange(b.exchange).name, qName);
     }
-    if (!this.queues.includes(name)) {
-      this.queues.push(name);
-      if (this.#callback) await this.#consume(name);
-    }
-    this.log.debug({ exchange: exName, queue: name, key }, 'queue bound');
+    this.#bindings.push(b);
+    if (!this.queues.includes(name)) this.queues.push(name);
+    this.log.debug({ exchange: exName, queue: name, key: b.key }, 'queue bound');
     return name;
   }
 
   async queueUnbind(exchange: ExchangeLike, queue: string, key: string): Promise<void> {
-    await this.channel.unbindQueue(queue, resolveExchange(exchange).name, key);
+    const exName = resolveExchange(exchange).name;
+    await this.channel.unbindQueue(queue, exName, key);
+    this.#bindings = this.#bindings.filter((b) => !(resolveExchange(b.exchange).name === exName && (typeof b.queue === 'string' ? b.queue : b.queue.name) === queue && b.key === key));
   }
 
   async startConsuming(callback: (msg: ConsumeMessage) => void): Promise<void> {
     await this.ready();
     this.#callback = callback;
-    for (const q of this.queues) await this.#consume(q);
+    for (const q of this.queues) if (!this.#tags.has(q)) await this.#consume(q);
   }
 
   async #consume(queue: string): Promise<void> {
     const cb = this.#callback!;
-    const ok = await this.channel.consume(queue, (msg) => {
-      if (msg) cb(msg);
+    const ch = this.channel;
+    const ok = await ch.consume(queue, (msg) => {
+      if (!msg) return;
+      this.#origin.set(msg, ch);
+      cb(msg);
     });
     this.#tags.set(queue, ok.consumerTag);
   }
@@ -135,15 +200,24 @@ export class GenericConsumer {
     this.#tags.delete(queue);
     const i = this.queues.indexOf(queue);
     if (i >= 0) this.queues.splice(i, 1);
+    this.#bindings = this.#bindings.filter((b) => (typeof b.queue === 'string' ? b.queue : b.queue.name) !== queue);
     if (tag) await this.channel.cancel(tag);
   }
 
+  /** The channel a delivery may still be settled on, or undefined when that channel is gone (the broker redelivers). */
+  #settleOn(msg: ConsumeMessage): Channel | undefined {
+    const ch = this.#origin.get(msg) ?? this.#channel;
+    if (ch && ch === this.#channel) return ch;
+    this.log.debug({ deliveryTag: msg.fields.deliveryTag }, 'delivery from a lost channel: not settled, the broker redelivers it');
+    return undefined;
+  }
+
   ack(msg: ConsumeMessage): void {
-    this.channel.ack(msg);
+    this.#settleOn(msg)?.ack(msg);
   }
 
   reject(msg: ConsumeMessage, requeue: boolean): void {
-    this.channel.reject(msg, requeue);
+    this.#settleOn(msg)?.reject(msg, requeue);
   }
 
   decode(content: Buffer): unknown {
@@ -170,7 +244,7 @@ export class GenericConsumer {
     const ch = this.#channel;
     this.#channel = undefined;
     await ch?.close().catch(() => undefined);
-    if (this.#ownsConnection) await this.#conn?.close().catch(() => undefined);
+    await this.#managed?.close();
   }
 }
 

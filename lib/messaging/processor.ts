@@ -4,6 +4,7 @@ import type { Hup } from '../config.js';
 import { AckAndRestart, ExitScheduler, MalformedMessage, RejectMessage } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
+import type { ConnectionEvent } from '../transport/managed.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { applyFilters, Handler, MessageHandler, tagsOf, type HandlerTag } from './handlers.js';
@@ -106,6 +107,10 @@ export class MessageProcessor extends MicroThread {
     const Consumer = (this.constructor as typeof MessageProcessor).consumerClass;
     this.consumer = new Consumer({ ...opts, connectionName: `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
+    // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
+    this.consumer.on('disconnected', () => {
+      this.#inbox = [];
+    });
   }
 
   /** Resolves once its exchanges and queues are declared and bound; from then on nothing published to them is lost. */
@@ -115,6 +120,12 @@ export class MessageProcessor extends MicroThread {
       await this.consumer.startConsuming((msg) => this.#deliver(msg));
     })();
     return this.#ready;
+  }
+
+  /** Connection events: 'connected' (after a reconnection), 'disconnected', 'blocked', 'unblocked'. */
+  on(event: ConnectionEvent, listener: (...args: unknown[]) => void): this {
+    this.consumer.on(event, listener);
+    return this;
   }
 
   /** Adds bindings at run time. */

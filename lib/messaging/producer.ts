@@ -2,7 +2,9 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqp
 import { DEFAULTS } from '../config.js';
 import { BrokerError, MalformedMessage, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
-import { openConnection, type ConnectOptions } from '../transport/connection.js';
+import { EventEmitter } from 'node:events';
+import type { ConnectOptions } from '../transport/connection.js';
+import { ManagedConnection, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange } from './exchange.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
@@ -35,10 +37,12 @@ export interface SendOptions {
 export interface ProducerOptions extends ConnectOptions {
   /** Merged over the fingerprint taken from the OS. */
   fingerprint?: Partial<FingerprintDict>;
-  /** Share a connection instead of opening one. */
+  /** Share a connection instead of opening one (the owner of a shared connection handles its loss). */
   connection?: ChannelModel;
   encoder?: Encoder;
   logger?: Logger;
+  /** Backoff for reconnecting after a lost connection. */
+  reconnect?: ReconnectOptions;
 }
 
 export interface ConsumeRpcOptions {
@@ -106,8 +110,9 @@ export class GenericProducer {
   maxRetry: number;
   protected readonly log: Logger;
   #opts: ProducerOptions;
-  #conn: ChannelModel | undefined;
-  #ownsConnection: boolean;
+  #shared: ChannelModel | undefined;
+  #managed: ManagedConnection | undefined;
+  readonly #events = new EventEmitter();
   #channel: ConfirmChannel | undefined;
   #rpcChannel: Channel | undefined;
   /** The eks, checked once at connect. */
@@ -127,8 +132,7 @@ export class GenericProducer {
     this.maxRetry = cls.maxRetry;
     this.fingerprint = { ...new Fingerprint(undefined, undefined, { vhost: options.vhost }).asDict(), ...(options.fingerprint as FingerprintDict) };
     this.encoder = options.encoder ?? new JsonEncoder();
-    this.#conn = options.connection;
-    this.#ownsConnection = !options.connection;
+    this.#shared = options.connection;
     this.log = options.logger ?? componentLogger('producer', this.fingerprint.name);
   }
 
@@ -158,8 +162,36 @@ export class GenericProducer {
   /** Connects (once) and declares the eks exchanges. */
   async connect(): Promise<void> {
     if (this.#channel) return;
-    this.#conn ??= await openConnection({ ...this.#opts, connectionName: `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}` }, this.log);
-    const ch = await this.#conn.createConfirmChannel();
+    let model = this.#shared;
+    if (!model) {
+      const managed = new ManagedConnection({ ...this.#opts, connectionName: `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}` }, this.log);
+      this.#managed = managed;
+      model = await managed.connect();
+      managed.on('disconnected', (err) => {
+        // Sends fail fast until the connection is back; RPCs in flight already resolved through their channel's close.
+        this.#channel = undefined;
+        this.#rpcChannel = undefined;
+        this.#events.emit('disconnected', err);
+      });
+      managed.on('connected', (m: ChannelModel) => {
+        this.#openChannels(m).then(
+          () => this.#events.emit('connected'),
+          (err) => this.log.error({ err }, 'could not restore the producer after reconnecting'),
+        );
+      });
+      for (const e of ['blocked', 'unblocked'] as const) managed.on(e, (...a) => this.#events.emit(e, ...a));
+    }
+    await this.#openChannels(model);
+  }
+
+  /** Connection events: 'connected' (after a reconnection), 'disconnected', 'blocked', 'unblocked'. */
+  on(event: ConnectionEvent, listener: (...args: unknown[]) => void): this {
+    this.#events.on(event, listener);
+    return this;
+  }
+
+  async #openChannels(model: ChannelModel): Promise<void> {
+    const ch = await model.createConfirmChannel();
     ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer channel error'));
     ch.on('close', () => this.#failPending('the channel closed'));
     ch.on('return', (msg: ConsumeMessage) => {
@@ -171,7 +203,7 @@ export class GenericProducer {
     // RPCs get a plain channel: a request needs no publisher confirm (its reply
     // is the acknowledgement), and a confirm per call would cost every round trip.
     // Direct reply-to: no queue per RPC; replies come back on the channel that published.
-    const rpc = await this.#conn.createChannel();
+    const rpc = await model.createChannel();
     rpc.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer RPC channel error'));
     rpc.on('close', () => this.#failPending('the channel closed'));
     await rpc.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
@@ -180,7 +212,7 @@ export class GenericProducer {
   }
 
   get connection(): ChannelModel | undefined {
-    return this.#conn;
+    return this.#shared ?? this.#managed?.model;
   }
 
   #rpcChannelOrThrow(): Channel {
@@ -189,7 +221,12 @@ export class GenericProducer {
   }
 
   #channelOrThrow(): ConfirmChannel {
-    if (!this.#channel) throw new BrokerError('producer is not connected: use `await Producer.create()` or `await producer.connect()`', 'NOT_CONNECTED');
+    if (!this.#channel) {
+      throw new BrokerError(
+        this.#managed ? 'producer is not connected to RabbitMQ (reconnecting): send again once it is back' : 'producer is not connected: use `await Producer.create()` or `await producer.connect()`',
+        'NOT_CONNECTED',
+      );
+    }
     return this.#channel;
   }
 
@@ -378,7 +415,7 @@ export class GenericProducer {
     this.#rpcChannel = undefined;
     await rpc?.close().catch(() => undefined);
     await ch?.close().catch(() => undefined);
-    if (this.#ownsConnection) await this.#conn?.close().catch(() => undefined);
+    await this.#managed?.close();
   }
 }
 

@@ -1,0 +1,99 @@
+import { EventEmitter } from 'node:events';
+import type { ChannelModel } from 'amqplib';
+import type { Logger } from '../log.js';
+import { openConnection, type ConnectOptions } from './connection.js';
+
+/** Reconnection timing. Delays grow by `factor` from `initialMs` up to `maxMs`, each with ±`jitter`. */
+export interface ReconnectOptions {
+  /** @default 100 */
+  initialMs?: number;
+  /** @default 10000 */
+  maxMs?: number;
+  /** @default 2 */
+  factor?: number;
+  /** @default 0.2 */
+  jitter?: number;
+}
+
+export type ConnectionEvent = 'connected' | 'disconnected' | 'blocked' | 'unblocked';
+
+/**
+ * Owns one component's connection: opens it, and after a loss opens it again
+ * with backoff and jitter, trying each broker URL in turn. Components listen
+ * for 'connected' to rebuild their channels and topology.
+ *
+ * Events: 'connected' (model), 'disconnected' (error), 'blocked' (reason), 'unblocked'.
+ * @internal
+ */
+export class ManagedConnection extends EventEmitter {
+  #model: ChannelModel | undefined;
+  #closing = false;
+  readonly #opts: ConnectOptions & { reconnect?: ReconnectOptions };
+  readonly #log: Logger;
+
+  constructor(opts: ConnectOptions & { reconnect?: ReconnectOptions }, log: Logger) {
+    super();
+    this.#opts = opts;
+    this.#log = log;
+  }
+
+  get model(): ChannelModel | undefined {
+    return this.#model;
+  }
+
+  /** The first connection: fails at once with a clear error, so a misconfigured component stops at start. */
+  async connect(): Promise<ChannelModel> {
+    const model = await openConnection(this.#opts, this.#log);
+    this.#attach(model);
+    return model;
+  }
+
+  #attach(model: ChannelModel): void {
+    this.#model = model;
+    model.on('close', (err?: Error) => {
+      if (this.#model !== model) return;
+      this.#model = undefined;
+      if (this.#closing) return;
+      this.#log.warn({ err: err?.message }, 'connection lost; reconnecting');
+      this.emit('disconnected', err ?? new Error('connection closed'));
+      void this.#reconnect();
+    });
+    model.on('blocked', (reason: string) => {
+      this.#log.warn({ reason }, 'broker blocked this connection');
+      this.emit('blocked', reason);
+    });
+    model.on('unblocked', () => {
+      this.#log.info('broker unblocked this connection');
+      this.emit('unblocked');
+    });
+  }
+
+  async #reconnect(): Promise<void> {
+    const { initialMs = 100, maxMs = 10_000, factor = 2, jitter = 0.2 } = this.#opts.reconnect ?? {};
+    for (let attempt = 0; !this.#closing; attempt++) {
+      const base = Math.min(maxMs, initialMs * factor ** attempt);
+      await new Promise((r) => setTimeout(r, base * (1 - jitter + 2 * jitter * Math.random())));
+      if (this.#closing) return;
+      try {
+        const model = await openConnection(this.#opts, this.#log);
+        if (this.#closing) {
+          await model.close().catch(() => undefined);
+          return;
+        }
+        this.#attach(model);
+        this.#log.info({ attempt: attempt + 1 }, 'reconnected');
+        this.emit('connected', model);
+        return;
+      } catch (err) {
+        this.#log.debug({ attempt: attempt + 1, err: (err as Error).message }, 'reconnect failed');
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closing = true;
+    const m = this.#model;
+    this.#model = undefined;
+    await m?.close().catch(() => undefined);
+  }
+}
