@@ -5,6 +5,7 @@ import { AckAndRestart, ExitScheduler, MalformedMessage, RejectMessage } from '.
 import { componentLogger, type Logger } from '../log.js';
 import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent } from '../transport/managed.js';
+import { closeOnSignal } from '../transport/shutdown.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { applyFilters, Handler, MessageHandler, tagsOf, type HandlerTag } from './handlers.js';
@@ -91,6 +92,8 @@ export class MessageProcessor extends MicroThread {
   #waiter: ((msg: ConsumeMessage | undefined) => void) | undefined;
   #ready: Promise<void> | undefined;
   #isReady = false;
+  #forgetSignal: (() => void) | undefined;
+  #stopping = false;
   #closing: Promise<void> | undefined;
   #busy = false;
   /** Set by close() while a delivery is in flight; called when it is done. */
@@ -118,6 +121,8 @@ export class MessageProcessor extends MicroThread {
     this.#ready ??= (async () => {
       await this.consumer.ready();
       await this.consumer.startConsuming((msg) => this.#deliver(msg));
+      // On SIGTERM / SIGINT: stop taking deliveries, finish the one in flight, ack it, close.
+      this.#forgetSignal = closeOnSignal(this);
     })();
     return this.#ready;
   }
@@ -156,9 +161,10 @@ export class MessageProcessor extends MicroThread {
       yield this.ready();
       this.#isReady = true;
     }
+    // Once closing, take nothing more: what waits in the inbox goes back to the queue with the channel.
+    if (this.#stopping) return STOP;
     let msg = this.#inbox.shift();
     if (!msg) {
-      if (this.#closing) return STOP;
       msg = (yield new Promise<ConsumeMessage | undefined>((resolve) => (this.#waiter = resolve))) as ConsumeMessage | undefined;
       if (!msg) return STOP;
     }
@@ -281,7 +287,10 @@ export class MessageProcessor extends MicroThread {
 
   /** Stops consuming, lets the handler in flight finish, closes the channel. Unprocessed deliveries go back to the queue. */
   close(): Promise<void> {
+    this.#stopping = true;
+    this.#inbox = [];
     this.#closing ??= (async () => {
+      this.#forgetSignal?.();
       await this.#ready?.catch(() => undefined);
       await this.consumer.stopConsuming();
       const w = this.#waiter;

@@ -1,0 +1,48 @@
+import { componentLogger } from '../log.js';
+
+/** Something that can close gracefully: stop taking work, finish what is in flight, close. */
+export interface Closable {
+  close(): Promise<void>;
+}
+
+const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+const live = new Set<Closable>();
+const handlers = { SIGTERM: () => void shutdown('SIGTERM'), SIGINT: () => void shutdown('SIGINT') };
+let installed = false;
+/** How long a signal waits for handlers in flight before closing anyway (unacked deliveries go back to their queue). */
+export let shutdownTimeoutMs = 10_000;
+
+/** @internal */
+export function setShutdownTimeout(ms: number): void {
+  shutdownTimeoutMs = ms;
+}
+
+/**
+ * Registers a component to be closed gracefully on SIGTERM / SIGINT. Once all
+ * are closed (or the timeout passed) the signal is raised again with our
+ * handler gone, so the process ends exactly as it would have without us
+ * (unless the application listens for that signal itself).
+ * @internal
+ */
+export function closeOnSignal(c: Closable): () => void {
+  live.add(c);
+  if (!installed) {
+    installed = true;
+    for (const sig of SIGNALS) process.once(sig, handlers[sig]);
+  }
+  return () => live.delete(c);
+}
+
+async function shutdown(sig: (typeof SIGNALS)[number]): Promise<void> {
+  const log = componentLogger('shutdown');
+  log.info({ signal: sig, components: live.size }, 'closing components gracefully');
+  const all = Promise.allSettled([...live].map((c) => c.close()));
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), shutdownTimeoutMs)));
+  if ((await Promise.race([all, timeout])) === 'timeout') log.warn({ signal: sig }, `handlers still running after ${shutdownTimeoutMs} ms: closing anyway (their messages go back to the queue)`);
+  clearTimeout(timer);
+  for (const s of SIGNALS) process.removeListener(s, handlers[s]);
+  installed = false;
+  // Without other listeners, Node's default for the signal ends the process, as if we had never been here.
+  if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+}
