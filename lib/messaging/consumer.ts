@@ -59,6 +59,7 @@ export class GenericConsumer {
   /** Which channel a delivery came on: acks must go to that channel or nowhere. */
   #origin = new WeakMap<ConsumeMessage, Channel>();
   readonly #events = new EventEmitter();
+  #closed = false;
 
   constructor(options: ConsumerOptions = {}) {
     this.#opts = options;
@@ -106,9 +107,32 @@ export class GenericConsumer {
   async #openChannel(model: ChannelModel): Promise<Channel> {
     const ch = await model.createChannel();
     ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'consumer channel error'));
+    ch.on('close', () => this.#channelLost(ch));
     await ch.prefetch(this.prefetch);
     this.#channel = ch;
     return ch;
+  }
+
+  /**
+   * The broker closed the channel (a declaration it refused, a queue deleted
+   * under us…) while the connection lives on: open a new one and restore.
+   * A lost connection closes its channels too; that case is left to the reconnection.
+   */
+  #channelLost(ch: Channel): void {
+    if (this.#channel !== ch || this.#closed) return;
+    this.#channel = undefined;
+    this.#tags.clear();
+    this.#events.emit('disconnected', new BrokerError('the broker closed the consumer channel', 'CHANNEL_CLOSED'));
+    // Let a connection loss, if that is what this is, be noticed first.
+    setTimeout(() => {
+      const model = this.connection;
+      if (this.#channel || this.#closed || !model) return;
+      this.log.warn('consumer channel closed by the broker; reopening it');
+      this.#restore(model).then(
+        () => this.#events.emit('connected'),
+        (err) => this.log.error({ err }, 'could not reopen the consumer channel'),
+      );
+    }, 50);
   }
 
   /** After a reconnection: a new channel, every binding again, consumers back on. */
@@ -240,6 +264,7 @@ export class GenericConsumer {
 
   /** Stops consuming and closes the channel (and the connection, when it is this consumer's own). */
   async close(): Promise<void> {
+    this.#closed = true;
     await this.stopConsuming();
     const ch = this.#channel;
     this.#channel = undefined;

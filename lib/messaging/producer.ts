@@ -113,6 +113,9 @@ export class GenericProducer {
   #shared: ChannelModel | undefined;
   #managed: ManagedConnection | undefined;
   readonly #events = new EventEmitter();
+  /** Why the broker last closed the confirm channel, for the sends it took down. */
+  #channelError: Error | undefined;
+  #closed = false;
   #channel: ConfirmChannel | undefined;
   #rpcChannel: Channel | undefined;
   /** The eks, checked once at connect. */
@@ -192,8 +195,11 @@ export class GenericProducer {
 
   async #openChannels(model: ChannelModel): Promise<void> {
     const ch = await model.createConfirmChannel();
-    ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer channel error'));
-    ch.on('close', () => this.#failPending('the channel closed'));
+    ch.on('error', (err: Error) => {
+      this.#channelError = err;
+      this.log.warn({ err: err.message }, 'producer channel error');
+    });
+    ch.on('close', () => this.#channelLost(ch));
     ch.on('return', (msg: ConsumeMessage) => {
       const id = msg.properties.messageId as string | undefined;
       if (id) this.#returned.add(`${id}|${msg.fields.exchange}|${msg.fields.routingKey}`);
@@ -205,14 +211,40 @@ export class GenericProducer {
     // Direct reply-to: no queue per RPC; replies come back on the channel that published.
     const rpc = await model.createChannel();
     rpc.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer RPC channel error'));
-    rpc.on('close', () => this.#failPending('the channel closed'));
+    rpc.on('close', () => this.#channelLost(rpc));
     await rpc.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
     this.#channel = ch;
     this.#rpcChannel = rpc;
+    this.#channelError = undefined;
   }
 
   get connection(): ChannelModel | undefined {
     return this.#shared ?? this.#managed?.model;
+  }
+
+  /**
+   * One of the two channels closed. RPCs in flight resolve to a DisconnectError;
+   * if the connection lives on (the broker closed the channel, e.g. for a publish
+   * to a missing exchange), both channels are opened again.
+   */
+  #channelLost(which: Channel): void {
+    this.#failPending('the channel closed');
+    if (which !== this.#channel && which !== this.#rpcChannel) return;
+    const [ch, rpc] = [this.#channel, this.#rpcChannel];
+    this.#channel = undefined;
+    this.#rpcChannel = undefined;
+    for (const other of [ch, rpc]) if (other && other !== which) void other.close().catch(() => undefined);
+    if (this.#closed) return;
+    // Let a connection loss, if that is what this is, be noticed first.
+    setTimeout(() => {
+      const model = this.connection;
+      if (this.#channel || this.#closed || !model) return;
+      this.log.warn('producer channel closed by the broker; reopening it');
+      this.#openChannels(model).then(
+        () => this.#events.emit('connected'),
+        (err) => this.log.error({ err }, 'could not reopen the producer channels'),
+      );
+    }, 50);
   }
 
   #rpcChannelOrThrow(): Channel {
@@ -276,7 +308,14 @@ export class GenericProducer {
           const exName = resolveExchange(exchange).name;
           // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
           ch.publish(exName, key, content, { persistent: true, mandatory: true, messageId, contentType: this.encoder.contentType }, (err) => {
-            if (err) reject(new BrokerError(`the broker refused a message to ${exName}/${key} (nack)`, 'NACK', { cause: err }));
+            if (err) {
+              const closed = this.#channelError;
+              reject(
+                closed
+                  ? new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${closed.message}`, 'CHANNEL_CLOSED', { cause: closed })
+                  : new BrokerError(`the broker refused a message to ${exName}/${key} (nack)`, 'NACK', { cause: err }),
+              );
+            }
             else if (this.#returned.delete(`${messageId}|${exName}|${key}`)) {
               reject(
                 new BrokerError(
@@ -408,6 +447,7 @@ export class GenericProducer {
 
   /** Closes the channel (and the connection, when it is this producer's own). Pending RPCs resolve to an exception. */
   async close(): Promise<void> {
+    this.#closed = true;
     this.#failPending('the producer was closed');
     const ch = this.#channel;
     const rpc = this.#rpcChannel;

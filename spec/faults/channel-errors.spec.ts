@@ -1,0 +1,95 @@
+/**
+ * Faults: the broker closes a channel while the connection lives on.
+ * Injected by a publish to an exchange that does not exist (404) and by a
+ * run-time redeclare of a queue with other arguments (406), on the shared
+ * broker. Must hold: the failing call gets a clear BrokerError, the component
+ * opens a new channel by itself, and the next messages flow.
+ */
+import { expect } from 'chai';
+import amqp from 'amqplib';
+import { BrokerError, GenericProducer, MessageHandler, MessageProcessor, type ExchangeObject } from '../../lib/index.js';
+import { brokerUrl } from '../support/broker.js';
+import { Harness, deferred } from '../support/components.js';
+import { deleteTopology, getOne, unique } from '../support/topology.js';
+
+describe('fault: the broker closes a channel', function () {
+  this.timeout(30_000);
+  let url: string;
+  let ex: ExchangeObject;
+  let queue: string;
+  let other: string;
+  let h: Harness;
+  beforeEach(async () => {
+    url = await brokerUrl();
+    ex = { name: unique('chex'), type: 'direct', durable: false };
+    queue = unique('chq');
+    other = unique('chq2');
+    h = new Harness();
+  });
+  afterEach(async () => {
+    await h.close();
+    await deleteTopology([queue, other], [ex.name]);
+  });
+
+  it('a producer whose publish hit a missing exchange reports it, reopens its channel and sends again', async () => {
+    const exchange = ex;
+    class P extends GenericProducer {
+      static override eks = [[exchange, 'k'] as const];
+    }
+    const conn = await amqp.connect(url);
+    const ch = await conn.createChannel();
+    await ch.assertExchange(ex.name, 'direct', { durable: false });
+    await ch.assertQueue(queue);
+    await ch.bindQueue(queue, ex.name, 'k');
+    await conn.close();
+    const p = await P.create({ url });
+    h.onClose(() => p.close());
+    const reopened = deferred();
+    p.on('connected', () => reopened.resolve());
+    let err: unknown;
+    await p.message_ping({}, { _eks: [[{ name: unique('missing'), type: 'direct' }, 'k']] }).catch((e) => (err = e));
+    expect(err).to.be.instanceOf(BrokerError);
+    expect((err as BrokerError).code).to.equal('CHANNEL_CLOSED');
+    expect((err as Error).message).to.match(/NOT_FOUND - no exchange/);
+    await reopened.promise;
+    await p.message_ping({ n: 2 });
+    expect(JSON.parse(((await getOne(queue)) as amqp.GetMessage).content.toString()).content.parameters.n).to.equal(2);
+  });
+
+  it('a processor whose run-time bind was refused reports it, reopens its channel and keeps consuming', async () => {
+    const conn = await amqp.connect(url);
+    const ch = await conn.createChannel();
+    await ch.assertQueue(other, { arguments: { 'x-max-length': 3 } });
+    await conn.close();
+    const got: number[] = [];
+    let next = deferred();
+    class Sink extends MessageProcessor {
+      @MessageHandler('command', 'n')
+      n(content: { parameters: { n: number } }) {
+        got.push(content.parameters.n);
+        next.resolve();
+      }
+    }
+    const sink = new Sink({ url, eqk: [[ex, [[queue, 'k']]]] });
+    const reopened = deferred();
+    sink.on('connected', () => reopened.resolve());
+    await h.start(sink);
+    const exchange = ex;
+    class P extends GenericProducer {
+      static override eks = [[exchange, 'k'] as const];
+    }
+    const p = await P.create({ url });
+    h.onClose(() => p.close());
+    await p.message_n({ n: 1 });
+    await next.promise;
+
+    let err: unknown;
+    await sink.consumer.queueBind(ex, other, 'k2').catch((e) => (err = e));
+    expect((err as BrokerError).code).to.equal('PRECONDITION_FAILED');
+    await reopened.promise;
+    next = deferred();
+    await p.message_n({ n: 2 });
+    await next.promise;
+    expect(got).to.deep.equal([1, 2]);
+  });
+});
