@@ -1,0 +1,69 @@
+/**
+ * Fault: a memory alarm blocks publishers. Injected with
+ * `rabbitmqctl set_vm_memory_high_watermark 0.0001` on a private node, then
+ * released. Must hold: the producer reports 'blocked' then 'unblocked', its
+ * sends wait (they do not fail or vanish) and every one is consumed.
+ */
+import { expect } from 'chai';
+import { GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type ExchangeObject } from '../../lib/index.js';
+import { counter, deferred } from '../support/components.js';
+import { PrivateBroker } from '../support/private-broker.js';
+
+describe('fault: a memory alarm blocks publishers', function () {
+  this.timeout(120_000);
+  let broker: PrivateBroker;
+  before(async () => {
+    broker = await PrivateBroker.start(5700 + Math.floor(Math.random() * 200));
+  });
+  after(async () => broker?.destroy());
+
+  it("reports 'blocked', holds the sends, then delivers every one after the alarm clears", async () => {
+    const ex: ExchangeObject = { name: 'alarm', type: 'direct' };
+    const got = counter(50);
+    class Sink extends MessageProcessor {
+      @MessageHandler('command', 'm')
+      m() {
+        got.hit();
+      }
+    }
+    class Source extends GenericProducer {
+      static override eks = [[ex, 'm'] as const];
+    }
+    const sink = new Sink({ url: broker.url, eqk: [[ex, [['alarm-q', 'm']]]], prefetch: 50 });
+    await sink.ready();
+    const s = new MicroScheduler();
+    s.addMicrothread(sink);
+    const running = s.run();
+    const p = await Source.create({ url: broker.url });
+    const blocked = deferred();
+    const unblocked = deferred();
+    const events: string[] = [];
+    p.on('blocked', () => {
+      events.push('blocked');
+      blocked.resolve();
+    });
+    p.on('unblocked', () => {
+      events.push('unblocked');
+      unblocked.resolve();
+    });
+
+    await broker.ctl('set_vm_memory_high_watermark', '0.0001');
+    // The broker blocks a connection when it next publishes.
+    const sends = Array.from({ length: 50 }, (_, i) => p.message_m({ i }));
+    await blocked.promise;
+    let settled = false;
+    void Promise.allSettled(sends).then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(settled, 'sends held while blocked').to.equal(false);
+
+    await broker.ctl('set_vm_memory_high_watermark', '0.4');
+    await unblocked.promise;
+    await Promise.all(sends);
+    await got.done;
+    expect(events).to.deep.equal(['blocked', 'unblocked']);
+    s.stop();
+    await running;
+    await sink.close();
+    await p.close();
+  });
+});
