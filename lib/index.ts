@@ -35,7 +35,7 @@ export {
 } from './errors.js';
 export { GenericProducer, type Producer, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
 export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';
-export { MessageProcessor, type ProcessorOptions } from './messaging/processor.js';
+export { MessageProcessor, type ProcessorOptions, type RetryOptions } from './messaging/processor.js';
 export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag } from './messaging/handlers.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { ConnectOptions } from './transport/connection.js';

@@ -1,4 +1,4 @@
-import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { DEFAULTS } from '../config.js';
 import { BrokerError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
@@ -60,6 +60,8 @@ export class GenericConsumer {
   #origin = new WeakMap<ConsumeMessage, Channel>();
   readonly #events = new EventEmitter();
   #closed = false;
+  #errorChannel: ConfirmChannel | undefined;
+  #errorModel: ChannelModel | undefined;
 
   constructor(options: ConsumerOptions = {}) {
     this.#opts = options;
@@ -244,6 +246,48 @@ export class GenericConsumer {
     this.#settleOn(msg)?.reject(msg, requeue);
   }
 
+  /**
+   * Publishes a failed delivery, unchanged, to the error exchange `exchange`
+   * (declared durable fanout, with a durable queue of the same name) with
+   * the error and where it came from in headers; resolves once the broker
+   * confirmed it, so acking the original afterwards loses nothing.
+   */
+  async deadLetter(msg: ConsumeMessage, exchange: string, err: unknown, attempts: number): Promise<void> {
+    const model = this.connection;
+    if (!model) throw new BrokerError('cannot dead-letter: not connected', 'NOT_CONNECTED');
+    if (!this.#errorChannel || this.#errorModel !== model) {
+      const ch = await model.createConfirmChannel();
+      ch.on('error', (e: Error) => this.log.warn({ err: e.message }, 'error-exchange channel error'));
+      await ch.assertExchange(exchange, 'fanout', { durable: true });
+      await ch.assertQueue(exchange, { durable: true });
+      await ch.bindQueue(exchange, exchange, '');
+      this.#errorChannel = ch;
+      this.#errorModel = model;
+    }
+    const e = err as Error;
+    const ch = this.#errorChannel;
+    await new Promise<void>((resolve, reject) =>
+      ch.publish(
+        exchange,
+        msg.fields.routingKey,
+        msg.content,
+        {
+          ...msg.properties,
+          persistent: true,
+          headers: {
+            ...msg.properties.headers,
+            'x-error-name': e?.name ?? 'Error',
+            'x-error-message': e?.message ?? String(err),
+            'x-original-exchange': msg.fields.exchange,
+            'x-original-routing-key': msg.fields.routingKey,
+            'x-attempts': attempts,
+          },
+        },
+        (confirmErr) => (confirmErr ? reject(new BrokerError(`the broker refused the dead letter for ${exchange}`, 'NACK', { cause: confirmErr })) : resolve()),
+      ),
+    );
+  }
+
   decode(content: Buffer): unknown {
     return this.encoder.decode(content);
   }
@@ -269,6 +313,7 @@ export class GenericConsumer {
     const ch = this.#channel;
     this.#channel = undefined;
     await ch?.close().catch(() => undefined);
+    await this.#errorChannel?.close().catch(() => undefined);
     await this.#managed?.close();
   }
 }

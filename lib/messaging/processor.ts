@@ -3,6 +3,7 @@ import type { ConsumeMessage } from 'amqplib';
 import type { Hup } from '../config.js';
 import { AckAndRestart, ExitScheduler, MalformedMessage, RejectMessage } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
+import { sleep } from '../microthreads/effects.js';
 import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent } from '../transport/managed.js';
 import { closeOnSignal } from '../transport/shutdown.js';
@@ -12,9 +13,31 @@ import { applyFilters, Handler, MessageHandler, tagsOf, type HandlerTag } from '
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from './messages.js';
 import type { Eqk } from './topology.js';
 
+export interface RetryOptions {
+  /** Handler runs in all, the first included. @default 3 */
+  attempts?: number;
+  /** Wait before the second run; doubled each time. @default 100 */
+  backoffMs?: number;
+  /** The longest wait between runs. @default 5000 */
+  maxBackoffMs?: number;
+}
+
 export interface ProcessorOptions extends Omit<ConsumerOptions, 'eqk' | 'logger'> {
   fingerprint?: Partial<FingerprintDict>;
   eqk?: Eqk;
+  /**
+   * Run a failing message's handlers again, with backoff, before giving up.
+   * Off by default: as in Postage, a failure rejects the message at once.
+   */
+  retry?: RetryOptions;
+  /**
+   * Where failed messages go (a durable fanout exchange, with a queue of the
+   * same name bound to it), carrying `x-error-name`, `x-error-message`,
+   * `x-original-exchange`, `x-original-routing-key` and `x-attempts` headers.
+   * Without it a failed message is rejected, so it dead-letters where its
+   * queue has a dead-letter exchange.
+   */
+  errorExchange?: string;
 }
 
 interface Registered {
@@ -25,7 +48,7 @@ interface Registered {
 type Registry = Map<string, Registered[]>;
 
 /** Keys only an options object has (a fingerprint dictionary has name, type, pid, host, user, vhost). */
-const OPTION_KEYS = ['fingerprint', 'eqk', 'url', 'connection', 'hup', 'prefetch', 'encoder', 'heartbeat', 'connectionName', 'groups'];
+const OPTION_KEYS = ['fingerprint', 'eqk', 'url', 'connection', 'hup', 'prefetch', 'encoder', 'heartbeat', 'connectionName', 'groups', 'retry', 'errorExchange', 'reconnect'];
 
 /** Tells the options form of a processor's constructor from Postage's positional one (a fingerprint first). @internal */
 export function isOptionsForm(first: object): boolean {
@@ -93,6 +116,8 @@ export class MessageProcessor extends MicroThread {
   #ready: Promise<void> | undefined;
   #isReady = false;
   #forgetSignal: (() => void) | undefined;
+  readonly #retry: RetryOptions | undefined;
+  readonly #errorExchange: string | undefined;
   #stopping = false;
   #closing: Promise<void> | undefined;
   #busy = false;
@@ -110,6 +135,8 @@ export class MessageProcessor extends MicroThread {
     const Consumer = (this.constructor as typeof MessageProcessor).consumerClass;
     this.consumer = new Consumer({ ...opts, connectionName: `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
+    this.#retry = opts.retry;
+    this.#errorExchange = opts.errorExchange;
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
     this.consumer.on('disconnected', () => {
       this.#inbox = [];
@@ -220,13 +247,35 @@ export class MessageProcessor extends MicroThread {
   }
 
   *#message(msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, void, unknown> {
-    try {
-      for (let i = 0; i < handlers.length; i++) yield* this.#invoke(handlers[i], body, noReply, i === handlers.length - 1);
-    } catch (err) {
-      this.#outcome(msg, body, err);
+    const retry = this.#retry;
+    const attempts = retry?.attempts ?? 1;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // With retries, every run needs the body untouched: no handler may take the original.
+        for (let i = 0; i < handlers.length; i++) yield* this.#invoke(handlers[i], body, noReply, attempts === 1 && i === handlers.length - 1);
+      } catch (err) {
+        const failure = !(err instanceof ExitScheduler || err instanceof AckAndRestart);
+        const again = failure && !(err instanceof RejectMessage) && attempt < attempts;
+        if (again) {
+          const wait = Math.min(retry?.maxBackoffMs ?? 5000, (retry?.backoffMs ?? 100) * 2 ** (attempt - 1));
+          this.log.warn({ err, name: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
+          yield sleep(wait);
+          // Closing meanwhile: leave it unacked, it goes back to the queue.
+          if (this.#stopping) return;
+          continue;
+        }
+        if (failure && this.#errorExchange) {
+          yield this.consumer.deadLetter(msg, this.#errorExchange, err, attempt);
+          this.log.error({ err, name: body.name, messageId: msg.properties.messageId, attempts: attempt }, `handler for ${body.type}/${body.name} failed; message sent to ${this.#errorExchange}`);
+          this.consumer.ack(msg);
+          return;
+        }
+        this.#outcome(msg, body, err);
+        return;
+      }
+      this.consumer.ack(msg);
       return;
     }
-    this.consumer.ack(msg);
   }
 
   *#rpc(msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, void, unknown> {
