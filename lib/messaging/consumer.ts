@@ -87,18 +87,14 @@ export class GenericConsumer {
         const managed = new ManagedConnection(this.#opts, this.log);
         this.#managed = managed;
         model = await managed.connect();
-        managed.on('disconnected', (err) => {
-          this.#channel = undefined;
-          this.#tags.clear();
-          this.#events.emit('disconnected', err);
-        });
-        managed.on('connected', (m: ChannelModel) => {
-          this.#restore(m).then(
-            () => this.#events.emit('connected'),
-            (err) => this.log.error({ err }, 'could not restore the consumer after reconnecting'),
-          );
-        });
-        for (const e of ['blocked', 'unblocked'] as const) managed.on(e, (...a) => this.#events.emit(e, ...a));
+        managed.serve(
+          this.#events,
+          () => {
+            this.#channel = undefined;
+            this.#tags.clear();
+          },
+          (m) => this.#restore(m),
+        );
       }
       await this.#openChannel(model);
       await this.addEqk(this.#eqk);

@@ -170,19 +170,15 @@ export class GenericProducer {
       const managed = new ManagedConnection({ ...this.#opts, connectionName: `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}` }, this.log);
       this.#managed = managed;
       model = await managed.connect();
-      managed.on('disconnected', (err) => {
-        // Sends fail fast until the connection is back; RPCs in flight already resolved through their channel's close.
-        this.#channel = undefined;
-        this.#rpcChannel = undefined;
-        this.#events.emit('disconnected', err);
-      });
-      managed.on('connected', (m: ChannelModel) => {
-        this.#openChannels(m).then(
-          () => this.#events.emit('connected'),
-          (err) => this.log.error({ err }, 'could not restore the producer after reconnecting'),
-        );
-      });
-      for (const e of ['blocked', 'unblocked'] as const) managed.on(e, (...a) => this.#events.emit(e, ...a));
+      managed.serve(
+        this.#events,
+        () => {
+          // Sends fail fast until the connection is back; RPCs in flight already resolved through their channel's close.
+          this.#channel = undefined;
+          this.#rpcChannel = undefined;
+        },
+        (m) => this.#openChannels(m),
+      );
     }
     await this.#openChannels(model);
   }

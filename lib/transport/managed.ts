@@ -90,6 +90,25 @@ export class ManagedConnection extends EventEmitter {
     }
   }
 
+  /**
+   * Wires a component to this connection: on a loss `lost()` runs and
+   * 'disconnected' is re-emitted on `events`; after a reconnection
+   * `restore(model)` runs, then 'connected'; 'blocked' and 'unblocked' pass through.
+   */
+  serve(events: EventEmitter, lost: () => void, restore: (model: ChannelModel) => Promise<void>): void {
+    this.on('disconnected', (err) => {
+      lost();
+      events.emit('disconnected', err);
+    });
+    this.on('connected', (m: ChannelModel) => {
+      restore(m).then(
+        () => events.emit('connected'),
+        (err) => this.#log.error({ err }, 'could not restore the component after reconnecting'),
+      );
+    });
+    for (const e of ['blocked', 'unblocked'] as const) this.on(e, (...a) => events.emit(e, ...a));
+  }
+
   async close(): Promise<void> {
     this.#closing = true;
     const m = this.#model;
