@@ -43,6 +43,12 @@ export interface ProducerOptions extends ConnectOptions {
   logger?: Logger;
   /** Backoff for reconnecting after a lost connection. */
   reconnect?: ReconnectOptions;
+  /**
+   * What `message_NAME` does while the connection is down: `'fail'` rejects at
+   * once with `NOT_CONNECTED`; `'buffer'` holds the send until the connection is
+   * back (kept in memory: lost if the process dies). @default 'fail'
+   */
+  whileDisconnected?: 'fail' | 'buffer';
 }
 
 export interface ConsumeRpcOptions {
@@ -116,6 +122,9 @@ export class GenericProducer {
   /** Why the broker last closed the confirm channel, for the sends it took down. */
   #channelError: Error | undefined;
   #closed = false;
+  readonly #whileDisconnected: 'fail' | 'buffer';
+  /** Sends waiting for the connection to come back (whileDisconnected: 'buffer'). */
+  #held: Array<() => void> = [];
   #channel: ConfirmChannel | undefined;
   #rpcChannel: Channel | undefined;
   /** The eks, checked once at connect. */
@@ -136,6 +145,7 @@ export class GenericProducer {
     this.fingerprint = { ...new Fingerprint(undefined, undefined, { vhost: options.vhost }).asDict(), ...(options.fingerprint as FingerprintDict) };
     this.encoder = options.encoder ?? new JsonEncoder();
     this.#shared = options.connection;
+    this.#whileDisconnected = options.whileDisconnected ?? 'fail';
     this.log = options.logger ?? componentLogger('producer', this.fingerprint.name);
   }
 
@@ -177,10 +187,16 @@ export class GenericProducer {
           this.#channel = undefined;
           this.#rpcChannel = undefined;
         },
-        (m) => this.#openChannels(m),
+        (m) => this.#openChannels(m).then(() => this.#flushHeld()),
       );
     }
     await this.#openChannels(model);
+  }
+
+  #flushHeld(): void {
+    const held = this.#held;
+    this.#held = [];
+    for (const send of held) send();
   }
 
   /** Connection events: 'connected' (after a reconnection), 'disconnected', 'blocked', 'unblocked'. */
@@ -292,7 +308,16 @@ export class GenericProducer {
 
   /** Publishes persistently to every target and resolves when the broker confirmed them all. */
   #publishAll(body: object, opts: SendOptions): Promise<void> {
-    const ch = this.#channelOrThrow();
+    if (!this.#channel && this.#managed && this.#whileDisconnected === 'buffer' && !this.#closed) {
+      // Held until the connection is back, then sent in order; the promise settles with that send.
+      return new Promise<void>((resolve, reject) => this.#held.push(() => this.#publishAll(body, opts).then(resolve, reject)));
+    }
+    let ch: ConfirmChannel;
+    try {
+      ch = this.#channelOrThrow();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const content = this.encoder.encode(body) as Buffer;
     const targets = this.#targets(opts);
     if (this.log.isLevelEnabled('debug')) this.log.debug({ targets: targets.map(([e, k]) => `${resolveExchange(e).name}/${k}`), body }, 'publish');
@@ -444,6 +469,10 @@ export class GenericProducer {
   /** Closes the channel (and the connection, when it is this producer's own). Pending RPCs resolve to an exception. */
   async close(): Promise<void> {
     this.#closed = true;
+    const held = this.#held;
+    this.#held = [];
+    // Held sends fail now: channelOrThrow rejects them with NOT_CONNECTED.
+    for (const send of held) send();
     this.#failPending('the producer was closed');
     const ch = this.#channel;
     const rpc = this.#rpcChannel;

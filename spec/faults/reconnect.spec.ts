@@ -80,6 +80,47 @@ describe('fault: connections lost mid-stream', function () {
     expect(r.events).to.include.members(['producer disconnected', 'producer connected', 'sink disconnected', 'sink connected']);
   });
 
+  it("holds sends while disconnected with whileDisconnected: 'buffer', fails them fast by default", async () => {
+    const ex: ExchangeObject = { name: 'fault-buffer', type: 'direct' };
+    const got: number[] = [];
+    let wake: (() => void) | undefined;
+    class Sink extends MessageProcessor {
+      @MessageHandler('command', 'item')
+      item(content: { parameters: { id: number } }) {
+        got.push(content.parameters.id);
+        wake?.();
+      }
+    }
+    class Source extends GenericProducer {
+      static override eks = [[ex, 'item'] as const];
+    }
+    const reconnect = { initialMs: 50, maxMs: 500 };
+    const sink = new Sink({ url: broker.url, reconnect, eqk: [[ex, [['fault-buffer-q', 'item']]]] });
+    await sink.ready();
+    const s = new MicroScheduler();
+    s.addMicrothread(sink);
+    const running = s.run();
+    const buffering = await Source.create({ url: broker.url, reconnect, whileDisconnected: 'buffer' });
+    const failing = await Source.create({ url: broker.url, reconnect });
+    const down = new Promise<void>((r) => buffering.on('disconnected', () => r()));
+    await broker.stop();
+    await down;
+    const held = buffering.message_item({ id: 1 });
+    let failed: unknown;
+    await failing.message_item({ id: 2 }).catch((e) => (failed = e));
+    expect((failed as { code?: string }).code).to.equal('NOT_CONNECTED');
+    await broker.start();
+    await held;
+    const deadline = Date.now() + 30_000;
+    while (!got.includes(1) && Date.now() < deadline) await new Promise<void>((r) => ((wake = r), setTimeout(r, 200)));
+    expect(got).to.include(1);
+    s.stop();
+    await running;
+    await sink.close();
+    await buffering.close();
+    await failing.close();
+  });
+
   it('reconnects after a broker restart and consumes every confirmed message', async () => {
     const r = await stream(async () => {
       await broker.stop();
