@@ -4,7 +4,7 @@ import { BrokerError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { EventEmitter } from 'node:events';
 import type { ConnectOptions } from '../transport/connection.js';
-import { ManagedConnection, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
+import { ManagedConnection, reopenSoon, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
@@ -121,16 +121,14 @@ export class GenericConsumer {
     this.#channel = undefined;
     this.#tags.clear();
     this.#events.emit('disconnected', new BrokerError('the broker closed the consumer channel', 'CHANNEL_CLOSED'));
-    // Let a connection loss, if that is what this is, be noticed first.
-    setTimeout(() => {
-      const model = this.connection;
-      if (this.#channel || this.#closed || !model) return;
-      this.log.warn('consumer channel closed by the broker; reopening it');
-      this.#restore(model).then(
-        () => this.#events.emit('connected'),
-        (err) => this.log.error({ err }, 'could not reopen the consumer channel'),
-      );
-    }, 50);
+    reopenSoon({
+      model: () => this.connection,
+      settled: () => this.#channel !== undefined || this.#closed,
+      restore: (m) => this.#restore(m),
+      events: this.#events,
+      log: this.log,
+      what: 'consumer',
+    });
   }
 
   /** After a reconnection: a new channel, every binding again, consumers back on. */

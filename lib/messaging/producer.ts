@@ -4,7 +4,7 @@ import { BrokerError, MalformedMessage, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { EventEmitter } from 'node:events';
 import type { ConnectOptions } from '../transport/connection.js';
-import { ManagedConnection, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
+import { ManagedConnection, reopenSoon, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange } from './exchange.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
@@ -187,10 +187,16 @@ export class GenericProducer {
           this.#channel = undefined;
           this.#rpcChannel = undefined;
         },
-        (m) => this.#openChannels(m).then(() => this.#flushHeld()),
+        (m) => this.#restore(m),
       );
     }
     await this.#openChannels(model);
+  }
+
+  /** Channels back (after a reconnection or a closed channel), then the sends held meanwhile go out. */
+  async #restore(model: ChannelModel): Promise<void> {
+    await this.#openChannels(model);
+    this.#flushHeld();
   }
 
   #flushHeld(): void {
@@ -247,16 +253,14 @@ export class GenericProducer {
     this.#rpcChannel = undefined;
     for (const other of [ch, rpc]) if (other && other !== which) void other.close().catch(() => undefined);
     if (this.#closed) return;
-    // Let a connection loss, if that is what this is, be noticed first.
-    setTimeout(() => {
-      const model = this.connection;
-      if (this.#channel || this.#closed || !model) return;
-      this.log.warn('producer channel closed by the broker; reopening it');
-      this.#openChannels(model).then(
-        () => this.#events.emit('connected'),
-        (err) => this.log.error({ err }, 'could not reopen the producer channels'),
-      );
-    }, 50);
+    reopenSoon({
+      model: () => this.connection,
+      settled: () => this.#channel !== undefined || this.#closed,
+      restore: (m) => this.#restore(m),
+      events: this.#events,
+      log: this.log,
+      what: 'producer',
+    });
   }
 
   #rpcChannelOrThrow(): Channel {

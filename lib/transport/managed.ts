@@ -100,12 +100,7 @@ export class ManagedConnection extends EventEmitter {
       lost();
       events.emit('disconnected', err);
     });
-    this.on('connected', (m: ChannelModel) => {
-      restore(m).then(
-        () => events.emit('connected'),
-        (err) => this.#log.error({ err }, 'could not restore the component after reconnecting'),
-      );
-    });
+    this.on('connected', (m: ChannelModel) => restoreAndAnnounce(m, restore, events, this.#log));
     for (const e of ['blocked', 'unblocked'] as const) this.on(e, (...a) => events.emit(e, ...a));
   }
 
@@ -115,4 +110,35 @@ export class ManagedConnection extends EventEmitter {
     this.#model = undefined;
     await m?.close().catch(() => undefined);
   }
+}
+
+/** Restores a component on `model`, then emits 'connected'; a failure is logged. @internal */
+export function restoreAndAnnounce(model: ChannelModel, restore: (model: ChannelModel) => Promise<void>, events: EventEmitter, log: Logger): void {
+  restore(model).then(
+    () => events.emit('connected'),
+    (err) => log.error({ err }, 'could not restore the component on its connection'),
+  );
+}
+
+/**
+ * After the broker closed one of a component's channels: restore it on the
+ * same connection shortly, unless by then the component has a channel again,
+ * is closed, or has no connection (a connection loss, left to the reconnection,
+ * also closes its channels: the delay lets that be noticed first).
+ * @internal
+ */
+export function reopenSoon(opts: {
+  model: () => ChannelModel | undefined;
+  settled: () => boolean;
+  restore: (model: ChannelModel) => Promise<void>;
+  events: EventEmitter;
+  log: Logger;
+  what: string;
+}): void {
+  setTimeout(() => {
+    const model = opts.model();
+    if (opts.settled() || !model) return;
+    opts.log.warn(`${opts.what} channel closed by the broker; reopening it`);
+    restoreAndAnnounce(model, opts.restore, opts.events, opts.log);
+  }, 50);
 }

@@ -56,6 +56,25 @@ describe('fault: the broker closes a channel', function () {
     expect(JSON.parse(((await getOne(queue)) as amqp.GetMessage).content.toString()).content.parameters.n).to.equal(2);
   });
 
+  it("a buffering producer sends what it held while its channel was being reopened", async () => {
+    const exchange = ex;
+    class P extends GenericProducer {
+      static override eks = [[exchange, 'k'] as const];
+    }
+    const conn = await amqp.connect(url);
+    const ch = await conn.createChannel();
+    await ch.assertExchange(ex.name, 'direct', { durable: false });
+    await ch.assertQueue(queue);
+    await ch.bindQueue(queue, ex.name, 'k');
+    await conn.close();
+    const p = await P.create({ url, whileDisconnected: 'buffer' });
+    h.onClose(() => p.close());
+    await p.message_ping({}, { _eks: [[{ name: unique('missing'), type: 'direct' }, 'k']] }).catch(() => undefined);
+    // The channel is down now and comes back by itself: this send is held, then sent.
+    await p.message_ping({ n: 3 });
+    expect(JSON.parse(((await getOne(queue)) as amqp.GetMessage).content.toString()).content.parameters.n).to.equal(3);
+  });
+
   it('a processor whose run-time bind was refused reports it, reopens its channel and keeps consuming', async () => {
     const conn = await amqp.connect(url);
     const ch = await conn.createChannel();
