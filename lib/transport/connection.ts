@@ -3,6 +3,7 @@ import amqp, { type ChannelModel } from 'amqplib';
 import { brokerUrls, config, redactUrl, type Hup } from '../config.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { coalesceWrites } from './coalesce.js';
 
 /** How a component reaches its broker; every field falls back to `POSTAGE_*`. */
 export interface ConnectOptions {
@@ -67,6 +68,7 @@ export async function openConnection(opts: ConnectOptions, log?: Logger): Promis
       log?.debug({ broker: redactUrl(url) }, 'connected');
       // An unhandled 'error' event would crash the process; closing is reported by 'close'.
       conn.on('error', (err: Error) => log?.warn({ err: err.message }, 'connection error'));
+      if (!coalesceWrites(conn)) log?.debug('amqplib internals changed: frames are written one by one');
       return conn;
     } catch (err) {
       last = explain(err, url);
