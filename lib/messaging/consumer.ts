@@ -5,6 +5,7 @@ import { componentLogger, type Logger } from '../log.js';
 import { EventEmitter } from 'node:events';
 import type { ConnectOptions } from '../transport/connection.js';
 import { ManagedConnection, reopenSoon, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
+import { AckBatcher } from './acks.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
@@ -56,8 +57,14 @@ export class GenericConsumer {
   #callback: ((msg: ConsumeMessage) => void) | undefined;
   /** Every binding made, replayed after a reconnection. */
   #bindings: Binding[] = [];
-  /** Which channel a delivery came on: acks must go to that channel or nowhere. */
-  #origin = new WeakMap<ConsumeMessage, Channel>();
+  /** Settles deliveries on the current channel, batching acks. */
+  #acks: AckBatcher | undefined;
+  /**
+   * Consumer tags started on the current channel (kept after a cancel, whose
+   * deliveries may still be settled). A delivery whose tag is not here came on
+   * a lost channel: acks must go to the channel a delivery came on or nowhere.
+   */
+  #channelTags = new Set<string>();
   readonly #events = new EventEmitter();
   #closed = false;
   #errorChannel: ConfirmChannel | undefined;
@@ -108,6 +115,9 @@ export class GenericConsumer {
     ch.on('close', () => this.#channelLost(ch));
     await ch.prefetch(this.prefetch);
     this.#channel = ch;
+    this.#channelTags = new Set();
+    // Half the prefetch window: the broker can send the next half while handlers work through the first.
+    this.#acks = new AckBatcher(ch, this.prefetch > 0 ? Math.max(1, Math.floor(this.prefetch / 2)) : 256);
     return ch;
   }
 
@@ -197,11 +207,10 @@ export class GenericConsumer {
     const cb = this.#callback!;
     const ch = this.channel;
     const ok = await ch.consume(queue, (msg) => {
-      if (!msg) return;
-      this.#origin.set(msg, ch);
-      cb(msg);
+      if (msg) cb(msg);
     });
     this.#tags.set(queue, ok.consumerTag);
+    if (ch === this.#channel) this.#channelTags.add(ok.consumerTag);
   }
 
   async stopConsuming(): Promise<void> {
@@ -224,14 +233,16 @@ export class GenericConsumer {
     if (tag) await this.channel.cancel(tag);
   }
 
-  /** The channel a delivery may still be settled on, or undefined when that channel is gone (the broker redelivers). */
-  #settleOn(msg: ConsumeMessage): Channel | undefined {
-    const ch = this.#origin.get(msg) ?? this.#channel;
-    if (ch && ch === this.#channel) return ch;
+  /** Settles on the channel a delivery came on, or nowhere when that channel is gone (the broker redelivers). */
+  #settleOn(msg: ConsumeMessage): AckBatcher | undefined {
+    const tag = msg.fields.consumerTag as string | undefined;
+    // A message from channel.get() has no consumer tag: it can only be from the current channel.
+    if (this.#channel && (tag === undefined || this.#channelTags.has(tag))) return this.#acks;
     this.log.debug({ deliveryTag: msg.fields.deliveryTag }, 'delivery from a lost channel: not settled, the broker redelivers it');
     return undefined;
   }
 
+  /** Acks a delivery. Consecutive acks go to the broker together, at the latest at the end of this event-loop turn. */
   ack(msg: ConsumeMessage): void {
     this.#settleOn(msg)?.ack(msg);
   }
@@ -303,6 +314,7 @@ export class GenericConsumer {
   /** Stops consuming and closes the channel (and the connection, when it is this consumer's own). */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#acks?.flush();
     await this.stopConsuming();
     const ch = this.#channel;
     this.#channel = undefined;
