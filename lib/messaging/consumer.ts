@@ -2,6 +2,7 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqp
 import { DEFAULTS } from '../config.js';
 import { BrokerError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ConnectOptions } from '../transport/connection.js';
 import { ManagedConnection, reopenSoon, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
@@ -12,6 +13,9 @@ import { MessageResult, type Message } from './messages.js';
 import { declareExchange, declareQueue, eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
 
 export type { ConsumeMessage };
+
+const CONSUMER_TAG_PREFIX = `${process.pid}.${randomBytes(4).toString('hex')}`;
+let nextConsumerTag = 0;
 
 export interface ConsumerOptions extends ConnectOptions {
   eqk?: Eqk;
@@ -206,11 +210,17 @@ export class GenericConsumer {
   async #consume(queue: string): Promise<void> {
     const cb = this.#callback!;
     const ch = this.channel;
-    const ok = await ch.consume(queue, (msg) => {
-      if (msg) cb(msg);
-    });
-    this.#tags.set(queue, ok.consumerTag);
-    if (ch === this.#channel) this.#channelTags.add(ok.consumerTag);
+    // Our own tag, known before the first delivery: deliveries can arrive in the same read as consume-ok, before the promise settles.
+    const consumerTag = `postage.${CONSUMER_TAG_PREFIX}.${nextConsumerTag++}`;
+    this.#channelTags.add(consumerTag);
+    await ch.consume(
+      queue,
+      (msg) => {
+        if (msg) cb(msg);
+      },
+      { consumerTag },
+    );
+    this.#tags.set(queue, consumerTag);
   }
 
   async stopConsuming(): Promise<void> {

@@ -1,0 +1,59 @@
+import { expect } from 'chai';
+import amqp from 'amqplib';
+import type { Socket } from 'node:net';
+import { GenericProducer } from '../../lib/index.js';
+import { coalesceWrites } from '../../lib/transport/coalesce.js';
+import { brokerUrl } from '../support/broker.js';
+import { deleteTopology, unique } from '../support/topology.js';
+
+/** Counts what reaches the socket's system-call layer: one _write or _writev is one syscall. */
+function countSyscalls(model: amqp.ChannelModel): () => number {
+  const socket = (model.connection as unknown as { stream: Socket & { _write: Function; _writev: Function } }).stream;
+  let n = 0;
+  for (const m of ['_write', '_writev'] as const) {
+    const orig = socket[m];
+    socket[m] = function (this: unknown, ...args: unknown[]) {
+      n++;
+      return orig.apply(this, args);
+    };
+  }
+  return () => n;
+}
+
+describe('coalesced socket writes', () => {
+  let url: string;
+  let queue: string;
+
+  beforeEach(async () => {
+    url = await brokerUrl();
+    queue = unique('q');
+    const conn = await amqp.connect(url);
+    await (await conn.createChannel()).assertQueue(queue, { durable: false });
+    await conn.close();
+  });
+  afterEach(async () => deleteTopology([queue]));
+
+  it('sends a burst of 500 publishes in a handful of socket writes, every one confirmed', async () => {
+    class Source extends GenericProducer {
+      static override eks = [[{ name: '', type: 'direct' }, queue] as const];
+    }
+    const p = await Source.create({ url });
+    const syscalls = countSyscalls(p.connection!);
+    await Promise.all(Array.from({ length: 500 }, (_, i) => p.message_item({ i })));
+    expect(syscalls()).to.be.lessThan(50);
+    const conn = await amqp.connect(url);
+    const ok = await (await conn.createChannel()).checkQueue(queue);
+    await conn.close();
+    expect(ok.messageCount).to.equal(500);
+    await p.close();
+  });
+
+  it('applies once per connection and reports when amqplib internals are missing', async () => {
+    const conn = await amqp.connect(url);
+    expect(coalesceWrites(conn)).to.equal(true);
+    expect(coalesceWrites(conn)).to.equal(true);
+    await conn.close();
+    const stranger = { connection: {} } as unknown as amqp.ChannelModel;
+    expect(coalesceWrites(stranger)).to.equal(false);
+  });
+});
