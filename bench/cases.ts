@@ -12,10 +12,8 @@ import {
   MessageHandler,
   MessageProcessor,
   MicroScheduler,
-  MicroThread,
   RpcCommand,
   RpcHandler,
-  sleep,
   type ExchangeObject,
 } from '../dist/index.js';
 
@@ -215,41 +213,4 @@ async function drive(calls: number, inFlight: number, one: () => Promise<number>
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
   return stats(latencies, performance.now() - t0);
-}
-
-/** Heap and RSS growth (MiB) after `n` small messages through a processor. */
-export async function processorMemory(url: string, n: number): Promise<{ heapMiB: number; rssMiB: number }> {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  gc?.();
-  const before = process.memoryUsage();
-  await postageThroughput(url, n, 100);
-  gc?.();
-  await sleep(50);
-  gc?.();
-  const after = process.memoryUsage();
-  return { heapMiB: (after.heapUsed - before.heapUsed) / 2 ** 20, rssMiB: (after.rss - before.rss) / 2 ** 20 };
-}
-
-/** Memory (MiB) held by `n` idle microthreads parked on a scheduler. */
-export async function idleThreadsMemory(n: number): Promise<{ heapMiB: number; rssMiB: number }> {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  gc?.();
-  const before = process.memoryUsage();
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  class Idle extends MicroThread {
-    override *step() {
-      yield gate;
-    }
-  }
-  const s = new MicroScheduler();
-  for (let i = 0; i < n; i++) s.addMicrothread(new Idle());
-  const running = s.run();
-  await sleep(50);
-  gc?.();
-  const during = process.memoryUsage();
-  release();
-  s.stop();
-  await running;
-  return { heapMiB: (during.heapUsed - before.heapUsed) / 2 ** 20, rssMiB: (during.rss - before.rss) / 2 ** 20 };
 }
