@@ -122,6 +122,8 @@ export class GenericProducer {
   /** Why the broker last closed the confirm channel, for the sends it took down. */
   #channelError: Error | undefined;
   #closed = false;
+  #renewing = false;
+  #renewedAt = 0;
   readonly #whileDisconnected: 'fail' | 'buffer';
   /** Sends waiting for the connection to come back (whileDisconnected: 'buffer'). */
   #held: Array<() => void> = [];
@@ -142,7 +144,7 @@ export class GenericProducer {
     this.eks = cls.eks;
     this.rpcTimeout = cls.rpcTimeout;
     this.maxRetry = cls.maxRetry;
-    this.fingerprint = { ...new Fingerprint(undefined, undefined, { vhost: options.vhost }).asDict(), ...(options.fingerprint as FingerprintDict) };
+    this.fingerprint = { ...new Fingerprint(this.constructor.name, 'producer', { vhost: options.vhost }).asDict(), ...(options.fingerprint as FingerprintDict) };
     this.encoder = options.encoder ?? new JsonEncoder();
     this.#shared = options.connection;
     this.#whileDisconnected = options.whileDisconnected ?? 'fail';
@@ -211,7 +213,7 @@ export class GenericProducer {
     return this;
   }
 
-  async #openChannels(model: ChannelModel): Promise<void> {
+  async #openConfirmChannel(model: ChannelModel): Promise<ConfirmChannel> {
     const ch = await model.createConfirmChannel();
     ch.on('error', (err: Error) => {
       this.#channelError = err;
@@ -224,6 +226,11 @@ export class GenericProducer {
     });
     this.#eks = eksEntries(this.eks);
     for (const [exchange] of this.#eks) await declareExchange(ch, exchange);
+    return ch;
+  }
+
+  async #openChannels(model: ChannelModel): Promise<void> {
+    const ch = await this.#openConfirmChannel(model);
     // RPCs get a plain channel: a request needs no publisher confirm (its reply
     // is the acknowledgement), and a confirm per call would cost every round trip.
     // Direct reply-to: no queue per RPC; replies come back on the channel that published.
@@ -246,8 +253,9 @@ export class GenericProducer {
    * to a missing exchange), both channels are opened again.
    */
   #channelLost(which: Channel): void {
-    this.#failPending('the channel closed');
+    // A channel retired on purpose (see #renewAfterNack) takes nothing down with it.
     if (which !== this.#channel && which !== this.#rpcChannel) return;
+    this.#failPending('the channel closed');
     const [ch, rpc] = [this.#channel, this.#rpcChannel];
     this.#channel = undefined;
     this.#rpcChannel = undefined;
@@ -261,6 +269,37 @@ export class GenericProducer {
       log: this.log,
       what: 'producer',
     });
+  }
+
+  /**
+   * After a nack, publishing goes on on a fresh confirm channel. A broker
+   * channel can stay wedged after a quorum queue's leader dies (RabbitMQ 3.10
+   * nacked every later publish on it for minutes while the queue, under its
+   * new leader, took publishes from any new channel); a nack for a legitimate
+   * reason (a full queue with reject-publish) costs one channel at most once a second.
+   */
+  #renewAfterNack(old: ConfirmChannel): void {
+    const model = this.connection;
+    if (old !== this.#channel || this.#renewing || !model || this.#closed || Date.now() - this.#renewedAt < 1000) return;
+    this.#renewing = true;
+    this.#renewedAt = Date.now();
+    this.#openConfirmChannel(model).then(
+      (ch) => {
+        this.#renewing = false;
+        if (this.#channel !== old || this.#closed) {
+          void ch.close().catch(() => undefined);
+          return;
+        }
+        this.#channel = ch;
+        this.log.warn('the broker nacked a message; publishing goes on on a new channel');
+        // Confirms still due on the old channel arrive before its close-ok.
+        void old.close().catch(() => undefined);
+      },
+      (err) => {
+        this.#renewing = false;
+        this.log.warn({ err: (err as Error).message }, 'could not open a new channel after a nack; keeping the old one');
+      },
+    );
   }
 
   #rpcChannelOrThrow(): Channel {
@@ -338,8 +377,9 @@ export class GenericProducer {
               reject(
                 closed
                   ? new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${closed.message}`, 'CHANNEL_CLOSED', { cause: closed })
-                  : new BrokerError(`the broker refused a message to ${exName}/${key} (nack)`, 'NACK', { cause: err }),
+                  : new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }),
               );
+              if (!closed) this.#renewAfterNack(ch);
             }
             else if (this.#returned.delete(`${messageId}|${exName}|${key}`)) {
               reject(

@@ -12,6 +12,7 @@ import {
   RpcHandler,
   type ExchangeObject,
 } from '../../lib/index.js';
+import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness } from '../support/components.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
@@ -131,6 +132,35 @@ describe('GenericProducer', function () {
       expect(err).to.be.instanceOf(BrokerError);
       expect((err as BrokerError).code).to.equal('NACK');
       expect((err as Error).message).to.contain(`${ex.name}/full`);
+    } finally {
+      await p.close();
+      await deleteTopology([full]);
+    }
+  });
+
+  it('goes on publishing on a new channel after a nack, and keeps its RPCs in flight', async () => {
+    const full = unique('full');
+    await ch.assertQueue(full, { arguments: { 'x-max-length': 1, 'x-overflow': 'reject-publish' } });
+    await ch.bindQueue(full, ex.name, 'full');
+    const lines: string[] = [];
+    const logger = makeLogger('warn', { write: (l: string) => void lines.push(l) });
+    const p = await producerClass().create({ url, logger });
+    const channels = () => (p.connection as unknown as { connection: { channels: unknown[] } }).connection.channels.filter(Boolean).length;
+    try {
+      await p.message_ping(1, { _key: 'full' });
+      const before = channels();
+      // Nobody answers this RPC: it is in flight across the renewal, and must not be failed by it.
+      const rpc = p.rpc_echo('x', { _key: 'nobody', _timeout: 0.5, _max_retry: 0 });
+      await p.message_ping(2, { _key: 'full' }).catch(() => undefined);
+      await ch.purgeQueue(full);
+      // The renewal swaps channels in the background; a send once it is done lands on the new one.
+      for (let i = 0; i < 100 && !lines.some((l) => l.includes('new channel')); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(lines.some((l) => l.includes('publishing goes on on a new channel'))).to.equal(true);
+      await p.message_ping(3, { _key: 'full' });
+      const m = await getOne(full);
+      expect(m && JSON.parse(m.content.toString()).content.parameters.n).to.equal(3);
+      expect(channels()).to.equal(before);
+      expect((await rpc).body.content.value).to.equal('TimeoutError');
     } finally {
       await p.close();
       await deleteTopology([full]);

@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { chownSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,6 +17,8 @@ export class PrivateBroker {
   readonly url: string;
   readonly #dir: string;
   readonly #env: NodeJS.ProcessEnv;
+  /** The node's OS process, known once it has started. */
+  #pid: number | undefined;
 
   private constructor(readonly port: number) {
     this.node = `postage-spec-${port}@localhost`;
@@ -49,12 +52,43 @@ export class PrivateBroker {
   }
 
   async start(): Promise<void> {
+    // A node left over from a killed run would answer in this one's place.
+    if (await portAnswers(this.port)) throw new Error(`port ${this.port} is taken (a private node left over from a killed run?): stop it with \`rabbitmqctl -n ${this.node} stop\` or kill it`);
     try {
       await exec('rabbitmq-server', ['-detached'], { env: this.#env });
     } catch (err) {
       throw new Error(`cannot start a private RabbitMQ node (is rabbitmq-server installed? apt-get install rabbitmq-server): ${(err as Error).message}`);
     }
     await this.#ctl('await_startup', '--timeout', '60');
+    this.#pid = Number((await this.#ctl('eval', 'list_to_integer(os:getpid()).')).trim());
+  }
+
+  /**
+   * Starts `size` nodes on consecutive ports and joins them into one cluster
+   * (the first node is the seed). Nodes share the rabbitmq user's Erlang cookie.
+   */
+  static async startCluster(size: number, firstPort: number): Promise<PrivateBroker[]> {
+    const nodes = await Promise.all(Array.from({ length: size }, (_, i) => PrivateBroker.start(firstPort + i)));
+    try {
+      for (const n of nodes.slice(1)) {
+        await n.ctl('stop_app');
+        await n.ctl('join_cluster', nodes[0].node);
+        await n.ctl('start_app');
+      }
+    } catch (err) {
+      await Promise.all(nodes.map((n) => n.destroy()));
+      throw err;
+    }
+    return nodes;
+  }
+
+  /** Kills the node's Erlang VM with SIGKILL: a crash, not a shutdown (nothing is handed over first). */
+  async kill(): Promise<void> {
+    const pid = this.#pid;
+    if (pid === undefined || !alive(pid)) return;
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+    if (alive(pid)) throw new Error(`node ${this.node} (pid ${pid}) did not die`);
   }
 
   /** Stops the node (its data stays, so start() brings back durable queues). */
@@ -82,9 +116,28 @@ export class PrivateBroker {
 
   /** Stops the node if it runs and deletes its directory. */
   async destroy(): Promise<void> {
-    await this.stop().catch(() => undefined);
+    // A clean stop first; a node whose cluster peers are gone can hang in it, so it is bounded, then killed.
+    await Promise.race([this.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 20_000).unref())]);
+    await this.kill().catch(() => undefined);
     rmSync(this.#dir, { recursive: true, force: true });
   }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function portAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
 }
 
 function chownTree(dir: string): void {
