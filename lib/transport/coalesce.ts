@@ -8,6 +8,8 @@ interface MuxedConnection {
 }
 
 const COALESCED = Symbol('postage.coalesced');
+/** How much one pass may gather before the socket reports itself full. */
+const PASS_BYTES = 256 * 1024;
 
 /**
  * Makes one socket write out of each pass of amqplib's frame multiplexer.
@@ -31,6 +33,10 @@ export function coalesceWrites(model: ChannelModel): boolean {
   const pass = mux?._readIncoming;
   if (!mux || typeof pass !== 'function' || typeof stream?.cork !== 'function' || typeof stream.uncork !== 'function') return false;
   if ((mux as Record<symbol, unknown>)[COALESCED]) return true;
+  // While corked, a write reports a full buffer past the high-water mark and the mux stops until 'drain':
+  // at Node's 16 KiB default a pass would end after a message or two of 10 KiB. Let a pass gather more.
+  const state = (stream as unknown as { _writableState?: { highWaterMark?: unknown } })._writableState;
+  if (state && typeof state.highWaterMark === 'number' && state.highWaterMark < PASS_BYTES) state.highWaterMark = PASS_BYTES;
   mux._readIncoming = function readCorked(this: unknown) {
     stream.cork();
     try {

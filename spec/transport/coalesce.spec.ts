@@ -48,6 +48,19 @@ describe('coalesced socket writes', () => {
     await p.close();
   });
 
+  it('gathers large messages too: 200 of 10 KiB in a few dozen socket writes', async () => {
+    class Source extends GenericProducer {
+      static override eks = [[{ name: '', type: 'direct' }, queue] as const];
+    }
+    const p = await Source.create({ url });
+    const syscalls = countSyscalls(p.connection!);
+    const data = 'x'.repeat(10 * 1024);
+    await Promise.all(Array.from({ length: 200 }, (_, i) => p.message_item({ i, data })));
+    // 2 MiB at up to 256 KiB a pass; at Node's 16 KiB high-water mark it took one write per message or two.
+    expect(syscalls()).to.be.lessThan(50);
+    await p.close();
+  });
+
   it('applies once per connection and reports when amqplib internals are missing', async () => {
     const conn = await amqp.connect(url);
     expect(coalesceWrites(conn)).to.equal(true);
