@@ -1,4 +1,4 @@
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import { DEFAULTS } from '../config.js';
 import { BrokerError, MalformedMessage, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
@@ -366,33 +366,34 @@ export class GenericProducer {
     if (this.log.isLevelEnabled('debug')) this.log.debug({ targets: targets.map(([e, k]) => `${resolveExchange(e).name}/${k}`), body }, 'publish');
     // One id per message, whatever its targets: consumers log it, and returns are matched by it.
     const messageId = this.#idPrefix + 'm' + this.#nextMessage++;
-    const sends = targets.map(
-      ([exchange, key]) =>
-        new Promise<void>((resolve, reject) => {
-          const exName = resolveExchange(exchange).name;
-          // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
-          ch.publish(exName, key, content, { persistent: true, mandatory: true, messageId, contentType: this.encoder.contentType }, (err) => {
-            if (err) {
-              const closed = this.#channelError;
-              reject(
-                closed
-                  ? new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${closed.message}`, 'CHANNEL_CLOSED', { cause: closed })
-                  : new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }),
-              );
-              if (!closed) this.#renewAfterNack(ch);
-            }
-            else if (this.#returned.delete(`${messageId}|${exName}|${key}`)) {
-              reject(
-                new BrokerError(
-                  `no queue is bound to exchange '${exName}' with key '${key}': the broker returned the message. Start the component that consumes it, or check the exchange and key.`,
-                  'UNROUTABLE',
-                ),
-              );
-            } else resolve();
-          });
-        }),
-    );
-    return Promise.all(sends).then(() => undefined);
+    // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
+    const props = { persistent: true, mandatory: true, messageId, contentType: this.encoder.contentType };
+    // One target (the usual case) needs one promise, not one per target plus Promise.all.
+    if (targets.length === 1) return new Promise<void>((resolve, reject) => this.#publishOne(ch, targets[0], content, props, resolve, reject));
+    return Promise.all(targets.map((t) => new Promise<void>((resolve, reject) => this.#publishOne(ch, t, content, props, resolve, reject)))).then(() => undefined);
+  }
+
+  #publishOne(ch: ConfirmChannel, [exchange, key]: EksEntry, content: Buffer, props: Options.Publish & { messageId: string }, resolve: () => void, reject: (err: Error) => void): void {
+    // An Exchange class and a plain exchange object both carry their name in `name`.
+    const exName = exchange.name;
+    ch.publish(exName, key, content, props, (err) => {
+      if (err) {
+        const closed = this.#channelError;
+        reject(
+          closed
+            ? new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${closed.message}`, 'CHANNEL_CLOSED', { cause: closed })
+            : new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }),
+        );
+        if (!closed) this.#renewAfterNack(ch);
+      } else if (this.#returned.size > 0 && this.#returned.delete(`${props.messageId}|${exName}|${key}`)) {
+        reject(
+          new BrokerError(
+            `no queue is bound to exchange '${exName}' with key '${key}': the broker returned the message. Start the component that consumes it, or check the exchange and key.`,
+            'UNROUTABLE',
+          ),
+        );
+      } else resolve();
+    });
   }
 
   /** Sends a plain `Message(args, kwds)`. The last argument may be send options. */
