@@ -70,7 +70,15 @@ export async function rawThroughput(url: string, n: number, bytes: number): Prom
   return rate;
 }
 
-export async function postageThroughput(url: string, n: number, bytes: number): Promise<number> {
+/** The knobs `BENCH_ONLY=knobs` turns: prefetch, how many sends await their confirms together, a durable queue or not. */
+export interface ThroughputKnobs {
+  prefetch?: number;
+  window?: number;
+  durable?: boolean;
+}
+
+export async function postageThroughput(url: string, n: number, bytes: number, knobs: ThroughputKnobs = {}): Promise<number> {
+  const { prefetch = PREFETCH, window = WINDOW, durable = true } = knobs;
   const ex: ExchangeObject = { name: '', type: 'direct' };
   const q = uid();
   let got = 0;
@@ -85,7 +93,7 @@ export async function postageThroughput(url: string, n: number, bytes: number): 
   class Source extends GenericProducer {
     static override eks = [[ex, q] as const];
   }
-  const sink = new Sink({ url, prefetch: PREFETCH, eqk: [[ex, [[q, q]]]] });
+  const sink = new Sink({ url, prefetch, eqk: [[ex, [[{ name: q, flags: { durable } }, q]]]] });
   await sink.ready();
   const s = new MicroScheduler();
   s.addMicrothread(sink);
@@ -94,7 +102,7 @@ export async function postageThroughput(url: string, n: number, bytes: number): 
   const body = envelope(bytes);
   const t0 = performance.now();
   for (let sent = 0; sent < n; ) {
-    const k = Math.min(WINDOW, n - sent);
+    const k = Math.min(window, n - sent);
     const batch: Promise<void>[] = [];
     for (let i = 0; i < k; i++) batch.push(p.forward(body));
     await Promise.all(batch);

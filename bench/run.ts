@@ -15,7 +15,7 @@ import { schedulerStepsPerSecond } from './scheduler.js';
 process.env.POSTAGE_LOG_LEVEL ??= 'warn';
 const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-// BENCH_ONLY=rpc (or throughput, latency, scheduler, memory) runs one group of cases.
+// BENCH_ONLY=rpc (or throughput, latency, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
 const only = process.env.BENCH_ONLY;
 const wanted = (group: string) => !only || only.split(',').includes(group);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -88,6 +88,21 @@ if (wanted('memory')) {
   const idle = await memoryCase('idle');
   add('10,000 idle microthreads (heap)', null, idle.heapMiB, 'MiB', '< 50', (_r, v) => v < 50);
   add('10,000 idle microthreads (RSS)', null, idle.rssMiB, 'MiB', '< 50', (_r, v) => v < 50);
+}
+
+// What each knob costs (not run by default): BENCH_ONLY=knobs. Each variant against the default (prefetch 100, 1,000 sends awaited together, durable queue).
+if (only?.split(',').includes('knobs')) {
+  const variants: Array<[string, Parameters<typeof postageThroughput>[3], number]> = [
+    ['prefetch 1', { prefetch: 1 }, 5_000],
+    ['prefetch 10', { prefetch: 10 }, 20_000],
+    ['each send awaited alone', { window: 1 }, 2_000],
+    ['100 sends awaited together', { window: 100 }, 20_000],
+    ['non-durable queue', { durable: false }, 20_000],
+  ];
+  for (const [name, knobs, n] of variants) {
+    const r = await sideBySide(() => postageThroughput(url, n, 100), () => postageThroughput(url, n, 100, knobs));
+    add(`knob: ${name} (against the default)`, median(r.raw), median(r.postage), 'msg/s', '(reported)', () => true);
+  }
 }
 
 console.table(rows);
