@@ -7,6 +7,7 @@
 import { expect } from 'chai';
 import { GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type ExchangeObject } from '../../lib/index.js';
 import { PrivateBroker } from '../support/private-broker.js';
+import { streamThroughFault } from '../support/stream.js';
 
 const N = 300;
 
@@ -19,58 +20,8 @@ describe('fault: connections lost mid-stream', function () {
   });
   after(async () => broker?.destroy());
 
-  async function stream(fault: () => Promise<void>): Promise<{ confirmed: Set<number>; received: Set<number>; events: string[] }> {
-    const ex: ExchangeObject = { name: 'fault-stream', type: 'direct' };
-    const received = new Set<number>();
-    const events: string[] = [];
-    let wake: (() => void) | undefined;
-    class Sink extends MessageProcessor {
-      @MessageHandler('command', 'item')
-      item(content: { parameters: { id: number } }) {
-        received.add(content.parameters.id);
-        wake?.();
-      }
-    }
-    class Source extends GenericProducer {
-      static override eks = [[ex, 'item'] as const];
-    }
-    const reconnect = { initialMs: 50, maxMs: 500 };
-    const sink = new Sink({ url: broker.url, reconnect, eqk: [[ex, [['fault-stream-q', 'item']]]], prefetch: 20 });
-    sink.on('disconnected', () => events.push('sink disconnected')).on('connected', () => events.push('sink connected'));
-    await sink.ready();
-    const s = new MicroScheduler();
-    s.addMicrothread(sink);
-    const running = s.run();
-    const p = await Source.create({ url: broker.url, reconnect });
-    p.on('disconnected', () => events.push('producer disconnected')).on('connected', () => events.push('producer connected'));
-
-    const confirmed = new Set<number>();
-    for (let id = 0; id < N; id++) {
-      // The fault lands mid-stream: a third of the messages before it, the rest after.
-      if (id === N / 3) await fault();
-      // A send that fails (no connection, channel lost before the confirm) is sent again: at-least-once.
-      for (;;) {
-        try {
-          await p.message_item({ id });
-          confirmed.add(id);
-          break;
-        } catch {
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      }
-    }
-    const deadline = Date.now() + 60_000;
-    while ([...confirmed].some((id) => !received.has(id)) && Date.now() < deadline) {
-      await new Promise<void>((r) => {
-        wake = r;
-        setTimeout(r, 200);
-      });
-    }
-    s.stop();
-    await running;
-    await sink.close();
-    await p.close();
-    return { confirmed, received, events };
+  function stream(fault: () => Promise<void>) {
+    return streamThroughFault({ url: broker.url, exchange: { name: 'fault-stream', type: 'direct' }, queue: 'fault-stream-q', n: N, prefetch: 20, fault });
   }
 
   it('reconnects after close_all_connections and consumes every confirmed message', async () => {
