@@ -151,7 +151,13 @@ export class GenericConsumer {
     const bindings = this.#bindings;
     this.#bindings = [];
     this.queues.length = 0;
-    for (const b of bindings) await this.#bind(ch, b);
+    try {
+      for (const b of bindings) await this.#bind(ch, b);
+    } catch (err) {
+      // Every binding stays for the next attempt: a restore that failed halfway must not forget the rest.
+      this.#bindings = bindings;
+      throw err;
+    }
     if (this.#callback) for (const q of this.queues) await this.#consume(q);
   }
 

@@ -135,10 +135,21 @@ export function reopenSoon(opts: {
   log: Logger;
   what: string;
 }): void {
+  // A restore the broker keeps refusing (a passive exchange that is gone) closes the channel again at once:
+  // reopen with backoff, 50 ms doubling up to 5 s, starting over once a reopen has lasted REOPEN_CALM_MS.
+  const now = Date.now();
+  const last = reopens.get(opts.events);
+  const streak = last && now - last.at < REOPEN_CALM_MS ? last.streak + 1 : 0;
+  reopens.set(opts.events, { at: now, streak });
+  const delay = Math.min(5000, 50 * 2 ** streak);
   setTimeout(() => {
     const model = opts.model();
     if (opts.settled() || !model) return;
-    opts.log.warn(`${opts.what} channel closed by the broker; reopening it`);
+    opts.log.warn({ attempt: streak + 1, delayMs: delay }, `${opts.what} channel closed by the broker; reopening it`);
     restoreAndAnnounce(model, opts.restore, opts.events, opts.log);
-  }, 50);
+  }, delay);
 }
+
+/** When each component (by its events emitter) last had a channel reopened, and how many times in a row. */
+const reopens = new WeakMap<EventEmitter, { at: number; streak: number }>();
+const REOPEN_CALM_MS = 10_000;
