@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import type { ConsumeMessage } from 'amqplib';
+import { backoffMs } from '../backoff.js';
 import type { Hup } from '../config.js';
 import { AckAndRestart, ExitScheduler, MalformedMessage, RejectMessage } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
@@ -257,7 +258,7 @@ export class MessageProcessor extends MicroThread {
         const failure = !(err instanceof ExitScheduler || err instanceof AckAndRestart);
         const again = failure && !(err instanceof RejectMessage) && attempt < attempts;
         if (again) {
-          const wait = Math.min(retry?.maxBackoffMs ?? 5000, (retry?.backoffMs ?? 100) * 2 ** (attempt - 1));
+          const wait = backoffMs(attempt - 1, retry?.backoffMs ?? 100, retry?.maxBackoffMs ?? 5000);
           this.log.warn({ err, name: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
           yield sleep(wait);
           // Closing meanwhile: leave it unacked, it goes back to the queue.

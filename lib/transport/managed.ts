@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
+import { backoffMs } from '../backoff.js';
 import type { Logger } from '../log.js';
 import { openConnection, type ConnectOptions } from './connection.js';
 
@@ -71,7 +72,7 @@ export class ManagedConnection extends EventEmitter {
   async #reconnect(): Promise<void> {
     const { initialMs = 100, maxMs = 10_000, factor = 2, jitter = 0.2 } = this.#opts.reconnect ?? {};
     for (let attempt = 0; !this.#closing; attempt++) {
-      const base = Math.min(maxMs, initialMs * factor ** attempt);
+      const base = backoffMs(attempt, initialMs, maxMs, factor);
       await new Promise((r) => setTimeout(r, base * (1 - jitter + 2 * jitter * Math.random())));
       if (this.#closing) return;
       try {
@@ -141,7 +142,7 @@ export function reopenSoon(opts: {
   const last = reopens.get(opts.events);
   const streak = last && now - last.at < REOPEN_CALM_MS ? last.streak + 1 : 0;
   reopens.set(opts.events, { at: now, streak });
-  const delay = Math.min(5000, 50 * 2 ** streak);
+  const delay = backoffMs(streak, 50, 5000);
   setTimeout(() => {
     const model = opts.model();
     if (opts.settled() || !model) return;
