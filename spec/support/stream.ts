@@ -54,13 +54,14 @@ export async function streamThroughFault(o: StreamOptions): Promise<StreamResult
   const confirmed = new Set<number>();
   let resent = 0;
   let fault: Promise<void> | undefined;
+  const giveUpMs = o.giveUpMs ?? 60_000;
   try {
     for (let id = 0; id < o.n; id++) {
       if (id === Math.floor(o.n / 3)) {
         fault = o.fault();
         if (o.awaitFault ?? true) await fault;
       }
-      const giveUp = Date.now() + (o.giveUpMs ?? 60_000);
+      const giveUp = Date.now() + giveUpMs;
       for (;;) {
         try {
           await p.message_item({ id });
@@ -68,7 +69,7 @@ export async function streamThroughFault(o: StreamOptions): Promise<StreamResult
           break;
         } catch (err) {
           resent++;
-          if (Date.now() > giveUp) throw new Error(`message ${id} still fails after ${(o.giveUpMs ?? 60_000) / 1000} s: ${(err as Error).message}`);
+          if (Date.now() > giveUp) throw new Error(`message ${id} still fails after ${giveUpMs / 1000} s: ${(err as Error).message}`);
           await new Promise((r) => setTimeout(r, 50));
         }
       }
