@@ -82,6 +82,18 @@ describe('GenericProducer', function () {
     }
   });
 
+  it('names its fingerprint after its class, type producer, when none is given', async () => {
+    const p = await producerClass().create({ url });
+    try {
+      expect(p.fingerprint).to.include({ name: 'Pinger', type: 'producer', pid: String(process.pid) });
+      await p.message_ping(1);
+      const m = await getOne(q1);
+      expect(m && JSON.parse(m.content.toString()).fingerprint).to.include({ name: 'Pinger', type: 'producer' });
+    } finally {
+      await p.close();
+    }
+  });
+
   it('sends to the default exchange with _key, and to _eks instead of its own', async () => {
     const p = await producerClass().create({ url });
     try {
