@@ -86,7 +86,8 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
 
 /** Builds the amqp:// URLs to try, in order, for a config (one per host). */
 export function brokerUrls(cfg: Pick<PostageConfig, 'vhost' | 'user' | 'password' | 'hosts' | 'port' | 'url'>): string[] {
-  if (cfg.url) return cfg.url.split(/\s*,\s*/).filter(Boolean);
+  // Several URLs are separated by commas; a comma inside one (a password) is not a separator.
+  if (cfg.url) return cfg.url.split(/\s*,\s*(?=amqps?:\/\/)/).filter(Boolean);
   const auth = `${encodeURIComponent(cfg.user)}:${encodeURIComponent(cfg.password)}`;
   const vhost = encodeURIComponent(cfg.vhost);
   return cfg.hosts.map((h) => `amqp://${auth}@${h}:${cfg.port}/${vhost}`);
@@ -94,7 +95,8 @@ export function brokerUrls(cfg: Pick<PostageConfig, 'vhost' | 'user' | 'password
 
 /** A URL with its password replaced, fit for logs and error messages. */
 export function redactUrl(url: string): string {
-  return url.replace(/^(amqps?:\/\/[^:/@]*:)[^@]*@/, '$1***@');
+  // Up to the last '@': a password may hold a raw '@' of its own.
+  return url.replace(/^(amqps?:\/\/[^:/@]*:)[^]*@(?=[^@]*$)/, '$1***@');
 }
 
 let cached: PostageConfig | undefined;

@@ -22,23 +22,63 @@ interface Tagged {
   [FILTERS]?: Array<{ fn: FilterFn; args: unknown[] }>;
 }
 
-/** A TC39 decorator for a handler method, or for a static field holding a `Handler` class. */
+/**
+ * A handler decorator. It works as a TC39 standard decorator and under
+ * `experimentalDecorators` (NestJS-style projects); without decorators at
+ * all, call it as `MessageHandler('command', 'echo')(MyProcessor.prototype, 'echo')`.
+ */
 export interface HandlerDecorator {
+  /** TC39: a method. */
   (value: unknown, context: ClassMethodDecoratorContext): void;
+  /** TC39: a static field holding a `Handler` class. */
   <This, V>(value: undefined, context: ClassFieldDecoratorContext<This, V>): (this: This, initial: V) => V;
+  /** `experimentalDecorators` (and plain JavaScript): a method, or a static field holding a `Handler` class. */
+  (target: object, propertyKey: string | symbol, descriptor?: PropertyDescriptor): void;
 }
 
-/** Tags a method, or the class held by a static field (a `Handler` class). */
+function isTc39Context(v: unknown): v is DecoratorContext {
+  return typeof v === 'object' && v !== null && typeof (v as { kind?: unknown }).kind === 'string';
+}
+
+function refuse(where: string): never {
+  throw new TypeError(
+    `postage-ts handler decorators go on methods, or on static fields holding a Handler class; ${where} is neither. Move the decorator to a method (or make the field \`static X = class extends Handler {…}\`).`,
+  );
+}
+
+/**
+ * The one tagging core behind every handler decorator: it marks a method (or
+ * the `Handler` class held by a static field) and changes nothing else, in
+ * either decorator flavour. The processor reads the marks up its class chain.
+ */
 function tagging(apply: (target: Tagged) => void): HandlerDecorator {
-  return ((value: unknown, context: ClassMethodDecoratorContext | ClassFieldDecoratorContext) => {
-    if (context.kind === 'field') {
-      return (initial: unknown) => {
-        if (typeof initial === 'function') apply(initial as Tagged);
-        return initial;
-      };
+  return ((value: unknown, context: unknown, descriptor?: PropertyDescriptor) => {
+    if (isTc39Context(context)) {
+      const name = String(context.name);
+      if (context.kind === 'method' && !context.static) return void apply(value as Tagged);
+      if (context.kind === 'field' && context.static) {
+        return (initial: unknown) => {
+          if (!isHandlerClass(initial)) refuse(`static field '${name}' (it does not hold a Handler class)`);
+          apply(initial as Tagged);
+          return initial;
+        };
+      }
+      return refuse(`${context.kind !== 'class' && context.static ? 'static ' : ''}${context.kind} '${name}'`);
     }
-    apply(value as Tagged);
+    // experimentalDecorators, or a plain call: (prototype or constructor, key, descriptor?). A field has no descriptor.
+    const key = String(context);
+    if (value === null || (typeof value !== 'object' && typeof value !== 'function')) refuse(`'${key}'`);
+    const target = value as Record<string, unknown>;
+    const fn = descriptor ? descriptor.value : target[key];
+    if (typeof target === 'function') {
+      if (!isHandlerClass(fn)) refuse(`static member '${key}' (it does not hold a Handler class)`);
+    } else if (typeof fn !== 'function') refuse(descriptor ? `accessor '${key}'` : `field '${key}'`);
+    apply(fn as Tagged);
   }) as HandlerDecorator;
+}
+
+function isHandlerClass(v: unknown): boolean {
+  return typeof v === 'function' && v.prototype instanceof Handler;
 }
 
 function handlerTag(tag: HandlerTag) {

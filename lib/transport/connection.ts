@@ -4,6 +4,7 @@ import { brokerUrls, config, redactUrl, type Hup } from '../config.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { coalesceWrites } from './coalesce.js';
+import { takeHandshakeRefusal, watchHandshakes } from './handshake.js';
 
 /** How a component reaches its broker; every field falls back to `POSTAGE_*`. */
 export interface ConnectOptions {
@@ -16,6 +17,8 @@ export interface ConnectOptions {
   connectionName?: string;
   /** Heartbeat interval in seconds. @default 30 */
   heartbeat?: number;
+  /** How long opening a connection (TCP, then the AMQP handshake) may take, in ms. @default 10000 */
+  connectTimeoutMs?: number;
 }
 
 /** The URLs to try for these options, in order. @internal */
@@ -34,21 +37,53 @@ export function urlsFor(opts: ConnectOptions): string[] {
   });
 }
 
-function explain(err: unknown, url: string): BrokerError {
+/** Socket errors that mean nothing is listening where the URL points. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNRESET', 'EADDRNOTAVAIL']);
+
+/** Turns a failed connect into a `BrokerError` that says what to do, from the broker's reply code or the socket's error code. */
+function explain(err: unknown, url: string, timeoutMs: number | undefined): BrokerError {
   const safe = redactUrl(url);
-  const e = err as { message?: string; code?: number | string };
-  const msg = String(e?.message ?? err);
-  if (/ACCESS_REFUSED|403/.test(msg) && /login|PLAIN|auth/i.test(msg)) {
-    return new BrokerError(`RabbitMQ at ${safe} refused the user name or password: check POSTAGE_USER / POSTAGE_PASSWORD.`, 'ACCESS_REFUSED', { amqpCode: 403 });
+  const where = new URL(url);
+  const vhost = decodeURIComponent(where.pathname.slice(1)) || '/';
+  const user = decodeURIComponent(where.username) || 'guest';
+  const refusal = takeHandshakeRefusal();
+  if (refusal?.replyCode === 403) {
+    return new BrokerError(
+      `RabbitMQ at ${safe} refused user '${user}' (${refusal.replyText}): check POSTAGE_USER / POSTAGE_PASSWORD (or the URL's credentials).`,
+      'ACCESS_REFUSED',
+      { amqpCode: 403 },
+    );
   }
-  if (/NOT_ALLOWED|vhost/i.test(msg)) {
-    return new BrokerError(`RabbitMQ at ${safe} refused the virtual host: create it (rabbitmqctl add_vhost) or fix POSTAGE_VHOST.`, 'VHOST_REFUSED', { amqpCode: 530 });
+  if (refusal?.replyCode === 530) {
+    return new BrokerError(
+      `RabbitMQ at ${safe} refused virtual host '${vhost}' (${refusal.replyText}): create it and let the user in ` +
+        `(rabbitmqctl add_vhost ${shellQuote(vhost)} && rabbitmqctl set_permissions -p ${shellQuote(vhost)} ${shellQuote(user)} '.*' '.*' '.*'), or fix POSTAGE_VHOST.`,
+      'VHOST_REFUSED',
+      { amqpCode: 530 },
+    );
   }
-  if (/ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|timeout/i.test(msg)) {
-    return new BrokerError(`No RabbitMQ answers at ${safe}: start one (rabbitmq-server -detached) or fix POSTAGE_HOST / POSTAGE_PORT / POSTAGE_URL.`, 'UNREACHABLE');
+  if (refusal) {
+    return new BrokerError(`RabbitMQ at ${safe} closed the connection while opening it: ${refusal.replyCode} ${refusal.replyText}`, 'CONNECT_FAILED', { amqpCode: refusal.replyCode });
   }
-  return new BrokerError(`Cannot connect to RabbitMQ at ${safe}: ${msg.replace(url, safe)}`, 'CONNECT_FAILED');
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code === 'string' && UNREACHABLE.has(code)) {
+    return new BrokerError(`No RabbitMQ answers at ${safe} (${code}): start one (rabbitmq-server -detached) or fix POSTAGE_HOST / POSTAGE_PORT / POSTAGE_URL.`, 'UNREACHABLE', { cause: err });
+  }
+  if (timeoutMs !== undefined) {
+    return new BrokerError(
+      `${where.host} accepted the connection but did not speak AMQP within ${timeoutMs / 1000} s: is it RabbitMQ's AMQP port (5672, or 5671 for amqps)? Fix POSTAGE_HOST / POSTAGE_PORT / POSTAGE_URL.`,
+      'UNREACHABLE',
+      { cause: err },
+    );
+  }
+  const msg = String((err as Error)?.message ?? err);
+  return new BrokerError(`Cannot connect to RabbitMQ at ${safe}: ${msg.replace(url, safe)}. Is it RabbitMQ's AMQP port?`, 'CONNECT_FAILED', { cause: err });
 }
+
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
 
 /**
  * Opens one AMQP connection: TCP_NODELAY on (an RPC round trip on loopback
@@ -57,12 +92,15 @@ function explain(err: unknown, url: string): BrokerError {
  */
 export async function openConnection(opts: ConnectOptions, log?: Logger): Promise<ChannelModel> {
   const urls = urlsFor(opts);
+  const timeout = opts.connectTimeoutMs ?? 10_000;
   let last: BrokerError | undefined;
   for (const url of urls) {
+    watchHandshakes();
+    const started = Date.now();
     try {
       const conn = await amqp.connect(withHeartbeat(url, opts.heartbeat ?? 30), {
         noDelay: true,
-        timeout: 10_000,
+        timeout,
         clientProperties: { connection_name: opts.connectionName ?? `postage-ts@${os.hostname()}:${process.pid}` },
       });
       log?.debug({ broker: redactUrl(url) }, 'connected');
@@ -71,7 +109,7 @@ export async function openConnection(opts: ConnectOptions, log?: Logger): Promis
       if (!coalesceWrites(conn)) log?.debug('amqplib internals changed: frames are written one by one');
       return conn;
     } catch (err) {
-      last = explain(err, url);
+      last = explain(err, url, Date.now() - started >= timeout ? timeout : undefined);
       log?.debug({ broker: redactUrl(url), err: last.message }, 'connect failed');
     }
   }

@@ -2,12 +2,25 @@
  * Where the specs find RabbitMQ: the environment first (`POSTAGE_URL` /
  * `POSTAGE_*`), then a testcontainers RabbitMQ where a Docker engine answers,
  * otherwise one line that says how to start a broker. Never a silent skip.
+ *
+ * Every run works in a virtual host of its own, made with `rabbitmqctl` and
+ * deleted when the run ends, so specs (and the demos they run) leave no
+ * queue or exchange behind on the broker, and a run killed halfway is swept
+ * up by the next one.
  */
 import amqp from 'amqplib';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { brokerUrls, loadConfig, redactUrl } from '../../lib/config.js';
+
+const exec = promisify(execFile);
+const VHOST_PREFIX = 'postage-spec.';
 
 let resolved: Promise<string> | undefined;
 let stopContainer: (() => Promise<void>) | undefined;
+/** Runs rabbitmqctl on the broker the specs use. */
+let ctl: (args: string[]) => Promise<string> = async (args) => (await exec('rabbitmqctl', ['-q', ...args], { timeout: 60_000 })).stdout;
+const made: string[] = [];
 
 async function answers(url: string): Promise<boolean> {
   try {
@@ -33,25 +46,71 @@ async function fromDocker(): Promise<string | undefined> {
   stopContainer = async () => {
     await container.stop();
   };
+  ctl = async (args) => (await container.exec(['rabbitmqctl', '-q', ...args])).output;
   return `amqp://guest:guest@${container.getHost()}:${container.getMappedPort(5672)}`;
 }
 
-/** The URL of a broker the specs may use; resolved once per run. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Deletes the vhosts of earlier runs whose process is gone (a run that was killed). */
+async function sweep(): Promise<void> {
+  const vhosts = (await ctl(['list_vhosts', 'name'])).split('\n').map((l) => l.trim());
+  for (const v of vhosts) {
+    const pid = Number(v.slice(VHOST_PREFIX.length).split('.')[0]);
+    if (v.startsWith(VHOST_PREFIX) && Number.isInteger(pid) && !alive(pid)) await ctl(['delete_vhost', v]).catch(() => undefined);
+  }
+}
+
+/**
+ * A virtual host of this run's own, with the user of `base` let in, and the
+ * URL of `base` moved to it. Deleted by {@link releaseBroker}.
+ */
+export async function throwawayVhost(base: string, suffix: string): Promise<string> {
+  const u = new URL(base);
+  const name = `${VHOST_PREFIX}${process.pid}.${suffix}`;
+  const user = decodeURIComponent(u.username) || 'guest';
+  try {
+    await ctl(['add_vhost', name]);
+    made.push(name);
+    await ctl(['set_permissions', '-p', name, user, '.*', '.*', '.*']);
+  } catch (err) {
+    throw new Error(
+      `The specs make a virtual host of their own on the broker at ${redactUrl(base)} and could not (${(err as Error).message.split('\n')[0]}). ` +
+        `Run them where \`rabbitmqctl\` reaches that broker (as root or the rabbitmq user), or create it yourself: rabbitmqctl add_vhost ${name} && rabbitmqctl set_permissions -p ${name} ${user} '.*' '.*' '.*'`,
+    );
+  }
+  u.pathname = `/${encodeURIComponent(name)}`;
+  return u.toString();
+}
+
+/** The URL of a broker (in this run's own vhost) that the specs may use; resolved once per run. */
 export function brokerUrl(): Promise<string> {
   resolved ??= (async () => {
     const [url] = brokerUrls(loadConfig());
-    if (await answers(url)) return url;
-    const docker = await fromDocker();
-    if (docker) return docker;
-    throw new Error(
-      `No RabbitMQ answers at ${redactUrl(url)} and no Docker engine is reachable: start one with \`rabbitmq-server -detached\` (or set POSTAGE_URL) and run the tests again.`,
-    );
+    let base: string | undefined;
+    if (await answers(url)) base = url;
+    else base = await fromDocker();
+    if (!base) {
+      throw new Error(
+        `No RabbitMQ answers at ${redactUrl(url)} and no Docker engine is reachable: start one with \`rabbitmq-server -detached\` (or set POSTAGE_URL) and run the tests again.`,
+      );
+    }
+    await sweep().catch(() => undefined);
+    return throwawayVhost(base, 'run');
   })();
   return resolved;
 }
 
-/** Stops a broker this module started (a no-op for the environment's broker). */
+/** Deletes the vhosts this run made, and stops a broker it started. */
 export async function releaseBroker(): Promise<void> {
+  for (const v of made.splice(0)) await ctl(['delete_vhost', v]).catch(() => undefined);
   await stopContainer?.();
   stopContainer = undefined;
 }

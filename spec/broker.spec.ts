@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { brokerUrl } from './broker.js';
+import { brokerUrl } from './support/broker.js';
 
-describe('spec/support/broker', () => {
+describe('the specs\' broker', () => {
   it('finds a RabbitMQ broker the specs can talk to', async () => {
     const conn = await amqp.connect(await brokerUrl());
     try {

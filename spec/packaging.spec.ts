@@ -1,0 +1,76 @@
+/**
+ * The package as users get it: `npm pack`, installed into throwaway projects
+ * (plain JavaScript ESM without decorators, CommonJS TypeScript with standard
+ * decorators, and a NestJS-style CommonJS project with experimentalDecorators),
+ * each compiled with its own tsconfig and run against the broker, sending and
+ * handling a message and an RPC.
+ */
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { brokerUrl } from './support/broker.js';
+
+const exec = promisify(execFile);
+const ROOT = resolve('.');
+const TSC = join(ROOT, 'node_modules/typescript/bin/tsc');
+
+async function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  try {
+    const { stdout } = await exec(cmd, args, { cwd, env, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 });
+    return stdout;
+  } catch (err) {
+    const e = err as Error & { stdout?: string; stderr?: string };
+    throw new Error(`${cmd} ${args.join(' ')} failed in ${cwd}: ${e.message}\n${e.stdout}\n${e.stderr}`);
+  }
+}
+
+describe('the npm package', function () {
+  this.timeout(240_000);
+  let dir: string;
+  let url: string;
+
+  before(async () => {
+    url = await brokerUrl();
+    dir = mkdtempSync(join(tmpdir(), 'postage-pack-'));
+    await run('npm', ['pack', '--silent', '--pack-destination', dir], ROOT);
+    const tarball = readdirSync(dir).find((f) => f.endsWith('.tgz'))!;
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'postage-ts-user', private: true }));
+    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', join(dir, tarball)], dir);
+    cpSync(join(ROOT, 'spec/fixtures/projects'), dir, { recursive: true });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  async function component(file: string): Promise<string[]> {
+    const out = await run(process.execPath, [file, String(process.pid)], dir, { ...process.env, POSTAGE_URL: url });
+    return out.trim().split('\n');
+  }
+
+  async function compile(project: string): Promise<void> {
+    await run(process.execPath, [TSC, '-p', join(project, 'tsconfig.json'), '--typeRoots', join(ROOT, 'node_modules/@types')], dir);
+  }
+
+  it('ships the ESM and CommonJS builds, their types, and no sources or specs', async () => {
+    const files = (await run('tar', ['-tzf', readdirSync(dir).find((f) => f.endsWith('.tgz'))!], dir)).split('\n');
+    expect(files).to.include.members(['package/dist/index.js', 'package/dist/index.d.ts', 'package/dist/cjs/index.js', 'package/dist/cjs/index.d.ts', 'package/dist/cjs/package.json']);
+    expect(files.filter((f) => f.startsWith('package/lib/') || f.startsWith('package/spec/'))).to.deep.equal([]);
+  });
+
+  it('works from plain JavaScript (ESM) with handlers registered without decorators', async () => {
+    expect(await component('plain-esm/component.mjs')).to.include.members(['handled: from plain ESM', 'sent', 'rpc: RPC']);
+  });
+
+  it('works from a CommonJS TypeScript project (require included) with standard decorators', async () => {
+    await compile('ts-cjs');
+    const lines = await component('ts-cjs/out/component.js');
+    expect(lines).to.include.members(['require: function', 'handled: from CommonJS', 'audited: from CommonJS', 'sent', 'rpc: RPC']);
+  });
+
+  it('works from a NestJS-style project compiled with experimentalDecorators, exactly as with standard ones', async () => {
+    await compile('ts-legacy');
+    const lines = await component('ts-legacy/out/component.js');
+    expect(lines).to.include.members(['require: function', 'handled: from experimentalDecorators', 'audited: from experimentalDecorators', 'sent', 'rpc: RPC']);
+  });
+});

@@ -1,0 +1,101 @@
+import { expect } from 'chai';
+import net from 'node:net';
+import { BrokerError, GenericProducer, MessageProcessor } from '../../lib/index.js';
+import { openConnection } from '../../lib/transport/connection.js';
+import { brokerUrl } from '../support/broker.js';
+
+async function failure(p: Promise<unknown>): Promise<BrokerError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, 'the connection should have failed').to.be.instanceOf(BrokerError);
+  return err as BrokerError;
+}
+
+/** A TCP server on a free loopback port that runs `onSocket` for each connection. */
+async function fakeServer(onSocket: (s: net.Socket) => void): Promise<{ port: number; close: () => void }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    onSocket(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+describe('openConnection', () => {
+  let url: URL;
+  before(async () => {
+    url = new URL(await brokerUrl());
+  });
+
+  it("refuses a virtual host that does not exist with VHOST_REFUSED, naming it and the command that creates it", async () => {
+    const u = new URL(url);
+    u.pathname = '/spec-no-such-vhost';
+    const err = await failure(openConnection({ url: u.toString() }));
+    expect(err.code).to.equal('VHOST_REFUSED');
+    expect(err.amqpCode).to.equal(530);
+    expect(err.message).to.contain("'spec-no-such-vhost'").and.contain('rabbitmqctl add_vhost spec-no-such-vhost').and.contain('set_permissions -p spec-no-such-vhost');
+    expect(err.message).to.contain('not found');
+  });
+
+  it('refuses wrong credentials with ACCESS_REFUSED from the reply code, never quoting the password', async () => {
+    const u = new URL(url);
+    u.password = 'P@ss,word-nobody-has';
+    const err = await failure(openConnection({ url: u.toString() }));
+    expect(err.code).to.equal('ACCESS_REFUSED');
+    expect(err.amqpCode).to.equal(403);
+    expect(err.message).to.contain('POSTAGE_PASSWORD').and.not.contain('nobody-has');
+  });
+
+  it('reports a port where nothing listens as UNREACHABLE with the socket code', async () => {
+    const free = await fakeServer(() => undefined);
+    free.close();
+    const u = new URL(url);
+    u.hostname = '127.0.0.1';
+    u.port = String(free.port);
+    const err = await failure(openConnection({ url: u.toString() }));
+    expect(err.code).to.equal('UNREACHABLE');
+    expect(err.message).to.contain('ECONNREFUSED').and.contain('POSTAGE_PORT');
+  });
+
+  it('reports a port that accepts and never speaks as UNREACHABLE after the connect timeout, asking whether it is the AMQP port', async () => {
+    const silent = await fakeServer(() => undefined);
+    try {
+      const started = Date.now();
+      const err = await failure(openConnection({ url: `amqp://guest:guest@127.0.0.1:${silent.port}/`, connectTimeoutMs: 300 }));
+      expect(err.code).to.equal('UNREACHABLE');
+      expect(err.message).to.contain('did not speak AMQP within 0.3 s');
+      expect(Date.now() - started).to.be.below(5000);
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('reports a port that speaks another protocol as CONNECT_FAILED, asking whether it is the AMQP port', async () => {
+    const http = await fakeServer((s) => s.end('HTTP/1.1 400 Bad Request\r\n\r\n'));
+    try {
+      const err = await failure(openConnection({ url: `amqp://guest:guest@127.0.0.1:${http.port}/` }));
+      expect(err.code).to.equal('CONNECT_FAILED');
+      expect(err.message).to.contain("AMQP port");
+    } finally {
+      http.close();
+    }
+  });
+
+  it('gives producers and processors the same VHOST_REFUSED', async () => {
+    const u = new URL(url);
+    u.pathname = '/spec-no-such-vhost';
+    const producerErr = await failure(GenericProducer.create({ url: u.toString() }));
+    const processorErr = await failure(new MessageProcessor({ url: u.toString(), eqk: [] }).ready());
+    expect(producerErr.code).to.equal('VHOST_REFUSED');
+    expect(processorErr.code).to.equal('VHOST_REFUSED');
+  });
+});
