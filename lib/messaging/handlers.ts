@@ -1,5 +1,4 @@
 import { FilterError } from '../errors.js';
-import type { MessageBody } from './messages.js';
 
 /** What a handler tag says: which deliveries it takes and what it is given. */
 export interface HandlerTag {
@@ -10,7 +9,7 @@ export interface HandlerTag {
   pass: 'content' | 'body';
 }
 
-export type FilterFn = (body: MessageBody<object>, ...args: never[]) => MessageBody<object>;
+type FilterFn = (value: unknown, ...args: unknown[]) => unknown;
 
 /** @internal */
 export const HANDLER_TAGS = Symbol('postage.handlerTags');
@@ -104,10 +103,12 @@ export function RpcHandler(type: string, name?: string) {
 }
 
 /**
- * Passes the body through `fn(body, ...args)` before the handler sees it;
- * `fn` throwing `FilterError` skips this handler only.
+ * Passes what its handler gets (the content, or the whole body for
+ * `@MessageHandlerFullBody`; the handler's own copy) through
+ * `fn(value, ...args)`, and hands the handler what `fn` returns. `fn`
+ * throwing `FilterError` skips this handler only (Postage's `_filter_message`).
  */
-export function MessageFilter<A extends unknown[]>(fn: (body: MessageBody, ...args: A) => MessageBody, ...args: A) {
+export function MessageFilter<A extends unknown[]>(fn: (value: never, ...args: A) => unknown, ...args: A): HandlerDecorator {
   return tagging((t) => {
     const list = Object.hasOwn(t, FILTERS) ? t[FILTERS]! : [];
     // Decorators apply bottom-up; unshift keeps the filters in reading order.
@@ -116,20 +117,23 @@ export function MessageFilter<A extends unknown[]>(fn: (body: MessageBody, ...ar
   });
 }
 
-/** Applies a handler's filters; undefined when one of them skips it. @internal */
-export function applyFilters(target: object, body: MessageBody<object>): MessageBody<object> | undefined {
+/** What applyFilters returns when a filter skipped the handler. @internal */
+export const SKIP: unique symbol = Symbol('postage.skip');
+
+/** Applies a handler's filters to its own copy of what it is given; SKIP when one of them skips it. @internal */
+export function applyFilters(target: object, value: unknown): unknown {
   const filters = (target as Tagged)[FILTERS];
-  if (!filters) return body;
-  let b = body;
+  if (!filters) return value;
+  let v = value;
   for (const { fn, args } of filters) {
     try {
-      b = (fn as (body: MessageBody<object>, ...a: unknown[]) => MessageBody<object>)(b, ...args);
+      v = fn(v, ...args);
     } catch (err) {
-      if (err instanceof FilterError) return undefined;
+      if (err instanceof FilterError) return SKIP;
       throw err;
     }
   }
-  return b;
+  return v;
 }
 
 /** Reads the tags of a function or class. @internal */

@@ -10,7 +10,7 @@ import type { ConnectionEvent } from '../transport/managed.js';
 import { closeOnSignal } from '../transport/shutdown.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
-import { applyFilters, Handler, MessageHandler, tagsOf, type HandlerTag } from './handlers.js';
+import { applyFilters, Handler, MessageHandler, SKIP, tagsOf, type HandlerTag } from './handlers.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from './messages.js';
 import type { Eqk } from './topology.js';
 
@@ -73,11 +73,16 @@ function registryFor(cls: abstract new (...args: never[]) => unknown): Registry 
     for (const key of Object.getOwnPropertyNames(c.prototype)) {
       if (key === 'constructor') continue;
       const d = Object.getOwnPropertyDescriptor(c.prototype, key);
+      // A member a subclass declares again counts where the subclass declares it (after its base's).
+      members.delete(`p:${key}`);
       if (d && 'value' in d) members.set(`p:${key}`, { value: d.value, isClass: false });
     }
     for (const key of Object.getOwnPropertyNames(c)) {
       const d = Object.getOwnPropertyDescriptor(c, key);
-      if (d && 'value' in d && typeof d.value === 'function' && d.value.prototype instanceof Handler) members.set(`s:${key}`, { value: d.value, isClass: true });
+      if (d && 'value' in d && typeof d.value === 'function' && d.value.prototype instanceof Handler) {
+        members.delete(`s:${key}`);
+        members.set(`s:${key}`, { value: d.value, isClass: true });
+      }
     }
   }
   const reg: Registry = new Map();
@@ -231,12 +236,11 @@ export class MessageProcessor extends MicroThread {
 
   /** `last`: no handler runs after this one, so it may have the decoded body itself instead of a copy. */
   *#invoke(h: Registered, body: MessageBody<object>, reply: (r: unknown) => void, last: boolean): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
-    const filtered = applyFilters(h.fn, body);
-    if (!filtered) return { ran: false, value: undefined };
-    // Each handler gets its own copy, so one cannot change what the next sees; the body was
-    // freshly decoded for this delivery, so the last handler can take it without copying.
-    const given = h.tag.pass === 'body' ? filtered : filtered.content;
-    const arg = last && filtered === body ? given : structuredClone(given);
+    // Each handler (and its filters) gets its own copy, so one cannot change what the next sees;
+    // the body was freshly decoded for this delivery, so the last handler can take it without copying.
+    const given = h.tag.pass === 'body' ? body : body.content;
+    const arg = applyFilters(h.fn, last ? given : structuredClone(given));
+    if (arg === SKIP) return { ran: false, value: undefined };
     let r: unknown;
     if (h.isClass) {
       const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
@@ -279,8 +283,11 @@ export class MessageProcessor extends MicroThread {
     }
   }
 
+  /** An RPC is answered by one handler: the last declared for its (type, name), as Postage runs `handlers[-1]`. */
   *#rpc(msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, void, unknown> {
-    if (handlers.length === 0) {
+    // A handler for this very name wins over one for every name of the type.
+    const handler = handlers.findLast((h) => h.tag.name !== undefined) ?? handlers.at(-1);
+    if (!handler) {
       this.consumer.rpcReply(msg, new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${this.fingerprint.name}`));
       this.consumer.ack(msg);
       return;
@@ -295,10 +302,8 @@ export class MessageProcessor extends MicroThread {
     };
     let last: unknown = null;
     try {
-      for (let i = 0; i < handlers.length; i++) {
-        const { ran, value } = yield* this.#invoke(handlers[i], body, reply, i === handlers.length - 1);
-        if (ran && value !== undefined) last = value;
-      }
+      const { ran, value } = yield* this.#invoke(handler, body, reply, true);
+      if (ran && value !== undefined) last = value;
     } catch (err) {
       if (!(err instanceof ExitScheduler || err instanceof AckAndRestart)) {
         const e = err as Error;

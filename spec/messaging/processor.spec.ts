@@ -178,16 +178,14 @@ describe('MessageProcessor', function () {
       expect(await got.promise).to.deep.equal([{ parameters: { who: 'x' } }, true, 'function']);
     });
 
-    it('passes the body through @MessageFilter, and a FilterError skips only that handler', async () => {
-      const got = counter(2);
+    it('passes what its handler gets through @MessageFilter (content, or the full body), and a FilterError skips only that handler', async () => {
+      const got = counter(3);
       const seen: string[] = [];
-      const upper = (body: MessageBody, field: string) => {
-        const c = body.content as Params;
-        return { ...body, content: { parameters: { ...c.parameters, [field]: String(c.parameters[field]).toUpperCase() } } };
-      };
-      const dropAll = (): MessageBody => {
+      const upper = (content: Params, field: string): Params => ({ parameters: { ...content.parameters, [field]: String(content.parameters[field]).toUpperCase() } });
+      const dropAll = (): never => {
         throw new FilterError();
       };
+      const stamp = (body: MessageBody<Params>): MessageBody<Params> => ({ ...body, name: `${body.name}!` });
       class P extends MessageProcessor {
         @MessageFilter(upper, 'text')
         @MessageHandler('command', 'say')
@@ -200,6 +198,12 @@ describe('MessageProcessor', function () {
         never() {
           seen.push('never');
         }
+        @MessageFilter(stamp)
+        @MessageHandlerFullBody('command', 'say')
+        whole(body: MessageBody<Params>) {
+          seen.push(`whole:${body.name}:${body.content.parameters.text}`);
+          got.hit();
+        }
         @MessageHandler('command', 'say')
         plain(content: Params) {
           seen.push(`plain:${content.parameters.text}`);
@@ -209,7 +213,62 @@ describe('MessageProcessor', function () {
       await h.start(new P({ url, eqk: eqk() }));
       await (await producer()).message_say({ text: 'hi' });
       await got.done;
-      expect(seen).to.deep.equal(['shout:HI', 'plain:hi']);
+      expect(seen).to.deep.equal(['shout:HI', 'whole:say!:hi', 'plain:hi']);
+    });
+
+    it("gives each filter its handler's own copy: a filter that mutates its argument changes nothing for the next handler", async () => {
+      const got = counter(2);
+      const seen: unknown[] = [];
+      const vandal = (content: Params): Params => {
+        content.parameters.text = 'vandalised';
+        delete content.parameters.keep;
+        return content;
+      };
+      class P extends MessageProcessor {
+        @MessageFilter(vandal)
+        @MessageHandler('command', 'say')
+        first(content: Params) {
+          seen.push(content.parameters);
+          got.hit();
+        }
+        @MessageHandler('command', 'say')
+        second(content: Params) {
+          seen.push(content.parameters);
+          got.hit();
+        }
+      }
+      await h.start(new P({ url, eqk: eqk() }));
+      await (await producer()).message_say({ text: 'hi', keep: 1 });
+      await got.done;
+      expect(seen).to.deep.equal([{ text: 'vandalised' }, { text: 'hi', keep: 1 }]);
+    });
+
+    it('refuses a handler decorator on a field, in either decorator flavour, with an error that says where it goes', () => {
+      expect(() => {
+        class P extends MessageProcessor {
+          @MessageHandler('command', 'x')
+          notAMethod = 1;
+        }
+        return new P({ eqk: [] });
+      }).to.throw(TypeError, /field 'notAMethod'.*Move the decorator to a method/);
+      // experimentalDecorators calls (prototype, key) for a field: no descriptor, nothing there.
+      class Q extends MessageProcessor {}
+      expect(() => MessageHandler('command', 'x')(Q.prototype, 'missing')).to.throw(TypeError, /field 'missing'/);
+      expect(() => MessageHandler('command', 'x')(Q, 'notAHandler')).to.throw(TypeError, /static member 'notAHandler'/);
+    });
+
+    it('registers handlers without decorators, by calling a decorator with (prototype, method name)', async () => {
+      const got = counter(1);
+      class P extends MessageProcessor {
+        say(content: Params) {
+          got.hit();
+          expect(content.parameters.text).to.equal('plain js');
+        }
+      }
+      MessageHandler('command', 'say')(P.prototype, 'say');
+      await h.start(new P({ url, eqk: eqk() }));
+      await (await producer()).message_say({ text: 'plain js' });
+      await got.done;
     });
   });
 
@@ -348,6 +407,34 @@ describe('MessageProcessor', function () {
       const r = await (await producer()).rpc_fail({}, { _timeout: 5 });
       expect(r).to.be.instanceOf(MessageResultException);
       expect(r.body.content).to.deep.equal({ type: 'exception', value: 'RangeError', message: 'out of range' });
+    });
+
+    it('answers an RPC with exactly one handler: the last declared, a subclass counting after its base', async () => {
+      const ran: string[] = [];
+      class Base extends MessageProcessor {
+        @RpcHandler('command', 'who')
+        first() {
+          ran.push('base.first');
+          return 'base.first';
+        }
+        @RpcHandler('command', 'who')
+        second() {
+          ran.push('base.second');
+          return 'base.second';
+        }
+      }
+      class Sub extends Base {
+        @RpcHandler('command', 'who')
+        mine() {
+          ran.push('sub.mine');
+          return 'sub.mine';
+        }
+      }
+      await h.start(new Sub({ url, eqk: eqk() }));
+      const p = await producer();
+      const r = await p.rpc_who({}, { _timeout: 5 });
+      expect(r.body.content.value).to.equal('sub.mine');
+      expect(ran).to.deep.equal(['sub.mine']);
     });
 
     it('answers an RPC nobody handles with MessageResultError at once', async () => {
