@@ -73,13 +73,22 @@ export class FilterError extends PostageError {
   }
 }
 
+/** An (exchange, routing key) pair a message was sent to. */
+export interface SendTarget {
+  exchange: string;
+  key: string;
+}
+
 /** Talking to the broker failed (connect, declare, publish). `amqpCode` is the AMQP reply code when there is one. */
 export class BrokerError extends PostageError {
   readonly amqpCode: number | undefined;
-  constructor(message: string, code = 'BROKER_ERROR', options?: { cause?: unknown; amqpCode?: number }) {
+  /** With code `UNROUTABLE`: every target that had no queue (the others got the message). */
+  readonly unroutable: readonly SendTarget[];
+  constructor(message: string, code = 'BROKER_ERROR', options?: { cause?: unknown; amqpCode?: number; unroutable?: readonly SendTarget[] }) {
     super(message, code, options);
     this.name = 'BrokerError';
     this.amqpCode = options?.amqpCode;
+    this.unroutable = options?.unroutable ?? [];
   }
 }
 

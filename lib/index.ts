@@ -32,6 +32,7 @@ export {
   FilterError,
   BrokerError,
   TopologyError,
+  type SendTarget,
 } from './errors.js';
 export { GenericProducer, type Producer, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
 export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';

@@ -32,7 +32,17 @@ export interface SendOptions {
   _max_retry?: number;
   /** Return the reply queue's name instead of waiting (collect with `consumeRpc`). */
   _queue_only?: boolean;
+  /**
+   * Whether a message no queue takes is an error (`UNROUTABLE`). By default
+   * commands and RPCs must reach a queue, while statuses, results and other
+   * events are publish/subscribe: nobody listening is fine.
+   * @default the producer's `mandatory`, else true for commands only
+   */
+  _mandatory?: boolean;
 }
+
+/** Every send option there is; anything else starting with `_` is a typo. */
+const SEND_OPTIONS: ReadonlySet<string> = new Set(['_key', '_eks', '_timeout', '_max_retry', '_queue_only', '_mandatory'] satisfies Array<keyof SendOptions>);
 
 export interface ProducerOptions extends ConnectOptions {
   /** Merged over the fingerprint taken from the OS. */
@@ -91,12 +101,34 @@ function isSendOptions(v: unknown): v is SendOptions {
   return keys.length > 0 && keys.every((k) => k.startsWith('_'));
 }
 
+/** Takes the trailing send options off `args`, refusing any option that does not exist. */
+function takeSendOptions(args: unknown[]): SendOptions {
+  if (args.length === 0 || !isSendOptions(args[args.length - 1])) return {};
+  const opts = args.pop() as SendOptions;
+  const unknown = Object.keys(opts).filter((k) => !SEND_OPTIONS.has(k));
+  if (unknown.length > 0) {
+    throw new TypeError(`unknown send option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}: the options are ${[...SEND_OPTIONS].join(', ')}`);
+  }
+  return opts;
+}
+
 interface PendingRpc {
   resolve: (r: AnyResult) => void;
   timer: NodeJS.Timeout | undefined;
 }
 
 const REPLY_TO = 'amq.rabbitmq.reply-to';
+
+/** One error for every target of a send that no queue took. */
+function unroutableError(missed: readonly EksEntry[]): BrokerError {
+  const unroutable = missed.map(([e, key]) => ({ exchange: e.name, key }));
+  const list = unroutable.map((t) => `exchange '${t.exchange}' with key '${t.key}'`).join(', ');
+  return new BrokerError(
+    `no queue is bound to ${list}: the broker returned the message${missed.length > 1 ? ' for each of these' : ''}. Start the component that consumes it, or check the exchange and key.`,
+    'UNROUTABLE',
+    { unroutable },
+  );
+}
 
 /**
  * Sends Postage envelopes. Subclass it, declare `static eks` and
@@ -108,6 +140,12 @@ export class GenericProducer {
   static rpcTimeout: number = DEFAULTS.rpcTimeout;
   /** How many times an unanswered RPC is sent again. */
   static maxRetry: number = DEFAULTS.maxRetry;
+  /**
+   * Whether a message no queue takes is an error (`UNROUTABLE`) for every send
+   * of this producer. Unset: commands and RPCs must reach a queue, other
+   * messages (statuses, results, events) need not. `_mandatory` on a send wins.
+   */
+  static mandatory: boolean | undefined = undefined;
 
   readonly fingerprint: FingerprintDict;
   readonly encoder: Encoder;
@@ -328,7 +366,7 @@ export class GenericProducer {
   }
 
   #build(name: string, category: 'message' | 'rpc', args: unknown[]): { msg: Message<object>; opts: SendOptions } {
-    const opts = args.length > 0 && isSendOptions(args[args.length - 1]) ? (args.pop() as SendOptions) : {};
+    const opts = takeSendOptions(args);
     const builder = (this as unknown as Record<string, unknown>)[`build_${category}_${name}`];
     let msg: Message<object>;
     if (typeof builder === 'function') msg = builder.apply(this, args) as Message<object>;
@@ -367,13 +405,23 @@ export class GenericProducer {
     // One id per message, whatever its targets: consumers log it, and returns are matched by it.
     const messageId = this.#idPrefix + 'm' + this.#nextMessage++;
     // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
-    const props = { persistent: true, mandatory: true, messageId, contentType: this.encoder.contentType };
+    // Commands must reach a queue; other messages (statuses, results, events) are publish/subscribe.
+    const mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
+    const props = { persistent: true, mandatory, messageId, contentType: this.encoder.contentType };
     // One target (the usual case) needs one promise, not one per target plus Promise.all.
-    if (targets.length === 1) return new Promise<void>((resolve, reject) => this.#publishOne(ch, targets[0], content, props, resolve, reject));
-    return Promise.all(targets.map((t) => new Promise<void>((resolve, reject) => this.#publishOne(ch, t, content, props, resolve, reject)))).then(() => undefined);
+    if (targets.length === 1) {
+      return new Promise<void>((resolve, reject) =>
+        this.#publishOne(ch, targets[0], content, props, (routed) => (routed ? resolve() : reject(unroutableError([targets[0]]))), reject),
+      );
+    }
+    return Promise.all(targets.map((t) => new Promise<boolean>((resolve, reject) => this.#publishOne(ch, t, content, props, resolve, reject)))).then((routed) => {
+      const missed = targets.filter((_, i) => !routed[i]);
+      if (missed.length > 0) throw unroutableError(missed);
+    });
   }
 
-  #publishOne(ch: ConfirmChannel, [exchange, key]: EksEntry, content: Buffer, props: Options.Publish & { messageId: string }, resolve: () => void, reject: (err: Error) => void): void {
+  /** Publishes to one target; `done(false)` when the broker returned it (no queue took it). */
+  #publishOne(ch: ConfirmChannel, [exchange, key]: EksEntry, content: Buffer, props: Options.Publish & { messageId: string }, done: (routed: boolean) => void, reject: (err: Error) => void): void {
     // An Exchange class and a plain exchange object both carry their name in `name`.
     const exName = exchange.name;
     ch.publish(exName, key, content, props, (err) => {
@@ -385,20 +433,18 @@ export class GenericProducer {
             : new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }),
         );
         if (!closed) this.#renewAfterNack(ch);
-      } else if (this.#returned.size > 0 && this.#returned.delete(`${props.messageId}|${exName}|${key}`)) {
-        reject(
-          new BrokerError(
-            `no queue is bound to exchange '${exName}' with key '${key}': the broker returned the message. Start the component that consumes it, or check the exchange and key.`,
-            'UNROUTABLE',
-          ),
-        );
-      } else resolve();
+      } else done(!(this.#returned.size > 0 && this.#returned.delete(`${props.messageId}|${exName}|${key}`)));
     });
   }
 
   /** Sends a plain `Message(args, kwds)`. The last argument may be send options. */
   message(...args: unknown[]): Promise<void> {
-    const opts = args.length > 0 && isSendOptions(args[args.length - 1]) ? (args.pop() as SendOptions) : {};
+    let opts: SendOptions;
+    try {
+      opts = takeSendOptions(args);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const [positional, kwds] = args as [unknown[] | undefined, Record<string, unknown> | undefined];
     const msg = new Message(positional, kwds).setFingerprint(this.fingerprint);
     return this.#publishAll(msg.body, opts);
@@ -406,6 +452,11 @@ export class GenericProducer {
 
   /** Sends an already built body unchanged. */
   forward(body: object, opts: SendOptions = {}): Promise<void> {
+    try {
+      takeSendOptions([opts]);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.#publishAll(body, opts);
   }
 

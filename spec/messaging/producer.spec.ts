@@ -8,7 +8,9 @@ import {
   MessageResultError,
   MessageResultException,
   MessageProcessor,
+  MessageStatus,
   RpcCommand,
+  type SendOptions,
   RpcHandler,
   type ExchangeObject,
 } from '../../lib/index.js';
@@ -188,13 +190,63 @@ describe('GenericProducer', function () {
       expect((err as BrokerError).code).to.equal('UNROUTABLE');
       expect((err as Error).message).to.contain(`'${ex.name}' with key 'nobody-listens'`);
       err = undefined;
-      await p.message_ping(2, { _eks: [[ex, 'k1'], [ex, 'nobody-listens']] }).catch((e) => (err = e));
+      await p.message_ping(2, { _eks: [[ex, 'k1'], [ex, 'nobody-listens'], [ex, 'nobody-either']] }).catch((e) => (err = e));
       expect((err as BrokerError).code).to.equal('UNROUTABLE');
+      expect((err as BrokerError).unroutable).to.deep.equal([
+        { exchange: ex.name, key: 'nobody-listens' },
+        { exchange: ex.name, key: 'nobody-either' },
+      ]);
+      expect((err as Error).message).to.contain("key 'nobody-listens'").and.contain("key 'nobody-either'");
       const m = (await getOne(q1)) as amqp.GetMessage;
       expect(JSON.parse(m.content.toString()).content.parameters.n).to.equal(2);
       expect(m.properties.messageId).to.be.a('string').and.not.empty;
       // Routable messages still resolve.
       await p.message_ping(3);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('sends statuses, results and plain messages that nobody subscribes to without error (publish/subscribe)', async () => {
+    const p = await producerClass().create({ url });
+    try {
+      await p.forward(new MessageStatus('alive').body, { _key: 'nobody-listens' });
+      await p.forward(new MessageResult(1).body, { _key: 'nobody-listens' });
+      await p.message([1], { a: 1 }, { _key: 'nobody-listens' });
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('lets _mandatory on a send, or a static mandatory on the producer class, override the routing policy', async () => {
+    const Cls = producerClass();
+    const p = await Cls.create({ url });
+    class Strict extends Cls {
+      static override mandatory = true;
+    }
+    const strict = await Strict.create({ url });
+    try {
+      await p.message_ping(1, { _key: 'nobody-listens', _mandatory: false });
+      const err = await p.forward(new MessageStatus('alive').body, { _key: 'nobody-listens', _mandatory: true }).catch((e: BrokerError) => e);
+      expect(err).to.be.instanceOf(BrokerError).with.property('code', 'UNROUTABLE');
+      const strictErr = await strict.forward(new MessageStatus('alive').body, { _key: 'nobody-listens' }).catch((e: BrokerError) => e);
+      expect(strictErr).to.be.instanceOf(BrokerError).with.property('code', 'UNROUTABLE');
+    } finally {
+      await p.close();
+      await strict.close();
+    }
+  });
+
+  it('refuses a send option that does not exist (a typo) at once, naming it', async () => {
+    const p = await producerClass().create({ url });
+    try {
+      const opts = { _keyy: 'k1' } as unknown as SendOptions;
+      const err = await p.message_ping(1, opts).catch((e: Error) => e);
+      expect(err).to.be.instanceOf(TypeError);
+      expect((err as Error).message).to.contain("'_keyy'").and.contain('_key');
+      const viaMessage = await p.message([1], {}, opts).catch((e: Error) => e);
+      expect(viaMessage).to.be.instanceOf(TypeError);
+      expect(await getOne(q1, 200)).to.equal(false);
     } finally {
       await p.close();
     }

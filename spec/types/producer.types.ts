@@ -44,5 +44,8 @@ export async function typed(): Promise<void> {
   const wrong: AnyResult = await p.message_ping();
   // @ts-expect-error: an unknown send option
   await p.message_ping({ _keyy: 'x', other: 1 });
+  // @ts-expect-error: a typo in a send option is a compile error where the producer declares the builder
+  await p.message_store('k', 1, { _keyy: 'x' });
+  await p.message_store('k', 1, { _mandatory: false });
   void wrong;
 }
