@@ -268,6 +268,19 @@ export class GenericConsumer {
   }
 
   /**
+   * Resolves once the broker has processed every ack and reject sent so far:
+   * they go out now, followed by a basic.qos (the same prefetch again), and a
+   * channel's frames are handled in order, so its qos-ok vouches for them.
+   * Without a channel there is nothing to vouch for (unsettled deliveries are redelivered).
+   */
+  async settled(): Promise<void> {
+    const ch = this.#channel;
+    if (!ch) return;
+    this.#acks?.flush();
+    await ch.prefetch(this.prefetch).catch(() => undefined);
+  }
+
+  /**
    * Publishes a failed delivery, unchanged, to the error exchange `exchange`
    * (declared durable fanout, with a durable queue of the same name) with
    * the error and where it came from in headers; resolves once the broker

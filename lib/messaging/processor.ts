@@ -275,7 +275,7 @@ export class MessageProcessor extends MicroThread {
           this.consumer.ack(msg);
           return;
         }
-        this.#outcome(msg, body, err);
+        yield* this.#outcome(msg, body, err);
         return;
       }
       this.consumer.ack(msg);
@@ -309,22 +309,26 @@ export class MessageProcessor extends MicroThread {
         const e = err as Error;
         reply(new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)));
       } else reply(new MessageResult(null));
-      this.#outcome(msg, body, err);
+      yield* this.#outcome(msg, body, err);
       return;
     }
     reply(last instanceof Message ? last : new MessageResult(last));
     this.consumer.ack(msg);
   }
 
-  #outcome(msg: ConsumeMessage, body: MessageBody<object>, err: unknown): void {
+  *#outcome(msg: ConsumeMessage, body: MessageBody<object>, err: unknown): Generator<Yielded, void, unknown> {
     if (err instanceof RejectMessage) {
       this.log.debug({ name: body.name }, 'message rejected by handler');
       this.consumer.reject(msg, false);
     } else if (err instanceof ExitScheduler) {
+      // The process may exit the moment run() resolves: have the broker's word for the ack first,
+      // or the quit is redelivered and stops the next instance of the component too.
       this.consumer.ack(msg);
+      yield this.consumer.settled();
       throw err;
     } else if (err instanceof AckAndRestart) {
       this.consumer.ack(msg);
+      yield this.consumer.settled();
       this.restart();
     } else {
       this.log.error({ err, type: body.type, name: body.name, messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag }, `handler for ${body.type}/${body.name} failed; message rejected`);

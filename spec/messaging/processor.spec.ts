@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
+import { spawn } from 'node:child_process';
 import {
   AckAndRestart,
   ExitScheduler,
@@ -342,6 +343,29 @@ describe('MessageProcessor', function () {
       await proc.close();
       expect(await queueDepth()).to.equal(0);
       expect(await getOne(dlq, 100)).to.equal(false);
+    });
+
+    it("has the broker's word for the ack of a ('command', 'quit') before run() resolves, so a process exiting right after does not get the quit again", async () => {
+      const q = unique('quitter');
+      const ch = await raw.createChannel();
+      await ch.assertQueue(q);
+      try {
+        for (let round = 0; round < 3; round++) {
+          const child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/quit-then-exit.ts', q], { env: { ...process.env, POSTAGE_URL: url } });
+          await new Promise<void>((resolve) => child.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve()));
+          const exited = new Promise((r) => child.on('exit', r));
+          await publishRaw('', q, Buffer.from(JSON.stringify(new MessageCommand('quit').body)));
+          await exited;
+          // The broker requeues what a vanished connection left unacked as soon as it sees the socket close.
+          const deadline = Date.now() + 500;
+          let waiting = 0;
+          while (Date.now() < deadline && waiting === 0) waiting = (await ch.checkQueue(q)).messageCount;
+          expect(waiting, `round ${round + 1}: the quit came back`).to.equal(0);
+        }
+      } finally {
+        await ch.deleteQueue(q);
+        await ch.close();
+      }
     });
 
     it("stops the scheduler on the built-in ('command', 'quit')", async () => {
