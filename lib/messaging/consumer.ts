@@ -10,7 +10,7 @@ import { AckBatcher } from './acks.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
-import { declareExchange, declareQueue, eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
+import { amqpCodeOf, brokerSaid, declareExchange, declareQueue, eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
 
 export type { ConsumeMessage };
 
@@ -185,15 +185,12 @@ export class GenericConsumer {
   }
 
   async #bind(ch: Channel, b: Binding): Promise<string> {
-    const qName = typeof b.queue === 'string' ? b.queue : b.queue.name;
-    let exName: string;
-    let name: string;
-    try {
-      exName = await declareExchange(ch, b.exchange);
-      name = await declareQueue(ch, b.queue, b.flags);
-      if (exName !== '') await ch.bindQueue(name, exName, b.key);
-    } catch (err) {
-      throw declareError(err, resolveExchange(b.exchange).name, qName);
+    const exName = await declareExchange(ch, b.exchange);
+    const name = await declareQueue(ch, b.queue, b.flags);
+    if (exName !== '') {
+      await ch.bindQueue(name, exName, b.key).catch((err: unknown) => {
+        throw new BrokerError(`cannot bind queue '${name}' to exchange '${exName}' with key '${b.key}': ${brokerSaid(err)}`, 'DECLARE_FAILED', { cause: err, amqpCode: amqpCodeOf(err) });
+      });
     }
     this.#bindings.push(b);
     if (!this.queues.includes(name)) this.queues.push(name);
@@ -351,23 +348,6 @@ export class GenericConsumer {
     await this.#errorChannel?.close().catch(() => undefined);
     await this.#managed?.close();
   }
-}
-
-/** Turns a broker refusal while declaring into an error that says what to do. */
-function declareError(err: unknown, exchange: string, queue: string): BrokerError {
-  const e = err as { code?: number; message?: string };
-  const said = String(e?.message ?? err).replace(/^.*?with message "(.*)"$/s, '$1');
-  if (e?.code === 406) {
-    return new BrokerError(
-      `cannot declare exchange '${exchange}' / queue '${queue}': ${said}. It exists with other flags or arguments: declare it with the same ones, or delete it first (rabbitmqctl delete_queue / delete_exchange).`,
-      'PRECONDITION_FAILED',
-      { cause: err, amqpCode: 406 },
-    );
-  }
-  if (e?.code === 404) {
-    return new BrokerError(`cannot declare exchange '${exchange}' / queue '${queue}': ${said}. A passive declaration needs it to exist already.`, 'NOT_FOUND', { cause: err, amqpCode: 404 });
-  }
-  return new BrokerError(`cannot declare exchange '${exchange}' / queue '${queue}': ${said}`, 'DECLARE_FAILED', { cause: err, amqpCode: e?.code });
 }
 
 function isMessage(v: unknown): v is Message<object> {

@@ -1,5 +1,5 @@
 import type { Channel } from 'amqplib';
-import { TopologyError } from '../errors.js';
+import { BrokerError, TopologyError } from '../errors.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 
 /** Queue flags in an eqk entry. Defaults are safe ones: a durable queue that outlives its consumers. */
@@ -61,12 +61,52 @@ export function eqkEntries(eqk: Eqk): EqkEntry[] {
   });
 }
 
+/** The AMQP reply code of a channel error from amqplib, when it has one. @internal */
+export function amqpCodeOf(err: unknown): number | undefined {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+/** The broker's own reply text out of an amqplib channel error. @internal */
+export function brokerSaid(err: unknown): string {
+  return String((err as Error)?.message ?? err).replace(/^.*?with message "(.*)"$/s, '$1');
+}
+
+/**
+ * A broker refusal while declaring, as one `BrokerError` that says what to
+ * do, whoever declared (producer or consumer). @internal
+ */
+export function declareError(err: unknown, kind: 'exchange' | 'queue', name: string): BrokerError {
+  const code = amqpCodeOf(err);
+  const said = brokerSaid(err);
+  const what = `${kind} '${name}'`;
+  if (code === 406) {
+    const remove = kind === 'queue' ? `rabbitmqctl delete_queue ${name}` : `rabbitmqadmin delete exchange name=${name}`;
+    return new BrokerError(
+      `cannot declare ${what}: ${said}. It exists with other flags or arguments: declare it with the same ones, or delete it first (${remove}; add -p VHOST outside the default vhost).`,
+      'PRECONDITION_FAILED',
+      { cause: err, amqpCode: 406 },
+    );
+  }
+  if (code === 404) {
+    return new BrokerError(`cannot declare ${what}: ${said}. A passive declaration needs it to exist already: start the component that declares it first.`, 'NOT_FOUND', { cause: err, amqpCode: 404 });
+  }
+  if (code === 403) {
+    return new BrokerError(`cannot declare ${what}: ${said}. The user may not configure it: grant it with rabbitmqctl set_permissions.`, 'ACCESS_REFUSED', { cause: err, amqpCode: 403 });
+  }
+  return new BrokerError(`cannot declare ${what}: ${said}`, 'DECLARE_FAILED', { cause: err, amqpCode: code });
+}
+
 export async function declareExchange(ch: Channel, ex: ExchangeLike): Promise<string> {
   const r = resolveExchange(ex);
   // The default exchange ('') cannot be declared.
   if (r.name === '') return r.name;
-  if (r.passive) await ch.checkExchange(r.name);
-  else await ch.assertExchange(r.name, r.type, { durable: r.durable, autoDelete: r.autoDelete, arguments: r.arguments });
+  try {
+    if (r.passive) await ch.checkExchange(r.name);
+    else await ch.assertExchange(r.name, r.type, { durable: r.durable, autoDelete: r.autoDelete, arguments: r.arguments });
+  } catch (err) {
+    throw declareError(err, 'exchange', r.name);
+  }
   return r.name;
 }
 
@@ -75,11 +115,15 @@ export async function declareQueue(ch: Channel, spec: QueueSpec, extra?: QueueFl
   const name = typeof spec === 'string' ? spec : spec.name;
   const flags = { ...(typeof spec === 'string' ? {} : spec.flags), ...extra };
   const anonymous = name === '';
-  const ok = await ch.assertQueue(name, {
-    durable: flags.durable ?? !anonymous,
-    exclusive: flags.exclusive ?? anonymous,
-    autoDelete: flags.autoDelete ?? anonymous,
-    arguments: flags.arguments,
-  });
-  return ok.queue;
+  try {
+    const ok = await ch.assertQueue(name, {
+      durable: flags.durable ?? !anonymous,
+      exclusive: flags.exclusive ?? anonymous,
+      autoDelete: flags.autoDelete ?? anonymous,
+      arguments: flags.arguments,
+    });
+    return ok.queue;
+  } catch (err) {
+    throw declareError(err, 'queue', name);
+  }
 }

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { BrokerError, GenericConsumer, MessageResult, type ConsumeMessage, type ExchangeObject } from '../../lib/index.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { BrokerError, GenericConsumer, GenericProducer, MessageProcessor, MessageResult, type ConsumeMessage, type ExchangeObject } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred } from '../support/components.js';
 import { deleteTopology, publishRaw, unique } from '../support/topology.js';
@@ -56,6 +58,50 @@ describe('GenericConsumer', () => {
     expect((err as BrokerError).code).to.equal('PRECONDITION_FAILED');
     expect((err as BrokerError).amqpCode).to.equal(406);
     expect((err as Error).message).to.contain(`queue '${queue}'`).and.contain('x-max-length').and.contain('same ones');
+  });
+
+  it('gives the same PRECONDITION_FAILED BrokerError, hint included, from a producer and a processor declaring an exchange that exists with other flags', async () => {
+    const name = unique('ex406');
+    const conn = await amqp.connect(url);
+    const ch = await conn.createChannel();
+    await ch.assertExchange(name, 'fanout', { durable: false });
+    try {
+      const clash = { name, type: 'direct', durable: false };
+      class P extends GenericProducer {
+        static override eks = [[clash, 'k'] as const];
+      }
+      const fromProducer = await P.create({ url }).then(
+        () => undefined,
+        (e: unknown) => e as BrokerError,
+      );
+      const processor = new MessageProcessor({ url, eqk: [[clash, [[unique('q406'), 'k']]]] });
+      const fromProcessor = await processor.ready().then(
+        () => undefined,
+        (e: unknown) => e as BrokerError,
+      );
+      await processor.close();
+      for (const err of [fromProducer, fromProcessor]) {
+        expect(err).to.be.instanceOf(BrokerError);
+        expect(err!.code).to.equal('PRECONDITION_FAILED');
+        expect(err!.amqpCode).to.equal(406);
+        expect(err!.message).to.contain(`exchange '${name}'`).and.contain("inequivalent arg 'type'").and.contain('rabbitmqadmin delete exchange');
+      }
+      expect(fromProducer!.message).to.equal(fromProcessor!.message);
+    } finally {
+      await conn.createChannel().then((c) => c.deleteExchange(name));
+      await conn.close();
+    }
+  });
+
+  it('names only commands that exist in its hints', async () => {
+    const { stdout } = await promisify(execFile)('rabbitmqctl', ['help']);
+    for (const cmd of ['delete_queue', 'add_vhost', 'set_permissions']) expect(stdout, cmd).to.match(new RegExp(`\\b${cmd}\\b`));
+    // rabbitmqadmin ships with RabbitMQ (it talks to the management plugin).
+    const admin = await promisify(execFile)('rabbitmqadmin', ['help', 'subcommands']).then(
+      (r) => r.stdout,
+      (e: { stdout?: string }) => e.stdout ?? '',
+    );
+    expect(admin).to.contain('delete exchange name=');
   });
 
   it('binds and unbinds keys at run time', async () => {
