@@ -59,6 +59,14 @@ export interface ProducerOptions extends ConnectOptions {
    * back (kept in memory: lost if the process dies). @default 'fail'
    */
   whileDisconnected?: 'fail' | 'buffer';
+  /**
+   * Where RPC replies come back. `'direct'`: RabbitMQ's direct reply-to, no
+   * queue per call, replies matched by correlation id. `'queue'`: a reply
+   * queue per call, as Python Postage does, for components that reply
+   * without a correlation id (Python Postage's `rpc_reply`).
+   * @default the class's static `replyTo`, 'direct'
+   */
+  replyTo?: 'direct' | 'queue';
 }
 
 export interface ConsumeRpcOptions {
@@ -115,6 +123,8 @@ function takeSendOptions(args: unknown[]): SendOptions {
 interface PendingRpc {
   resolve: (r: AnyResult) => void;
   timer: NodeJS.Timeout | undefined;
+  /** Its own reply queue (`replyTo: 'queue'`), whose replies need no correlation id. */
+  queue?: { name: string; consumerTag: string };
 }
 
 const REPLY_TO = 'amq.rabbitmq.reply-to';
@@ -146,6 +156,8 @@ export class GenericProducer {
    * messages (statuses, results, events) need not. `_mandatory` on a send wins.
    */
   static mandatory: boolean | undefined = undefined;
+  /** Where RPC replies come back: see {@link ProducerOptions.replyTo}. */
+  static replyTo: 'direct' | 'queue' = 'direct';
 
   readonly fingerprint: FingerprintDict;
   readonly encoder: Encoder;
@@ -474,38 +486,64 @@ export class GenericProducer {
     const timeoutMs = (opts._timeout ?? this.rpcTimeout) * 1000;
     const maxRetry = opts._max_retry ?? this.maxRetry;
     const correlationId = this.#idPrefix + this.#nextId++;
-    return new Promise<AnyResult>((resolve) => {
-      let attempt = 0;
-      const entry: PendingRpc = { resolve, timer: undefined };
-      const send = () => {
-        // Every attempt keeps the correlation id, so a late reply to an earlier one still completes the call.
-        ch.publish(exName, key, content, { contentType: this.encoder.contentType, replyTo: REPLY_TO, correlationId });
-        entry.timer = setTimeout(() => {
-          if (attempt < maxRetry) {
-            attempt++;
-            this.log.debug({ correlationId, attempt }, 'RPC unanswered, sending again');
-            send();
-          } else {
-            this.#pending.delete(correlationId);
-            resolve(new MessageResultException('TimeoutError', `no reply to RPC ${exName}/${key} after ${maxRetry + 1} attempts of ${timeoutMs / 1000} s`));
-          }
-        }, timeoutMs);
-      };
-      this.#pending.set(correlationId, entry);
-      send();
-    });
+    const ownQueue = (this.#opts.replyTo ?? (this.constructor as typeof GenericProducer).replyTo) === 'queue';
+    return (ownQueue ? this.#replyQueue(ch, correlationId) : Promise.resolve(undefined)).then(
+      (queue) =>
+        new Promise<AnyResult>((resolve) => {
+          let attempt = 0;
+          const entry: PendingRpc = { resolve, timer: undefined, queue };
+          const send = () => {
+            // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
+            ch.publish(exName, key, content, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId });
+            entry.timer = setTimeout(() => {
+              if (attempt < maxRetry) {
+                attempt++;
+                this.log.debug({ correlationId, attempt }, 'RPC unanswered, sending again');
+                send();
+              } else {
+                this.#settle(correlationId, new MessageResultException('TimeoutError', `no reply to RPC ${exName}/${key} after ${maxRetry + 1} attempts of ${timeoutMs / 1000} s`));
+              }
+            }, timeoutMs);
+          };
+          this.#pending.set(correlationId, entry);
+          send();
+        }),
+    );
   }
 
-  #onReply(msg: ConsumeMessage): void {
-    const id = msg.properties.correlationId as string | undefined;
-    const entry = id === undefined ? undefined : this.#pending.get(id);
-    if (!entry || id === undefined) {
-      this.log.debug({ correlationId: id }, 'reply for no pending RPC (already answered or timed out)');
-      return;
-    }
+  /** A reply queue for one call (exclusive, deleted with its consumer): whatever arrives there is that call's reply. */
+  async #replyQueue(ch: Channel, correlationId: string): Promise<{ name: string; consumerTag: string }> {
+    const name = await declareQueue(ch, '', { exclusive: true, autoDelete: true, durable: false });
+    const { consumerTag } = await ch.consume(name, (msg) => msg && this.#onReply(msg, correlationId), { noAck: true });
+    return { name, consumerTag };
+  }
+
+  /** Resolves a pending call once, releasing its timer and reply queue. */
+  #settle(id: string, result: AnyResult): void {
+    const entry = this.#pending.get(id);
+    if (!entry) return;
     this.#pending.delete(id);
     clearTimeout(entry.timer);
-    entry.resolve(this.#toResult(msg.content));
+    if (entry.queue) void this.#rpcChannel?.cancel(entry.queue.consumerTag).catch(() => undefined);
+    entry.resolve(result);
+  }
+
+  /**
+   * A reply on direct reply-to, or on a call's own queue (`forCall`). A reply
+   * without a correlation id (Python Postage sends none) completes the one
+   * call in flight, when there is exactly one: it can only be its answer.
+   */
+  #onReply(msg: ConsumeMessage, forCall?: string): void {
+    let id = forCall ?? (msg.properties.correlationId as string | undefined);
+    if (id === undefined && this.#pending.size === 1) {
+      const [only, entry] = this.#pending.entries().next().value as [string, PendingRpc];
+      if (!entry.queue) id = only;
+    }
+    if (id === undefined || !this.#pending.has(id)) {
+      this.log.debug({ correlationId: id }, 'reply for no pending RPC (already answered, timed out, or uncorrelated while several calls are in flight)');
+      return;
+    }
+    this.#settle(id, this.#toResult(msg.content));
   }
 
   #toResult(content: Buffer): AnyResult {
