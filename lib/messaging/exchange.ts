@@ -1,11 +1,21 @@
+import { TopologyError } from '../errors.js';
+
 /** An exchange as a plain object, accepted wherever an `Exchange` class is. */
-export interface ExchangeObject {
+export interface ExchangeObject extends PostageSpelling {
   name: string;
   type: string;
   durable?: boolean;
   autoDelete?: boolean;
   passive?: boolean;
   arguments?: Record<string, unknown>;
+}
+
+/** Python Postage's attribute names, accepted so that code ported word for word keeps its meaning. */
+interface PostageSpelling {
+  /** @deprecated Postage's spelling of `type`. */
+  exchange_type?: string;
+  /** @deprecated Postage's spelling of `autoDelete`. */
+  auto_delete?: boolean;
 }
 
 /** What `Exchange.parameters` returns (Postage's names, camel-cased). */
@@ -40,7 +50,8 @@ export class Exchange {
   static arguments: Record<string, unknown> | undefined = undefined;
 
   static get parameters(): ExchangeParameters {
-    return { exchange: this.name, type: this.type, passive: this.passive, durable: this.durable, autoDelete: this.autoDelete };
+    const r = resolveExchange(this);
+    return { exchange: r.name, type: r.type, passive: r.passive, durable: r.durable, autoDelete: r.autoDelete };
   }
 }
 
@@ -56,16 +67,34 @@ export interface ResolvedExchange {
   arguments: Record<string, unknown> | undefined;
 }
 
+/**
+ * Everything needed to declare an exchange, whatever form it was given in.
+ * Postage's `exchange_type` / `auto_delete` count as `type` / `autoDelete`
+ * (and win over the inherited defaults); both spellings at odds are refused.
+ */
 export function resolveExchange(ex: ExchangeLike): ResolvedExchange {
+  const postage = ex as PostageSpelling;
+  const own = (key: 'type' | 'autoDelete'): unknown => (typeof ex === 'function' ? (Object.hasOwn(ex, key) || ex === Exchange ? ex[key] : undefined) : ex[key]);
+  const type = pick(ex.name, 'type', 'exchange_type', own('type'), postage.exchange_type) ?? ex.type ?? 'direct';
+  const autoDelete = pick(ex.name, 'autoDelete', 'auto_delete', own('autoDelete'), postage.auto_delete) ?? ex.autoDelete ?? false;
   if (typeof ex === 'function') {
-    return { name: ex.name, type: ex.type, durable: ex.durable, autoDelete: ex.autoDelete, passive: ex.passive, arguments: ex.arguments };
+    return { name: ex.name, type: String(type), durable: ex.durable, autoDelete: Boolean(autoDelete), passive: ex.passive, arguments: ex.arguments };
   }
   return {
     name: ex.name,
-    type: ex.type,
+    type: String(type),
     durable: ex.durable ?? true,
-    autoDelete: ex.autoDelete ?? false,
+    autoDelete: Boolean(autoDelete),
     passive: ex.passive ?? false,
     arguments: ex.arguments,
   };
+}
+
+/** One value out of the TypeScript and the Postage spelling of an attribute; both, at odds, are an error. */
+function pick(name: string, ts: string, py: string, tsValue: unknown, pyValue: unknown): unknown {
+  if (pyValue === undefined) return tsValue;
+  if (tsValue !== undefined && tsValue !== pyValue) {
+    throw new TopologyError(`exchange '${name}' sets both ${ts} (${String(tsValue)}) and Postage's ${py} (${String(pyValue)}): keep ${ts}, the TypeScript spelling`);
+  }
+  return pyValue;
 }

@@ -12,7 +12,12 @@ export interface QueueFlags {
   autoDelete?: boolean;
   /** `x-…` arguments, e.g. `{ 'x-queue-type': 'quorum' }`. */
   arguments?: Record<string, unknown>;
+  /** @deprecated Python Postage's spelling of `autoDelete`, accepted for ported code. */
+  auto_delete?: boolean;
 }
+
+/** The flags postage-ts knows; any other key is refused, naming the spelling to use. */
+const QUEUE_FLAGS = new Set(['durable', 'exclusive', 'autoDelete', 'arguments', 'auto_delete']);
 
 /** A queue in an eqk: a name, or a name with flags. `''` asks the broker for a fresh exclusive queue. */
 export type QueueSpec = string | { name: string; flags?: QueueFlags };
@@ -114,6 +119,16 @@ export async function declareExchange(ch: Channel, ex: ExchangeLike): Promise<st
 export async function declareQueue(ch: Channel, spec: QueueSpec, extra?: QueueFlags): Promise<string> {
   const name = typeof spec === 'string' ? spec : spec.name;
   const flags = { ...(typeof spec === 'string' ? {} : spec.flags), ...extra };
+  for (const key of Object.keys(flags)) {
+    if (!QUEUE_FLAGS.has(key)) {
+      const camel = key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+      throw new TopologyError(`queue '${name}': unknown flag '${key}'${QUEUE_FLAGS.has(camel) ? `: write it '${camel}'` : ''} (the flags are durable, exclusive, autoDelete, arguments)`);
+    }
+  }
+  if (flags.auto_delete !== undefined && flags.autoDelete !== undefined && flags.auto_delete !== flags.autoDelete) {
+    throw new TopologyError(`queue '${name}' sets both autoDelete and Postage's auto_delete: keep autoDelete, the TypeScript spelling`);
+  }
+  flags.autoDelete ??= flags.auto_delete;
   const anonymous = name === '';
   try {
     const ok = await ch.assertQueue(name, {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { BrokerError, GenericConsumer, GenericProducer, MessageProcessor, MessageResult, type ConsumeMessage, type ExchangeObject } from '../../lib/index.js';
+import { BrokerError, TopologyError, GenericConsumer, GenericProducer, MessageProcessor, MessageResult, type ConsumeMessage, type ExchangeObject } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred } from '../support/components.js';
 import { deleteTopology, publishRaw, unique } from '../support/topology.js';
@@ -102,6 +102,27 @@ describe('GenericConsumer', () => {
       (e: { stdout?: string }) => e.stdout ?? '',
     );
     expect(admin).to.contain('delete exchange name=');
+  });
+
+  it("takes Python Postage's snake_case auto_delete queue flag, and refuses flags it does not know, naming their spelling", async () => {
+    const name = unique('q-ported');
+    const c = new GenericConsumer({ url, eqk: [[ex, [[{ name, flags: { auto_delete: true, durable: false } }, 'k']]]] });
+    await c.ready();
+    const conn = await amqp.connect(url);
+    try {
+      // Redeclaring with the same flags passes only if auto_delete was honoured (else 406).
+      const ch = await conn.createChannel();
+      await ch.assertQueue(name, { autoDelete: true, durable: false });
+      await ch.deleteQueue(name);
+    } finally {
+      await conn.close();
+      await c.close();
+    }
+    const typo = new GenericConsumer({ url, eqk: [[ex, [[{ name: unique('q-typo'), flags: { is_exclusive: true } as never }, 'k']]]] });
+    const err = await typo.ready().catch((e: Error) => e);
+    await typo.close();
+    expect(err).to.be.instanceOf(TopologyError);
+    expect((err as Error).message).to.contain("unknown flag 'is_exclusive'").and.contain('the flags are durable, exclusive, autoDelete, arguments');
   });
 
   it('binds and unbinds keys at run time', async () => {
