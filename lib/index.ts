@@ -21,6 +21,7 @@ export {
 } from './messaging/messages.js';
 export { Exchange, type ExchangeObject, type ExchangeLike, type ExchangeParameters } from './messaging/exchange.js';
 export { loadConfig, DEFAULTS, type PostageConfig, type Hup } from './config.js';
+export { configureLogging, type LoggingOptions, type Logger } from './log.js';
 export {
   PostageError,
   ConfigError,

@@ -7,7 +7,7 @@ import { componentLogger, type Logger } from '../log.js';
 import { sleep } from '../microthreads/effects.js';
 import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent } from '../transport/managed.js';
-import { closeOnSignal } from '../transport/shutdown.js';
+import { closeOnSignal, DEFAULT_DRAIN_MS } from '../transport/shutdown.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { applyFilters, Handler, MessageHandler, SKIP, tagsOf, type HandlerTag } from './handlers.js';
@@ -23,7 +23,7 @@ export interface RetryOptions {
   maxBackoffMs?: number;
 }
 
-export interface ProcessorOptions extends Omit<ConsumerOptions, 'eqk' | 'logger'> {
+export interface ProcessorOptions extends Omit<ConsumerOptions, 'eqk'> {
   fingerprint?: Partial<FingerprintDict>;
   eqk?: Eqk;
   /**
@@ -39,6 +39,16 @@ export interface ProcessorOptions extends Omit<ConsumerOptions, 'eqk' | 'logger'
    * queue has a dead-letter exchange.
    */
   errorExchange?: string;
+  /**
+   * Close gracefully on SIGTERM / SIGINT: stop taking deliveries, finish the
+   * one in flight, ack it, close, then let the signal end the process. Turn it
+   * off where the host has its own shutdown (a framework, a process manager)
+   * and call `await processor.close()` from there.
+   * @default true
+   */
+  handleSignals?: boolean;
+  /** How long a signal waits for the handler in flight before closing anyway (its message goes back to the queue). @default 10000 */
+  drainTimeoutMs?: number;
 }
 
 interface Registered {
@@ -49,7 +59,7 @@ interface Registered {
 type Registry = Map<string, Registered[]>;
 
 /** Keys only an options object has (a fingerprint dictionary has name, type, pid, host, user, vhost). */
-const OPTION_KEYS = ['fingerprint', 'eqk', 'url', 'connection', 'hup', 'prefetch', 'encoder', 'heartbeat', 'connectionName', 'groups', 'retry', 'errorExchange', 'reconnect'];
+const OPTION_KEYS = ['fingerprint', 'eqk', 'url', 'connection', 'hup', 'prefetch', 'encoder', 'heartbeat', 'connectionName', 'groups', 'retry', 'errorExchange', 'reconnect', 'logger', 'handleSignals', 'drainTimeoutMs', 'connectTimeoutMs'];
 
 /** Tells the options form of a processor's constructor from Postage's positional one (a fingerprint first). @internal */
 export function isOptionsForm(first: object): boolean {
@@ -123,6 +133,9 @@ export class MessageProcessor extends MicroThread {
   #isReady = false;
   #forgetSignal: (() => void) | undefined;
   readonly #retry: RetryOptions | undefined;
+  readonly #signals: boolean;
+  /** How long a SIGTERM / SIGINT waits for the handler in flight. */
+  readonly drainTimeoutMs: number;
   readonly #errorExchange: string | undefined;
   #stopping = false;
   #closing: Promise<void> | undefined;
@@ -137,9 +150,11 @@ export class MessageProcessor extends MicroThread {
     const opts: ProcessorOptions = isOptionsForm(first) ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
     this.fingerprint = { ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(), ...(opts.fingerprint as FingerprintDict) };
     this.name = this.fingerprint.name;
-    this.log = componentLogger('processor', this.fingerprint.name);
+    this.log = opts.logger ?? componentLogger('processor', this.fingerprint.name);
     const Consumer = (this.constructor as typeof MessageProcessor).consumerClass;
-    this.consumer = new Consumer({ ...opts, connectionName: `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
+    this.consumer = new Consumer({ ...opts, connectionName: opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
+    this.#signals = opts.handleSignals ?? true;
+    this.drainTimeoutMs = opts.drainTimeoutMs ?? DEFAULT_DRAIN_MS;
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
     this.#retry = opts.retry;
     this.#errorExchange = opts.errorExchange;
@@ -155,7 +170,7 @@ export class MessageProcessor extends MicroThread {
       await this.consumer.ready();
       await this.consumer.startConsuming((msg) => this.#deliver(msg));
       // On SIGTERM / SIGINT: stop taking deliveries, finish the one in flight, ack it, close.
-      this.#forgetSignal = closeOnSignal(this);
+      if (this.#signals) this.#forgetSignal = closeOnSignal(this);
     })();
     return this.#ready;
   }
@@ -221,7 +236,7 @@ export class MessageProcessor extends MicroThread {
       this.consumer.reject(msg, false);
       return;
     }
-    if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, type: body.type, name: body.name }, 'delivery');
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name }, 'delivery');
     const handlers = this.#handlersFor(body);
     if (body.category === 'rpc') yield* this.#rpc(msg, body, handlers);
     else yield* this.#message(msg, body, handlers);
@@ -263,7 +278,7 @@ export class MessageProcessor extends MicroThread {
         const again = failure && !(err instanceof RejectMessage) && attempt < attempts;
         if (again) {
           const wait = backoffMs(attempt - 1, retry?.backoffMs ?? 100, retry?.maxBackoffMs ?? 5000);
-          this.log.warn({ err, name: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
+          this.log.warn({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
           yield sleep(wait);
           // Closing meanwhile: leave it unacked, it goes back to the queue.
           if (this.#stopping) return;
@@ -271,7 +286,7 @@ export class MessageProcessor extends MicroThread {
         }
         if (failure && this.#errorExchange) {
           yield this.consumer.deadLetter(msg, this.#errorExchange, err, attempt);
-          this.log.error({ err, name: body.name, messageId: msg.properties.messageId, attempts: attempt }, `handler for ${body.type}/${body.name} failed; message sent to ${this.#errorExchange}`);
+          this.log.error({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempts: attempt }, `handler for ${body.type}/${body.name} failed; message sent to ${this.#errorExchange}`);
           this.consumer.ack(msg);
           return;
         }
@@ -318,7 +333,7 @@ export class MessageProcessor extends MicroThread {
 
   *#outcome(msg: ConsumeMessage, body: MessageBody<object>, err: unknown): Generator<Yielded, void, unknown> {
     if (err instanceof RejectMessage) {
-      this.log.debug({ name: body.name }, 'message rejected by handler');
+      this.log.warn({ messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, reason: err.message }, `handler for ${body.type}/${body.name} rejected the message: ${err.message}`);
       this.consumer.reject(msg, false);
     } else if (err instanceof ExitScheduler) {
       // The process may exit the moment run() resolves: have the broker's word for the ack first,
@@ -331,7 +346,7 @@ export class MessageProcessor extends MicroThread {
       yield this.consumer.settled();
       this.restart();
     } else {
-      this.log.error({ err, type: body.type, name: body.name, messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag }, `handler for ${body.type}/${body.name} failed; message rejected`);
+      this.log.error({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag }, `handler for ${body.type}/${body.name} failed; message rejected`);
       this.consumer.reject(msg, false);
     }
   }

@@ -3,19 +3,17 @@ import { componentLogger } from '../log.js';
 /** Something that can close gracefully: stop taking work, finish what is in flight, close. */
 export interface Closable {
   close(): Promise<void>;
+  /** How long a signal waits for it to close. */
+  readonly drainTimeoutMs?: number;
 }
+
+/** How long a signal waits for handlers in flight, unless a component says otherwise. */
+export const DEFAULT_DRAIN_MS = 10_000;
 
 const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 const live = new Set<Closable>();
 const handlers = { SIGTERM: () => void shutdown('SIGTERM'), SIGINT: () => void shutdown('SIGINT') };
 let installed = false;
-/** How long a signal waits for handlers in flight before closing anyway (unacked deliveries go back to their queue). */
-export let shutdownTimeoutMs = 10_000;
-
-/** @internal */
-export function setShutdownTimeout(ms: number): void {
-  shutdownTimeoutMs = ms;
-}
 
 /**
  * Registers a component to be closed gracefully on SIGTERM / SIGINT. Once all
@@ -36,6 +34,8 @@ export function closeOnSignal(c: Closable): () => void {
 async function shutdown(sig: (typeof SIGNALS)[number]): Promise<void> {
   const log = componentLogger('shutdown');
   log.info({ signal: sig, components: live.size }, 'closing components gracefully');
+  // The longest drain any live component asked for; past it, close anyway (unacked deliveries go back to their queue).
+  const shutdownTimeoutMs = Math.max(0, ...[...live].map((c) => c.drainTimeoutMs ?? DEFAULT_DRAIN_MS));
   const all = Promise.allSettled([...live].map((c) => c.close()));
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), shutdownTimeoutMs)));

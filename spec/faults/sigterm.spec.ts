@@ -33,4 +33,35 @@ describe('fault: SIGTERM during a burst', function () {
     // ...and everything handled was acked, so it is not waiting to be handled again.
     expect([...r.handled].filter((id) => left.has(id))).to.deep.equal([]);
   });
+
+  it('leaves SIGTERM to the host with handleSignals: false (the process ends at once, the message in flight goes back to the queue)', async () => {
+    const url = await brokerUrl();
+    const queue = unique('sigterm-host');
+    const r = await startSlowReceiver(url, queue, { HANDLE_SIGNALS: 'false', SLOW_MS: '5000' });
+    await publishItems(url, queue, 3);
+    await r.whenStarted(1);
+    r.signal('SIGTERM');
+    expect(await r.exited).to.equal('SIGTERM');
+    const left = await drainItems(url, queue);
+    await deleteTopology([queue]);
+    expect(r.handled.size).to.equal(0);
+    expect([...left].sort()).to.deep.equal([0, 1, 2]);
+  });
+
+  it('closes anyway once drainTimeoutMs has passed, and the message in flight goes back to the queue', async () => {
+    const url = await brokerUrl();
+    const queue = unique('sigterm-drain');
+    const r = await startSlowReceiver(url, queue, { DRAIN_MS: '200', SLOW_MS: '8000' });
+    await publishItems(url, queue, 2);
+    await r.whenStarted(1);
+    const signalled = Date.now();
+    r.signal('SIGTERM');
+    expect(await r.exited).to.equal('SIGTERM');
+    // Well before the 8 s handler could have finished.
+    expect(Date.now() - signalled).to.be.below(5000);
+    const left = await drainItems(url, queue);
+    await deleteTopology([queue]);
+    expect(r.handled.size).to.equal(0);
+    expect([...left].sort()).to.deep.equal([0, 1]);
+  });
 });

@@ -13,23 +13,25 @@ export interface SlowReceiver {
   handled: Set<number>;
   /** Resolves once `n` handlers have run to the end. */
   whenHandled(n: number): Promise<void>;
+  /** Resolves once `n` handlers have begun. */
+  whenStarted(n: number): Promise<void>;
   signal(sig: NodeJS.Signals): void;
   /** Resolves with the signal that ended the process. */
   exited: Promise<NodeJS.Signals | null>;
 }
 
-export async function startSlowReceiver(url: string, queue: string): Promise<SlowReceiver> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/slow-receiver.ts', queue], { env: { ...process.env, POSTAGE_URL: url } });
+export async function startSlowReceiver(url: string, queue: string, env: Record<string, string> = {}): Promise<SlowReceiver> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/slow-receiver.ts', queue], { env: { ...process.env, ...env, POSTAGE_URL: url } });
   const started = new Set<number>();
   const handled = new Set<number>();
-  const waiting: Array<{ n: number; resolve: () => void }> = [];
+  const waiting: Array<{ n: number; of: Set<number>; resolve: () => void }> = [];
   let out = '';
   const ready = new Promise<void>((resolve) =>
     child.stdout.on('data', (c: Buffer) => {
       out += c;
       for (const m of String(c).matchAll(/(started|handled) (\d+)/g)) (m[1] === 'started' ? started : handled).add(Number(m[2]));
       if (out.includes('ready')) resolve();
-      for (const w of waiting.filter((w) => handled.size >= w.n)) {
+      for (const w of waiting.filter((w) => w.of.size >= w.n)) {
         waiting.splice(waiting.indexOf(w), 1);
         w.resolve();
       }
@@ -40,7 +42,8 @@ export async function startSlowReceiver(url: string, queue: string): Promise<Slo
   return {
     started,
     handled,
-    whenHandled: (n) => (handled.size >= n ? Promise.resolve() : new Promise((resolve) => waiting.push({ n, resolve }))),
+    whenHandled: (n) => (handled.size >= n ? Promise.resolve() : new Promise((resolve) => waiting.push({ n, of: handled, resolve }))),
+    whenStarted: (n) => (started.size >= n ? Promise.resolve() : new Promise((resolve) => waiting.push({ n, of: started, resolve }))),
     signal: (sig) => child.kill(sig),
     exited,
   };
