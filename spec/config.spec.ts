@@ -97,7 +97,7 @@ describe('logging', () => {
       setRootLogger(before);
     }
     const line = JSON.parse(lines[0]) as Record<string, unknown>;
-    expect(line).to.include({ component: 'producer', name: 'echo_send', msg: 'connecting' });
+    expect(line).to.include({ component: 'producer', componentName: 'echo_send', msg: 'connecting' });
     expect(lines[0]).to.not.contain('s3cret');
   });
 });
