@@ -70,7 +70,10 @@ describe('postage (CLI)', function () {
     await h.start(new GenericApplication({ url: await brokerUrl(), fingerprint: { name, type: 'worker', pid: '7', host: 'hostx' } }));
     const r = await postage(['ping', name, '--timeout', '1']);
     expect(r.code).to.equal(0);
-    expect(r.stdout.trim()).to.match(new RegExp(`^${name.replace(/\./g, '\\.')} worker 7@hostx `));
+    const [header, row, ...rest] = r.stdout.trim().split('\n');
+    expect(header.split(/\s+/)).to.deep.equal(['NAME', 'TYPE', 'PID@HOST', 'USER', 'VHOST']);
+    expect(row.split(/\s+/).slice(0, 3)).to.deep.equal([name, 'worker', '7@hostx']);
+    expect(rest).to.deep.equal([]);
   });
 
   it('ping exits 1 when nobody answers', async () => {
@@ -89,10 +92,28 @@ describe('postage (CLI)', function () {
     await h.start(new P({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
     const r = await postage(['send', ex.name, 'k', 'store', '{"a": 1}']);
     expect(r.code).to.equal(0);
+    expect(r.stdout.trim()).to.equal(`sent command 'store' to ${ex.name}/k (confirmed by the broker)`);
     expect(await got.promise).to.deep.equal({ parameters: { a: 1 } });
   });
 
-  it('rpc prints the result and exits 0, or exits 1 for an error result', async () => {
+  it('send exits 4 with one line when no queue takes the message', async () => {
+    await h.start(new MessageProcessor({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
+    const r = await postage(['send', ex.name, 'nobody', 'store', '{}']);
+    expect(r.code).to.equal(4);
+    expect(r.stdout).to.equal('');
+    expect(r.stderr.trim().split('\n')).to.have.length(1);
+    expect(r.stderr).to.contain("no queue is bound to exchange").and.contain("key 'nobody'");
+  });
+
+  it('keeps library logs off stdout, even at debug', async () => {
+    await h.start(new MessageProcessor({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
+    const r = await postage(['send', ex.name, 'k', 'store', '{}'], { POSTAGE_LOG_LEVEL: 'debug' });
+    expect(r.code).to.equal(0);
+    expect(r.stdout.trim().split('\n')).to.deep.equal([`sent command 'store' to ${ex.name}/k (confirmed by the broker)`]);
+    expect(r.stderr).to.contain('"level":20');
+  });
+
+  it("rpc prints the result's value and exits 0 (the envelope with --envelope), or one line on stderr and exit 1 for an error result", async () => {
     class P extends MessageProcessor {
       @RpcHandler('command', 'double')
       double(content: { parameters: { n: number } }) {
@@ -102,10 +123,14 @@ describe('postage (CLI)', function () {
     await h.start(new P({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
     const ok = await postage(['rpc', ex.name, 'k', 'double', '{"n": 21}']);
     expect(ok.code).to.equal(0);
-    expect(JSON.parse(ok.stdout).content).to.deep.equal({ type: 'success', value: 42, message: '' });
+    expect(ok.stdout.trim()).to.equal('42');
+    const whole = await postage(['rpc', ex.name, 'k', 'double', '{"n": 21}', '--envelope']);
+    expect(JSON.parse(whole.stdout).content).to.deep.equal({ type: 'success', value: 42, message: '' });
     const none = await postage(['rpc', ex.name, 'k', 'triple', '{"n": 1}']);
     expect(none.code).to.equal(1);
-    expect(JSON.parse(none.stdout).content.type).to.equal('error');
+    expect(none.stdout).to.equal('');
+    expect(none.stderr.trim().split('\n')).to.have.length(1);
+    expect(none.stderr).to.match(/^postage: rpc triple failed: No handler for RPC 'triple'/);
   });
 
   it('watch prints the envelopes passing on an exchange', async () => {

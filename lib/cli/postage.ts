@@ -4,7 +4,9 @@
  * watch what passes on an exchange. A thin client of the library.
  *
  * Exit codes: 0 done; 1 the remote side failed (no answer, an error result);
- * 2 bad usage; 3 the broker could not be reached or refused.
+ * 2 bad usage; 3 the broker could not be reached or refused; 4 a message no
+ * queue took (unroutable). Output goes to stdout, failures (one line) and
+ * library logs to stderr.
  */
 import { parseArgs } from 'node:util';
 import { GenericApplicationExchange, PresenceExchange } from '../application/generic_application.js';
@@ -15,6 +17,8 @@ import type { FingerprintDict } from '../messaging/fingerprint.js';
 import { MessageCommand } from '../messaging/messages.js';
 import { GenericProducer, type Producer } from '../messaging/producer.js';
 import { openConnection } from '../transport/connection.js';
+import { configureLogging } from '../log.js';
+import { pino } from 'pino';
 
 class UsageError extends PostageError {
   constructor(message: string) {
@@ -28,31 +32,35 @@ const HELP: Record<string, string> = {
 
 commands:
   ping [ADDRESS]                        list the components that answer a ping
-  send EXCHANGE KEY NAME [JSON]         send MessageCommand(NAME, JSON)
-  rpc EXCHANGE KEY NAME [JSON]          call RpcCommand(NAME, JSON) and print the result
+  send EXCHANGE KEY NAME [JSON]         send MessageCommand(NAME, JSON), confirmed
+  rpc EXCHANGE KEY NAME [JSON]          call RpcCommand(NAME, JSON) and print the result's value
   watch EXCHANGE [KEY]                  print the envelopes that pass on EXCHANGE
 
 The broker comes from POSTAGE_URL or POSTAGE_HOST/PORT/USER/PASSWORD/VHOST.
 Run 'postage <command> --help' for a command's options.
-Exit codes: 0 done, 1 the remote side failed, 2 bad usage, 3 broker unreachable or refused.`,
+Exit codes: 0 done, 1 the remote side failed, 2 bad usage, 3 broker unreachable
+or refused, 4 unroutable (no queue took the message). Failures are one line on
+stderr; library logs go to stderr too (POSTAGE_LOG_LEVEL, default error).`,
   ping: `usage: postage ping [ADDRESS] [--timeout SECONDS]
 
-Broadcasts the ping RPC and lists every component that answers, one a line:
-NAME TYPE PID@HOST USER VHOST. ADDRESS is a GenericApplication key (NAME,
+Broadcasts the ping RPC and lists every component that answers under a
+header, one a line: NAME TYPE PID@HOST USER VHOST. ADDRESS is a GenericApplication key (NAME,
 @HOST, NAME@HOST, PID@HOST, NAME#GROUP); without it every component is asked
 through 'presence'. Waits --timeout seconds (default 2) for answers.
 Exits 1 when nobody answers.`,
   send: `usage: postage send EXCHANGE KEY NAME [JSON]
 
-Sends MessageCommand(NAME, JSON) to EXCHANGE with routing key KEY and waits
-for the broker's confirm. JSON is an object of parameters (default {}).
-The exchange must exist.`,
-  rpc: `usage: postage rpc EXCHANGE KEY NAME [JSON] [--timeout SECONDS] [--retries N]
+Sends MessageCommand(NAME, JSON) to EXCHANGE with routing key KEY, waits
+for the broker's confirm and prints one line saying so. JSON is an object of
+parameters (default {}). The exchange must exist. Exits 4 when no queue is
+bound to EXCHANGE with KEY (the broker returned the message).`,
+  rpc: `usage: postage rpc EXCHANGE KEY NAME [JSON] [--timeout SECONDS] [--retries N] [--envelope]
 
 Calls RpcCommand(NAME, JSON) on EXCHANGE with routing key KEY and prints the
-result body as JSON. Waits --timeout seconds (default 5) per attempt, sends
-again up to --retries times (default 0). Exits 1 when the result is an error
-or exception (a timeout included).`,
+result's value as JSON (--envelope: the whole result envelope). Waits
+--timeout seconds (default 5) per attempt, sends again up to --retries times
+(default 0). An error or exception result (a timeout included) is one line on
+stderr and exit 1; exit 4 when no queue takes the call.`,
   watch: `usage: postage watch EXCHANGE [KEY] [--count N]
 
 Binds a temporary queue to EXCHANGE with KEY (default '#', which matches
@@ -108,7 +116,7 @@ async function ping(args: string[], values: Record<string, string | boolean | un
     const queue = (await p.rpc_ping({}, { _queue_only: true })) as string;
     const replies = await p.consumeRpc(queue, { resultLen: Number.MAX_SAFE_INTEGER, timeout });
     const found = replies.filter((r) => r.ok).map((r) => r.body.content.value as FingerprintDict);
-    for (const f of found) console.log(`${f.name} ${f.type} ${f.pid}@${f.host} ${f.user} ${f.vhost}`);
+    if (found.length > 0) console.log(table(['NAME', 'TYPE', 'PID@HOST', 'USER', 'VHOST'], found.map((f) => [f.name, f.type, `${f.pid}@${f.host}`, f.user, f.vhost])));
     if (found.length === 0) console.error(`no component answered a ping on ${exchange.name}/${address ?? 'presence'} within ${timeout} s`);
     return found.length > 0 ? 0 : 1;
   } finally {
@@ -123,6 +131,7 @@ async function send(args: string[]): Promise<number> {
   const p = await producerFor(existing(exchange), key);
   try {
     await p.forward(new MessageCommand(name, params).setFingerprint(p.fingerprint).body);
+    console.log(`sent command '${name}' to ${exchange}/${key} (confirmed by the broker)`);
     return 0;
   } finally {
     await p.close();
@@ -140,7 +149,12 @@ async function rpc(args: string[], values: Record<string, string | boolean | und
   try {
     // No builder of that name exists, so rpc_NAME sends RpcCommand(NAME, params).
     const r = await p[`rpc_${name}`](params, { _timeout: timeout, _max_retry: retries });
-    console.log(JSON.stringify(r.body));
+    if (values.envelope) console.log(JSON.stringify(r.body));
+    else if (r.ok) console.log(JSON.stringify(r.body.content.value ?? null));
+    if (!r.ok) {
+      const c = r.body.content;
+      console.error(`postage: rpc ${name} failed: ${c.type === 'exception' ? `${String(c.value)}: ` : ''}${c.message}`);
+    }
     return r.ok ? 0 : 1;
   } finally {
     await p.close();
@@ -190,14 +204,21 @@ async function watch(args: string[], values: Record<string, string | boolean | u
   }
 }
 
+/** Columns padded to their widest cell, under a header. */
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  return [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n');
+}
+
 export async function main(argv: string[]): Promise<number> {
-  // The CLI speaks through its output and exit code; library warnings only at the user's request.
+  // The CLI speaks through its output and exit code; library logs only at the user's request, and never on stdout.
   process.env.POSTAGE_LOG_LEVEL ??= 'error';
+  configureLogging({ destination: pino.destination({ dest: 2, sync: true }) });
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
     strict: true,
-    options: { help: { type: 'boolean', short: 'h' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' } },
+    options: { help: { type: 'boolean', short: 'h' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' } },
   });
   const [command, ...args] = positionals;
   if (!command) {
@@ -222,6 +243,6 @@ main(process.argv.slice(2)).then(
     // One line, no stack: scripts read the exit code, people read the line.
     console.error(`postage: ${e.message}`);
     const usage = err instanceof UsageError || err instanceof ConfigError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
-    process.exit(usage ? 2 : err instanceof BrokerError ? 3 : 1);
+    process.exit(usage ? 2 : err instanceof BrokerError ? (err.code === 'UNROUTABLE' ? 4 : 3) : 1);
   },
 );
