@@ -101,3 +101,19 @@ describe('logging', () => {
     expect(lines[0]).to.not.contain('s3cret');
   });
 });
+
+describe('.env.example', () => {
+  it('is read as it says (node --env-file), and every value in it is the default', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('POSTAGE_')));
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--env-file=.env.example', '--import', 'tsx', '-e', "import('./lib/config.ts').then((m) => console.log(JSON.stringify([m.loadConfig(), Object.keys(process.env).filter((k) => k.startsWith('POSTAGE_')).sort()])))"],
+      { env: clean },
+    );
+    const [cfg, names] = JSON.parse(stdout) as [Record<string, unknown>, string[]];
+    expect(cfg).to.deep.equal(JSON.parse(JSON.stringify(loadConfig({}))));
+    expect(names).to.deep.equal(['POSTAGE_DEBUG_MODE', 'POSTAGE_HOST', 'POSTAGE_LOG_LEVEL', 'POSTAGE_PASSWORD', 'POSTAGE_PORT', 'POSTAGE_USER', 'POSTAGE_VHOST']);
+  });
+});
