@@ -133,6 +133,21 @@ describe('postage (CLI)', function () {
     expect(none.stderr).to.match(/^postage: rpc triple failed: No handler for RPC 'triple'/);
   });
 
+  it("does what the README's CLI example says against the RPC echo demo's receiver", async () => {
+    const { spawn } = await import('node:child_process');
+    const receiver = spawn(process.execPath, ['--import', 'tsx', 'demos/rpc_echo/receive.ts'], { env: { ...process.env, POSTAGE_URL: await brokerUrl() } });
+    const exited = new Promise((r) => receiver.on('exit', r));
+    try {
+      await new Promise<void>((resolve) => receiver.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve()));
+      const r = await postage(['rpc', 'echo-exchange', 'echo', 'echo', '{"text": "hi"}']);
+      expect(r.code).to.equal(0);
+      expect(r.stdout.trim()).to.equal('"RPC message received"');
+    } finally {
+      await postage(['send', 'echo-exchange', 'echo', 'quit']);
+      await exited;
+    }
+  });
+
   it('watch prints the envelopes passing on an exchange', async () => {
     const { spawn } = await import('node:child_process');
     const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'watch', 'amq.topic', `${queue}.#`, '--count', '1'], {

@@ -1,17 +1,35 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { brokerUrl } from './support/broker.js';
 
 const exec = promisify(execFile);
 const OUT = 'spec/.docs';
 
+interface Block {
+  file: string;
+  index: number;
+  code: string;
+  /** A ```ts run block is a whole program: the spec runs it against the broker. */
+  run: boolean;
+  /** Lines its output must contain, from the `<!-- output: a | b -->` comment after it. */
+  output: string[];
+}
+
 /** Every ```ts block of the README and docs/, one module each. */
-function blocks(): Array<{ file: string; index: number; code: string }> {
+function blocks(): Block[] {
   const files = ['README.md', ...readdirSync('docs').filter((f) => f.endsWith('.md')).map((f) => join('docs', f))];
   return files.flatMap((file) =>
-    [...readFileSync(file, 'utf8').matchAll(/```ts\n([\s\S]*?)```/g)].map((m, index) => ({ file, index, code: m[1] })),
+    [...readFileSync(file, 'utf8').matchAll(/```ts( run)?\n([\s\S]*?)```(?:\s*<!-- output: (.*?) -->)?/g)].map((m, index) => ({
+      file,
+      index,
+      code: m[2],
+      run: m[1] !== undefined,
+      output: m[3] ? m[3].split(' | ').map((l) => l.trim()) : [],
+    })),
   );
 }
 
@@ -38,8 +56,8 @@ describe('docs', function () {
       join(OUT, 'tsconfig.json'),
       JSON.stringify({
         extends: '../../tsconfig.json',
-        // As a user's project would: `postage-ts` is the package, and no noImplicitOverride.
-        compilerOptions: { noImplicitOverride: false, paths: { 'postage-ts': ['../../lib/index.ts'] }, allowImportingTsExtensions: true },
+        // As a user's project would: `postage-ts` is the package; the project's own strictness.
+        compilerOptions: { paths: { 'postage-ts': ['../../lib/index.ts'] }, allowImportingTsExtensions: true },
         include: ['*.ts'],
         exclude: [],
       }),
@@ -50,5 +68,48 @@ describe('docs', function () {
     );
     const located = r.replace(/spec\/\.docs\/(\S+?\.ts)/g, (_, n: string) => written.find((w) => w.name === n)?.where ?? n);
     expect(located, located).to.equal('');
+  });
+
+  it('gives each exchange one type across every page (a class without `type` is direct)', () => {
+    const types = new Map<string, Set<string>>();
+    const note = (name: string, type: string) => types.set(name, (types.get(name) ?? new Set()).add(type));
+    for (const b of blocks()) {
+      for (const m of b.code.matchAll(/class \w+ extends Exchange \{([^}]*)\}/g)) {
+        const name = /static (?:override )?name = '([^']+)'/.exec(m[1])?.[1];
+        if (name) note(name, /static (?:override )?type = '([^']+)'/.exec(m[1])?.[1] ?? 'direct');
+      }
+      for (const m of b.code.matchAll(/\{ name: '([^']+)', type: '([^']+)'/g)) note(m[1], m[2]);
+    }
+    const clashes = [...types].filter(([, t]) => t.size > 1).map(([n, t]) => `${n}: ${[...t].join(' / ')}`);
+    expect(clashes).to.deep.equal([]);
+    expect(types.get('images-exchange')).to.deep.equal(new Set(['topic']));
+  });
+
+  it('runs the README quick start and the producers guide (their blocks are marked ```ts run)', () => {
+    const runnable = new Set(blocks().filter((b) => b.run).map((b) => b.file));
+    expect([...runnable]).to.include.members(['README.md', 'docs/producers.md']);
+  });
+
+  describe('runnable examples (```ts run), against the broker', () => {
+    for (const b of blocks().filter((b) => b.run)) {
+      it(`${b.file} block ${b.index + 1} runs, exits by itself, and prints what its text says`, async () => {
+        const dir = mkdtempSync(join(tmpdir(), 'postage-doc-'));
+        try {
+          const file = join(dir, 'example.mts');
+          // The package name resolves to the library's source, as it would to the installed package.
+          writeFileSync(file, `${b.code.replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`)}\nexport {};\n`);
+          const { stdout } = await exec(process.execPath, ['--import', 'tsx', file], { timeout: 60_000, env: { ...process.env, POSTAGE_URL: await brokerUrl() } }).catch(
+            (e: Error & { stdout?: string; stderr?: string }) => {
+              throw new Error(`${b.file} block ${b.index + 1} failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
+            },
+          );
+          const lines = stdout.trim().split('\n');
+          expect(b.output, 'a runnable block says what it prints in an <!-- output: … --> comment').to.not.be.empty;
+          expect(lines).to.include.members(b.output);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      });
+    }
   });
 });
