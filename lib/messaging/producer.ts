@@ -214,7 +214,7 @@ export class GenericProducer {
         return Reflect.get(target, prop, receiver);
       },
     });
-    Object.setPrototypeOf(GenericProducer.prototype, fallback);
+    Object.setPrototypeOf(this.prototype, fallback);
   }
 
   /** Builds a producer, connects it and declares its eks. */
