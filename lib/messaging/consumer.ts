@@ -323,7 +323,12 @@ export class GenericConsumer {
     return this.encoder.decode(content);
   }
 
-  /** Answers an RPC delivery; a bare value is wrapped in `MessageResult`. */
+  /**
+   * Answers an RPC delivery; a bare value is wrapped in `MessageResult`.
+   * Throws only when the result cannot be encoded. A reply that cannot go out
+   * because the delivery's channel is gone is dropped: the request is not
+   * acked either, so the broker delivers it again and it is answered then.
+   */
   rpcReply(msg: ConsumeMessage, result: Message<object> | unknown): void {
     const replyTo = msg.properties.replyTo as string | undefined;
     if (!replyTo) {
@@ -331,10 +336,14 @@ export class GenericConsumer {
       return;
     }
     const body = isMessage(result) ? result.body : new MessageResult(result).body;
-    this.channel.publish('', replyTo, this.encoder.encode(body) as Buffer, {
-      correlationId: msg.properties.correlationId,
-      contentType: this.encoder.contentType,
-    });
+    const content = this.encoder.encode(body) as Buffer;
+    const ch = this.#settleOn(msg) && this.#channel;
+    if (!ch) return;
+    try {
+      ch.publish('', replyTo, content, { correlationId: msg.properties.correlationId, contentType: this.encoder.contentType });
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message, deliveryTag: msg.fields.deliveryTag }, 'reply not sent (the channel closed); the request will be delivered again');
+    }
   }
 
   /** Stops consuming and closes the channel (and the connection, when it is this consumer's own). */

@@ -18,7 +18,8 @@ export interface JsonEncoderOptions {
 }
 
 const DANGEROUS = new Set(['__proto__', 'constructor', 'prototype']);
-const MAYBE_DANGEROUS = /"(?:__proto__|constructor|prototype)"/;
+/** A dangerous key spelled plainly, or any \\u escape (which can spell one: "\\u005f_proto__"). */
+const MAYBE_DANGEROUS = /"(?:__proto__|constructor|prototype)"|\\u/;
 
 function dropDangerous(this: unknown, key: string, value: unknown): unknown {
   return DANGEROUS.has(key) ? undefined : value;
@@ -40,8 +41,9 @@ export class JsonEncoder extends Encoder {
 
   /**
    * Parses a body. Throws {@link MalformedMessage} for oversized or non-JSON input.
-   * Keys named `__proto__`, `constructor` or `prototype` are dropped, so no
-   * received object can ever reach a prototype however it is later merged.
+   * Keys named `__proto__`, `constructor` or `prototype` are dropped, however
+   * they are spelled (JSON escapes included), so no received object can ever
+   * reach a prototype however it is later merged.
    */
   override decode(data: Buffer | string | Uint8Array): unknown {
     const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);

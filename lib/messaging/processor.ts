@@ -285,7 +285,15 @@ export class MessageProcessor extends MicroThread {
           continue;
         }
         if (failure && this.#errorExchange) {
-          yield this.consumer.deadLetter(msg, this.#errorExchange, err, attempt);
+          try {
+            yield this.consumer.deadLetter(msg, this.#errorExchange, err, attempt);
+          } catch (dlErr) {
+            // The copy did not reach the error exchange (a lost connection, a refusal): the original must not be
+            // acked. Back to its queue (on a lost channel the broker does that by itself) for another try.
+            this.log.warn({ err: dlErr, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId }, `could not publish the failed message to ${this.#errorExchange}; it goes back to its queue`);
+            this.consumer.reject(msg, true);
+            return;
+          }
           this.log.error({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempts: attempt }, `handler for ${body.type}/${body.name} failed; message sent to ${this.#errorExchange}`);
           this.consumer.ack(msg);
           return;
@@ -310,15 +318,17 @@ export class MessageProcessor extends MicroThread {
     let replied = false;
     const reply = (r: unknown) => {
       if (replied) return;
-      replied = true;
       // Replies carry the answering component's fingerprint, as requests carry the caller's.
       const m = r instanceof Message ? r : new MessageResult(r);
+      // Encoding may throw (a BigInt, a cycle, a body too deep): then nothing was sent, and the caller still gets an answer.
       this.consumer.rpcReply(msg, m.setFingerprint(this.fingerprint));
+      replied = true;
     };
     let last: unknown = null;
     try {
       const { ran, value } = yield* this.#invoke(handler, body, reply, true);
       if (ran && value !== undefined) last = value;
+      reply(last instanceof Message ? last : new MessageResult(last));
     } catch (err) {
       if (!(err instanceof ExitScheduler || err instanceof AckAndRestart)) {
         const e = err as Error;
@@ -327,7 +337,6 @@ export class MessageProcessor extends MicroThread {
       yield* this.#outcome(msg, body, err);
       return;
     }
-    reply(last instanceof Message ? last : new MessageResult(last));
     this.consumer.ack(msg);
   }
 

@@ -64,6 +64,19 @@ describe('JsonEncoder', () => {
     expect(() => e.decode(Buffer.from('not json'))).to.throw(MalformedMessage, /not valid JSON/);
   });
 
+  it('drops __proto__, constructor and prototype keys however they are spelled, JSON escapes included', () => {
+    const text = '{"a":{"\\u005f_proto__":{"polluted":true}},"b":{"constr\\u0075ctor":{"x":1}},"c":{"prot\\u006ftype":{"y":2}},"ok":"caf\\u00e9"}';
+    const decoded = e.decode(Buffer.from(text)) as Record<string, Record<string, unknown>>;
+    for (const k of ['a', 'b', 'c']) expect(Object.keys(decoded[k]), k).to.deep.equal([]);
+    expect(Object.hasOwn(decoded.a, '__proto__')).to.equal(false);
+    expect(decoded.ok).to.equal('café');
+    // A naive merge of what was decoded pollutes nothing.
+    const target: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(decoded.a)) target[k] = v;
+    Object.assign({}, decoded.a);
+    expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
+  });
+
   it('never lets __proto__ or constructor keys reach a prototype', () => {
     const decoded = e.decode(Buffer.from('{"a":{"__proto__":{"polluted":true}},"constructor":{"prototype":{"polluted":true}}}')) as Record<string, object>;
     const merged = Object.assign({}, decoded.a);

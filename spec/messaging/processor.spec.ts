@@ -433,6 +433,41 @@ describe('MessageProcessor', function () {
       expect(r.body.content).to.deep.equal({ type: 'exception', value: 'RangeError', message: 'out of range' });
     });
 
+    for (const [what, value] of [
+      ['a BigInt', () => 10n],
+      ['a circular object', () => {
+        const o: Record<string, unknown> = {};
+        o.self = o;
+        return o;
+      }],
+    ] as const) {
+      it(`treats an RPC result that cannot be encoded (${what}) as a failed handler: the caller gets MessageResultException, the message is rejected, the processor goes on`, async () => {
+        let calls = 0;
+        class P extends MessageProcessor {
+          @RpcHandler('command', 'bad')
+          bad() {
+            calls++;
+            return value();
+          }
+          @RpcHandler('command', 'good')
+          good() {
+            return 'fine';
+          }
+        }
+        await h.start(new P({ url, eqk: eqk() }));
+        const p = await producer();
+        const r = await p.rpc_bad({}, { _timeout: 5, _max_retry: 0 });
+        expect(r).to.be.instanceOf(MessageResultException);
+        expect(r.body.content.value).to.equal('TypeError');
+        expect(r.body.content.message).to.match(/BigInt|circular/i);
+        // Settled as a failure: dead-lettered, never redelivered to crash the next replica.
+        const dead = (await getOne(dlq)) as amqp.GetMessage;
+        expect(JSON.parse(dead.content.toString()).name).to.equal('bad');
+        expect(calls).to.equal(1);
+        expect((await p.rpc_good({}, { _timeout: 5 })).body.content.value).to.equal('fine');
+      });
+    }
+
     it('answers an RPC with exactly one handler: the last declared, a subclass counting after its base', async () => {
       const ran: string[] = [];
       class Base extends MessageProcessor {
