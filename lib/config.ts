@@ -76,12 +76,29 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
   if (hosts.length === 0) throw new ConfigError('POSTAGE_HOST', 'POSTAGE_HOST: names no host. Set it to a host name or a comma list of them.');
   const port = read('POSTAGE_PORT', () => from.get('POSTAGE_PORT').default(String(DEFAULTS.port)).asPortNumber());
   const url = read('POSTAGE_URL', () => from.get('POSTAGE_URL').asString());
-  if (url !== undefined && !/^amqps?:\/\//.test(url)) {
-    throw new ConfigError('POSTAGE_URL', 'POSTAGE_URL: must start with amqp:// or amqps://. Fix or unset POSTAGE_URL.');
+  if (url !== undefined) {
+    if (!/^amqps?:\/\//.test(url)) throw new ConfigError('POSTAGE_URL', 'POSTAGE_URL: must start with amqp:// or amqps://. Fix or unset POSTAGE_URL.');
+    for (const one of brokerUrls({ url, vhost, user, password, hosts: [], port: 0 })) checkUrl(one);
+  }
+  for (const h of hosts) {
+    if (/[:/@]/.test(h) && !/^\[[0-9a-f:.]+\]$/i.test(h)) {
+      throw new ConfigError('POSTAGE_HOST', `POSTAGE_HOST: '${h}' is not a host name: give the host alone (the port goes in POSTAGE_PORT, a whole address in POSTAGE_URL).`);
+    }
   }
   const debugMode = read('POSTAGE_DEBUG_MODE', () => from.get('POSTAGE_DEBUG_MODE').default('false').asBoolStrict());
   const logLevel = read('POSTAGE_LOG_LEVEL', () => from.get('POSTAGE_LOG_LEVEL').default(DEFAULTS.logLevel).asEnum([...LOG_LEVELS]));
   return { vhost, user, password, hosts, port, url, debugMode, logLevel };
+}
+
+/** Refuses a broker URL that cannot be used, naming POSTAGE_URL and never quoting its password. */
+function checkUrl(url: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError('POSTAGE_URL', `POSTAGE_URL: '${redactUrl(url)}' is not a valid URL (a password with / # ? or % must be percent-encoded). Fix or unset POSTAGE_URL.`);
+  }
+  if (u.hostname === '') throw new ConfigError('POSTAGE_URL', `POSTAGE_URL: '${redactUrl(url)}' names no host, e.g. amqp://user:password@host:5672/vhost. Fix or unset POSTAGE_URL.`);
 }
 
 /** Builds the amqp:// URLs to try, in order, for a config (one per host). */

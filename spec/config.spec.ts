@@ -117,3 +117,41 @@ describe('.env.example', () => {
     expect(names).to.deep.equal(['POSTAGE_DEBUG_MODE', 'POSTAGE_HOST', 'POSTAGE_LOG_LEVEL', 'POSTAGE_PASSWORD', 'POSTAGE_PORT', 'POSTAGE_USER', 'POSTAGE_VHOST']);
   });
 });
+
+describe('loadConfig: addresses that cannot be used', () => {
+  const refused = (env: Record<string, string>) => {
+    try {
+      loadConfig(env);
+    } catch (err) {
+      return err as ConfigError;
+    }
+    throw new Error(`${JSON.stringify(env)} was accepted`);
+  };
+
+  it('refuses POSTAGE_URL=amqp:// (no host) instead of connecting as guest to localhost', () => {
+    const e = refused({ POSTAGE_URL: 'amqp://' });
+    expect(e).to.be.instanceOf(ConfigError);
+    expect(e.variable).to.equal('POSTAGE_URL');
+    expect(e.message).to.contain('names no host');
+  });
+
+  it('refuses a malformed POSTAGE_URL with a ConfigError naming it and never its password', () => {
+    const e = refused({ POSTAGE_URL: 'amqp://guest:s3cret-pw@host:notaport/' });
+    expect(e.variable).to.equal('POSTAGE_URL');
+    expect(e.message).to.contain('not a valid URL').and.not.contain('s3cret-pw');
+  });
+
+  it('refuses a port in POSTAGE_HOST, saying where it goes', () => {
+    const e = refused({ POSTAGE_HOST: '127.0.0.1:5672' });
+    expect(e.variable).to.equal('POSTAGE_HOST');
+    expect(e.message).to.contain('POSTAGE_PORT');
+  });
+
+  it('keeps a password holding @ or , whole: one URL, fully masked', () => {
+    const cfg = loadConfig({ POSTAGE_URL: 'amqp://guest:Passw0rd@x,y@h1:5672/v' });
+    const urls = brokerUrls(cfg);
+    expect(urls).to.have.length(1);
+    expect(redactUrl(urls[0])).to.equal('amqp://guest:***@h1:5672/v');
+    expect(brokerUrls(loadConfig({ POSTAGE_URL: 'amqp://a:b@h1/v, amqp://a:b@h2/v' }))).to.deep.equal(['amqp://a:b@h1/v', 'amqp://a:b@h2/v']);
+  });
+});
