@@ -1,0 +1,120 @@
+/**
+ * Fault: a processor's connection drops while its handlers run. Injected by
+ * resetting the processor's socket (as a network failure would) while 200
+ * RPCs, or 60 failing messages bound for the error exchange, are in flight
+ * with prefetch 50. Must hold: the processor thread survives, reconnects and
+ * consumes again; every RPC is answered; every failed message reaches the
+ * error exchange; nothing is stranded in the queue.
+ */
+import { expect } from 'chai';
+import amqp from 'amqplib';
+import { GenericProducer, MessageHandler, MessageProcessor, MessageResult, RpcHandler, sleep, type ExchangeObject } from '../../lib/index.js';
+import { brokerUrl } from '../support/broker.js';
+import { Harness, counter } from '../support/components.js';
+import { unique } from '../support/topology.js';
+
+/** Drops a processor's connection the way a network failure does: the socket resets, nothing is closed politely. */
+function dropConnection(p: MessageProcessor): void {
+  const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+  (p.consumer.connection!.connection as unknown as { stream: { destroy(err: Error): void } }).stream.destroy(reset);
+}
+
+describe('fault: the connection drops while handlers run', function () {
+  this.timeout(60_000);
+  let url: string;
+  let h: Harness;
+  let ex: ExchangeObject;
+  let queue: string;
+  before(async () => {
+    url = await brokerUrl();
+  });
+  beforeEach(() => {
+    h = new Harness();
+    ex = { name: unique('hd-ex'), type: 'direct', durable: false };
+    queue = unique('hd-q');
+  });
+  afterEach(async () => h.close());
+
+  async function consumers(q: string): Promise<{ consumers: number; messages: number }> {
+    const conn = await amqp.connect(url);
+    try {
+      const ch = await conn.createChannel();
+      const ok = await ch.checkQueue(q);
+      return { consumers: ok.consumerCount, messages: ok.messageCount };
+    } finally {
+      await conn.close();
+    }
+  }
+
+  it('answers every RPC of a stream that loses the connection mid-way, and keeps consuming', async () => {
+    const N = 200;
+    const answered = counter(30);
+    class Worker extends MessageProcessor {
+      @RpcHandler('command', 'work')
+      async work(content: { parameters: { n: number } }) {
+        await sleep(2);
+        answered.hit();
+        return content.parameters.n * 2;
+      }
+    }
+    const worker = new Worker({ url, prefetch: 50, reconnect: { initialMs: 50, maxMs: 200 }, eqk: [[ex, [[queue, 'k']]]] });
+    const back = new Promise<void>((r) => worker.on('connected', () => r()));
+    await h.start(worker);
+    const exchange = ex;
+    class Caller extends GenericProducer {
+      static override eks = [[exchange, 'k'] as const];
+    }
+    const caller = await Caller.create({ url });
+    h.onClose(() => caller.close());
+    const calls = Array.from({ length: N }, (_, n) => caller.rpc_work({ n }, { _timeout: 2, _max_retry: 5 }));
+    await answered.done;
+    dropConnection(worker);
+    await back;
+    const results = await Promise.all(calls);
+    const wrong = results.map((r, n) => (r instanceof MessageResult && r.body.content.value === n * 2 ? undefined : n)).filter((n) => n !== undefined);
+    expect(wrong).to.deep.equal([]);
+    expect(await consumers(queue)).to.deep.equal({ consumers: 1, messages: 0 });
+  });
+
+  it('sends every failing message to the error exchange across the drop, and strands none', async () => {
+    const N = 60;
+    const errorExchange = unique('hd-errors');
+    const tried = counter(10);
+    class Failing extends MessageProcessor {
+      @MessageHandler('command', 'doomed')
+      async doomed() {
+        await sleep(2);
+        tried.hit();
+        throw new Error('always fails');
+      }
+    }
+    const worker = new Failing({ url, prefetch: 50, errorExchange, reconnect: { initialMs: 50, maxMs: 200 }, eqk: [[ex, [[queue, 'k']]]] });
+    const back = new Promise<void>((r) => worker.on('connected', () => r()));
+    await h.start(worker);
+    const exchange = ex;
+    class Sender extends GenericProducer {
+      static override eks = [[exchange, 'k'] as const];
+    }
+    const sender = await Sender.create({ url });
+    h.onClose(() => sender.close());
+    await Promise.all(Array.from({ length: N }, (_, n) => sender.message_doomed({ n })));
+    await tried.done;
+    dropConnection(worker);
+    await back;
+    // The broker has no "queue drained" event: poll its depth with a deadline.
+    const ids = new Set<number>();
+    const conn = await amqp.connect(url);
+    h.onClose(() => conn.close());
+    const ch = await conn.createChannel();
+    const deadline = Date.now() + 20_000;
+    while (ids.size < N && Date.now() < deadline) {
+      const m = await ch.get(errorExchange, { noAck: true });
+      if (m) ids.add(JSON.parse(m.content.toString()).content.parameters.n);
+      else await sleep(20);
+    }
+    await ch.deleteQueue(errorExchange);
+    await ch.deleteExchange(errorExchange);
+    expect(ids.size).to.equal(N);
+    expect(await consumers(queue)).to.deep.equal({ consumers: 1, messages: 0 });
+  });
+});
