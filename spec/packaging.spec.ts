@@ -43,8 +43,8 @@ describe('the npm package', function () {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  async function component(file: string): Promise<string[]> {
-    const out = await run(process.execPath, [file, String(process.pid)], dir, { ...process.env, POSTAGE_URL: url });
+  async function component(file: string, ...args: string[]): Promise<string[]> {
+    const out = await run(process.execPath, [file, String(process.pid), ...args], dir, { ...process.env, POSTAGE_URL: url });
     return out.trim().split('\n');
   }
 
@@ -64,13 +64,13 @@ describe('the npm package', function () {
 
   it('works from a CommonJS TypeScript project (require included) with standard decorators', async () => {
     await compile('ts-cjs');
-    const lines = await component('ts-cjs/out/component.js');
+    const lines = await component('ts-cjs/out/component.js', 'CommonJS');
     expect(lines).to.include.members(['require: function', 'handled: from CommonJS', 'audited: from CommonJS', 'sent', 'rpc: RPC']);
   });
 
   it('works from a NestJS-style project compiled with experimentalDecorators, exactly as with standard ones', async () => {
     await compile('ts-legacy');
-    const lines = await component('ts-legacy/out/component.js');
+    const lines = await component('ts-legacy/out/component.js', 'experimentalDecorators');
     expect(lines).to.include.members(['require: function', 'handled: from experimentalDecorators', 'audited: from experimentalDecorators', 'sent', 'rpc: RPC']);
   });
 });
