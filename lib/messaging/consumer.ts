@@ -5,6 +5,7 @@ import { componentLogger, type Logger } from '../log.js';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ConnectOptions } from '../transport/connection.js';
+import { openChannel } from '../transport/channels.js';
 import { ManagedConnection, reopenSoon, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
 import { AckBatcher } from './acks.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
@@ -114,7 +115,7 @@ export class GenericConsumer {
   }
 
   async #openChannel(model: ChannelModel): Promise<Channel> {
-    const ch = await model.createChannel();
+    const ch = await openChannel(model);
     ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'consumer channel error'));
     ch.on('close', () => this.#channelLost(ch));
     await ch.prefetch(this.prefetch);
@@ -287,7 +288,7 @@ export class GenericConsumer {
     const model = this.connection;
     if (!model) throw new BrokerError('cannot dead-letter: not connected', 'NOT_CONNECTED');
     if (!this.#errorChannel || this.#errorModel !== model) {
-      const ch = await model.createConfirmChannel();
+      const ch = await openChannel(model, true);
       ch.on('error', (e: Error) => this.log.warn({ err: e.message }, 'error-exchange channel error'));
       await ch.assertExchange(exchange, 'fanout', { durable: true });
       await ch.assertQueue(exchange, { durable: true });

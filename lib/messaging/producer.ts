@@ -4,6 +4,7 @@ import { BrokerError, MalformedMessage, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { EventEmitter } from 'node:events';
 import type { ConnectOptions } from '../transport/connection.js';
+import { openChannel } from '../transport/channels.js';
 import { ManagedConnection, reopenSoon, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange } from './exchange.js';
@@ -264,7 +265,7 @@ export class GenericProducer {
   }
 
   async #openConfirmChannel(model: ChannelModel): Promise<ConfirmChannel> {
-    const ch = await model.createConfirmChannel();
+    const ch = await openChannel(model, true);
     ch.on('error', (err: Error) => {
       this.#channelError = err;
       this.log.warn({ err: err.message }, 'producer channel error');
@@ -284,7 +285,7 @@ export class GenericProducer {
     // RPCs get a plain channel: a request needs no publisher confirm (its reply
     // is the acknowledgement), and a confirm per call would cost every round trip.
     // Direct reply-to: no queue per RPC; replies come back on the channel that published.
-    const rpc = await model.createChannel();
+    const rpc = await openChannel(model);
     rpc.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer RPC channel error'));
     rpc.on('close', () => this.#channelLost(rpc));
     await rpc.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import amqp from 'amqplib';
 import net from 'node:net';
 import { BrokerError, GenericProducer, MessageProcessor } from '../../lib/index.js';
 import { openConnection } from '../../lib/transport/connection.js';
@@ -97,5 +98,22 @@ describe('openConnection', () => {
     const processorErr = await failure(new MessageProcessor({ url: u.toString(), eqk: [] }).ready());
     expect(producerErr.code).to.equal('VHOST_REFUSED');
     expect(processorErr.code).to.equal('VHOST_REFUSED');
+  });
+
+  it('reports a shared connection with no channel left as a BrokerError CHANNELS_EXHAUSTED with a hint, not a plain Error', async () => {
+    const u = new URL(url);
+    u.searchParams.set('channelMax', '2');
+    const shared = await amqp.connect(u.toString());
+    try {
+      const producer = await GenericProducer.create({ connection: shared });
+      const processor = new MessageProcessor({ connection: shared, eqk: [[{ name: 'amq.direct', type: 'direct', passive: true }, [['', 'k']]]] });
+      const err = await failure(processor.ready());
+      expect(err.code).to.equal('CHANNELS_EXHAUSTED');
+      expect(err.message).to.contain('all 2 are open').and.contain('connection of their own');
+      await processor.close();
+      await producer.close();
+    } finally {
+      await shared.close();
+    }
   });
 });
