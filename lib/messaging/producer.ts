@@ -561,11 +561,7 @@ export class GenericProducer {
   }
 
   #failPending(why: string): void {
-    for (const [id, entry] of this.#pending) {
-      clearTimeout(entry.timer);
-      entry.resolve(new MessageResultException('DisconnectError', `RPC ${id} lost: ${why}`));
-    }
-    this.#pending.clear();
+    for (const id of [...this.#pending.keys()]) this.#settle(id, new MessageResultException('DisconnectError', `RPC ${id} lost: ${why}`));
   }
 
   /**
