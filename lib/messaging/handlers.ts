@@ -76,7 +76,8 @@ function tagging(apply: (target: Tagged) => void): HandlerDecorator {
   }) as HandlerDecorator;
 }
 
-function isHandlerClass(v: unknown): boolean {
+/** Whether a value is a `Handler` subclass. @internal */
+export function isHandlerClass(v: unknown): boolean {
   return typeof v === 'function' && v.prototype instanceof Handler;
 }
 

@@ -10,7 +10,7 @@ import type { ConnectionEvent } from '../transport/managed.js';
 import { closeOnSignal, DEFAULT_DRAIN_MS } from '../transport/shutdown.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
-import { applyFilters, Handler, MessageHandler, SKIP, tagsOf, type HandlerTag } from './handlers.js';
+import { applyFilters, Handler, isHandlerClass, MessageHandler, SKIP, tagsOf, type HandlerTag } from './handlers.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from './messages.js';
 import type { Eqk } from './topology.js';
 
@@ -89,7 +89,7 @@ function registryFor(cls: abstract new (...args: never[]) => unknown): Registry 
     }
     for (const key of Object.getOwnPropertyNames(c)) {
       const d = Object.getOwnPropertyDescriptor(c, key);
-      if (d && 'value' in d && typeof d.value === 'function' && d.value.prototype instanceof Handler) {
+      if (d && 'value' in d && isHandlerClass(d.value)) {
         members.delete(`s:${key}`);
         members.set(`s:${key}`, { value: d.value, isClass: true });
       }
