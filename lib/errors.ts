@@ -65,6 +65,20 @@ export class AckAndRestart extends PostageError {
   }
 }
 
+/**
+ * Why a delivery was taken from its handlers: it came back more often than the
+ * processor's `maxDeliveries` allows (each time its connection or process went
+ * down before it was settled), so it is dead-lettered instead of run again.
+ */
+export class DeliveryLimitExceeded extends PostageError {
+  readonly deliveries: number;
+  constructor(deliveries: number, limit: number) {
+    super(`delivered ${deliveries} times, more than maxDeliveries (${limit}): each time it was not settled before its connection or process went down`, 'DELIVERY_LIMIT');
+    this.name = 'DeliveryLimitExceeded';
+    this.deliveries = deliveries;
+  }
+}
+
 /** Thrown by a `@MessageFilter` function: the handler it guards is skipped. */
 export class FilterError extends PostageError {
   constructor(message = 'message filtered out') {

@@ -31,6 +31,7 @@ export {
   RejectMessage,
   AckAndRestart,
   FilterError,
+  DeliveryLimitExceeded,
   BrokerError,
   TopologyError,
   type SendTarget,

@@ -30,6 +30,8 @@ export class AckBatcher {
   /** The newest contiguous ack not sent yet; acking it with `multiple` covers the run. */
   #pending: ConsumeMessage | undefined;
   #waiting = 0;
+  /** Sends that must follow the acks waiting in #pending (see afterSettled). */
+  #after: Array<() => void> = [];
   #scheduled = false;
   readonly #flushSoon = () => {
     this.#scheduled = false;
@@ -64,18 +66,35 @@ export class AckBatcher {
     this.#settle(msg.fields.deliveryTag);
   }
 
-  /** Sends the waiting acks now. */
+  /**
+   * Runs `send` once every settle made so far has gone to the channel: at once
+   * when none is waiting, else right after the batch that carries them. An RPC
+   * reply goes out this way, after its request's ack, so a reply the broker
+   * cannot take (it closes the connection for a malformed direct reply-to
+   * name) cannot bring its request back.
+   */
+  afterSettled(send: () => void): void {
+    if (this.#pending) this.#after.push(send);
+    else send();
+  }
+
+  /** Sends the waiting acks now, then what waited for them. */
   flush(): void {
     const msg = this.#pending;
     if (!msg) return;
     this.#pending = undefined;
     this.#waiting = 0;
+    const after = this.#after;
+    if (after.length > 0) this.#after = [];
     try {
       this.channel.ack(msg, true);
     } catch {
       // The channel closed meanwhile (this may run in a microtask, where a throw
-      // would crash the process): its unacked deliveries go back to their queues.
+      // would crash the process): its unacked deliveries go back to their queues,
+      // and what waited for the ack is dropped with them (the requests come back).
+      return;
     }
+    for (const send of after) send();
   }
 
   #settle(tag: number): void {

@@ -135,14 +135,20 @@ export class GenericConsumer {
     if (this.#channel !== ch || this.#closed) return;
     this.#channel = undefined;
     this.#tags.clear();
-    this.#events.emit('disconnected', new BrokerError('the broker closed the consumer channel', 'CHANNEL_CLOSED'));
-    reopenSoon({
-      model: () => this.connection,
-      settled: () => this.#channel !== undefined || this.#closed,
-      restore: (m) => this.#restore(m),
-      events: this.#events,
-      log: this.log,
-      what: 'consumer',
+    const model = this.connection;
+    // A lost connection closes its channels first, then itself, in the same turn: by the next
+    // microtask it is known which this was, so one loss is reported once, by the reconnection.
+    queueMicrotask(() => {
+      if (!model || this.connection !== model || (model.connection as { expectSocketClose?: boolean }).expectSocketClose || this.#closed) return;
+      this.#events.emit('disconnected', new BrokerError('the broker closed the consumer channel', 'CHANNEL_CLOSED'));
+      reopenSoon({
+        model: () => this.connection,
+        settled: () => this.#channel !== undefined || this.#closed,
+        restore: (m) => this.#restore(m),
+        events: this.#events,
+        log: this.log,
+        what: 'consumer',
+      });
     });
   }
 
@@ -256,13 +262,22 @@ export class GenericConsumer {
     return undefined;
   }
 
-  /** Acks a delivery. Consecutive acks go to the broker together, at the latest at the end of this event-loop turn. */
-  ack(msg: ConsumeMessage): void {
-    this.#settleOn(msg)?.ack(msg);
+  /**
+   * Acks a delivery. Consecutive acks go to the broker together, at the latest
+   * at the end of this event-loop turn. False when the delivery's channel is
+   * gone (nothing to ack: the broker delivers it again).
+   */
+  ack(msg: ConsumeMessage): boolean {
+    const acks = this.#settleOn(msg);
+    acks?.ack(msg);
+    return acks !== undefined;
   }
 
-  reject(msg: ConsumeMessage, requeue: boolean): void {
-    this.#settleOn(msg)?.reject(msg, requeue);
+  /** Rejects a delivery; false when its channel is gone (the broker delivers it again). */
+  reject(msg: ConsumeMessage, requeue: boolean): boolean {
+    const acks = this.#settleOn(msg);
+    acks?.reject(msg, requeue);
+    return acks !== undefined;
   }
 
   /**
@@ -324,27 +339,48 @@ export class GenericConsumer {
     return this.encoder.decode(content);
   }
 
+  /** Encodes an RPC result (a bare value is wrapped in `MessageResult`); throws when it cannot be encoded. */
+  encodeReply(result: Message<object> | unknown): Buffer {
+    const body = isMessage(result) ? result.body : new MessageResult(result).body;
+    return this.encoder.encode(body) as Buffer;
+  }
+
   /**
    * Answers an RPC delivery; a bare value is wrapped in `MessageResult`.
-   * Throws only when the result cannot be encoded. A reply that cannot go out
-   * because the delivery's channel is gone is dropped: the request is not
-   * acked either, so the broker delivers it again and it is answered then.
+   * Throws only when the result cannot be encoded. The reply goes out after
+   * every settle made so far, the request's own included when it was settled
+   * first (as the processor does): a reply the broker cannot take then costs
+   * the connection at most, never a request redelivered forever. A reply
+   * whose delivery's channel is gone is dropped: the request was not settled
+   * either, so the broker delivers it again and it is answered then.
    */
   rpcReply(msg: ConsumeMessage, result: Message<object> | unknown): void {
+    this.sendReply(msg, this.encodeReply(result));
+  }
+
+  /** {@link rpcReply} for a result already encoded with {@link encodeReply}. */
+  sendReply(msg: ConsumeMessage, content: Buffer): void {
     const replyTo = msg.properties.replyTo as string | undefined;
+    const ids = { messageId: msg.properties.messageId, correlationId: msg.properties.correlationId, deliveryTag: msg.fields.deliveryTag };
     if (!replyTo) {
-      this.log.warn({ messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag }, 'RPC has no reply_to; the reply is dropped');
+      this.log.warn(ids, 'RPC has no reply_to; the reply is dropped');
       return;
     }
-    const body = isMessage(result) ? result.body : new MessageResult(result).body;
-    const content = this.encoder.encode(body) as Buffer;
-    const ch = this.#settleOn(msg) && this.#channel;
-    if (!ch) return;
-    try {
-      ch.publish('', replyTo, content, { correlationId: msg.properties.correlationId, contentType: this.encoder.contentType });
-    } catch (err) {
-      this.log.debug({ err: (err as Error).message, deliveryTag: msg.fields.deliveryTag }, 'reply not sent (the channel closed); the request will be delivered again');
+    const bad = badReplyTo(replyTo);
+    if (bad) {
+      this.log.warn({ ...ids, replyTo: replyTo.slice(0, 300) }, `RPC reply_to ${bad}; the reply is dropped`);
+      return;
     }
+    const acks = this.#settleOn(msg);
+    const ch = acks && this.#channel;
+    if (!ch) return;
+    acks.afterSettled(() => {
+      try {
+        ch.publish('', replyTo, content, { correlationId: msg.properties.correlationId, contentType: this.encoder.contentType });
+      } catch (err) {
+        this.log.debug({ err: (err as Error).message, deliveryTag: msg.fields.deliveryTag }, 'reply not sent (the channel closed)');
+      }
+    });
   }
 
   /** Stops consuming and closes the channel (and the connection, when it is this consumer's own). */
@@ -358,6 +394,26 @@ export class GenericConsumer {
     await this.#errorChannel?.close().catch(() => undefined);
     await this.#managed?.close();
   }
+}
+
+const DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to.';
+/** Base64 segments, as RabbitMQ encodes a direct reply-to address (one or two, depending on its version). */
+const DIRECT_REPLY_SUFFIX = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?:\.(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?)?$/;
+
+/**
+ * Why a reply_to cannot be answered, if it cannot. RabbitMQ closes the whole
+ * connection (541) on a publish to a direct reply-to name it cannot decode, so
+ * names that are not what it hands out are refused here; a queue name longer
+ * than AMQP allows could not be sent either.
+ * @internal
+ */
+export function badReplyTo(replyTo: string): string | undefined {
+  if (Buffer.byteLength(replyTo) > 255) return 'is longer than the 255 bytes AMQP allows';
+  if (replyTo.startsWith(DIRECT_REPLY_TO)) {
+    const suffix = replyTo.slice(DIRECT_REPLY_TO.length);
+    if (suffix === '' || !DIRECT_REPLY_SUFFIX.test(suffix) || suffix.split('.').some((s) => s === '')) return 'is not a direct reply-to address RabbitMQ hands out';
+  }
+  return undefined;
 }
 
 function isMessage(v: unknown): v is Message<object> {

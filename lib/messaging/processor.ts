@@ -2,13 +2,14 @@ import { spawn } from 'node:child_process';
 import type { ConsumeMessage } from 'amqplib';
 import { backoffMs } from '../backoff.js';
 import type { Hup } from '../config.js';
-import { AckAndRestart, ExitScheduler, MalformedMessage, RejectMessage } from '../errors.js';
+import { AckAndRestart, DeliveryLimitExceeded, ExitScheduler, MalformedMessage, RejectMessage } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { sleep } from '../microthreads/effects.js';
 import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent } from '../transport/managed.js';
 import { closeOnSignal, DEFAULT_DRAIN_MS } from '../transport/shutdown.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
+import { DeliveryCounter } from './deliveries.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { applyFilters, Handler, isHandlerClass, MessageHandler, SKIP, tagsOf, type HandlerTag } from './handlers.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from './messages.js';
@@ -49,6 +50,16 @@ export interface ProcessorOptions extends Omit<ConsumerOptions, 'eqk'> {
   handleSignals?: boolean;
   /** How long a signal waits for the handler in flight before closing anyway (its message goes back to the queue). @default 10000 */
   drainTimeoutMs?: number;
+  /**
+   * How many times one message may be delivered before it is taken from its
+   * handlers: a message that keeps coming back unsettled (its connection drops
+   * each time it is handled, or its reply makes the broker close the
+   * connection) goes to `errorExchange`, or is rejected (dead-lettered where
+   * its queue has a dead-letter exchange), with `DeliveryLimitExceeded`.
+   * Counted in this process, and from a quorum queue's `x-delivery-count`.
+   * @default 5
+   */
+  maxDeliveries?: number;
 }
 
 interface Registered {
@@ -59,7 +70,7 @@ interface Registered {
 type Registry = Map<string, Registered[]>;
 
 /** Keys only an options object has (a fingerprint dictionary has name, type, pid, host, user, vhost). */
-const OPTION_KEYS = ['fingerprint', 'eqk', 'url', 'connection', 'hup', 'prefetch', 'encoder', 'heartbeat', 'connectionName', 'groups', 'retry', 'errorExchange', 'reconnect', 'logger', 'handleSignals', 'drainTimeoutMs', 'connectTimeoutMs'];
+const OPTION_KEYS = ['fingerprint', 'eqk', 'url', 'connection', 'hup', 'prefetch', 'encoder', 'heartbeat', 'connectionName', 'groups', 'retry', 'errorExchange', 'reconnect', 'logger', 'handleSignals', 'drainTimeoutMs', 'connectTimeoutMs', 'maxDeliveries'];
 
 /** Tells the options form of a processor's constructor from Postage's positional one (a fingerprint first). @internal */
 export function isOptionsForm(first: object): boolean {
@@ -137,6 +148,8 @@ export class MessageProcessor extends MicroThread {
   /** How long a SIGTERM / SIGINT waits for the handler in flight. */
   readonly drainTimeoutMs: number;
   readonly #errorExchange: string | undefined;
+  readonly #maxDeliveries: number;
+  readonly #deliveries = new DeliveryCounter();
   #stopping = false;
   #closing: Promise<void> | undefined;
   #busy = false;
@@ -158,6 +171,8 @@ export class MessageProcessor extends MicroThread {
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
     this.#retry = opts.retry;
     this.#errorExchange = opts.errorExchange;
+    this.#maxDeliveries = opts.maxDeliveries ?? 5;
+    if (!(Number.isInteger(this.#maxDeliveries) && this.#maxDeliveries >= 1)) throw new TypeError(`maxDeliveries must be a whole number of at least 1, not ${String(opts.maxDeliveries)}`);
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
     this.consumer.on('disconnected', () => {
       this.#inbox = [];
@@ -233,8 +248,15 @@ export class MessageProcessor extends MicroThread {
     } catch (err) {
       const reason = err instanceof MalformedMessage ? err.reason : String(err);
       this.log.warn({ messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag, routingKey: msg.fields.routingKey, reason }, 'malformed message rejected');
-      this.consumer.reject(msg, false);
+      this.#reject(msg);
       return;
+    }
+    if (msg.fields.redelivered) {
+      const n = this.#deliveries.count(msg);
+      if (n > this.#maxDeliveries) {
+        yield* this.#giveUp(msg, body, new DeliveryLimitExceeded(n, this.#maxDeliveries));
+        return;
+      }
     }
     if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name }, 'delivery');
     const handlers = this.#handlersFor(body);
@@ -295,15 +317,46 @@ export class MessageProcessor extends MicroThread {
             return;
           }
           this.log.error({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempts: attempt }, `handler for ${body.type}/${body.name} failed; message sent to ${this.#errorExchange}`);
-          this.consumer.ack(msg);
+          this.#ack(msg);
           return;
         }
         yield* this.#outcome(msg, body, err);
         return;
       }
-      this.consumer.ack(msg);
+      this.#ack(msg);
       return;
     }
+  }
+
+  /** Acks, and forgets the delivery count of a message that will not come back. */
+  #ack(msg: ConsumeMessage): void {
+    if (this.consumer.ack(msg)) this.#deliveries.forget(msg);
+  }
+
+  /** Rejects without requeue (dead-lettered where the queue has a dead-letter exchange). */
+  #reject(msg: ConsumeMessage): void {
+    if (this.consumer.reject(msg, false)) this.#deliveries.forget(msg);
+  }
+
+  /** A message delivered too often: to the error exchange, or rejected, without running a handler. */
+  *#giveUp(msg: ConsumeMessage, body: MessageBody<object>, err: DeliveryLimitExceeded): Generator<Yielded, void, unknown> {
+    const about = { messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, correlationId: msg.properties.correlationId, deliveries: err.deliveries };
+    let reply: Buffer | undefined;
+    if (body.category === 'rpc') reply = this.consumer.encodeReply(new MessageResultException(err.name, err.message).setFingerprint(this.fingerprint));
+    if (this.#errorExchange) {
+      try {
+        yield this.consumer.deadLetter(msg, this.#errorExchange, err, err.deliveries);
+        this.log.error(about, `${body.type}/${body.name} ${err.message}; sent to ${this.#errorExchange}`);
+        this.#ack(msg);
+        if (reply) this.consumer.sendReply(msg, reply);
+        return;
+      } catch (dlErr) {
+        this.log.warn({ ...about, err: dlErr }, `could not publish the message to ${this.#errorExchange}; rejecting it instead`);
+      }
+    }
+    this.log.error(about, `${body.type}/${body.name} ${err.message}; rejected`);
+    this.#reject(msg);
+    if (reply) this.consumer.sendReply(msg, reply);
   }
 
   /** An RPC is answered by one handler: the last declared for its (type, name), as Postage runs `handlers[-1]`. */
@@ -311,52 +364,58 @@ export class MessageProcessor extends MicroThread {
     // A handler for this very name wins over one for every name of the type.
     const handler = handlers.findLast((h) => h.tag.name !== undefined) ?? handlers.at(-1);
     if (!handler) {
-      this.consumer.rpcReply(msg, new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${this.fingerprint.name}`));
-      this.consumer.ack(msg);
+      const content = this.consumer.encodeReply(new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${this.fingerprint.name}`));
+      this.#ack(msg);
+      this.consumer.sendReply(msg, content);
       return;
     }
-    let replied = false;
+    // The reply is encoded when given (so a result that cannot be encoded fails the handler) and sent once
+    // the request is settled: a reply the broker refuses by closing the connection cannot bring it back.
+    let content: Buffer | undefined;
     const reply = (r: unknown) => {
-      if (replied) return;
+      if (content) return;
       // Replies carry the answering component's fingerprint, as requests carry the caller's.
       const m = r instanceof Message ? r : new MessageResult(r);
-      // Encoding may throw (a BigInt, a cycle, a body too deep): then nothing was sent, and the caller still gets an answer.
-      this.consumer.rpcReply(msg, m.setFingerprint(this.fingerprint));
-      replied = true;
+      content = this.consumer.encodeReply(m.setFingerprint(this.fingerprint));
     };
-    let last: unknown = null;
+    const send = () => this.consumer.sendReply(msg, content!);
     try {
       const { ran, value } = yield* this.#invoke(handler, body, reply, true);
-      if (ran && value !== undefined) last = value;
-      reply(last instanceof Message ? last : new MessageResult(last));
+      reply(ran && value !== undefined ? value : null);
     } catch (err) {
       if (!(err instanceof ExitScheduler || err instanceof AckAndRestart)) {
         const e = err as Error;
         reply(new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)));
-      } else reply(new MessageResult(null));
-      yield* this.#outcome(msg, body, err);
+      } else reply(null);
+      yield* this.#outcome(msg, body, err, send);
       return;
     }
-    this.consumer.ack(msg);
+    this.#ack(msg);
+    send();
   }
 
-  *#outcome(msg: ConsumeMessage, body: MessageBody<object>, err: unknown): Generator<Yielded, void, unknown> {
+  /** Settles a delivery whose handler threw; `then` (an RPC's reply) runs right after the settle. */
+  *#outcome(msg: ConsumeMessage, body: MessageBody<object>, err: unknown, then?: () => void): Generator<Yielded, void, unknown> {
     if (err instanceof RejectMessage) {
       this.log.warn({ messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, reason: err.message }, `handler for ${body.type}/${body.name} rejected the message: ${err.message}`);
-      this.consumer.reject(msg, false);
+      this.#reject(msg);
+      then?.();
     } else if (err instanceof ExitScheduler) {
       // The process may exit the moment run() resolves: have the broker's word for the ack first,
       // or the quit is redelivered and stops the next instance of the component too.
-      this.consumer.ack(msg);
+      this.#ack(msg);
+      then?.();
       yield this.consumer.settled();
       throw err;
     } else if (err instanceof AckAndRestart) {
-      this.consumer.ack(msg);
+      this.#ack(msg);
+      then?.();
       yield this.consumer.settled();
       this.restart();
     } else {
       this.log.error({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag }, `handler for ${body.type}/${body.name} failed; message rejected`);
-      this.consumer.reject(msg, false);
+      this.#reject(msg);
+      then?.();
     }
   }
 

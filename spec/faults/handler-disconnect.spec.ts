@@ -10,14 +10,8 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { GenericProducer, MessageHandler, MessageProcessor, MessageResult, RpcHandler, sleep, type ExchangeObject } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
-import { Harness, counter } from '../support/components.js';
+import { Harness, counter, dropConnection } from '../support/components.js';
 import { unique } from '../support/topology.js';
-
-/** Drops a processor's connection the way a network failure does: the socket resets, nothing is closed politely. */
-function dropConnection(p: MessageProcessor): void {
-  const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
-  (p.consumer.connection!.connection as unknown as { stream: { destroy(err: Error): void } }).stream.destroy(reset);
-}
 
 describe('fault: the connection drops while handlers run', function () {
   this.timeout(60_000);

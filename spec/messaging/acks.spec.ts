@@ -77,6 +77,38 @@ describe('AckBatcher', () => {
     await turn();
     expect(() => b.flush()).not.to.throw();
   });
+
+  it('runs what must follow a settle (an RPC reply) after the batch that carries the settle, or at once when none waits', async () => {
+    const order: string[] = [];
+    const channel: SettleChannel = { ack: (m, all) => order.push(`ack ${m.fields.deliveryTag}${all ? '+' : ''}`), reject: (m) => order.push(`reject ${m.fields.deliveryTag}`) };
+    const b = new AckBatcher(channel, 50);
+    b.afterSettled(() => order.push('reply 0'));
+    b.ack(delivery(1));
+    b.afterSettled(() => order.push('reply 1'));
+    b.ack(delivery(2));
+    b.afterSettled(() => order.push('reply 2'));
+    expect(order).to.deep.equal(['reply 0']);
+    await turn();
+    expect(order).to.deep.equal(['reply 0', 'ack 2+', 'reply 1', 'reply 2']);
+    b.reject(delivery(3), false);
+    b.afterSettled(() => order.push('reply 3'));
+    expect(order.slice(4)).to.deep.equal(['reject 3', 'reply 3']);
+  });
+
+  it('drops what waited for a settle when the channel closed before the settle went out (the request comes back)', async () => {
+    const sent: string[] = [];
+    const channel: SettleChannel = {
+      ack: () => {
+        throw new Error('Channel closed');
+      },
+      reject: () => undefined,
+    };
+    const b = new AckBatcher(channel, 50);
+    b.ack(delivery(1));
+    b.afterSettled(() => sent.push('reply'));
+    await turn();
+    expect(sent).to.deep.equal([]);
+  });
 });
 
 describe('GenericConsumer acks', () => {

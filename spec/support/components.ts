@@ -47,3 +47,9 @@ export function counter(n: number): { hit: () => void; done: Promise<void>; coun
     count: () => c,
   };
 }
+
+/** Drops a processor's connection the way a network failure does: the socket resets, nothing is closed politely. */
+export function dropConnection(p: MessageProcessor): void {
+  const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+  (p.consumer.connection!.connection as unknown as { stream: { destroy(err: Error): void } }).stream.destroy(reset);
+}
