@@ -35,6 +35,15 @@ export const DEFAULTS = Object.freeze({
   maxRetry: 4,
   prefetch: 1,
   maxBodyBytes: 16 * 1024 * 1024,
+  /**
+   * Seconds between heartbeats. A connection that goes silent (a network that
+   * drops packets rather than refusing them) is noticed after two to three
+   * intervals: 20 to 30 s. Lower costs a few bytes a second; a handler that
+   * blocks the event loop longer than two intervals would get its connection closed.
+   */
+  heartbeat: 10,
+  /** Milliseconds a send waits for its confirm (see ProducerOptions.confirmTimeoutMs). */
+  confirmTimeoutMs: 15_000,
 });
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -76,10 +85,7 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
   if (hosts.length === 0) throw new ConfigError('POSTAGE_HOST', 'POSTAGE_HOST: names no host. Set it to a host name or a comma list of them.');
   const port = read('POSTAGE_PORT', () => from.get('POSTAGE_PORT').default(String(DEFAULTS.port)).asPortNumber());
   const url = read('POSTAGE_URL', () => from.get('POSTAGE_URL').asString());
-  if (url !== undefined) {
-    if (!/^amqps?:\/\//.test(url)) throw new ConfigError('POSTAGE_URL', 'POSTAGE_URL: must start with amqp:// or amqps://. Fix or unset POSTAGE_URL.');
-    for (const one of brokerUrls({ url, vhost, user, password, hosts: [], port: 0 })) checkUrl(one);
-  }
+  if (url !== undefined) checkBrokerUrls(url, 'POSTAGE_URL');
   for (const h of hosts) {
     if (/[:/@]/.test(h) && !/^\[[0-9a-f:.]+\]$/i.test(h)) {
       throw new ConfigError('POSTAGE_HOST', `POSTAGE_HOST: '${h}' is not a host name: give the host alone (the port goes in POSTAGE_PORT, a whole address in POSTAGE_URL).`);
@@ -90,15 +96,33 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
   return { vhost, user, password, hosts, port, url, debugMode, logLevel };
 }
 
-/** Refuses a broker URL that cannot be used, naming POSTAGE_URL and never quoting its password. */
-function checkUrl(url: string): void {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new ConfigError('POSTAGE_URL', `POSTAGE_URL: '${redactUrl(url)}' is not a valid URL (a password with / # ? or % must be percent-encoded). Fix or unset POSTAGE_URL.`);
+/**
+ * Refuses broker URLs (one, or several separated by commas) that cannot be
+ * used, naming where they came from (`POSTAGE_URL`, or the `url` option) and
+ * never quoting a password.
+ * @internal
+ */
+export function checkBrokerUrls(urls: string, source: 'POSTAGE_URL' | 'url'): void {
+  const fix = source === 'url' ? 'Fix the url option.' : 'Fix or unset POSTAGE_URL.';
+  const list = brokerUrls({ url: urls, vhost: '', user: '', password: '', hosts: [], port: 0 });
+  if (list.length === 0) throw new ConfigError(source, `${source}: is empty. ${fix}`);
+  for (const url of list) {
+    if (!/^amqps?:\/\//.test(url)) throw new ConfigError(source, `${source}: '${redactUrl(url)}' must start with amqp:// or amqps://. ${fix}`);
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw new ConfigError(source, `${source}: '${redactUrl(url)}' is not a valid URL (a password with / # ? or % must be percent-encoded). ${fix}`);
+    }
+    if (u.hostname === '') throw new ConfigError(source, `${source}: '${redactUrl(url)}' names no host, e.g. amqp://user:password@host:5672/vhost. ${fix}`);
+    try {
+      decodeURIComponent(u.username);
+      decodeURIComponent(u.password);
+      decodeURIComponent(u.pathname);
+    } catch {
+      throw new ConfigError(source, `${source}: '${redactUrl(url)}' has a % that starts no escape in its user, password or vhost (write % as %25). ${fix}`);
+    }
   }
-  if (u.hostname === '') throw new ConfigError('POSTAGE_URL', `POSTAGE_URL: '${redactUrl(url)}' names no host, e.g. amqp://user:password@host:5672/vhost. Fix or unset POSTAGE_URL.`);
 }
 
 /** Builds the amqp:// URLs to try, in order, for a config (one per host). */
@@ -113,7 +137,7 @@ export function brokerUrls(cfg: Pick<PostageConfig, 'vhost' | 'user' | 'password
 /** A URL with its password replaced, fit for logs and error messages. */
 export function redactUrl(url: string): string {
   // Up to the last '@': a password may hold a raw '@' of its own.
-  return url.replace(/^(amqps?:\/\/[^:/@]*:)[^]*@(?=[^@]*$)/, '$1***@');
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^]*@(?=[^@]*$)/i, '$1***@');
 }
 
 let cached: PostageConfig | undefined;

@@ -5,6 +5,7 @@ import { componentLogger, type Logger } from '../log.js';
 import { EventEmitter } from 'node:events';
 import type { ConnectOptions } from '../transport/connection.js';
 import { openChannel } from '../transport/channels.js';
+import { Deadlines } from '../transport/deadlines.js';
 import { ManagedConnection, reopenSoon, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange } from './exchange.js';
@@ -68,6 +69,16 @@ export interface ProducerOptions extends ConnectOptions {
    * @default the class's static `replyTo`, 'direct'
    */
   replyTo?: 'direct' | 'queue';
+  /**
+   * How long `message_NAME` waits for the broker's confirm before rejecting
+   * with `CONFIRM_TIMEOUT`. A connection can die without a word (a network
+   * that drops packets): the heartbeat notices within two to three intervals,
+   * and meanwhile no send waits longer than this. The clock stops while the
+   * broker blocks the connection (a memory or disk alarm). A timed-out message
+   * may still have been delivered: send it again (handlers are idempotent).
+   * @default 15000
+   */
+  confirmTimeoutMs?: number;
 }
 
 export interface ConsumeRpcOptions {
@@ -188,6 +199,8 @@ export class GenericProducer {
   /** `messageId|exchange|key` of messages the broker returned, until their confirm arrives. */
   #returned = new Set<string>();
   #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
+  /** Bounds the wait for each confirm. */
+  readonly #confirms: Deadlines;
 
   constructor(options: ProducerOptions = {}) {
     const cls = this.constructor as typeof GenericProducer;
@@ -200,6 +213,12 @@ export class GenericProducer {
     this.#shared = options.connection;
     this.#whileDisconnected = options.whileDisconnected ?? 'fail';
     this.log = options.logger ?? componentLogger('producer', this.fingerprint.name);
+    const confirmMs = options.confirmTimeoutMs ?? DEFAULTS.confirmTimeoutMs;
+    if (!(confirmMs > 0)) throw new TypeError(`confirmTimeoutMs must be a positive number of milliseconds, not ${String(options.confirmTimeoutMs)}`);
+    this.#confirms = new Deadlines(confirmMs);
+    // No confirm comes while the broker blocks publishing; that wait is the alarm's, not a fault.
+    this.#events.on('blocked', () => this.#confirms.pause());
+    this.#events.on('unblocked', () => this.#confirms.resume());
   }
 
   static {
@@ -437,7 +456,20 @@ export class GenericProducer {
   #publishOne(ch: ConfirmChannel, [exchange, key]: EksEntry, content: Buffer, props: Options.Publish & { messageId: string }, done: (routed: boolean) => void, reject: (err: Error) => void): void {
     // An Exchange class and a plain exchange object both carry their name in `name`.
     const exName = exchange.name;
+    let timedOut = false;
+    const wait = this.#confirms.start(() => {
+      timedOut = true;
+      const s = this.#confirms.ms / 1000;
+      reject(
+        new BrokerError(
+          `no confirm from the broker for a message to ${exName}/${key} within ${s} s: the connection may be dead (its heartbeat will tell). The message may or may not have arrived: send it again (or raise confirmTimeoutMs)`,
+          'CONFIRM_TIMEOUT',
+        ),
+      );
+    });
     ch.publish(exName, key, content, props, (err) => {
+      if (timedOut) return;
+      this.#confirms.end(wait);
       if (err) {
         const closed = this.#channelError;
         reject(

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import amqp, { type ChannelModel } from 'amqplib';
-import { brokerUrls, config, redactUrl, type Hup } from '../config.js';
+import { brokerUrls, checkBrokerUrls, config, DEFAULTS, redactUrl, type Hup } from '../config.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { coalesceWrites } from './coalesce.js';
@@ -15,7 +15,7 @@ export interface ConnectOptions {
   url?: string;
   /** Shown to operators as the connection's name (`rabbitmqctl list_connections client_properties`). */
   connectionName?: string;
-  /** Heartbeat interval in seconds. @default 30 */
+  /** Heartbeat interval in seconds: a silent connection is noticed after two to three of them. @default 10 */
   heartbeat?: number;
   /** How long opening a connection (TCP, then the AMQP handshake) may take, in ms. @default 10000 */
   connectTimeoutMs?: number;
@@ -23,8 +23,12 @@ export interface ConnectOptions {
 
 /** The URLs to try for these options, in order. @internal */
 export function urlsFor(opts: ConnectOptions): string[] {
+  if (opts.url !== undefined) {
+    // A URL given in code needs no POSTAGE_* variable, nor that they be valid.
+    checkBrokerUrls(opts.url, 'url');
+    return brokerUrls({ url: opts.url, vhost: '', user: '', password: '', hosts: [], port: 0 });
+  }
   const cfg = config();
-  if (opts.url) return brokerUrls({ ...cfg, url: opts.url });
   if (!opts.hup && opts.vhost === undefined) return brokerUrls(cfg);
   const hup = opts.hup ?? {};
   return brokerUrls({
@@ -98,7 +102,7 @@ export async function openConnection(opts: ConnectOptions, log?: Logger): Promis
     watchHandshakes();
     const started = Date.now();
     try {
-      const conn = await amqp.connect(withHeartbeat(url, opts.heartbeat ?? 30), {
+      const conn = await amqp.connect(withHeartbeat(url, opts.heartbeat ?? DEFAULTS.heartbeat), {
         noDelay: true,
         timeout,
         clientProperties: { connection_name: opts.connectionName ?? `postage-ts@${os.hostname()}:${process.pid}` },

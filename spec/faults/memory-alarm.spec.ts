@@ -2,7 +2,8 @@
  * Fault: a memory alarm blocks publishers. Injected with
  * `rabbitmqctl set_vm_memory_high_watermark 0.0001` on a private node, then
  * released. Must hold: the producer reports 'blocked' then 'unblocked', its
- * sends wait (they do not fail or vanish) and every one is consumed.
+ * sends wait (they do not fail or vanish, nor time out: the alarm outlasts
+ * their confirm timeout) and every one is consumed.
  */
 import { expect } from 'chai';
 import { GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type ExchangeObject } from '../../lib/index.js';
@@ -34,7 +35,7 @@ describe('fault: a memory alarm blocks publishers', function () {
     const s = new MicroScheduler();
     s.addMicrothread(sink);
     const running = s.run();
-    const p = await Source.create({ url: broker.url });
+    const p = await Source.create({ url: broker.url, confirmTimeoutMs: 500 });
     const blocked = deferred();
     const unblocked = deferred();
     const events: string[] = [];

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
 import net from 'node:net';
-import { BrokerError, GenericProducer, MessageProcessor } from '../../lib/index.js';
+import { BrokerError, ConfigError, GenericProducer, MessageProcessor } from '../../lib/index.js';
 import { openConnection } from '../../lib/transport/connection.js';
 import { brokerUrl } from '../support/broker.js';
 
@@ -114,6 +114,31 @@ describe('openConnection', () => {
       await producer.close();
     } finally {
       await shared.close();
+    }
+  });
+
+  it('refuses a malformed url option with a ConfigError naming the option, never quoting the password', async () => {
+    for (const bad of ['localhost:5672', 'amqp://', 'amqp://us%er:s3cret-%zz@host', 'http://guest:s3cret@host/']) {
+      const err = await openConnection({ url: bad }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err, bad).to.be.instanceOf(ConfigError);
+      expect((err as ConfigError).variable).to.equal('url');
+      expect((err as Error).message, bad).to.match(/^url: /).and.contain('Fix the url option').and.not.contain('s3cret');
+    }
+  });
+
+  it('negotiates a 10 s heartbeat unless told otherwise, so a silent connection is noticed within 30 s', async () => {
+    const quiet = await openConnection({ url: url.toString() });
+    const chosen = await openConnection({ url: url.toString(), heartbeat: 3 });
+    try {
+      const heartbeatOf = (m: amqp.ChannelModel) => (m.connection as unknown as { heartbeat: number }).heartbeat;
+      expect(heartbeatOf(quiet)).to.equal(10);
+      expect(heartbeatOf(chosen)).to.equal(3);
+    } finally {
+      await quiet.close();
+      await chosen.close();
     }
   });
 });
