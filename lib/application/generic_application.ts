@@ -3,7 +3,8 @@ import { Exchange } from '../messaging/exchange.js';
 import type { FingerprintDict } from '../messaging/fingerprint.js';
 import { MessageHandler, RpcHandler } from '../messaging/handlers.js';
 import { MessageResult } from '../messaging/messages.js';
-import { isOptionsForm, MessageProcessor, type ProcessorOptions } from '../messaging/processor.js';
+import { constructorForm } from '../messaging/options.js';
+import { MessageProcessor, PROCESSOR_OPTIONS, type ProcessorOptions } from '../messaging/processor.js';
 import type { Eqk, QueueFlags, QueueSpec } from '../messaging/topology.js';
 
 /** Where components send each other commands, addressed by Postage's standard keys. */
@@ -41,6 +42,8 @@ export function applicationKeys(name: string, pid: string, host: string) {
   };
 }
 
+const APPLICATION_OPTIONS: Readonly<Record<keyof ApplicationOptions, true>> = { ...PROCESSOR_OPTIONS, groups: true };
+
 const shared = (name: string): QueueSpec => ({ name, flags: { durable: false, autoDelete: true } });
 
 /**
@@ -58,8 +61,10 @@ export class GenericApplication extends MessageProcessor {
 
   constructor(options?: ApplicationOptions);
   constructor(fingerprint: Partial<FingerprintDict>, vhost?: string, groups?: string[], hup?: Partial<Hup>);
-  constructor(first: Partial<FingerprintDict> | ApplicationOptions = {}, vhost?: string, groups: string[] = [], hup?: Partial<Hup>) {
-    const opts: ApplicationOptions = isOptionsForm(first) ? (first as ApplicationOptions) : { fingerprint: first as Partial<FingerprintDict>, vhost, groups, hup };
+  constructor(...args: [options?: ApplicationOptions] | [fingerprint: Partial<FingerprintDict>, vhost?: string, groups?: string[], hup?: Partial<Hup>]) {
+    const [first = {}, vhost, groups = [], hup] = args as [object | undefined, string?, string[]?, Partial<Hup>?];
+    const opts: ApplicationOptions =
+      constructorForm(args, APPLICATION_OPTIONS, new.target.name) === 'options' ? (first as ApplicationOptions) : { fingerprint: first as Partial<FingerprintDict>, vhost, groups, hup };
     // The standard bindings need the full fingerprint, which the processor builds: declare them in ready().
     super({ ...opts, eqk: [] });
     const { name, pid, host } = this.fingerprint;

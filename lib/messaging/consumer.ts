@@ -4,13 +4,13 @@ import { BrokerError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { ConnectOptions } from '../transport/connection.js';
 import { openChannel } from '../transport/channels.js';
-import { ManagedConnection, reopenSoon, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
+import { ManagedConnection, reopenSoon, type ConnectionEvent } from '../transport/managed.js';
 import { AckBatcher } from './acks.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
+import type { ComponentOptions } from './options.js';
 import { amqpCodeOf, brokerSaid, declareExchange, declareQueue, eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
 
 export type { ConsumeMessage };
@@ -18,16 +18,10 @@ export type { ConsumeMessage };
 const CONSUMER_TAG_PREFIX = `${process.pid}.${randomBytes(4).toString('hex')}`;
 let nextConsumerTag = 0;
 
-export interface ConsumerOptions extends ConnectOptions {
+export interface ConsumerOptions extends Omit<ComponentOptions, 'fingerprint'> {
   eqk?: Eqk;
-  /** Share a connection instead of opening one (the owner of a shared connection handles its loss). */
-  connection?: ChannelModel;
   /** Unacked deliveries the broker may send at once. @default 1 (as Postage) */
   prefetch?: number;
-  encoder?: Encoder;
-  logger?: Logger;
-  /** Backoff for reconnecting after a lost connection. */
-  reconnect?: ReconnectOptions;
 }
 
 interface Binding {

@@ -12,6 +12,7 @@ import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { applyFilters, Handler, isHandlerClass, MessageHandler, SKIP, tagsOf, type HandlerTag } from './handlers.js';
+import { constructorForm, type ComponentOptions } from './options.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from './messages.js';
 import type { Eqk } from './topology.js';
 
@@ -24,9 +25,7 @@ export interface RetryOptions {
   maxBackoffMs?: number;
 }
 
-export interface ProcessorOptions extends Omit<ConsumerOptions, 'eqk'> {
-  fingerprint?: Partial<FingerprintDict>;
-  eqk?: Eqk;
+export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
   /**
    * Run a failing message's handlers again, with backoff, before giving up.
    * Off by default: as in Postage, a failure rejects the message at once.
@@ -69,13 +68,27 @@ interface Registered {
 }
 type Registry = Map<string, Registered[]>;
 
-/** Keys only an options object has (a fingerprint dictionary has name, type, pid, host, user, vhost). */
-const OPTION_KEYS = ['fingerprint', 'eqk', 'url', 'connection', 'hup', 'prefetch', 'encoder', 'heartbeat', 'connectionName', 'groups', 'retry', 'errorExchange', 'reconnect', 'logger', 'handleSignals', 'drainTimeoutMs', 'connectTimeoutMs', 'maxDeliveries'];
-
-/** Tells the options form of a processor's constructor from Postage's positional one (a fingerprint first). @internal */
-export function isOptionsForm(first: object): boolean {
-  return OPTION_KEYS.some((k) => k in first);
-}
+/** Every option, so that a lone object mixing them with a fingerprint's fields is refused (the compiler keeps this complete). @internal */
+export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> = {
+  fingerprint: true,
+  eqk: true,
+  url: true,
+  hup: true,
+  vhost: true,
+  connection: true,
+  connectionName: true,
+  heartbeat: true,
+  connectTimeoutMs: true,
+  prefetch: true,
+  encoder: true,
+  logger: true,
+  reconnect: true,
+  retry: true,
+  errorExchange: true,
+  handleSignals: true,
+  drainTimeoutMs: true,
+  maxDeliveries: true,
+};
 
 const registries = new WeakMap<object, Registry>();
 const noReply = (): void => undefined;
@@ -158,9 +171,11 @@ export class MessageProcessor extends MicroThread {
 
   constructor(options?: ProcessorOptions);
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
-  constructor(first: Partial<FingerprintDict> | ProcessorOptions = {}, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string) {
+  constructor(...args: [options?: ProcessorOptions] | [fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string]) {
     super();
-    const opts: ProcessorOptions = isOptionsForm(first) ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
+    const [first = {}, eqk, hup, vhost] = args as [object | undefined, Eqk?, Partial<Hup>?, string?];
+    const opts: ProcessorOptions =
+      constructorForm(args, PROCESSOR_OPTIONS, this.constructor.name) === 'options' ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
     this.fingerprint = { ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(), ...(opts.fingerprint as FingerprintDict) };
     this.name = this.fingerprint.name;
     this.log = opts.logger ?? componentLogger('processor', this.fingerprint.name);

@@ -3,10 +3,9 @@ import { DEFAULTS } from '../config.js';
 import { BrokerError, MalformedMessage, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { EventEmitter } from 'node:events';
-import type { ConnectOptions } from '../transport/connection.js';
 import { openChannel } from '../transport/channels.js';
 import { Deadlines } from '../transport/deadlines.js';
-import { ManagedConnection, reopenSoon, type ConnectionEvent, type ReconnectOptions } from '../transport/managed.js';
+import { ManagedConnection, reopenSoon, type ConnectionEvent } from '../transport/managed.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange } from './exchange.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
@@ -20,6 +19,7 @@ import {
   type AnyResult,
   type MessageBody,
 } from './messages.js';
+import type { ComponentOptions } from './options.js';
 import { declareExchange, declareQueue, eksEntries, type Eks, type EksEntry } from './topology.js';
 
 /** The trailing options object of `message_NAME` / `rpc_NAME`: every key starts with `_`. */
@@ -46,15 +46,7 @@ export interface SendOptions {
 /** Every send option there is; anything else starting with `_` is a typo. */
 const SEND_OPTIONS: ReadonlySet<string> = new Set(['_key', '_eks', '_timeout', '_max_retry', '_queue_only', '_mandatory'] satisfies Array<keyof SendOptions>);
 
-export interface ProducerOptions extends ConnectOptions {
-  /** Merged over the fingerprint taken from the OS. */
-  fingerprint?: Partial<FingerprintDict>;
-  /** Share a connection instead of opening one (the owner of a shared connection handles its loss). */
-  connection?: ChannelModel;
-  encoder?: Encoder;
-  logger?: Logger;
-  /** Backoff for reconnecting after a lost connection. */
-  reconnect?: ReconnectOptions;
+export interface ProducerOptions extends ComponentOptions {
   /**
    * What `message_NAME` does while the connection is down: `'fail'` rejects at
    * once with `NOT_CONNECTED`; `'buffer'` holds the send until the connection is
@@ -121,19 +113,39 @@ function isSendOptions(v: unknown): v is SendOptions {
   return keys.length > 0 && keys.every((k) => k.startsWith('_'));
 }
 
-/** Takes the trailing send options off `args`, refusing any option that does not exist. */
-function takeSendOptions(args: unknown[]): SendOptions {
-  if (args.length === 0 || !isSendOptions(args[args.length - 1])) return {};
-  const opts = args.pop() as SendOptions;
-  const unknown = Object.keys(opts).filter((k) => !SEND_OPTIONS.has(k));
-  if (unknown.length > 0) {
-    throw new TypeError(`unknown send option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}: the options are ${[...SEND_OPTIONS].join(', ')}`);
+/**
+ * Takes the trailing send options off `args`. `payloads` is how many leading
+ * arguments may be payloads (a builder's parameters; one for a name without a
+ * builder). Past them, an object of `_` keys is options, and a key that is no
+ * option is an error. Where a payload may stand, it is options only when every
+ * key is a send option; one with none (a MongoDB `{ _id: 42 }`) is the payload,
+ * and one with both is refused rather than half dropped.
+ */
+function takeSendOptions(args: unknown[], payloads: number): SendOptions {
+  const last = args[args.length - 1];
+  if (args.length === 0 || !isSendOptions(last)) return {};
+  const keys = Object.keys(last);
+  const unknown = keys.filter((k) => !SEND_OPTIONS.has(k));
+  const list = (ks: string[]) => ks.map((k) => `'${k}'`).join(', ');
+  if (args.length > payloads) {
+    if (unknown.length > 0) throw new TypeError(`unknown send option${unknown.length > 1 ? 's' : ''} ${list(unknown)}: the options are ${[...SEND_OPTIONS].join(', ')}`);
+  } else if (unknown.length === keys.length) {
+    return {};
+  } else if (unknown.length > 0) {
+    throw new TypeError(
+      `an argument mixes send options (${list(keys.filter((k) => SEND_OPTIONS.has(k)))}) with keys that are none (${list(unknown)}): ` +
+        `if it is the payload, pass the options after it; if it is options, the options are ${[...SEND_OPTIONS].join(', ')}`,
+    );
   }
-  return opts;
+  args.pop();
+  return last;
 }
 
 interface PendingRpc {
   resolve: (r: AnyResult) => void;
+  reject: (err: BrokerError) => void;
+  /** Where it went, for the error when no queue takes it. */
+  target: EksEntry;
   timer: NodeJS.Timeout | undefined;
   /** Its own reply queue (`replyTo: 'queue'`), whose replies need no correlation id. */
   queue?: { name: string; consumerTag: string };
@@ -249,7 +261,7 @@ export class GenericProducer {
     if (this.#channel) return;
     let model = this.#shared;
     if (!model) {
-      const managed = new ManagedConnection({ ...this.#opts, connectionName: `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}` }, this.log);
+      const managed = new ManagedConnection({ ...this.#opts, connectionName: this.#opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}` }, this.log);
       this.#managed = managed;
       model = await managed.connect();
       managed.serve(
@@ -307,6 +319,12 @@ export class GenericProducer {
     const rpc = await openChannel(model);
     rpc.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer RPC channel error'));
     rpc.on('close', () => this.#channelLost(rpc));
+    // A request no queue took comes back (it is published mandatory): nobody will answer it.
+    rpc.on('return', (msg: ConsumeMessage) => {
+      const id = msg.properties.correlationId as string | undefined;
+      const entry = id === undefined ? undefined : this.#pending.get(id);
+      if (entry) this.#fail(id!, unroutableError([entry.target]));
+    });
     await rpc.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
     this.#channel = ch;
     this.#rpcChannel = rpc;
@@ -318,14 +336,14 @@ export class GenericProducer {
   }
 
   /**
-   * One of the two channels closed. RPCs in flight resolve to a DisconnectError;
+   * One of the two channels closed. RPCs in flight reject with CHANNEL_CLOSED;
    * if the connection lives on (the broker closed the channel, e.g. for a publish
    * to a missing exchange), both channels are opened again.
    */
   #channelLost(which: Channel): void {
     // A channel retired on purpose (see #renewAfterNack) takes nothing down with it.
     if (which !== this.#channel && which !== this.#rpcChannel) return;
-    this.#failPending('the channel closed');
+    this.#failPending('its channel closed before the reply came');
     const [ch, rpc] = [this.#channel, this.#rpcChannel];
     this.#channel = undefined;
     this.#rpcChannel = undefined;
@@ -398,8 +416,8 @@ export class GenericProducer {
   }
 
   #build(name: string, category: 'message' | 'rpc', args: unknown[]): { msg: Message<object>; opts: SendOptions } {
-    const opts = takeSendOptions(args);
     const builder = (this as unknown as Record<string, unknown>)[`build_${category}_${name}`];
+    const opts = takeSendOptions(args, typeof builder === 'function' ? builder.length : 1);
     let msg: Message<object>;
     if (typeof builder === 'function') msg = builder.apply(this, args) as Message<object>;
     else {
@@ -486,7 +504,7 @@ export class GenericProducer {
   message(...args: unknown[]): Promise<void> {
     let opts: SendOptions;
     try {
-      opts = takeSendOptions(args);
+      opts = takeSendOptions(args, 2);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -498,7 +516,7 @@ export class GenericProducer {
   /** Sends an already built body unchanged. */
   forward(body: object, opts: SendOptions = {}): Promise<void> {
     try {
-      takeSendOptions([opts]);
+      takeSendOptions([opts], 0);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -519,15 +537,17 @@ export class GenericProducer {
     const timeoutMs = (opts._timeout ?? this.rpcTimeout) * 1000;
     const maxRetry = opts._max_retry ?? this.maxRetry;
     const correlationId = this.#idPrefix + this.#nextId++;
+    // As for commands: an RPC no queue takes fails at once instead of waiting out its timeout and retries.
+    const mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? true;
     const ownQueue = (this.#opts.replyTo ?? (this.constructor as typeof GenericProducer).replyTo) === 'queue';
     return (ownQueue ? this.#replyQueue(ch, correlationId) : Promise.resolve(undefined)).then(
       (queue) =>
-        new Promise<AnyResult>((resolve) => {
+        new Promise<AnyResult>((resolve, reject) => {
           let attempt = 0;
-          const entry: PendingRpc = { resolve, timer: undefined, queue };
+          const entry: PendingRpc = { resolve, reject, timer: undefined, queue, target: [exchange, key] };
           const send = () => {
             // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
-            ch.publish(exName, key, content, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId });
+            ch.publish(exName, key, content, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory });
             entry.timer = setTimeout(() => {
               if (attempt < maxRetry) {
                 attempt++;
@@ -553,12 +573,22 @@ export class GenericProducer {
 
   /** Resolves a pending call once, releasing its timer and reply queue. */
   #settle(id: string, result: AnyResult): void {
+    this.#release(id)?.resolve(result);
+  }
+
+  /** Ends a call for a failure that is not the remote side's (unroutable, disconnected, closed): it rejects. */
+  #fail(id: string, err: BrokerError): void {
+    this.#release(id)?.reject(err);
+  }
+
+  /** Forgets a pending call once, releasing its timer and reply queue. */
+  #release(id: string): PendingRpc | undefined {
     const entry = this.#pending.get(id);
-    if (!entry) return;
+    if (!entry) return undefined;
     this.#pending.delete(id);
     clearTimeout(entry.timer);
     if (entry.queue) void this.#rpcChannel?.cancel(entry.queue.consumerTag).catch(() => undefined);
-    entry.resolve(result);
+    return entry;
   }
 
   /**
@@ -592,8 +622,10 @@ export class GenericProducer {
     }
   }
 
-  #failPending(why: string): void {
-    for (const id of [...this.#pending.keys()]) this.#settle(id, new MessageResultException('DisconnectError', `RPC ${id} lost: ${why}`));
+  #failPending(why: string, code: 'CHANNEL_CLOSED' | 'CLOSED' = 'CHANNEL_CLOSED'): void {
+    for (const [id, { target }] of [...this.#pending]) {
+      this.#fail(id, new BrokerError(`RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it is safe to`, code));
+    }
   }
 
   /**
@@ -636,7 +668,7 @@ export class GenericProducer {
     this.#held = [];
     // Held sends fail now: channelOrThrow rejects them with NOT_CONNECTED.
     for (const send of held) send();
-    this.#failPending('the producer was closed');
+    this.#failPending('the producer was closed', 'CLOSED');
     const ch = this.#channel;
     const rpc = this.#rpcChannel;
     this.#channel = undefined;

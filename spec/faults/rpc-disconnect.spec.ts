@@ -1,11 +1,12 @@
 /**
  * Fault: the broker stops while an RPC is in flight.
  * Injected by stopping a private RabbitMQ node (never the shared one).
- * Must hold: the call resolves to MessageResultException('DisconnectError')
- * at once, long before its timeout; it never hangs.
+ * Must hold: the call rejects with a BrokerError CHANNEL_CLOSED at once (a
+ * failure that is not the remote side's), long before its timeout; it never hangs.
  */
 import { expect } from 'chai';
-import { GenericProducer, MessageResultException, RpcCommand, type ExchangeObject } from '../../lib/index.js';
+import amqp from 'amqplib';
+import { BrokerError, GenericProducer, RpcCommand, type ExchangeObject } from '../../lib/index.js';
 import { PrivateBroker } from '../support/private-broker.js';
 
 describe('fault: the broker stops during an RPC', function () {
@@ -17,8 +18,15 @@ describe('fault: the broker stops during an RPC', function () {
   });
   after(async () => broker?.destroy());
 
-  it('resolves the call in flight to a DisconnectError long before its timeout', async () => {
+  it('rejects the call in flight with CHANNEL_CLOSED long before its timeout', async () => {
     const ex: ExchangeObject = { name: 'fault-rpc', type: 'direct', durable: false };
+    // A queue takes the request and nobody consumes it: the call can only end by timeout or disconnect.
+    const raw = await amqp.connect(broker.url);
+    const ch = await raw.createChannel();
+    await ch.assertExchange(ex.name, 'direct', { durable: false });
+    await ch.assertQueue('fault-rpc-requests', { durable: false });
+    await ch.bindQueue('fault-rpc-requests', ex.name, 'nobody-answers');
+    await raw.close();
     class Caller extends GenericProducer {
       static override eks = [[ex, 'nobody-answers'] as const];
       build_rpc_slow() {
@@ -26,13 +34,16 @@ describe('fault: the broker stops during an RPC', function () {
       }
     }
     const p = await Caller.create({ url: broker.url });
-    // Nothing is bound for the request, so nobody answers: the call can only end by timeout or disconnect.
     const started = Date.now();
     const call = p.rpc_slow({ _timeout: 60, _max_retry: 0 });
     await broker.stop();
-    const r = await call;
-    expect(r).to.be.instanceOf(MessageResultException);
-    expect(r.body.content.value).to.equal('DisconnectError');
+    const err = await call.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(BrokerError);
+    expect((err as BrokerError).code).to.equal('CHANNEL_CLOSED');
+    expect((err as Error).message).to.contain('RPC to fault-rpc/nobody-answers lost');
     expect(Date.now() - started).to.be.lessThan(30_000);
     await p.close();
   });

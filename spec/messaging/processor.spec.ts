@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import {
   AckAndRestart,
   ExitScheduler,
@@ -583,12 +583,46 @@ describe('MessageProcessor', function () {
       expect(await queueDepth()).to.equal(0);
     });
 
-    it('tells its options form from a fingerprint by the keys only options have', async () => {
+    it("tells its options form from a fingerprint without guessing: a lone object with a fingerprint's own fields is a fingerprint, any other lone object is options", async () => {
       const proc = new MessageProcessor({ url, prefetch: 3 });
       expect(proc.consumer.prefetch).to.equal(3);
       expect(proc.fingerprint.name).to.equal('MessageProcessor');
       const positional = new MessageProcessor({ name: 'fp-only', vhost: '/' });
       expect(positional.fingerprint.name).to.equal('fp-only');
+      // { vhost } alone is an option: the connection and the fingerprint agree on it.
+      const elsewhere = new MessageProcessor({ vhost: 'spec-no-such-vhost', handleSignals: false });
+      expect(elsewhere.fingerprint.vhost).to.equal('spec-no-such-vhost');
+      const err = await elsewhere.ready().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect((err as { code?: string }).code).to.equal('VHOST_REFUSED');
+      expect((err as Error).message).to.contain("'spec-no-such-vhost'");
+    });
+
+    it('refuses one object that mixes fingerprint fields with options, saying how to write it', () => {
+      expect(() => new MessageProcessor({ name: 'x', eqk: [] } as never)).to.throw(TypeError, /\{ fingerprint: \{ name \}, eqk \}/);
+    });
+
+    it('honours logger and connectionName, as a producer does', async () => {
+      const lines: string[] = [];
+      const logger = makeLogger('debug', { write: (l: string) => void lines.push(l) });
+      const name = unique('named');
+      class Visible extends MessageProcessor {
+        get logger() {
+          return this.log;
+        }
+      }
+      const proc = new Visible({ url, logger, connectionName: `${name}-processor`, eqk: eqk() });
+      expect(proc.logger).to.equal(logger);
+      await h.start(proc);
+      const prod = await GenericProducer.create({ url, logger, connectionName: `${name}-producer` });
+      h.onClose(() => prod.close());
+      expect(lines.join('\n')).to.contain('queue bound').and.contain('connected');
+      const props = await new Promise<string>((resolve, reject) =>
+        execFile('rabbitmqctl', ['list_connections', '-q', '-p', decodeURIComponent(new URL(url).pathname.slice(1)), 'client_properties'], (e, out) => (e ? reject(e) : resolve(out))),
+      );
+      expect(props).to.contain(`${name}-processor`).and.contain(`${name}-producer`);
     });
 
     it('takes the Postage positional constructor (fingerprint, eqk, hup, vhost)', async () => {

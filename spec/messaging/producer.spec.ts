@@ -163,8 +163,8 @@ describe('GenericProducer', function () {
     try {
       await p.message_ping(1, { _key: 'full' });
       const before = channels();
-      // Nobody answers this RPC: it is in flight across the renewal, and must not be failed by it.
-      const rpc = p.rpc_echo('x', { _key: 'nobody', _timeout: 0.5, _max_retry: 0 });
+      // Nobody answers this RPC (and no queue takes it, allowed here): it is in flight across the renewal, and must not be failed by it.
+      const rpc = p.rpc_echo('x', { _key: 'nobody', _timeout: 0.5, _max_retry: 0, _mandatory: false });
       await p.message_ping(2, { _key: 'full' }).catch(() => undefined);
       await ch.purgeQueue(full);
       // The renewal swaps channels in the background; a send once it is done lands on the new one.
@@ -202,6 +202,72 @@ describe('GenericProducer', function () {
       expect(m.properties.messageId).to.be.a('string').and.not.empty;
       // Routable messages still resolve.
       await p.message_ping(3);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('fails an RPC that no queue takes at once with UNROUTABLE, instead of waiting out its timeout and retries', async () => {
+    const p = await producerClass().create({ url });
+    try {
+      const started = Date.now();
+      const err = await p.rpc_echo('x', { _key: 'nobody-serves', _timeout: 30, _max_retry: 4 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(BrokerError);
+      expect((err as BrokerError).code).to.equal('UNROUTABLE');
+      expect((err as BrokerError).unroutable).to.deep.equal([{ exchange: ex.name, key: 'nobody-serves' }]);
+      expect(Date.now() - started).to.be.below(5000);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('rejects an RPC in flight with a BrokerError CLOSED when its producer closes: only what the remote side says resolves', async () => {
+    const p = await producerClass().create({ url });
+    // q1 takes the request, and nobody consumes q1: the call is in flight until the close.
+    const call = p.rpc_echo('x', { _key: 'k1', _timeout: 30 });
+    await new Promise((r) => setTimeout(r, 50));
+    await p.close();
+    const err = await call.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(BrokerError);
+    expect((err as BrokerError).code).to.equal('CLOSED');
+    expect((err as Error).message).to.contain(`RPC to ${ex.name}/k1 lost: the producer was closed`);
+  });
+
+  it("sends a payload whose keys all start with '_' (a MongoDB { _id }) as the payload, never as send options", async () => {
+    const exchange = ex;
+    class Store extends GenericProducer {
+      static override eks = [[exchange, 'k1'] as const];
+      build_message_doc(doc: Record<string, unknown>) {
+        return new MessageCommand('doc', doc);
+      }
+    }
+    const p = await Store.create({ url });
+    try {
+      await p.message_doc({ _id: 42 });
+      await p.message_any({ _id: 43, _rev: '1' });
+      await p.message_doc({ _id: 44 }, { _key: 'k2' });
+      const params = async (q: string) => {
+        const m = await getOne(q);
+        return m && JSON.parse(m.content.toString()).content.parameters;
+      };
+      expect(await params(q1)).to.deep.equal({ _id: 42 });
+      expect(await params(q1)).to.deep.equal({ _id: 43, _rev: '1' });
+      expect(await params(q2)).to.deep.equal({ _id: 44 });
+      // Half options, half not: refused, never half dropped.
+      const err = await p.message_any({ _key: 'k2', _id: 45 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(TypeError);
+      expect((err as Error).message).to.contain("mixes send options ('_key') with keys that are none ('_id')");
+      // Past the builder's parameters, an option that does not exist is still an error.
+      expect(await p.message_doc({ a: 1 }, { _kee: 'k2' } as SendOptions).catch((e: Error) => e.message)).to.contain("unknown send option '_kee'");
     } finally {
       await p.close();
     }

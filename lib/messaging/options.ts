@@ -1,0 +1,47 @@
+import type { ChannelModel } from 'amqplib';
+import type { Logger } from '../log.js';
+import type { ConnectOptions } from '../transport/connection.js';
+import type { ReconnectOptions } from '../transport/managed.js';
+import type { Encoder } from './encoder.js';
+import type { FingerprintDict } from './fingerprint.js';
+
+/** What every component (producer, consumer, processor) is built from. */
+export interface ComponentOptions extends ConnectOptions {
+  /** Merged over the fingerprint taken from the OS and the class name. */
+  fingerprint?: Partial<FingerprintDict>;
+  /** Share a connection instead of opening one (the owner of a shared connection handles its loss). */
+  connection?: ChannelModel;
+  encoder?: Encoder;
+  /** A pino logger (a child of the host application's, for example); defaults to postage-ts's own. */
+  logger?: Logger;
+  /** Backoff for reconnecting after a lost connection. */
+  reconnect?: ReconnectOptions;
+}
+
+/** The fields only a fingerprint has (`vhost` is also an option, and means the same in both). */
+const FINGERPRINT_FIELDS = ['name', 'type', 'pid', 'host', 'user'];
+
+/**
+ * Which form a constructor was called in: Postage's positional one (a
+ * fingerprint first, then more arguments) or one options object. Two or more
+ * arguments are positional; a lone object is a fingerprint when it has a
+ * fingerprint's own fields (name, type, pid, host, user), else options; one
+ * that mixes those fields with options is refused rather than guessed at.
+ * @internal
+ */
+export function constructorForm(args: readonly unknown[], options: Readonly<Record<string, true>>, what: string): 'positional' | 'options' {
+  if (args.length > 1) return 'positional';
+  const first = args[0];
+  if (first === undefined || first === null || typeof first !== 'object') return 'options';
+  const keys = Object.keys(first);
+  const fp = keys.filter((k) => FINGERPRINT_FIELDS.includes(k));
+  if (fp.length === 0) return 'options';
+  const opts = keys.filter((k) => k !== 'vhost' && Object.hasOwn(options, k));
+  if (opts.length > 0) {
+    throw new TypeError(
+      `${what} got one object with a fingerprint's fields (${fp.join(', ')}) and options (${opts.join(', ')}): ` +
+        `put the fingerprint in the options, { fingerprint: { ${fp.join(', ')} }, ${opts.join(', ')} }`,
+    );
+  }
+  return 'positional';
+}
