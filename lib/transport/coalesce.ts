@@ -1,5 +1,6 @@
 import type { ChannelModel } from 'amqplib';
 import type { Writable } from 'node:stream';
+import type { Logger } from '../log.js';
 
 /** The parts of amqplib's connection internals this module relies on; checked before use. */
 interface MuxedConnection {
@@ -8,6 +9,7 @@ interface MuxedConnection {
 }
 
 const COALESCED = Symbol('postage.coalesced');
+let warned = false;
 /** How much one pass may gather before the socket reports itself full. */
 const PASS_BYTES = 256 * 1024;
 
@@ -23,26 +25,38 @@ const PASS_BYTES = 256 * 1024;
  * a full buffer, so the mux still waits for 'drain').
  *
  * Internals are feature-detected: if an amqplib release renames them, the
- * connection simply keeps amqplib's own behaviour. Returns whether it applied.
+ * connection simply keeps amqplib's own behaviour, and `log` hears of it once
+ * per process (package.json pins amqplib to the releases this was proven on).
+ * Returns whether it applied.
  * @internal
  */
-export function coalesceWrites(model: ChannelModel): boolean {
+export function coalesceWrites(model: ChannelModel, log?: Logger): boolean {
   const conn = model.connection as unknown as MuxedConnection;
   const stream = conn.stream;
   const mux = conn.muxer;
   const pass = mux?._readIncoming;
-  if (!mux || typeof pass !== 'function' || typeof stream?.cork !== 'function' || typeof stream.uncork !== 'function') return false;
+  if (!mux || typeof pass !== 'function' || typeof stream?.cork !== 'function' || typeof stream.uncork !== 'function') {
+    if (log && !warned) {
+      warned = true;
+      log.warn('this amqplib release is not one postage-ts was proven on: frames are written one by one, which works but costs throughput (install the amqplib range package.json names)');
+    }
+    return false;
+  }
   if ((mux as Record<symbol, unknown>)[COALESCED]) return true;
   // While corked, a write reports a full buffer past the high-water mark and the mux stops until 'drain':
-  // at Node's 16 KiB default a pass would end after a message or two of 10 KiB. Let a pass gather more.
+  // at Node's 16 KiB default a pass would end after a message or two of 10 KiB. A pass may gather more,
+  // but only the pass: outside it, backpressure starts at the socket's own mark, as everywhere else.
   const state = (stream as unknown as { _writableState?: { highWaterMark?: unknown } })._writableState;
-  if (state && typeof state.highWaterMark === 'number' && state.highWaterMark < PASS_BYTES) state.highWaterMark = PASS_BYTES;
+  const own = state && typeof state.highWaterMark === 'number' ? state.highWaterMark : undefined;
+  const raise = state !== undefined && own !== undefined && own < PASS_BYTES;
   mux._readIncoming = function readCorked(this: unknown) {
+    if (raise) state.highWaterMark = PASS_BYTES;
     stream.cork();
     try {
       pass.call(this);
     } finally {
       stream.uncork();
+      if (raise) state.highWaterMark = own;
     }
   };
   (mux as Record<symbol, unknown>)[COALESCED] = true;

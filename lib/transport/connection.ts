@@ -2,7 +2,7 @@ import os from 'node:os';
 import amqp, { type ChannelModel } from 'amqplib';
 import { brokerUrls, checkBrokerUrls, config, DEFAULTS, redactUrl, type Hup } from '../config.js';
 import { BrokerError } from '../errors.js';
-import type { Logger } from '../log.js';
+import { rootLogger, type Logger } from '../log.js';
 import { coalesceWrites } from './coalesce.js';
 import { takeHandshakeRefusal, watchHandshakes } from './handshake.js';
 
@@ -110,7 +110,7 @@ export async function openConnection(opts: ConnectOptions, log?: Logger): Promis
       log?.debug({ broker: redactUrl(url) }, 'connected');
       // An unhandled 'error' event would crash the process; closing is reported by 'close'.
       conn.on('error', (err: Error) => log?.warn({ err: err.message }, 'connection error'));
-      if (!coalesceWrites(conn)) log?.debug('amqplib internals changed: frames are written one by one');
+      coalesceWrites(conn, log ?? rootLogger());
       return conn;
     } catch (err) {
       last = explain(err, url, Date.now() - started >= timeout ? timeout : undefined);

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
-import { backoffMs } from '../backoff.js';
+import { backoffMs, jittered } from '../backoff.js';
 import type { Logger } from '../log.js';
 import { openConnection, type ConnectOptions } from './connection.js';
 
@@ -72,8 +72,7 @@ export class ManagedConnection extends EventEmitter {
   async #reconnect(): Promise<void> {
     const { initialMs = 100, maxMs = 10_000, factor = 2, jitter = 0.2 } = this.#opts.reconnect ?? {};
     for (let attempt = 0; !this.#closing; attempt++) {
-      const base = backoffMs(attempt, initialMs, maxMs, factor);
-      await new Promise((r) => setTimeout(r, base * (1 - jitter + 2 * jitter * Math.random())));
+      await new Promise((r) => setTimeout(r, jittered(backoffMs(attempt, initialMs, maxMs, factor), jitter, maxMs)));
       if (this.#closing) return;
       try {
         const model = await openConnection(this.#opts, this.#log);

@@ -3,6 +3,7 @@ import amqp from 'amqplib';
 import type { Socket } from 'node:net';
 import { GenericProducer } from '../../lib/index.js';
 import { coalesceWrites } from '../../lib/transport/coalesce.js';
+import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
@@ -61,12 +62,38 @@ describe('coalesced socket writes', () => {
     await p.close();
   });
 
-  it('applies once per connection and reports when amqplib internals are missing', async () => {
+  it('applies once per connection and warns once per process when amqplib internals are missing', async () => {
     const conn = await amqp.connect(url);
     expect(coalesceWrites(conn)).to.equal(true);
     expect(coalesceWrites(conn)).to.equal(true);
     await conn.close();
+    const lines: string[] = [];
+    const log = makeLogger('info', { write: (l: string) => void lines.push(l) });
     const stranger = { connection: {} } as unknown as amqp.ChannelModel;
-    expect(coalesceWrites(stranger)).to.equal(false);
+    expect(coalesceWrites(stranger, log)).to.equal(false);
+    expect(coalesceWrites(stranger, log)).to.equal(false);
+    expect(lines).to.have.length(1);
+    expect(JSON.parse(lines[0])).to.include({ level: 40 });
+    expect(lines[0]).to.contain('not one postage-ts was proven on');
+  });
+
+  it("raises the socket's high-water mark only during a pass: outside it, backpressure starts at the socket's own mark", async () => {
+    class Source extends GenericProducer {
+      static override eks = [[{ name: '', type: 'direct' }, queue] as const];
+    }
+    const p = await Source.create({ url });
+    const socket = (p.connection!.connection as unknown as { stream: Socket }).stream;
+    const own = socket.writableHighWaterMark;
+    const marks = new Set<number>();
+    const write = socket.write.bind(socket) as (...a: unknown[]) => boolean;
+    socket.write = ((...a: unknown[]) => {
+      marks.add(socket.writableHighWaterMark);
+      return write(...a);
+    }) as typeof socket.write;
+    const data = 'x'.repeat(10 * 1024);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => p.message_item({ i, data })));
+    expect([...marks]).to.deep.equal([256 * 1024]);
+    expect(socket.writableHighWaterMark).to.equal(own).and.to.be.below(256 * 1024);
+    await p.close();
   });
 });
