@@ -36,7 +36,7 @@ export {
   TopologyError,
   type SendTarget,
 } from './errors.js';
-export { GenericProducer, type Producer, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
+export { GenericProducer, type Producer, type MessageSender, type RpcSender, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
 export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';
 export { MessageProcessor, type ProcessorOptions, type RetryOptions } from './messaging/processor.js';
 export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag } from './messaging/handlers.js';

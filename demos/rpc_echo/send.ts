@@ -2,10 +2,11 @@
  * RPC echo, sender: calls rpc_echo once and prints the reply and the round trip.
  * Exits 1 when the RPC fails.   npm run demo:rpc-echo:send
  */
-import { Fingerprint, GenericProducer, RpcCommand } from '../../lib/index.js';
+import { Fingerprint, GenericProducer, RpcCommand, type MessageSender } from '../../lib/index.js';
 import { EchoExchange } from './shared.js';
 
 class EchoProducer extends GenericProducer {
+  declare message_quit: MessageSender;
   static override eks = [[EchoExchange, 'echo'] as const];
   build_rpc_echo(text: string) {
     return new RpcCommand('echo', { text });

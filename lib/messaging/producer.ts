@@ -95,17 +95,28 @@ type RpcMethods<T> = {
       }
     : never;
 };
-/** Methods for names without a builder: `MessageCommand(NAME, params)` / `RpcCommand(NAME, params)`. */
-interface FallbackMethods {
-  [name: `message_${string}`]: (params?: Record<string, unknown>, options?: SendOptions) => Promise<void>;
-  [name: `rpc_${string}`]: {
-    (params: Record<string, unknown> | undefined, options: SendOptions & { _queue_only: true }): Promise<string>;
-    (params?: Record<string, unknown>, options?: SendOptions): Promise<AnyResult>;
-  };
+/** A `message_NAME` for a name without a builder: sends `MessageCommand(NAME, params)`. */
+export type MessageSender = (params?: Record<string, unknown>, options?: SendOptions) => Promise<void>;
+/** An `rpc_NAME` for a name without a builder: calls `RpcCommand(NAME, params)`. */
+export interface RpcSender {
+  (params: Record<string, unknown> | undefined, options: SendOptions & { _queue_only: true }): Promise<string>;
+  (params?: Record<string, unknown>, options?: SendOptions): Promise<AnyResult>;
 }
+/** Every name, for producers that declare no builder at all (a bare `GenericProducer`, as in Postage). */
+interface FallbackMethods {
+  [name: `message_${string}`]: MessageSender;
+  [name: `rpc_${string}`]: RpcSender;
+}
+type BuilderNames<T> = { [K in keyof T]: K extends `build_message_${string}` | `build_rpc_${string}` ? K : never }[keyof T];
 
-/** A producer with its generated `message_NAME` / `rpc_NAME` methods, typed from its builders. */
-export type Producer<T> = T & MessageMethods<T> & RpcMethods<T> & FallbackMethods;
+/**
+ * A producer with its generated `message_NAME` / `rpc_NAME` methods, typed
+ * from its builders. Where a producer declares builders, a name it does not
+ * declare is a compile error (a typo is caught there, not at run time); a name
+ * without a builder is declared with `declare message_NAME: MessageSender` (or
+ * `RpcSender`). A producer with no builder at all takes every name.
+ */
+export type Producer<T> = T & MessageMethods<T> & RpcMethods<T> & ([BuilderNames<T>] extends [never] ? FallbackMethods : unknown);
 
 function isSendOptions(v: unknown): v is SendOptions {
   if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Message) return false;

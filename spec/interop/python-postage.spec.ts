@@ -16,6 +16,7 @@ import {
   RpcHandler,
   type CommandContent,
   type ExchangeObject,
+  type MessageSender,
 } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness, deferred } from '../support/components.js';
@@ -117,6 +118,7 @@ describe('talking to Python Postage on one broker', function () {
     const ex = exchange;
     class Sender extends GenericProducer {
       static override eks = [[ex, key] as const];
+      declare message_quit: MessageSender;
       build_message_hello(text: string) {
         return new MessageCommand('hello', { text });
       }
@@ -135,6 +137,7 @@ describe('talking to Python Postage on one broker', function () {
       const ex = exchange;
       class Caller extends GenericProducer {
         static override eks = [[ex, 'k'] as const];
+        declare message_quit: MessageSender;
         build_rpc_echo(text: string) {
           return new RpcCommand('echo', { text });
         }

@@ -11,6 +11,7 @@ import {
   MessageStatus,
   RpcCommand,
   type SendOptions,
+  type MessageSender,
   RpcHandler,
   type ExchangeObject,
 } from '../../lib/index.js';
@@ -61,6 +62,7 @@ describe('GenericProducer', function () {
       build_rpc_echo(text: string) {
         return new RpcCommand('echo', { text });
       }
+      declare message_anything: MessageSender;
     };
   }
 
@@ -246,6 +248,7 @@ describe('GenericProducer', function () {
       build_message_doc(doc: Record<string, unknown>) {
         return new MessageCommand('doc', doc);
       }
+      declare message_any: MessageSender;
     }
     const p = await Store.create({ url });
     try {

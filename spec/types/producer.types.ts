@@ -2,7 +2,7 @@
  * Type-level spec, checked by `npm run typecheck` (part of `npm test`):
  * every `@ts-expect-error` line must fail to compile, or the check fails.
  */
-import { Exchange, GenericProducer, MessageCommand, RpcCommand, type AnyResult } from '../../lib/index.js';
+import { Exchange, GenericProducer, MessageCommand, RpcCommand, type AnyResult, type MessageSender, type RpcSender } from '../../lib/index.js';
 
 class PingExchange extends Exchange {
   static override name = 'ping-exchange';
@@ -19,6 +19,9 @@ class PingProducer extends GenericProducer {
   build_rpc_echo(text: string) {
     return new RpcCommand('echo', { text });
   }
+  // Names without a builder, declared so that the compiler checks them too.
+  declare message_anything: MessageSender;
+  declare rpc_whatever: RpcSender;
 }
 
 export async function typed(): Promise<void> {
@@ -47,5 +50,15 @@ export async function typed(): Promise<void> {
   // @ts-expect-error: a typo in a send option is a compile error where the producer declares the builder
   await p.message_store('k', 1, { _keyy: 'x' });
   await p.message_store('k', 1, { _mandatory: false });
+  // @ts-expect-error: a typo of a declared name does not compile where the producer declares its names
+  await p.message_resiz();
+  // @ts-expect-error: nor does an RPC name it never declared
+  await p.rpc_nobody_declared({});
   void wrong;
+
+  // A producer that declares no builder takes every name, as in Postage.
+  const bare = await GenericProducer.create();
+  await bare.message_anything({ a: 1 });
+  const res: AnyResult = await bare.rpc_whatever({ x: 1 });
+  void res;
 }
