@@ -140,9 +140,11 @@ export function redactUrl(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^]*@(?=[^@]*$)/i, '$1***@');
 }
 
-let cached: PostageConfig | undefined;
-/** The process-wide configuration, read once on first use. */
+/**
+ * The configuration now: read from the environment each time a component is
+ * created (it takes a fraction of a millisecond), never frozen at import, so a
+ * CLI or a test may set `POSTAGE_*` after loading the library.
+ */
 export function config(): PostageConfig {
-  cached ??= loadConfig();
-  return cached;
+  return loadConfig();
 }
