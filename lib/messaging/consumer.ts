@@ -377,6 +377,11 @@ export class GenericConsumer {
     });
   }
 
+  /** `await using consumer = new C(…)`: closed when the scope ends. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   /** Stops consuming and closes the channel (and the connection, when it is this consumer's own). */
   async close(): Promise<void> {
     this.#closed = true;

@@ -164,6 +164,8 @@ export class MessageProcessor extends MicroThread {
   readonly #maxDeliveries: number;
   readonly #deliveries = new DeliveryCounter();
   #stopping = false;
+  /** Aborted by close(): ends a wait between retries at once. */
+  readonly #aborted = new AbortController();
   #closing: Promise<void> | undefined;
   #busy = false;
   /** Set by close() while a delivery is in flight; called when it is done. */
@@ -316,8 +318,12 @@ export class MessageProcessor extends MicroThread {
         if (again) {
           const wait = backoffMs(attempt - 1, retry?.backoffMs ?? 100, retry?.maxBackoffMs ?? 5000);
           this.log.warn({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
-          yield sleep(wait);
-          // Closing meanwhile: leave it unacked, it goes back to the queue.
+          try {
+            yield sleep(wait, this.#aborted.signal);
+          } catch {
+            // Closing: leave it unacked, it goes back to the queue.
+            return;
+          }
           if (this.#stopping) return;
           continue;
         }
@@ -442,9 +448,14 @@ export class MessageProcessor extends MicroThread {
     void this.close();
   }
 
-  /** Stops consuming, lets the handler in flight finish, closes the channel. Unprocessed deliveries go back to the queue. */
-  close(): Promise<void> {
+  /**
+   * Stops consuming, lets the handler in flight finish, closes the channel.
+   * Unprocessed deliveries go back to the queue, and so does one waiting
+   * between two runs of a retry (the wait ends at once).
+   */
+  override close(): Promise<void> {
     this.#stopping = true;
+    this.#aborted.abort();
     this.#inbox = [];
     this.#closing ??= (async () => {
       this.#forgetSignal?.();
@@ -458,6 +469,11 @@ export class MessageProcessor extends MicroThread {
       await this.consumer.close();
     })();
     return this.#closing;
+  }
+
+  /** `await using processor = new P(…)`: closed when the scope ends. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   @MessageHandler('command', 'quit')

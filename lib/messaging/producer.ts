@@ -672,7 +672,12 @@ export class GenericProducer {
     return results;
   }
 
-  /** Closes the channel (and the connection, when it is this producer's own). Pending RPCs resolve to an exception. */
+  /** `await using producer = await P.create(…)`: closed when the scope ends. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** Closes the channel (and the connection, when it is this producer's own). Pending RPCs reject with `CLOSED`. */
   async close(): Promise<void> {
     this.#closed = true;
     const held = this.#held;

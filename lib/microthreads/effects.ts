@@ -1,8 +1,25 @@
 import type { Yielded } from './thread.js';
 
-/** A promise that resolves after `ms` milliseconds; yield it to park the thread. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * A promise that resolves after `ms` milliseconds; yield it to park the
+ * thread. With a `signal`, aborting it ends the wait at once (the promise
+ * rejects with the signal's reason, an `AbortError` by default) and frees the
+ * timer, so a process waiting only on it can exit.
+ */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (!signal) return new Promise((resolve) => setTimeout(resolve, ms));
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const abort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', abort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', abort, { once: true });
+  });
 }
 
 /**

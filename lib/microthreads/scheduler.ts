@@ -44,6 +44,8 @@ export class MicroScheduler extends MicroThread {
   #ready: Entry[] = [];
   readonly #parked = new Set<Entry>();
   #stopped = false;
+  /** Every thread's close(), from the moment the scheduler stopped. */
+  #closed: Promise<void> | undefined;
   #exitRequested = false;
   #wake: (() => void) | undefined;
 
@@ -71,13 +73,19 @@ export class MicroScheduler extends MicroThread {
     }
   }
 
-  /** Ends the scheduler from outside: every thread is returned (newest first) so its `finally` blocks run. */
-  stop(): void {
-    if (this.#stopped) return;
+  /**
+   * Ends the scheduler from outside: every thread is returned (newest first)
+   * so its `finally` blocks run, then closed. Resolves once every one has
+   * closed (a processor: its handler in flight done, its channel closed);
+   * `run()` resolves only then too.
+   */
+  stop(): Promise<void> {
+    if (this.#closed) return this.#closed;
     this.#stopped = true;
     const all = [...this.#ready, ...this.#parked].reverse();
     this.#ready = [];
     this.#parked.clear();
+    const closing: Array<Promise<void>> = [];
     for (const e of all) {
       e.dead = true;
       try {
@@ -85,8 +93,19 @@ export class MicroScheduler extends MicroThread {
       } catch (err) {
         this.#log.warn({ thread: e.thread.name, err }, 'thread failed while stopping');
       }
+      closing.push(this.#close(e.thread));
     }
+    this.#closed = Promise.all(closing).then(() => undefined);
     this.#wakeUp();
+    return this.#closed;
+  }
+
+  async #close(thread: MicroThread): Promise<void> {
+    try {
+      await thread.close();
+    } catch (err) {
+      this.#log.warn({ thread: thread.name, err }, 'thread failed to close');
+    }
   }
 
   /** The scheduler as a generator: one round per resume, so it can be a thread of another scheduler. */
@@ -104,7 +123,7 @@ export class MicroScheduler extends MicroThread {
         yield;
       }
     } finally {
-      this.stop();
+      void this.stop();
     }
   }
 
@@ -116,7 +135,10 @@ export class MicroScheduler extends MicroThread {
     for (;;) {
       const before = this.steps;
       const r = gen.next();
-      if (r.done) return;
+      if (r.done) {
+        await this.#closed;
+        return;
+      }
       if (r.value !== undefined) {
         await r.value;
         since = performance.now();
@@ -134,8 +156,13 @@ export class MicroScheduler extends MicroThread {
     }
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.stop();
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+
+  /** As a thread of another scheduler: stopping the outer one stops this one and its threads. */
+  override close(): Promise<void> {
+    return this.stop();
   }
 
   #wakeUp(): void {

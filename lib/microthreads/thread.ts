@@ -33,6 +33,11 @@ export class MicroThread {
     return undefined;
   }
 
+  /** Releases what the thread holds (a processor closes its channel); a stopping scheduler awaits it. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** The generator the scheduler drives: `create()`, yield, then `step()` + yield forever. */
   *main(): Generator<Yielded, void, unknown> {
     this.create();

@@ -560,6 +560,41 @@ describe('MessageProcessor', function () {
       expect(await got.promise).to.deep.equal({ n: 1 });
     });
 
+    it('close() ends a wait between two retries at once, and the message goes back to its queue', async () => {
+      const failed = deferred();
+      class P extends MessageProcessor {
+        @MessageHandler('command', 'flaky')
+        flaky() {
+          failed.resolve();
+          throw new Error('not yet');
+        }
+      }
+      const proc = new P({ url, eqk: eqk(), retry: { attempts: 3, backoffMs: 60_000 }, logger: makeLogger('silent') });
+      await h.start(proc);
+      await (await producer()).message_flaky();
+      await failed.promise;
+      const started = Date.now();
+      await proc.close();
+      expect(Date.now() - started).to.be.below(2000);
+      expect(await queueDepth()).to.equal(1);
+    });
+
+    it('closes its processor, producer and scheduler at the end of an await using scope', async () => {
+      let proc: MessageProcessor;
+      let prod: GenericProducer;
+      {
+        await using scheduler = new MicroScheduler();
+        await using p = new MessageProcessor({ url, eqk: eqk() });
+        await using sender = await GenericProducer.create({ url });
+        await p.ready();
+        scheduler.addMicrothread(p);
+        void scheduler.run();
+        [proc, prod] = [p, sender];
+      }
+      expect(() => proc.consumer.channel).to.throw(/no channel/);
+      expect(prod.connection).to.equal(undefined);
+    });
+
     it('close() lets the handler in flight finish and ack before closing', async () => {
       const gate = deferred();
       const entered = deferred();

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import sinon from 'sinon';
 import { ExitScheduler, MicroScheduler, MicroThread, STOP, StopThread, call, sleep } from '../../lib/index.js';
 
 class Counter extends MicroThread {
@@ -271,5 +272,69 @@ describe('MicroScheduler', () => {
     await s[Symbol.asyncDispose]();
     await running;
     expect(s.size).to.equal(0);
+  });
+
+  it('has stop() and run() resolve only once every thread has closed', async () => {
+    const closed: string[] = [];
+    class Holder extends MicroThread {
+      override *step() {
+        yield sleep(1000);
+      }
+      override async close() {
+        await sleep(30);
+        closed.push(this.name);
+      }
+    }
+    const s = new MicroScheduler();
+    const [a, b] = [new Holder(), new Holder()];
+    a.name = 'a';
+    b.name = 'b';
+    s.addMicrothread(a);
+    s.addMicrothread(b);
+    const running = s.run().then(() => [...closed]);
+    await sleep(5);
+    await s.stop();
+    expect(closed.sort()).to.deep.equal(['a', 'b']);
+    expect(await running).to.deep.equal(closed);
+  });
+
+  it('closes its threads when disposed with await using', async () => {
+    let closed = false;
+    class Holder extends MicroThread {
+      override async close() {
+        closed = true;
+      }
+    }
+    {
+      await using s = new MicroScheduler();
+      s.addMicrothread(new Holder());
+      void s.run();
+    }
+    expect(closed).to.equal(true);
+  });
+});
+
+describe('sleep', () => {
+  it('ends at once when its signal is aborted, rejecting with the reason and freeing its timer', async () => {
+    const set = sinon.spy(globalThis, 'setTimeout');
+    const clear = sinon.spy(globalThis, 'clearTimeout');
+    try {
+      const ac = new AbortController();
+      const started = Date.now();
+      const waiting = sleep(60_000, ac.signal);
+      const timer = set.lastCall.returnValue;
+      ac.abort();
+      const err = await waiting.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect((err as Error).name).to.equal('AbortError');
+      expect(Date.now() - started).to.be.below(1000);
+      expect(clear.calledWith(timer)).to.equal(true);
+    } finally {
+      set.restore();
+      clear.restore();
+    }
+    expect(await sleep(1, new AbortController().signal)).to.equal(undefined);
   });
 });
