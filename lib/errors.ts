@@ -3,12 +3,51 @@
  * `instanceof`-check one import and operators can grep one `code`.
  */
 
-/** The root of every postage-ts error: a stable `code` plus the usual `cause`. */
+/** What a `BrokerError`'s `code` can be: each names one way talking to the broker went wrong. */
+export type BrokerErrorCode =
+  | 'ACCESS_REFUSED'
+  | 'VHOST_REFUSED'
+  | 'UNREACHABLE'
+  | 'CONNECT_FAILED'
+  | 'NOT_CONNECTED'
+  | 'CHANNEL_CLOSED'
+  | 'CHANNELS_EXHAUSTED'
+  | 'CLOSED'
+  | 'NACK'
+  | 'UNROUTABLE'
+  | 'CONFIRM_TIMEOUT'
+  | 'PRECONDITION_FAILED'
+  | 'NOT_FOUND'
+  | 'DECLARE_FAILED'
+  | 'BROKER_ERROR';
+
+/** What a `PostageError`'s `code` can be. */
+export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'TOPOLOGY_ERROR' | 'USAGE';
+
+/** The root of every postage-ts failure: a stable `code` plus the usual `cause`. */
 export class PostageError extends Error {
-  readonly code: string;
-  constructor(message: string, code = 'POSTAGE_ERROR', options?: { cause?: unknown }) {
+  readonly code: PostageErrorCode;
+  constructor(message: string, code: PostageErrorCode = 'POSTAGE_ERROR', options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'PostageError';
+    this.code = code;
+  }
+}
+
+/** What a `ControlSignal`'s `code` can be. */
+export type ControlSignalCode = 'STOP_THREAD' | 'EXIT_SCHEDULER' | 'REJECT_MESSAGE' | 'ACK_AND_RESTART' | 'FILTER_ERROR';
+
+/**
+ * The root of the signals a thread, handler or filter throws to steer what
+ * happens next (stop, exit, reject, restart, skip). They are thrown, so they
+ * unwind like errors, but they are not failures: `instanceof PostageError`
+ * is false for them, and nothing logs them as errors.
+ */
+export class ControlSignal extends Error {
+  readonly code: ControlSignalCode;
+  constructor(message: string, code: ControlSignalCode) {
+    super(message);
+    this.name = 'ControlSignal';
     this.code = code;
   }
 }
@@ -34,7 +73,7 @@ export class MalformedMessage extends PostageError {
 }
 
 /** Thrown inside a microthread to end that thread alone. */
-export class StopThread extends PostageError {
+export class StopThread extends ControlSignal {
   constructor(message = 'thread stopped') {
     super(message, 'STOP_THREAD');
     this.name = 'StopThread';
@@ -42,7 +81,7 @@ export class StopThread extends PostageError {
 }
 
 /** Thrown anywhere in a step: the scheduler finishes the round, then stops. */
-export class ExitScheduler extends PostageError {
+export class ExitScheduler extends ControlSignal {
   constructor(message = 'scheduler exit requested') {
     super(message, 'EXIT_SCHEDULER');
     this.name = 'ExitScheduler';
@@ -50,7 +89,7 @@ export class ExitScheduler extends PostageError {
 }
 
 /** Thrown by a handler: the delivery is rejected without requeue. */
-export class RejectMessage extends PostageError {
+export class RejectMessage extends ControlSignal {
   constructor(message = 'message rejected by a handler') {
     super(message, 'REJECT_MESSAGE');
     this.name = 'RejectMessage';
@@ -58,7 +97,7 @@ export class RejectMessage extends PostageError {
 }
 
 /** Thrown by a handler: the delivery is acked, then the component restarts. */
-export class AckAndRestart extends PostageError {
+export class AckAndRestart extends ControlSignal {
   constructor(message = 'ack and restart requested') {
     super(message, 'ACK_AND_RESTART');
     this.name = 'AckAndRestart';
@@ -80,7 +119,7 @@ export class DeliveryLimitExceeded extends PostageError {
 }
 
 /** Thrown by a `@MessageFilter` function: the handler it guards is skipped. */
-export class FilterError extends PostageError {
+export class FilterError extends ControlSignal {
   constructor(message = 'message filtered out') {
     super(message, 'FILTER_ERROR');
     this.name = 'FilterError';
@@ -98,7 +137,8 @@ export class BrokerError extends PostageError {
   readonly amqpCode: number | undefined;
   /** With code `UNROUTABLE`: every target that had no queue (the others got the message). */
   readonly unroutable: readonly SendTarget[];
-  constructor(message: string, code = 'BROKER_ERROR', options?: { cause?: unknown; amqpCode?: number; unroutable?: readonly SendTarget[] }) {
+  declare readonly code: BrokerErrorCode;
+  constructor(message: string, code: BrokerErrorCode = 'BROKER_ERROR', options?: { cause?: unknown; amqpCode?: number; unroutable?: readonly SendTarget[] }) {
     super(message, code, options);
     this.name = 'BrokerError';
     this.amqpCode = options?.amqpCode;

@@ -24,6 +24,10 @@ export { loadConfig, DEFAULTS, type PostageConfig, type Hup } from './config.js'
 export { configureLogging, type LoggingOptions, type Logger } from './log.js';
 export {
   PostageError,
+  ControlSignal,
+  type PostageErrorCode,
+  type BrokerErrorCode,
+  type ControlSignalCode,
   ConfigError,
   MalformedMessage,
   StopThread,
@@ -42,4 +46,5 @@ export { MessageProcessor, type ProcessorOptions, type RetryOptions } from './me
 export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag } from './messaging/handlers.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { ConnectOptions } from './transport/connection.js';
+export type { ConnectionEvent, ConnectionEvents, ReconnectOptions } from './transport/managed.js';
 export { GenericApplication, GenericApplicationExchange, PresenceExchange, applicationKeys, type ApplicationOptions } from './application/generic_application.js';

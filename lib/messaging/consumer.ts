@@ -5,7 +5,7 @@ import { componentLogger, type Logger } from '../log.js';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { openChannel } from '../transport/channels.js';
-import { ManagedConnection, reopenSoon, type ConnectionEvent } from '../transport/managed.js';
+import { ManagedConnection, reopenSoon, type ConnectionEvent, type ConnectionEvents } from '../transport/managed.js';
 import { AckBatcher } from './acks.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
@@ -79,9 +79,15 @@ export class GenericConsumer {
     this.log = options.logger ?? componentLogger('consumer', this.constructor.name);
   }
 
-  /** Connection events: 'connected' (after a reconnection), 'disconnected', 'blocked', 'unblocked'. */
-  on(event: ConnectionEvent, listener: (...args: unknown[]) => void): this {
-    this.#events.on(event, listener);
+  /** Connection events: 'connected' (after a reconnection), 'disconnected' (err), 'blocked' (reason), 'unblocked'. */
+  on<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
+    this.#events.on(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  /** Removes a listener added with {@link on}. */
+  off<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
+    this.#events.off(event, listener as (...args: unknown[]) => void);
     return this;
   }
 

@@ -6,7 +6,7 @@ import { AckAndRestart, DeliveryLimitExceeded, ExitScheduler, MalformedMessage, 
 import { componentLogger, type Logger } from '../log.js';
 import { sleep } from '../microthreads/effects.js';
 import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
-import type { ConnectionEvent } from '../transport/managed.js';
+import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import { closeOnSignal, DEFAULT_DRAIN_MS } from '../transport/shutdown.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
@@ -207,9 +207,15 @@ export class MessageProcessor extends MicroThread {
     return this.#ready;
   }
 
-  /** Connection events: 'connected' (after a reconnection), 'disconnected', 'blocked', 'unblocked'. */
-  on(event: ConnectionEvent, listener: (...args: unknown[]) => void): this {
+  /** Connection events: 'connected' (after a reconnection), 'disconnected' (err), 'blocked' (reason), 'unblocked'. */
+  on<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
     this.consumer.on(event, listener);
+    return this;
+  }
+
+  /** Removes a listener added with {@link on}. */
+  off<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
+    this.consumer.off(event, listener);
     return this;
   }
 

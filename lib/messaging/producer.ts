@@ -5,7 +5,7 @@ import { componentLogger, type Logger } from '../log.js';
 import { EventEmitter } from 'node:events';
 import { openChannel } from '../transport/channels.js';
 import { Deadlines } from '../transport/deadlines.js';
-import { ManagedConnection, reopenSoon, type ConnectionEvent } from '../transport/managed.js';
+import { ManagedConnection, reopenSoon, type ConnectionEvent, type ConnectionEvents } from '../transport/managed.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange } from './exchange.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
@@ -300,9 +300,15 @@ export class GenericProducer {
     for (const send of held) send();
   }
 
-  /** Connection events: 'connected' (after a reconnection), 'disconnected', 'blocked', 'unblocked'. */
-  on(event: ConnectionEvent, listener: (...args: unknown[]) => void): this {
-    this.#events.on(event, listener);
+  /** Connection events: 'connected' (after a reconnection), 'disconnected' (err), 'blocked' (reason), 'unblocked'. */
+  on<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
+    this.#events.on(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  /** Removes a listener added with {@link on}. */
+  off<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
+    this.#events.off(event, listener as (...args: unknown[]) => void);
     return this;
   }
 

@@ -16,7 +16,17 @@ export interface ReconnectOptions {
   jitter?: number;
 }
 
-export type ConnectionEvent = 'connected' | 'disconnected' | 'blocked' | 'unblocked';
+/** A component's connection events, and what each listener gets. */
+export interface ConnectionEvents {
+  /** Back after a loss: channels, topology and consumers restored. */
+  connected: [];
+  /** The connection (or the component's channel) went away; it reconnects by itself. */
+  disconnected: [err: Error];
+  /** The broker stopped taking publishes (a memory or disk alarm). */
+  blocked: [reason: string];
+  unblocked: [];
+}
+export type ConnectionEvent = keyof ConnectionEvents;
 
 /**
  * Owns one component's connection: opens it, and after a loss opens it again

@@ -35,12 +35,12 @@ describe('fault: the broker stops during an RPC', function () {
     }
     const p = await Caller.create({ url: broker.url });
     const started = Date.now();
-    const call = p.rpc_slow({ _timeout: 60, _max_retry: 0 });
-    await broker.stop();
-    const err = await call.then(
+    const outcome = p.rpc_slow({ _timeout: 60, _max_retry: 0 }).then(
       () => undefined,
       (e: unknown) => e,
     );
+    await broker.stop();
+    const err = await outcome;
     expect(err).to.be.instanceOf(BrokerError);
     expect((err as BrokerError).code).to.equal('CHANNEL_CLOSED');
     expect((err as Error).message).to.contain('RPC to fault-rpc/nobody-answers lost');

@@ -92,6 +92,9 @@ export async function throwawayVhost(base: string, suffix: string): Promise<stri
 
 /** The URL of a broker (in this run's own vhost) that the specs may use; resolved once per run. */
 export function brokerUrl(): Promise<string> {
+  if (process.env.POSTAGE_SPEC_TIER === 'unit') {
+    return Promise.reject(new Error('spec/unit runs without a broker (npm run test:unit), and this spec asked for one: move it out of spec/unit.'));
+  }
   resolved ??= (async () => {
     const [url] = brokerUrls(loadConfig());
     let base: string | undefined;

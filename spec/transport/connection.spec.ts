@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
 import net from 'node:net';
-import { BrokerError, ConfigError, GenericProducer, MessageProcessor } from '../../lib/index.js';
+import { BrokerError, ConfigError, Fingerprint, GenericProducer, MessageProcessor } from '../../lib/index.js';
 import { openConnection } from '../../lib/transport/connection.js';
 import { brokerUrl } from '../support/broker.js';
 
@@ -139,6 +139,32 @@ describe('openConnection', () => {
     } finally {
       await quiet.close();
       await chosen.close();
+    }
+  });
+});
+
+describe('configuration', () => {
+  it('is read when a component is created, not frozen when the library was first used', async () => {
+    const names = ['POSTAGE_VHOST', 'POSTAGE_URL', 'POSTAGE_HOST', 'POSTAGE_PORT'] as const;
+    const saved = names.map((k) => [k, process.env[k]] as const);
+    const base = new URL(await brokerUrl());
+    try {
+      delete process.env.POSTAGE_URL;
+      process.env.POSTAGE_VHOST = 'spec-set-after-import';
+      expect(new Fingerprint('late', 'test').vhost).to.equal('spec-set-after-import');
+      process.env.POSTAGE_HOST = base.hostname;
+      process.env.POSTAGE_PORT = base.port || '5672';
+      const err = await GenericProducer.create().then(
+        (p) => p.close(),
+        (e: unknown) => e,
+      );
+      expect((err as { code?: string }).code).to.equal('VHOST_REFUSED');
+      expect((err as Error).message).to.contain("'spec-set-after-import'");
+    } finally {
+      for (const [k, v] of saved) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
     }
   });
 });

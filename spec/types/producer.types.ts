@@ -56,6 +56,15 @@ export async function typed(): Promise<void> {
   await p.rpc_nobody_declared({});
   void wrong;
 
+  // Events are typed per name.
+  const onLoss = (err: Error) => void err.message;
+  p.on('disconnected', onLoss).off('disconnected', onLoss);
+  p.on('blocked', (reason: string) => void reason.length);
+  // @ts-expect-error: no such event
+  p.on('disconected', () => undefined);
+  // @ts-expect-error: 'blocked' gives a reason string
+  p.on('blocked', (reason: number) => void reason);
+
   // A producer that declares no builder takes every name, as in Postage.
   const bare = await GenericProducer.create();
   await bare.message_anything({ a: 1 });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { backoffMs, jittered } from '../lib/backoff.js';
+import { backoffMs, jittered } from '../../lib/backoff.js';
 
 describe('backoff', () => {
   it('doubles from the initial delay up to the maximum', () => {
