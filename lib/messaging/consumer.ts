@@ -3,9 +3,9 @@ import { DEFAULTS } from '../config.js';
 import { BrokerError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import { openChannel } from '../transport/channels.js';
-import { ManagedConnection, reopenSoon, type ConnectionEvent, type ConnectionEvents } from '../transport/managed.js';
+import { Link } from '../transport/link.js';
+import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import { AckBatcher } from './acks.js';
 import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
@@ -46,10 +46,8 @@ export class GenericConsumer {
   /** The (real) queue names this consumer consumes from. */
   readonly queues: string[] = [];
   protected readonly log: Logger;
-  #opts: ConsumerOptions;
   #eqk: Eqk;
-  #managed: ManagedConnection | undefined;
-  #shared: ChannelModel | undefined;
+  readonly #link: Link;
   #channel: Channel | undefined;
   #ready: Promise<void> | undefined;
   #tags = new Map<string, string>();
@@ -64,51 +62,42 @@ export class GenericConsumer {
    * a lost channel: acks must go to the channel a delivery came on or nowhere.
    */
   #channelTags = new Set<string>();
-  readonly #events = new EventEmitter();
   #closed = false;
   #errorChannel: ConfirmChannel | undefined;
   #errorModel: ChannelModel | undefined;
 
   constructor(options: ConsumerOptions = {}) {
-    this.#opts = options;
     const eqk = options.eqk ?? [];
     this.#eqk = eqk.length > 0 ? eqk : (this.constructor as typeof GenericConsumer).eqk;
-    this.#shared = options.connection;
     this.prefetch = options.prefetch ?? DEFAULTS.prefetch;
     this.encoder = options.encoder ?? new JsonEncoder();
     this.log = options.logger ?? componentLogger('consumer', this.constructor.name);
+    this.#link = new Link(options, this.log, 'consumer', {
+      open: (model) => this.#restore(model),
+      lost: () => {
+        this.#channel = undefined;
+        this.#tags.clear();
+      },
+      isOpen: () => this.#channel !== undefined,
+    });
   }
 
   /** Connection events: 'connected' (after a reconnection), 'disconnected' (err), 'blocked' (reason), 'unblocked'. */
   on<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
-    this.#events.on(event, listener as (...args: unknown[]) => void);
+    this.#link.on(event, listener);
     return this;
   }
 
   /** Removes a listener added with {@link on}. */
   off<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
-    this.#events.off(event, listener as (...args: unknown[]) => void);
+    this.#link.off(event, listener);
     return this;
   }
 
   /** Resolves once every exchange and queue is declared and bound. */
   ready(): Promise<void> {
     this.#ready ??= (async () => {
-      let model = this.#shared;
-      if (!model) {
-        const managed = new ManagedConnection(this.#opts, this.log);
-        this.#managed = managed;
-        model = await managed.connect();
-        managed.serve(
-          this.#events,
-          () => {
-            this.#channel = undefined;
-            this.#tags.clear();
-          },
-          (m) => this.#restore(m),
-        );
-      }
-      await this.#openChannel(model);
+      await this.#link.connect();
       await this.addEqk(this.#eqk);
     })();
     return this.#ready;
@@ -117,7 +106,10 @@ export class GenericConsumer {
   async #openChannel(model: ChannelModel): Promise<Channel> {
     const ch = await openChannel(model);
     ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'consumer channel error'));
-    ch.on('close', () => this.#channelLost(ch));
+    // The broker closed it (a declaration it refused, a queue deleted under us…), or the connection went.
+    ch.on('close', () => {
+      if (ch === this.#channel && !this.#closed) this.#link.channelLost();
+    });
     await ch.prefetch(this.prefetch);
     this.#channel = ch;
     this.#channelTags = new Set();
@@ -126,33 +118,7 @@ export class GenericConsumer {
     return ch;
   }
 
-  /**
-   * The broker closed the channel (a declaration it refused, a queue deleted
-   * under us…) while the connection lives on: open a new one and restore.
-   * A lost connection closes its channels too; that case is left to the reconnection.
-   */
-  #channelLost(ch: Channel): void {
-    if (this.#channel !== ch || this.#closed) return;
-    this.#channel = undefined;
-    this.#tags.clear();
-    const model = this.connection;
-    // A lost connection closes its channels first, then itself, in the same turn: by the next
-    // microtask it is known which this was, so one loss is reported once, by the reconnection.
-    queueMicrotask(() => {
-      if (!model || this.connection !== model || (model.connection as { expectSocketClose?: boolean }).expectSocketClose || this.#closed) return;
-      this.#events.emit('disconnected', new BrokerError('the broker closed the consumer channel', 'CHANNEL_CLOSED'));
-      reopenSoon({
-        model: () => this.connection,
-        settled: () => this.#channel !== undefined || this.#closed,
-        restore: (m) => this.#restore(m),
-        events: this.#events,
-        log: this.log,
-        what: 'consumer',
-      });
-    });
-  }
-
-  /** After a reconnection: a new channel, every binding again, consumers back on. */
+  /** On a connection (the first, or after a loss): a new channel, every binding made so far again, consumers back on. */
   async #restore(model: ChannelModel): Promise<void> {
     const ch = await this.#openChannel(model);
     const bindings = this.#bindings;
@@ -174,7 +140,7 @@ export class GenericConsumer {
   }
 
   get connection(): ChannelModel | undefined {
-    return this.#shared ?? this.#managed?.model;
+    return this.#link.model;
   }
 
   async addEqk(eqk: Eqk): Promise<void> {
@@ -397,7 +363,7 @@ export class GenericConsumer {
     this.#channel = undefined;
     await ch?.close().catch(() => undefined);
     await this.#errorChannel?.close().catch(() => undefined);
-    await this.#managed?.close();
+    await this.#link.close();
   }
 }
 

@@ -1,0 +1,61 @@
+import { Message } from '../messages.js';
+import type { Eks } from '../topology.js';
+
+/** The trailing options object of `message_NAME` / `rpc_NAME`: every key starts with `_`. */
+export interface SendOptions {
+  /** Routing key on the default (first) exchange. */
+  _key?: string;
+  /** Exchanges and keys to send to instead of the producer's eks (`_key` is then ignored). */
+  _eks?: Eks;
+  /** Seconds to wait for an RPC reply before sending again. @default 30 */
+  _timeout?: number;
+  /** How many times an unanswered RPC is sent again. @default 4 */
+  _max_retry?: number;
+  /** Return the reply queue's name instead of waiting (collect with `consumeRpc`). */
+  _queue_only?: boolean;
+  /**
+   * Whether a message no queue takes is an error (`UNROUTABLE`). By default
+   * commands and RPCs must reach a queue, while statuses, results and other
+   * events are publish/subscribe: nobody listening is fine.
+   * @default the producer's `mandatory`, else true for commands and RPCs only
+   */
+  _mandatory?: boolean;
+}
+
+/** Every send option there is; anything else starting with `_` is a typo. */
+const SEND_OPTIONS: ReadonlySet<string> = new Set(['_key', '_eks', '_timeout', '_max_retry', '_queue_only', '_mandatory'] satisfies Array<keyof SendOptions>);
+
+function isSendOptions(v: unknown): v is SendOptions {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Message) return false;
+  const keys = Object.keys(v);
+  return keys.length > 0 && keys.every((k) => k.startsWith('_'));
+}
+
+/**
+ * Takes the trailing send options off `args`. `payloads` is how many leading
+ * arguments may be payloads (a builder's parameters; one for a name without a
+ * builder). Past them, an object of `_` keys is options, and a key that is no
+ * option is an error. Where a payload may stand, it is options only when every
+ * key is a send option; one with none (a MongoDB `{ _id: 42 }`) is the payload,
+ * and one with both is refused rather than half dropped.
+ * @internal
+ */
+export function takeSendOptions(args: unknown[], payloads: number): SendOptions {
+  const last = args[args.length - 1];
+  if (args.length === 0 || !isSendOptions(last)) return {};
+  const keys = Object.keys(last);
+  const unknown = keys.filter((k) => !SEND_OPTIONS.has(k));
+  const list = (ks: string[]) => ks.map((k) => `'${k}'`).join(', ');
+  if (args.length > payloads) {
+    if (unknown.length > 0) throw new TypeError(`unknown send option${unknown.length > 1 ? 's' : ''} ${list(unknown)}: the options are ${[...SEND_OPTIONS].join(', ')}`);
+  } else if (unknown.length === keys.length) {
+    return {};
+  } else if (unknown.length > 0) {
+    throw new TypeError(
+      `an argument mixes send options (${list(keys.filter((k) => SEND_OPTIONS.has(k)))}) with keys that are none (${list(unknown)}): ` +
+        `if it is the payload, pass the options after it; if it is options, the options are ${[...SEND_OPTIONS].join(', ')}`,
+    );
+  }
+  args.pop();
+  return last;
+}

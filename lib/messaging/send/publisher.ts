@@ -1,0 +1,183 @@
+import type { ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import { BrokerError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { openChannel } from '../../transport/channels.js';
+import { Deadlines } from '../../transport/deadlines.js';
+import { declareExchange, type EksEntry } from '../topology.js';
+
+/** One error for every target of a send that no queue took. @internal */
+export function unroutableError(missed: readonly EksEntry[]): BrokerError {
+  const unroutable = missed.map(([e, key]) => ({ exchange: e.name, key }));
+  const list = unroutable.map((t) => `exchange '${t.exchange}' with key '${t.key}'`).join(', ');
+  return new BrokerError(
+    `no queue is bound to ${list}: the broker returned the message${missed.length > 1 ? ' for each of these' : ''}. Start the component that consumes it, or check the exchange and key.`,
+    'UNROUTABLE',
+    { unroutable },
+  );
+}
+
+/**
+ * Publishes persistent messages on a confirm channel of its own and settles
+ * each send from what the broker says: confirmed, returned (no queue took it),
+ * nacked, or nothing within the confirm timeout. Owns that channel's life
+ * inside a connection: it opens it (declaring the producer's exchanges), and
+ * after a nack moves to a fresh one. A channel it did not retire itself
+ * closing is reported to `onLost`.
+ * @internal
+ */
+export class Publisher {
+  #channel: ConfirmChannel | undefined;
+  /** Why the broker last closed the channel, for the sends it took down. */
+  #channelError: Error | undefined;
+  /** `messageId|exchange|key` of messages the broker returned, until their confirm arrives. */
+  readonly #returned = new Set<string>();
+  readonly #confirms: Deadlines;
+  readonly #idPrefix = `${process.pid}.${Date.now().toString(36)}.m`;
+  #nextId = 0;
+  #renewing = false;
+  #renewedAt = 0;
+  #model: ChannelModel | undefined;
+  #exchanges: readonly EksEntry[] = [];
+
+  constructor(
+    private readonly log: Logger,
+    confirmTimeoutMs: number,
+    private readonly onLost: () => void,
+  ) {
+    this.#confirms = new Deadlines(confirmTimeoutMs);
+  }
+
+  get isOpen(): boolean {
+    return this.#channel !== undefined;
+  }
+
+  /** Opens the confirm channel on `model` and declares `exchanges` (the producer's eks). */
+  async open(model: ChannelModel, exchanges: readonly EksEntry[]): Promise<void> {
+    this.#model = model;
+    this.#exchanges = exchanges;
+    this.#channel = await this.#openChannel(model);
+    this.#channelError = undefined;
+  }
+
+  async #openChannel(model: ChannelModel): Promise<ConfirmChannel> {
+    const ch = await openChannel(model, true);
+    ch.on('error', (err: Error) => {
+      this.#channelError = err;
+      this.log.warn({ err: err.message }, 'producer channel error');
+    });
+    ch.on('close', () => {
+      // A channel retired on purpose (see #renewAfterNack) takes nothing down with it.
+      if (ch === this.#channel) this.onLost();
+    });
+    ch.on('return', (msg: ConsumeMessage) => {
+      const id = msg.properties.messageId as string | undefined;
+      if (id) this.#returned.add(`${id}|${msg.fields.exchange}|${msg.fields.routingKey}`);
+    });
+    for (const [exchange] of this.#exchanges) await declareExchange(ch, exchange);
+    return ch;
+  }
+
+  /** The connection or a channel went away: sends in flight were failed by amqplib, new ones fail until open() again. */
+  lost(): void {
+    const ch = this.#channel;
+    this.#channel = undefined;
+    // When only the other channel died, this one is closed too: open() makes a fresh pair.
+    void ch?.close().catch(() => undefined);
+  }
+
+  /** No confirm comes while the broker blocks publishing: that wait is the alarm's, not a fault. */
+  pause(): void {
+    this.#confirms.pause();
+  }
+
+  resume(): void {
+    this.#confirms.resume();
+  }
+
+  /**
+   * Publishes `content` persistently to every target; resolves once the broker
+   * confirmed it on all, rejects with `UNROUTABLE` (naming every target no
+   * queue took, when `mandatory`), `NACK`, `CHANNEL_CLOSED` or `CONFIRM_TIMEOUT`.
+   * Throws `NOT_CONNECTED` at once without a channel (`notConnected` says why).
+   */
+  publish(targets: readonly EksEntry[], content: Buffer, props: { mandatory: boolean; contentType: string }, notConnected: () => BrokerError): Promise<void> {
+    const ch = this.#channel;
+    if (!ch) return Promise.reject(notConnected());
+    // One id per message, whatever its targets: consumers log it, and returns are matched by it.
+    const full = { ...props, persistent: true, messageId: this.#idPrefix + this.#nextId++ };
+    // One target (the usual case) needs one promise, not one per target plus Promise.all.
+    if (targets.length === 1) {
+      return new Promise<void>((resolve, reject) => this.#publishOne(ch, targets[0], content, full, (routed) => (routed ? resolve() : reject(unroutableError([targets[0]]))), reject));
+    }
+    return Promise.all(targets.map((t) => new Promise<boolean>((resolve, reject) => this.#publishOne(ch, t, content, full, resolve, reject)))).then((routed) => {
+      const missed = targets.filter((_, i) => !routed[i]);
+      if (missed.length > 0) throw unroutableError(missed);
+    });
+  }
+
+  /** Publishes to one target; `done(false)` when the broker returned it (no queue took it). */
+  #publishOne(ch: ConfirmChannel, [exchange, key]: EksEntry, content: Buffer, props: Options.Publish & { messageId: string }, done: (routed: boolean) => void, reject: (err: Error) => void): void {
+    // An Exchange class and a plain exchange object both carry their name in `name`.
+    const exName = exchange.name;
+    let timedOut = false;
+    const wait = this.#confirms.start(() => {
+      timedOut = true;
+      reject(
+        new BrokerError(
+          `no confirm from the broker for a message to ${exName}/${key} within ${this.#confirms.ms / 1000} s: the connection may be dead (its heartbeat will tell). The message may or may not have arrived: send it again (or raise confirmTimeoutMs)`,
+          'CONFIRM_TIMEOUT',
+        ),
+      );
+    });
+    ch.publish(exName, key, content, props, (err) => {
+      if (timedOut) return;
+      this.#confirms.end(wait);
+      if (err) {
+        const closed = this.#channelError;
+        reject(
+          closed
+            ? new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${closed.message}`, 'CHANNEL_CLOSED', { cause: closed })
+            : new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }),
+        );
+        if (!closed) this.#renewAfterNack(ch);
+      } else done(!(this.#returned.size > 0 && this.#returned.delete(`${props.messageId}|${exName}|${key}`)));
+    });
+  }
+
+  /**
+   * After a nack, publishing goes on on a fresh confirm channel. A broker
+   * channel can stay wedged after a quorum queue's leader dies (RabbitMQ 3.10
+   * nacked every later publish on it for minutes while the queue, under its
+   * new leader, took publishes from any new channel); a nack for a legitimate
+   * reason (a full queue with reject-publish) costs one channel at most once a second.
+   */
+  #renewAfterNack(old: ConfirmChannel): void {
+    const model = this.#model;
+    if (old !== this.#channel || this.#renewing || !model || Date.now() - this.#renewedAt < 1000) return;
+    this.#renewing = true;
+    this.#renewedAt = Date.now();
+    this.#openChannel(model).then(
+      (ch) => {
+        this.#renewing = false;
+        if (this.#channel !== old) {
+          void ch.close().catch(() => undefined);
+          return;
+        }
+        this.#channel = ch;
+        this.log.warn('the broker nacked a message; publishing goes on on a new channel');
+        // Confirms still due on the old channel arrive before its close-ok.
+        void old.close().catch(() => undefined);
+      },
+      (err) => {
+        this.#renewing = false;
+        this.log.warn({ err: (err as Error).message }, 'could not open a new channel after a nack; keeping the old one');
+      },
+    );
+  }
+
+  async close(): Promise<void> {
+    const ch = this.#channel;
+    this.#channel = undefined;
+    await ch?.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,235 @@
+import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import { BrokerError, MalformedMessage } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { openChannel } from '../../transport/channels.js';
+import type { Encoder } from '../encoder.js';
+import { Message, MessageResult, MessageResultError, MessageResultException, type AnyResult, type MessageBody } from '../messages.js';
+import { declareQueue, type EksEntry } from '../topology.js';
+import { unroutableError } from './publisher.js';
+
+export interface ConsumeRpcOptions {
+  /** How many replies to wait for. @default 1 */
+  resultLen?: number;
+  /** Called with each reply body as it arrives. */
+  callback?: (body: MessageBody<object>) => void;
+  /** Seconds to wait for all replies. @default the producer's rpcTimeout */
+  timeout?: number;
+}
+
+/** One call: where it went, how it ends. */
+export interface RpcCall {
+  target: EksEntry;
+  content: Buffer;
+  /** Milliseconds to wait for a reply before sending again. */
+  timeoutMs: number;
+  /** How many times it is sent again. */
+  maxRetry: number;
+  /** Whether a request no queue takes fails the call at once (`UNROUTABLE`). */
+  mandatory: boolean;
+  /** `'queue'`: a reply queue of its own, for peers that reply without a correlation id. */
+  replyTo: 'direct' | 'queue';
+}
+
+interface PendingRpc {
+  resolve: (r: AnyResult) => void;
+  reject: (err: BrokerError) => void;
+  target: EksEntry;
+  timer: NodeJS.Timeout | undefined;
+  /** Its own reply queue (`replyTo: 'queue'`), whose replies need no correlation id. */
+  queue?: { name: string; consumerTag: string };
+}
+
+const REPLY_TO = 'amq.rabbitmq.reply-to';
+
+/**
+ * Calls RPCs and matches their replies: one plain channel (a request needs no
+ * publisher confirm: its reply is the acknowledgement), RabbitMQ's direct
+ * reply-to (no queue per call) or a queue per call, retries on timeout, and
+ * one rule for how a call ends. What the remote side says resolves it (its
+ * result, or `TimeoutError` after the retries); a failure that is not the
+ * remote side's rejects with a `BrokerError`: `UNROUTABLE`, `CHANNEL_CLOSED`,
+ * `CLOSED`.
+ * @internal
+ */
+export class RpcClient {
+  #channel: Channel | undefined;
+  readonly #pending = new Map<string, PendingRpc>();
+  readonly #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
+  #nextId = 0;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly encoder: Encoder,
+    private readonly onLost: () => void,
+  ) {}
+
+  get isOpen(): boolean {
+    return this.#channel !== undefined;
+  }
+
+  async open(model: ChannelModel): Promise<void> {
+    const ch = await openChannel(model);
+    ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'producer RPC channel error'));
+    ch.on('close', () => {
+      if (ch === this.#channel) this.onLost();
+    });
+    // A request no queue took comes back (it is published mandatory): nobody will answer it.
+    ch.on('return', (msg: ConsumeMessage) => {
+      const id = msg.properties.correlationId as string | undefined;
+      const entry = id === undefined ? undefined : this.#pending.get(id);
+      if (entry) this.#fail(id!, unroutableError([entry.target]));
+    });
+    // Direct reply-to: replies come back on the channel that published.
+    await ch.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
+    this.#channel = ch;
+  }
+
+  /** The channel went away: every call in flight rejects (`CHANNEL_CLOSED`); it is not sent again on the next channel. */
+  lost(): void {
+    this.#failPending('its channel closed before the reply came', 'CHANNEL_CLOSED');
+    const ch = this.#channel;
+    this.#channel = undefined;
+    // When only the other channel died, this one is closed too: open() makes a fresh pair.
+    void ch?.close().catch(() => undefined);
+  }
+
+  /** Sends a request and resolves with its reply (see the class for how a call ends). */
+  call(c: RpcCall): Promise<AnyResult> {
+    const ch = this.#channel;
+    if (!ch) return Promise.reject(new BrokerError('the RPC channel is not open', 'NOT_CONNECTED'));
+    const [exchange, key] = c.target;
+    const exName = exchange.name;
+    const correlationId = this.#idPrefix + this.#nextId++;
+    return (c.replyTo === 'queue' ? this.#replyQueue(ch, correlationId) : Promise.resolve(undefined)).then(
+      (queue) =>
+        new Promise<AnyResult>((resolve, reject) => {
+          let attempt = 0;
+          const entry: PendingRpc = { resolve, reject, target: c.target, timer: undefined, queue };
+          const send = () => {
+            // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
+            ch.publish(exName, key, c.content, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
+            entry.timer = setTimeout(() => {
+              if (attempt < c.maxRetry) {
+                attempt++;
+                this.log.debug({ correlationId, attempt }, 'RPC unanswered, sending again');
+                send();
+              } else {
+                this.#settle(correlationId, new MessageResultException('TimeoutError', `no reply to RPC ${exName}/${key} after ${c.maxRetry + 1} attempts of ${c.timeoutMs / 1000} s`));
+              }
+            }, c.timeoutMs);
+          };
+          this.#pending.set(correlationId, entry);
+          send();
+        }),
+    );
+  }
+
+  /** Sends a request whose replies are collected later (`consumeRpc`); resolves with the reply queue's name. */
+  async callQueueOnly(target: EksEntry, content: Buffer): Promise<string> {
+    const ch = this.#channel;
+    if (!ch) throw new BrokerError('the RPC channel is not open', 'NOT_CONNECTED');
+    const queue = await declareQueue(ch, '', { exclusive: true, autoDelete: true, durable: false });
+    ch.publish(target[0].name, target[1], content, { contentType: this.encoder.contentType, replyTo: queue, correlationId: queue });
+    return queue;
+  }
+
+  /** A reply queue for one call (exclusive, deleted with its consumer): whatever arrives there is that call's reply. */
+  async #replyQueue(ch: Channel, correlationId: string): Promise<{ name: string; consumerTag: string }> {
+    const name = await declareQueue(ch, '', { exclusive: true, autoDelete: true, durable: false });
+    const { consumerTag } = await ch.consume(name, (msg) => msg && this.#onReply(msg, correlationId), { noAck: true });
+    return { name, consumerTag };
+  }
+
+  #settle(id: string, result: AnyResult): void {
+    this.#release(id)?.resolve(result);
+  }
+
+  #fail(id: string, err: BrokerError): void {
+    this.#release(id)?.reject(err);
+  }
+
+  /** Forgets a pending call once, releasing its timer and reply queue. */
+  #release(id: string): PendingRpc | undefined {
+    const entry = this.#pending.get(id);
+    if (!entry) return undefined;
+    this.#pending.delete(id);
+    clearTimeout(entry.timer);
+    if (entry.queue) void this.#channel?.cancel(entry.queue.consumerTag).catch(() => undefined);
+    return entry;
+  }
+
+  /**
+   * A reply on direct reply-to, or on a call's own queue (`forCall`). A reply
+   * without a correlation id (Python Postage sends none) completes the one
+   * call in flight, when there is exactly one: it can only be its answer.
+   */
+  #onReply(msg: ConsumeMessage, forCall?: string): void {
+    let id = forCall ?? (msg.properties.correlationId as string | undefined);
+    if (id === undefined && this.#pending.size === 1) {
+      const [only, entry] = this.#pending.entries().next().value as [string, PendingRpc];
+      if (!entry.queue) id = only;
+    }
+    if (id === undefined || !this.#pending.has(id)) {
+      this.log.debug({ correlationId: id }, 'reply for no pending RPC (already answered, timed out, or uncorrelated while several calls are in flight)');
+      return;
+    }
+    this.#settle(id, this.#toResult(msg.content));
+  }
+
+  #toResult(content: Buffer): AnyResult {
+    try {
+      const m = Message.fromBody(this.encoder.decode(content));
+      if (m instanceof MessageResult) return m;
+      throw new MalformedMessage(`type "${m.type}" is not a result`);
+    } catch (err) {
+      const reason = err instanceof MalformedMessage ? err.reason : String(err);
+      return new MessageResultError(`Malformed reply (${reason})`);
+    }
+  }
+
+  #failPending(why: string, code: 'CHANNEL_CLOSED' | 'CLOSED'): void {
+    for (const [id, { target }] of [...this.#pending]) {
+      this.#fail(id, new BrokerError(`RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it is safe to`, code));
+    }
+  }
+
+  /**
+   * Collects replies from a reply queue made by `callQueueOnly`: resolves with
+   * `resultLen` results, or with those that came before the timeout (a
+   * `MessageResultException('TimeoutError', …)` when none did).
+   */
+  async consume(queue: string, options: ConsumeRpcOptions, defaultTimeoutMs: number): Promise<AnyResult[]> {
+    const ch = this.#channel;
+    if (!ch) throw new BrokerError('the RPC channel is not open', 'NOT_CONNECTED');
+    const resultLen = options.resultLen ?? 1;
+    const timeoutMs = options.timeout !== undefined ? options.timeout * 1000 : defaultTimeoutMs;
+    const results: AnyResult[] = [];
+    let finish!: () => void;
+    const done = new Promise<void>((r) => (finish = r));
+    const timer = setTimeout(finish, timeoutMs);
+    const { consumerTag } = await ch.consume(
+      queue,
+      (msg) => {
+        if (!msg || results.length >= resultLen) return;
+        const r = this.#toResult(msg.content);
+        results.push(r);
+        options.callback?.(r.body);
+        if (results.length >= resultLen) finish();
+      },
+      { noAck: true },
+    );
+    await done;
+    clearTimeout(timer);
+    await ch.cancel(consumerTag).catch(() => undefined);
+    if (results.length === 0) results.push(new MessageResultException('TimeoutError', `no reply on ${queue} within ${timeoutMs / 1000} s`));
+    return results;
+  }
+
+  /** Every call in flight rejects with `CLOSED`; the channel closes. */
+  async close(): Promise<void> {
+    this.#failPending('the producer was closed', 'CLOSED');
+    const ch = this.#channel;
+    this.#channel = undefined;
+    await ch?.close().catch(() => undefined);
+  }
+}
