@@ -1,0 +1,122 @@
+import type { ConsumeMessage } from 'amqplib';
+import { backoffMs } from '../../backoff.js';
+import { AckAndRestart, DeliveryLimitExceeded, ExitScheduler, RejectMessage } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { sleep } from '../../microthreads/effects.js';
+import type { Yielded } from '../../microthreads/thread.js';
+import type { FingerprintDict } from '../fingerprint.js';
+import { applyFilters, SKIP, type Handler } from '../handlers.js';
+import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from '../messages.js';
+import type { Outcome } from './outcome.js';
+import { rpcHandler, type Registered } from './registry.js';
+
+/** How a failing message's handlers run again. */
+export interface RetryOptions {
+  /** Handler runs in all, the first included. @default 3 */
+  attempts?: number;
+  /** Wait before the second run; doubled each time. @default 100 */
+  backoffMs?: number;
+  /** The longest wait between runs. @default 5000 */
+  maxBackoffMs?: number;
+}
+
+/** What dispatching needs of the processor that drives it. */
+export interface DispatchContext {
+  /** `this` for handlers, and the `processor` of `Handler` classes. */
+  readonly owner: object;
+  readonly fingerprint: FingerprintDict;
+  readonly log: Logger;
+  readonly retry: RetryOptions | undefined;
+  readonly errorExchange: string | undefined;
+  /** Aborted when the processor closes: a wait between retries ends, the delivery is left unsettled. */
+  readonly closing: AbortSignal;
+  /** Encodes an RPC result; throws when it cannot be encoded. */
+  encodeReply(result: unknown): Buffer;
+}
+
+const noReply = (): void => undefined;
+
+function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as Generator).next === 'function' && typeof (v as Generator).throw === 'function';
+}
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
+}
+
+/** Runs one handler (its filters first). `last`: no handler runs after it, so it may have the decoded body itself instead of a copy. */
+function* invoke(ctx: DispatchContext, h: Registered, body: MessageBody<object>, reply: (r: unknown) => void, last: boolean): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
+  // Each handler (and its filters) gets its own copy, so one cannot change what the next sees;
+  // the body was freshly decoded for this delivery, so the last handler can take it without copying.
+  const given = h.tag.pass === 'body' ? body : body.content;
+  const arg = applyFilters(h.fn, last ? given : structuredClone(given));
+  if (arg === SKIP) return { ran: false, value: undefined };
+  let r: unknown;
+  if (h.isClass) {
+    const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
+    r = new Cls(ctx.owner, arg, reply).call();
+  } else r = h.fn.call(ctx.owner, arg, reply);
+  if (isGenerator(r)) r = yield* r;
+  else if (isThenable(r)) r = yield r;
+  return { ran: true, value: r };
+}
+
+/** A message (not an RPC): every handler runs, in order, with retries; the outcome follows from how the last run ended. */
+export function* dispatchMessage(ctx: DispatchContext, msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, Outcome, unknown> {
+  const attempts = ctx.retry?.attempts ?? 1;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // With retries, every run needs the body untouched: no handler may take the original.
+      for (let i = 0; i < handlers.length; i++) yield* invoke(ctx, handlers[i], body, noReply, attempts === 1 && i === handlers.length - 1);
+      return { kind: 'ack' };
+    } catch (err) {
+      if (err instanceof ExitScheduler) return { kind: 'exit', signal: err };
+      if (err instanceof AckAndRestart) return { kind: 'restart', signal: err };
+      if (!(err instanceof RejectMessage) && attempt < attempts) {
+        const wait = backoffMs(attempt - 1, ctx.retry?.backoffMs ?? 100, ctx.retry?.maxBackoffMs ?? 5000);
+        ctx.log.warn({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
+        try {
+          yield sleep(wait, ctx.closing);
+        } catch {
+          // Closing: left unsettled, it goes back to the queue.
+          return { kind: 'leave' };
+        }
+        continue;
+      }
+      if (ctx.errorExchange) return { kind: 'deadLetter', err, attempts: attempt };
+      return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err };
+    }
+  }
+}
+
+/** An RPC: one handler answers (see {@link rpcHandler}); its result, or its failure, is the reply. */
+export function* dispatchRpc(ctx: DispatchContext, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, Outcome, unknown> {
+  const handler = rpcHandler(handlers);
+  if (!handler) return { kind: 'ack', reply: ctx.encodeReply(new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`)) };
+  // Encoded when given, so that a result that cannot be encoded (a BigInt, a cycle) fails the handler.
+  let content: Buffer | undefined;
+  const reply = (r: unknown) => {
+    if (content) return;
+    // Replies carry the answering component's fingerprint, as requests carry the caller's.
+    const m = r instanceof Message ? r : new MessageResult(r);
+    content = ctx.encodeReply(m.setFingerprint(ctx.fingerprint));
+  };
+  try {
+    const { ran, value } = yield* invoke(ctx, handler, body, reply, true);
+    reply(ran && value !== undefined ? value : null);
+    return { kind: 'ack', reply: content };
+  } catch (err) {
+    if (err instanceof ExitScheduler || err instanceof AckAndRestart) {
+      reply(null);
+      return err instanceof ExitScheduler ? { kind: 'exit', signal: err, reply: content } : { kind: 'restart', signal: err, reply: content };
+    }
+    const e = err as Error;
+    reply(new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)));
+    return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err, reply: content };
+  }
+}
+
+/** A delivery that came back too often: no handler runs; it goes to the error exchange, or is rejected, and an RPC caller is told. */
+export function overLimit(ctx: DispatchContext, body: MessageBody<object>, err: DeliveryLimitExceeded): Outcome {
+  const reply = body.category === 'rpc' ? ctx.encodeReply(new MessageResultException(err.name, err.message).setFingerprint(ctx.fingerprint)) : undefined;
+  return ctx.errorExchange ? { kind: 'deadLetter', err, attempts: err.deliveries, reply } : { kind: 'reject', why: 'limit', err, reply };
+}

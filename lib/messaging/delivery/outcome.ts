@@ -1,0 +1,19 @@
+import type { AckAndRestart, ExitScheduler } from '../../errors.js';
+
+/**
+ * What is to become of a delivery once its handlers ran, as data: the
+ * dispatch stage decides it, the settle stage carries it out. `reply` is an
+ * RPC's encoded answer, sent once the delivery is settled.
+ */
+export type Outcome = (
+  | { kind: 'ack' }
+  /** Rejected without requeue (dead-lettered where its queue has a dead-letter exchange). */
+  | { kind: 'reject'; why: 'rejected' | 'failed' | 'malformed' | 'limit'; err?: unknown }
+  /** Published to the error exchange, then acked; back to its queue if that publish fails. */
+  | { kind: 'deadLetter'; err: unknown; attempts: number }
+  /** Not settled: the processor is closing, the broker delivers it again. */
+  | { kind: 'leave' }
+  /** Acked, confirmed by the broker, then the scheduler exits or the component restarts. */
+  | { kind: 'exit'; signal: ExitScheduler }
+  | { kind: 'restart'; signal: AckAndRestart }
+) & { reply?: Buffer };

@@ -1,0 +1,70 @@
+import { MicroThread } from '../../microthreads/thread.js';
+import { isHandlerClass, tagsOf, type HandlerTag } from '../handlers.js';
+import type { MessageBody } from '../messages.js';
+
+/** One handler as the registry holds it: a tagged method, or a `Handler` class on a static. */
+export interface Registered {
+  fn: (...args: unknown[]) => unknown;
+  tag: HandlerTag;
+  isClass: boolean;
+}
+
+/** Handlers by `category|type|name` (`*` for every name of a type), in declaration order. */
+export type Registry = Map<string, Registered[]>;
+
+const registries = new WeakMap<object, Registry>();
+const NONE: Registered[] = [];
+
+/**
+ * Collects a processor class's tagged methods and Handler classes up its
+ * class chain, base first; an override replaces its base. Built once per class.
+ */
+export function registryFor(cls: abstract new (...args: never[]) => unknown): Registry {
+  const cached = registries.get(cls);
+  if (cached) return cached;
+  const chain: Array<{ prototype: object }> = [];
+  for (let c: unknown = cls; typeof c === 'function' && c !== MicroThread && c !== Function.prototype; c = Object.getPrototypeOf(c)) {
+    chain.unshift(c as { prototype: object });
+  }
+  const members = new Map<string, { value: unknown; isClass: boolean }>();
+  for (const c of chain) {
+    for (const key of Object.getOwnPropertyNames(c.prototype)) {
+      if (key === 'constructor') continue;
+      const d = Object.getOwnPropertyDescriptor(c.prototype, key);
+      // A member a subclass declares again counts where the subclass declares it (after its base's).
+      members.delete(`p:${key}`);
+      if (d && 'value' in d) members.set(`p:${key}`, { value: d.value, isClass: false });
+    }
+    for (const key of Object.getOwnPropertyNames(c)) {
+      const d = Object.getOwnPropertyDescriptor(c, key);
+      if (d && 'value' in d && isHandlerClass(d.value)) {
+        members.delete(`s:${key}`);
+        members.set(`s:${key}`, { value: d.value, isClass: true });
+      }
+    }
+  }
+  const reg: Registry = new Map();
+  for (const { value, isClass } of members.values()) {
+    for (const tag of tagsOf(value) ?? []) {
+      const key = `${tag.category}|${tag.type}|${tag.name ?? '*'}`;
+      const list = reg.get(key) ?? [];
+      list.push({ fn: value as Registered['fn'], tag, isClass });
+      reg.set(key, list);
+    }
+  }
+  registries.set(cls, reg);
+  return reg;
+}
+
+/** Every handler of a message: those for its name, then those for every name of its type. */
+export function handlersFor(reg: Registry, body: MessageBody<object>): Registered[] {
+  const prefix = `${body.category}|${body.type}|`;
+  const exact = reg.get(prefix + body.name) ?? NONE;
+  const any = reg.get(`${prefix}*`);
+  return any ? [...exact, ...any] : exact;
+}
+
+/** The one handler that answers an RPC: the last declared, one for its very name winning over one for every name (Postage's `handlers[-1]`). */
+export function rpcHandler(handlers: Registered[]): Registered | undefined {
+  return handlers.findLast((h) => h.tag.name !== undefined) ?? handlers.at(-1);
+}

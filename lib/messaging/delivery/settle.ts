@@ -1,0 +1,96 @@
+import type { ConsumeMessage } from 'amqplib';
+import { DeliveryLimitExceeded, MalformedMessage } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { Yielded } from '../../microthreads/thread.js';
+import type { GenericConsumer } from '../consumer.js';
+import type { DeliveryCounter } from '../deliveries.js';
+import type { MessageBody } from '../messages.js';
+import type { Outcome } from './outcome.js';
+
+/** What settling needs of the processor that drives it. */
+export interface SettleContext {
+  readonly consumer: GenericConsumer;
+  readonly log: Logger;
+  readonly errorExchange: string | undefined;
+  readonly deliveries: DeliveryCounter;
+  /** Runs after an `AckAndRestart` was acked and confirmed. */
+  restart(): void;
+}
+
+/**
+ * Carries out an {@link Outcome}: settles the delivery, logs why, then sends
+ * the RPC reply (after the settle, so that a reply the broker refuses by
+ * closing the connection cannot bring its request back). An exit is thrown on
+ * once the broker confirmed the ack.
+ */
+export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBody<object> | undefined, outcome: Outcome): Generator<Yielded, void, unknown> {
+  const about = { messageType: body?.type, messageName: body?.name, messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag };
+  const what = `${body?.type}/${body?.name}`;
+  switch (outcome.kind) {
+    case 'ack':
+      ack(ctx, msg);
+      break;
+    case 'leave':
+      return;
+    case 'reject': {
+      const err = outcome.err;
+      if (outcome.why === 'malformed') {
+        const reason = err instanceof MalformedMessage ? err.reason : String(err);
+        ctx.log.warn({ ...about, routingKey: msg.fields.routingKey, reason }, 'malformed message rejected');
+      } else if (outcome.why === 'rejected') {
+        ctx.log.warn({ ...about, reason: (err as Error).message }, `handler for ${what} rejected the message: ${(err as Error).message}`);
+      } else if (outcome.why === 'limit') {
+        ctx.log.error({ ...about, correlationId: msg.properties.correlationId }, `${what} ${(err as Error).message}; rejected`);
+      } else {
+        ctx.log.error({ ...about, err }, `handler for ${what} failed; message rejected`);
+      }
+      reject(ctx, msg);
+      break;
+    }
+    case 'deadLetter': {
+      const { err, attempts } = outcome;
+      const limit = err instanceof DeliveryLimitExceeded;
+      try {
+        yield ctx.consumer.deadLetter(msg, ctx.errorExchange!, err, attempts);
+      } catch (dlErr) {
+        if (limit) {
+          // Back to its queue would only bring it here again: rejected (dead-lettered where its queue has a dead-letter exchange).
+          ctx.log.warn({ ...about, err: dlErr }, `could not publish the message to ${ctx.errorExchange}; rejecting it instead`);
+          ctx.log.error(about, `${what} ${(err as Error).message}; rejected`);
+          reject(ctx, msg);
+          break;
+        }
+        // The copy did not reach the error exchange (a lost connection, a refusal): the original must not be
+        // acked. Back to its queue (on a lost channel the broker does that by itself) for another try.
+        ctx.log.warn({ ...about, err: dlErr }, `could not publish the failed message to ${ctx.errorExchange}; it goes back to its queue`);
+        ctx.consumer.reject(msg, true);
+        return;
+      }
+      if (limit) ctx.log.error({ ...about, correlationId: msg.properties.correlationId }, `${what} ${(err as Error).message}; sent to ${ctx.errorExchange}`);
+      else ctx.log.error({ ...about, err, attempts }, `handler for ${what} failed; message sent to ${ctx.errorExchange}`);
+      ack(ctx, msg);
+      break;
+    }
+    case 'exit':
+    case 'restart':
+      ack(ctx, msg);
+      if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply);
+      // The process may exit (or restart) the moment this returns: have the broker's word for the ack first,
+      // or the quit is redelivered and stops the next instance of the component too.
+      yield ctx.consumer.settled();
+      if (outcome.kind === 'exit') throw outcome.signal;
+      ctx.restart();
+      return;
+  }
+  if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply);
+}
+
+/** Acks, and forgets the delivery count of a message that will not come back. */
+function ack(ctx: SettleContext, msg: ConsumeMessage): void {
+  if (ctx.consumer.ack(msg)) ctx.deliveries.forget(msg);
+}
+
+/** Rejects without requeue (dead-lettered where the queue has a dead-letter exchange). */
+function reject(ctx: SettleContext, msg: ConsumeMessage): void {
+  if (ctx.consumer.reject(msg, false)) ctx.deliveries.forget(msg);
+}
