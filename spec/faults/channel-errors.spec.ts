@@ -52,6 +52,8 @@ describe('fault: the broker closes a channel', function () {
     expect(err).to.be.instanceOf(BrokerError);
     expect((err as BrokerError).code).to.equal('CHANNEL_CLOSED');
     expect((err as Error).message).to.match(/NOT_FOUND - no exchange/);
+    // The broker's reply code, as on every BrokerError a consumer raises for the same refusal.
+    expect((err as BrokerError).amqpCode).to.equal(404);
     await reopened.promise;
     await p.message_ping({ n: 2 });
     expect(JSON.parse(((await getOne(queue)) as amqp.GetMessage).content.toString()).content.parameters.n).to.equal(2);

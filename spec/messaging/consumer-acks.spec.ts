@@ -3,10 +3,9 @@ import sinon from 'sinon';
 import amqp from 'amqplib';
 import { GenericConsumer, type ConsumeMessage, type ExchangeObject } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
-import { counter } from '../support/components.js';
+import { counter, nextTurn } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
-const turn = () => new Promise<void>((r) => setImmediate(r));
 
 describe('GenericConsumer acks', () => {
   let url: string;
@@ -47,7 +46,7 @@ describe('GenericConsumer acks', () => {
       all.hit();
     });
     await all.done;
-    await turn();
+    await nextTurn();
     expect(acks.callCount).to.be.greaterThan(0).and.lessThan(60);
     expect(acks.getCalls().every((call) => call.args[1] === true)).to.equal(true);
     // Closing would requeue anything the broker still held unacked.
@@ -67,7 +66,7 @@ describe('GenericConsumer acks', () => {
       all.hit();
     });
     await all.done;
-    await turn();
+    await nextTurn();
     expect(held).to.not.equal(undefined);
     await c.close();
     const conn = await amqp.connect(url);
@@ -95,7 +94,7 @@ describe('GenericConsumer acks', () => {
     // Evens first, then odds from the top down.
     for (const m of got.filter((_, i) => i % 2 === 1)) c.ack(m);
     for (const m of got.filter((_, i) => i % 2 === 0).reverse()) c.ack(m);
-    await turn();
+    await nextTurn();
     // A ping on the channel: a channel error from a bad ack would have closed it by the time this answers.
     await c.channel.checkQueue(queue);
     await c.close();

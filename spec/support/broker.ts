@@ -12,6 +12,7 @@ import amqp from 'amqplib';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { brokerUrls, loadConfig, redactUrl } from '../../lib/config.js';
+import { processAlive } from './processes.js';
 
 const exec = promisify(execFile);
 const VHOST_PREFIX = 'postage-spec.';
@@ -50,21 +51,13 @@ async function fromDocker(): Promise<string | undefined> {
   return `amqp://guest:guest@${container.getHost()}:${container.getMappedPort(5672)}`;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Deletes the vhosts of earlier runs whose process is gone (a run that was killed). */
 async function sweep(): Promise<void> {
   const vhosts = (await ctl(['list_vhosts', 'name'])).split('\n').map((l) => l.trim());
   for (const v of vhosts) {
     const pid = Number(v.slice(VHOST_PREFIX.length).split('.')[0]);
-    if (v.startsWith(VHOST_PREFIX) && Number.isInteger(pid) && !alive(pid)) await ctl(['delete_vhost', v]).catch(() => undefined);
+    if (v.startsWith(VHOST_PREFIX) && Number.isInteger(pid) && !processAlive(pid)) await ctl(['delete_vhost', v]).catch(() => undefined);
   }
 }
 

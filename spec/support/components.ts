@@ -53,3 +53,8 @@ export function dropConnection(p: MessageProcessor): void {
   const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
   (p.consumer.connection!.connection as unknown as { stream: { destroy(err: Error): void } }).stream.destroy(reset);
 }
+
+/** Resolves after the current turn of the event loop (microtasks and I/O callbacks run first). */
+export function nextTurn(): Promise<void> {
+  return new Promise<void>((r) => setImmediate(r));
+}

@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { processAlive } from './processes.js';
 
 const exec = promisify(execFile);
 
@@ -85,10 +86,10 @@ export class PrivateBroker {
   /** Kills the node's Erlang VM with SIGKILL: a crash, not a shutdown (nothing is handed over first). */
   async kill(): Promise<void> {
     const pid = this.#pid;
-    if (pid === undefined || !alive(pid)) return;
+    if (pid === undefined || !processAlive(pid)) return;
     process.kill(pid, 'SIGKILL');
-    for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
-    if (alive(pid)) throw new Error(`node ${this.node} (pid ${pid}) did not die`);
+    for (let i = 0; i < 100 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+    if (processAlive(pid)) throw new Error(`node ${this.node} (pid ${pid}) did not die`);
   }
 
   /** Stops the node (its data stays, so start() brings back durable queues). */
@@ -123,14 +124,6 @@ export class PrivateBroker {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function portAnswers(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -2,9 +2,9 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import type { ConsumeMessage } from 'amqplib';
 import { AckBatcher, type SettleChannel } from '../../lib/messaging/acks.js';
+import { nextTurn } from '../support/components.js';
 
-const delivery = (tag: number) => ({ fields: { deliveryTag: tag } }) as ConsumeMessage;
-const turn = () => new Promise<void>((r) => setImmediate(r));
+const tagged = (tag: number) => ({ fields: { deliveryTag: tag } }) as ConsumeMessage;
 
 describe('AckBatcher', () => {
   function fake() {
@@ -15,16 +15,16 @@ describe('AckBatcher', () => {
   it('folds consecutive acks into one multiple ack at the end of the turn', async () => {
     const { channel, calls } = fake();
     const b = new AckBatcher(channel, 50);
-    for (let t = 1; t <= 10; t++) b.ack(delivery(t));
+    for (let t = 1; t <= 10; t++) b.ack(tagged(t));
     expect(calls()).to.deep.equal([]);
-    await turn();
+    await nextTurn();
     expect(calls()).to.deep.equal([[10, true]]);
   });
 
   it('sends the batch at once when maxBatch acks are waiting', () => {
     const { calls, channel } = fake();
     const b = new AckBatcher(channel, 4);
-    for (let t = 1; t <= 9; t++) b.ack(delivery(t));
+    for (let t = 1; t <= 9; t++) b.ack(tagged(t));
     expect(calls()).to.deep.equal([
       [4, true],
       [8, true],
@@ -35,26 +35,26 @@ describe('AckBatcher', () => {
     const { calls, channel } = fake();
     const b = new AckBatcher(channel, 50);
     // 1 is still in a handler: 2 and 3 cannot join a batch that would cover it.
-    b.ack(delivery(2));
-    b.ack(delivery(3));
-    await turn();
+    b.ack(tagged(2));
+    b.ack(tagged(3));
+    await nextTurn();
     expect(calls()).to.deep.equal([
       [2, false],
       [3, false],
     ]);
     // 1 settles: the run 1..3 is complete, and 4 batches again.
-    b.ack(delivery(1));
-    b.ack(delivery(4));
-    await turn();
+    b.ack(tagged(1));
+    b.ack(tagged(4));
+    await nextTurn();
     expect(calls().slice(2)).to.deep.equal([[4, true]]);
   });
 
   it('sends the waiting acks before a reject', () => {
     const { calls, channel } = fake();
     const b = new AckBatcher(channel, 50);
-    b.ack(delivery(1));
-    b.ack(delivery(2));
-    b.reject(delivery(3), false);
+    b.ack(tagged(1));
+    b.ack(tagged(2));
+    b.reject(tagged(3), false);
     expect(calls()).to.deep.equal([[2, true]]);
     expect(channel.reject.calledOnceWith(sinon.match.has('fields', { deliveryTag: 3 }), false)).to.equal(true);
     expect(channel.ack.calledBefore(channel.reject)).to.equal(true);
@@ -68,9 +68,9 @@ describe('AckBatcher', () => {
       reject: () => undefined,
     };
     const b = new AckBatcher(channel, 50);
-    b.ack(delivery(1));
+    b.ack(tagged(1));
     // The flush runs in a microtask: a throw there would be an uncaught exception.
-    await turn();
+    await nextTurn();
     expect(() => b.flush()).not.to.throw();
   });
 
@@ -79,14 +79,14 @@ describe('AckBatcher', () => {
     const channel: SettleChannel = { ack: (m, all) => order.push(`ack ${m.fields.deliveryTag}${all ? '+' : ''}`), reject: (m) => order.push(`reject ${m.fields.deliveryTag}`) };
     const b = new AckBatcher(channel, 50);
     b.afterSettled(() => order.push('reply 0'));
-    b.ack(delivery(1));
+    b.ack(tagged(1));
     b.afterSettled(() => order.push('reply 1'));
-    b.ack(delivery(2));
+    b.ack(tagged(2));
     b.afterSettled(() => order.push('reply 2'));
     expect(order).to.deep.equal(['reply 0']);
-    await turn();
+    await nextTurn();
     expect(order).to.deep.equal(['reply 0', 'ack 2+', 'reply 1', 'reply 2']);
-    b.reject(delivery(3), false);
+    b.reject(tagged(3), false);
     b.afterSettled(() => order.push('reply 3'));
     expect(order.slice(4)).to.deep.equal(['reject 3', 'reply 3']);
   });
@@ -100,9 +100,9 @@ describe('AckBatcher', () => {
       reject: () => undefined,
     };
     const b = new AckBatcher(channel, 50);
-    b.ack(delivery(1));
+    b.ack(tagged(1));
     b.afterSettled(() => sent.push('reply'));
-    await turn();
+    await nextTurn();
     expect(sent).to.deep.equal([]);
   });
 });

@@ -3,7 +3,7 @@ import type { ConsumeMessage } from 'amqplib';
 import { badReplyTo } from '../../lib/messaging/consumer.js';
 import { DeliveryCounter } from '../../lib/messaging/deliveries.js';
 
-function delivery(o: { redelivered?: boolean; messageId?: string; content?: string; headers?: Record<string, unknown> }): ConsumeMessage {
+function redelivery(o: { redelivered?: boolean; messageId?: string; content?: string; headers?: Record<string, unknown> }): ConsumeMessage {
   return {
     fields: { redelivered: o.redelivered ?? false, routingKey: 'k', deliveryTag: 1, exchange: 'x', consumerTag: 't' },
     properties: { messageId: o.messageId, headers: o.headers ?? {} },
@@ -14,30 +14,30 @@ function delivery(o: { redelivered?: boolean; messageId?: string; content?: stri
 describe('DeliveryCounter', () => {
   it('numbers the deliveries of one message: 1 for the first, then one more for every redelivery', () => {
     const c = new DeliveryCounter();
-    expect(c.count(delivery({ messageId: 'a' }))).to.equal(1);
-    expect(c.count(delivery({ messageId: 'a', redelivered: true }))).to.equal(2);
-    expect(c.count(delivery({ messageId: 'a', redelivered: true }))).to.equal(3);
-    expect(c.count(delivery({ messageId: 'b', redelivered: true }))).to.equal(2);
+    expect(c.count(redelivery({ messageId: 'a' }))).to.equal(1);
+    expect(c.count(redelivery({ messageId: 'a', redelivered: true }))).to.equal(2);
+    expect(c.count(redelivery({ messageId: 'a', redelivered: true }))).to.equal(3);
+    expect(c.count(redelivery({ messageId: 'b', redelivered: true }))).to.equal(2);
   });
 
   it('tells messages without an id apart by what they carry', () => {
     const c = new DeliveryCounter();
-    expect(c.count(delivery({ content: 'one', redelivered: true }))).to.equal(2);
-    expect(c.count(delivery({ content: 'one', redelivered: true }))).to.equal(3);
-    expect(c.count(delivery({ content: 'two', redelivered: true }))).to.equal(2);
+    expect(c.count(redelivery({ content: 'one', redelivered: true }))).to.equal(2);
+    expect(c.count(redelivery({ content: 'one', redelivered: true }))).to.equal(3);
+    expect(c.count(redelivery({ content: 'two', redelivered: true }))).to.equal(2);
   });
 
   it('starts over for a message once it was settled', () => {
     const c = new DeliveryCounter();
-    c.count(delivery({ messageId: 'a', redelivered: true }));
-    c.forget(delivery({ messageId: 'a', redelivered: true }));
-    expect(c.count(delivery({ messageId: 'a', redelivered: true }))).to.equal(2);
+    c.count(redelivery({ messageId: 'a', redelivered: true }));
+    c.forget(redelivery({ messageId: 'a', redelivered: true }));
+    expect(c.count(redelivery({ messageId: 'a', redelivered: true }))).to.equal(2);
   });
 
   it("believes a quorum queue's x-delivery-count when it says more", () => {
     const c = new DeliveryCounter();
-    expect(c.count(delivery({ messageId: 'q', redelivered: true, headers: { 'x-delivery-count': 6 } }))).to.equal(7);
-    expect(c.count(delivery({ messageId: 'r', redelivered: true, headers: { 'x-delivery-count': 'junk' } }))).to.equal(2);
+    expect(c.count(redelivery({ messageId: 'q', redelivered: true, headers: { 'x-delivery-count': 6 } }))).to.equal(7);
+    expect(c.count(redelivery({ messageId: 'r', redelivered: true, headers: { 'x-delivery-count': 'junk' } }))).to.equal(2);
   });
 });
 

@@ -3,7 +3,7 @@ import { BrokerError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { openChannel } from '../../transport/channels.js';
 import { Deadlines } from '../../transport/deadlines.js';
-import { declareExchange, type EksEntry } from '../topology.js';
+import { amqpCodeOf, brokerSaid, declareExchange, type EksEntry } from '../topology.js';
 
 /** One error for every target of a send that no queue took. @internal */
 export function unroutableError(missed: readonly EksEntry[]): BrokerError {
@@ -136,7 +136,7 @@ export class Publisher {
         const closed = this.#channelError;
         reject(
           closed
-            ? new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${closed.message}`, 'CHANNEL_CLOSED', { cause: closed })
+            ? new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${brokerSaid(closed)}`, 'CHANNEL_CLOSED', { cause: closed, amqpCode: amqpCodeOf(closed) })
             : new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }),
         );
         if (!closed) this.#renewAfterNack(ch);
