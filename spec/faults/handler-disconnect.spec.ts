@@ -11,7 +11,7 @@ import amqp from 'amqplib';
 import { GenericProducer, MessageHandler, MessageProcessor, MessageResult, RpcHandler, sleep, type ExchangeObject } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness, counter, dropConnection } from '../support/components.js';
-import { unique } from '../support/topology.js';
+import { queueState, unique } from '../support/topology.js';
 
 describe('fault: the connection drops while handlers run', function () {
   this.timeout(60_000);
@@ -28,17 +28,6 @@ describe('fault: the connection drops while handlers run', function () {
     queue = unique('hd-q');
   });
   afterEach(async () => h.close());
-
-  async function consumers(q: string): Promise<{ consumers: number; messages: number }> {
-    const conn = await amqp.connect(url);
-    try {
-      const ch = await conn.createChannel();
-      const ok = await ch.checkQueue(q);
-      return { consumers: ok.consumerCount, messages: ok.messageCount };
-    } finally {
-      await conn.close();
-    }
-  }
 
   it('answers every RPC of a stream that loses the connection mid-way, and keeps consuming', async () => {
     const N = 200;
@@ -67,7 +56,7 @@ describe('fault: the connection drops while handlers run', function () {
     const results = await Promise.all(calls);
     const wrong = results.map((r, n) => (r instanceof MessageResult && r.body.content.value === n * 2 ? undefined : n)).filter((n) => n !== undefined);
     expect(wrong).to.deep.equal([]);
-    expect(await consumers(queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await queueState(queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 
   it('sends every failing message to the error exchange across the drop, and strands none', async () => {
@@ -109,6 +98,6 @@ describe('fault: the connection drops while handlers run', function () {
     await ch.deleteQueue(errorExchange);
     await ch.deleteExchange(errorExchange);
     expect(ids.size).to.equal(N);
-    expect(await consumers(queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await queueState(queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 });

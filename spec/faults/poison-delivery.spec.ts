@@ -12,7 +12,7 @@ import amqp from 'amqplib';
 import { DeliveryLimitExceeded, GenericProducer, MessageHandler, MessageProcessor, MessageResult, MessageResultException, RpcCommand, RpcHandler, sleep, type ExchangeObject } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness, counter, deferred, dropConnection } from '../support/components.js';
-import { getOne, publishRaw, unique } from '../support/topology.js';
+import { getOne, publishRaw, queueState, unique } from '../support/topology.js';
 
 /** Passes every syntax check (base64, two segments), but is no address RabbitMQ made: it closes the connection on a publish to it. */
 const POISON_REPLY_TO = `amq.rabbitmq.reply-to.${Buffer.from([0x83, 0x68, 0x02, 0x03]).toString('base64')}.AAAA`;
@@ -32,16 +32,6 @@ describe('fault: a delivery that brings its connection down every time', functio
     queue = unique('pd-q');
   });
   afterEach(async () => h.close());
-
-  async function queueState(q: string): Promise<{ consumers: number; messages: number }> {
-    const conn = await amqp.connect(url);
-    try {
-      const ok = await (await conn.createChannel()).checkQueue(q);
-      return { consumers: ok.consumerCount, messages: ok.messageCount };
-    } finally {
-      await conn.close();
-    }
-  }
 
   async function caller() {
     const exchange = ex;

@@ -46,3 +46,14 @@ export async function getOne(queue: string, deadlineMs = 5000): Promise<amqp.Get
     await conn.close();
   }
 }
+
+/** How many consumers a queue has and how many messages wait in it. */
+export async function queueState(queue: string): Promise<{ consumers: number; messages: number }> {
+  const conn = await amqp.connect(await brokerUrl());
+  try {
+    const ok = await (await conn.createChannel()).checkQueue(queue);
+    return { consumers: ok.consumerCount, messages: ok.messageCount };
+  } finally {
+    await conn.close();
+  }
+}

@@ -6,6 +6,16 @@ import { nextTurn } from '../support/components.js';
 
 const tagged = (tag: number) => ({ fields: { deliveryTag: tag } }) as ConsumeMessage;
 
+/** A channel that closed under the batcher: every ack throws, as amqplib's do. */
+function closedChannel(): SettleChannel {
+  return {
+    ack: () => {
+      throw new Error('Channel closed');
+    },
+    reject: () => undefined,
+  };
+}
+
 describe('AckBatcher', () => {
   function fake() {
     const channel = { ack: sinon.spy(), reject: sinon.spy() };
@@ -61,13 +71,7 @@ describe('AckBatcher', () => {
   });
 
   it('drops its waiting acks quietly when the channel closed meanwhile', async () => {
-    const channel: SettleChannel = {
-      ack: () => {
-        throw new Error('Channel closed');
-      },
-      reject: () => undefined,
-    };
-    const b = new AckBatcher(channel, 50);
+    const b = new AckBatcher(closedChannel(), 50);
     b.ack(tagged(1));
     // The flush runs in a microtask: a throw there would be an uncaught exception.
     await nextTurn();
@@ -93,13 +97,7 @@ describe('AckBatcher', () => {
 
   it('drops what waited for a settle when the channel closed before the settle went out (the request comes back)', async () => {
     const sent: string[] = [];
-    const channel: SettleChannel = {
-      ack: () => {
-        throw new Error('Channel closed');
-      },
-      reject: () => undefined,
-    };
-    const b = new AckBatcher(channel, 50);
+    const b = new AckBatcher(closedChannel(), 50);
     b.ack(tagged(1));
     b.afterSettled(() => sent.push('reply'));
     await nextTurn();
