@@ -324,8 +324,8 @@ export class GenericConsumer {
     this.sendReply(msg, this.encodeReply(result));
   }
 
-  /** {@link rpcReply} for a result already encoded with {@link encodeReply}. */
-  sendReply(msg: ConsumeMessage, content: Buffer): void {
+  /** {@link rpcReply} for a result already encoded with {@link encodeReply}; `headers` go with it. */
+  sendReply(msg: ConsumeMessage, content: Buffer, headers?: Record<string, unknown>): void {
     const replyTo = msg.properties.replyTo as string | undefined;
     const ids = { messageId: msg.properties.messageId, correlationId: msg.properties.correlationId, deliveryTag: msg.fields.deliveryTag };
     if (!replyTo) {
@@ -342,7 +342,7 @@ export class GenericConsumer {
     if (!ch) return;
     acks.afterSettled(() => {
       try {
-        ch.publish('', replyTo, content, { correlationId: msg.properties.correlationId, contentType: this.encoder.contentType });
+        ch.publish('', replyTo, content, { correlationId: msg.properties.correlationId, contentType: this.encoder.contentType, headers, timestamp: Math.floor(Date.now() / 1000) });
       } catch (err) {
         this.log.debug({ err: (err as Error).message, deliveryTag: msg.fields.deliveryTag }, 'reply not sent (the channel closed)');
       }

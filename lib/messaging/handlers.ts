@@ -1,4 +1,5 @@
 import { FilterError } from '../errors.js';
+import { currentDelivery, type DeliveryInfo } from './delivery/context.js';
 
 /** What a handler tag says: which deliveries it takes and what it is given. */
 export interface HandlerTag {
@@ -147,6 +148,8 @@ export function tagsOf(v: unknown): HandlerTag[] | undefined {
  * one per delivery and calls `call()`.
  */
 export abstract class Handler<P = unknown, D = unknown> {
+  /** The delivery being handled: its AMQP properties, conversation and count. */
+  readonly delivery: DeliveryInfo | undefined = currentDelivery();
   constructor(
     /** The processor that received the message. */
     readonly processor: P,

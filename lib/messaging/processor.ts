@@ -10,6 +10,10 @@ import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
 import { dispatchMessage, dispatchRpc, overLimit, type DispatchContext, type RetryOptions } from './delivery/dispatch.js';
 import type { Outcome } from './delivery/outcome.js';
+import { deliveryInfo } from './delivery/context.js';
+import { instruments, type Instruments } from '../telemetry/metrics.js';
+import { ATTR, endSpan, extractContext, startProcessSpan, trace } from '../telemetry/tracing.js';
+import type { Attributes } from '@opentelemetry/api';
 import { handlersFor, registryFor, type Registry } from './delivery/registry.js';
 import { settle, type SettleContext } from './delivery/settle.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
@@ -226,15 +230,38 @@ export class MessageProcessor extends MicroThread {
       yield* settle(this.#settle, msg, undefined, { kind: 'reject', why: 'malformed', err });
       return;
     }
-    let outcome: Outcome;
-    const n = msg.fields.redelivered ? this.#deliveries.count(msg) : 1;
-    if (n > this.#maxDeliveries) outcome = overLimit(this.#dispatch, body, new DeliveryLimitExceeded(n, this.#maxDeliveries));
-    else {
-      if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name }, 'delivery');
-      const handlers = handlersFor(this.#registry, body);
-      outcome = body.category === 'rpc' ? yield* dispatchRpc(this.#dispatch, body, handlers) : yield* dispatchMessage(this.#dispatch, msg, body, handlers);
+    const info = deliveryInfo(msg);
+    const labels = { [ATTR.destination]: info.exchange, [ATTR.messageName]: body.name };
+    // The handler's span is the child of the sender's, whose context the message carries in its headers.
+    const sender = extractContext(msg.properties.headers as Record<string, unknown> | undefined);
+    const span = startProcessSpan(sender, info.exchange, {
+      [ATTR.messageId]: info.messageId ?? '',
+      [ATTR.conversationId]: info.conversationId ?? '',
+      [ATTR.bodySize]: msg.content.length,
+      [ATTR.routingKey]: info.routingKey,
+      [ATTR.messageType]: body.type,
+      [ATTR.messageName]: body.name,
+    });
+    const scope = { info, trace: trace.setSpan(sender, span) };
+    const metrics = instruments();
+    metrics.inFlight.add(1, labels);
+    const started = performance.now();
+    let outcome: Outcome = { kind: 'leave' };
+    try {
+      const n = msg.fields.redelivered ? this.#deliveries.count(msg) : 1;
+      if (n > this.#maxDeliveries) outcome = overLimit(this.#dispatch, scope, body, new DeliveryLimitExceeded(n, this.#maxDeliveries));
+      else {
+        if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name, messageId: info.messageId, conversationId: info.conversationId }, 'delivery');
+        const handlers = handlersFor(this.#registry, body);
+        outcome = body.category === 'rpc' ? yield* dispatchRpc(this.#dispatch, scope, body, handlers) : yield* dispatchMessage(this.#dispatch, scope, msg, body, handlers);
+      }
+      metrics.handlerDuration.record((performance.now() - started) / 1000, labels);
+      yield* settle(this.#settle, msg, body, outcome);
+    } finally {
+      metrics.inFlight.add(-1, labels);
+      countOutcome(metrics, outcome, labels);
+      endSpan(span, failureOf(outcome));
     }
-    yield* settle(this.#settle, msg, body, outcome);
   }
 
   /** Re-runs this process with the same arguments (override to restart differently). */
@@ -279,4 +306,18 @@ export class MessageProcessor extends MicroThread {
   msgRestart(): void {
     throw new AckAndRestart('restart command received');
   }
+}
+
+/** The error a span records for an outcome, if it is a failure. */
+function failureOf(outcome: Outcome): unknown {
+  if (outcome.kind === 'deadLetter') return outcome.err;
+  if (outcome.kind === 'reject' && outcome.why !== 'rejected') return outcome.err ?? new Error(outcome.why);
+  return undefined;
+}
+
+/** One count per delivery: handled, failed (its handlers threw), or rejected (malformed, RejectMessage, delivered too often). */
+function countOutcome(metrics: Instruments, outcome: Outcome, labels: Attributes): void {
+  if (outcome.kind === 'ack' || outcome.kind === 'exit' || outcome.kind === 'restart') metrics.handled.add(1, labels);
+  else if (outcome.kind === 'deadLetter' || (outcome.kind === 'reject' && outcome.why === 'failed')) metrics.failed.add(1, labels);
+  else if (outcome.kind === 'reject') metrics.rejected.add(1, labels);
 }

@@ -9,6 +9,11 @@ import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { Message, MessageCommand, RpcCommand, type AnyResult } from './messages.js';
 import type { ComponentOptions } from './options.js';
 import { takeSendOptions, type SendOptions } from './send/options.js';
+import { sendProperties } from './send/properties.js';
+import { currentScope, HEADERS } from './delivery/context.js';
+import { instruments } from '../telemetry/metrics.js';
+import { activeContext, ATTR, endSpan, extractContext, injectContext, startPublishSpan, startRpcSpan, trace } from '../telemetry/tracing.js';
+import type { Attributes } from '@opentelemetry/api';
 import { Publisher } from './send/publisher.js';
 import { RpcClient, type ConsumeRpcOptions } from './send/rpc-client.js';
 import { eksEntries, type Eks, type EksEntry } from './topology.js';
@@ -117,6 +122,8 @@ export class GenericProducer {
   /** The eks, checked once at connect. */
   #eks: EksEntry[] | undefined;
   readonly #link: Link;
+  readonly #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
+  #nextId = 0;
   readonly #publisher: Publisher;
   readonly #rpc: RpcClient;
 
@@ -254,11 +261,31 @@ export class GenericProducer {
     if (!this.#publisher.isOpen) return Promise.reject(this.#notConnected());
     const content = this.encoder.encode(body) as Buffer;
     const targets = this.#targets(opts);
-    if (this.log.isLevelEnabled('debug')) this.log.debug({ targets: targets.map(([e, k]) => `${e.name}/${k}`), body }, 'publish');
+    const scope = currentScope();
+    const props = sendProperties(opts, scope, this.#newId(), false);
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ targets: targets.map(([e, k]) => `${e.name}/${k}`), messageId: props.messageId, body }, 'publish');
     // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
     // Commands must reach a queue; other messages (statuses, results, events) are publish/subscribe.
     const mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
-    return this.#publisher.publish(targets, content, { mandatory, contentType: this.encoder.contentType }, this.#notConnected);
+    const [exchange, key] = targets[0] ?? [{ name: '' }, ''];
+    const about = sendAttributes(body, props, content, key);
+    const span = startPublishSpan(scope?.trace ?? activeContext(), exchange.name, about);
+    injectContext(trace.setSpan(scope?.trace ?? activeContext(), span), props.headers, scope?.info.headers);
+    return this.#publisher.publish(targets, content, { ...props, mandatory, contentType: this.encoder.contentType }, this.#notConnected).then(
+      () => {
+        endSpan(span);
+        instruments().sent.add(targets.length, { [ATTR.destination]: exchange.name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
+      },
+      (err: unknown) => {
+        endSpan(span, err);
+        throw err;
+      },
+    );
+  }
+
+  /** A message id: unique in this process, and across processes by its pid and start time. */
+  #newId(): string {
+    return this.#idPrefix + this.#nextId++;
   }
 
   /** Sends a plain `Message(args, kwds)`. The last argument may be send options. */
@@ -288,16 +315,39 @@ export class GenericProducer {
     if (!this.#rpc.isOpen) return Promise.reject(this.#notConnected());
     const target = this.#targets(opts)[0];
     const content = this.encoder.encode(body) as Buffer;
-    if (opts._queue_only) return this.#rpc.callQueueOnly(target, content);
-    return this.#rpc.call({
-      target,
-      content,
-      timeoutMs: (opts._timeout ?? this.rpcTimeout) * 1000,
-      maxRetry: opts._max_retry ?? this.maxRetry,
-      // As for commands: an RPC no queue takes fails at once instead of waiting out its timeout and retries.
-      mandatory: opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? true,
-      replyTo: this.#replyTo,
-    });
+    const scope = currentScope();
+    const props = sendProperties(opts, scope, this.#newId(), true);
+    const span = startRpcSpan(scope?.trace ?? activeContext(), target[0].name, sendAttributes(body, props, content, target[1]));
+    injectContext(trace.setSpan(scope?.trace ?? activeContext(), span), props.headers, scope?.info.headers);
+    const started = performance.now();
+    const call = opts._queue_only
+      ? this.#rpc.callQueueOnly(target, content, props)
+      : this.#rpc.call({
+          target,
+          content,
+          properties: props,
+          timeoutMs: (opts._timeout ?? this.rpcTimeout) * 1000,
+          maxRetry: opts._max_retry ?? this.maxRetry,
+          // As for commands: an RPC no queue takes fails at once instead of waiting out its timeout and retries.
+          mandatory: opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? true,
+          replyTo: this.#replyTo,
+          // The call's span links the span that answered it (the reply carries its trace context).
+          onReply: (headers) => {
+            const answered = trace.getSpanContext(extractContext(headers));
+            if (answered && span.isRecording()) span.addLink({ context: answered });
+          },
+        });
+    return call.then(
+      (r) => {
+        endSpan(span, typeof r === 'object' && !r.ok ? new Error(String(r.body.content.message || r.body.content.value)) : undefined);
+        if (typeof r === 'object') instruments().rpcDuration.record((performance.now() - started) / 1000, { [ATTR.destination]: target[0].name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
+        return r;
+      },
+      (err: unknown) => {
+        endSpan(span, err);
+        throw err;
+      },
+    );
   }
 
   /**
@@ -325,4 +375,17 @@ export class GenericProducer {
     // Held sends fail now: without a channel they reject with NOT_CONNECTED.
     for (const send of held) send();
   }
+}
+
+/** What a send's spans say of it. */
+function sendAttributes(body: object, props: { messageId: string; headers: Record<string, unknown> }, content: Buffer, key: string): Attributes {
+  const b = body as { type?: unknown; name?: unknown };
+  return {
+    [ATTR.messageId]: props.messageId,
+    [ATTR.conversationId]: String(props.headers[HEADERS.conversationId] ?? ''),
+    [ATTR.bodySize]: content.length,
+    [ATTR.routingKey]: key,
+    [ATTR.messageType]: String(b.type ?? ''),
+    [ATTR.messageName]: String(b.name ?? ''),
+  };
 }

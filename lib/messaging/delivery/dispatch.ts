@@ -7,7 +7,9 @@ import type { Yielded } from '../../microthreads/thread.js';
 import type { FingerprintDict } from '../fingerprint.js';
 import { applyFilters, SKIP, type Handler } from '../handlers.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from '../messages.js';
-import type { Outcome } from './outcome.js';
+import { injectContext } from '../../telemetry/tracing.js';
+import { driveIn, HEADERS, runIn, type DeliveryScope } from './context.js';
+import type { Outcome, Reply } from './outcome.js';
 import { rpcHandler, type Registered } from './registry.js';
 
 /** How a failing message's handlers run again. */
@@ -43,30 +45,38 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
   return typeof v === 'object' && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
 }
 
-/** Runs one handler (its filters first). `last`: no handler runs after it, so it may have the decoded body itself instead of a copy. */
-function* invoke(ctx: DispatchContext, h: Registered, body: MessageBody<object>, reply: (r: unknown) => void, last: boolean): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
+/**
+ * Runs one handler (its filters first) inside its delivery's scope, so that
+ * `currentDelivery()` and the trace context are right in it, across `await`
+ * and `yield`. `last`: no handler runs after it, so it may have the decoded
+ * body itself instead of a copy.
+ */
+function* invoke(ctx: DispatchContext, scope: DeliveryScope, h: Registered, body: MessageBody<object>, reply: (r: unknown) => void, last: boolean): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
   // Each handler (and its filters) gets its own copy, so one cannot change what the next sees;
   // the body was freshly decoded for this delivery, so the last handler can take it without copying.
   const given = h.tag.pass === 'body' ? body : body.content;
-  const arg = applyFilters(h.fn, last ? given : structuredClone(given));
-  if (arg === SKIP) return { ran: false, value: undefined };
-  let r: unknown;
-  if (h.isClass) {
-    const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
-    r = new Cls(ctx.owner, arg, reply).call();
-  } else r = h.fn.call(ctx.owner, arg, reply);
-  if (isGenerator(r)) r = yield* r;
+  let r = runIn(scope, () => {
+    const arg = applyFilters(h.fn, last ? given : structuredClone(given));
+    if (arg === SKIP) return SKIP;
+    if (h.isClass) {
+      const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
+      return new Cls(ctx.owner, arg, reply).call();
+    }
+    return h.fn.call(ctx.owner, arg, reply);
+  });
+  if (r === SKIP) return { ran: false, value: undefined };
+  if (isGenerator(r)) r = yield* driveIn(scope, r);
   else if (isThenable(r)) r = yield r;
   return { ran: true, value: r };
 }
 
 /** A message (not an RPC): every handler runs, in order, with retries; the outcome follows from how the last run ended. */
-export function* dispatchMessage(ctx: DispatchContext, msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, Outcome, unknown> {
+export function* dispatchMessage(ctx: DispatchContext, scope: DeliveryScope, msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, Outcome, unknown> {
   const attempts = ctx.retry?.attempts ?? 1;
   for (let attempt = 1; ; attempt++) {
     try {
       // With retries, every run needs the body untouched: no handler may take the original.
-      for (let i = 0; i < handlers.length; i++) yield* invoke(ctx, handlers[i], body, noReply, attempts === 1 && i === handlers.length - 1);
+      for (let i = 0; i < handlers.length; i++) yield* invoke(ctx, scope, handlers[i], body, noReply, attempts === 1 && i === handlers.length - 1);
       return { kind: 'ack' };
     } catch (err) {
       if (err instanceof ExitScheduler) return { kind: 'exit', signal: err };
@@ -89,9 +99,9 @@ export function* dispatchMessage(ctx: DispatchContext, msg: ConsumeMessage, body
 }
 
 /** An RPC: one handler answers (see {@link rpcHandler}); its result, or its failure, is the reply. */
-export function* dispatchRpc(ctx: DispatchContext, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, Outcome, unknown> {
+export function* dispatchRpc(ctx: DispatchContext, scope: DeliveryScope, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, Outcome, unknown> {
   const handler = rpcHandler(handlers);
-  if (!handler) return { kind: 'ack', reply: ctx.encodeReply(new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`)) };
+  if (!handler) return { kind: 'ack', reply: replyOf(scope, ctx.encodeReply(new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`))) };
   // Encoded when given, so that a result that cannot be encoded (a BigInt, a cycle) fails the handler.
   let content: Buffer | undefined;
   const reply = (r: unknown) => {
@@ -101,22 +111,32 @@ export function* dispatchRpc(ctx: DispatchContext, body: MessageBody<object>, ha
     content = ctx.encodeReply(m.setFingerprint(ctx.fingerprint));
   };
   try {
-    const { ran, value } = yield* invoke(ctx, handler, body, reply, true);
+    const { ran, value } = yield* invoke(ctx, scope, handler, body, reply, true);
     reply(ran && value !== undefined ? value : null);
-    return { kind: 'ack', reply: content };
+    return { kind: 'ack', reply: replyOf(scope, content!) };
   } catch (err) {
     if (err instanceof ExitScheduler || err instanceof AckAndRestart) {
       reply(null);
-      return err instanceof ExitScheduler ? { kind: 'exit', signal: err, reply: content } : { kind: 'restart', signal: err, reply: content };
+      const r = replyOf(scope, content!);
+      return err instanceof ExitScheduler ? { kind: 'exit', signal: err, reply: r } : { kind: 'restart', signal: err, reply: r };
     }
     const e = err as Error;
     reply(new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)));
-    return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err, reply: content };
+    return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err, reply: replyOf(scope, content!) };
   }
 }
 
+/** A reply goes on with its request's conversation, names the request as its cause, and carries the handler's trace context. */
+function replyOf(scope: DeliveryScope, content: Buffer): Reply {
+  const headers: Record<string, unknown> = {};
+  if (scope.info.conversationId !== undefined) headers[HEADERS.conversationId] = scope.info.conversationId;
+  if (scope.info.messageId !== undefined) headers[HEADERS.causationId] = scope.info.messageId;
+  injectContext(scope.trace, headers);
+  return { content, headers };
+}
+
 /** A delivery that came back too often: no handler runs; it goes to the error exchange, or is rejected, and an RPC caller is told. */
-export function overLimit(ctx: DispatchContext, body: MessageBody<object>, err: DeliveryLimitExceeded): Outcome {
-  const reply = body.category === 'rpc' ? ctx.encodeReply(new MessageResultException(err.name, err.message).setFingerprint(ctx.fingerprint)) : undefined;
+export function overLimit(ctx: DispatchContext, scope: DeliveryScope, body: MessageBody<object>, err: DeliveryLimitExceeded): Outcome {
+  const reply = body.category === 'rpc' ? replyOf(scope, ctx.encodeReply(new MessageResultException(err.name, err.message).setFingerprint(ctx.fingerprint))) : undefined;
   return ctx.errorExchange ? { kind: 'deadLetter', err, attempts: err.deliveries, reply } : { kind: 'reject', why: 'limit', err, reply };
 }

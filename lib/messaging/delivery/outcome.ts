@@ -16,4 +16,10 @@ export type Outcome = (
   /** Acked, confirmed by the broker, then the scheduler exits or the component restarts. */
   | { kind: 'exit'; signal: ExitScheduler }
   | { kind: 'restart'; signal: AckAndRestart }
-) & { reply?: Buffer };
+) & { reply?: Reply };
+
+/** An RPC's answer, encoded, with the headers that carry its conversation and trace on. */
+export interface Reply {
+  content: Buffer;
+  headers: Record<string, unknown>;
+}

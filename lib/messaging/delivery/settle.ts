@@ -74,7 +74,7 @@ export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBo
     case 'exit':
     case 'restart':
       ack(ctx, msg);
-      if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply);
+      if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
       // The process may exit (or restart) the moment this returns: have the broker's word for the ack first,
       // or the quit is redelivered and stops the next instance of the component too.
       yield ctx.consumer.settled();
@@ -82,7 +82,7 @@ export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBo
       ctx.restart();
       return;
   }
-  if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply);
+  if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
 }
 
 /** Acks, and forgets the delivery count of a message that will not come back. */

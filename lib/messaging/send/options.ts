@@ -20,10 +20,37 @@ export interface SendOptions {
    * @default the producer's `mandatory`, else true for commands and RPCs only
    */
   _mandatory?: boolean;
+  /** AMQP headers to send (values: strings, numbers, booleans, null, Buffers, arrays and plain objects of those). */
+  _headers?: Record<string, unknown>;
+  /** Milliseconds the message may wait in a queue before the broker drops (or dead-letters) it: AMQP `expiration`. */
+  _expiration?: number;
+  /** AMQP `priority`, 0 to 255 (a queue honours it up to its `x-max-priority`). */
+  _priority?: number;
+  /** AMQP `correlation-id` (messages only: an RPC's is how its reply is matched). */
+  _correlation_id?: string;
+  /** AMQP `message-id`; one is made when not given (it must be unique: returns are matched by it). */
+  _message_id?: string;
+  /** AMQP `type`. */
+  _type?: string;
 }
 
 /** Every send option there is; anything else starting with `_` is a typo. */
-const SEND_OPTIONS: ReadonlySet<string> = new Set(['_key', '_eks', '_timeout', '_max_retry', '_queue_only', '_mandatory'] satisfies Array<keyof SendOptions>);
+const SEND_OPTIONS: ReadonlySet<string> = new Set(
+  Object.keys({
+    _key: true,
+    _eks: true,
+    _timeout: true,
+    _max_retry: true,
+    _queue_only: true,
+    _mandatory: true,
+    _headers: true,
+    _expiration: true,
+    _priority: true,
+    _correlation_id: true,
+    _message_id: true,
+    _type: true,
+  } satisfies Record<keyof SendOptions, true>),
+);
 
 function isSendOptions(v: unknown): v is SendOptions {
   if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Message) return false;

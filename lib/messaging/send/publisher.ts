@@ -32,8 +32,6 @@ export class Publisher {
   /** `messageId|exchange|key` of messages the broker returned, until their confirm arrives. */
   readonly #returned = new Set<string>();
   readonly #confirms: Deadlines;
-  readonly #idPrefix = `${process.pid}.${Date.now().toString(36)}.m`;
-  #nextId = 0;
   #renewing = false;
   #renewedAt = 0;
   #model: ChannelModel | undefined;
@@ -100,11 +98,11 @@ export class Publisher {
    * queue took, when `mandatory`), `NACK`, `CHANNEL_CLOSED` or `CONFIRM_TIMEOUT`.
    * Throws `NOT_CONNECTED` at once without a channel (`notConnected` says why).
    */
-  publish(targets: readonly EksEntry[], content: Buffer, props: { mandatory: boolean; contentType: string }, notConnected: () => BrokerError): Promise<void> {
+  publish(targets: readonly EksEntry[], content: Buffer, props: Options.Publish & { messageId: string; mandatory: boolean }, notConnected: () => BrokerError): Promise<void> {
     const ch = this.#channel;
     if (!ch) return Promise.reject(notConnected());
     // One id per message, whatever its targets: consumers log it, and returns are matched by it.
-    const full = { ...props, persistent: true, messageId: this.#idPrefix + this.#nextId++ };
+    const full = { ...props, persistent: true };
     // One target (the usual case) needs one promise, not one per target plus Promise.all.
     if (targets.length === 1) {
       return new Promise<void>((resolve, reject) => this.#publishOne(ch, targets[0], content, full, (routed) => (routed ? resolve() : reject(unroutableError([targets[0]]))), reject));

@@ -1,4 +1,4 @@
-import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
 import { BrokerError, MalformedMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { openChannel } from '../../transport/channels.js';
@@ -28,12 +28,17 @@ export interface RpcCall {
   mandatory: boolean;
   /** `'queue'`: a reply queue of its own, for peers that reply without a correlation id. */
   replyTo: 'direct' | 'queue';
+  /** The request's other AMQP properties (message id, headers, timestamp…). */
+  properties: Options.Publish;
+  /** Told the headers of the reply that completes the call. */
+  onReply?: (headers: Record<string, unknown>) => void;
 }
 
 interface PendingRpc {
   resolve: (r: AnyResult) => void;
   reject: (err: BrokerError) => void;
   target: EksEntry;
+  onReply?: (headers: Record<string, unknown>) => void;
   timer: NodeJS.Timeout | undefined;
   /** Its own reply queue (`replyTo: 'queue'`), whose replies need no correlation id. */
   queue?: { name: string; consumerTag: string };
@@ -104,10 +109,10 @@ export class RpcClient {
       (queue) =>
         new Promise<AnyResult>((resolve, reject) => {
           let attempt = 0;
-          const entry: PendingRpc = { resolve, reject, target: c.target, timer: undefined, queue };
+          const entry: PendingRpc = { resolve, reject, target: c.target, timer: undefined, queue, onReply: c.onReply };
           const send = () => {
             // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
-            ch.publish(exName, key, c.content, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
+            ch.publish(exName, key, c.content, { ...c.properties, contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
             entry.timer = setTimeout(() => {
               if (attempt < c.maxRetry) {
                 attempt++;
@@ -125,11 +130,11 @@ export class RpcClient {
   }
 
   /** Sends a request whose replies are collected later (`consumeRpc`); resolves with the reply queue's name. */
-  async callQueueOnly(target: EksEntry, content: Buffer): Promise<string> {
+  async callQueueOnly(target: EksEntry, content: Buffer, properties: Options.Publish): Promise<string> {
     const ch = this.#channel;
     if (!ch) throw new BrokerError('the RPC channel is not open', 'NOT_CONNECTED');
     const queue = await declareQueue(ch, '', { exclusive: true, autoDelete: true, durable: false });
-    ch.publish(target[0].name, target[1], content, { contentType: this.encoder.contentType, replyTo: queue, correlationId: queue });
+    ch.publish(target[0].name, target[1], content, { ...properties, contentType: this.encoder.contentType, replyTo: queue, correlationId: queue });
     return queue;
   }
 
@@ -173,6 +178,7 @@ export class RpcClient {
       this.log.debug({ correlationId: id }, 'reply for no pending RPC (already answered, timed out, or uncorrelated while several calls are in flight)');
       return;
     }
+    this.#pending.get(id)?.onReply?.((msg.properties.headers ?? {}) as Record<string, unknown>);
     this.#settle(id, this.#toResult(msg.content));
   }
 

@@ -1,0 +1,122 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ConsumeMessage } from 'amqplib';
+import { context as otelContext, type Context } from '@opentelemetry/api';
+import type { Yielded } from '../../microthreads/thread.js';
+
+/** The headers postage-ts reads and writes to follow a conversation across components. */
+export const HEADERS = Object.freeze({
+  /** The id of the first message of the conversation: carried unchanged by every message sent while handling one of it. */
+  conversationId: 'postage-conversation-id',
+  /** The id of the message whose handling sent this one. */
+  causationId: 'postage-causation-id',
+});
+
+/** The delivery a handler is handling, as a non-postage consumer would read its AMQP properties. */
+export interface DeliveryInfo {
+  readonly exchange: string;
+  readonly routingKey: string;
+  readonly redelivered: boolean;
+  /** Deliveries of this message so far, this one included, where the queue counts them (a quorum queue's `x-delivery-count`). */
+  readonly deliveryCount: number | undefined;
+  readonly messageId: string | undefined;
+  readonly correlationId: string | undefined;
+  readonly replyTo: string | undefined;
+  readonly type: string | undefined;
+  readonly timestamp: Date | undefined;
+  readonly priority: number | undefined;
+  readonly expiration: string | undefined;
+  readonly headers: Readonly<Record<string, unknown>>;
+  /** The conversation it belongs to (its own message id when it started one). */
+  readonly conversationId: string | undefined;
+  /** The message whose handling sent it, when one did. */
+  readonly causationId: string | undefined;
+}
+
+/** One delivery in a handler: what it is, and the trace context its handler runs in. */
+export interface DeliveryScope {
+  readonly info: DeliveryInfo;
+  readonly trace: Context;
+}
+
+const store = new AsyncLocalStorage<DeliveryScope>();
+
+/** What a delivery's AMQP properties say. @internal */
+export function deliveryInfo(msg: ConsumeMessage): DeliveryInfo {
+  const p = msg.properties;
+  const headers = (p.headers ?? {}) as Record<string, unknown>;
+  const count = Number(headers['x-delivery-count']);
+  const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+  const ts = typeof p.timestamp === 'number' ? new Date(p.timestamp * 1000) : undefined;
+  return Object.freeze({
+    exchange: msg.fields.exchange,
+    routingKey: msg.fields.routingKey,
+    redelivered: msg.fields.redelivered,
+    deliveryCount: Number.isInteger(count) && count >= 0 ? count + 1 : undefined,
+    messageId: text(p.messageId),
+    correlationId: text(p.correlationId),
+    replyTo: text(p.replyTo),
+    type: text(p.type),
+    timestamp: ts,
+    priority: typeof p.priority === 'number' ? p.priority : undefined,
+    expiration: p.expiration === undefined || p.expiration === null ? undefined : String(p.expiration),
+    headers: Object.freeze({ ...headers }),
+    conversationId: text(headers[HEADERS.conversationId]) ?? text(p.messageId),
+    causationId: text(headers[HEADERS.causationId]),
+  });
+}
+
+/**
+ * The delivery the calling handler is handling, or undefined outside one.
+ * Right in every handler kind (plain, async, generator, `Handler` classes,
+ * RPC handlers), across `await` and `yield`, and when several deliveries are
+ * handled at once: each handler sees its own.
+ *
+ * @example
+ * @MessageHandler('command', 'resize')
+ * resize(content) { const d = currentDelivery(); log.info({ id: d?.messageId, tries: d?.deliveryCount }); }
+ */
+export function currentDelivery(): DeliveryInfo | undefined {
+  return store.getStore()?.info;
+}
+
+/** The scope of the delivery being handled, for sends made from it. @internal */
+export function currentScope(): DeliveryScope | undefined {
+  return store.getStore();
+}
+
+/** Runs `fn` as part of handling a delivery (and inside its trace context). @internal */
+export function runIn<T>(scope: DeliveryScope, fn: () => T): T {
+  return store.run(scope, () => otelContext.with(scope.trace, fn));
+}
+
+/**
+ * Drives a generator handler, resuming it each time inside its delivery's
+ * scope: the scheduler resumes threads from its own loop, where no
+ * AsyncLocalStorage context of the handler's survives.
+ * @internal
+ */
+export function* driveIn(scope: DeliveryScope, gen: Generator<Yielded, unknown, unknown>): Generator<Yielded, unknown, unknown> {
+  let input: unknown;
+  let error: unknown;
+  let failed = false;
+  let done = false;
+  try {
+    for (;;) {
+      const r = runIn(scope, () => (failed ? gen.throw(error) : gen.next(input)));
+      failed = false;
+      if (r.done) {
+        done = true;
+        return r.value;
+      }
+      try {
+        input = yield r.value;
+      } catch (err) {
+        error = err;
+        failed = true;
+      }
+    }
+  } finally {
+    // Stopped from outside (a scheduler stopping): the handler's own finally blocks run, in its scope.
+    if (!done) runIn(scope, () => gen.return(undefined));
+  }
+}

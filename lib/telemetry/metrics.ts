@@ -1,0 +1,39 @@
+import { metrics, type Counter, type Histogram, type MeterProvider, type UpDownCounter } from '@opentelemetry/api';
+
+/** The instruments postage-ts records to (no-ops until the application registers a MeterProvider). */
+export interface Instruments {
+  /** Messages published and confirmed, by exchange and message name. */
+  sent: Counter;
+  /** Deliveries whose handlers ran to the end. */
+  handled: Counter;
+  /** Deliveries whose handlers failed (rejected, or sent to the error exchange). */
+  failed: Counter;
+  /** Deliveries rejected without a handler failing: malformed, RejectMessage, over the delivery limit. */
+  rejected: Counter;
+  /** How long a delivery's handlers ran, in seconds. */
+  handlerDuration: Histogram;
+  /** An RPC call's round trip, retries included, in seconds. */
+  rpcDuration: Histogram;
+  /** Deliveries being handled now. */
+  inFlight: UpDownCounter;
+}
+
+let cached: { provider: MeterProvider; instruments: Instruments } | undefined;
+
+/** The instruments of the MeterProvider registered now (an application may register one after importing postage-ts). */
+export function instruments(): Instruments {
+  const provider = metrics.getMeterProvider();
+  if (cached?.provider === provider) return cached.instruments;
+  const meter = provider.getMeter('postage-ts');
+  const made: Instruments = {
+    sent: meter.createCounter('postage.messages.sent', { description: 'Messages published and confirmed by the broker' }),
+    handled: meter.createCounter('postage.messages.handled', { description: 'Deliveries whose handlers ran to the end' }),
+    failed: meter.createCounter('postage.messages.failed', { description: 'Deliveries whose handlers failed' }),
+    rejected: meter.createCounter('postage.messages.rejected', { description: 'Deliveries rejected: malformed, RejectMessage, or delivered too often' }),
+    handlerDuration: meter.createHistogram('postage.handler.duration', { description: "How long a delivery's handlers ran", unit: 's' }),
+    rpcDuration: meter.createHistogram('postage.rpc.duration', { description: "An RPC call's round trip, retries included", unit: 's' }),
+    inFlight: meter.createUpDownCounter('postage.deliveries.in_flight', { description: 'Deliveries being handled now' }),
+  };
+  cached = { provider, instruments: made };
+  return made;
+}
