@@ -148,7 +148,7 @@ describe('postage (CLI)', function () {
     }
   });
 
-  it('watch prints the envelopes passing on an exchange', async () => {
+  it('watch prints the messages passing on an exchange: where they went, their ids, conversation, headers and envelope', async () => {
     const { spawn } = await import('node:child_process');
     const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'watch', 'amq.topic', `${queue}.#`, '--count', '1'], {
       env: { ...process.env, POSTAGE_URL: await brokerUrl() },
@@ -158,9 +158,21 @@ describe('postage (CLI)', function () {
     // The watcher says on stderr when its queue is bound; publish only then.
     await new Promise<void>((resolve) => child.stderr.on('data', (c: Buffer) => String(c).includes('watching') && resolve()));
     const body = { type: 'command', name: 'seen', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
-    await publishRaw('amq.topic', `${queue}.x`, Buffer.from(JSON.stringify(body)));
+    await publishRaw('amq.topic', `${queue}.x`, Buffer.from(JSON.stringify(body)), {
+      messageId: 'm-2',
+      timestamp: 1_700_000_000,
+      headers: { 'postage-conversation-id': 'conv-1', 'postage-causation-id': 'm-1', tenant: 'acme' },
+    });
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code).to.equal(0);
-    expect(JSON.parse(out.trim())).to.deep.equal(body);
+    expect(JSON.parse(out.trim())).to.deep.equal({
+      routingKey: `${queue}.x`,
+      messageId: 'm-2',
+      conversationId: 'conv-1',
+      causationId: 'm-1',
+      timestamp: '2023-11-14T22:13:20.000Z',
+      headers: { 'postage-conversation-id': 'conv-1', 'postage-causation-id': 'm-1', tenant: 'acme' },
+      envelope: body,
+    });
   });
 });

@@ -19,6 +19,8 @@ import { GenericProducer, type Producer } from '../messaging/producer.js';
 import { openConnection } from '../transport/connection.js';
 import { configureLogging } from '../log.js';
 import { pino } from 'pino';
+import { deliveryInfo } from '../messaging/delivery/context.js';
+import type { ConsumeMessage } from 'amqplib';
 
 class UsageError extends PostageError {
   constructor(message: string) {
@@ -61,11 +63,14 @@ result's value as JSON (--envelope: the whole result envelope). Waits
 --timeout seconds (default 5) per attempt, sends again up to --retries times
 (default 0). An error or exception result (a timeout included) is one line on
 stderr and exit 1; exit 4 when no queue takes the call.`,
-  watch: `usage: postage watch EXCHANGE [KEY] [--count N]
+  watch: `usage: postage watch EXCHANGE [KEY] [--count N] [--envelope]
 
 Binds a temporary queue to EXCHANGE with KEY (default '#', which matches
 everything on a topic exchange; give the key for a direct exchange) and prints
-each envelope as one JSON line. Stops after --count envelopes, or on Ctrl-C.`,
+each message as one JSON line: where it went (routingKey), its message id,
+conversation and causation ids, correlation id, type, timestamp and headers,
+and its envelope (--envelope: the envelope alone). Stops after --count
+messages, or on Ctrl-C.`,
 };
 
 const fingerprint = { name: 'postage-cli', type: 'cli' };
@@ -185,13 +190,13 @@ async function watch(args: string[], values: Record<string, string | boolean | u
         queue,
         (m) => {
           if (!m) return resolve();
-          let line: string;
+          let envelope: unknown;
           try {
-            line = JSON.stringify(decoder.decode(m.content));
+            envelope = decoder.decode(m.content);
           } catch {
-            line = JSON.stringify({ undecodable: m.content.toString('base64'), routingKey: m.fields.routingKey });
+            envelope = { undecodable: m.content.toString('base64') };
           }
-          console.log(line);
+          console.log(JSON.stringify(values.envelope ? envelope : { ...described(m), envelope }));
           if (++seen >= count) resolve();
         },
         { noAck: true },
@@ -202,6 +207,22 @@ async function watch(args: string[], values: Record<string, string | boolean | u
     if (!channelError) await ch.close().catch(() => undefined);
     await conn.close().catch(() => undefined);
   }
+}
+
+/** What `watch` shows of a message besides its envelope: its AMQP properties, as a handler's currentDelivery() has them. */
+function described(m: ConsumeMessage): Record<string, unknown> {
+  const d = deliveryInfo(m);
+  const headers = Object.fromEntries(Object.entries(d.headers).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('base64') : v]));
+  return {
+    routingKey: d.routingKey,
+    messageId: d.messageId,
+    conversationId: d.conversationId,
+    causationId: d.causationId,
+    correlationId: d.correlationId,
+    type: d.type,
+    timestamp: d.timestamp?.toISOString(),
+    headers,
+  };
 }
 
 /** Columns padded to their widest cell, under a header. */
