@@ -44,6 +44,7 @@ export { GenericProducer, type Producer, type MessageSender, type RpcSender, typ
 export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';
 export { MessageProcessor, type ProcessorOptions, type RetryOptions } from './messaging/processor.js';
 export { currentDelivery, HEADERS as CONVERSATION_HEADERS, type DeliveryInfo } from './messaging/delivery/context.js';
+export { configureTelemetry, type TelemetryOptions } from './telemetry/settings.js';
 export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag } from './messaging/handlers.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { ConnectOptions } from './transport/connection.js';

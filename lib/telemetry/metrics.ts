@@ -1,4 +1,5 @@
-import { metrics, type Counter, type Histogram, type MeterProvider, type UpDownCounter } from '@opentelemetry/api';
+import { createNoopMeter, metrics, type Counter, type Histogram, type Meter, type MeterProvider, type UpDownCounter } from '@opentelemetry/api';
+import { telemetry } from './settings.js';
 
 /** The instruments postage-ts records to (no-ops until the application registers a MeterProvider). */
 export interface Instruments {
@@ -22,10 +23,18 @@ let cached: { provider: MeterProvider; instruments: Instruments } | undefined;
 
 /** The instruments of the MeterProvider registered now (an application may register one after importing postage-ts). */
 export function instruments(): Instruments {
+  if (!telemetry.metrics) return (noop ??= make(createNoopMeter()));
   const provider = metrics.getMeterProvider();
   if (cached?.provider === provider) return cached.instruments;
-  const meter = provider.getMeter('postage-ts');
-  const made: Instruments = {
+  const made = make(provider.getMeter('postage-ts'));
+  cached = { provider, instruments: made };
+  return made;
+}
+
+let noop: Instruments | undefined;
+
+function make(meter: Meter): Instruments {
+  return {
     sent: meter.createCounter('postage.messages.sent', { description: 'Messages published and confirmed by the broker' }),
     handled: meter.createCounter('postage.messages.handled', { description: 'Deliveries whose handlers ran to the end' }),
     failed: meter.createCounter('postage.messages.failed', { description: 'Deliveries whose handlers failed' }),
@@ -34,6 +43,4 @@ export function instruments(): Instruments {
     rpcDuration: meter.createHistogram('postage.rpc.duration', { description: "An RPC call's round trip, retries included", unit: 's' }),
     inFlight: meter.createUpDownCounter('postage.deliveries.in_flight', { description: 'Deliveries being handled now' }),
   };
-  cached = { provider, instruments: made };
-  return made;
 }

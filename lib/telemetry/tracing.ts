@@ -1,4 +1,5 @@
 import {
+  INVALID_SPAN_CONTEXT,
   context,
   propagation,
   ROOT_CONTEXT,
@@ -12,6 +13,7 @@ import {
   type TextMapSetter,
   type Tracer,
 } from '@opentelemetry/api';
+import { telemetry } from './settings.js';
 
 /** Attribute names of OpenTelemetry's messaging semantic conventions (and two of postage's own). */
 export const ATTR = Object.freeze({
@@ -78,8 +80,14 @@ export function injectContext(ctx: Context, headers: Record<string, unknown>, in
   }
 }
 
+/** With spans turned off: a span that records nothing but carries its parent's context on, so traces still travel. */
+function passThrough(parent: Context): Span {
+  return trace.wrapSpanContext(trace.getSpanContext(parent) ?? INVALID_SPAN_CONTEXT);
+}
+
 /** A span for one publish, a child of `parent`. */
 export function startPublishSpan(parent: Context, exchange: string, attributes: Attributes): Span {
+  if (!telemetry.spans) return passThrough(parent);
   return tracerOf().startSpan(
     `publish ${exchange || '(default)'}`,
     { kind: SpanKind.PRODUCER, attributes: { [ATTR.system]: 'rabbitmq', [ATTR.destination]: exchange, [ATTR.operationType]: 'send', [ATTR.operationName]: 'publish', ...attributes } },
@@ -89,6 +97,7 @@ export function startPublishSpan(parent: Context, exchange: string, attributes: 
 
 /** A span for handling one delivery, a child of the sender's span (from the message's headers). */
 export function startProcessSpan(parent: Context, exchange: string, attributes: Attributes): Span {
+  if (!telemetry.spans) return passThrough(parent);
   return tracerOf().startSpan(
     `process ${exchange || '(default)'}`,
     { kind: SpanKind.CONSUMER, attributes: { [ATTR.system]: 'rabbitmq', [ATTR.destination]: exchange, [ATTR.operationType]: 'process', [ATTR.operationName]: 'process', ...attributes } },
@@ -98,6 +107,7 @@ export function startProcessSpan(parent: Context, exchange: string, attributes: 
 
 /** A span for one RPC call, its retries included. */
 export function startRpcSpan(parent: Context, exchange: string, attributes: Attributes): Span {
+  if (!telemetry.spans) return passThrough(parent);
   return tracerOf().startSpan(
     `call ${exchange || '(default)'}`,
     { kind: SpanKind.CLIENT, attributes: { [ATTR.system]: 'rabbitmq', [ATTR.destination]: exchange, [ATTR.operationType]: 'send', [ATTR.operationName]: 'call', ...attributes } },

@@ -3,7 +3,7 @@ import { metrics, propagation, SpanKind, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { MeterProvider, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { CONVERSATION_HEADERS, currentDelivery, GenericProducer, MessageHandler, MessageProcessor, RpcHandler, type ExchangeObject, type MessageSender, type RpcSender } from '../../lib/index.js';
+import { configureTelemetry, CONVERSATION_HEADERS, currentDelivery, GenericProducer, MessageHandler, MessageProcessor, RpcHandler, type ExchangeObject, type MessageSender, type RpcSender } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness, deferred } from '../support/components.js';
 import { publishRaw, unique } from '../support/topology.js';
@@ -148,6 +148,56 @@ describe('OpenTelemetry', function () {
     const spans = await until(() => exporter.getFinishedSpans(), (s) => s.some((x) => x.kind === SpanKind.CONSUMER));
     const processed = one(spans.filter((s) => s.kind === SpanKind.CONSUMER));
     expect(parentOf(processed)).to.equal(undefined);
+  });
+});
+
+describe('OpenTelemetry, turned off beside instrumentation-amqplib', function () {
+  this.timeout(30_000);
+  let h: Harness;
+  const exporter = new InMemorySpanExporter();
+  let tracerProvider: BasicTracerProvider;
+  before(() => {
+    tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    trace.setGlobalTracerProvider(tracerProvider);
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    configureTelemetry({ spans: false });
+    h = new Harness();
+  });
+  after(async () => {
+    configureTelemetry({ spans: true });
+    await h.close();
+    trace.disable();
+    propagation.disable();
+    await tracerProvider.shutdown();
+  });
+
+  it('makes no span of its own, and still carries the trace context a message came with on to what its handler sends', async () => {
+    const url = await brokerUrl();
+    const ex: ExchangeObject = { name: unique('otel-off'), type: 'direct', durable: false, autoDelete: true };
+    const onward = deferred<string | undefined>();
+    class Out extends GenericProducer {
+      static override eks = [[ex, 'next'] as const];
+      declare message_next: MessageSender;
+    }
+    const out = await Out.create({ url });
+    h.onClose(() => out.close());
+    class Relay extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      async job() {
+        await out.message_next({});
+      }
+      @MessageHandler('command', 'next')
+      next() {
+        onward.resolve(currentDelivery()?.headers.traceparent as string | undefined);
+      }
+    }
+    const q = (n: string) => ({ name: unique(n), flags: { durable: false, autoDelete: true } });
+    await h.start(new Relay({ url, eqk: [[ex, [[q('otel-off-a'), 'k'], [q('otel-off-b'), 'next']]]] }));
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const body = { type: 'command', name: 'job', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
+    await publishRaw(ex.name, 'k', Buffer.from(JSON.stringify(body)), { headers: { traceparent } });
+    expect(await onward.promise).to.match(/^00-4bf92f3577b34da6a3ce929d0e0e4736-/);
+    expect(exporter.getFinishedSpans()).to.deep.equal([]);
   });
 });
 
