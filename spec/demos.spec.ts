@@ -19,6 +19,18 @@ async function demoOn(url: string, ...args: string[]): Promise<string> {
 }
 
 describe('demos', () => {
+  it('npm run demo:tracing prints one trace tree across three components, and one conversation', async () => {
+    const out = (await demo('demos/tracing.ts')).trim().split('\n');
+    expect(out[0]).to.match(/^trace [0-9a-f]{32}$/);
+    expect(out.slice(1)).to.deep.equal([
+      '└─ publish tracing-demo-exchange [place] (gateway)',
+      '   └─ process tracing-demo-exchange [place] (orders)',
+      '      └─ call tracing-demo-exchange [reserve] (orders)',
+      '         └─ process tracing-demo-exchange [reserve] (inventory)',
+      'conversation: order-1',
+    ]);
+  });
+
   it('demos/microthreads runs a counter beside a ticker, then exits 0', async () => {
     const out = await demo('demos/microthreads.ts');
     expect(out.trim().split('\n')).to.deep.equal(['counter: 1', 'counter: 2', 'counter: 3', 'ticker: tick 1', 'ticker: tick 2', 'scheduler finished']);

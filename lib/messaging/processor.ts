@@ -241,6 +241,7 @@ export class MessageProcessor extends MicroThread {
       [ATTR.routingKey]: info.routingKey,
       [ATTR.messageType]: body.type,
       [ATTR.messageName]: body.name,
+      [ATTR.component]: this.fingerprint.name,
     });
     const scope = { info, trace: trace.setSpan(sender, span) };
     const metrics = instruments();

@@ -268,7 +268,7 @@ export class GenericProducer {
     // Commands must reach a queue; other messages (statuses, results, events) are publish/subscribe.
     const mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
     const [exchange, key] = targets[0] ?? [{ name: '' }, ''];
-    const about = sendAttributes(body, props, content, key);
+    const about = { ...sendAttributes(body, props, content, key), [ATTR.component]: this.fingerprint.name };
     const span = startPublishSpan(scope?.trace ?? activeContext(), exchange.name, about);
     injectContext(trace.setSpan(scope?.trace ?? activeContext(), span), props.headers, scope?.info.headers);
     return this.#publisher.publish(targets, content, { ...props, mandatory, contentType: this.encoder.contentType }, this.#notConnected).then(
@@ -317,7 +317,7 @@ export class GenericProducer {
     const content = this.encoder.encode(body) as Buffer;
     const scope = currentScope();
     const props = sendProperties(opts, scope, this.#newId(), true);
-    const span = startRpcSpan(scope?.trace ?? activeContext(), target[0].name, sendAttributes(body, props, content, target[1]));
+    const span = startRpcSpan(scope?.trace ?? activeContext(), target[0].name, { ...sendAttributes(body, props, content, target[1]), [ATTR.component]: this.fingerprint.name });
     injectContext(trace.setSpan(scope?.trace ?? activeContext(), span), props.headers, scope?.info.headers);
     const started = performance.now();
     const call = opts._queue_only

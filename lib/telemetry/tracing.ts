@@ -28,6 +28,8 @@ export const ATTR = Object.freeze({
   deliveryTag: 'messaging.rabbitmq.message.delivery_tag',
   messageType: 'postage.message.type',
   messageName: 'postage.message.name',
+  /** The fingerprint name of the component that made the span. */
+  component: 'postage.component',
 });
 
 let tracer: Tracer | undefined;
