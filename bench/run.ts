@@ -11,11 +11,15 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { postageRpc, postageThroughput, rawRpc, rawThroughput } from './cases.js';
 import { schedulerStepsPerSecond } from './scheduler.js';
+import { metrics, propagation, trace } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 
 process.env.POSTAGE_LOG_LEVEL ??= 'warn';
 const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-// BENCH_ONLY=rpc (or throughput, latency, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
+// BENCH_ONLY=rpc (or throughput, latency, telemetry, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
 const only = process.env.BENCH_ONLY;
 const wanted = (group: string) => !only || only.split(',').includes(group);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -66,6 +70,34 @@ if (wanted('latency')) {
 if (wanted('rpc')) {
   const thr = await sideBySide(() => rawRpc(url, 20_000, 100), () => postageRpc(url, 20_000, 100));
   add('RPC throughput, 100 in flight', median(thr.raw.map((x) => x.perSecond)), median(thr.postage.map((x) => x.perSecond)), 'calls/s', 'ratio >= 0.9', (ratio) => ratio !== null && ratio >= 0.9);
+}
+
+// What tracing and metrics cost once an application registers the OpenTelemetry SDK (an in-memory exporter
+// behind a batch processor, as an application's OTLP one would be); without one, the rows above pay for the API's no-ops.
+if (wanted('telemetry')) {
+  const exporter = new InMemorySpanExporter();
+  const withSdk = async () => {
+    const tracing = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(exporter)] });
+    const meters = new MeterProvider({ readers: [new (class extends MetricReader {
+      protected override async onForceFlush(): Promise<void> {}
+      protected override async onShutdown(): Promise<void> {}
+    })()] });
+    trace.setGlobalTracerProvider(tracing);
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    metrics.setGlobalMeterProvider(meters);
+    try {
+      return await postageThroughput(url, 20_000, 100);
+    } finally {
+      await tracing.shutdown();
+      await meters.shutdown();
+      trace.disable();
+      propagation.disable();
+      metrics.disable();
+      exporter.reset();
+    }
+  };
+  const r = await sideBySide(() => postageThroughput(url, 20_000, 100), withSdk);
+  add('throughput with the OpenTelemetry SDK recording (against none), 100 B', median(r.raw), median(r.postage), 'msg/s', '(reported)', () => true);
 }
 
 for (const threads of wanted('scheduler') ? [10, 10_000] : []) {

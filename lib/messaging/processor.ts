@@ -10,10 +10,10 @@ import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
 import { dispatchMessage, dispatchRpc, overLimit, type DispatchContext, type RetryOptions } from './delivery/dispatch.js';
 import type { Outcome } from './delivery/outcome.js';
-import { deliveryInfo } from './delivery/context.js';
+import { DeliveryScope } from './delivery/context.js';
 import { instruments, type Instruments } from '../telemetry/metrics.js';
-import { ATTR, endSpan, extractContext, startProcessSpan, trace } from '../telemetry/tracing.js';
-import type { Attributes } from '@opentelemetry/api';
+import { ATTR, endSpan, extractContext, startProcessSpan, tracingOn, trace } from '../telemetry/tracing.js';
+import type { Attributes, Context, Span } from '@opentelemetry/api';
 import { handlersFor, registryFor, type Registry } from './delivery/registry.js';
 import { settle, type SettleContext } from './delivery/settle.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
@@ -230,38 +230,45 @@ export class MessageProcessor extends MicroThread {
       yield* settle(this.#settle, msg, undefined, { kind: 'reject', why: 'malformed', err });
       return;
     }
-    const info = deliveryInfo(msg);
-    const labels = { [ATTR.destination]: info.exchange, [ATTR.messageName]: body.name };
-    // The handler's span is the child of the sender's, whose context the message carries in its headers.
-    const sender = extractContext(msg.properties.headers as Record<string, unknown> | undefined);
-    const span = startProcessSpan(sender, info.exchange, {
-      [ATTR.messageId]: info.messageId ?? '',
-      [ATTR.conversationId]: info.conversationId ?? '',
-      [ATTR.bodySize]: msg.content.length,
-      [ATTR.routingKey]: info.routingKey,
-      [ATTR.messageType]: body.type,
-      [ATTR.messageName]: body.name,
-      [ATTR.component]: this.fingerprint.name,
-    });
-    const scope = { info, trace: trace.setSpan(sender, span) };
-    const metrics = instruments();
-    metrics.inFlight.add(1, labels);
-    const started = performance.now();
+    const tracing = tracingOn();
+    const counters = instruments();
+    let span: Span | undefined;
+    let ctx: Context | undefined;
+    if (tracing) {
+      // The handler's span is the child of the sender's, whose context the message carries in its headers.
+      const sender = extractContext(msg.properties.headers as Record<string, unknown> | undefined);
+      span = startProcessSpan(sender, msg.fields.exchange, {
+        [ATTR.messageId]: String(msg.properties.messageId ?? ''),
+        [ATTR.bodySize]: msg.content.length,
+        [ATTR.routingKey]: msg.fields.routingKey,
+        [ATTR.messageType]: body.type,
+        [ATTR.messageName]: body.name,
+        [ATTR.component]: this.fingerprint.name,
+      });
+      ctx = trace.setSpan(sender, span);
+    }
+    const scope = new DeliveryScope(msg, ctx);
+    if (span) span.setAttribute(ATTR.conversationId, scope.conversationId ?? '');
+    const labels = counters ? { [ATTR.destination]: msg.fields.exchange, [ATTR.messageName]: body.name } : undefined;
+    if (counters) counters.inFlight.add(1, labels);
+    const started = counters ? performance.now() : 0;
     let outcome: Outcome = { kind: 'leave' };
     try {
       const n = msg.fields.redelivered ? this.#deliveries.count(msg) : 1;
       if (n > this.#maxDeliveries) outcome = overLimit(this.#dispatch, scope, body, new DeliveryLimitExceeded(n, this.#maxDeliveries));
       else {
-        if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name, messageId: info.messageId, conversationId: info.conversationId }, 'delivery');
+        if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name, messageId: scope.messageId, conversationId: scope.conversationId }, 'delivery');
         const handlers = handlersFor(this.#registry, body);
         outcome = body.category === 'rpc' ? yield* dispatchRpc(this.#dispatch, scope, body, handlers) : yield* dispatchMessage(this.#dispatch, scope, msg, body, handlers);
       }
-      metrics.handlerDuration.record((performance.now() - started) / 1000, labels);
+      counters?.handlerDuration.record((performance.now() - started) / 1000, labels);
       yield* settle(this.#settle, msg, body, outcome);
     } finally {
-      metrics.inFlight.add(-1, labels);
-      countOutcome(metrics, outcome, labels);
-      endSpan(span, failureOf(outcome));
+      if (counters) {
+        counters.inFlight.add(-1, labels);
+        countOutcome(counters, outcome, labels!);
+      }
+      if (span) endSpan(span, failureOf(outcome));
     }
   }
 

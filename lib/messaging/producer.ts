@@ -12,7 +12,7 @@ import { takeSendOptions, type SendOptions } from './send/options.js';
 import { sendProperties } from './send/properties.js';
 import { currentScope, HEADERS } from './delivery/context.js';
 import { instruments } from '../telemetry/metrics.js';
-import { activeContext, ATTR, endSpan, extractContext, injectContext, startPublishSpan, startRpcSpan, trace } from '../telemetry/tracing.js';
+import { activeContext, ATTR, endSpan, extractContext, injectContext, passTraceOn, startPublishSpan, startRpcSpan, tracingOn, trace } from '../telemetry/tracing.js';
 import type { Attributes } from '@opentelemetry/api';
 import { Publisher } from './send/publisher.js';
 import { RpcClient, type ConsumeRpcOptions } from './send/rpc-client.js';
@@ -267,17 +267,25 @@ export class GenericProducer {
     // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
     // Commands must reach a queue; other messages (statuses, results, events) are publish/subscribe.
     const mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
+    const full = { ...props, mandatory, contentType: this.encoder.contentType };
+    const tracing = tracingOn();
+    const counters = instruments();
+    if (!tracing) {
+      // No SDK: no span, only the trace headers of the delivery being handled passed on.
+      if (scope) passTraceOn(props, scope);
+      if (!counters) return this.#publisher.publish(targets, full, content, this.#notConnected);
+    }
     const [exchange, key] = targets[0] ?? [{ name: '' }, ''];
-    const about = { ...sendAttributes(body, props, content, key), [ATTR.component]: this.fingerprint.name };
-    const span = startPublishSpan(scope?.trace ?? activeContext(), exchange.name, about);
-    injectContext(trace.setSpan(scope?.trace ?? activeContext(), span), props.headers, scope?.info.headers);
-    return this.#publisher.publish(targets, content, { ...props, mandatory, contentType: this.encoder.contentType }, this.#notConnected).then(
+    const parent = scope?.trace ?? activeContext();
+    const span = tracing ? startPublishSpan(parent, exchange.name, { ...sendAttributes(body, props, content, key), [ATTR.component]: this.fingerprint.name }) : undefined;
+    if (span) injectContext(trace.setSpan(parent, span), (full.headers ??= {}), scope?.headers);
+    return this.#publisher.publish(targets, full, content, this.#notConnected).then(
       () => {
-        endSpan(span);
-        instruments().sent.add(targets.length, { [ATTR.destination]: exchange.name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
+        if (span) endSpan(span);
+        counters?.sent.add(targets.length, { [ATTR.destination]: exchange.name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
       },
       (err: unknown) => {
-        endSpan(span, err);
+        if (span) endSpan(span, err);
         throw err;
       },
     );
@@ -317,8 +325,11 @@ export class GenericProducer {
     const content = this.encoder.encode(body) as Buffer;
     const scope = currentScope();
     const props = sendProperties(opts, scope, this.#newId(), true);
-    const span = startRpcSpan(scope?.trace ?? activeContext(), target[0].name, { ...sendAttributes(body, props, content, target[1]), [ATTR.component]: this.fingerprint.name });
-    injectContext(trace.setSpan(scope?.trace ?? activeContext(), span), props.headers, scope?.info.headers);
+    const parent = scope?.trace ?? activeContext();
+    const span = tracingOn() ? startRpcSpan(parent, target[0].name, { ...sendAttributes(body, props, content, target[1]), [ATTR.component]: this.fingerprint.name }) : undefined;
+    if (span) injectContext(trace.setSpan(parent, span), (props.headers ??= {}), scope?.headers);
+    else if (scope) passTraceOn(props, scope);
+    const counters = instruments();
     const started = performance.now();
     const call = opts._queue_only
       ? this.#rpc.callQueueOnly(target, content, props)
@@ -332,19 +343,22 @@ export class GenericProducer {
           mandatory: opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? true,
           replyTo: this.#replyTo,
           // The call's span links the span that answered it (the reply carries its trace context).
-          onReply: (headers) => {
-            const answered = trace.getSpanContext(extractContext(headers));
-            if (answered && span.isRecording()) span.addLink({ context: answered });
-          },
+          onReply: span
+            ? (headers) => {
+                const answered = trace.getSpanContext(extractContext(headers));
+                if (answered && span.isRecording()) span.addLink({ context: answered });
+              }
+            : undefined,
         });
+    if (!span && !counters) return call;
     return call.then(
       (r) => {
-        endSpan(span, typeof r === 'object' && !r.ok ? new Error(String(r.body.content.message || r.body.content.value)) : undefined);
-        if (typeof r === 'object') instruments().rpcDuration.record((performance.now() - started) / 1000, { [ATTR.destination]: target[0].name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
+        if (span) endSpan(span, typeof r === 'object' && !r.ok ? new Error(String(r.body.content.message || r.body.content.value)) : undefined);
+        if (typeof r === 'object') counters?.rpcDuration.record((performance.now() - started) / 1000, { [ATTR.destination]: target[0].name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
         return r;
       },
       (err: unknown) => {
-        endSpan(span, err);
+        if (span) endSpan(span, err);
         throw err;
       },
     );
@@ -378,11 +392,11 @@ export class GenericProducer {
 }
 
 /** What a send's spans say of it. */
-function sendAttributes(body: object, props: { messageId: string; headers: Record<string, unknown> }, content: Buffer, key: string): Attributes {
+function sendAttributes(body: object, props: { messageId: string; headers?: Record<string, unknown> }, content: Buffer, key: string): Attributes {
   const b = body as { type?: unknown; name?: unknown };
   return {
     [ATTR.messageId]: props.messageId,
-    [ATTR.conversationId]: String(props.headers[HEADERS.conversationId] ?? ''),
+    [ATTR.conversationId]: String(props.headers?.[HEADERS.conversationId] ?? props.messageId),
     [ATTR.bodySize]: content.length,
     [ATTR.routingKey]: key,
     [ATTR.messageType]: String(b.type ?? ''),

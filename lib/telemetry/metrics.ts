@@ -19,19 +19,22 @@ export interface Instruments {
   inFlight: UpDownCounter;
 }
 
-let cached: { provider: MeterProvider; instruments: Instruments } | undefined;
+let cached: { provider: MeterProvider; instruments: Instruments | undefined } | undefined;
 
-/** The instruments of the MeterProvider registered now (an application may register one after importing postage-ts). */
-export function instruments(): Instruments {
-  if (!telemetry.metrics) return (noop ??= make(createNoopMeter()));
+/**
+ * The instruments of the MeterProvider registered now (an application may
+ * register one after importing postage-ts), or undefined when nothing would
+ * record them: no provider, or metrics turned off. Callers skip the work then.
+ */
+export function instruments(): Instruments | undefined {
+  if (!telemetry.metrics) return undefined;
   const provider = metrics.getMeterProvider();
   if (cached?.provider === provider) return cached.instruments;
-  const made = make(provider.getMeter('postage-ts'));
+  const meter = provider.getMeter('postage-ts');
+  const made = meter === createNoopMeter() ? undefined : make(meter);
   cached = { provider, instruments: made };
   return made;
 }
-
-let noop: Instruments | undefined;
 
 function make(meter: Meter): Instruments {
   return {

@@ -1,5 +1,6 @@
 import {
   INVALID_SPAN_CONTEXT,
+  ProxyTracerProvider,
   context,
   propagation,
   ROOT_CONTEXT,
@@ -31,6 +32,20 @@ export const ATTR = Object.freeze({
   /** The fingerprint name of the component that made the span. */
   component: 'postage.component',
 });
+
+/** The API's own no-op provider, what the global proxy delegates to until an SDK registers. */
+const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether spans are recorded now: an SDK registered, and spans not turned off.
+ * When not, postage-ts skips every span on its hot paths (and only passes
+ * incoming trace headers on), so an application without an SDK pays nothing.
+ */
+export function tracingOn(): boolean {
+  if (!telemetry.spans) return false;
+  const p = trace.getTracerProvider();
+  return !(p instanceof ProxyTracerProvider) || p.getDelegate() !== NOOP_PROVIDER;
+}
 
 let tracer: Tracer | undefined;
 /** postage-ts's tracer: the application's SDK when it registered one, else a no-op. */
@@ -85,6 +100,15 @@ export function injectContext(ctx: Context, headers: Record<string, unknown>, in
 /** With spans turned off: a span that records nothing but carries its parent's context on, so traces still travel. */
 function passThrough(parent: Context): Span {
   return trace.wrapSpanContext(trace.getSpanContext(parent) ?? INVALID_SPAN_CONTEXT);
+}
+
+/** Without spans: the trace headers of the delivery being handled go on unchanged, so a trace survives a component that records none. */
+export function passTraceOn(props: { headers?: Record<string, unknown> }, scope: { readonly headers: Readonly<Record<string, unknown>> | undefined }): void {
+  const incoming = scope.headers;
+  if (!incoming || typeof incoming.traceparent !== 'string') return;
+  const headers = (props.headers ??= {});
+  headers.traceparent ??= incoming.traceparent;
+  if (typeof incoming.tracestate === 'string') headers.tracestate ??= incoming.tracestate;
 }
 
 /** A span for one publish, a child of `parent`. */

@@ -32,10 +32,38 @@ export interface DeliveryInfo {
   readonly causationId: string | undefined;
 }
 
-/** One delivery in a handler: what it is, and the trace context its handler runs in. */
-export interface DeliveryScope {
-  readonly info: DeliveryInfo;
-  readonly trace: Context;
+/**
+ * One delivery in a handler: what it is (read from its properties only when
+ * asked), and the trace context its handler runs in.
+ * @internal
+ */
+export class DeliveryScope {
+  #info: DeliveryInfo | undefined;
+  constructor(
+    readonly msg: ConsumeMessage,
+    /** The handler's trace context (its span's), when spans are recorded. */
+    readonly trace: Context | undefined,
+  ) {}
+
+  get info(): DeliveryInfo {
+    return (this.#info ??= deliveryInfo(this.msg));
+  }
+
+  get messageId(): string | undefined {
+    return text(this.msg.properties.messageId);
+  }
+
+  get conversationId(): string | undefined {
+    return text((this.msg.properties.headers as Record<string, unknown> | undefined)?.[HEADERS.conversationId]) ?? this.messageId;
+  }
+
+  get headers(): Readonly<Record<string, unknown>> | undefined {
+    return this.msg.properties.headers as Record<string, unknown> | undefined;
+  }
+}
+
+function text(v: unknown): string | undefined {
+  return typeof v === 'string' && v !== '' ? v : undefined;
 }
 
 const store = new AsyncLocalStorage<DeliveryScope>();
@@ -45,7 +73,6 @@ export function deliveryInfo(msg: ConsumeMessage): DeliveryInfo {
   const p = msg.properties;
   const headers = (p.headers ?? {}) as Record<string, unknown>;
   const count = Number(headers['x-delivery-count']);
-  const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   const ts = typeof p.timestamp === 'number' ? new Date(p.timestamp * 1000) : undefined;
   return Object.freeze({
     exchange: msg.fields.exchange,
@@ -86,7 +113,8 @@ export function currentScope(): DeliveryScope | undefined {
 
 /** Runs `fn` as part of handling a delivery (and inside its trace context). @internal */
 export function runIn<T>(scope: DeliveryScope, fn: () => T): T {
-  return store.run(scope, () => otelContext.with(scope.trace, fn));
+  const ctx = scope.trace;
+  return ctx === undefined ? store.run(scope, fn) : store.run(scope, () => otelContext.with(ctx, fn));
 }
 
 /**

@@ -7,7 +7,7 @@ import type { Yielded } from '../../microthreads/thread.js';
 import type { FingerprintDict } from '../fingerprint.js';
 import { applyFilters, SKIP, type Handler } from '../handlers.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from '../messages.js';
-import { injectContext } from '../../telemetry/tracing.js';
+import { injectContext, passTraceOn } from '../../telemetry/tracing.js';
 import { driveIn, HEADERS, runIn, type DeliveryScope } from './context.js';
 import type { Outcome, Reply } from './outcome.js';
 import { rpcHandler, type Registered } from './registry.js';
@@ -129,9 +129,12 @@ export function* dispatchRpc(ctx: DispatchContext, scope: DeliveryScope, body: M
 /** A reply goes on with its request's conversation, names the request as its cause, and carries the handler's trace context. */
 function replyOf(scope: DeliveryScope, content: Buffer): Reply {
   const headers: Record<string, unknown> = {};
-  if (scope.info.conversationId !== undefined) headers[HEADERS.conversationId] = scope.info.conversationId;
-  if (scope.info.messageId !== undefined) headers[HEADERS.causationId] = scope.info.messageId;
-  injectContext(scope.trace, headers);
+  const conversation = scope.conversationId;
+  if (conversation !== undefined) headers[HEADERS.conversationId] = conversation;
+  const cause = scope.messageId;
+  if (cause !== undefined) headers[HEADERS.causationId] = cause;
+  if (scope.trace) injectContext(scope.trace, headers);
+  else passTraceOn({ headers }, scope);
   return { content, headers };
 }
 

@@ -47,9 +47,12 @@ function checkHeaderValue(path: string, v: unknown, depth = 0): void {
  * Throws a `TypeError` naming the option for a value AMQP cannot carry.
  * @internal
  */
-export function sendProperties(opts: SendOptions, scope: DeliveryScope | undefined, messageId: string, rpc: boolean): Options.Publish & { messageId: string; headers: Record<string, unknown> } {
-  const headers: Record<string, unknown> = {};
+export function sendProperties(opts: SendOptions, scope: DeliveryScope | undefined, messageId: string, rpc: boolean): Options.Publish & { messageId: string; headers?: Record<string, unknown> } {
+  const id = opts._message_id === undefined ? messageId : shortstr('_message_id', opts._message_id);
+  const props: Options.Publish & { messageId: string; headers?: Record<string, unknown> } = { messageId: id, timestamp: Math.floor(Date.now() / 1000) };
+  let headers: Record<string, unknown> | undefined;
   if (opts._headers !== undefined) {
+    headers = {};
     if (typeof opts._headers !== 'object' || opts._headers === null || Array.isArray(opts._headers)) throw new TypeError(`_headers must be an object of header names to values, not ${describe(opts._headers)}`);
     for (const [k, v] of Object.entries(opts._headers)) {
       if (k === '' || Buffer.byteLength(k) > SHORTSTR) throw new TypeError(`_headers: a header name must be 1 to ${SHORTSTR} bytes long`);
@@ -57,11 +60,16 @@ export function sendProperties(opts: SendOptions, scope: DeliveryScope | undefin
       headers[k] = v;
     }
   }
-  const id = opts._message_id === undefined ? messageId : shortstr('_message_id', opts._message_id);
   // A message sent while handling another carries the conversation on, and names that message as its cause.
-  headers[HEADERS.conversationId] ??= scope?.info.conversationId ?? id;
-  if (scope?.info.messageId !== undefined) headers[HEADERS.causationId] ??= scope.info.messageId;
-  const props: Options.Publish & { messageId: string; headers: Record<string, unknown> } = { messageId: id, headers, timestamp: Math.floor(Date.now() / 1000) };
+  // One sent outside a handler starts a conversation: its own id is the conversation's (no header needed).
+  if (scope) {
+    headers ??= {};
+    const conversation = scope.conversationId;
+    if (conversation !== undefined) headers[HEADERS.conversationId] ??= conversation;
+    const cause = scope.messageId;
+    if (cause !== undefined) headers[HEADERS.causationId] ??= cause;
+  }
+  if (headers) props.headers = headers;
   if (opts._correlation_id !== undefined) {
     if (rpc) throw new TypeError('_correlation_id cannot be set on an RPC: its correlation id is how its reply is matched');
     props.correlationId = shortstr('_correlation_id', opts._correlation_id);

@@ -98,11 +98,12 @@ export class Publisher {
    * queue took, when `mandatory`), `NACK`, `CHANNEL_CLOSED` or `CONFIRM_TIMEOUT`.
    * Throws `NOT_CONNECTED` at once without a channel (`notConnected` says why).
    */
-  publish(targets: readonly EksEntry[], content: Buffer, props: Options.Publish & { messageId: string; mandatory: boolean }, notConnected: () => BrokerError): Promise<void> {
+  publish(targets: readonly EksEntry[], props: Options.Publish & { messageId: string; mandatory: boolean }, content: Buffer, notConnected: () => BrokerError): Promise<void> {
     const ch = this.#channel;
     if (!ch) return Promise.reject(notConnected());
     // One id per message, whatever its targets: consumers log it, and returns are matched by it.
-    const full = { ...props, persistent: true };
+    const full = props;
+    full.persistent = true;
     // One target (the usual case) needs one promise, not one per target plus Promise.all.
     if (targets.length === 1) {
       return new Promise<void>((resolve, reject) => this.#publishOne(ch, targets[0], content, full, (routed) => (routed ? resolve() : reject(unroutableError([targets[0]]))), reject));
