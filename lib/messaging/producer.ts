@@ -330,7 +330,7 @@ export class GenericProducer {
     if (span) injectContext(trace.setSpan(parent, span), (props.headers ??= {}), scope?.headers);
     else if (scope) passTraceOn(props, scope);
     const counters = instruments();
-    const started = performance.now();
+    const started = counters ? performance.now() : 0;
     const call = opts._queue_only
       ? this.#rpc.callQueueOnly(target, content, props)
       : this.#rpc.call({

@@ -204,7 +204,7 @@ describe('message metadata', function () {
     expect(seen.ask?.messageId).to.be.a('string').and.not.equal(seen.last?.messageId);
   });
 
-  it("answers an RPC with its request's correlation id, conversation and cause, as any AMQP client reads them", async () => {
+  it("answers an RPC with its request's correlation id, and, in a conversation, the conversation and its cause, as any AMQP client reads them", async () => {
     class Answers extends MessageProcessor {
       @RpcHandler('command', 'ask')
       ask() {

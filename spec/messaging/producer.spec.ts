@@ -229,13 +229,13 @@ describe('GenericProducer', function () {
   it('rejects an RPC in flight with a BrokerError CLOSED when its producer closes: only what the remote side says resolves', async () => {
     const p = await producerClass().create({ url });
     // q1 takes the request, and nobody consumes q1: the call is in flight until the close.
-    const call = p.rpc_echo('x', { _key: 'k1', _timeout: 30 });
-    await new Promise((r) => setTimeout(r, 50));
-    await p.close();
-    const err = await call.then(
+    const outcome = p.rpc_echo('x', { _key: 'k1', _timeout: 30 }).then(
       () => undefined,
       (e: unknown) => e,
     );
+    await new Promise((r) => setTimeout(r, 50));
+    await p.close();
+    const err = await outcome;
     expect(err).to.be.instanceOf(BrokerError);
     expect((err as BrokerError).code).to.equal('CLOSED');
     expect((err as Error).message).to.contain(`RPC to ${ex.name}/k1 lost: the producer was closed`);

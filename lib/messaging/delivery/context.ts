@@ -66,7 +66,16 @@ function text(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? v : undefined;
 }
 
-const store = new AsyncLocalStorage<DeliveryScope>();
+/**
+ * The scope of the handler running now. Handlers run in synchronous stretches
+ * driven by the scheduler (a plain call, each resume of a generator), so a
+ * variable set around each stretch is enough, and costs nothing. Only an async
+ * handler's continuations after an `await` need AsyncLocalStorage, which on
+ * Node 20 slows every promise in the process once used: it is made, and run,
+ * only for async handlers.
+ */
+let current: DeliveryScope | undefined;
+let store: AsyncLocalStorage<DeliveryScope> | undefined;
 
 /** What a delivery's AMQP properties say. @internal */
 export function deliveryInfo(msg: ConsumeMessage): DeliveryInfo {
@@ -103,18 +112,34 @@ export function deliveryInfo(msg: ConsumeMessage): DeliveryInfo {
  * resize(content) { const d = currentDelivery(); log.info({ id: d?.messageId, tries: d?.deliveryCount }); }
  */
 export function currentDelivery(): DeliveryInfo | undefined {
-  return store.getStore()?.info;
+  return currentScope()?.info;
 }
 
 /** The scope of the delivery being handled, for sends made from it. @internal */
 export function currentScope(): DeliveryScope | undefined {
-  return store.getStore();
+  return current ?? store?.getStore();
 }
 
-/** Runs `fn` as part of handling a delivery (and inside its trace context). @internal */
-export function runIn<T>(scope: DeliveryScope, fn: () => T): T {
+/**
+ * Runs `fn` as part of handling a delivery (and inside its trace context).
+ * `async`: `fn` starts an async handler, whose continuations keep the scope.
+ * @internal
+ */
+export function runIn<T>(scope: DeliveryScope, fn: () => T, async = false): T {
   const ctx = scope.trace;
-  return ctx === undefined ? store.run(scope, fn) : store.run(scope, () => otelContext.with(ctx, fn));
+  const inTrace = ctx === undefined ? fn : () => otelContext.with(ctx, fn);
+  const prev = current;
+  current = scope;
+  try {
+    return async ? (store ??= new AsyncLocalStorage()).run(scope, inTrace) : inTrace();
+  } finally {
+    current = prev;
+  }
+}
+
+/** Whether a function is an `async` one (its continuations need AsyncLocalStorage to keep their delivery). @internal */
+export function isAsyncFunction(fn: unknown): boolean {
+  return typeof fn === 'function' && fn.constructor?.name === 'AsyncFunction';
 }
 
 /**

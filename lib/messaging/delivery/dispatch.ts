@@ -55,15 +55,19 @@ function* invoke(ctx: DispatchContext, scope: DeliveryScope, h: Registered, body
   // Each handler (and its filters) gets its own copy, so one cannot change what the next sees;
   // the body was freshly decoded for this delivery, so the last handler can take it without copying.
   const given = h.tag.pass === 'body' ? body : body.content;
-  let r = runIn(scope, () => {
-    const arg = applyFilters(h.fn, last ? given : structuredClone(given));
-    if (arg === SKIP) return SKIP;
-    if (h.isClass) {
-      const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
-      return new Cls(ctx.owner, arg, reply).call();
-    }
-    return h.fn.call(ctx.owner, arg, reply);
-  });
+  let r = runIn(
+    scope,
+    () => {
+      const arg = applyFilters(h.fn, last ? given : structuredClone(given));
+      if (arg === SKIP) return SKIP;
+      if (h.isClass) {
+        const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
+        return new Cls(ctx.owner, arg, reply).call();
+      }
+      return h.fn.call(ctx.owner, arg, reply);
+    },
+    h.isAsync,
+  );
   if (r === SKIP) return { ran: false, value: undefined };
   if (isGenerator(r)) r = yield* driveIn(scope, r);
   else if (isThenable(r)) r = yield r;
@@ -126,16 +130,23 @@ export function* dispatchRpc(ctx: DispatchContext, scope: DeliveryScope, body: M
   }
 }
 
-/** A reply goes on with its request's conversation, names the request as its cause, and carries the handler's trace context. */
+/**
+ * A reply carries its request's correlation id (always), the handler's trace
+ * context, and, when the request belongs to a conversation that began
+ * elsewhere, that conversation with the request as its cause. A plain call
+ * gets a reply without headers: encoding them costs every round trip.
+ */
 function replyOf(scope: DeliveryScope, content: Buffer): Reply {
-  const headers: Record<string, unknown> = {};
-  const conversation = scope.conversationId;
-  if (conversation !== undefined) headers[HEADERS.conversationId] = conversation;
-  const cause = scope.messageId;
-  if (cause !== undefined) headers[HEADERS.causationId] = cause;
-  if (scope.trace) injectContext(scope.trace, headers);
-  else passTraceOn({ headers }, scope);
-  return { content, headers };
+  const reply: Reply = { content };
+  const incoming = scope.headers;
+  if (incoming?.[HEADERS.conversationId] !== undefined) {
+    const headers = (reply.headers ??= {});
+    headers[HEADERS.conversationId] = scope.conversationId;
+    if (scope.messageId !== undefined) headers[HEADERS.causationId] = scope.messageId;
+  }
+  if (scope.trace) injectContext(scope.trace, (reply.headers ??= {}));
+  else passTraceOn(reply, scope);
+  return reply;
 }
 
 /** A delivery that came back too often: no handler runs; it goes to the error exchange, or is rejected, and an RPC caller is told. */

@@ -21,5 +21,5 @@ export type Outcome = (
 /** An RPC's answer, encoded, with the headers that carry its conversation and trace on. */
 export interface Reply {
   content: Buffer;
-  headers: Record<string, unknown>;
+  headers?: Record<string, unknown>;
 }

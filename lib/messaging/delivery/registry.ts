@@ -1,12 +1,15 @@
 import { MicroThread } from '../../microthreads/thread.js';
 import { isHandlerClass, tagsOf, type HandlerTag } from '../handlers.js';
 import type { MessageBody } from '../messages.js';
+import { isAsyncFunction } from './context.js';
 
 /** One handler as the registry holds it: a tagged method, or a `Handler` class on a static. */
 export interface Registered {
   fn: (...args: unknown[]) => unknown;
   tag: HandlerTag;
   isClass: boolean;
+  /** An `async` handler (or `call()`): its continuations need AsyncLocalStorage to keep their delivery. */
+  isAsync: boolean;
 }
 
 /** Handlers by `category|type|name` (`*` for every name of a type), in declaration order. */
@@ -48,7 +51,8 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
     for (const tag of tagsOf(value) ?? []) {
       const key = `${tag.category}|${tag.type}|${tag.name ?? '*'}`;
       const list = reg.get(key) ?? [];
-      list.push({ fn: value as Registered['fn'], tag, isClass });
+      const fn = value as Registered['fn'];
+      list.push({ fn, tag, isClass, isAsync: isAsyncFunction(isClass ? (fn.prototype as { call?: unknown } | undefined)?.call : fn) });
       reg.set(key, list);
     }
   }

@@ -110,9 +110,10 @@ export class RpcClient {
         new Promise<AnyResult>((resolve, reject) => {
           let attempt = 0;
           const entry: PendingRpc = { resolve, reject, target: c.target, timer: undefined, queue, onReply: c.onReply };
+          // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
+          const props = Object.assign(c.properties, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
           const send = () => {
-            // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
-            ch.publish(exName, key, c.content, { ...c.properties, contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
+            ch.publish(exName, key, c.content, props);
             entry.timer = setTimeout(() => {
               if (attempt < c.maxRetry) {
                 attempt++;
