@@ -34,8 +34,8 @@ export interface DeliveryInfo {
 
 /**
  * One delivery in a handler: what it is (read from its properties only when
- * asked), and the trace context its handler runs in.
- * @internal
+ * asked), and the trace context its handler runs in. Internal to postage-ts
+ * (not exported from the package), but named in its declaration files.
  */
 export class DeliveryScope {
   #info: DeliveryInfo | undefined;
