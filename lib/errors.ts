@@ -22,7 +22,7 @@ export type BrokerErrorCode =
   | 'BROKER_ERROR';
 
 /** What a `PostageError`'s `code` can be. */
-export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'TOPOLOGY_ERROR' | 'USAGE';
+export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'HANDLER_TIMEOUT' | 'TOPOLOGY_ERROR' | 'USAGE';
 
 /** The root of every postage-ts failure: a stable `code` plus the usual `cause`. */
 export class PostageError extends Error {
@@ -115,6 +115,20 @@ export class DeliveryLimitExceeded extends PostageError {
     super(`delivered ${deliveries} times, more than maxDeliveries (${limit}): each time it was not settled before its connection or process went down`, 'DELIVERY_LIMIT');
     this.name = 'DeliveryLimitExceeded';
     this.deliveries = deliveries;
+  }
+}
+
+/**
+ * A handler ran past its time limit (`handlerTimeoutMs`, or the decorator's
+ * `timeoutMs`): its delivery fails as any failed handler's does (retries,
+ * then the error exchange or a reject), and the processor goes on.
+ */
+export class HandlerTimeout extends PostageError {
+  readonly timeoutMs: number;
+  constructor(what: string, timeoutMs: number) {
+    super(`handler for ${what} ran longer than ${timeoutMs} ms: its delivery failed (a promise it awaits never settled?). Raise handlerTimeoutMs, or the handler's timeoutMs, if it needs longer`, 'HANDLER_TIMEOUT');
+    this.name = 'HandlerTimeout';
+    this.timeoutMs = timeoutMs;
   }
 }
 

@@ -36,6 +36,7 @@ export {
   AckAndRestart,
   FilterError,
   DeliveryLimitExceeded,
+  HandlerTimeout,
   BrokerError,
   TopologyError,
   type SendTarget,
@@ -45,7 +46,7 @@ export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './me
 export { MessageProcessor, type ProcessorOptions, type RetryOptions } from './messaging/processor.js';
 export { currentDelivery, HEADERS as CONVERSATION_HEADERS, type DeliveryInfo } from './messaging/delivery/context.js';
 export { configureTelemetry, type TelemetryOptions } from './telemetry/settings.js';
-export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag } from './messaging/handlers.js';
+export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag, type HandlerOptions } from './messaging/handlers.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { ConnectOptions } from './transport/connection.js';
 export type { ConnectionEvent, ConnectionEvents, ReconnectOptions } from './transport/managed.js';

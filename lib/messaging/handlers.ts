@@ -8,6 +8,25 @@ export interface HandlerTag {
   name: string | undefined;
   /** 'content' hands the handler `body.content`; 'body' the whole body. */
   pass: 'content' | 'body';
+  /** This handler's time limit, over the processor's `handlerTimeoutMs`. */
+  timeoutMs?: number;
+}
+
+/** What a handler decorator may say besides the type and name. */
+export interface HandlerOptions {
+  /**
+   * How long this handler may run (ms) before its delivery fails with
+   * `HandlerTimeout`, over the processor's `handlerTimeoutMs`.
+   */
+  timeoutMs?: number;
+}
+
+function withOptions(tag: HandlerTag, options: HandlerOptions | undefined): HandlerTag {
+  if (options?.timeoutMs !== undefined) {
+    if (!(options.timeoutMs > 0)) throw new TypeError(`timeoutMs must be a positive number of milliseconds, not ${String(options.timeoutMs)}`);
+    tag.timeoutMs = options.timeoutMs;
+  }
+  return tag;
 }
 
 type FilterFn = (value: unknown, ...args: unknown[]) => unknown;
@@ -90,18 +109,18 @@ function handlerTag(tag: HandlerTag) {
 }
 
 /** Runs the method (or `Handler` class) for every message of this type and name; it gets `body.content`. */
-export function MessageHandler(type: string, name?: string) {
-  return handlerTag({ category: 'message', type, name, pass: 'content' });
+export function MessageHandler(type: string, name?: string, options?: HandlerOptions) {
+  return handlerTag(withOptions({ category: 'message', type, name, pass: 'content' }, options));
 }
 
 /** Like `MessageHandler`, but the method gets the whole body. */
-export function MessageHandlerFullBody(type: string, name?: string) {
-  return handlerTag({ category: 'message', type, name, pass: 'body' });
+export function MessageHandlerFullBody(type: string, name?: string, options?: HandlerOptions) {
+  return handlerTag(withOptions({ category: 'message', type, name, pass: 'body' }, options));
 }
 
 /** Answers RPCs of this type and name: the method gets `(content, reply)`. */
-export function RpcHandler(type: string, name?: string) {
-  return handlerTag({ category: 'rpc', type, name, pass: 'content' });
+export function RpcHandler(type: string, name?: string, options?: HandlerOptions) {
+  return handlerTag(withOptions({ category: 'rpc', type, name, pass: 'content' }, options));
 }
 
 /**

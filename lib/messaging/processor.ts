@@ -58,6 +58,15 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * @default 5
    */
   maxDeliveries?: number;
+  /**
+   * How long a handler may run (ms) before its delivery fails with
+   * `HandlerTimeout` (retries, then the error exchange or a reject) and the
+   * processor goes on; a generator handler is closed, so its `finally` runs.
+   * Below RabbitMQ's own `consumer_timeout` (30 min by default), which would
+   * close the channel instead. A decorator's `timeoutMs` wins for its handler.
+   * @default 1200000 (20 minutes)
+   */
+  handlerTimeoutMs?: number;
 }
 
 /** Every option, so that a lone object mixing them with a fingerprint's fields is refused (the compiler keeps this complete). @internal */
@@ -80,6 +89,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   handleSignals: true,
   drainTimeoutMs: true,
   maxDeliveries: true,
+  handlerTimeoutMs: true,
 };
 
 /**
@@ -145,7 +155,9 @@ export class MessageProcessor extends MicroThread {
       errorExchange: opts.errorExchange,
       closing: this.#aborted.signal,
       encodeReply: (r) => consumer.encodeReply(r),
+      handlerTimeoutMs: opts.handlerTimeoutMs ?? 20 * 60_000,
     };
+    if (!(this.#dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
     this.#settle = { consumer, log: this.log, errorExchange: opts.errorExchange, deliveries: this.#deliveries, restart: () => this.restart() };
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
     this.consumer.on('disconnected', () => {

@@ -148,22 +148,26 @@ export function isAsyncFunction(fn: unknown): boolean {
  * AsyncLocalStorage context of the handler's survives.
  * @internal
  */
-export function* driveIn(scope: DeliveryScope, gen: Generator<Yielded, unknown, unknown>): Generator<Yielded, unknown, unknown> {
+export function* driveIn(scope: DeliveryScope, gen: Generator<Yielded, unknown, unknown>, deadline?: Deadline): Generator<Yielded, unknown, unknown> {
   let input: unknown;
   let error: unknown;
   let failed = false;
   let done = false;
   try {
     for (;;) {
+      // Past its time limit, the generator is not resumed: it is closed (its finally blocks run) and the limit is the error.
+      if (deadline && Date.now() >= deadline.endAt) throw deadline.error();
       const r = runIn(scope, () => (failed ? gen.throw(error) : gen.next(input)));
       failed = false;
       if (r.done) {
         done = true;
         return r.value;
       }
+      const v = r.value;
       try {
-        input = yield r.value;
+        input = yield deadline && isThenable(v) ? withDeadline(v, deadline) : v;
       } catch (err) {
+        if (deadline && err === deadline.expired) throw err;
         error = err;
         failed = true;
       }
@@ -172,4 +176,40 @@ export function* driveIn(scope: DeliveryScope, gen: Generator<Yielded, unknown, 
     // Stopped from outside (a scheduler stopping): the handler's own finally blocks run, in its scope.
     if (!done) runIn(scope, () => gen.return(undefined));
   }
+}
+
+/** A handler's time limit: when it ends, and the error its expiry is. @internal */
+export class Deadline {
+  readonly endAt: number;
+  expired: Error | undefined;
+  constructor(
+    ms: number,
+    private readonly make: () => Error,
+  ) {
+    this.endAt = Date.now() + ms;
+  }
+  error(): Error {
+    return (this.expired ??= this.make());
+  }
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
+}
+
+/** `p`, or the deadline's error once it passes (the promise itself cannot be stopped: its result is ignored). @internal */
+export function withDeadline<T>(p: PromiseLike<T>, deadline: Deadline): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(deadline.error()), Math.max(0, deadline.endAt - Date.now()));
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
 }

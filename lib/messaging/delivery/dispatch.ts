@@ -1,6 +1,6 @@
 import type { ConsumeMessage } from 'amqplib';
 import { backoffMs } from '../../backoff.js';
-import { AckAndRestart, DeliveryLimitExceeded, ExitScheduler, RejectMessage } from '../../errors.js';
+import { AckAndRestart, DeliveryLimitExceeded, ExitScheduler, HandlerTimeout, RejectMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { sleep } from '../../microthreads/effects.js';
 import type { Yielded } from '../../microthreads/thread.js';
@@ -8,7 +8,7 @@ import type { FingerprintDict } from '../fingerprint.js';
 import { applyFilters, SKIP, type Handler } from '../handlers.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from '../messages.js';
 import { injectContext, passTraceOn } from '../../telemetry/tracing.js';
-import { driveIn, HEADERS, runIn, type DeliveryScope } from './context.js';
+import { Deadline, driveIn, HEADERS, runIn, withDeadline, type DeliveryScope } from './context.js';
 import type { Outcome, Reply } from './outcome.js';
 import { rpcHandler, type Registered } from './registry.js';
 
@@ -34,6 +34,8 @@ export interface DispatchContext {
   readonly closing: AbortSignal;
   /** Encodes an RPC result; throws when it cannot be encoded. */
   encodeReply(result: unknown): Buffer;
+  /** How long a handler may run, unless its decorator says otherwise. */
+  readonly handlerTimeoutMs: number;
 }
 
 const noReply = (): void => undefined;
@@ -69,8 +71,13 @@ function* invoke(ctx: DispatchContext, scope: DeliveryScope, h: Registered, body
     h.isAsync,
   );
   if (r === SKIP) return { ran: false, value: undefined };
-  if (isGenerator(r)) r = yield* driveIn(scope, r);
-  else if (isThenable(r)) r = yield r;
+  if (isGenerator(r) || isThenable(r)) {
+    // A handler whose promise never settles must not wedge its component: past its time limit, it has failed.
+    const ms = h.tag.timeoutMs ?? ctx.handlerTimeoutMs;
+    const deadline = new Deadline(ms, () => new HandlerTimeout(`${body.type}/${body.name}`, ms));
+    if (isGenerator(r)) r = yield* driveIn(scope, r, deadline);
+    else r = yield withDeadline(r, deadline);
+  }
   return { ran: true, value: r };
 }
 
