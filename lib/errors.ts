@@ -16,6 +16,7 @@ export type BrokerErrorCode =
   | 'NACK'
   | 'UNROUTABLE'
   | 'CONFIRM_TIMEOUT'
+  | 'UNCONFIRMED'
   | 'PRECONDITION_FAILED'
   | 'NOT_FOUND'
   | 'DECLARE_FAILED'

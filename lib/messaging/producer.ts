@@ -273,13 +273,13 @@ export class GenericProducer {
     if (!tracing) {
       // No SDK: no span, only the trace headers of the delivery being handled passed on.
       if (scope) passTraceOn(props, scope);
-      if (!counters) return this.#publisher.publish(targets, full, content, this.#notConnected);
+      if (!counters) return this.#publishOrResend(targets, full, content);
     }
     const [exchange, key] = targets[0] ?? [{ name: '' }, ''];
     const parent = scope?.trace ?? activeContext();
     const span = tracing ? startPublishSpan(parent, exchange.name, { ...sendAttributes(body, props, content, key), [ATTR.component]: this.fingerprint.name }) : undefined;
     if (span) injectContext(trace.setSpan(parent, span), (full.headers ??= {}), scope?.headers);
-    return this.#publisher.publish(targets, full, content, this.#notConnected).then(
+    return this.#publishOrResend(targets, full, content).then(
       () => {
         if (span) endSpan(span);
         counters?.sent.add(targets.length, { [ATTR.destination]: exchange.name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
@@ -289,6 +289,26 @@ export class GenericProducer {
         throw err;
       },
     );
+  }
+
+  /**
+   * Publishes; with `whileDisconnected: 'buffer'`, a send whose confirm was
+   * lost with its connection (`UNCONFIRMED`) is held and published again on
+   * the next one, same message id, instead of failing: at least once, and
+   * receivers can drop the duplicate by its id.
+   */
+  #publishOrResend(targets: EksEntry[], props: Parameters<Publisher['publish']>[1], content: Buffer): Promise<void> {
+    const sent = this.#publisher.publish(targets, props, content, this.#notConnected);
+    if (this.#whileDisconnected !== 'buffer') return sent;
+    return sent.catch((err: unknown) => {
+      if (!(err instanceof BrokerError && err.code === 'UNCONFIRMED') || this.#link.closed) throw err;
+      this.log.debug({ messageId: props.messageId }, 'confirm lost with the connection; sending again on the next one');
+      return new Promise<void>((resolve, reject) => {
+        const again = () => this.#publishOrResend(targets, props, content).then(resolve, reject);
+        if (this.#publisher.isOpen) again();
+        else this.#held.push(again);
+      });
+    });
   }
 
   /** A message id: unique in this process, and across processes by its pid and start time. */

@@ -12,6 +12,8 @@ export interface SilentNetwork {
   silence(): void;
   /** The network is back: connections made from now on work (those that went silent stay dead, as their TCP state would). */
   restore(): void;
+  /** Every connection through the relay is reset now (new ones are taken as usual). */
+  reset(): void;
   close(): Promise<void>;
 }
 
@@ -58,6 +60,9 @@ export async function silentNetwork(brokerUrl: string): Promise<SilentNetwork> {
       // Whatever went silent is gone for good; held new connections too.
       for (const s of [...frozen, ...sockets]) if (s.isPaused() || frozen.includes(s)) s.destroy();
       frozen = [];
+    },
+    reset() {
+      for (const s of [...sockets]) s.destroy();
     },
     async close() {
       for (const s of sockets) s.destroy();

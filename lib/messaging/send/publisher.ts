@@ -133,12 +133,21 @@ export class Publisher {
       this.#confirms.end(wait);
       if (err) {
         const closed = this.#channelError;
-        reject(
-          closed
-            ? new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${brokerSaid(closed)}`, 'CHANNEL_CLOSED', { cause: closed, amqpCode: amqpCodeOf(closed) })
-            : new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }),
-        );
-        if (!closed) this.#renewAfterNack(ch);
+        if (closed) {
+          reject(new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${brokerSaid(closed)}`, 'CHANNEL_CLOSED', { cause: closed, amqpCode: amqpCodeOf(closed) }));
+        } else if (!isNack(err)) {
+          // The channel went away with the confirm still due (the connection dropped): nobody knows whether the broker has it.
+          reject(
+            new BrokerError(
+              `the connection went away before the broker confirmed a message to ${exName}/${key}: it may or may not have arrived. Send it again (receivers drop duplicates by message id), or use whileDisconnected: 'buffer', which does`,
+              'UNCONFIRMED',
+              { cause: err },
+            ),
+          );
+        } else {
+          reject(new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }));
+          this.#renewAfterNack(ch);
+        }
       } else done(!(this.#returned.size > 0 && this.#returned.delete(`${props.messageId}|${exName}|${key}`)));
     });
   }
@@ -179,4 +188,9 @@ export class Publisher {
     this.#channel = undefined;
     await ch?.close().catch(() => undefined);
   }
+}
+
+/** amqplib calls a confirm callback with 'message nacked' for a broker nack, and 'channel closed' for a confirm lost with its channel. */
+function isNack(err: unknown): boolean {
+  return (err as Error)?.message === 'message nacked';
 }
