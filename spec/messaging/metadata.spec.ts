@@ -225,4 +225,27 @@ describe('message metadata', function () {
     expect(reply.properties.headers).to.include({ [CONVERSATION_HEADERS.conversationId]: 'conv-7', [CONVERSATION_HEADERS.causationId]: 'req-7' });
     expect(JSON.parse(reply.content.toString()).content.value).to.equal(42);
   });
+
+  it('lets a message handler answer a plain message that carried reply_to (a reply, not an RPC)', async () => {
+    class Answers extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      job(_content: unknown, reply: (r: unknown) => void) {
+        reply({ done: true });
+      }
+    }
+    await h.start(new Answers({ url, eqk: [[ex, [[queue, 'k']]]] }));
+    const conn = await amqp.connect(url);
+    h.onClose(() => conn.close());
+    const ch = await conn.createChannel();
+    const { queue: replies } = await ch.assertQueue('', { exclusive: true });
+    const got = deferred<amqp.ConsumeMessage>();
+    await ch.consume(replies, (m) => m && got.resolve(m), { noAck: true });
+    const message = { type: 'command', name: 'job', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
+    ch.publish(ex.name, 'k', Buffer.from(JSON.stringify(message)), { replyTo: replies, correlationId: 'job-1' });
+    const reply = await got.promise;
+    expect(reply.properties.correlationId).to.equal('job-1');
+    const body = JSON.parse(reply.content.toString());
+    expect(body).to.deep.include({ type: 'result', category: 'message' });
+    expect(body.content).to.deep.include({ type: 'success', value: { done: true } });
+  });
 });

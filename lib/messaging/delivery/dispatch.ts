@@ -84,11 +84,21 @@ function* invoke(ctx: DispatchContext, scope: DeliveryScope, h: Registered, body
 /** A message (not an RPC): every handler runs, in order, with retries; the outcome follows from how the last run ended. */
 export function* dispatchMessage(ctx: DispatchContext, scope: DeliveryScope, msg: ConsumeMessage, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, Outcome, unknown> {
   const attempts = ctx.retry?.attempts ?? 1;
+  // A plain message that carries reply_to can be answered too (PikaBus's bus.Reply): the first answer of a successful run goes out after the ack.
+  let content: Buffer | undefined;
+  const reply = msg.properties.replyTo
+    ? (r: unknown) => {
+        if (content) return;
+        const m = r instanceof Message ? r : new MessageResult(r);
+        content = ctx.encodeReply(m.setFingerprint(ctx.fingerprint));
+      }
+    : noReply;
   for (let attempt = 1; ; attempt++) {
     try {
+      content = undefined;
       // With retries, every run needs the body untouched: no handler may take the original.
-      for (let i = 0; i < handlers.length; i++) yield* invoke(ctx, scope, handlers[i], body, noReply, attempts === 1 && i === handlers.length - 1);
-      return { kind: 'ack' };
+      for (let i = 0; i < handlers.length; i++) yield* invoke(ctx, scope, handlers[i], body, reply, attempts === 1 && i === handlers.length - 1);
+      return content ? { kind: 'ack', reply: replyOf(scope, content) } : { kind: 'ack' };
     } catch (err) {
       if (err instanceof ExitScheduler) return { kind: 'exit', signal: err };
       if (err instanceof AckAndRestart) return { kind: 'restart', signal: err };
