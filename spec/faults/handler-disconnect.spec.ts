@@ -10,24 +10,12 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { GenericProducer, MessageHandler, MessageProcessor, MessageResult, RpcHandler, sleep, type ExchangeObject } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
-import { Harness, counter, dropConnection } from '../support/components.js';
-import { queueState, unique } from '../support/topology.js';
+import { counter, dropConnection, exchangeFixture } from '../support/components.js';
+import { deleteTopology, queueState, unique } from '../support/topology.js';
 
 describe('fault: the connection drops while handlers run', function () {
   this.timeout(60_000);
-  let url: string;
-  let h: Harness;
-  let ex: ExchangeObject;
-  let queue: string;
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    h = new Harness();
-    ex = { name: unique('hd-ex'), type: 'direct', durable: false };
-    queue = unique('hd-q');
-  });
-  afterEach(async () => h.close());
+  const f = exchangeFixture('hd', brokerUrl, unique, deleteTopology);
 
   it('answers every RPC of a stream that loses the connection mid-way, and keeps consuming', async () => {
     const N = 200;
@@ -40,15 +28,15 @@ describe('fault: the connection drops while handlers run', function () {
         return content.parameters.n * 2;
       }
     }
-    const worker = new Worker({ url, prefetch: 50, reconnect: { initialMs: 50, maxMs: 200 }, eqk: [[ex, [[queue, 'k']]]] });
+    const worker = new Worker({ url: f.url, prefetch: 50, reconnect: { initialMs: 50, maxMs: 200 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
     const back = new Promise<void>((r) => worker.on('connected', () => r()));
-    await h.start(worker);
-    const exchange = ex;
+    await f.h.start(worker);
+    const exchange = f.ex;
     class Caller extends GenericProducer {
       static override eks = [[exchange, 'k'] as const];
     }
-    const caller = await Caller.create({ url });
-    h.onClose(() => caller.close());
+    const caller = await Caller.create({ url: f.url });
+    f.h.onClose(() => caller.close());
     const calls = Array.from({ length: N }, (_, n) => caller.rpc_work({ n }, { _timeout: 2, _max_retry: 5 }));
     await answered.done;
     dropConnection(worker);
@@ -56,7 +44,7 @@ describe('fault: the connection drops while handlers run', function () {
     const results = await Promise.all(calls);
     const wrong = results.map((r, n) => (r instanceof MessageResult && r.body.content.value === n * 2 ? undefined : n)).filter((n) => n !== undefined);
     expect(wrong).to.deep.equal([]);
-    expect(await queueState(queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 
   it('sends every failing message to the error exchange across the drop, and strands none', async () => {
@@ -71,23 +59,23 @@ describe('fault: the connection drops while handlers run', function () {
         throw new Error('always fails');
       }
     }
-    const worker = new Failing({ url, prefetch: 50, errorExchange, reconnect: { initialMs: 50, maxMs: 200 }, eqk: [[ex, [[queue, 'k']]]] });
+    const worker = new Failing({ url: f.url, prefetch: 50, errorExchange, reconnect: { initialMs: 50, maxMs: 200 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
     const back = new Promise<void>((r) => worker.on('connected', () => r()));
-    await h.start(worker);
-    const exchange = ex;
+    await f.h.start(worker);
+    const exchange = f.ex;
     class Sender extends GenericProducer {
       static override eks = [[exchange, 'k'] as const];
     }
-    const sender = await Sender.create({ url });
-    h.onClose(() => sender.close());
+    const sender = await Sender.create({ url: f.url });
+    f.h.onClose(() => sender.close());
     await Promise.all(Array.from({ length: N }, (_, n) => sender.message_doomed({ n })));
     await tried.done;
     dropConnection(worker);
     await back;
-    // The broker has no "queue drained" event: poll its depth with a deadline.
+    // The broker has no "f.queue drained" event: poll its depth with a deadline.
     const ids = new Set<number>();
-    const conn = await amqp.connect(url);
-    h.onClose(() => conn.close());
+    const conn = await amqp.connect(f.url);
+    f.h.onClose(() => conn.close());
     const ch = await conn.createChannel();
     const deadline = Date.now() + 20_000;
     while (ids.size < N && Date.now() < deadline) {
@@ -98,6 +86,6 @@ describe('fault: the connection drops while handlers run', function () {
     await ch.deleteQueue(errorExchange);
     await ch.deleteExchange(errorExchange);
     expect(ids.size).to.equal(N);
-    expect(await queueState(queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 });

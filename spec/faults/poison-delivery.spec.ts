@@ -11,35 +11,23 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { DeliveryLimitExceeded, GenericProducer, MessageHandler, MessageProcessor, MessageResult, MessageResultException, RpcCommand, RpcHandler, sleep, type ExchangeObject } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
-import { Harness, counter, deferred, dropConnection } from '../support/components.js';
-import { getOne, publishRaw, queueState, unique } from '../support/topology.js';
+import { counter, deferred, dropConnection, exchangeFixture } from '../support/components.js';
+import { deleteTopology, getOne, publishRaw, queueState, unique } from '../support/topology.js';
 
 /** Passes every syntax check (base64, two segments), but is no address RabbitMQ made: it closes the connection on a publish to it. */
 const POISON_REPLY_TO = `amq.rabbitmq.reply-to.${Buffer.from([0x83, 0x68, 0x02, 0x03]).toString('base64')}.AAAA`;
 
 describe('fault: a delivery that brings its connection down every time', function () {
   this.timeout(60_000);
-  let url: string;
-  let h: Harness;
-  let ex: ExchangeObject;
-  let queue: string;
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    h = new Harness();
-    ex = { name: unique('pd-ex'), type: 'direct', durable: false };
-    queue = unique('pd-q');
-  });
-  afterEach(async () => h.close());
+  const f = exchangeFixture('pd', brokerUrl, unique, deleteTopology);
 
   async function caller() {
-    const exchange = ex;
+    const exchange = f.ex;
     class Caller extends GenericProducer {
       static override eks = [[exchange, 'k'] as const];
     }
-    const c = await Caller.create({ url });
-    h.onClose(() => c.close());
+    const c = await Caller.create({ url: f.url });
+    f.h.onClose(() => c.close());
     return c;
   }
 
@@ -58,26 +46,26 @@ describe('fault: a delivery that brings its connection down every time', functio
   }
 
   it('answers every RPC behind one whose reply_to makes RabbitMQ close the connection, and runs that one once', async () => {
-    const worker = new Doubler({ url, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[ex, [[queue, 'k']]]] });
+    const worker = new Doubler({ url: f.url, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
     let drops = 0;
     worker.on('disconnected', () => drops++);
-    await h.start(worker);
-    await publishRaw(ex.name, 'k', rpcRequest(-1), { replyTo: POISON_REPLY_TO, correlationId: 'poison' });
+    await f.h.start(worker);
+    await publishRaw(f.ex.name, 'k', rpcRequest(-1), { replyTo: POISON_REPLY_TO, correlationId: 'poison' });
     const c = await caller();
     const results = await Promise.all(Array.from({ length: 20 }, (_, n) => c.rpc_work({ n }, { _timeout: 2, _max_retry: 5 })));
     expect(results.map((r) => (r as MessageResult).value)).to.deep.equal(Array.from({ length: 20 }, (_, n) => n * 2));
     // The broker did close the connection over the poison reply (else this spec proves nothing), once.
     expect(drops).to.equal(1);
     expect(worker.runs.get(-1)).to.equal(1);
-    expect(await queueState(queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 
   it('does not even try a reply_to RabbitMQ never hands out: the connection stays up', async () => {
-    const worker = new Doubler({ url, eqk: [[ex, [[queue, 'k']]]] });
+    const worker = new Doubler({ url: f.url, eqk: [[f.ex, [[f.queue, 'k']]]] });
     let drops = 0;
     worker.on('disconnected', () => drops++);
-    await h.start(worker);
-    await publishRaw(ex.name, 'k', rpcRequest(-1), { replyTo: 'amq.rabbitmq.reply-to.abc.def', correlationId: 'bad' });
+    await f.h.start(worker);
+    await publishRaw(f.ex.name, 'k', rpcRequest(-1), { replyTo: 'amq.rabbitmq.reply-to.abc.def', correlationId: 'bad' });
     const c = await caller();
     const r = await c.rpc_work({ n: 4 }, { _timeout: 5, _max_retry: 0 });
     expect(r).to.be.instanceOf(MessageResult);
@@ -101,16 +89,16 @@ describe('fault: a delivery that brings its connection down every time', functio
         good.hit();
       }
     }
-    const worker = new Fragile({ url, errorExchange, maxDeliveries: 3, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[ex, [[queue, 'k']]]] });
-    await h.start(worker);
+    const worker = new Fragile({ url: f.url, errorExchange, maxDeliveries: 3, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    await f.h.start(worker);
     const c = await caller();
     await c.message_fatal({});
     for (let i = 0; i < 10; i++) await c.message_fine({ i });
     await good.done;
     expect(worker.fatalRuns).to.equal(3);
     const dead = await getOne(errorExchange);
-    h.onClose(async () => {
-      const conn = await amqp.connect(url);
+    f.h.onClose(async () => {
+      const conn = await amqp.connect(f.url);
       const ch = await conn.createChannel();
       await ch.deleteQueue(errorExchange);
       await ch.deleteExchange(errorExchange);
@@ -119,7 +107,7 @@ describe('fault: a delivery that brings its connection down every time', functio
     expect(dead && JSON.parse(dead.content.toString()).name).to.equal('fatal');
     expect(dead && dead.properties.headers?.['x-error-name']).to.equal('DeliveryLimitExceeded');
     expect(dead && dead.properties.headers?.['x-attempts']).to.equal(4);
-    expect(await queueState(queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 
   it('answers an RPC that drops its connection every time with DeliveryLimitExceeded once maxDeliveries is passed', async () => {
@@ -135,8 +123,8 @@ describe('fault: a delivery that brings its connection down every time', functio
         return 'never sent';
       }
     }
-    const worker = new Fragile({ url, maxDeliveries: 2, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[ex, [[queue, 'k']]]] });
-    await h.start(worker);
+    const worker = new Fragile({ url: f.url, maxDeliveries: 2, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    await f.h.start(worker);
     const c = await caller();
     const r = await c.rpc_work({}, { _timeout: 20, _max_retry: 0 });
     await ran.promise;
@@ -144,6 +132,6 @@ describe('fault: a delivery that brings its connection down every time', functio
     expect((r as MessageResultException).value).to.equal(new DeliveryLimitExceeded(3, 2).name);
     expect((r as MessageResultException).message).to.match(/maxDeliveries \(2\)/);
     expect(worker.runs).to.equal(2);
-    expect(await queueState(queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 });

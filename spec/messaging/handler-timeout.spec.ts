@@ -1,42 +1,27 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { GenericProducer, HandlerTimeout, MessageHandler, MessageProcessor, MessageResultException, RpcHandler, type ExchangeObject, type MessageSender, type RpcSender } from '../../lib/index.js';
+import { GenericProducer, HandlerTimeout, MessageHandler, MessageProcessor, MessageResultException, RpcHandler, type MessageSender, type RpcSender } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
-import { Harness, deferred } from '../support/components.js';
+import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
 
 const never = () => new Promise<never>(() => undefined);
 
 describe('a handler that never finishes', function () {
   this.timeout(20_000);
-  let url: string;
-  let ex: ExchangeObject;
-  let queue: string;
-  let h: Harness;
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    ex = { name: unique('ht-ex'), type: 'direct', durable: false };
-    queue = unique('ht-q');
-    h = new Harness();
-  });
-  afterEach(async () => {
-    await h.close();
-    await deleteTopology([queue], [ex.name]).catch(() => undefined);
-  });
+  const f = exchangeFixture('ht', brokerUrl, unique, deleteTopology);
 
   async function sender() {
-    const exchange = ex;
+    const exchange = f.ex;
     class Sender extends GenericProducer {
       static override eks = [[exchange, 'k'] as const];
       declare message_stuck: MessageSender;
       declare message_fine: MessageSender;
       declare rpc_stuck: RpcSender;
     }
-    const p = await Sender.create({ url });
-    h.onClose(() => p.close());
+    const p = await Sender.create({ url: f.url });
+    f.h.onClose(() => p.close());
     return p;
   }
 
@@ -54,9 +39,9 @@ describe('a handler that never finishes', function () {
         fine.resolve();
       }
     }
-    await h.start(new Stuck({ url, handlerTimeoutMs: 200, errorExchange, logger: makeLogger('error', { write: (l: string) => void lines.push(l) }), eqk: [[ex, [[queue, 'k']]]] }));
-    h.onClose(async () => {
-      const conn = await amqp.connect(url);
+    await f.h.start(new Stuck({ url: f.url, handlerTimeoutMs: 200, errorExchange, logger: makeLogger('error', { write: (l: string) => void lines.push(l) }), eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    f.h.onClose(async () => {
+      const conn = await amqp.connect(f.url);
       const ch = await conn.createChannel();
       await ch.deleteQueue(errorExchange);
       await ch.deleteExchange(errorExchange);
@@ -85,7 +70,7 @@ describe('a handler that never finishes', function () {
         }
       }
     }
-    await h.start(new Stuck({ url, handlerTimeoutMs: 60_000, logger: makeLogger('silent'), eqk: [[ex, [[queue, 'k']]]] }));
+    await f.h.start(new Stuck({ url: f.url, handlerTimeoutMs: 60_000, logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
     await (await sender()).message_stuck({});
     expect(await closed.promise).to.be.within(100, 10_000);
   });
@@ -97,7 +82,7 @@ describe('a handler that never finishes', function () {
         await never();
       }
     }
-    await h.start(new Stuck({ url, handlerTimeoutMs: 150, logger: makeLogger('silent'), eqk: [[ex, [[queue, 'k']]]] }));
+    await f.h.start(new Stuck({ url: f.url, handlerTimeoutMs: 150, logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
     const r = await (await sender()).rpc_stuck({}, { _timeout: 10, _max_retry: 0 });
     expect(r).to.be.instanceOf(MessageResultException);
     expect((r as MessageResultException).value).to.equal(new HandlerTimeout('x', 1).name);

@@ -10,51 +10,48 @@ import {
   RpcHandler,
   sleep,
   type DeliveryInfo,
-  type ExchangeObject,
   type MessageSender,
   type RpcSender,
 } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
-import { Harness, counter, deferred, dropConnection } from '../support/components.js';
+import { counter, deferred, dropConnection, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
 
 describe('message metadata', function () {
   this.timeout(30_000);
-  let url: string;
-  let ex: ExchangeObject;
-  let queue: string;
-  let h: Harness;
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    ex = { name: unique('md-ex'), type: 'direct', durable: false };
-    queue = unique('md-q');
-    h = new Harness();
-  });
-  afterEach(async () => {
-    await h.close();
-    await deleteTopology([queue], [ex.name]).catch(() => undefined);
-  });
+  const f = exchangeFixture('md', brokerUrl, unique, deleteTopology);
+
+  /** Publishes an envelope as any AMQP client would, with a reply queue of its own, and resolves with the reply as that client sees it. */
+  async function askRaw(envelope: { type: string; name: string; category: string }, props: amqp.Options.Publish): Promise<amqp.ConsumeMessage> {
+    const conn = await amqp.connect(f.url);
+    f.h.onClose(() => conn.close());
+    const ch = await conn.createChannel();
+    const { queue: replies } = await ch.assertQueue('', { exclusive: true });
+    const got = deferred<amqp.ConsumeMessage>();
+    await ch.consume(replies, (m) => m && got.resolve(m), { noAck: true });
+    const body = { ...envelope, version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
+    ch.publish(f.ex.name, 'k', Buffer.from(JSON.stringify(body)), { ...props, replyTo: replies });
+    return got.promise;
+  }
 
   async function sender(key = 'k') {
-    const exchange = ex;
+    const exchange = f.ex;
     class Sender extends GenericProducer {
       static override eks = [[exchange, key] as const];
       declare message_job: MessageSender;
       declare rpc_ask: RpcSender;
     }
-    const p = await Sender.create({ url });
-    h.onClose(() => p.close());
+    const p = await Sender.create({ url: f.url });
+    f.h.onClose(() => p.close());
     return p;
   }
 
   async function declareQueue(): Promise<void> {
-    const conn = await amqp.connect(url);
+    const conn = await amqp.connect(f.url);
     const ch = await conn.createChannel();
-    await ch.assertExchange(ex.name, 'direct', { durable: false });
-    await ch.assertQueue(queue, { arguments: { 'x-max-priority': 10 } });
-    await ch.bindQueue(queue, ex.name, 'k');
+    await ch.assertExchange(f.ex.name, 'direct', { durable: false });
+    await ch.assertQueue(f.queue, { arguments: { 'x-max-priority': 10 } });
+    await ch.bindQueue(f.queue, f.ex.name, 'k');
     await conn.close();
   }
 
@@ -63,7 +60,7 @@ describe('message metadata', function () {
     const p = await sender();
     const before = Math.floor(Date.now() / 1000);
     await p.message_job({ n: 1 }, { _headers: { tenant: 'acme', tries: 2, tags: ['a', 'b'], nested: { ok: true } }, _expiration: 60_000, _priority: 5, _correlation_id: 'corr-1', _message_id: 'msg-1', _type: 'job' });
-    const m = (await getOne(queue)) as amqp.GetMessage;
+    const m = (await getOne(f.queue)) as amqp.GetMessage;
     expect(m.properties).to.include({ expiration: '60000', priority: 5, correlationId: 'corr-1', messageId: 'msg-1', type: 'job', contentType: 'application/json', deliveryMode: 2 });
     expect(m.properties.headers).to.deep.include({ tenant: 'acme', tries: 2, tags: ['a', 'b'], nested: { ok: true } });
     // A message sent outside a handler starts a conversation of its own: its id is the conversation's, no header needed.
@@ -82,7 +79,7 @@ describe('message metadata', function () {
     expect(await refused(p.message_job({}, { _expiration: -1 }))).to.match(/_expiration must be a whole number of milliseconds/);
     expect(await refused(p.message_job({}, { _message_id: '' }))).to.match(/_message_id must be a non-empty string/);
     expect(await refused(p.rpc_ask({}, { _correlation_id: 'mine' }))).to.match(/_correlation_id cannot be set on an RPC/);
-    expect(await getOne(queue, 300)).to.equal(false);
+    expect(await getOne(f.queue, 300)).to.equal(false);
   });
 
   it('gives every handler kind the delivery it is handling, across await and yield', async () => {
@@ -121,14 +118,14 @@ describe('message metadata', function () {
         return 'ok';
       }
     }
-    await h.start(new Probe({ url, eqk: [[ex, [[queue, 'k']]]] }));
+    await f.h.start(new Probe({ url: f.url, eqk: [[f.ex, [[f.queue, 'k']]]] }));
     const p = await sender();
     for (const name of ['plain', 'async', 'generator', 'class']) await (p as unknown as Record<string, MessageSender>)[`message_${name}`]({}, { _message_id: `id-${name}`, _headers: { kind: name } });
     expect((await p.rpc_ask({}, { _message_id: 'id-rpc', _timeout: 5 })).ok).to.equal(true);
     await done.done;
     for (const [kind, id] of [['plain', 'id-plain'], ['async', 'id-async'], ['generator', 'id-generator'], ['class', 'id-class'], ['rpc', 'id-rpc']]) {
       expect(seen[kind]?.messageId, kind).to.equal(id);
-      expect(seen[kind]?.exchange, kind).to.equal(ex.name);
+      expect(seen[kind]?.exchange, kind).to.equal(f.ex.name);
       expect(seen[kind]?.routingKey, kind).to.equal('k');
       expect(seen[kind]?.redelivered, kind).to.equal(false);
       expect(seen[kind]?.timestamp, kind).to.be.instanceOf(Date);
@@ -152,8 +149,8 @@ describe('message metadata', function () {
         } else twice.resolve();
       }
     }
-    const q = { name: queue, flags: { durable: true, arguments: { 'x-queue-type': 'quorum' } } };
-    await h.start(new Fragile({ url, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[ex, [[q, 'k']]]] }));
+    const q = { name: f.queue, flags: { durable: true, arguments: { 'x-queue-type': 'quorum' } } };
+    await f.h.start(new Fragile({ url: f.url, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[f.ex, [[q, 'k']]]] }));
     await (await sender()).message_job({});
     await twice.promise;
     expect(counts).to.deep.equal([undefined, 2]);
@@ -163,14 +160,14 @@ describe('message metadata', function () {
     const seen: Record<string, DeliveryInfo | undefined> = {};
     const finished = deferred();
     const q2 = unique('md-q2');
-    const exchange = ex;
+    const exchange = f.ex;
     class Onward extends GenericProducer {
       static override eks = [[exchange, 'second'] as const];
       declare rpc_ask: RpcSender;
       declare message_last: MessageSender;
     }
-    const onward = await Onward.create({ url });
-    h.onClose(() => onward.close());
+    const onward = await Onward.create({ url: f.url });
+    f.h.onClose(() => onward.close());
     class First extends MessageProcessor {
       @MessageHandler('command', 'job')
       async job() {
@@ -191,8 +188,8 @@ describe('message metadata', function () {
         finished.resolve();
       }
     }
-    await h.start(new First({ url, eqk: [[ex, [[queue, 'k']]]] }), new Second({ url, eqk: [[ex, [[q2, 'second']]]] }));
-    h.onClose(() => deleteTopology([q2]));
+    await f.h.start(new First({ url: f.url, eqk: [[f.ex, [[f.queue, 'k']]]] }), new Second({ url: f.url, eqk: [[f.ex, [[q2, 'second']]]] }));
+    f.h.onClose(() => deleteTopology([q2]));
     await (await sender()).message_job({}, { _message_id: 'origin' });
     await finished.promise;
     expect(seen.job?.conversationId).to.equal('origin');
@@ -211,16 +208,8 @@ describe('message metadata', function () {
         return 42;
       }
     }
-    await h.start(new Answers({ url, eqk: [[ex, [[queue, 'k']]]] }));
-    const conn = await amqp.connect(url);
-    h.onClose(() => conn.close());
-    const ch = await conn.createChannel();
-    const { queue: replies } = await ch.assertQueue('', { exclusive: true });
-    const got = deferred<amqp.ConsumeMessage>();
-    await ch.consume(replies, (m) => m && got.resolve(m), { noAck: true });
-    const request = { type: 'command', name: 'ask', category: 'rpc', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
-    ch.publish(ex.name, 'k', Buffer.from(JSON.stringify(request)), { replyTo: replies, correlationId: 'call-7', messageId: 'req-7', headers: { [CONVERSATION_HEADERS.conversationId]: 'conv-7' } });
-    const reply = await got.promise;
+    await f.h.start(new Answers({ url: f.url, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    const reply = await askRaw({ type: 'command', name: 'ask', category: 'rpc' }, { correlationId: 'call-7', messageId: 'req-7', headers: { [CONVERSATION_HEADERS.conversationId]: 'conv-7' } });
     expect(reply.properties.correlationId).to.equal('call-7');
     expect(reply.properties.headers).to.include({ [CONVERSATION_HEADERS.conversationId]: 'conv-7', [CONVERSATION_HEADERS.causationId]: 'req-7' });
     expect(JSON.parse(reply.content.toString()).content.value).to.equal(42);
@@ -233,16 +222,8 @@ describe('message metadata', function () {
         reply({ done: true });
       }
     }
-    await h.start(new Answers({ url, eqk: [[ex, [[queue, 'k']]]] }));
-    const conn = await amqp.connect(url);
-    h.onClose(() => conn.close());
-    const ch = await conn.createChannel();
-    const { queue: replies } = await ch.assertQueue('', { exclusive: true });
-    const got = deferred<amqp.ConsumeMessage>();
-    await ch.consume(replies, (m) => m && got.resolve(m), { noAck: true });
-    const message = { type: 'command', name: 'job', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
-    ch.publish(ex.name, 'k', Buffer.from(JSON.stringify(message)), { replyTo: replies, correlationId: 'job-1' });
-    const reply = await got.promise;
+    await f.h.start(new Answers({ url: f.url, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    const reply = await askRaw({ type: 'command', name: 'job', category: 'message' }, { correlationId: 'job-1' });
     expect(reply.properties.correlationId).to.equal('job-1');
     const body = JSON.parse(reply.content.toString());
     expect(body).to.deep.include({ type: 'result', category: 'message' });

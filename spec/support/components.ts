@@ -58,3 +58,33 @@ export function dropConnection(p: MessageProcessor): void {
 export function nextTurn(): Promise<void> {
   return new Promise<void>((r) => setImmediate(r));
 }
+
+/** What a spec of one exchange and one queue works with, fresh for each test. */
+export interface ExchangeFixture {
+  url: string;
+  ex: { name: string; type: 'direct'; durable: false };
+  queue: string;
+  h: Harness;
+}
+
+/**
+ * Registers the hooks of a spec that works on one fresh direct exchange and
+ * queue per test (names from `prefix`), with a Harness closed and the topology
+ * deleted after each test. Read the fields inside tests, not at describe time.
+ */
+export function exchangeFixture(prefix: string, brokerUrl: () => Promise<string>, unique: (p: string) => string, deleteTopology: (q: string[], e: string[]) => Promise<void>): ExchangeFixture {
+  const f = {} as ExchangeFixture;
+  before(async () => {
+    f.url = await brokerUrl();
+  });
+  beforeEach(() => {
+    f.ex = { name: unique(`${prefix}-ex`), type: 'direct', durable: false };
+    f.queue = unique(`${prefix}-q`);
+    f.h = new Harness();
+  });
+  afterEach(async () => {
+    await f.h.close();
+    await deleteTopology([f.queue], [f.ex.name]).catch(() => undefined);
+  });
+  return f;
+}
