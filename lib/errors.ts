@@ -36,7 +36,7 @@ export class PostageError extends Error {
 }
 
 /** What a `ControlSignal`'s `code` can be. */
-export type ControlSignalCode = 'STOP_THREAD' | 'EXIT_SCHEDULER' | 'REJECT_MESSAGE' | 'ACK_AND_RESTART' | 'FILTER_ERROR';
+export type ControlSignalCode = 'STOP_THREAD' | 'EXIT_SCHEDULER' | 'REJECT_MESSAGE' | 'REQUEUE_MESSAGE' | 'ACK_AND_RESTART' | 'FILTER_ERROR';
 
 /**
  * The root of the signals a thread, handler or filter throws to steer what
@@ -94,6 +94,20 @@ export class RejectMessage extends ControlSignal {
   constructor(message = 'message rejected by a handler') {
     super(message, 'REJECT_MESSAGE');
     this.name = 'RejectMessage';
+  }
+}
+
+/**
+ * Thrown by a handler: the delivery goes back to its queue (no retries, no
+ * error exchange) to be delivered again, to this component or another. It
+ * comes back redelivered and counts as a delivery: `maxDeliveries` still
+ * stops a message requeued forever. An RPC requeued gets no reply; it is
+ * answered when handled again.
+ */
+export class RequeueMessage extends ControlSignal {
+  constructor(message = 'message requeued by a handler') {
+    super(message, 'REQUEUE_MESSAGE');
+    this.name = 'RequeueMessage';
   }
 }
 

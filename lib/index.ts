@@ -33,6 +33,7 @@ export {
   StopThread,
   ExitScheduler,
   RejectMessage,
+  RequeueMessage,
   AckAndRestart,
   FilterError,
   DeliveryLimitExceeded,

@@ -24,7 +24,7 @@ describe("postage-ts (the package's entry point)", () => {
   });
 
   it('exports its control signals from one place: thrown like errors, with a code, but not failures', () => {
-    for (const E of [postage.StopThread, postage.ExitScheduler, postage.RejectMessage, postage.AckAndRestart, postage.FilterError]) {
+    for (const E of [postage.StopThread, postage.ExitScheduler, postage.RejectMessage, postage.RequeueMessage, postage.AckAndRestart, postage.FilterError]) {
       const e = new E();
       expect(e).to.be.instanceOf(postage.ControlSignal).and.instanceOf(Error).and.not.instanceOf(postage.PostageError);
       expect(e.code).to.be.a('string');

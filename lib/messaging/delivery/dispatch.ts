@@ -1,6 +1,6 @@
 import type { ConsumeMessage } from 'amqplib';
 import { backoffMs } from '../../backoff.js';
-import { AckAndRestart, DeliveryLimitExceeded, ExitScheduler, HandlerTimeout, RejectMessage } from '../../errors.js';
+import { AckAndRestart, DeliveryLimitExceeded, ExitScheduler, HandlerTimeout, RejectMessage, RequeueMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { sleep } from '../../microthreads/effects.js';
 import type { Yielded } from '../../microthreads/thread.js';
@@ -102,6 +102,7 @@ export function* dispatchMessage(ctx: DispatchContext, scope: DeliveryScope, msg
     } catch (err) {
       if (err instanceof ExitScheduler) return { kind: 'exit', signal: err };
       if (err instanceof AckAndRestart) return { kind: 'restart', signal: err };
+      if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
       if (!(err instanceof RejectMessage) && attempt < attempts) {
         const wait = backoffMs(attempt - 1, ctx.retry?.backoffMs ?? 100, ctx.retry?.maxBackoffMs ?? 5000);
         ctx.log.warn({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
@@ -136,6 +137,7 @@ export function* dispatchRpc(ctx: DispatchContext, scope: DeliveryScope, body: M
     reply(ran && value !== undefined ? value : null);
     return { kind: 'ack', reply: replyOf(scope, content!) };
   } catch (err) {
+    if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
     if (err instanceof ExitScheduler || err instanceof AckAndRestart) {
       reply(null);
       const r = replyOf(scope, content!);

@@ -13,6 +13,8 @@ export type Outcome = (
   | { kind: 'deadLetter'; err: unknown; attempts: number }
   /** Not settled: the processor is closing, the broker delivers it again. */
   | { kind: 'leave' }
+  /** Back to its queue at once (`RequeueMessage`): delivered again, counted as a delivery. */
+  | { kind: 'requeue'; reason: string }
   /** Acked, confirmed by the broker, then the scheduler exits or the component restarts. */
   | { kind: 'exit'; signal: ExitScheduler }
   | { kind: 'restart'; signal: AckAndRestart }

@@ -32,6 +32,11 @@ export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBo
       break;
     case 'leave':
       return;
+    case 'requeue':
+      // Not forgotten by the delivery count: a message requeued forever still meets maxDeliveries.
+      ctx.log.info({ ...about, reason: outcome.reason }, `handler for ${what} requeued the message: ${outcome.reason}`);
+      ctx.consumer.reject(msg, true);
+      return;
     case 'reject': {
       const err = outcome.err;
       if (outcome.why === 'malformed') {

@@ -1,0 +1,78 @@
+import { expect } from 'chai';
+import { currentDelivery, GenericProducer, MessageHandler, MessageProcessor, RequeueMessage, RpcHandler, type MessageSender, type RpcSender } from '../../lib/index.js';
+import { makeLogger } from '../../lib/log.js';
+import { brokerUrl } from '../support/broker.js';
+import { deferred, exchangeFixture } from '../support/components.js';
+import { deleteTopology, queueState, unique } from '../support/topology.js';
+
+describe('RequeueMessage', function () {
+  this.timeout(20_000);
+  const f = exchangeFixture('rq', brokerUrl, unique, deleteTopology);
+
+  async function sender() {
+    const exchange = f.ex;
+    class Sender extends GenericProducer {
+      static override eks = [[exchange, 'k'] as const];
+      declare message_job: MessageSender;
+      declare rpc_ask: RpcSender;
+    }
+    const p = await Sender.create({ url: f.url });
+    f.h.onClose(() => p.close());
+    return p;
+  }
+
+  it('puts the message back in its queue: it comes again, redelivered, with no retry and no error exchange', async () => {
+    const runs: boolean[] = [];
+    const done = deferred();
+    class Picky extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      job() {
+        runs.push(currentDelivery()!.redelivered);
+        if (runs.length < 3) throw new RequeueMessage('not yet');
+        done.resolve();
+      }
+    }
+    await f.h.start(new Picky({ url: f.url, retry: { attempts: 5, backoffMs: 10 }, errorExchange: unique('rq-never'), logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await (await sender()).message_job({});
+    await done.promise;
+    expect(runs).to.deep.equal([false, true, true]);
+    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+  });
+
+  it('stops a message requeued forever at maxDeliveries', async () => {
+    let runs = 0;
+    class Stubborn extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      job() {
+        runs++;
+        throw new RequeueMessage('never');
+      }
+    }
+    await f.h.start(new Stubborn({ url: f.url, maxDeliveries: 4, logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await (await sender()).message_job({});
+    // The broker has no "queue drained" event: poll its depth (bounded).
+    const end = Date.now() + 10_000;
+    while (runs < 4 || (await queueState(f.queue)).messages > 0) {
+      if (Date.now() > end) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(runs).to.equal(4);
+    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+  });
+
+  it('answers a requeued RPC when it is handled again', async () => {
+    let runs = 0;
+    class Later extends MessageProcessor {
+      @RpcHandler('command', 'ask')
+      ask() {
+        if (++runs === 1) throw new RequeueMessage('busy');
+        return 'now';
+      }
+    }
+    await f.h.start(new Later({ url: f.url, logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    const r = await (await sender()).rpc_ask({}, { _timeout: 10, _max_retry: 0 });
+    expect(r.ok).to.equal(true);
+    expect(r.body.content.value).to.equal('now');
+    expect(runs).to.equal(2);
+  });
+});
