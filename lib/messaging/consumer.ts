@@ -266,19 +266,8 @@ export class GenericConsumer {
    * confirmed it, so acking the original afterwards loses nothing.
    */
   async deadLetter(msg: ConsumeMessage, exchange: string, err: unknown, attempts: number): Promise<void> {
-    const model = this.connection;
-    if (!model) throw new BrokerError('cannot dead-letter: not connected', 'NOT_CONNECTED');
-    if (!this.#errorChannel || this.#errorModel !== model) {
-      const ch = await openChannel(model, true);
-      ch.on('error', (e: Error) => this.log.warn({ err: e.message }, 'error-exchange channel error'));
-      await ch.assertExchange(exchange, 'fanout', { durable: true });
-      await ch.assertQueue(exchange, { durable: true });
-      await ch.bindQueue(exchange, exchange, '');
-      this.#errorChannel = ch;
-      this.#errorModel = model;
-    }
+    const ch = await this.errorChannel(exchange);
     const e = err as Error;
-    const ch = this.#errorChannel;
     await new Promise<void>((resolve, reject) =>
       ch.publish(
         exchange,
@@ -299,6 +288,31 @@ export class GenericConsumer {
         (confirmErr) => (confirmErr ? reject(new BrokerError(`the broker refused the dead letter for ${exchange}`, 'NACK', { cause: confirmErr })) : resolve()),
       ),
     );
+  }
+
+  /**
+   * The confirm channel failed messages go out on, with the error exchange
+   * `exchange` (durable fanout) and its queue of the same name declared on
+   * it: at ready(), so that both exist before the first failure, and again
+   * after a reconnection.
+   */
+  async errorChannel(exchange: string): Promise<ConfirmChannel> {
+    const model = this.connection;
+    if (!model) throw new BrokerError('cannot dead-letter: not connected', 'NOT_CONNECTED');
+    if (!this.#errorChannel || this.#errorModel !== model) {
+      const ch = await openChannel(model, true);
+      ch.on('error', (e: Error) => this.log.warn({ err: e.message }, 'error-exchange channel error'));
+      // A channel the broker closed is opened again at the next failure.
+      ch.on('close', () => {
+        if (this.#errorChannel === ch) this.#errorChannel = undefined;
+      });
+      await ch.assertExchange(exchange, 'fanout', { durable: true });
+      await ch.assertQueue(exchange, { durable: true });
+      await ch.bindQueue(exchange, exchange, '');
+      this.#errorChannel = ch;
+      this.#errorModel = model;
+    }
+    return this.#errorChannel;
   }
 
   decode(content: Buffer): unknown {

@@ -169,6 +169,8 @@ export class MessageProcessor extends MicroThread {
   ready(): Promise<void> {
     this.#ready ??= (async () => {
       await this.consumer.ready();
+      // The error exchange and its queue exist from the start, not from the first failure.
+      if (this.#dispatch.errorExchange) await this.consumer.errorChannel(this.#dispatch.errorExchange);
       await this.consumer.startConsuming((msg) => this.#deliver(msg));
       // On SIGTERM / SIGINT: stop taking deliveries, finish the one in flight, ack it, close.
       if (this.#signals) this.#forgetSignal = closeOnSignal(this);

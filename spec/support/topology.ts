@@ -31,14 +31,23 @@ export async function publishRaw(exchange: string, key: string, content: Buffer,
   }
 }
 
-/** Reads one message from a queue, polling until the deadline (the broker has no "message arrived" event for basic.get). */
+/**
+ * Reads one message from a queue, polling until the deadline (the broker has
+ * no "message arrived" event for basic.get); a queue that does not exist yet
+ * counts as empty.
+ */
 export async function getOne(queue: string, deadlineMs = 5000): Promise<amqp.GetMessage | false> {
   const conn = await amqp.connect(await brokerUrl());
   try {
-    const ch = await conn.createChannel();
     const end = Date.now() + deadlineMs;
+    let ch: amqp.Channel | undefined;
     for (;;) {
-      const m = await ch.get(queue, { noAck: true });
+      if (!ch) {
+        ch = await conn.createChannel();
+        // A get on a missing queue closes the channel (404): take a new one and look again.
+        ch.on('error', () => undefined);
+      }
+      const m = await ch.get(queue, { noAck: true }).catch(() => ((ch = undefined), false as const));
       if (m || Date.now() > end) return m;
       await new Promise((r) => setTimeout(r, 20));
     }
