@@ -101,7 +101,7 @@ async function producerFor(exchange: ExchangeObject, key: string): Promise<Produ
     static override eks = [[exchange, key] as const];
   }
   try {
-    return await CliProducer.create({ fingerprint });
+    return await CliProducer.create({ fingerprint, waitForBrokerMs: 0 });
   } catch (err) {
     if (/NOT_FOUND/.test(String((err as Error).message))) throw new UsageError(`exchange '${exchange.name}' does not exist on this broker`);
     throw err;
@@ -116,7 +116,7 @@ async function ping(args: string[], values: Record<string, string | boolean | un
   class Pinger extends GenericProducer {
     static override eks = [[exchange, address ?? 'presence'] as const];
   }
-  const p = await Pinger.create({ fingerprint });
+  const p = await Pinger.create({ fingerprint, waitForBrokerMs: 0 });
   try {
     const queue = (await p.rpc_ping({}, { _queue_only: true })) as string;
     const replies = await p.consumeRpc(queue, { resultLen: Number.MAX_SAFE_INTEGER, timeout });

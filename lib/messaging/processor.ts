@@ -90,6 +90,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   drainTimeoutMs: true,
   maxDeliveries: true,
   handlerTimeoutMs: true,
+  waitForBrokerMs: true,
 };
 
 /**

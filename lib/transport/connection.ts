@@ -19,6 +19,15 @@ export interface ConnectOptions {
   heartbeat?: number;
   /** How long opening a connection (TCP, then the AMQP handshake) may take, in ms. @default 10000 */
   connectTimeoutMs?: number;
+  /**
+   * How long a component's first connection keeps trying while no broker
+   * answers (`UNREACHABLE`: not started yet, as in a container started beside
+   * its broker), with backoff and a warning per attempt, before it fails. A
+   * broker that answers and refuses (credentials, vhost) fails at once. 0
+   * fails at the first refusal (the `postage` CLI does).
+   * @default 60000
+   */
+  waitForBrokerMs?: number;
 }
 
 /** The URLs to try for these options, in order. @internal */

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
 import { backoffMs, jittered } from '../backoff.js';
+import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { openConnection, type ConnectOptions } from './connection.js';
 
@@ -52,11 +53,28 @@ export class ManagedConnection extends EventEmitter {
     return this.#model;
   }
 
-  /** The first connection: fails at once with a clear error, so a misconfigured component stops at start. */
+  /**
+   * The first connection. While no broker answers it tries again with backoff
+   * for up to `waitForBrokerMs` (a component started before its broker); any
+   * other failure (refused credentials or vhost, a bad address) ends it at once.
+   */
   async connect(): Promise<ChannelModel> {
-    const model = await openConnection(this.#opts, this.#log);
-    this.#attach(model);
-    return model;
+    const waitMs = this.#opts.waitForBrokerMs ?? 60_000;
+    const giveUpAt = Date.now() + waitMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const model = await openConnection(this.#opts, this.#log);
+        this.#attach(model);
+        if (attempt > 0) this.#log.info({ attempts: attempt + 1 }, 'connected: the broker answers');
+        return model;
+      } catch (err) {
+        const { initialMs = 100, maxMs = 10_000, factor = 2, jitter = 0.2 } = this.#opts.reconnect ?? {};
+        const wait = jittered(backoffMs(attempt, Math.max(initialMs, 250), maxMs, factor), jitter, maxMs);
+        if (!(err instanceof BrokerError && err.code === 'UNREACHABLE') || this.#closing || Date.now() + wait > giveUpAt) throw err;
+        this.#log.warn({ attempt: attempt + 1, nextInMs: Math.round(wait), err: err.message }, 'no broker answers yet; trying again');
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
   }
 
   #attach(model: ChannelModel): void {
