@@ -20,6 +20,8 @@ export interface PostageConfig {
   url: string | undefined;
   debugMode: boolean;
   logLevel: string;
+  /** `POSTAGE_QUEUE_TYPE`: the type of durable named queues that do not choose one. */
+  queueType: 'classic' | 'quorum' | 'stream' | undefined;
 }
 
 /** The defaults, written down once; `.env.example` and the README quote them. */
@@ -93,7 +95,8 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
   }
   const debugMode = read('POSTAGE_DEBUG_MODE', () => from.get('POSTAGE_DEBUG_MODE').default('false').asBoolStrict());
   const logLevel = read('POSTAGE_LOG_LEVEL', () => from.get('POSTAGE_LOG_LEVEL').default(DEFAULTS.logLevel).asEnum([...LOG_LEVELS]));
-  return { vhost, user, password, hosts, port, url, debugMode, logLevel };
+  const queueType = read('POSTAGE_QUEUE_TYPE', () => from.get('POSTAGE_QUEUE_TYPE').asEnum(['classic', 'quorum', 'stream'] as const));
+  return { vhost, user, password, hosts, port, url, debugMode, logLevel, queueType };
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Channel } from 'amqplib';
 import { BrokerError, TopologyError } from '../errors.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
+import { config } from '../config.js';
 
 /** Queue flags in an eqk entry. Defaults are safe ones: a durable queue that outlives its consumers. */
 export interface QueueFlags {
@@ -10,14 +11,48 @@ export interface QueueFlags {
   exclusive?: boolean;
   /** @default false */
   autoDelete?: boolean;
-  /** `x-…` arguments, e.g. `{ 'x-queue-type': 'quorum' }`. */
+  /** `x-…` arguments, e.g. `{ 'x-max-length': 1000 }`. */
   arguments?: Record<string, unknown>;
+  /**
+   * The queue's type (`x-queue-type`). Quorum queues survive the loss of a
+   * node and count deliveries; they, and streams, are durable and cannot be
+   * exclusive or auto-delete. @default POSTAGE_QUEUE_TYPE for durable named queues, else the broker's (classic)
+   */
+  queueType?: QueueType;
+  /** One consumer at a time takes the queue's messages, the others standing by (`x-single-active-consumer`). */
+  singleActiveConsumer?: boolean;
   /** @deprecated Python Postage's spelling of `autoDelete`, accepted for ported code. */
   auto_delete?: boolean;
 }
 
 /** The flags postage-ts knows; any other key is refused, naming the spelling to use. */
-const QUEUE_FLAGS = new Set(['durable', 'exclusive', 'autoDelete', 'arguments', 'auto_delete']);
+const QUEUE_FLAGS = new Set(['durable', 'exclusive', 'autoDelete', 'arguments', 'auto_delete', 'queueType', 'singleActiveConsumer']);
+
+export type QueueType = 'classic' | 'quorum' | 'stream';
+const QUEUE_TYPES: readonly QueueType[] = ['classic', 'quorum', 'stream'];
+
+/**
+ * The arguments a queue is declared with, from its flags (and the configured
+ * default type), refusing what its type cannot be before the broker does.
+ * @internal
+ */
+export function queueArguments(name: string, flags: QueueFlags & { durable: boolean; exclusive: boolean; autoDelete: boolean }, defaultType: QueueType | undefined): Record<string, unknown> | undefined {
+  const args: Record<string, unknown> = { ...flags.arguments };
+  const given = args['x-queue-type'] as string | undefined;
+  if (flags.queueType !== undefined && !QUEUE_TYPES.includes(flags.queueType)) throw new TopologyError(`queue '${name}': queueType '${String(flags.queueType)}' is none of ${QUEUE_TYPES.join(', ')}`);
+  if (flags.queueType !== undefined && given !== undefined && given !== flags.queueType) throw new TopologyError(`queue '${name}': queueType '${flags.queueType}' and arguments x-queue-type '${given}' disagree: keep queueType`);
+  // The configured default applies to queues it can apply to: durable, named, neither exclusive nor auto-delete.
+  const fits = name !== '' && flags.durable && !flags.exclusive && !flags.autoDelete;
+  const type = flags.queueType ?? (given as QueueType | undefined) ?? (fits ? defaultType : undefined);
+  if (type === 'quorum' || type === 'stream') {
+    const wrong = [!flags.durable && 'non-durable', flags.exclusive && 'exclusive', flags.autoDelete && 'auto-delete', name === '' && 'server-named'].filter(Boolean);
+    if (wrong.length > 0) throw new TopologyError(`queue '${name}': a ${type} queue cannot be ${wrong.join(', ')}: drop those flags, or use queueType 'classic'`);
+  }
+  if (type !== undefined && type !== 'classic') args['x-queue-type'] = type;
+  else if (type === 'classic' && given !== undefined) args['x-queue-type'] = 'classic';
+  if (flags.singleActiveConsumer) args['x-single-active-consumer'] = true;
+  return Object.keys(args).length > 0 ? args : undefined;
+}
 
 /** A queue in an eqk: a name, or a name with flags. `''` asks the broker for a fresh exclusive queue. */
 export type QueueSpec = string | { name: string; flags?: QueueFlags };
@@ -130,13 +165,10 @@ export async function declareQueue(ch: Channel, spec: QueueSpec, extra?: QueueFl
   }
   flags.autoDelete ??= flags.auto_delete;
   const anonymous = name === '';
+  const settled = { ...flags, durable: flags.durable ?? !anonymous, exclusive: flags.exclusive ?? anonymous, autoDelete: flags.autoDelete ?? anonymous };
+  const args = queueArguments(name, settled, config().queueType);
   try {
-    const ok = await ch.assertQueue(name, {
-      durable: flags.durable ?? !anonymous,
-      exclusive: flags.exclusive ?? anonymous,
-      autoDelete: flags.autoDelete ?? anonymous,
-      arguments: flags.arguments,
-    });
+    const ok = await ch.assertQueue(name, { durable: settled.durable, exclusive: settled.exclusive, autoDelete: settled.autoDelete, arguments: args });
     return ok.queue;
   } catch (err) {
     throw declareError(err, 'queue', name);
