@@ -1,5 +1,4 @@
 import {
-  INVALID_SPAN_CONTEXT,
   ProxyTracerProvider,
   context,
   propagation,
@@ -97,11 +96,6 @@ export function injectContext(ctx: Context, headers: Record<string, unknown>, in
   }
 }
 
-/** With spans turned off: a span that records nothing but carries its parent's context on, so traces still travel. */
-function passThrough(parent: Context): Span {
-  return trace.wrapSpanContext(trace.getSpanContext(parent) ?? INVALID_SPAN_CONTEXT);
-}
-
 /** Without spans: the trace headers of the delivery being handled go on unchanged, so a trace survives a component that records none. */
 export function passTraceOn(props: { headers?: Record<string, unknown> }, scope: { readonly headers: Readonly<Record<string, unknown>> | undefined }): void {
   const incoming = scope.headers;
@@ -111,34 +105,28 @@ export function passTraceOn(props: { headers?: Record<string, unknown> }, scope:
   if (typeof incoming.tracestate === 'string') headers.tracestate ??= incoming.tracestate;
 }
 
-/** A span for one publish, a child of `parent`. */
-export function startPublishSpan(parent: Context, exchange: string, attributes: Attributes): Span {
-  if (!telemetry.spans) return passThrough(parent);
+/** A span of one messaging operation, named and tagged as the messaging semantic conventions say. Callers ask only when {@link tracingOn}. */
+function startSpan(kind: SpanKind, operation: 'publish' | 'process' | 'call', type: 'send' | 'process', parent: Context, exchange: string, attributes: Attributes): Span {
   return tracerOf().startSpan(
-    `publish ${exchange || '(default)'}`,
-    { kind: SpanKind.PRODUCER, attributes: { [ATTR.system]: 'rabbitmq', [ATTR.destination]: exchange, [ATTR.operationType]: 'send', [ATTR.operationName]: 'publish', ...attributes } },
+    `${operation} ${exchange || '(default)'}`,
+    { kind, attributes: { [ATTR.system]: 'rabbitmq', [ATTR.destination]: exchange, [ATTR.operationType]: type, [ATTR.operationName]: operation, ...attributes } },
     parent,
   );
+}
+
+/** A span for one publish, a child of `parent`. */
+export function startPublishSpan(parent: Context, exchange: string, attributes: Attributes): Span {
+  return startSpan(SpanKind.PRODUCER, 'publish', 'send', parent, exchange, attributes);
 }
 
 /** A span for handling one delivery, a child of the sender's span (from the message's headers). */
 export function startProcessSpan(parent: Context, exchange: string, attributes: Attributes): Span {
-  if (!telemetry.spans) return passThrough(parent);
-  return tracerOf().startSpan(
-    `process ${exchange || '(default)'}`,
-    { kind: SpanKind.CONSUMER, attributes: { [ATTR.system]: 'rabbitmq', [ATTR.destination]: exchange, [ATTR.operationType]: 'process', [ATTR.operationName]: 'process', ...attributes } },
-    parent,
-  );
+  return startSpan(SpanKind.CONSUMER, 'process', 'process', parent, exchange, attributes);
 }
 
 /** A span for one RPC call, its retries included. */
 export function startRpcSpan(parent: Context, exchange: string, attributes: Attributes): Span {
-  if (!telemetry.spans) return passThrough(parent);
-  return tracerOf().startSpan(
-    `call ${exchange || '(default)'}`,
-    { kind: SpanKind.CLIENT, attributes: { [ATTR.system]: 'rabbitmq', [ATTR.destination]: exchange, [ATTR.operationType]: 'send', [ATTR.operationName]: 'call', ...attributes } },
-    parent,
-  );
+  return startSpan(SpanKind.CLIENT, 'call', 'send', parent, exchange, attributes);
 }
 
 /** Ends a span, as failed when `err` is given. */

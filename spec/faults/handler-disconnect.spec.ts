@@ -8,7 +8,7 @@
  */
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { GenericProducer, MessageHandler, MessageProcessor, MessageResult, RpcHandler, sleep, type ExchangeObject } from '../../lib/index.js';
+import { GenericProducer, MessageHandler, MessageProcessor, MessageResult, RpcHandler, sleep } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { counter, dropConnection, exchangeFixture } from '../support/components.js';
 import { deleteTopology, queueState, unique } from '../support/topology.js';

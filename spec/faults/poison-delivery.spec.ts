@@ -9,7 +9,7 @@
  */
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { DeliveryLimitExceeded, GenericProducer, MessageHandler, MessageProcessor, MessageResult, MessageResultException, RpcCommand, RpcHandler, sleep, type ExchangeObject } from '../../lib/index.js';
+import { DeliveryLimitExceeded, GenericProducer, MessageHandler, MessageProcessor, MessageResult, MessageResultException, RpcCommand, RpcHandler, sleep } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { counter, deferred, dropConnection, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, publishRaw, queueState, unique } from '../support/topology.js';

@@ -193,7 +193,8 @@ export class Deadline {
   }
 }
 
-function isThenable(v: unknown): v is PromiseLike<unknown> {
+/** @internal */
+export function isThenable(v: unknown): v is PromiseLike<unknown> {
   return typeof v === 'object' && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
 }
 

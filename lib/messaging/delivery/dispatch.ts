@@ -8,7 +8,7 @@ import type { FingerprintDict } from '../fingerprint.js';
 import { applyFilters, SKIP, type Handler } from '../handlers.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from '../messages.js';
 import { injectContext, passTraceOn } from '../../telemetry/tracing.js';
-import { Deadline, driveIn, HEADERS, runIn, withDeadline, type DeliveryScope } from './context.js';
+import { Deadline, driveIn, HEADERS, isThenable, runIn, withDeadline, type DeliveryScope } from './context.js';
 import type { Outcome, Reply } from './outcome.js';
 import { rpcHandler, type Registered } from './registry.js';
 
@@ -42,9 +42,6 @@ const noReply = (): void => undefined;
 
 function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
   return typeof v === 'object' && v !== null && typeof (v as Generator).next === 'function' && typeof (v as Generator).throw === 'function';
-}
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return typeof v === 'object' && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
 }
 
 /**
