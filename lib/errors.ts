@@ -36,7 +36,7 @@ export class PostageError extends Error {
 }
 
 /** What a `ControlSignal`'s `code` can be. */
-export type ControlSignalCode = 'STOP_THREAD' | 'EXIT_SCHEDULER' | 'REJECT_MESSAGE' | 'REQUEUE_MESSAGE' | 'ACK_AND_RESTART' | 'FILTER_ERROR';
+export type ControlSignalCode = 'STOP_THREAD' | 'EXIT_SCHEDULER' | 'REJECT_MESSAGE' | 'REQUEUE_MESSAGE' | 'DEFER_MESSAGE' | 'ACK_AND_RESTART' | 'FILTER_ERROR';
 
 /**
  * The root of the signals a thread, handler or filter throws to steer what
@@ -108,6 +108,28 @@ export class RequeueMessage extends ControlSignal {
   constructor(message = 'message requeued by a handler') {
     super(message, 'REQUEUE_MESSAGE');
     this.name = 'RequeueMessage';
+  }
+}
+
+/**
+ * Thrown by a handler: the message comes back to its queue (this queue only)
+ * after `delayMs`, held by the broker (PikaBus's defer): it survives a restart
+ * of the component or of the broker. The delivery is acked once the broker
+ * has the delayed copy, so the copy is a new message to the broker: the
+ * delivery count (`maxDeliveries`) starts again, and its
+ * `postage-deferrals` header counts the defers so far. An RPC deferred gets
+ * no reply now; it is answered when handled again.
+ */
+export class DeferMessage extends ControlSignal {
+  readonly delayMs: number;
+  constructor(delayMs: number, message = `message deferred by a handler for ${delayMs} ms`) {
+    // The delay levels hold up to 2^32 - 1 ms (lib/messaging/delay.ts).
+    if (typeof delayMs !== 'number' || !Number.isInteger(delayMs) || delayMs < 0 || delayMs > 2 ** 32 - 1) {
+      throw new TypeError(`DeferMessage needs a whole number of milliseconds from 0 to ${2 ** 32 - 1} (about 49.7 days), not ${String(delayMs)}`);
+    }
+    super(message, 'DEFER_MESSAGE');
+    this.name = 'DeferMessage';
+    this.delayMs = delayMs;
   }
 }
 

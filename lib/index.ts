@@ -34,6 +34,7 @@ export {
   ExitScheduler,
   RejectMessage,
   RequeueMessage,
+  DeferMessage,
   AckAndRestart,
   FilterError,
   DeliveryLimitExceeded,

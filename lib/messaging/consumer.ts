@@ -1,4 +1,4 @@
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import { DEFAULTS } from '../config.js';
 import { BrokerError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
@@ -11,6 +11,7 @@ import { JsonEncoder, type Encoder } from './encoder.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
 import type { ComponentOptions } from './options.js';
+import { DELAY_ENTRY, delayHeaders, delayTo, originalExchange, withoutDelay } from './delay.js';
 import { amqpCodeOf, brokerSaid, declareExchange, declareQueue, eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
 
 export type { ConsumeMessage };
@@ -65,6 +66,8 @@ export class GenericConsumer {
   #closed = false;
   #errorChannel: ConfirmChannel | undefined;
   #errorModel: ChannelModel | undefined;
+  /** Error exchanges declared on the current side channel. */
+  #errorDeclared = new Set<string>();
 
   constructor(options: ConsumerOptions = {}) {
     const eqk = options.eqk ?? [];
@@ -268,26 +271,50 @@ export class GenericConsumer {
   async deadLetter(msg: ConsumeMessage, exchange: string, err: unknown, attempts: number): Promise<void> {
     const ch = await this.errorChannel(exchange);
     const e = err as Error;
-    await new Promise<void>((resolve, reject) =>
-      ch.publish(
-        exchange,
-        msg.fields.routingKey,
-        msg.content,
-        {
-          ...msg.properties,
-          persistent: true,
-          headers: {
-            ...msg.properties.headers,
-            'x-error-name': e?.name ?? 'Error',
-            'x-error-message': e?.message ?? String(err),
-            'x-original-exchange': msg.fields.exchange,
-            'x-original-routing-key': msg.fields.routingKey,
-            'x-attempts': attempts,
-          },
-        },
-        (confirmErr) => (confirmErr ? reject(new BrokerError(`the broker refused the dead letter for ${exchange}`, 'NACK', { cause: confirmErr })) : resolve()),
-      ),
-    );
+    const headers = msg.properties.headers as Record<string, unknown> | undefined;
+    await confirmed(ch, exchange, msg.fields.routingKey, msg.content, {
+      ...msg.properties,
+      persistent: true,
+      headers: {
+        ...withoutDelay(headers),
+        'x-error-name': e?.name ?? 'Error',
+        'x-error-message': e?.message ?? String(err),
+        'x-original-exchange': originalExchange(msg.fields, headers),
+        'x-original-routing-key': msg.fields.routingKey,
+        'x-attempts': attempts,
+      },
+    }).catch((confirmErr: unknown) => {
+      throw new BrokerError(`the broker refused the dead letter for ${exchange}`, 'NACK', { cause: confirmErr });
+    });
+  }
+
+  /**
+   * Sends a delivery, unchanged but for `headers`, back to the queue it came
+   * from in `ms` through the delay levels (a defer, a delayed retry): to that
+   * queue alone, not to its exchange's other queues. Resolves once the broker
+   * confirmed the copy, so acking the original afterwards loses nothing.
+   */
+  async delay(msg: ConsumeMessage, ms: number, headers: Record<string, unknown>): Promise<void> {
+    const queue = this.queueOf(msg);
+    if (queue === undefined) throw new BrokerError('cannot delay a delivery whose channel is gone (the broker delivers it again)', 'NOT_CONNECTED');
+    const ch = await this.#sideChannel();
+    await delayTo(ch, { queue });
+    const old = msg.properties.headers as Record<string, unknown> | undefined;
+    await confirmed(ch, DELAY_ENTRY, msg.fields.routingKey, msg.content, {
+      ...msg.properties,
+      persistent: true,
+      headers: { ...withoutDelay(old), 'x-original-exchange': originalExchange(msg.fields, old), ...headers, ...delayHeaders(ms, { queue }) },
+    }).catch((err: unknown) => {
+      throw new BrokerError(`the broker refused the delayed copy for queue '${queue}'`, 'NACK', { cause: err });
+    });
+  }
+
+  /** The queue a delivery came from, while its channel is the current one. */
+  queueOf(msg: ConsumeMessage): string | undefined {
+    const tag = msg.fields.consumerTag as string | undefined;
+    if (tag === undefined || !this.#channelTags.has(tag)) return undefined;
+    for (const [queue, t] of this.#tags) if (t === tag) return queue;
+    return undefined;
   }
 
   /**
@@ -297,20 +324,30 @@ export class GenericConsumer {
    * after a reconnection.
    */
   async errorChannel(exchange: string): Promise<ConfirmChannel> {
-    const model = this.connection;
-    if (!model) throw new BrokerError('cannot dead-letter: not connected', 'NOT_CONNECTED');
-    if (!this.#errorChannel || this.#errorModel !== model) {
-      const ch = await openChannel(model, true);
-      ch.on('error', (e: Error) => this.log.warn({ err: e.message }, 'error-exchange channel error'));
-      // A channel the broker closed is opened again at the next failure.
-      ch.on('close', () => {
-        if (this.#errorChannel === ch) this.#errorChannel = undefined;
-      });
+    const ch = await this.#sideChannel();
+    if (!this.#errorDeclared.has(exchange)) {
       await ch.assertExchange(exchange, 'fanout', { durable: true });
       await ch.assertQueue(exchange, { durable: true });
       await ch.bindQueue(exchange, exchange, '');
+      this.#errorDeclared.add(exchange);
+    }
+    return ch;
+  }
+
+  /** A confirm channel of its own for what the consumer publishes (dead letters, delayed copies), one per connection. */
+  async #sideChannel(): Promise<ConfirmChannel> {
+    const model = this.connection;
+    if (!model) throw new BrokerError('cannot publish: not connected', 'NOT_CONNECTED');
+    if (!this.#errorChannel || this.#errorModel !== model) {
+      const ch = await openChannel(model, true);
+      ch.on('error', (e: Error) => this.log.warn({ err: e.message }, 'consumer publishing channel error'));
+      // A channel the broker closed is opened again at the next use.
+      ch.on('close', () => {
+        if (this.#errorChannel === ch) this.#errorChannel = undefined;
+      });
       this.#errorChannel = ch;
       this.#errorModel = model;
+      this.#errorDeclared = new Set();
     }
     return this.#errorChannel;
   }
@@ -399,6 +436,17 @@ export function badReplyTo(replyTo: string): string | undefined {
     if (suffix === '' || !DIRECT_REPLY_SUFFIX.test(suffix) || suffix.split('.').some((s) => s === '')) return 'is not a direct reply-to address RabbitMQ hands out';
   }
   return undefined;
+}
+
+/** Publishes on a confirm channel; resolves when the broker confirmed, rejects on a nack or a lost channel. */
+function confirmed(ch: ConfirmChannel, exchange: string, key: string, content: Buffer, props: Options.Publish): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    try {
+      ch.publish(exchange, key, content, props, (err) => (err ? reject(err) : resolve()));
+    } catch (err) {
+      reject(err);
+    }
+  });
 }
 
 function isMessage(v: unknown): v is Message<object> {

@@ -8,6 +8,7 @@ import { MicroThread, STOP, type StepResult, type Yielded } from '../microthread
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
+import { checkDelay } from './delay.js';
 import { dispatchMessage, dispatchRpc, overLimit, type DispatchContext, type RetryOptions } from './delivery/dispatch.js';
 import type { Outcome } from './delivery/outcome.js';
 import { DeliveryScope } from './delivery/context.js';
@@ -147,6 +148,7 @@ export class MessageProcessor extends MicroThread {
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
     this.#maxDeliveries = opts.maxDeliveries ?? 5;
     if (!(Number.isInteger(this.#maxDeliveries) && this.#maxDeliveries >= 1)) throw new TypeError(`maxDeliveries must be a whole number of at least 1, not ${String(opts.maxDeliveries)}`);
+    for (const d of opts.retry?.delays ?? []) checkDelay('retry.delays: each delay', d);
     const consumer = this.consumer;
     this.#dispatch = {
       owner: this,
@@ -333,7 +335,7 @@ export class MessageProcessor extends MicroThread {
 
 /** The error a span records for an outcome, if it is a failure. */
 function failureOf(outcome: Outcome): unknown {
-  if (outcome.kind === 'deadLetter') return outcome.err;
+  if (outcome.kind === 'deadLetter' || outcome.kind === 'defer') return outcome.err;
   if (outcome.kind === 'reject' && outcome.why !== 'rejected') return outcome.err ?? new Error(outcome.why);
   return undefined;
 }

@@ -9,6 +9,7 @@ import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { Message, MessageCommand, RpcCommand, type AnyResult } from './messages.js';
 import type { ComponentOptions } from './options.js';
 import { takeSendOptions, type SendOptions } from './send/options.js';
+import { checkDelay } from './delay.js';
 import { sendProperties } from './send/properties.js';
 import { currentScope, HEADERS } from './delivery/context.js';
 import { instruments } from '../telemetry/metrics.js';
@@ -252,13 +253,23 @@ export class GenericProducer {
     }
   }
 
-  /** Publishes persistently to every target and resolves when the broker confirmed them all. */
+  /** Publishes persistently to every target and resolves when the broker confirmed them all; a bad option rejects. */
   #publish(body: object, opts: SendOptions): Promise<void> {
+    try {
+      return this.#startPublish(body, opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #startPublish(body: object, opts: SendOptions): Promise<void> {
     if (!this.#publisher.isOpen && this.#link.ownsConnection && this.#whileDisconnected === 'buffer' && !this.#link.closed) {
       // Held until the connection is back, then sent in order; the promise settles with that send.
       return new Promise<void>((resolve, reject) => this.#held.push(() => this.#publish(body, opts).then(resolve, reject)));
     }
     if (!this.#publisher.isOpen) return Promise.reject(this.#notConnected());
+    const delay = opts._delay === undefined ? 0 : checkDelay('_delay', opts._delay);
+    if (delay > 0 && opts._expiration !== undefined) throw new TypeError('_delay and _expiration cannot go together: the expiration would end the delay early');
     const content = this.encoder.encode(body) as Buffer;
     const targets = this.#targets(opts);
     const scope = currentScope();
@@ -273,13 +284,13 @@ export class GenericProducer {
     if (!tracing) {
       // No SDK: no span, only the trace headers of the delivery being handled passed on.
       if (scope) passTraceOn(props, scope);
-      if (!counters) return this.#publishOrResend(targets, full, content);
+      if (!counters) return this.#publishOrResend(targets, full, content, delay);
     }
     const [exchange, key] = targets[0] ?? [{ name: '' }, ''];
     const parent = scope?.trace ?? activeContext();
     const span = tracing ? startPublishSpan(parent, exchange.name, { ...sendAttributes(body, props, content, key), [ATTR.component]: this.fingerprint.name }) : undefined;
     if (span) injectContext(trace.setSpan(parent, span), (full.headers ??= {}), scope?.headers);
-    return this.#publishOrResend(targets, full, content).then(
+    return this.#publishOrResend(targets, full, content, delay).then(
       () => {
         if (span) endSpan(span);
         counters?.sent.add(targets.length, { [ATTR.destination]: exchange.name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
@@ -297,14 +308,14 @@ export class GenericProducer {
    * the next one, same message id, instead of failing: at least once, and
    * receivers can drop the duplicate by its id.
    */
-  #publishOrResend(targets: EksEntry[], props: Parameters<Publisher['publish']>[1], content: Buffer): Promise<void> {
-    const sent = this.#publisher.publish(targets, props, content, this.#notConnected);
+  #publishOrResend(targets: EksEntry[], props: Parameters<Publisher['publish']>[1], content: Buffer, delay = 0): Promise<void> {
+    const sent = delay > 0 ? this.#publisher.publishDelayed(targets, props, content, delay, this.#notConnected) : this.#publisher.publish(targets, props, content, this.#notConnected);
     if (this.#whileDisconnected !== 'buffer') return sent;
     return sent.catch((err: unknown) => {
       if (!(err instanceof BrokerError && err.code === 'UNCONFIRMED') || this.#link.closed) throw err;
       this.log.debug({ messageId: props.messageId }, 'confirm lost with the connection; sending again on the next one');
       return new Promise<void>((resolve, reject) => {
-        const again = () => this.#publishOrResend(targets, props, content).then(resolve, reject);
+        const again = () => this.#publishOrResend(targets, props, content, delay).then(resolve, reject);
         if (this.#publisher.isOpen) again();
         else this.#held.push(again);
       });

@@ -1,6 +1,6 @@
 import type { ConsumeMessage } from 'amqplib';
 import { backoffMs } from '../../backoff.js';
-import { AckAndRestart, DeliveryLimitExceeded, ExitScheduler, HandlerTimeout, RejectMessage, RequeueMessage } from '../../errors.js';
+import { AckAndRestart, DeferMessage, DeliveryLimitExceeded, ExitScheduler, HandlerTimeout, RejectMessage, RequeueMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { sleep } from '../../microthreads/effects.js';
 import type { Yielded } from '../../microthreads/thread.js';
@@ -20,6 +20,32 @@ export interface RetryOptions {
   backoffMs?: number;
   /** The longest wait between runs. @default 5000 */
   maxBackoffMs?: number;
+  /**
+   * Retries through the broker after the immediate runs have all failed:
+   * the message goes back to its queue after each of these delays (ms) in
+   * turn, held by the broker, so a component restarted meanwhile still makes
+   * the next one; each comes with `attempts` runs again. After the last, the
+   * error exchange (or a reject), with the runs in all (`x-attempts`) and the
+   * last error. @default [] (none)
+   */
+  delays?: readonly number[];
+}
+
+/** Headers a delayed retry or a defer carries, read when the copy comes back. */
+export const RETRY_HEADERS = Object.freeze({
+  /** Delayed retries made so far. */
+  retries: 'postage-retries',
+  /** Handler runs before this delivery, over every retry. */
+  attempts: 'postage-attempts',
+  /** The error of the last run, `Name: message`. */
+  lastError: 'postage-last-error',
+  /** Defers (`DeferMessage`) so far. */
+  deferrals: 'postage-deferrals',
+});
+
+function countIn(headers: Record<string, unknown> | undefined, name: string): number {
+  const n = Number(headers?.[name]);
+  return Number.isInteger(n) && n > 0 ? n : 0;
 }
 
 /** What dispatching needs of the processor that drives it. */
@@ -100,6 +126,7 @@ export function* dispatchMessage(ctx: DispatchContext, scope: DeliveryScope, msg
       if (err instanceof ExitScheduler) return { kind: 'exit', signal: err };
       if (err instanceof AckAndRestart) return { kind: 'restart', signal: err };
       if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
+      if (err instanceof DeferMessage) return deferred(msg, err);
       if (!(err instanceof RejectMessage) && attempt < attempts) {
         const wait = backoffMs(attempt - 1, ctx.retry?.backoffMs ?? 100, ctx.retry?.maxBackoffMs ?? 5000);
         ctx.log.warn({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
@@ -111,10 +138,30 @@ export function* dispatchMessage(ctx: DispatchContext, scope: DeliveryScope, msg
         }
         continue;
       }
-      if (ctx.errorExchange) return { kind: 'deadLetter', err, attempts: attempt };
+      const headers = msg.properties.headers as Record<string, unknown> | undefined;
+      const runs = countIn(headers, RETRY_HEADERS.attempts) + attempt;
+      const retries = countIn(headers, RETRY_HEADERS.retries);
+      const delays = ctx.retry?.delays ?? [];
+      if (!(err instanceof RejectMessage) && retries < delays.length) {
+        const e = err as Error;
+        return {
+          kind: 'defer',
+          ms: delays[retries],
+          reason: `retry ${retries + 1} of ${delays.length}`,
+          err,
+          headers: { [RETRY_HEADERS.retries]: retries + 1, [RETRY_HEADERS.attempts]: runs, [RETRY_HEADERS.lastError]: `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}` },
+        };
+      }
+      if (ctx.errorExchange) return { kind: 'deadLetter', err, attempts: runs };
       return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err };
     }
   }
+}
+
+/** A handler's `DeferMessage`: back to its queue in its delay, with its defers counted. */
+function deferred(msg: ConsumeMessage, signal: DeferMessage): Outcome {
+  const deferrals = countIn(msg.properties.headers as Record<string, unknown> | undefined, RETRY_HEADERS.deferrals) + 1;
+  return { kind: 'defer', ms: signal.delayMs, reason: signal.message, headers: { [RETRY_HEADERS.deferrals]: deferrals } };
 }
 
 /** An RPC: one handler answers (see {@link rpcHandler}); its result, or its failure, is the reply. */
@@ -135,6 +182,7 @@ export function* dispatchRpc(ctx: DispatchContext, scope: DeliveryScope, body: M
     return { kind: 'ack', reply: replyOf(scope, content!) };
   } catch (err) {
     if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
+    if (err instanceof DeferMessage) return deferred(scope.msg, err);
     if (err instanceof ExitScheduler || err instanceof AckAndRestart) {
       reply(null);
       const r = replyOf(scope, content!);

@@ -13,6 +13,11 @@ export type Outcome = (
   | { kind: 'deadLetter'; err: unknown; attempts: number }
   /** Not settled: the processor is closing, the broker delivers it again. */
   | { kind: 'leave' }
+  /**
+   * Back to its queue in `ms`, through the broker's delay levels (`DeferMessage`, a delayed
+   * retry), with `headers` added; acked once the broker confirmed the copy.
+   */
+  | { kind: 'defer'; ms: number; reason: string; headers: Record<string, unknown>; err?: unknown }
   /** Back to its queue at once (`RequeueMessage`): delivered again, counted as a delivery. */
   | { kind: 'requeue'; reason: string }
   /** Acked, confirmed by the broker, then the scheduler exits or the component restarts. */

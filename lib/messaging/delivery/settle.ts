@@ -32,6 +32,21 @@ export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBo
       break;
     case 'leave':
       return;
+    case 'defer': {
+      const { ms, reason, headers, err } = outcome;
+      try {
+        yield ctx.consumer.delay(msg, ms, headers);
+      } catch (delayErr) {
+        // No copy is held by the broker: the original must not be acked. Back to its queue, now.
+        ctx.log.warn({ ...about, err: delayErr }, `could not send ${what} back to its queue in ${ms} ms; it goes back now`);
+        ctx.consumer.reject(msg, true);
+        return;
+      }
+      if (err !== undefined) ctx.log.warn({ ...about, err, retryInMs: ms }, `handler for ${what} failed; ${reason} in ${ms} ms, held by the broker`);
+      else ctx.log.info({ ...about, reason, deferMs: ms }, `handler for ${what} deferred the message for ${ms} ms: ${reason}`);
+      ack(ctx, msg);
+      return;
+    }
     case 'requeue':
       // Not forgotten by the delivery count: a message requeued forever still meets maxDeliveries.
       ctx.log.info({ ...about, reason: outcome.reason }, `handler for ${what} requeued the message: ${outcome.reason}`);

@@ -32,6 +32,15 @@ export interface SendOptions {
   _message_id?: string;
   /** AMQP `type`. */
   _type?: string;
+  /**
+   * Milliseconds the broker holds the message before routing it (up to about
+   * 49.7 days). The broker holds it, not the sender: it arrives even if the
+   * sender exits, and across a broker restart; never early, and late by a few
+   * ms per bit set in the delay. The send resolves once the broker has it;
+   * whether a queue takes it is known only when it is due (a delayed send is
+   * never `UNROUTABLE`). Not with `_expiration`, nor to the default exchange.
+   */
+  _delay?: number;
 }
 
 /** Every send option there is; anything else starting with `_` is a typo. */
@@ -49,6 +58,7 @@ const SEND_OPTIONS: ReadonlySet<string> = new Set(
     _correlation_id: true,
     _message_id: true,
     _type: true,
+    _delay: true,
   } satisfies Record<keyof SendOptions, true>),
 );
 

@@ -4,6 +4,7 @@ import type { Logger } from '../../log.js';
 import { openChannel } from '../../transport/channels.js';
 import { Deadlines } from '../../transport/deadlines.js';
 import { amqpCodeOf, brokerSaid, declareExchange, type EksEntry } from '../topology.js';
+import { DELAY_ENTRY, delayHeaders, delayTo } from '../delay.js';
 
 /** One error for every target of a send that no queue took. @internal */
 export function unroutableError(missed: readonly EksEntry[]): BrokerError {
@@ -114,8 +115,32 @@ export class Publisher {
     });
   }
 
+  /**
+   * Publishes `content` to every target through the delay levels: the broker
+   * holds it for `ms` and then routes it to the target's exchange with its
+   * routing key. Resolves once the broker confirmed it into the levels (from
+   * then on it survives the sender, and a broker restart). Whether a queue
+   * takes it is known only when it is due, so it is never `UNROUTABLE`.
+   */
+  async publishDelayed(targets: readonly EksEntry[], props: Options.Publish & { messageId: string }, content: Buffer, ms: number, notConnected: () => BrokerError): Promise<void> {
+    const ch = this.#channel;
+    if (!ch) throw notConnected();
+    for (const [exchange] of targets) {
+      if (exchange.name === '') throw new TypeError("_delay needs a named exchange to deliver to: the default exchange ('') cannot be bound to");
+      await delayTo(ch, { exchange: exchange.name });
+    }
+    await Promise.all(
+      targets.map(
+        ([exchange, key]) =>
+          new Promise<void>((resolve, reject) =>
+            this.#publishOne(ch, [{ name: DELAY_ENTRY }, key], content, { ...props, persistent: true, mandatory: false, headers: { ...props.headers, ...delayHeaders(ms, { exchange: exchange.name }) } }, () => resolve(), reject),
+          ),
+      ),
+    );
+  }
+
   /** Publishes to one target; `done(false)` when the broker returned it (no queue took it). */
-  #publishOne(ch: ConfirmChannel, [exchange, key]: EksEntry, content: Buffer, props: Options.Publish & { messageId: string }, done: (routed: boolean) => void, reject: (err: Error) => void): void {
+  #publishOne(ch: ConfirmChannel, [exchange, key]: readonly [{ readonly name: string }, string], content: Buffer, props: Options.Publish & { messageId: string }, done: (routed: boolean) => void, reject: (err: Error) => void): void {
     // An Exchange class and a plain exchange object both carry their name in `name`.
     const exName = exchange.name;
     let timedOut = false;
