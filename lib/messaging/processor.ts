@@ -8,10 +8,12 @@ import { MicroThread, STOP, type StepResult, type Yielded } from '../microthread
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
+import { MemoryIdempotencyStore, type IdempotencyStore } from './idempotency.js';
+import { sendHeld, succeeded } from './delivery/outbox.js';
 import { checkDelay } from './delay.js';
 import { dispatchMessage, dispatchRpc, overLimit, type DispatchContext, type RetryOptions } from './delivery/dispatch.js';
 import type { Outcome } from './delivery/outcome.js';
-import { DeliveryScope } from './delivery/context.js';
+import { DeliveryScope, isThenable } from './delivery/context.js';
 import { instruments, type Instruments } from '../telemetry/metrics.js';
 import { ATTR, endSpan, extractContext, startProcessSpan, tracingOn, trace } from '../telemetry/tracing.js';
 import type { Attributes, Context, Span } from '@opentelemetry/api';
@@ -68,6 +70,26 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * @default 1200000 (20 minutes)
    */
   handlerTimeoutMs?: number;
+  /**
+   * Hold what handlers send (`message_NAME`, `message`, `forward` on any
+   * producer) until they succeed, publish it, have the broker confirm it,
+   * and only then ack the delivery; drop it when they fail (a retry sends its
+   * own). A send that cannot be published sends the delivery back to its
+   * queue. At least once: a crash between those publishes and the ack repeats
+   * both (`deduplicate` drops the repeat). RPC calls are never held (their
+   * answer is awaited), nor is a send with `_outbox: false`.
+   * @default true
+   */
+  outbox?: boolean;
+  /**
+   * Drop a message (not an RPC) whose message id this processor has already
+   * handled: acked without running its handlers. `true` remembers ids in
+   * memory ({@link MemoryIdempotencyStore}); give an {@link IdempotencyStore}
+   * to share them between replicas and restarts. An RPC is always answered:
+   * its caller asks again only when the answer was lost.
+   * @default false
+   */
+  deduplicate?: boolean | IdempotencyStore;
 }
 
 /** Every option, so that a lone object mixing them with a fingerprint's fields is refused (the compiler keeps this complete). @internal */
@@ -92,6 +114,8 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   maxDeliveries: true,
   handlerTimeoutMs: true,
   waitForBrokerMs: true,
+  outbox: true,
+  deduplicate: true,
 };
 
 /**
@@ -121,6 +145,8 @@ export class MessageProcessor extends MicroThread {
   readonly drainTimeoutMs: number;
   readonly #maxDeliveries: number;
   readonly #deliveries = new DeliveryCounter();
+  readonly #outbox: boolean;
+  readonly #dedupe: IdempotencyStore | undefined;
   /** Aborted by close(): ends a wait between retries at once. */
   readonly #aborted = new AbortController();
   readonly #dispatch: DispatchContext;
@@ -149,6 +175,8 @@ export class MessageProcessor extends MicroThread {
     this.#maxDeliveries = opts.maxDeliveries ?? 5;
     if (!(Number.isInteger(this.#maxDeliveries) && this.#maxDeliveries >= 1)) throw new TypeError(`maxDeliveries must be a whole number of at least 1, not ${String(opts.maxDeliveries)}`);
     for (const d of opts.retry?.delays ?? []) checkDelay('retry.delays: each delay', d);
+    this.#outbox = opts.outbox ?? true;
+    this.#dedupe = opts.deduplicate === true ? new MemoryIdempotencyStore() : opts.deduplicate || undefined;
     const consumer = this.consumer;
     this.#dispatch = {
       owner: this,
@@ -264,7 +292,7 @@ export class MessageProcessor extends MicroThread {
       });
       ctx = trace.setSpan(sender, span);
     }
-    const scope = new DeliveryScope(msg, ctx);
+    const scope = new DeliveryScope(msg, ctx, this.#outbox);
     if (span) span.setAttribute(ATTR.conversationId, scope.conversationId ?? '');
     const labels = counters ? { [ATTR.destination]: msg.fields.exchange, [ATTR.messageName]: body.name } : undefined;
     if (counters) counters.inFlight.add(1, labels);
@@ -275,8 +303,18 @@ export class MessageProcessor extends MicroThread {
       if (n > this.#maxDeliveries) outcome = overLimit(this.#dispatch, scope, body, new DeliveryLimitExceeded(n, this.#maxDeliveries));
       else {
         if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name, messageId: scope.messageId, conversationId: scope.conversationId }, 'delivery');
-        const handlers = handlersFor(this.#registry, body);
-        outcome = body.category === 'rpc' ? yield* dispatchRpc(this.#dispatch, scope, body, handlers) : yield* dispatchMessage(this.#dispatch, scope, msg, body, handlers);
+        const key = this.#dedupe && body.category !== 'rpc' && scope.messageId !== undefined ? `${this.fingerprint.name}/${scope.messageId}` : undefined;
+        if (key !== undefined && (yield* this.#seen(key))) {
+          this.log.info({ messageType: body.type, messageName: body.name, messageId: scope.messageId }, `${body.type}/${body.name} was handled already (same message id); dropped`);
+          outcome = { kind: 'ack' };
+        } else {
+          const handlers = handlersFor(this.#registry, body);
+          outcome = body.category === 'rpc' ? yield* dispatchRpc(this.#dispatch, scope, body, handlers) : yield* dispatchMessage(this.#dispatch, scope, msg, body, handlers);
+          // What the handlers sent goes out, confirmed, before the ack; a failed delivery's sends are dropped.
+          const held = scope.takeHeld();
+          if (held.length > 0 && succeeded(outcome)) outcome = yield* sendHeld(held, outcome, this.log, { messageType: body.type, messageName: body.name, messageId: scope.messageId });
+          if (key !== undefined && succeeded(outcome)) yield* this.#remember(key);
+        }
       }
       counters?.handlerDuration.record((performance.now() - started) / 1000, labels);
       yield* settle(this.#settle, msg, body, outcome);
@@ -286,6 +324,26 @@ export class MessageProcessor extends MicroThread {
         countOutcome(counters, outcome, labels!);
       }
       if (span) endSpan(span, failureOf(outcome));
+    }
+  }
+
+  /** Whether the idempotency store has `key`; a store that fails counts as "no" (handled twice rather than lost). */
+  *#seen(key: string): Generator<Yielded, boolean, unknown> {
+    try {
+      const r = this.#dedupe!.seen(key);
+      return Boolean(isThenable(r) ? yield r : r);
+    } catch (err) {
+      this.log.warn({ err, key }, 'the idempotency store failed to answer; handling the message');
+      return false;
+    }
+  }
+
+  *#remember(key: string): Generator<Yielded, void, unknown> {
+    try {
+      const r = this.#dedupe!.remember(key);
+      if (isThenable(r)) yield r;
+    } catch (err) {
+      this.log.warn({ err, key }, 'the idempotency store failed to remember a handled message; a duplicate of it would be handled again');
     }
   }
 

@@ -11,7 +11,7 @@ import type { ComponentOptions } from './options.js';
 import { takeSendOptions, type SendOptions } from './send/options.js';
 import { checkDelay } from './delay.js';
 import { sendProperties } from './send/properties.js';
-import { currentScope, HEADERS } from './delivery/context.js';
+import { currentScope, HEADERS, type DeliveryScope } from './delivery/context.js';
 import { instruments } from '../telemetry/metrics.js';
 import { activeContext, ATTR, endSpan, extractContext, injectContext, passTraceOn, startPublishSpan, startRpcSpan, tracingOn, trace } from '../telemetry/tracing.js';
 import type { Attributes } from '@opentelemetry/api';
@@ -253,53 +253,63 @@ export class GenericProducer {
     }
   }
 
-  /** Publishes persistently to every target and resolves when the broker confirmed them all; a bad option rejects. */
+  /**
+   * Publishes persistently to every target and resolves when the broker
+   * confirmed them all; a bad option rejects. Inside a handler whose
+   * processor holds sends (its outbox), the send is validated and encoded
+   * now, held, and resolves at once: it goes out when the handler succeeded.
+   */
   #publish(body: object, opts: SendOptions): Promise<void> {
     try {
-      return this.#startPublish(body, opts);
+      const scope = currentScope();
+      const send = this.#prepare(body, opts, scope);
+      return scope?.holding && opts._outbox !== false ? scope.hold(send) : send();
     } catch (err) {
       return Promise.reject(err);
     }
   }
 
-  #startPublish(body: object, opts: SendOptions): Promise<void> {
-    if (!this.#publisher.isOpen && this.#link.ownsConnection && this.#whileDisconnected === 'buffer' && !this.#link.closed) {
-      // Held until the connection is back, then sent in order; the promise settles with that send.
-      return new Promise<void>((resolve, reject) => this.#held.push(() => this.#publish(body, opts).then(resolve, reject)));
-    }
-    if (!this.#publisher.isOpen) return Promise.reject(this.#notConnected());
+  /** Validates and encodes a send now (its properties read the delivery being handled); the function returned publishes it. */
+  #prepare(body: object, opts: SendOptions, scope: DeliveryScope | undefined): () => Promise<void> {
     const delay = opts._delay === undefined ? 0 : checkDelay('_delay', opts._delay);
     if (delay > 0 && opts._expiration !== undefined) throw new TypeError('_delay and _expiration cannot go together: the expiration would end the delay early');
     const content = this.encoder.encode(body) as Buffer;
     const targets = this.#targets(opts);
-    const scope = currentScope();
     const props = sendProperties(opts, scope, this.#newId(), false);
-    if (this.log.isLevelEnabled('debug')) this.log.debug({ targets: targets.map(([e, k]) => `${e.name}/${k}`), messageId: props.messageId, body }, 'publish');
     // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
     // Commands must reach a queue; other messages (statuses, results, events) are publish/subscribe.
     const mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
     const full = { ...props, mandatory, contentType: this.encoder.contentType };
-    const tracing = tracingOn();
-    const counters = instruments();
-    if (!tracing) {
-      // No SDK: no span, only the trace headers of the delivery being handled passed on.
-      if (scope) passTraceOn(props, scope);
-      if (!counters) return this.#publishOrResend(targets, full, content, delay);
-    }
-    const [exchange, key] = targets[0] ?? [{ name: '' }, ''];
-    const parent = scope?.trace ?? activeContext();
-    const span = tracing ? startPublishSpan(parent, exchange.name, { ...sendAttributes(body, props, content, key), [ATTR.component]: this.fingerprint.name }) : undefined;
-    if (span) injectContext(trace.setSpan(parent, span), (full.headers ??= {}), scope?.headers);
-    return this.#publishOrResend(targets, full, content, delay).then(
-      () => {
-        if (span) endSpan(span);
-        counters?.sent.add(targets.length, { [ATTR.destination]: exchange.name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
-      },
-      (err: unknown) => {
-        if (span) endSpan(span, err);
-        throw err;
-      },
-    );
+    const send = (): Promise<void> => {
+      if (!this.#publisher.isOpen && this.#link.ownsConnection && this.#whileDisconnected === 'buffer' && !this.#link.closed) {
+        // Held until the connection is back, then sent in order; the promise settles with that send.
+        return new Promise<void>((resolve, reject) => this.#held.push(() => send().then(resolve, reject)));
+      }
+      if (!this.#publisher.isOpen) return Promise.reject(this.#notConnected());
+      if (this.log.isLevelEnabled('debug')) this.log.debug({ targets: targets.map(([e, k]) => `${e.name}/${k}`), messageId: props.messageId, body }, 'publish');
+      const tracing = tracingOn();
+      const counters = instruments();
+      if (!tracing) {
+        // No SDK: no span, only the trace headers of the delivery being handled passed on.
+        if (scope) passTraceOn(full, scope);
+        if (!counters) return this.#publishOrResend(targets, full, content, delay);
+      }
+      const [exchange, key] = targets[0] ?? [{ name: '' }, ''];
+      const parent = scope?.trace ?? activeContext();
+      const span = tracing ? startPublishSpan(parent, exchange.name, { ...sendAttributes(body, props, content, key), [ATTR.component]: this.fingerprint.name }) : undefined;
+      if (span) injectContext(trace.setSpan(parent, span), (full.headers ??= {}), scope?.headers);
+      return this.#publishOrResend(targets, full, content, delay).then(
+        () => {
+          if (span) endSpan(span);
+          counters?.sent.add(targets.length, { [ATTR.destination]: exchange.name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
+        },
+        (err: unknown) => {
+          if (span) endSpan(span, err);
+          throw err;
+        },
+      );
+    };
+    return send;
   }
 
   /**

@@ -84,7 +84,7 @@ describe('Delayed delivery', function () {
       }
       const both = await p.message_job({}, { _delay: 10, _expiration: 100 }).then(() => undefined, (e: unknown) => e);
       expect((both as Error).message).to.match(/_delay and _expiration cannot go together/);
-      const dflt = await p.message_job({}, { _delay: 10, _eks: [[{ name: '' }, f.queue]] }).then(() => undefined, (e: unknown) => e);
+      const dflt = await p.message_job({}, { _delay: 10, _eks: [[{ name: '', type: 'direct' }, f.queue]] }).then(() => undefined, (e: unknown) => e);
       expect((dflt as Error).message).to.match(/_delay needs a named exchange/);
     });
   });

@@ -39,11 +39,39 @@ export interface DeliveryInfo {
  */
 export class DeliveryScope {
   #info: DeliveryInfo | undefined;
+  /** The outbox: sends its handlers made, held until they succeed; undefined where sends go out at once. */
+  #held: Array<() => Promise<void>> | undefined;
   constructor(
     readonly msg: ConsumeMessage,
     /** The handler's trace context (its span's), when spans are recorded. */
     readonly trace: Context | undefined,
-  ) {}
+    holdSends = false,
+  ) {
+    if (holdSends) this.#held = [];
+  }
+
+  /** Whether sends made now are held until the handlers succeed. */
+  get holding(): boolean {
+    return this.#held !== undefined;
+  }
+
+  /** Holds a send (already validated and encoded) until the handlers succeed; resolves at once. */
+  hold(send: () => Promise<void>): Promise<void> {
+    this.#held!.push(send);
+    return Promise.resolve();
+  }
+
+  /** Drops what a failed run sent: a retry sends its own. */
+  discardHeld(): void {
+    if (this.#held) this.#held.length = 0;
+  }
+
+  /** The held sends, to publish or to drop; from now on sends go out at once. */
+  takeHeld(): Array<() => Promise<void>> {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    return held;
+  }
 
   get info(): DeliveryInfo {
     return (this.#info ??= deliveryInfo(this.msg));

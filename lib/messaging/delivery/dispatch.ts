@@ -119,6 +119,8 @@ export function* dispatchMessage(ctx: DispatchContext, scope: DeliveryScope, msg
   for (let attempt = 1; ; attempt++) {
     try {
       content = undefined;
+      // A failed run's sends are dropped: this run sends its own.
+      scope.discardHeld();
       // With retries, every run needs the body untouched: no handler may take the original.
       for (let i = 0; i < handlers.length; i++) yield* invoke(ctx, scope, handlers[i], body, reply, attempts === 1 && i === handlers.length - 1);
       return content ? { kind: 'ack', reply: replyOf(scope, content) } : { kind: 'ack' };

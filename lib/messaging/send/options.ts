@@ -41,6 +41,13 @@ export interface SendOptions {
    * never `UNROUTABLE`). Not with `_expiration`, nor to the default exchange.
    */
   _delay?: number;
+  /**
+   * Inside a handler, send now instead of with the handler's outcome: by
+   * default a processor holds what its handlers send until they succeed
+   * (and drops it when they fail). `false` sends at once, whatever happens next.
+   * @default true
+   */
+  _outbox?: boolean;
 }
 
 /** Every send option there is; anything else starting with `_` is a typo. */
@@ -59,6 +66,7 @@ const SEND_OPTIONS: ReadonlySet<string> = new Set(
     _message_id: true,
     _type: true,
     _delay: true,
+    _outbox: true,
   } satisfies Record<keyof SendOptions, true>),
 );
 
