@@ -121,6 +121,72 @@ export async function postageThroughput(url: string, n: number, bytes: number, k
   return rate;
 }
 
+/**
+ * Messages per second through a relay: a processor whose handler sends one
+ * message (and waits for its confirm) per delivery, to a sink. `outbox`: the
+ * send is held until the handler returns, then confirmed before the ack
+ * (the default); off, it goes out while the handler runs.
+ */
+export async function postageRelay(url: string, n: number, outbox: boolean): Promise<number> {
+  const ex: ExchangeObject = { name: '', type: 'direct' };
+  const inQ = uid();
+  const outQ = uid();
+  let got = 0;
+  let finish!: () => void;
+  const done = new Promise<void>((r) => (finish = r));
+  class Next extends GenericProducer {
+    static override eks = [[ex, outQ] as const];
+  }
+  const next = await Next.create({ url });
+  const body = envelope(100);
+  class Relay extends MessageProcessor {
+    @MessageHandler('command', 'payload')
+    *payload() {
+      yield next.forward(body);
+    }
+  }
+  class Sink extends MessageProcessor {
+    @MessageHandler('command', 'payload')
+    payload() {
+      if (++got === n) finish();
+    }
+  }
+  const relay = new Relay({ url, prefetch: PREFETCH, outbox, eqk: [[ex, [[inQ, inQ]]]] });
+  const sink = new Sink({ url, prefetch: PREFETCH, eqk: [[ex, [[outQ, outQ]]]] });
+  await relay.ready();
+  await sink.ready();
+  const s = new MicroScheduler();
+  s.addMicrothread(relay);
+  s.addMicrothread(sink);
+  const running = s.run();
+  class Source extends GenericProducer {
+    static override eks = [[ex, inQ] as const];
+  }
+  const p = await Source.create({ url });
+  const t0 = performance.now();
+  for (let sent = 0; sent < n; ) {
+    const k = Math.min(WINDOW, n - sent);
+    const batch: Promise<void>[] = [];
+    for (let i = 0; i < k; i++) batch.push(p.forward(body));
+    await Promise.all(batch);
+    sent += k;
+  }
+  await done;
+  const rate = n / ((performance.now() - t0) / 1000);
+  s.stop();
+  await running;
+  await relay.close();
+  await sink.close();
+  const conn = await rawConnect(url);
+  const ch = await conn.createChannel();
+  await ch.deleteQueue(inQ);
+  await ch.deleteQueue(outQ);
+  await conn.close();
+  await p.close();
+  await next.close();
+  return rate;
+}
+
 interface RpcStats {
   p50: number;
   p99: number;

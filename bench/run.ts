@@ -9,7 +9,7 @@
 import { brokerUrls, loadConfig } from '../lib/config.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { postageRpc, postageThroughput, rawRpc, rawThroughput } from './cases.js';
+import { postageRelay, postageRpc, postageThroughput, rawRpc, rawThroughput } from './cases.js';
 import { schedulerStepsPerSecond } from './scheduler.js';
 import { metrics, propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -19,7 +19,7 @@ import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter } from '@
 process.env.POSTAGE_LOG_LEVEL ??= 'warn';
 const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-// BENCH_ONLY=rpc (or throughput, latency, telemetry, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
+// BENCH_ONLY=rpc (or throughput, latency, telemetry, outbox, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
 const only = process.env.BENCH_ONLY;
 const wanted = (group: string) => !only || only.split(',').includes(group);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -98,6 +98,12 @@ if (wanted('telemetry')) {
   };
   const r = await sideBySide(() => postageThroughput(url, 20_000, 100), withSdk);
   add('throughput with the OpenTelemetry SDK recording (against none), 100 B', median(r.raw), median(r.postage), 'msg/s', '(reported)', () => true);
+}
+
+// What holding a handler's sends until it succeeds (the outbox, on by default) costs a relay that sends one message per delivery.
+if (wanted('outbox')) {
+  const r = await sideBySide(() => postageRelay(url, 5_000, false), () => postageRelay(url, 5_000, true));
+  add('relay, one send per delivery: outbox on (against off)', median(r.raw), median(r.postage), 'msg/s', '(reported)', () => true);
 }
 
 for (const threads of wanted('scheduler') ? [10, 10_000] : []) {
