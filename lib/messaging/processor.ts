@@ -13,7 +13,8 @@ import { sendHeld, succeeded } from './delivery/outbox.js';
 import { checkDelay } from './delay.js';
 import { dispatchMessage, dispatchRpc, overLimit, type DispatchContext, type RetryOptions } from './delivery/dispatch.js';
 import type { Outcome } from './delivery/outcome.js';
-import { DeliveryScope, isThenable } from './delivery/context.js';
+import { deliveryInfo, DeliveryScope, isThenable, type DeliveryInfo } from './delivery/context.js';
+import { Intake, type Pending } from './intake.js';
 import { instruments, type Instruments } from '../telemetry/metrics.js';
 import { ATTR, endSpan, extractContext, startProcessSpan, tracingOn, trace } from '../telemetry/tracing.js';
 import type { Attributes, Context, Span } from '@opentelemetry/api';
@@ -90,6 +91,25 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * @default false
    */
   deduplicate?: boolean | IdempotencyStore;
+  /**
+   * Deliveries handled at once, each in its own microthread on the
+   * processor's scheduler, so that async and generator handlers interleave.
+   * Acks stay exact (a batched ack never covers a delivery still in a
+   * handler), a close drains all of them, retries and the error exchange work
+   * per delivery. The prefetch follows unless set (four times it with
+   * `orderBy`, so that deliveries of other keys can get past a busy one).
+   * @default 1 (as Postage: one at a time, in order)
+   */
+  concurrency?: number;
+  /**
+   * A delivery's ordering key: deliveries with the same key are handled one
+   * after another, in the order they arrived; different keys at once (up to
+   * `concurrency`). Per customer or per order sequencing without a queue per
+   * key. `undefined` (or a function that throws, logged) leaves a delivery
+   * unordered. Order holds among the deliveries of one processor: replicas of
+   * a component need single active consumer for it.
+   */
+  orderBy?: (content: unknown, delivery: DeliveryInfo) => unknown;
 }
 
 /** Every option, so that a lone object mixing them with a fingerprint's fields is refused (the compiler keeps this complete). @internal */
@@ -116,6 +136,8 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   waitForBrokerMs: true,
   outbox: true,
   deduplicate: true,
+  concurrency: true,
+  orderBy: true,
 };
 
 /**
@@ -135,8 +157,10 @@ export class MessageProcessor extends MicroThread {
   readonly consumer: GenericConsumer;
   protected readonly log: Logger;
   #registry: Registry;
-  #inbox: ConsumeMessage[] = [];
-  #waiter: ((msg: ConsumeMessage | undefined) => void) | undefined;
+  readonly #intake = new Intake();
+  readonly #concurrency: number;
+  readonly #orderBy: ProcessorOptions['orderBy'];
+  #workersStarted = false;
   #ready: Promise<void> | undefined;
   #isReady = false;
   #forgetSignal: (() => void) | undefined;
@@ -153,9 +177,6 @@ export class MessageProcessor extends MicroThread {
   readonly #settle: SettleContext;
   #stopping = false;
   #closing: Promise<void> | undefined;
-  #busy = false;
-  /** Set by close() while a delivery is in flight; called when it is done. */
-  #onIdle: (() => void) | undefined;
 
   constructor(options?: ProcessorOptions);
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
@@ -167,8 +188,13 @@ export class MessageProcessor extends MicroThread {
     this.fingerprint = { ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(), ...(opts.fingerprint as FingerprintDict) };
     this.name = this.fingerprint.name;
     this.log = opts.logger ?? componentLogger('processor', this.fingerprint.name);
+    this.#concurrency = opts.concurrency ?? 1;
+    if (!(Number.isInteger(this.#concurrency) && this.#concurrency >= 1)) throw new TypeError(`concurrency must be a whole number of at least 1, not ${String(opts.concurrency)}`);
+    if (opts.orderBy !== undefined && typeof opts.orderBy !== 'function') throw new TypeError('orderBy must be a function (content, delivery) => key');
+    this.#orderBy = opts.orderBy;
+    const prefetch = opts.prefetch ?? (this.#concurrency > 1 ? this.#concurrency * (opts.orderBy ? 4 : 1) : undefined);
     const Consumer = (this.constructor as typeof MessageProcessor).consumerClass;
-    this.consumer = new Consumer({ ...opts, connectionName: opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
+    this.consumer = new Consumer({ ...opts, prefetch, connectionName: opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
     this.#signals = opts.handleSignals ?? true;
     this.drainTimeoutMs = opts.drainTimeoutMs ?? DEFAULT_DRAIN_MS;
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
@@ -191,9 +217,7 @@ export class MessageProcessor extends MicroThread {
     if (!(this.#dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
     this.#settle = { consumer, log: this.log, errorExchange: opts.errorExchange, deliveries: this.#deliveries, restart: () => this.restart() };
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
-    this.consumer.on('disconnected', () => {
-      this.#inbox = [];
-    });
+    this.consumer.on('disconnected', () => this.#intake.drop());
   }
 
   /** Resolves once its exchanges and queues are declared and bound; from then on nothing published to them is lost. */
@@ -227,11 +251,26 @@ export class MessageProcessor extends MicroThread {
   }
 
   #deliver(msg: ConsumeMessage): void {
-    const w = this.#waiter;
-    if (w) {
-      this.#waiter = undefined;
-      w(msg);
-    } else this.#inbox.push(msg);
+    const orderBy = this.#orderBy;
+    if (!orderBy) {
+      this.#intake.push({ msg });
+      return;
+    }
+    // The key needs the content: decoded now, once (a delivery that cannot be decoded has no key, and is rejected when its turn comes).
+    let body: MessageBody<object>;
+    try {
+      body = Message.fromBody(this.consumer.decode(msg.content)).body as MessageBody<object>;
+    } catch (err) {
+      this.#intake.push({ msg, decoded: { err } });
+      return;
+    }
+    let key: unknown;
+    try {
+      key = orderBy(body.content, deliveryInfo(msg));
+    } catch (err) {
+      this.log.warn({ err, messageId: msg.properties.messageId }, 'orderBy failed; the delivery is handled unordered');
+    }
+    this.#intake.push({ msg, key, decoded: { body } });
   }
 
   override *main(): Generator<Yielded, void, unknown> {
@@ -249,28 +288,47 @@ export class MessageProcessor extends MicroThread {
       yield this.ready();
       this.#isReady = true;
     }
-    // Once closing, take nothing more: what waits in the inbox goes back to the queue with the channel.
+    if (!this.#workersStarted) this.#startWorkers();
+    return yield* this.#work();
+  }
+
+  /** With `concurrency` N, N - 1 more microthreads beside this one take deliveries from the same intake. */
+  #startWorkers(): void {
+    this.#workersStarted = true;
+    if (this.#concurrency === 1) return;
+    const scheduler = this.scheduler;
+    if (!scheduler) {
+      this.log.warn(`concurrency ${this.#concurrency} needs the processor to run on a MicroScheduler; handling one delivery at a time`);
+      return;
+    }
+    for (let i = 1; i < this.#concurrency; i++) scheduler.addMicrothread(new DeliveryWorker(() => this.#work(), `${this.name}#${i}`));
+  }
+
+  /** One delivery, whichever worker runs it: the next that can run, or a wait for one. */
+  *#work(): Generator<Yielded, StepResult, unknown> {
+    // Once closing, take nothing more: what waits in the intake goes back to the queue with the channel.
     if (this.#stopping) return STOP;
-    let msg = this.#inbox.shift();
-    if (!msg) {
-      msg = (yield new Promise<ConsumeMessage | undefined>((resolve) => (this.#waiter = resolve))) as ConsumeMessage | undefined;
-      if (!msg) return STOP;
+    let next = this.#intake.next();
+    if (isThenable(next)) {
+      const p = (yield next) as Pending | undefined;
+      if (!p) return STOP;
+      next = p;
     }
-    this.#busy = true;
+    const p = next as Pending;
     try {
-      yield* this.#process(msg);
+      yield* this.#process(p.msg, p.decoded);
     } finally {
-      this.#busy = false;
-      this.#onIdle?.();
+      this.#intake.done(p);
     }
-    return undefined as StepResult;
+    return undefined;
   }
 
   /** One delivery, stage by stage: decode, the delivery limit, dispatch to an outcome, settle. */
-  *#process(msg: ConsumeMessage): Generator<Yielded, void, unknown> {
+  *#process(msg: ConsumeMessage, decoded?: Pending['decoded']): Generator<Yielded, void, unknown> {
     let body: MessageBody<object>;
     try {
-      body = Message.fromBody(this.consumer.decode(msg.content)).body as MessageBody<object>;
+      if (decoded && 'err' in decoded) throw decoded.err;
+      body = decoded ? (decoded.body as MessageBody<object>) : (Message.fromBody(this.consumer.decode(msg.content)).body as MessageBody<object>);
     } catch (err) {
       yield* settle(this.#settle, msg, undefined, { kind: 'reject', why: 'malformed', err });
       return;
@@ -360,16 +418,13 @@ export class MessageProcessor extends MicroThread {
   override close(): Promise<void> {
     this.#stopping = true;
     this.#aborted.abort();
-    this.#inbox = [];
+    this.#intake.drop();
     this.#closing ??= (async () => {
       this.#forgetSignal?.();
       await this.#ready?.catch(() => undefined);
       await this.consumer.stopConsuming();
-      const w = this.#waiter;
-      this.#waiter = undefined;
-      w?.(undefined);
-      if (this.#busy) await new Promise<void>((resolve) => (this.#onIdle = resolve));
-      this.#inbox = [];
+      // Waiting workers stop; those in a handler finish it and settle.
+      await this.#intake.close();
       await this.consumer.close();
     })();
     return this.#closing;
@@ -388,6 +443,21 @@ export class MessageProcessor extends MicroThread {
   @MessageHandler('command', 'restart')
   msgRestart(): void {
     throw new AckAndRestart('restart command received');
+  }
+}
+
+/** One more worker of a processor with `concurrency` above 1: it takes deliveries from the processor's intake. */
+class DeliveryWorker extends MicroThread {
+  constructor(
+    private readonly work: () => Generator<Yielded, StepResult, unknown>,
+    name: string,
+  ) {
+    super();
+    this.name = name;
+  }
+
+  override step(): StepResult {
+    return this.work();
   }
 }
 

@@ -65,6 +65,7 @@ export class MicroScheduler extends MicroThread {
 
   /** Adds a thread and runs its `create()` at once. */
   addMicrothread(thread: MicroThread): void {
+    thread.scheduler = this;
     const entry: Entry = { thread, gen: thread.main(), value: undefined, error: undefined, hasError: false, dead: false };
     // The first resume runs create() up to main()'s first yield.
     if (this.#resume(entry)) {

@@ -24,6 +24,8 @@ function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
 export class MicroThread {
   /** Shown in logs; defaults to the class name. */
   name: string = this.constructor.name;
+  /** The scheduler this thread was added to, for threads that start others beside them. @internal */
+  scheduler: { addMicrothread(thread: MicroThread): void } | undefined;
 
   /** Runs once, when the thread is added to a scheduler. */
   create(): void {}
