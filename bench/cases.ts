@@ -288,3 +288,101 @@ async function drive(calls: number, inFlight: number, one: () => Promise<number>
   await Promise.all(Array.from({ length: inFlight }, worker));
   return stats(latencies, performance.now() - t0);
 }
+
+/** Fills a fresh durable queue with `n` 100 B envelopes (confirmed) and returns its name. */
+async function filledQueue(url: string, n: number, keyed = 0): Promise<string> {
+  const conn = await rawConnect(url);
+  const ch = await conn.createConfirmChannel();
+  const q = uid();
+  await ch.assertQueue(q, { durable: true });
+  for (let sent = 0; sent < n; ) {
+    const k = Math.min(WINDOW, n - sent);
+    for (let i = 0; i < k; i++) {
+      const body = keyed > 0 ? new MessageCommand('payload', { key: `k${(sent + i) % keyed}` }).setFingerprint({ name: 'bench' }).body : envelope(100);
+      ch.publish('', q, Buffer.from(JSON.stringify(body)), { persistent: true, contentType: 'application/json' });
+    }
+    await ch.waitForConfirms();
+    sent += k;
+  }
+  await conn.close();
+  return q;
+}
+
+async function dropQueue(url: string, q: string): Promise<void> {
+  const conn = await rawConnect(url);
+  await (await conn.createChannel()).deleteQueue(q);
+  await conn.close();
+}
+
+/** Messages per second a raw amqplib consumer with prefetch 1 drains from a full queue (decoding each, acking each). */
+export async function rawConsume(url: string, n: number): Promise<number> {
+  const q = await filledQueue(url, n);
+  const conn = await rawConnect(url);
+  const ch = await conn.createChannel();
+  await ch.prefetch(1);
+  let got = 0;
+  let finish!: () => void;
+  const done = new Promise<void>((r) => (finish = r));
+  const t0 = performance.now();
+  await ch.consume(q, (m) => {
+    if (!m) return;
+    JSON.parse(m.content.toString());
+    ch.ack(m);
+    if (++got === n) finish();
+  });
+  await done;
+  const rate = n / ((performance.now() - t0) / 1000);
+  await conn.close();
+  await dropQueue(url, q);
+  return rate;
+}
+
+export interface ConsumeKnobs {
+  concurrency?: number;
+  /** Each handler waits this long (ms), as one doing I/O would. */
+  waitMs?: number;
+  /** Order by one of this many keys. */
+  keys?: number;
+}
+
+/** Messages per second a processor drains from a full queue (its defaults: prefetch 1, concurrency 1, unless knobs say otherwise). */
+export async function postageConsume(url: string, n: number, knobs: ConsumeKnobs = {}): Promise<number> {
+  const { concurrency, waitMs = 0, keys = 0 } = knobs;
+  const q = await filledQueue(url, n, keys);
+  let got = 0;
+  let finish!: () => void;
+  const done = new Promise<void>((r) => (finish = r));
+  const wait = () => new Promise<void>((r) => setTimeout(r, waitMs));
+  class Drain extends MessageProcessor {
+    @MessageHandler('command', 'payload')
+    payload(): void | Promise<void> {
+      if (waitMs === 0) {
+        if (++got === n) finish();
+        return;
+      }
+      return wait().then(() => {
+        if (++got === n) finish();
+      });
+    }
+  }
+  const ex: ExchangeObject = { name: '', type: 'direct' };
+  const proc = new Drain({
+    url,
+    concurrency,
+    orderBy: keys > 0 ? (content) => (content as { parameters: { key: string } }).parameters.key : undefined,
+    handleSignals: false,
+    eqk: [[ex, [[{ name: q, flags: { durable: true } }, q]]]],
+  });
+  const s = new MicroScheduler();
+  await proc.ready();
+  // From here, as the raw side times from its consume: deliveries start flowing.
+  const t0 = performance.now();
+  s.addMicrothread(proc);
+  const running = s.run();
+  await done;
+  const rate = n / ((performance.now() - t0) / 1000);
+  s.stop();
+  await running;
+  await dropQueue(url, q);
+  return rate;
+}

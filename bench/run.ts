@@ -9,7 +9,7 @@
 import { brokerUrls, loadConfig } from '../lib/config.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { postageRelay, postageRpc, postageThroughput, rawRpc, rawThroughput } from './cases.js';
+import { postageConsume, postageRelay, postageRpc, postageThroughput, rawConsume, rawRpc, rawThroughput } from './cases.js';
 import { schedulerStepsPerSecond } from './scheduler.js';
 import { metrics, propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -19,7 +19,7 @@ import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter } from '@
 process.env.POSTAGE_LOG_LEVEL ??= 'warn';
 const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-// BENCH_ONLY=rpc (or throughput, latency, telemetry, outbox, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
+// BENCH_ONLY=rpc (or throughput, latency, telemetry, outbox, consume, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
 const only = process.env.BENCH_ONLY;
 const wanted = (group: string) => !only || only.split(',').includes(group);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -113,10 +113,10 @@ for (const threads of wanted('scheduler') ? [10, 10_000] : []) {
 }
 
 /** One memory case in a fresh process (this one's RSS already holds every earlier case). */
-async function memoryCase(which: 'processor' | 'idle'): Promise<{ heapMiB: number; rssMiB: number }> {
+async function memoryCase<T = { heapMiB: number; rssMiB: number }>(which: 'processor' | 'idle' | 'many'): Promise<T> {
   const script = new URL('./memory.ts', import.meta.url).pathname;
   const { stdout } = await promisify(execFile)(process.execPath, [...process.execArgv, script, which, url], { env: process.env });
-  return JSON.parse(stdout.trim().split('\n').pop()!) as { heapMiB: number; rssMiB: number };
+  return JSON.parse(stdout.trim().split('\n').pop()!) as T;
 }
 
 if (wanted('memory')) {
@@ -126,6 +126,24 @@ if (wanted('memory')) {
   const idle = await memoryCase('idle');
   add('10,000 idle microthreads (heap)', null, idle.heapMiB, 'MiB', '< 50', (_r, v) => v < 50);
   add('10,000 idle microthreads (RSS)', null, idle.rssMiB, 'MiB', '< 50', (_r, v) => v < 50);
+}
+
+// Consuming: what a processor with its defaults drains from a full queue against raw amqplib with prefetch 1; then concurrency.
+if (wanted('consume')) {
+  const r = await sideBySide(() => rawConsume(url, 3_000), () => postageConsume(url, 3_000));
+  add('consume, defaults (prefetch 1, concurrency 1) against raw prefetch 1', median(r.raw), median(r.postage), 'msg/s', 'ratio >= 0.9', (ratio) => ratio !== null && ratio >= 0.9);
+  const ideal = 16 * (1000 / 5);
+  const c16 = median([await postageConsume(url, 4_000, { concurrency: 16, waitMs: 5 }), await postageConsume(url, 4_000, { concurrency: 16, waitMs: 5 }), await postageConsume(url, 4_000, { concurrency: 16, waitMs: 5 })]);
+  add('concurrency 16, handlers waiting 5 ms (against 16 x 200/s)', ideal, c16, 'msg/s', 'ratio >= 0.9', (ratio) => ratio !== null && ratio >= 0.9);
+  const ordered = median([await postageConsume(url, 4_000, { concurrency: 16, waitMs: 5, keys: 64 }), await postageConsume(url, 4_000, { concurrency: 16, waitMs: 5, keys: 64 }), await postageConsume(url, 4_000, { concurrency: 16, waitMs: 5, keys: 64 })]);
+  add('the same with orderBy over 64 keys (against without)', c16, ordered, 'msg/s', 'ratio >= 0.9', (ratio) => ratio !== null && ratio >= 0.9);
+}
+
+if (wanted('memory')) {
+  const many = await memoryCase<{ heapKiBEach: number; rssKiBEach: number; readyMs: number }>('many');
+  add('1,000 processors on one shared connection: heap per processor', null, many.heapKiBEach, 'KiB', '(reported)', () => true);
+  add('1,000 processors on one shared connection: RSS per processor', null, many.rssKiBEach, 'KiB', '(reported)', () => true);
+  add('1,000 processors on one shared connection: time to ready() all', null, many.readyMs, 'ms', '(reported)', () => true);
 }
 
 // What each knob costs (not run by default): BENCH_ONLY=knobs. Each variant against the default (prefetch 100, 1,000 sends awaited together, durable queue).

@@ -22,6 +22,10 @@ export interface PostageConfig {
   logLevel: string;
   /** `POSTAGE_QUEUE_TYPE`: the type of durable named queues that do not choose one. */
   queueType: 'classic' | 'quorum' | 'stream' | undefined;
+  /** `POSTAGE_TLS`: connect with amqps:// (port 5671 unless `POSTAGE_PORT` says otherwise). */
+  tls: boolean;
+  /** `POSTAGE_TLS_*`: files (and the key's passphrase) for amqps:// connections. */
+  tlsFiles: { ca?: string; cert?: string; key?: string; passphrase?: string; servername?: string };
 }
 
 /** The defaults, written down once; `.env.example` and the README quote them. */
@@ -31,6 +35,8 @@ export const DEFAULTS = Object.freeze({
   password: 'guest',
   host: 'localhost',
   port: 5672,
+  /** The port of `amqps://`, RabbitMQ's TLS listener. */
+  tlsPort: 5671,
   debugMode: false,
   logLevel: 'info',
   rpcTimeout: 30,
@@ -70,7 +76,7 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
       return fn();
     } catch (err) {
       // env-var's message quotes the value; that is fine for a port, not for a secret.
-      const secret = /PASSWORD|URL/.test(name);
+      const secret = /PASSWORD|URL|PASSPHRASE/.test(name);
       const detail = secret ? 'has an invalid value' : (err as Error).message.replace(/^env-var: /, '');
       throw new ConfigError(name, `${name}: ${detail}. Fix or unset ${name} and start again.`);
     }
@@ -85,7 +91,15 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
   const hostList = read('POSTAGE_HOST', () => from.get('POSTAGE_HOST').default(DEFAULTS.host).asArray(','));
   const hosts = hostList.map((h) => h.trim()).filter((h) => h.length > 0);
   if (hosts.length === 0) throw new ConfigError('POSTAGE_HOST', 'POSTAGE_HOST: names no host. Set it to a host name or a comma list of them.');
-  const port = read('POSTAGE_PORT', () => from.get('POSTAGE_PORT').default(String(DEFAULTS.port)).asPortNumber());
+  const tls = read('POSTAGE_TLS', () => from.get('POSTAGE_TLS').default('false').asBoolStrict());
+  const port = read('POSTAGE_PORT', () => from.get('POSTAGE_PORT').default(String(tls ? DEFAULTS.tlsPort : DEFAULTS.port)).asPortNumber());
+  const tlsFiles = {
+    ca: read('POSTAGE_TLS_CA', () => from.get('POSTAGE_TLS_CA').asString()),
+    cert: read('POSTAGE_TLS_CERT', () => from.get('POSTAGE_TLS_CERT').asString()),
+    key: read('POSTAGE_TLS_KEY', () => from.get('POSTAGE_TLS_KEY').asString()),
+    passphrase: read('POSTAGE_TLS_PASSPHRASE', () => from.get('POSTAGE_TLS_PASSPHRASE').asString()),
+    servername: read('POSTAGE_TLS_SERVERNAME', () => from.get('POSTAGE_TLS_SERVERNAME').asString()),
+  };
   const url = read('POSTAGE_URL', () => from.get('POSTAGE_URL').asString());
   if (url !== undefined) checkBrokerUrls(url, 'POSTAGE_URL');
   for (const h of hosts) {
@@ -96,7 +110,7 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
   const debugMode = read('POSTAGE_DEBUG_MODE', () => from.get('POSTAGE_DEBUG_MODE').default('false').asBoolStrict());
   const logLevel = read('POSTAGE_LOG_LEVEL', () => from.get('POSTAGE_LOG_LEVEL').default(DEFAULTS.logLevel).asEnum([...LOG_LEVELS]));
   const queueType = read('POSTAGE_QUEUE_TYPE', () => from.get('POSTAGE_QUEUE_TYPE').asEnum(['classic', 'quorum', 'stream'] as const));
-  return { vhost, user, password, hosts, port, url, debugMode, logLevel, queueType };
+  return { vhost, user, password, hosts, port, url, debugMode, logLevel, queueType, tls, tlsFiles };
 }
 
 /**
@@ -129,12 +143,13 @@ export function checkBrokerUrls(urls: string, source: 'POSTAGE_URL' | 'url'): vo
 }
 
 /** Builds the amqp:// URLs to try, in order, for a config (one per host). */
-export function brokerUrls(cfg: Pick<PostageConfig, 'vhost' | 'user' | 'password' | 'hosts' | 'port' | 'url'>): string[] {
+export function brokerUrls(cfg: Pick<PostageConfig, 'vhost' | 'user' | 'password' | 'hosts' | 'port' | 'url'> & { tls?: boolean }): string[] {
   // Several URLs are separated by commas; a comma inside one (a password) is not a separator.
   if (cfg.url) return cfg.url.split(/\s*,\s*(?=amqps?:\/\/)/).filter(Boolean);
   const auth = `${encodeURIComponent(cfg.user)}:${encodeURIComponent(cfg.password)}`;
   const vhost = encodeURIComponent(cfg.vhost);
-  return cfg.hosts.map((h) => `amqp://${auth}@${h}:${cfg.port}/${vhost}`);
+  const scheme = cfg.tls ? 'amqps' : 'amqp';
+  return cfg.hosts.map((h) => `${scheme}://${auth}@${h}:${cfg.port}/${vhost}`);
 }
 
 /** A URL with its password replaced, fit for logs and error messages. */

@@ -8,6 +8,7 @@ export type BrokerErrorCode =
   | 'ACCESS_REFUSED'
   | 'VHOST_REFUSED'
   | 'UNREACHABLE'
+  | 'TLS'
   | 'CONNECT_FAILED'
   | 'NOT_CONNECTED'
   | 'CHANNEL_CLOSED'

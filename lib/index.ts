@@ -52,5 +52,6 @@ export { configureTelemetry, type TelemetryOptions } from './telemetry/settings.
 export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag, type HandlerOptions } from './messaging/handlers.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { ConnectOptions } from './transport/connection.js';
+export type { TlsOptions } from './transport/tls.js';
 export type { ConnectionEvent, ConnectionEvents, ReconnectOptions } from './transport/managed.js';
 export { GenericApplication, GenericApplicationExchange, PresenceExchange, applicationKeys, type ApplicationOptions } from './application/generic_application.js';

@@ -134,6 +134,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   maxDeliveries: true,
   handlerTimeoutMs: true,
   waitForBrokerMs: true,
+  tls: true,
   outbox: true,
   deduplicate: true,
   concurrency: true,

@@ -1,7 +1,8 @@
 import os from 'node:os';
 import amqp, { type ChannelModel } from 'amqplib';
 import { brokerUrls, checkBrokerUrls, config, DEFAULTS, redactUrl, type Hup } from '../config.js';
-import { BrokerError } from '../errors.js';
+import { BrokerError, ConfigError } from '../errors.js';
+import { tlsFailure, tlsSocketOptions, type TlsOptions } from './tls.js';
 import { rootLogger, type Logger } from '../log.js';
 import { coalesceWrites } from './coalesce.js';
 import { takeHandshakeRefusal, watchHandshakes } from './handshake.js';
@@ -28,6 +29,14 @@ export interface ConnectOptions {
    * @default 60000
    */
   waitForBrokerMs?: number;
+  /**
+   * TLS for `amqps://`: the CA that signed the broker's certificate, a client
+   * certificate and key (and its passphrase), the name to check. Falls back to
+   * `POSTAGE_TLS_CA`, `POSTAGE_TLS_CERT`, `POSTAGE_TLS_KEY`,
+   * `POSTAGE_TLS_PASSPHRASE`, `POSTAGE_TLS_SERVERNAME`. Given, URLs built
+   * from `POSTAGE_HOST` (or `hup`) use amqps:// (as `POSTAGE_TLS=true` does).
+   */
+  tls?: TlsOptions;
 }
 
 /** The URLs to try for these options, in order. @internal */
@@ -35,18 +44,24 @@ export function urlsFor(opts: ConnectOptions): string[] {
   if (opts.url !== undefined) {
     // A URL given in code needs no POSTAGE_* variable, nor that they be valid.
     checkBrokerUrls(opts.url, 'url');
-    return brokerUrls({ url: opts.url, vhost: '', user: '', password: '', hosts: [], port: 0 });
+    const urls = brokerUrls({ url: opts.url, vhost: '', user: '', password: '', hosts: [], port: 0 });
+    if (opts.tls && urls.some((u) => !u.startsWith('amqps://'))) throw new ConfigError('url', 'url: the tls option needs amqps:// URLs (TLS), not amqp://. Fix the url option.');
+    return urls;
   }
   const cfg = config();
-  if (!opts.hup && opts.vhost === undefined) return brokerUrls(cfg);
+  const tls = cfg.tls || opts.tls !== undefined;
+  // With TLS asked for in code, the port of POSTAGE_PORT still wins; unset, it is the TLS listener's.
+  const port = opts.tls !== undefined && !cfg.tls && !process.env.POSTAGE_PORT ? DEFAULTS.tlsPort : cfg.port;
+  if (!opts.hup && opts.vhost === undefined) return brokerUrls({ ...cfg, tls, port });
   const hup = opts.hup ?? {};
   return brokerUrls({
+    tls,
     url: undefined,
     vhost: opts.vhost ?? cfg.vhost,
     user: hup.user ?? cfg.user,
     password: hup.password ?? cfg.password,
     hosts: hup.host ? hup.host.split(',').map((h) => h.trim()) : cfg.hosts,
-    port: hup.port ?? cfg.port,
+    port: hup.port ?? port,
   });
 }
 
@@ -78,6 +93,8 @@ function explain(err: unknown, url: string, timeoutMs: number | undefined): Brok
   if (refusal) {
     return new BrokerError(`RabbitMQ at ${safe} closed the connection while opening it: ${refusal.replyCode} ${refusal.replyText}`, 'CONNECT_FAILED', { amqpCode: refusal.replyCode });
   }
+  const tls = url.startsWith('amqps://') ? tlsFailure(err, where.host) : undefined;
+  if (tls) return tls;
   const code = (err as { code?: unknown })?.code;
   if (typeof code === 'string' && UNREACHABLE.has(code)) {
     return new BrokerError(`No RabbitMQ answers at ${safe} (${code}): start one (rabbitmq-server -detached) or fix POSTAGE_HOST / POSTAGE_PORT / POSTAGE_URL.`, 'UNREACHABLE', { cause: err });
@@ -111,7 +128,9 @@ export async function openConnection(opts: ConnectOptions, log?: Logger): Promis
     watchHandshakes();
     const started = Date.now();
     try {
+      const secure = url.startsWith('amqps://') ? tlsSocketOptions(opts.tls, config(), new URL(url).hostname.replace(/^\[|\]$/g, '')) : undefined;
       const conn = await amqp.connect(withHeartbeat(url, opts.heartbeat ?? DEFAULTS.heartbeat), {
+        ...secure,
         noDelay: true,
         timeout,
         clientProperties: { connection_name: opts.connectionName ?? `postage-ts@${os.hostname()}:${process.pid}` },
@@ -122,6 +141,7 @@ export async function openConnection(opts: ConnectOptions, log?: Logger): Promis
       coalesceWrites(conn, log ?? rootLogger());
       return conn;
     } catch (err) {
+      if (err instanceof ConfigError) throw err;
       last = explain(err, url, Date.now() - started >= timeout ? timeout : undefined);
       log?.debug({ broker: redactUrl(url), err: last.message }, 'connect failed');
     }

@@ -114,7 +114,7 @@ describe('.env.example', () => {
     );
     const [cfg, names] = JSON.parse(stdout) as [Record<string, unknown>, string[]];
     expect(cfg).to.deep.equal(JSON.parse(JSON.stringify(loadConfig({}))));
-    expect(names).to.deep.equal(['POSTAGE_DEBUG_MODE', 'POSTAGE_HOST', 'POSTAGE_LOG_LEVEL', 'POSTAGE_PASSWORD', 'POSTAGE_PORT', 'POSTAGE_USER', 'POSTAGE_VHOST']);
+    expect(names).to.deep.equal(['POSTAGE_DEBUG_MODE', 'POSTAGE_HOST', 'POSTAGE_LOG_LEVEL', 'POSTAGE_PASSWORD', 'POSTAGE_PORT', 'POSTAGE_TLS', 'POSTAGE_USER', 'POSTAGE_VHOST']);
   });
 });
 
