@@ -50,7 +50,7 @@ describe('MessageProcessor concurrency', function () {
       }
     }
     const proc = new Parallel({ url: f.url, logger: quiet, concurrency: 4, eqk: [[f.ex, [[f.queue, 'k']]]] });
-    expect(proc.consumer.prefetch).to.equal(4);
+    expect(proc.consumer.prefetch).to.equal(8);
     await f.h.start(proc);
     const p = await sender();
     // Later deliveries finish first: acks arrive out of order.
