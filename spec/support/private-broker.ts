@@ -4,7 +4,7 @@
  * never touches the shared broker on 5672.
  */
 import { execFile } from 'node:child_process';
-import { chownSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,12 @@ import { promisify } from 'node:util';
 import { processAlive } from './processes.js';
 
 const exec = promisify(execFile);
+
+/** More for a private node: files in its directory (certificates), and config lines that may name them. */
+export interface BrokerExtras {
+  files?: Record<string, string | Buffer>;
+  config?: (dir: string) => string;
+}
 
 export class PrivateBroker {
   readonly node: string;
@@ -21,14 +27,18 @@ export class PrivateBroker {
   /** The node's OS process, known once it has started. */
   #pid: number | undefined;
 
-  private constructor(readonly port: number) {
+  private constructor(
+    readonly port: number,
+    extra: BrokerExtras = {},
+  ) {
     this.node = `postage-spec-${port}@localhost`;
     this.url = `amqp://guest:guest@127.0.0.1:${port}/%2F`;
     this.#dir = mkdtempSync(join(tmpdir(), `postage-broker-${port}-`));
     mkdirSync(join(this.#dir, 'mnesia'));
     mkdirSync(join(this.#dir, 'log'));
+    for (const [name, content] of Object.entries(extra.files ?? {})) writeFileSync(join(this.#dir, name), content);
     // Our own listener: the system config would bind the shared broker's port.
-    writeFileSync(join(this.#dir, 'rabbitmq.conf'), `listeners.tcp.1 = 127.0.0.1:${port}\nloopback_users = none\n`);
+    writeFileSync(join(this.#dir, 'rabbitmq.conf'), `listeners.tcp.1 = 127.0.0.1:${port}\nloopback_users = none\n${extra.config?.(this.#dir) ?? ''}`);
     // rabbitmq-server drops to the rabbitmq user when started as root: it must own its directory.
     if (userInfo().uid === 0) chownTree(this.#dir);
     this.#env = {
@@ -46,8 +56,8 @@ export class PrivateBroker {
   }
 
   /** Starts a node on `port` and resolves once it accepts AMQP connections. */
-  static async start(port: number): Promise<PrivateBroker> {
-    const b = new PrivateBroker(port);
+  static async start(port: number, extra?: BrokerExtras): Promise<PrivateBroker> {
+    const b = new PrivateBroker(port, extra);
     await b.start();
     return b;
   }
@@ -140,5 +150,5 @@ function chownTree(dir: string): void {
     .find((l) => l.startsWith('rabbitmq:'));
   if (!line) return;
   const [, , uid, gid] = line.split(':');
-  for (const p of [dir, join(dir, 'mnesia'), join(dir, 'log'), join(dir, 'rabbitmq.conf')]) chownSync(p, Number(uid), Number(gid));
+  for (const p of [dir, ...readdirSync(dir).map((f) => join(dir, f))]) chownSync(p, Number(uid), Number(gid));
 }
