@@ -339,6 +339,7 @@ export async function rawConsume(url: string, n: number): Promise<number> {
 
 export interface ConsumeKnobs {
   concurrency?: number;
+  prefetch?: number;
   /** Each handler waits this long (ms), as one doing I/O would. */
   waitMs?: number;
   /** Order by one of this many keys. */
@@ -347,7 +348,7 @@ export interface ConsumeKnobs {
 
 /** Messages per second a processor drains from a full queue (its defaults: prefetch 1, concurrency 1, unless knobs say otherwise). */
 export async function postageConsume(url: string, n: number, knobs: ConsumeKnobs = {}): Promise<number> {
-  const { concurrency, waitMs = 0, keys = 0 } = knobs;
+  const { concurrency, prefetch, waitMs = 0, keys = 0 } = knobs;
   const q = await filledQueue(url, n, keys);
   let got = 0;
   let finish!: () => void;
@@ -369,6 +370,7 @@ export async function postageConsume(url: string, n: number, knobs: ConsumeKnobs
   const proc = new Drain({
     url,
     concurrency,
+    prefetch,
     orderBy: keys > 0 ? (content) => (content as { parameters: { key: string } }).parameters.key : undefined,
     handleSignals: false,
     eqk: [[ex, [[{ name: q, flags: { durable: true } }, q]]]],

@@ -9,7 +9,7 @@
 import { brokerUrls, loadConfig } from '../lib/config.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { postageConsume, postageRelay, postageRpc, postageThroughput, rawConsume, rawRpc, rawThroughput } from './cases.js';
+import { postageConsume, postageRelay, postageRpc, postageThroughput, rawConsume, rawRpc, rawThroughput, type ConsumeKnobs } from './cases.js';
 import { schedulerStepsPerSecond } from './scheduler.js';
 import { metrics, propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -159,6 +159,22 @@ if (only?.split(',').includes('knobs')) {
     const r = await sideBySide(() => postageThroughput(url, n, 100), () => postageThroughput(url, n, 100, knobs));
     add(`knob: ${name} (against the default)`, median(r.raw), median(r.postage), 'msg/s', '(reported)', () => true);
   }
+}
+
+// The table of docs/scaling.md (not run by default): BENCH_ONLY=scaling. Handlers that wait 5 ms (I/O) or not at all, by concurrency and prefetch.
+if (only?.split(',').includes('scaling')) {
+  const cases: Array<[string, ConsumeKnobs & { prefetch?: number }, number]> = [
+    ['5 ms handlers, concurrency 1 (prefetch 1)', { waitMs: 5 }, 400],
+    ['5 ms handlers, concurrency 4 (prefetch 8)', { waitMs: 5, concurrency: 4 }, 1_500],
+    ['5 ms handlers, concurrency 16 (prefetch 32)', { waitMs: 5, concurrency: 16 }, 4_000],
+    ['5 ms handlers, concurrency 64 (prefetch 128)', { waitMs: 5, concurrency: 64 }, 10_000],
+    ['5 ms handlers, concurrency 64, orderBy 64 keys (prefetch 256)', { waitMs: 5, concurrency: 64, keys: 64 }, 10_000],
+    ['no wait, concurrency 1, prefetch 1', {}, 3_000],
+    ['no wait, concurrency 1, prefetch 10', { prefetch: 10 }, 10_000],
+    ['no wait, concurrency 1, prefetch 100', { prefetch: 100 }, 20_000],
+    ['no wait, concurrency 4 (prefetch 8)', { concurrency: 4 }, 10_000],
+  ];
+  for (const [name, knobs, n] of cases) add(`scaling: ${name}`, null, median([await postageConsume(url, n, knobs), await postageConsume(url, n, knobs)]), 'msg/s', '(reported)', () => true);
 }
 
 console.table(rows);
