@@ -14,27 +14,33 @@ export interface Pending {
  * key has nothing in flight: deliveries with the same key run one after
  * another in arrival order, different keys (and deliveries without one) at
  * once. Counts what is in flight, so that a close can wait for it.
+ *
+ * A waiting worker is only woken: it takes a delivery itself once it runs
+ * again. A delivery is never handed to a worker that might not run again (a
+ * scheduler stopped meanwhile), where it would stay in flight forever.
  * @internal
  */
 export class Intake {
   #waiting: Pending[] = [];
-  readonly #workers: Array<(p: Pending | undefined) => void> = [];
+  readonly #workers: Array<() => void> = [];
   readonly #busyKeys = new Set<unknown>();
   #inFlight = 0;
+  #closed = false;
   #idle: (() => void) | undefined;
 
   get inFlight(): number {
     return this.#inFlight;
   }
 
-  /** A delivery arrived: to a waiting worker if it can run now, else in line. */
+  /** A delivery arrived: in line, and a waiting worker woken to take it. */
   push(p: Pending): void {
     this.#waiting.push(p);
-    this.#hand();
+    this.#workers.shift()?.();
   }
 
   /** The next delivery that can run now, or undefined; a worker that gets one must call `done` with it. */
   take(): Pending | undefined {
+    if (this.#closed) return undefined;
     const w = this.#waiting;
     if (this.#busyKeys.size === 0) return this.#start(w.shift());
     for (let i = 0; i < w.length; i++) {
@@ -47,9 +53,13 @@ export class Intake {
     return undefined;
   }
 
-  /** Waits for a delivery that can run; undefined when the intake is closing. */
-  next(): Pending | PromiseLike<Pending | undefined> {
-    return this.take() ?? new Promise<Pending | undefined>((resolve) => this.#workers.push(resolve));
+  /** Resolves when a delivery may have become runnable (or the intake closes): take() again then. */
+  wait(): Promise<void> {
+    return new Promise<void>((resolve) => this.#workers.push(resolve));
+  }
+
+  get closed(): boolean {
+    return this.#closed;
   }
 
   /** A worker finished `p`: its key is free, and a delivery that waited for it may run. */
@@ -57,7 +67,7 @@ export class Intake {
     this.#inFlight--;
     if (p.key !== undefined) this.#busyKeys.delete(p.key);
     if (this.#inFlight === 0) this.#idle?.();
-    this.#hand();
+    if (this.#waiting.length > 0) this.#workers.shift()?.();
   }
 
   /** Forgets the deliveries not started (they came on a lost channel, or the processor is closing). */
@@ -65,10 +75,11 @@ export class Intake {
     this.#waiting = [];
   }
 
-  /** Sends every waiting worker away (they stop), and resolves once nothing is in flight. */
+  /** Takes nothing more, wakes every waiting worker (they stop), and resolves once nothing is in flight. */
   close(): Promise<void> {
+    this.#closed = true;
     this.#waiting = [];
-    for (const w of this.#workers.splice(0)) w(undefined);
+    for (const w of this.#workers.splice(0)) w();
     if (this.#inFlight === 0) return Promise.resolve();
     return new Promise<void>((resolve) => (this.#idle = resolve));
   }
@@ -79,13 +90,5 @@ export class Intake {
       if (p.key !== undefined) this.#busyKeys.add(p.key);
     }
     return p;
-  }
-
-  #hand(): void {
-    while (this.#workers.length > 0) {
-      const p = this.take();
-      if (!p) return;
-      this.#workers.shift()!(p);
-    }
   }
 }

@@ -310,13 +310,12 @@ export class MessageProcessor extends MicroThread {
   *#work(): Generator<Yielded, StepResult, unknown> {
     // Once closing, take nothing more: what waits in the intake goes back to the queue with the channel.
     if (this.#stopping) return STOP;
-    let next = this.#intake.next();
-    if (isThenable(next)) {
-      const p = (yield next) as Pending | undefined;
-      if (!p) return STOP;
-      next = p;
+    let p = this.#intake.take();
+    while (!p) {
+      yield this.#intake.wait();
+      if (this.#stopping || this.#intake.closed) return STOP;
+      p = this.#intake.take();
     }
-    const p = next as Pending;
     try {
       yield* this.#process(p.msg, p.decoded);
     } finally {
