@@ -24,7 +24,7 @@ export type BrokerErrorCode =
   | 'BROKER_ERROR';
 
 /** What a `PostageError`'s `code` can be. */
-export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'HANDLER_TIMEOUT' | 'TOPOLOGY_ERROR' | 'USAGE';
+export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'HANDLER_TIMEOUT' | 'TOPOLOGY_ERROR' | 'USAGE' | 'VALIDATION';
 
 /** The root of every postage-ts failure: a stable `code` plus the usual `cause`. */
 export class PostageError extends Error {
@@ -203,5 +203,25 @@ export class TopologyError extends PostageError {
   constructor(message: string) {
     super(message, 'TOPOLOGY_ERROR');
     this.name = 'TopologyError';
+  }
+}
+
+/** One way a content failed its handler's schema: what is wrong, and where (`['parameters', 'width']`). */
+export interface ValidationIssue {
+  readonly message: string;
+  readonly path: readonly string[];
+}
+
+/**
+ * A content failed its handler's schema: the handler never ran. Not retried
+ * (the same content fails the same way): a message goes to the error
+ * exchange with `x-validation-issues`, an RPC caller gets a `MessageResultError`.
+ */
+export class ValidationError extends PostageError {
+  readonly issues: readonly ValidationIssue[];
+  constructor(what: string, issues: readonly ValidationIssue[]) {
+    super(`${what} failed its schema: ${issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ')}`, 'VALIDATION');
+    this.name = 'ValidationError';
+    this.issues = issues;
   }
 }

@@ -39,17 +39,19 @@ export {
   FilterError,
   DeliveryLimitExceeded,
   HandlerTimeout,
+  ValidationError,
+  type ValidationIssue,
   BrokerError,
   TopologyError,
   type SendTarget,
 } from './errors.js';
-export { GenericProducer, type Producer, type MessageSender, type RpcSender, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
+export { GenericProducer, type Producer, type MessageSender, type RpcSender, type ParamsOf, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
 export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';
 export { MessageProcessor, type ProcessorOptions, type RetryOptions } from './messaging/processor.js';
 export { MemoryIdempotencyStore, type IdempotencyStore, type MemoryIdempotencyOptions } from './messaging/idempotency.js';
 export { currentDelivery, HEADERS as CONVERSATION_HEADERS, type DeliveryInfo } from './messaging/delivery/context.js';
 export { configureTelemetry, type TelemetryOptions } from './telemetry/settings.js';
-export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag, type HandlerOptions } from './messaging/handlers.js';
+export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag, type HandlerOptions, type ContentOf } from './messaging/handlers.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { ConnectOptions } from './transport/connection.js';
 export type { TlsOptions } from './transport/tls.js';

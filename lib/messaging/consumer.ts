@@ -1,6 +1,6 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import { DEFAULTS } from '../config.js';
-import { BrokerError } from '../errors.js';
+import { BrokerError, ValidationError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { randomBytes } from 'node:crypto';
 import { openChannel } from '../transport/channels.js';
@@ -282,6 +282,7 @@ export class GenericConsumer {
         'x-original-exchange': originalExchange(msg.fields, headers),
         'x-original-routing-key': msg.fields.routingKey,
         'x-attempts': attempts,
+        ...(err instanceof ValidationError ? { 'x-validation-issues': JSON.stringify(err.issues) } : {}),
       },
     }).catch((confirmErr: unknown) => {
       throw new BrokerError(`the broker refused the dead letter for ${exchange}`, 'NACK', { cause: confirmErr });

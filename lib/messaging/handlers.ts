@@ -1,3 +1,4 @@
+import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { FilterError } from '../errors.js';
 import { currentDelivery, type DeliveryInfo } from './delivery/context.js';
 
@@ -10,15 +11,29 @@ export interface HandlerTag {
   pass: 'content' | 'body';
   /** This handler's time limit, over the processor's `handlerTimeoutMs`. */
   timeoutMs?: number;
+  /** What the content must be before the handler sees it. */
+  schema?: StandardSchemaV1;
+  /** Said of the handler by `describe`. */
+  description?: string;
 }
 
 /** What a handler decorator may say besides the type and name. */
-export interface HandlerOptions {
+export interface HandlerOptions<S extends StandardSchemaV1 | undefined = StandardSchemaV1 | undefined> {
   /**
    * How long this handler may run (ms) before its delivery fails with
    * `HandlerTimeout`, over the processor's `handlerTimeoutMs`.
    */
   timeoutMs?: number;
+  /**
+   * A Standard Schema (zod, valibot, arktype…) the content must pass before
+   * the handler sees it; the handler gets what the schema returns, typed
+   * from it. A content that fails never reaches the handler: a message is
+   * rejected (to the error exchange, with the issues in `x-validation-issues`),
+   * an RPC caller gets a `MessageResultError` listing them. Never retried.
+   */
+  schema?: S;
+  /** What the handler does, for `describe`. */
+  description?: string;
 }
 
 function withOptions(tag: HandlerTag, options: HandlerOptions | undefined): HandlerTag {
@@ -26,8 +41,17 @@ function withOptions(tag: HandlerTag, options: HandlerOptions | undefined): Hand
     if (!(options.timeoutMs > 0)) throw new TypeError(`timeoutMs must be a positive number of milliseconds, not ${String(options.timeoutMs)}`);
     tag.timeoutMs = options.timeoutMs;
   }
+  if (options?.schema !== undefined) {
+    const std = (options.schema as Partial<StandardSchemaV1> | null)?.['~standard'];
+    if (typeof std?.validate !== 'function') throw new TypeError('schema must be a Standard Schema (zod, valibot, arktype…: an object with ~standard.validate)');
+    tag.schema = options.schema;
+  }
+  if (options?.description !== undefined) tag.description = String(options.description);
   return tag;
 }
+
+/** What a handler is given: its schema's output where it has one. */
+export type ContentOf<S> = S extends StandardSchemaV1 ? StandardSchemaV1.InferOutput<S> : unknown;
 
 type FilterFn = (value: unknown, ...args: unknown[]) => unknown;
 
@@ -46,9 +70,9 @@ interface Tagged {
  * `experimentalDecorators` (NestJS-style projects); without decorators at
  * all, call it as `MessageHandler('command', 'echo')(MyProcessor.prototype, 'echo')`.
  */
-export interface HandlerDecorator {
-  /** TC39: a method. */
-  (value: unknown, context: ClassMethodDecoratorContext): void;
+export interface HandlerDecorator<C = unknown> {
+  /** TC39: a method (taking the schema's output, where the decorator has a schema). */
+  (value: unknown extends C ? unknown : (content: C, ...rest: never[]) => unknown, context: ClassMethodDecoratorContext): void;
   /** TC39: a static field holding a `Handler` class. */
   <This, V>(value: undefined, context: ClassFieldDecoratorContext<This, V>): (this: This, initial: V) => V;
   /** `experimentalDecorators` (and plain JavaScript): a method, or a static field holding a `Handler` class. */
@@ -101,15 +125,15 @@ export function isHandlerClass(v: unknown): boolean {
   return typeof v === 'function' && v.prototype instanceof Handler;
 }
 
-function handlerTag(tag: HandlerTag) {
+function handlerTag<C = unknown>(tag: HandlerTag): HandlerDecorator<C> {
   return tagging((t) => {
     // A handler keeps its own tags: copying avoids sharing an inherited array.
     t[HANDLER_TAGS] = [...(Object.hasOwn(t, HANDLER_TAGS) ? t[HANDLER_TAGS]! : []), tag];
-  });
+  }) as unknown as HandlerDecorator<C>;
 }
 
 /** Runs the method (or `Handler` class) for every message of this type and name; it gets `body.content`. */
-export function MessageHandler(type: string, name?: string, options?: HandlerOptions) {
+export function MessageHandler<S extends StandardSchemaV1 | undefined = undefined>(type: string, name?: string, options?: HandlerOptions<S>): HandlerDecorator<ContentOf<S>> {
   return handlerTag(withOptions({ category: 'message', type, name, pass: 'content' }, options));
 }
 
@@ -119,7 +143,7 @@ export function MessageHandlerFullBody(type: string, name?: string, options?: Ha
 }
 
 /** Answers RPCs of this type and name: the method gets `(content, reply)`. */
-export function RpcHandler(type: string, name?: string, options?: HandlerOptions) {
+export function RpcHandler<S extends StandardSchemaV1 | undefined = undefined>(type: string, name?: string, options?: HandlerOptions<S>): HandlerDecorator<ContentOf<S>> {
   return handlerTag(withOptions({ category: 'rpc', type, name, pass: 'content' }, options));
 }
 

@@ -1,4 +1,5 @@
 import type { ChannelModel } from 'amqplib';
+import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { DEFAULTS } from '../config.js';
 import { BrokerError, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
@@ -63,13 +64,22 @@ type RpcMethods<T> = {
       }
     : never;
 };
-/** A `message_NAME` for a name without a builder: sends `MessageCommand(NAME, params)`. */
-export type MessageSender = (params?: Record<string, unknown>, options?: SendOptions) => Promise<void>;
+/**
+ * A `message_NAME` for a name without a builder: sends `MessageCommand(NAME, params)`.
+ * `P` types the parameters: `MessageSender<ParamsOf<typeof Resize>>` shares a handler's schema.
+ */
+export type MessageSender<P extends object = Record<string, unknown>> = (params?: P, options?: SendOptions) => Promise<void>;
 /** An `rpc_NAME` for a name without a builder: calls `RpcCommand(NAME, params)`. */
-export interface RpcSender {
-  (params: Record<string, unknown> | undefined, options: SendOptions & { _queue_only: true }): Promise<string>;
-  (params?: Record<string, unknown>, options?: SendOptions): Promise<AnyResult>;
+export interface RpcSender<P extends object = Record<string, unknown>> {
+  (params: P | undefined, options: SendOptions & { _queue_only: true }): Promise<string>;
+  (params?: P, options?: SendOptions): Promise<AnyResult>;
 }
+/**
+ * The parameters a command's schema describes, for a sender: a command's
+ * content is `{ parameters }`, so a handler's schema of it types
+ * `message_NAME`'s argument as its `parameters`.
+ */
+export type ParamsOf<S extends StandardSchemaV1> = StandardSchemaV1.InferInput<S> extends { parameters: infer P extends object } ? P : StandardSchemaV1.InferInput<S> extends object ? StandardSchemaV1.InferInput<S> : never;
 /** Every name, for producers that declare no builder at all (a bare `GenericProducer`, as in Postage). */
 interface FallbackMethods {
   [name: `message_${string}`]: MessageSender;

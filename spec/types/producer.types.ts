@@ -71,3 +71,32 @@ export async function typed(): Promise<void> {
   const res: AnyResult = await bare.rpc_whatever({ x: 1 });
   void res;
 }
+
+// Schemas type handlers and senders alike.
+import { MessageHandler, MessageProcessor, type ParamsOf } from '../../lib/index.js';
+import { command } from '../support/schema.js';
+
+const Resize = command({ width: 'number', height: 'number' });
+
+export class Resizer extends MessageProcessor {
+  @MessageHandler('command', 'resize', { schema: Resize })
+  resize(content: { parameters: { width: number; height: number } }): number {
+    return content.parameters.width;
+  }
+
+  // @ts-expect-error the handler must take what the schema gives
+  @MessageHandler('command', 'resize2', { schema: Resize })
+  resize2(content: { parameters: { depth: string } }): string {
+    return content.parameters.depth;
+  }
+}
+
+export class Images extends GenericProducer {
+  declare message_resize: MessageSender<ParamsOf<typeof Resize>>;
+}
+
+export async function sendsTyped(p: Images): Promise<void> {
+  await p.message_resize({ width: 1, height: 2 });
+  // @ts-expect-error a width must be a number
+  await p.message_resize({ width: 'wide', height: 2 });
+}

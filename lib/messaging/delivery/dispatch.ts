@@ -1,6 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
 import { backoffMs } from '../../backoff.js';
-import { AckAndRestart, DeferMessage, DeliveryLimitExceeded, ExitScheduler, HandlerTimeout, RejectMessage, RequeueMessage } from '../../errors.js';
+import type { StandardSchemaV1 } from '@standard-schema/spec';
+import { AckAndRestart, DeferMessage, DeliveryLimitExceeded, ExitScheduler, HandlerTimeout, RejectMessage, RequeueMessage, ValidationError, type ValidationIssue } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { sleep } from '../../microthreads/effects.js';
 import type { Yielded } from '../../microthreads/thread.js';
@@ -66,6 +67,12 @@ export interface DispatchContext {
 
 const noReply = (): void => undefined;
 
+/** A Standard Schema issue as postage-ts reports it: a message and a path of strings. */
+function issueOf(issue: StandardSchemaV1.Issue): ValidationIssue {
+  const path = (issue.path ?? []).map((seg) => String(typeof seg === 'object' && seg !== null ? seg.key : seg));
+  return { message: issue.message, path };
+}
+
 function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
   return typeof v === 'object' && v !== null && typeof (v as Generator).next === 'function' && typeof (v as Generator).throw === 'function';
 }
@@ -79,7 +86,15 @@ function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
 function* invoke(ctx: DispatchContext, scope: DeliveryScope, h: Registered, body: MessageBody<object>, reply: (r: unknown) => void, last: boolean): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
   // Each handler (and its filters) gets its own copy, so one cannot change what the next sees;
   // the body was freshly decoded for this delivery, so the last handler can take it without copying.
-  const given = h.tag.pass === 'body' ? body : body.content;
+  let given: unknown = h.tag.pass === 'body' ? body : body.content;
+  if (h.tag.schema) {
+    // The handler gets what its schema returns (a transform's output), or never runs.
+    let checked = h.tag.schema['~standard'].validate(given);
+    if (isThenable(checked)) checked = (yield checked) as Awaited<typeof checked>;
+    if (checked.issues) throw new ValidationError(`${body.type}/${body.name}`, checked.issues.map(issueOf));
+    if (checked.value !== given) last = true;
+    given = checked.value;
+  }
   let r = runIn(
     scope,
     () => {
@@ -129,7 +144,8 @@ export function* dispatchMessage(ctx: DispatchContext, scope: DeliveryScope, msg
       if (err instanceof AckAndRestart) return { kind: 'restart', signal: err };
       if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
       if (err instanceof DeferMessage) return deferred(msg, err);
-      if (!(err instanceof RejectMessage) && attempt < attempts) {
+      const permanent = err instanceof RejectMessage || err instanceof ValidationError;
+      if (!permanent && attempt < attempts) {
         const wait = backoffMs(attempt - 1, ctx.retry?.backoffMs ?? 100, ctx.retry?.maxBackoffMs ?? 5000);
         ctx.log.warn({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
         try {
@@ -144,7 +160,7 @@ export function* dispatchMessage(ctx: DispatchContext, scope: DeliveryScope, msg
       const runs = countIn(headers, RETRY_HEADERS.attempts) + attempt;
       const retries = countIn(headers, RETRY_HEADERS.retries);
       const delays = ctx.retry?.delays ?? [];
-      if (!(err instanceof RejectMessage) && retries < delays.length) {
+      if (!permanent && retries < delays.length) {
         const e = err as Error;
         return {
           kind: 'defer',
@@ -191,7 +207,7 @@ export function* dispatchRpc(ctx: DispatchContext, scope: DeliveryScope, body: M
       return err instanceof ExitScheduler ? { kind: 'exit', signal: err, reply: r } : { kind: 'restart', signal: err, reply: r };
     }
     const e = err as Error;
-    reply(new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)));
+    reply(err instanceof ValidationError ? new MessageResultError(err.message) : new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)));
     return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err, reply: replyOf(scope, content!) };
   }
 }
