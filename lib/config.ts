@@ -26,6 +26,10 @@ export interface PostageConfig {
   tls: boolean;
   /** `POSTAGE_TLS_*`: files (and the key's passphrase) for amqps:// connections. */
   tlsFiles: { ca?: string; cert?: string; key?: string; passphrase?: string; servername?: string };
+  /** `POSTAGE_ENCRYPTION_KEYS`: `id=base64key,…`, the first encrypting; unset, envelopes are plain JSON. */
+  encryptionKeys: string | undefined;
+  /** `POSTAGE_ENCRYPTION_ACCEPT_PLAINTEXT`: take unencrypted messages too. */
+  encryptionAcceptPlaintext: boolean;
 }
 
 /** The defaults, written down once; `.env.example` and the README quote them. */
@@ -76,7 +80,7 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
       return fn();
     } catch (err) {
       // env-var's message quotes the value; that is fine for a port, not for a secret.
-      const secret = /PASSWORD|URL|PASSPHRASE/.test(name);
+      const secret = /PASSWORD|URL|PASSPHRASE|KEYS/.test(name);
       const detail = secret ? 'has an invalid value' : (err as Error).message.replace(/^env-var: /, '');
       throw new ConfigError(name, `${name}: ${detail}. Fix or unset ${name} and start again.`);
     }
@@ -110,7 +114,9 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
   const debugMode = read('POSTAGE_DEBUG_MODE', () => from.get('POSTAGE_DEBUG_MODE').default('false').asBoolStrict());
   const logLevel = read('POSTAGE_LOG_LEVEL', () => from.get('POSTAGE_LOG_LEVEL').default(DEFAULTS.logLevel).asEnum([...LOG_LEVELS]));
   const queueType = read('POSTAGE_QUEUE_TYPE', () => from.get('POSTAGE_QUEUE_TYPE').asEnum(['classic', 'quorum', 'stream'] as const));
-  return { vhost, user, password, hosts, port, url, debugMode, logLevel, queueType, tls, tlsFiles };
+  const encryptionKeys = read('POSTAGE_ENCRYPTION_KEYS', () => from.get('POSTAGE_ENCRYPTION_KEYS').asString());
+  const encryptionAcceptPlaintext = read('POSTAGE_ENCRYPTION_ACCEPT_PLAINTEXT', () => from.get('POSTAGE_ENCRYPTION_ACCEPT_PLAINTEXT').default('false').asBoolStrict());
+  return { vhost, user, password, hosts, port, url, debugMode, logLevel, queueType, tls, tlsFiles, encryptionKeys, encryptionAcceptPlaintext };
 }
 
 /**

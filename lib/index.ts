@@ -2,6 +2,7 @@
 export { MicroThread, MicroScheduler, STOP, sleep, call, type MicroSchedulerOptions, type StepResult } from './microthreads/index.js';
 export { Fingerprint, type FingerprintDict, type FingerprintTuple, type FingerprintOverrides } from './messaging/fingerprint.js';
 export { Encoder, JsonEncoder, type JsonEncoderOptions } from './messaging/encoder.js';
+export { EncryptedJsonEncoder, type EncryptionOptions } from './messaging/encryption.js';
 export {
   Message,
   MessageCommand,

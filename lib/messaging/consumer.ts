@@ -7,7 +7,8 @@ import { openChannel } from '../transport/channels.js';
 import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import { AckBatcher } from './acks.js';
-import { JsonEncoder, type Encoder } from './encoder.js';
+import { type Encoder } from './encoder.js';
+import { defaultEncoder } from './encryption.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
 import type { ComponentOptions } from './options.js';
@@ -73,7 +74,7 @@ export class GenericConsumer {
     const eqk = options.eqk ?? [];
     this.#eqk = eqk.length > 0 ? eqk : (this.constructor as typeof GenericConsumer).eqk;
     this.prefetch = options.prefetch ?? DEFAULTS.prefetch;
-    this.encoder = options.encoder ?? new JsonEncoder();
+    this.encoder = options.encoder ?? defaultEncoder();
     this.log = options.logger ?? componentLogger('consumer', this.constructor.name);
     this.#link = new Link(options, this.log, 'consumer', {
       open: (model) => this.#restore(model),

@@ -5,7 +5,8 @@ import { BrokerError, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
-import { JsonEncoder, type Encoder } from './encoder.js';
+import { type Encoder } from './encoder.js';
+import { defaultEncoder } from './encryption.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { Message, MessageCommand, RpcCommand, type AnyResult } from './messages.js';
 import type { ComponentOptions } from './options.js';
@@ -144,7 +145,7 @@ export class GenericProducer {
     this.rpcTimeout = cls.rpcTimeout;
     this.maxRetry = cls.maxRetry;
     this.fingerprint = { ...new Fingerprint(this.constructor.name, 'producer', { vhost: options.vhost }).asDict(), ...(options.fingerprint as FingerprintDict) };
-    this.encoder = options.encoder ?? new JsonEncoder();
+    this.encoder = options.encoder ?? defaultEncoder();
     this.#whileDisconnected = options.whileDisconnected ?? 'fail';
     this.#replyTo = options.replyTo ?? cls.replyTo;
     this.log = options.logger ?? componentLogger('producer', this.fingerprint.name);
