@@ -58,3 +58,5 @@ export type { ConnectOptions } from './transport/connection.js';
 export type { TlsOptions } from './transport/tls.js';
 export type { ConnectionEvent, ConnectionEvents, ReconnectOptions } from './transport/managed.js';
 export { GenericApplication, GenericApplicationExchange, PresenceExchange, applicationKeys, type ApplicationOptions } from './application/generic_application.js';
+export type { ProcessorDescription, HandlerDescription } from './messaging/describe.js';
+export { VERSION } from './version.js';

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { GenericApplication, MessageHandler, MessageProcessor, RpcHandler, type ExchangeObject } from '../lib/index.js';
+import { GenericApplication, MessageHandler, MessageProcessor, RpcHandler, VERSION, type ExchangeObject, type ProcessorDescription } from '../lib/index.js';
+import { command } from './support/schema.js';
 import { brokerUrl } from './support/broker.js';
 import { Harness, deferred } from './support/components.js';
 import { deleteTopology, publishRaw, unique } from './support/topology.js';
@@ -39,7 +40,7 @@ describe('postage (CLI)', function () {
     await deleteTopology([queue], [ex.name]);
   });
 
-  for (const cmd of ['ping', 'send', 'rpc', 'watch']) {
+  for (const cmd of ['ping', 'describe', 'send', 'rpc', 'watch']) {
     it(`prints help for '${cmd}' and exits 0`, async () => {
       const r = await postage([cmd, '--help']);
       expect(r.code).to.equal(0);
@@ -103,6 +104,53 @@ describe('postage (CLI)', function () {
     expect(r.stdout).to.equal('');
     expect(r.stderr.trim().split('\n')).to.have.length(1);
     expect(r.stderr).to.contain("no queue is bound to exchange").and.contain("key 'nobody'");
+  });
+
+  it('describe EXCHANGE KEY prints a processor: fingerprint, version, bindings and a table of handlers with their schemas; --json the description', async () => {
+    const Resize = command({ width: 'number', height: 'number' }, { jsonSchema: true });
+    class Images extends MessageProcessor {
+      @MessageHandler('command', 'resize', { schema: Resize, description: 'resizes an image' })
+      resize() {}
+      @RpcHandler('command', 'area')
+      area() {
+        return 1;
+      }
+    }
+    await h.start(new Images({ url: await brokerUrl(), fingerprint: { name: 'images' }, eqk: [[ex, [[queue, 'k']]]] }));
+    const r = await postage(['describe', ex.name, 'k']);
+    expect(r.code, r.stderr).to.equal(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).to.match(new RegExp(`^images \\(processor\\) .* postage-ts ${VERSION}$`));
+    expect(lines).to.include(`  ${ex.name} / k -> ${queue}`);
+    const rows = lines.slice(lines.findIndex((l) => l.startsWith('KIND'))).map((l) => l.split(/\s{2,}/));
+    expect(rows[0]).to.deep.equal(['KIND', 'CATEGORY', 'TYPE', 'NAME', 'SCHEMA', 'DESCRIPTION']);
+    expect(rows).to.deep.include(['message', 'message', 'command', 'resize', 'yes', 'resizes an image']);
+    expect(rows).to.deep.include(['rpc', 'rpc', 'command', 'area', '-']);
+    const json = await postage(['describe', ex.name, 'k', '--json']);
+    const [d] = JSON.parse(json.stdout) as ProcessorDescription[];
+    expect(d.library).to.deep.equal({ name: 'postage-ts', version: VERSION });
+    expect(d.handlers.find((x) => x.name === 'resize')!.schema).to.deep.include({ type: 'object', required: ['parameters'] });
+    expect(d.handlers.map((x) => x.name)).to.include.members(['describe', 'quit', 'restart', 'resize', 'area']);
+  });
+
+  it('describe ADDRESS asks every component behind a GenericApplication address', async () => {
+    const name = unique('described');
+    await h.start(new GenericApplication({ url: await brokerUrl(), fingerprint: { name, type: 'worker' } }));
+    const r = await postage(['describe', name, '--json', '--timeout', '1']);
+    expect(r.code, r.stderr).to.equal(0);
+    const found = JSON.parse(r.stdout) as ProcessorDescription[];
+    expect(found.map((d) => d.fingerprint.name)).to.deep.equal([name]);
+    expect(found[0].handlers.map((x) => x.name)).to.include.members(['ping', 'describe']);
+  });
+
+  it('describe exits 1 with one line for an address nobody answers, 4 for a key no queue takes, 2 without one', async () => {
+    const nobody = await postage(['describe', unique('nobody'), '--timeout', '0.5']);
+    expect(nobody.code).to.equal(1);
+    expect(nobody.stderr.trim()).to.match(/^no processor answered describe on .* within 0.5 s$/);
+    await h.start(new MessageProcessor({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
+    const unroutable = await postage(['describe', ex.name, 'nobody']);
+    expect(unroutable.code).to.equal(4);
+    expect((await postage(['describe'])).code).to.equal(2);
   });
 
   it('keeps library logs off stdout, even at debug', async () => {

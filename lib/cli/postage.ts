@@ -20,6 +20,7 @@ import { openConnection } from '../transport/connection.js';
 import { configureLogging } from '../log.js';
 import { pino } from 'pino';
 import { deliveryInfo } from '../messaging/delivery/context.js';
+import type { ProcessorDescription } from '../messaging/describe.js';
 import type { ConsumeMessage } from 'amqplib';
 
 class UsageError extends PostageError {
@@ -34,6 +35,7 @@ const HELP: Record<string, string> = {
 
 commands:
   ping [ADDRESS]                        list the components that answer a ping
+  describe ADDRESS | EXCHANGE KEY       what a processor is, listens to and handles
   send EXCHANGE KEY NAME [JSON]         send MessageCommand(NAME, JSON), confirmed
   rpc EXCHANGE KEY NAME [JSON]          call RpcCommand(NAME, JSON) and print the result's value
   watch EXCHANGE [KEY]                  print the envelopes that pass on EXCHANGE
@@ -50,6 +52,17 @@ header, one a line: NAME TYPE PID@HOST USER VHOST. ADDRESS is a GenericApplicati
 @HOST, NAME@HOST, PID@HOST, NAME#GROUP); without it every component is asked
 through 'presence'. Waits --timeout seconds (default 2) for answers.
 Exits 1 when nobody answers.`,
+  describe: `usage: postage describe ADDRESS [--timeout SECONDS] [--json]
+       postage describe EXCHANGE KEY [--timeout SECONDS] [--json]
+
+Asks processors the built-in describe RPC and prints, for each that answers,
+its fingerprint and library version, its bindings (exchange, key, queue),
+and a table of its handlers: KIND CATEGORY TYPE NAME SCHEMA DESCRIPTION.
+ADDRESS is a GenericApplication key (NAME, NAME/rr, NAME@HOST, PID@HOST,
+NAME#GROUP…): every component it reaches answers within --timeout seconds
+(default 2). EXCHANGE KEY asks the one processor behind them. --json prints
+the descriptions as one JSON array. Exits 1 when nobody answers; with
+EXCHANGE KEY, 4 when no queue takes the question.`,
   send: `usage: postage send EXCHANGE KEY NAME [JSON]
 
 Sends MessageCommand(NAME, JSON) to EXCHANGE with routing key KEY, waits
@@ -127,6 +140,62 @@ async function ping(args: string[], values: Record<string, string | boolean | un
   } finally {
     await p.close();
   }
+}
+
+async function describe(args: string[], values: Record<string, string | boolean | undefined>): Promise<number> {
+  if (args.length === 0 || args.length > 2) throw new UsageError('describe needs ADDRESS, or EXCHANGE KEY');
+  const timeout = seconds(values.timeout as string | undefined, 2, 'timeout');
+  let found: ProcessorDescription[];
+  let where: string;
+  if (args.length === 2) {
+    const [exchange, key] = args;
+    where = `${exchange}/${key}`;
+    const p = await producerFor(existing(exchange), key);
+    try {
+      const r = await p.rpc_describe({}, { _timeout: timeout, _max_retry: 0 });
+      found = r.ok ? [r.body.content.value as ProcessorDescription] : [];
+    } finally {
+      await p.close();
+    }
+  } else {
+    const address = args[0];
+    where = `${GenericApplicationExchange.name}/${address}`;
+    class Asker extends GenericProducer {
+      static override eks = [[GenericApplicationExchange, address] as const];
+    }
+    const p = await Asker.create({ fingerprint, waitForBrokerMs: 0 });
+    try {
+      // Every component behind the address answers into one reply queue (as for ping).
+      const queue = (await p.rpc_describe({}, { _queue_only: true })) as string;
+      const replies = await p.consumeRpc(queue, { resultLen: address.endsWith('/rr') ? 1 : Number.MAX_SAFE_INTEGER, timeout });
+      found = replies.filter((r) => r.ok).map((r) => r.body.content.value as ProcessorDescription);
+    } finally {
+      await p.close();
+    }
+  }
+  if (found.length === 0) {
+    console.error(`no processor answered describe on ${where} within ${timeout} s`);
+    return 1;
+  }
+  if (values.json) {
+    console.log(JSON.stringify(found));
+    return 0;
+  }
+  console.log(
+    found
+      .map((d) => {
+        const f = d.fingerprint;
+        const head = `${f.name} (${f.type}) ${f.pid}@${f.host} vhost ${f.vhost}, ${d.library.name} ${d.library.version}`;
+        const bindings = d.bindings.map((b) => `  ${b.exchange || "(default exchange)"} / ${b.key} -> ${b.queue}`).join('\n');
+        const handlers = table(
+          ['KIND', 'CATEGORY', 'TYPE', 'NAME', 'SCHEMA', 'DESCRIPTION'],
+          d.handlers.map((h) => [h.kind, h.category, h.type, h.name, h.schema ? 'yes' : '-', h.description ?? '']),
+        );
+        return `${head}\nbindings:\n${bindings || '  (none)'}\n${handlers}`;
+      })
+      .join('\n\n'),
+  );
+  return 0;
 }
 
 async function send(args: string[]): Promise<number> {
@@ -239,19 +308,20 @@ export async function main(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     strict: true,
-    options: { help: { type: 'boolean', short: 'h' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' } },
+    options: { help: { type: 'boolean', short: 'h' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' }, json: { type: 'boolean' } },
   });
   const [command, ...args] = positionals;
   if (!command) {
     console.log(HELP.main);
     return values.help ? 0 : 2;
   }
-  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, send, rpc or watch (postage --help)`);
+  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, describe, send, rpc or watch (postage --help)`);
   if (values.help) {
     console.log(HELP[command]);
     return 0;
   }
   if (command === 'ping') return ping(args, values);
+  if (command === 'describe') return describe(args, values);
   if (command === 'send') return send(args);
   if (command === 'rpc') return rpc(args, values);
   return watch(args, values);

@@ -56,6 +56,8 @@ export class GenericConsumer {
   #callback: ((msg: ConsumeMessage) => void) | undefined;
   /** Every binding made, replayed after a reconnection. */
   #bindings: Binding[] = [];
+  /** The name the broker gave each binding's queue (a server-named queue has one only once declared). */
+  readonly #queueNames = new WeakMap<Binding, string>();
   /** Settles deliveries on the current channel, batching acks. */
   #acks: AckBatcher | undefined;
   /**
@@ -153,6 +155,11 @@ export class GenericConsumer {
     }
   }
 
+  /** Every binding made so far: exchange, routing key, and the queue's real name. */
+  bindings(): Array<{ exchange: string; key: string; queue: string }> {
+    return this.#bindings.map((b) => ({ exchange: resolveExchange(b.exchange).name, key: b.key, queue: this.#queueNames.get(b) ?? (typeof b.queue === 'string' ? b.queue : b.queue.name) }));
+  }
+
   /** Declares the exchange and queue, binds them with `key`; consumes the queue if consuming already. */
   async queueBind(exchange: ExchangeLike, queue: QueueSpec, key: string, flags?: QueueFlags): Promise<string> {
     const ch = this.#channel ?? (await this.ready(), this.channel);
@@ -170,6 +177,7 @@ export class GenericConsumer {
       });
     }
     this.#bindings.push(b);
+    this.#queueNames.set(b, name);
     if (!this.queues.includes(name)) this.queues.push(name);
     this.log.debug({ exchange: exName, queue: name, key: b.key }, 'queue bound');
     return name;

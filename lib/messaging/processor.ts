@@ -21,7 +21,8 @@ import type { Attributes, Context, Span } from '@opentelemetry/api';
 import { handlersFor, registryFor, type Registry } from './delivery/registry.js';
 import { settle, type SettleContext } from './delivery/settle.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
-import { MessageHandler } from './handlers.js';
+import { MessageHandler, RpcHandler } from './handlers.js';
+import { describeProcessor, type ProcessorDescription } from './describe.js';
 import { Message, type MessageBody } from './messages.js';
 import { constructorForm, type ComponentOptions } from './options.js';
 import type { Eqk } from './topology.js';
@@ -434,6 +435,12 @@ export class MessageProcessor extends MicroThread {
   /** `await using processor = new P(…)`: closed when the scope ends. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /** The built-in `describe` RPC: this processor's fingerprint, library version, bindings and handlers. */
+  @RpcHandler('command', 'describe', { description: 'what this processor is, where it listens, and what it handles' })
+  rpcDescribe(): ProcessorDescription {
+    return describeProcessor(this.fingerprint, this.consumer.bindings(), this.#registry, () => false);
   }
 
   @MessageHandler('command', 'quit')

@@ -1,0 +1,56 @@
+import type { StandardJSONSchemaV1 } from '@standard-schema/spec';
+import { VERSION } from '../version.js';
+import type { Registry } from './delivery/registry.js';
+import type { FingerprintDict } from './fingerprint.js';
+
+/** One handler, as `describe` tells of it. */
+export interface HandlerDescription {
+  kind: 'message' | 'rpc' | 'stream';
+  category: 'message' | 'rpc';
+  type: string;
+  /** `*` for a handler of every name of its type. */
+  name: string;
+  description?: string;
+  /** The content's JSON Schema, where its schema library can produce one. */
+  schema?: Record<string, unknown>;
+}
+
+/** What a processor says of itself when asked `describe`. */
+export interface ProcessorDescription {
+  fingerprint: FingerprintDict;
+  library: { name: 'postage-ts'; version: string };
+  /** Where it takes messages from: exchange, routing key, queue. */
+  bindings: Array<{ exchange: string; key: string; queue: string }>;
+  handlers: HandlerDescription[];
+}
+
+/** The JSON Schema of a schema's input, if its library implements Standard JSON Schema; undefined when it cannot. */
+function jsonSchemaOf(schema: unknown): Record<string, unknown> | undefined {
+  const converter = (schema as Partial<StandardJSONSchemaV1> | undefined)?.['~standard']?.jsonSchema;
+  if (typeof converter?.input !== 'function') return undefined;
+  try {
+    return converter.input({ target: 'draft-2020-12' });
+  } catch {
+    return undefined;
+  }
+}
+
+/** @internal */
+export function describeProcessor(fingerprint: FingerprintDict, bindings: ProcessorDescription['bindings'], registry: Registry, isStream: (fn: unknown) => boolean): ProcessorDescription {
+  const handlers: HandlerDescription[] = [];
+  for (const list of registry.values()) {
+    for (const h of list) {
+      const d: HandlerDescription = {
+        kind: h.tag.category === 'message' ? 'message' : isStream(h.fn) ? 'stream' : 'rpc',
+        category: h.tag.category,
+        type: h.tag.type,
+        name: h.tag.name ?? '*',
+      };
+      if (h.tag.description !== undefined) d.description = h.tag.description;
+      const schema = jsonSchemaOf(h.tag.schema);
+      if (schema) d.schema = schema;
+      handlers.push(d);
+    }
+  }
+  return { fingerprint, library: { name: 'postage-ts', version: VERSION }, bindings, handlers };
+}
