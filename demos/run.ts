@@ -17,7 +17,8 @@ if (!['basic_echo', 'advanced_echo', 'rpc_echo'].includes(demo)) {
 const here = (f: string) => fileURLToPath(new URL(`./${demo}/${f}`, import.meta.url));
 const node = (file: string, ...args: string[]) => spawn(process.execPath, ['--import', 'tsx', here(file), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
 
-const receiver = node('receive.ts');
+// The receiver starts as any component ships: its module, started by `postage run`.
+const receiver = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../lib/cli/postage.ts', import.meta.url)), 'run', here('receive.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
 // Listen for the exit at once: the receiver may quit before the sender does.
 const receiverExit = once(receiver, 'exit') as Promise<[number | null]>;
 receiver.stdout.setEncoding('utf8');

@@ -60,3 +60,4 @@ export type { ConnectionEvent, ConnectionEvents, ReconnectOptions } from './tran
 export { GenericApplication, GenericApplicationExchange, PresenceExchange, applicationKeys, type ApplicationOptions } from './application/generic_application.js';
 export type { ProcessorDescription, HandlerDescription } from './messaging/describe.js';
 export { VERSION } from './version.js';
+export type { StandardSchemaV1 } from '@standard-schema/spec';

@@ -1,8 +1,8 @@
 /**
  * Advanced echo, receiver: a processor subclass that owns its bindings and
- * fingerprint.   npm run demo:advanced-echo:receive
+ * fingerprint.   npm run demo:advanced-echo:receive (postage run demos/advanced_echo/receive.ts)
  */
-import { Fingerprint, MessageHandler, MessageProcessor, MicroScheduler, type FingerprintDict } from '../../lib/index.js';
+import { Fingerprint, MessageHandler, MessageProcessor, type FingerprintDict } from '../../lib/index.js';
 import { EchoExchange } from './shared.js';
 
 class EchoReceiveProcessor extends MessageProcessor {
@@ -16,10 +16,5 @@ class EchoReceiveProcessor extends MessageProcessor {
   }
 }
 
-const processor = new EchoReceiveProcessor(new Fingerprint('echo_receive', 'controller').asDict());
-await processor.ready();
-console.log('ready');
-const scheduler = new MicroScheduler();
-scheduler.addMicrothread(processor);
-await scheduler.run();
-await processor.close();
+// `postage run` starts what a module exports, prints a ready line, and stops on ('command', 'quit') or a signal.
+export const processor = new EchoReceiveProcessor(new Fingerprint('echo_receive', 'controller').asDict());

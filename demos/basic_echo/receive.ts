@@ -1,9 +1,9 @@
 /**
  * Basic echo, receiver: a bare MessageProcessor built with Postage's
  * positional constructor. Prints every ('command', 'echo') it gets; quits on
- * ('command', 'quit').   npm run demo:basic-echo:receive
+ * ('command', 'quit').   npm run demo:basic-echo:receive (postage run demos/basic_echo/receive.ts)
  */
-import { MessageHandler, MessageProcessor, MicroScheduler } from '../../lib/index.js';
+import { MessageHandler, MessageProcessor } from '../../lib/index.js';
 import { EchoExchange } from './shared.js';
 
 class EchoReceiveProcessor extends MessageProcessor {
@@ -13,10 +13,5 @@ class EchoReceiveProcessor extends MessageProcessor {
   }
 }
 
-const processor = new EchoReceiveProcessor({}, [[EchoExchange, [['basic-echo-queue', 'echo']]]]);
-await processor.ready();
-console.log('ready');
-const scheduler = new MicroScheduler();
-scheduler.addMicrothread(processor);
-await scheduler.run();
-await processor.close();
+// `postage run` starts what a module exports, prints a ready line, and stops on ('command', 'quit') or a signal.
+export const processor = new EchoReceiveProcessor({}, [[EchoExchange, [['basic-echo-queue', 'echo']]]]);

@@ -1,9 +1,9 @@
 /**
  * RPC echo, receiver: answers every ('command', 'echo') RPC.
  * Prints "ready" once its queue is bound, then serves until it gets
- * ('command', 'quit').   npm run demo:rpc-echo:receive
+ * ('command', 'quit').   npm run demo:rpc-echo:receive (postage run demos/rpc_echo/receive.ts)
  */
-import { Fingerprint, MessageProcessor, MessageResult, MicroScheduler, RpcHandler, type FingerprintDict } from '../../lib/index.js';
+import { Fingerprint, MessageProcessor, MessageResult, RpcHandler, type FingerprintDict } from '../../lib/index.js';
 import { EchoExchange } from './shared.js';
 
 class EchoReceiveProcessor extends MessageProcessor {
@@ -18,10 +18,5 @@ class EchoReceiveProcessor extends MessageProcessor {
   }
 }
 
-const processor = new EchoReceiveProcessor(new Fingerprint('echo_receive', 'controller').asDict());
-await processor.ready();
-console.log('ready');
-const scheduler = new MicroScheduler();
-scheduler.addMicrothread(processor);
-await scheduler.run();
-await processor.close();
+// `postage run` starts what a module exports, prints a ready line, and stops on ('command', 'quit') or a signal.
+export const processor = new EchoReceiveProcessor(new Fingerprint('echo_receive', 'controller').asDict());

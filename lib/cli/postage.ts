@@ -21,6 +21,7 @@ import { configureLogging } from '../log.js';
 import { pino } from 'pino';
 import { deliveryInfo } from '../messaging/delivery/context.js';
 import type { ProcessorDescription } from '../messaging/describe.js';
+import { runModule, RunUsageError } from './run.js';
 import type { ConsumeMessage } from 'amqplib';
 
 class UsageError extends PostageError {
@@ -36,6 +37,7 @@ const HELP: Record<string, string> = {
 commands:
   ping [ADDRESS]                        list the components that answer a ping
   describe ADDRESS | EXCHANGE KEY       what a processor is, listens to and handles
+  run MODULE                            start the processors a module exports
   send EXCHANGE KEY NAME [JSON]         send MessageCommand(NAME, JSON), confirmed
   rpc EXCHANGE KEY NAME [JSON]          call RpcCommand(NAME, JSON) and print the result's value
   watch EXCHANGE [KEY]                  print the envelopes that pass on EXCHANGE
@@ -63,6 +65,16 @@ NAME#GROUP…): every component it reaches answers within --timeout seconds
 (default 2). EXCHANGE KEY asks the one processor behind them. --json prints
 the descriptions as one JSON array. Exits 1 when nobody answers; with
 EXCHANGE KEY, 4 when no queue takes the question.`,
+  run: `usage: postage run MODULE
+
+Loads MODULE (.js, or .ts where tsx is installed) and starts every
+MessageProcessor (and MicroThread) it exports, and every processor class
+whose constructor needs no arguments, under one scheduler with the POSTAGE_*
+configuration. Prints one line per component once all are ready, then runs
+until they stop: SIGTERM or SIGINT closes them gracefully (handlers in flight
+finish and are acked; a second signal ends at once), as does a quit command.
+Exits 0 once they closed, 1 when one crashed, 2 when the module cannot be
+loaded or exports nothing to run, 3 when the broker cannot be reached.`,
   send: `usage: postage send EXCHANGE KEY NAME [JSON]
 
 Sends MessageCommand(NAME, JSON) to EXCHANGE with routing key KEY, waits
@@ -302,7 +314,8 @@ function table(header: string[], rows: string[][]): string {
 
 export async function main(argv: string[]): Promise<number> {
   // The CLI speaks through its output and exit code; library logs only at the user's request, and never on stdout.
-  process.env.POSTAGE_LOG_LEVEL ??= 'error';
+  // `run` hosts components: their logs keep their usual level (POSTAGE_LOG_LEVEL, info by default).
+  if (argv[0] !== 'run') process.env.POSTAGE_LOG_LEVEL ??= 'error';
   configureLogging({ destination: pino.destination({ dest: 2, sync: true }) });
   const { values, positionals } = parseArgs({
     args: argv,
@@ -315,13 +328,17 @@ export async function main(argv: string[]): Promise<number> {
     console.log(HELP.main);
     return values.help ? 0 : 2;
   }
-  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, describe, send, rpc or watch (postage --help)`);
+  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, describe, run, send, rpc or watch (postage --help)`);
   if (values.help) {
     console.log(HELP[command]);
     return 0;
   }
   if (command === 'ping') return ping(args, values);
   if (command === 'describe') return describe(args, values);
+  if (command === 'run') {
+    if (args.length !== 1) throw new UsageError('run needs MODULE');
+    return runModule(args[0]);
+  }
   if (command === 'send') return send(args);
   if (command === 'rpc') return rpc(args, values);
   return watch(args, values);
@@ -333,7 +350,7 @@ main(process.argv.slice(2)).then(
     const e = err as Error & { code?: string };
     // One line, no stack: scripts read the exit code, people read the line.
     console.error(`postage: ${e.message}`);
-    const usage = err instanceof UsageError || err instanceof ConfigError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
+    const usage = err instanceof UsageError || err instanceof RunUsageError || err instanceof ConfigError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
     process.exit(usage ? 2 : err instanceof BrokerError ? (err.code === 'UNROUTABLE' ? 4 : 3) : 1);
   },
 );
