@@ -24,7 +24,7 @@ export type BrokerErrorCode =
   | 'BROKER_ERROR';
 
 /** What a `PostageError`'s `code` can be. */
-export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'HANDLER_TIMEOUT' | 'TOPOLOGY_ERROR' | 'USAGE' | 'VALIDATION';
+export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'HANDLER_TIMEOUT' | 'TOPOLOGY_ERROR' | 'USAGE' | 'VALIDATION' | 'STREAM';
 
 /** The root of every postage-ts failure: a stable `code` plus the usual `cause`. */
 export class PostageError extends Error {
@@ -223,5 +223,22 @@ export class ValidationError extends PostageError {
     super(`${what} failed its schema: ${issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ')}`, 'VALIDATION');
     this.name = 'ValidationError';
     this.issues = issues;
+  }
+}
+
+/**
+ * An RPC stream ended without its end: the server's handler failed
+ * (`reason: 'remote'`, with the remote error's `remoteName`), nothing came
+ * within the idle timeout (a server gone mid-stream: `'idle'`), or the server
+ * answered with one result where a stream was asked for (`'not-a-stream'`).
+ */
+export class StreamError extends PostageError {
+  readonly reason: 'remote' | 'idle' | 'not-a-stream';
+  readonly remoteName: string | undefined;
+  constructor(message: string, reason: 'remote' | 'idle' | 'not-a-stream', remoteName?: string) {
+    super(message, 'STREAM');
+    this.name = 'StreamError';
+    this.reason = reason;
+    this.remoteName = remoteName;
   }
 }

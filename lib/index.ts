@@ -41,12 +41,13 @@ export {
   DeliveryLimitExceeded,
   HandlerTimeout,
   ValidationError,
+  StreamError,
   type ValidationIssue,
   BrokerError,
   TopologyError,
   type SendTarget,
 } from './errors.js';
-export { GenericProducer, type Producer, type MessageSender, type RpcSender, type ParamsOf, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
+export { GenericProducer, type Producer, type MessageSender, type RpcSender, type StreamSender, type ParamsOf, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
 export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';
 export { MessageProcessor, type ProcessorOptions, type RetryOptions } from './messaging/processor.js';
 export { MemoryIdempotencyStore, type IdempotencyStore, type MemoryIdempotencyOptions } from './messaging/idempotency.js';

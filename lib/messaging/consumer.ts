@@ -68,6 +68,9 @@ export class GenericConsumer {
   #channelTags = new Set<string>();
   #closed = false;
   #errorChannel: ConfirmChannel | undefined;
+  /** The channel whose direct reply-to is consumed for stream control (see streamControl). */
+  #controlOn: Channel | undefined;
+  readonly #streamWatchers = new Map<string, (headers: Record<string, unknown> | undefined) => void>();
   #errorModel: ChannelModel | undefined;
   /** Error exchanges declared on the current side channel. */
   #errorDeclared = new Set<string>();
@@ -408,6 +411,57 @@ export class GenericConsumer {
         this.log.debug({ err: (err as Error).message, deliveryTag: msg.fields.deliveryTag }, 'reply not sent (the channel closed)');
       }
     });
+  }
+
+  /**
+   * Makes the current channel ready to serve RPC streams: its direct reply-to
+   * is consumed, so that the stream messages it sends carry an address their
+   * callers answer to (credit, cancel, keepalive). Once per channel.
+   */
+  async streamControl(): Promise<void> {
+    const ch = this.channel;
+    if (this.#controlOn === ch) return;
+    this.#controlOn = ch;
+    try {
+      await ch.consume(
+        DIRECT_REPLY_TO.slice(0, -1),
+        (msg) => {
+          const id = msg?.properties.correlationId as string | undefined;
+          if (msg && id !== undefined) this.#streamWatchers.get(id)?.(msg.properties.headers as Record<string, unknown> | undefined);
+        },
+        { noAck: true },
+      );
+    } catch (err) {
+      this.#controlOn = undefined;
+      throw err;
+    }
+  }
+
+  /** Listens for a stream's control messages (by its correlation id); returns how to stop. */
+  watchStream(correlationId: string, listener: (headers: Record<string, unknown> | undefined) => void): () => void {
+    this.#streamWatchers.set(correlationId, listener);
+    return () => this.#streamWatchers.delete(correlationId);
+  }
+
+  /**
+   * Sends one stream message to the caller of `msg`, with this channel's
+   * direct reply-to as the address to answer; false when the channel it
+   * must go on (the request's) is gone.
+   */
+  streamSend(msg: ConsumeMessage, content: Buffer, headers: Record<string, unknown>): boolean {
+    const ch = this.#channel;
+    if (!ch || this.#controlOn !== ch) return false;
+    try {
+      ch.publish('', msg.properties.replyTo as string, content, {
+        correlationId: msg.properties.correlationId,
+        replyTo: DIRECT_REPLY_TO.slice(0, -1),
+        contentType: this.encoder.contentType,
+        headers,
+      });
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** `await using consumer = new C(…)`: closed when the scope ends. */

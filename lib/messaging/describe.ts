@@ -36,12 +36,12 @@ function jsonSchemaOf(schema: unknown): Record<string, unknown> | undefined {
 }
 
 /** @internal */
-export function describeProcessor(fingerprint: FingerprintDict, bindings: ProcessorDescription['bindings'], registry: Registry, isStream: (fn: unknown) => boolean): ProcessorDescription {
+export function describeProcessor(fingerprint: FingerprintDict, bindings: ProcessorDescription['bindings'], registry: Registry): ProcessorDescription {
   const handlers: HandlerDescription[] = [];
   for (const list of registry.values()) {
     for (const h of list) {
       const d: HandlerDescription = {
-        kind: h.tag.category === 'message' ? 'message' : isStream(h.fn) ? 'stream' : 'rpc',
+        kind: h.tag.category === 'message' ? 'message' : h.isStream ? 'stream' : 'rpc',
         category: h.tag.category,
         type: h.tag.type,
         name: h.tag.name ?? '*',

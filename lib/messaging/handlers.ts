@@ -15,6 +15,8 @@ export interface HandlerTag {
   schema?: StandardSchemaV1;
   /** Said of the handler by `describe`. */
   description?: string;
+  /** An RPC handler whose yields are a stream's items (an async generator is one without saying). */
+  stream?: boolean;
 }
 
 /** What a handler decorator may say besides the type and name. */
@@ -34,6 +36,12 @@ export interface HandlerOptions<S extends StandardSchemaV1 | undefined = Standar
   schema?: S;
   /** What the handler does, for `describe`. */
   description?: string;
+  /**
+   * An `@RpcHandler` generator whose yields are the items of a stream
+   * (`rpcStream_NAME` on the caller's side), not promises to wait on. An
+   * async generator handler streams without saying so.
+   */
+  stream?: boolean;
 }
 
 function withOptions(tag: HandlerTag, options: HandlerOptions | undefined): HandlerTag {
@@ -47,6 +55,7 @@ function withOptions(tag: HandlerTag, options: HandlerOptions | undefined): Hand
     tag.schema = options.schema;
   }
   if (options?.description !== undefined) tag.description = String(options.description);
+  if (options?.stream) tag.stream = true;
   return tag;
 }
 

@@ -216,6 +216,14 @@ export class MessageProcessor extends MicroThread {
       closing: this.#aborted.signal,
       encodeReply: (r) => consumer.encodeReply(r),
       handlerTimeoutMs: opts.handlerTimeoutMs ?? 20 * 60_000,
+      streams: {
+        control: () => consumer.streamControl(),
+        send: (msg, content, headers) => consumer.streamSend(msg, content, headers),
+        watch: (id, listener) => consumer.watchStream(id, listener),
+        ack: (msg) => {
+          if (consumer.ack(msg)) this.#deliveries.forget(msg);
+        },
+      },
     };
     if (!(this.#dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
     this.#settle = { consumer, log: this.log, errorExchange: opts.errorExchange, deliveries: this.#deliveries, restart: () => this.restart() };
@@ -440,7 +448,7 @@ export class MessageProcessor extends MicroThread {
   /** The built-in `describe` RPC: this processor's fingerprint, library version, bindings and handlers. */
   @RpcHandler('command', 'describe', { description: 'what this processor is, where it listens, and what it handles' })
   rpcDescribe(): ProcessorDescription {
-    return describeProcessor(this.fingerprint, this.consumer.bindings(), this.#registry, () => false);
+    return describeProcessor(this.fingerprint, this.consumer.bindings(), this.#registry);
   }
 
   @MessageHandler('command', 'quit')
@@ -478,7 +486,7 @@ function failureOf(outcome: Outcome): unknown {
 
 /** One count per delivery: handled, failed (its handlers threw), or rejected (malformed, RejectMessage, delivered too often). */
 function countOutcome(metrics: Instruments, outcome: Outcome, labels: Attributes): void {
-  if (outcome.kind === 'ack' || outcome.kind === 'exit' || outcome.kind === 'restart') metrics.handled.add(1, labels);
+  if (outcome.kind === 'ack' || outcome.kind === 'done' || outcome.kind === 'exit' || outcome.kind === 'restart') metrics.handled.add(1, labels);
   else if (outcome.kind === 'deadLetter' || (outcome.kind === 'reject' && outcome.why === 'failed')) metrics.failed.add(1, labels);
   else if (outcome.kind === 'reject') metrics.rejected.add(1, labels);
 }

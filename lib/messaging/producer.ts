@@ -12,6 +12,7 @@ import { Message, MessageCommand, RpcCommand, type AnyResult } from './messages.
 import type { ComponentOptions } from './options.js';
 import { takeSendOptions, type SendOptions } from './send/options.js';
 import { checkDelay } from './delay.js';
+import { DEFAULT_WINDOW, MAX_WINDOW } from './stream-protocol.js';
 import { sendProperties } from './send/properties.js';
 import { currentScope, HEADERS, type DeliveryScope } from './delivery/context.js';
 import { instruments } from '../telemetry/metrics.js';
@@ -81,10 +82,20 @@ export interface RpcSender<P extends object = Record<string, unknown>> {
  * `message_NAME`'s argument as its `parameters`.
  */
 export type ParamsOf<S extends StandardSchemaV1> = StandardSchemaV1.InferInput<S> extends { parameters: infer P extends object } ? P : StandardSchemaV1.InferInput<S> extends object ? StandardSchemaV1.InferInput<S> : never;
+/**
+ * An `rpcStream_NAME`: calls `RpcCommand(NAME, params)` on a streaming
+ * handler and iterates what it yields (`for await`). `_timeout` is the idle
+ * time between items (seconds), `_window` how many items the server may send ahead.
+ */
+export type StreamSender<P extends object = Record<string, unknown>> = (params?: P, options?: SendOptions) => AsyncIterableIterator<unknown>;
+type StreamMethods<T> = {
+  [K in keyof T as K extends `build_rpc_${infer N}` ? `rpcStream_${N}` : never]: T[K] extends (...args: infer A) => unknown ? (...args: [...A, SendOptions?]) => AsyncIterableIterator<unknown> : never;
+};
 /** Every name, for producers that declare no builder at all (a bare `GenericProducer`, as in Postage). */
 interface FallbackMethods {
   [name: `message_${string}`]: MessageSender;
   [name: `rpc_${string}`]: RpcSender;
+  [name: `rpcStream_${string}`]: StreamSender;
 }
 type BuilderNames<T> = { [K in keyof T]: K extends `build_message_${string}` | `build_rpc_${string}` ? K : never }[keyof T];
 
@@ -95,7 +106,7 @@ type BuilderNames<T> = { [K in keyof T]: K extends `build_message_${string}` | `
  * without a builder is declared with `declare message_NAME: MessageSender` (or
  * `RpcSender`). A producer with no builder at all takes every name.
  */
-export type Producer<T> = T & MessageMethods<T> & RpcMethods<T> & ([BuilderNames<T>] extends [never] ? FallbackMethods : unknown);
+export type Producer<T> = T & MessageMethods<T> & RpcMethods<T> & StreamMethods<T> & ([BuilderNames<T>] extends [never] ? FallbackMethods : unknown);
 
 /**
  * Sends Postage envelopes. Subclass it, declare `static eks` and
@@ -180,6 +191,7 @@ export class GenericProducer {
         if (typeof prop === 'string') {
           if (prop.startsWith('message_')) return (...args: unknown[]) => receiver.#send(prop.slice(8), 'message', args);
           if (prop.startsWith('rpc_')) return (...args: unknown[]) => receiver.#send(prop.slice(4), 'rpc', args);
+          if (prop.startsWith('rpcStream_')) return (...args: unknown[]) => receiver.#stream(prop.slice(10), args);
         }
         return Reflect.get(target, prop, receiver);
       },
@@ -414,6 +426,29 @@ export class GenericProducer {
         throw err;
       },
     );
+  }
+
+  /** Starts an RPC stream (`rpcStream_NAME`); a send that cannot start fails the iteration's first step. */
+  #stream(name: string, args: unknown[]): AsyncIterableIterator<unknown> {
+    try {
+      const { msg, opts } = this.#build(name, 'rpc', args);
+      if (!this.#rpc.isOpen) throw this.#notConnected();
+      const window = opts._window ?? DEFAULT_WINDOW;
+      if (!Number.isInteger(window) || window < 1 || window > MAX_WINDOW) throw new TypeError(`_window must be a whole number from 1 to ${MAX_WINDOW}, not ${String(opts._window)}`);
+      const target = this.#targets(opts)[0];
+      const content = this.encoder.encode(msg.body) as Buffer;
+      const scope = currentScope();
+      const props = sendProperties(opts, scope, this.#newId(), true);
+      if (scope) passTraceOn(props, scope);
+      return this.#rpc.stream(target, content, props, { window, idleMs: (opts._timeout ?? this.rpcTimeout) * 1000 });
+    } catch (err) {
+      const failed: AsyncIterableIterator<unknown> = {
+        next: () => Promise.reject(err),
+        return: () => Promise.resolve({ done: true, value: undefined }),
+        [Symbol.asyncIterator]: () => failed,
+      };
+      return failed;
+    }
   }
 
   /**

@@ -12,6 +12,7 @@ import { injectContext, passTraceOn } from '../../telemetry/tracing.js';
 import { Deadline, driveIn, HEADERS, isThenable, runIn, withDeadline, type DeliveryScope } from './context.js';
 import type { Outcome, Reply } from './outcome.js';
 import { rpcHandler, type Registered } from './registry.js';
+import { dispatchStream, type StreamServer } from './stream.js';
 
 /** How a failing message's handlers run again. */
 export interface RetryOptions {
@@ -63,6 +64,8 @@ export interface DispatchContext {
   encodeReply(result: unknown): Buffer;
   /** How long a handler may run, unless its decorator says otherwise. */
   readonly handlerTimeoutMs: number;
+  /** What serving an RPC stream needs of the consumer. */
+  readonly streams: StreamServer;
 }
 
 const noReply = (): void => undefined;
@@ -86,15 +89,8 @@ function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
 function* invoke(ctx: DispatchContext, scope: DeliveryScope, h: Registered, body: MessageBody<object>, reply: (r: unknown) => void, last: boolean): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
   // Each handler (and its filters) gets its own copy, so one cannot change what the next sees;
   // the body was freshly decoded for this delivery, so the last handler can take it without copying.
-  let given: unknown = h.tag.pass === 'body' ? body : body.content;
-  if (h.tag.schema) {
-    // The handler gets what its schema returns (a transform's output), or never runs.
-    let checked = h.tag.schema['~standard'].validate(given);
-    if (isThenable(checked)) checked = (yield checked) as Awaited<typeof checked>;
-    if (checked.issues) throw new ValidationError(`${body.type}/${body.name}`, checked.issues.map(issueOf));
-    if (checked.value !== given) last = true;
-    given = checked.value;
-  }
+  const { value: given, fresh } = yield* contentFor(h, body);
+  if (fresh) last = true;
   let r = runIn(
     scope,
     () => {
@@ -117,6 +113,21 @@ function* invoke(ctx: DispatchContext, scope: DeliveryScope, h: Registered, body
     else r = yield withDeadline(r, deadline);
   }
   return { ran: true, value: r };
+}
+
+/**
+ * What a handler is given: the content (or the whole body), passed through
+ * its schema when it has one; `fresh` when the schema made a new value.
+ * @internal
+ */
+export function* contentFor(h: Registered, body: MessageBody<object>): Generator<Yielded, { value: unknown; fresh: boolean }, unknown> {
+  const given: unknown = h.tag.pass === 'body' ? body : body.content;
+  if (!h.tag.schema) return { value: given, fresh: false };
+  // The handler gets what its schema returns (a transform's output), or never runs.
+  let checked = h.tag.schema['~standard'].validate(given);
+  if (isThenable(checked)) checked = (yield checked) as Awaited<typeof checked>;
+  if (checked.issues) throw new ValidationError(`${body.type}/${body.name}`, checked.issues.map(issueOf));
+  return { value: checked.value, fresh: checked.value !== given };
 }
 
 /** A message (not an RPC): every handler runs, in order, with retries; the outcome follows from how the last run ended. */
@@ -185,6 +196,7 @@ function deferred(msg: ConsumeMessage, signal: DeferMessage): Outcome {
 /** An RPC: one handler answers (see {@link rpcHandler}); its result, or its failure, is the reply. */
 export function* dispatchRpc(ctx: DispatchContext, scope: DeliveryScope, body: MessageBody<object>, handlers: Registered[]): Generator<Yielded, Outcome, unknown> {
   const handler = rpcHandler(handlers);
+  if (handler?.isStream) return yield* dispatchStream(ctx, scope, body, handler);
   if (!handler) return { kind: 'ack', reply: replyOf(scope, ctx.encodeReply(new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`))) };
   // Encoded when given, so that a result that cannot be encoded (a BigInt, a cycle) fails the handler.
   let content: Buffer | undefined;

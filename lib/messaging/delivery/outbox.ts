@@ -4,7 +4,7 @@ import type { Outcome } from './outcome.js';
 
 /** Outcomes after which what the handlers sent goes out: they succeeded (an exit or a restart acks too). */
 export function succeeded(outcome: Outcome): boolean {
-  return outcome.kind === 'ack' || outcome.kind === 'exit' || outcome.kind === 'restart';
+  return outcome.kind === 'ack' || outcome.kind === 'done' || outcome.kind === 'exit' || outcome.kind === 'restart';
 }
 
 /**

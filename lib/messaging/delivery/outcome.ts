@@ -7,6 +7,8 @@ import type { AckAndRestart, ExitScheduler } from '../../errors.js';
  */
 export type Outcome = (
   | { kind: 'ack' }
+  /** Settled already: an RPC stream acks its request when it starts. */
+  | { kind: 'done' }
   /** Rejected without requeue (dead-lettered where its queue has a dead-letter exchange). */
   | { kind: 'reject'; why: 'rejected' | 'failed' | 'malformed' | 'limit'; err?: unknown }
   /** Published to the error exchange, then acked; back to its queue if that publish fails. */

@@ -10,6 +10,8 @@ export interface Registered {
   isClass: boolean;
   /** An `async` handler (or `call()`): its continuations need AsyncLocalStorage to keep their delivery. */
   isAsync: boolean;
+  /** An RPC handler whose yields are a stream's items: an async generator, or one tagged `{ stream: true }`. */
+  isStream: boolean;
 }
 
 /** Handlers by `category|type|name` (`*` for every name of a type), in declaration order. */
@@ -52,7 +54,14 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
       const key = `${tag.category}|${tag.type}|${tag.name ?? '*'}`;
       const list = reg.get(key) ?? [];
       const fn = value as Registered['fn'];
-      list.push({ fn, tag, isClass, isAsync: isAsyncFunction(isClass ? (fn.prototype as { call?: unknown } | undefined)?.call : fn) });
+      const isAsyncGenerator = !isClass && fn.constructor?.name === 'AsyncGeneratorFunction';
+      list.push({
+        fn,
+        tag,
+        isClass,
+        isAsync: isAsyncGenerator || isAsyncFunction(isClass ? (fn.prototype as { call?: unknown } | undefined)?.call : fn),
+        isStream: tag.category === 'rpc' && (tag.stream === true || isAsyncGenerator),
+      });
       reg.set(key, list);
     }
   }

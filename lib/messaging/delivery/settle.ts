@@ -31,6 +31,7 @@ export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBo
       ack(ctx, msg);
       break;
     case 'leave':
+    case 'done':
       return;
     case 'defer': {
       const { ms, reason, headers, err } = outcome;

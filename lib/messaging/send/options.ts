@@ -48,6 +48,8 @@ export interface SendOptions {
    * @default true
    */
   _outbox?: boolean;
+  /** `rpcStream_NAME`: how many items the server may send before the caller takes them. @default 64 */
+  _window?: number;
 }
 
 /** Every send option there is; anything else starting with `_` is a typo. */
@@ -67,6 +69,7 @@ const SEND_OPTIONS: ReadonlySet<string> = new Set(
     _type: true,
     _delay: true,
     _outbox: true,
+    _window: true,
   } satisfies Record<keyof SendOptions, true>),
 );
 

@@ -6,6 +6,8 @@ import type { Encoder } from '../encoder.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type AnyResult, type MessageBody } from '../messages.js';
 import { declareQueue, type EksEntry } from '../topology.js';
 import { unroutableError } from './publisher.js';
+import { StreamCall } from './rpc-stream.js';
+import { STREAM } from '../stream-protocol.js';
 
 export interface ConsumeRpcOptions {
   /** How many replies to wait for. @default 1 */
@@ -59,6 +61,9 @@ const REPLY_TO = 'amq.rabbitmq.reply-to';
 export class RpcClient {
   #channel: Channel | undefined;
   readonly #pending = new Map<string, PendingRpc>();
+  /** Streams running, by correlation id. */
+  readonly #streams = new Map<string, StreamCall>();
+  readonly #streamTargets = new Map<string, EksEntry>();
   readonly #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
   #nextId = 0;
 
@@ -83,6 +88,8 @@ export class RpcClient {
       const id = msg.properties.correlationId as string | undefined;
       const entry = id === undefined ? undefined : this.#pending.get(id);
       if (entry) this.#fail(id!, unroutableError([entry.target]));
+      const stream = id === undefined ? undefined : this.#streamTargets.get(id);
+      if (stream) this.#streams.get(id!)?.fail(unroutableError([stream]));
     });
     // Direct reply-to: replies come back on the channel that published.
     await ch.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
@@ -130,6 +137,40 @@ export class RpcClient {
     );
   }
 
+  /**
+   * Starts an RPC stream: the request goes out (mandatory: no queue, no
+   * stream), and the values the server yields come back through the
+   * iterator returned (see {@link StreamCall}).
+   */
+  stream(target: EksEntry, content: Buffer, properties: Options.Publish, o: { window: number; idleMs: number }): AsyncIterableIterator<unknown> {
+    const ch = this.#channel;
+    if (!ch) throw new BrokerError('the RPC channel is not open', 'NOT_CONNECTED');
+    const [exchange, key] = target;
+    const correlationId = this.#idPrefix + this.#nextId++;
+    const call = new StreamCall({
+      what: `${exchange.name}/${key}`,
+      window: o.window,
+      idleMs: o.idleMs,
+      send: (to, kind, headers) => {
+        try {
+          this.#channel?.publish('', to, Buffer.alloc(0), { correlationId, headers: { [STREAM.kind]: kind, ...headers } });
+        } catch {
+          // The channel is going: the server's idle timeout ends its side.
+        }
+      },
+      decode: (msg) => this.#toResult(msg.content),
+      finished: () => {
+        this.#streams.delete(correlationId);
+        this.#streamTargets.delete(correlationId);
+      },
+    });
+    this.#streams.set(correlationId, call);
+    this.#streamTargets.set(correlationId, target);
+    const headers = { ...(properties.headers as Record<string, unknown> | undefined), [STREAM.window]: o.window, [STREAM.idle]: o.idleMs };
+    ch.publish(exchange.name, key, content, { ...properties, headers, contentType: this.encoder.contentType, replyTo: REPLY_TO, correlationId, mandatory: true });
+    return call;
+  }
+
   /** Sends a request whose replies are collected later (`consumeRpc`); resolves with the reply queue's name. */
   async callQueueOnly(target: EksEntry, content: Buffer, properties: Options.Publish): Promise<string> {
     const ch = this.#channel;
@@ -171,6 +212,11 @@ export class RpcClient {
    */
   #onReply(msg: ConsumeMessage, forCall?: string): void {
     let id = forCall ?? (msg.properties.correlationId as string | undefined);
+    const stream = id === undefined ? undefined : this.#streams.get(id);
+    if (stream) {
+      stream.deliver(msg);
+      return;
+    }
     if (id === undefined && this.#pending.size === 1) {
       const [only, entry] = this.#pending.entries().next().value as [string, PendingRpc];
       if (!entry.queue) id = only;
@@ -195,6 +241,9 @@ export class RpcClient {
   }
 
   #failPending(why: string, code: 'CHANNEL_CLOSED' | 'CLOSED'): void {
+    for (const [id, target] of [...this.#streamTargets]) {
+      this.#streams.get(id)?.fail(new BrokerError(`RPC stream from ${target[0].name}/${target[1]} lost: ${why}`, code));
+    }
     for (const [id, { target }] of [...this.#pending]) {
       this.#fail(id, new BrokerError(`RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it is safe to`, code));
     }
@@ -232,8 +281,9 @@ export class RpcClient {
     return results;
   }
 
-  /** Every call in flight rejects with `CLOSED`; the channel closes. */
+  /** Every call in flight rejects with `CLOSED`, every stream is cancelled (its server told); the channel closes. */
   async close(): Promise<void> {
+    for (const s of [...this.#streams.values()]) await s.return();
     this.#failPending('the producer was closed', 'CLOSED');
     const ch = this.#channel;
     this.#channel = undefined;
