@@ -6,6 +6,7 @@
 import amqp from 'amqplib';
 import { randomBytes } from 'node:crypto';
 import {
+  EncryptedJsonEncoder,
   Fingerprint,
   GenericProducer,
   MessageCommand,
@@ -75,30 +76,55 @@ export interface ThroughputKnobs {
   prefetch?: number;
   window?: number;
   durable?: boolean;
+  /** The handler checks its content against a small Standard Schema first. */
+  schema?: boolean;
+  /** Both sides seal and open the content with AES-256-GCM (EncryptedJsonEncoder). */
+  encrypt?: boolean;
 }
 
+/** A small hand-made Standard Schema of the bench's payload command: one string parameter. */
+const PayloadSchema = {
+  '~standard': {
+    version: 1 as const,
+    vendor: 'bench',
+    validate: (v: unknown) => {
+      const data = (v as { parameters?: { data?: unknown } } | null)?.parameters?.data;
+      return typeof data === 'string' ? { value: v } : { issues: [{ message: 'expected a string', path: ['parameters', 'data'] }] };
+    },
+  },
+};
+const benchKey = randomBytes(32);
+
 export async function postageThroughput(url: string, n: number, bytes: number, knobs: ThroughputKnobs = {}): Promise<number> {
-  const { prefetch = PREFETCH, window = WINDOW, durable = true } = knobs;
+  const { prefetch = PREFETCH, window = WINDOW, durable = true, schema = false, encrypt = false } = knobs;
   const ex: ExchangeObject = { name: '', type: 'direct' };
   const q = uid();
   let got = 0;
   let finish!: () => void;
   const done = new Promise<void>((r) => (finish = r));
-  class Sink extends MessageProcessor {
+  class PlainSink extends MessageProcessor {
     @MessageHandler('command', 'payload')
     payload() {
       if (++got === n) finish();
     }
   }
+  class CheckedSink extends MessageProcessor {
+    @MessageHandler('command', 'payload', { schema: PayloadSchema })
+    payload() {
+      if (++got === n) finish();
+    }
+  }
+  const Sink = schema ? CheckedSink : PlainSink;
   class Source extends GenericProducer {
     static override eks = [[ex, q] as const];
   }
-  const sink = new Sink({ url, prefetch, eqk: [[ex, [[{ name: q, flags: { durable } }, q]]]] });
+  const encoder = () => (encrypt ? new EncryptedJsonEncoder({ keys: { bench: benchKey } }) : undefined);
+  const sink = new Sink({ url, prefetch, encoder: encoder(), eqk: [[ex, [[{ name: q, flags: { durable } }, q]]]] });
   await sink.ready();
   const s = new MicroScheduler();
   s.addMicrothread(sink);
   const running = s.run();
-  const p = await Source.create({ url });
+  const p = await Source.create({ url, encoder: encoder() });
   const body = envelope(bytes);
   const t0 = performance.now();
   for (let sent = 0; sent < n; ) {

@@ -19,7 +19,7 @@ import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter } from '@
 process.env.POSTAGE_LOG_LEVEL ??= 'warn';
 const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-// BENCH_ONLY=rpc (or throughput, latency, telemetry, outbox, consume, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
+// BENCH_ONLY=rpc (or throughput, latency, telemetry, outbox, service, consume, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
 const only = process.env.BENCH_ONLY;
 const wanted = (group: string) => !only || only.split(',').includes(group);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -104,6 +104,14 @@ if (wanted('telemetry')) {
 if (wanted('outbox')) {
   const r = await sideBySide(() => postageRelay(url, 5_000, false), () => postageRelay(url, 5_000, true));
   add('relay, one send per delivery: outbox on (against off)', median(r.raw), median(r.postage), 'msg/s', '(reported)', () => true);
+}
+
+// What a service pays per message for a small schema on its handler, and for encrypted contents (BENCH_ONLY=service).
+if (wanted('service')) {
+  const checked = await sideBySide(() => postageThroughput(url, 20_000, 100), () => postageThroughput(url, 20_000, 100, { schema: true }));
+  add('throughput with a handler schema (against none), 100 B', median(checked.raw), median(checked.postage), 'msg/s', '(reported)', () => true);
+  const sealed = await sideBySide(() => postageThroughput(url, 20_000, 100), () => postageThroughput(url, 20_000, 100, { encrypt: true }));
+  add('throughput with AES-256-GCM contents (against plain JSON), 100 B', median(sealed.raw), median(sealed.postage), 'msg/s', '(reported)', () => true);
 }
 
 for (const threads of wanted('scheduler') ? [10, 10_000] : []) {

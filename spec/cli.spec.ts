@@ -183,7 +183,7 @@ describe('postage (CLI)', function () {
 
   it("does what the README's CLI example says against the RPC echo demo's receiver", async () => {
     const { spawn } = await import('node:child_process');
-    const receiver = spawn(process.execPath, ['--import', 'tsx', 'demos/rpc_echo/receive.ts'], { env: { ...process.env, POSTAGE_URL: await brokerUrl() } });
+    const receiver = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'run', 'demos/rpc_echo/receive.ts'], { env: { ...process.env, POSTAGE_URL: await brokerUrl() } });
     const exited = new Promise((r) => receiver.on('exit', r));
     try {
       await new Promise<void>((resolve) => receiver.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve()));

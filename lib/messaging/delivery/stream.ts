@@ -10,7 +10,7 @@ import { contentFor } from './dispatch.js';
 import type { Outcome } from './outcome.js';
 import type { Registered } from './registry.js';
 
-/** What serving an RPC stream needs of the consumer. @internal */
+/** What serving an RPC stream needs of the consumer (the processor gives its consumer's). */
 export interface StreamServer {
   /** The channel answers to stream control (its direct reply-to is consumed). */
   control(): Promise<void>;
