@@ -340,7 +340,9 @@ export class MessageProcessor extends MicroThread {
       if (decoded && 'err' in decoded) throw decoded.err;
       body = decoded ? (decoded.body as MessageBody<object>) : (Message.fromBody(this.consumer.decode(msg.content)).body as MessageBody<object>);
     } catch (err) {
-      yield* settle(this.#settle, msg, undefined, { kind: 'reject', why: 'malformed', err });
+      const outcome: Outcome = { kind: 'reject', why: 'malformed', err };
+      yield* settle(this.#settle, msg, undefined, outcome);
+      if (this.#observers.size > 0) this.#tell(msg, undefined, outcome);
       return;
     }
     const tracing = tracingOn();
@@ -385,7 +387,11 @@ export class MessageProcessor extends MicroThread {
         }
       }
       counters?.handlerDuration.record((performance.now() - started) / 1000, labels);
+      // An exit or a restart does not come back from settle: it is told first.
+      const ends = outcome.kind === 'exit' || outcome.kind === 'restart';
+      if (ends && this.#observers.size > 0) this.#tell(msg, body, outcome);
       yield* settle(this.#settle, msg, body, outcome);
+      if (!ends && this.#observers.size > 0) this.#tell(msg, body, outcome);
     } finally {
       if (counters) {
         counters.inFlight.add(-1, labels);
@@ -412,6 +418,38 @@ export class MessageProcessor extends MicroThread {
       if (isThenable(r)) yield r;
     } catch (err) {
       this.log.warn({ err, key }, 'the idempotency store failed to remember a handled message; a duplicate of it would be handled again');
+    }
+  }
+
+  readonly #observers = new Set<(event: DeliveryEvent) => void>();
+
+  /**
+   * Calls `listener` after each delivery is settled, with what became of it
+   * (for tests and tooling: `received()` in `postage-ts/testing` waits on it).
+   * Returns how to stop listening. A listener that throws is logged and ignored.
+   */
+  observe(listener: (event: DeliveryEvent) => void): () => void {
+    this.#observers.add(listener);
+    return () => this.#observers.delete(listener);
+  }
+
+  #tell(msg: ConsumeMessage, body: MessageBody<object> | undefined, outcome: Outcome): void {
+    const event: DeliveryEvent = {
+      category: body?.category,
+      type: body?.type,
+      name: body?.name,
+      messageId: msg.properties.messageId as string | undefined,
+      outcome: outcomeName(outcome),
+      error: outcome.kind === 'reject' || outcome.kind === 'deadLetter' || outcome.kind === 'defer' ? outcome.err : undefined,
+      deferMs: outcome.kind === 'defer' ? outcome.ms : undefined,
+      replied: outcome.reply !== undefined,
+    };
+    for (const l of this.#observers) {
+      try {
+        l(event);
+      } catch (err) {
+        this.log.warn({ err }, 'a delivery observer failed');
+      }
     }
   }
 
@@ -474,6 +512,48 @@ class DeliveryWorker extends MicroThread {
 
   override step(): StepResult {
     return this.work();
+  }
+}
+
+/** What became of a delivery, as `observe()` tells it. */
+export interface DeliveryEvent {
+  category: string | undefined;
+  type: string | undefined;
+  name: string | undefined;
+  messageId: string | undefined;
+  /**
+   * acked (handled, or a stream served), rejected (malformed, `RejectMessage`, failed without an
+   * error exchange, over `maxDeliveries`), dead-lettered (to the error exchange), deferred
+   * (`DeferMessage`, a delayed retry), requeued (`RequeueMessage`, a send that failed), left
+   * (unsettled: the processor was closing), exited / restarted (quit, restart).
+   */
+  outcome: 'acked' | 'rejected' | 'dead-lettered' | 'deferred' | 'requeued' | 'left' | 'exited' | 'restarted';
+  /** Why, for a failure, a reject, a retry. */
+  error: unknown;
+  deferMs: number | undefined;
+  /** Whether a reply went to its reply_to. */
+  replied: boolean;
+}
+
+function outcomeName(o: Outcome): DeliveryEvent['outcome'] {
+  switch (o.kind) {
+    case 'ack':
+    case 'done':
+      return 'acked';
+    case 'reject':
+      return 'rejected';
+    case 'deadLetter':
+      return 'dead-lettered';
+    case 'defer':
+      return 'deferred';
+    case 'requeue':
+      return 'requeued';
+    case 'leave':
+      return 'left';
+    case 'exit':
+      return 'exited';
+    case 'restart':
+      return 'restarted';
   }
 }
 

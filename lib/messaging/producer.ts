@@ -19,6 +19,7 @@ import { instruments } from '../telemetry/metrics.js';
 import { activeContext, ATTR, endSpan, extractContext, injectContext, passTraceOn, startPublishSpan, startRpcSpan, tracingOn, trace } from '../telemetry/tracing.js';
 import type { Attributes } from '@opentelemetry/api';
 import { Publisher } from './send/publisher.js';
+import { TRANSPORT, type Transport } from './send/transport.js';
 import { RpcClient, type ConsumeRpcOptions } from './send/rpc-client.js';
 import { eksEntries, type Eks, type EksEntry } from './topology.js';
 
@@ -163,8 +164,10 @@ export class GenericProducer {
     const confirmMs = options.confirmTimeoutMs ?? DEFAULTS.confirmTimeoutMs;
     if (!(confirmMs > 0)) throw new TypeError(`confirmTimeoutMs must be a positive number of milliseconds, not ${String(options.confirmTimeoutMs)}`);
     const lost = () => this.#link.channelLost();
-    this.#publisher = new Publisher(this.log, confirmMs, lost);
-    this.#rpc = new RpcClient(this.log, this.encoder, lost);
+    // Tests put a recording transport here (postage-ts/testing): no broker, the rest of the producer as it is.
+    const transport = (options as { [TRANSPORT]?: Transport })[TRANSPORT];
+    this.#publisher = transport?.publisher ?? new Publisher(this.log, confirmMs, lost);
+    this.#rpc = transport?.rpc ?? new RpcClient(this.log, this.encoder, lost);
     this.#link = new Link(
       { ...options, connectionName: options.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}` },
       this.log,

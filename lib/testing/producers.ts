@@ -1,0 +1,121 @@
+import type { ChannelModel, Options } from 'amqplib';
+import { componentLogger } from '../log.js';
+import { JsonEncoder, type Encoder } from '../messaging/encoder.js';
+import { Message, MessageResult, MessageResultError, MessageResultException, type AnyResult, type MessageBody } from '../messaging/messages.js';
+import type { GenericProducer, Producer, ProducerOptions } from '../messaging/producer.js';
+import { Publisher } from '../messaging/send/publisher.js';
+import { RpcClient, type RpcCall } from '../messaging/send/rpc-client.js';
+import { TRANSPORT, type Transport } from '../messaging/send/transport.js';
+import type { EksEntry } from '../messaging/topology.js';
+
+/** One message a test producer sent: where, what (decoded), and its AMQP properties. */
+export interface SentMessage {
+  exchange: string;
+  routingKey: string;
+  body: MessageBody<object>;
+  properties: Options.Publish & { messageId?: string; headers?: Record<string, unknown> };
+  /** `_delay`, when it had one. */
+  delayMs?: number;
+}
+
+/** A canned RPC answer: a value (a success), a `MessageResult`, or a function of the parameters giving either (a throw is an exception result). */
+export type CannedAnswer = ((params: Record<string, unknown>, body: MessageBody<object>) => unknown) | MessageResult<unknown> | string | number | boolean | null | unknown[] | Record<string, unknown>;
+
+export interface TestProducerOptions extends ProducerOptions {
+  /** Answers by RPC name. A name without one answers `MessageResultError('No canned answer…')`. */
+  rpc?: Record<string, CannedAnswer>;
+}
+
+const all: SentMessage[] = [];
+
+/** Every message every test producer sent, in order (the harness takes a delivery's from here). */
+export function captured(): readonly SentMessage[] {
+  return all;
+}
+
+/** Forgets what `captured()` holds. */
+export function clearCaptured(): void {
+  all.length = 0;
+}
+
+class RecordingPublisher extends Publisher {
+  constructor(
+    private readonly encoder: Encoder,
+    private readonly into: SentMessage[],
+  ) {
+    super(componentLogger('test-producer'), 1, () => undefined);
+  }
+  override get isOpen(): boolean {
+    return true;
+  }
+  override async open(_model: ChannelModel, _exchanges: readonly EksEntry[]): Promise<void> {}
+  override async close(): Promise<void> {}
+  override publish(targets: readonly EksEntry[], props: Options.Publish & { messageId: string; mandatory: boolean }, content: Buffer): Promise<void> {
+    this.#record(targets, props, content);
+    return Promise.resolve();
+  }
+  override async publishDelayed(targets: readonly EksEntry[], props: Options.Publish & { messageId: string }, content: Buffer, ms: number): Promise<void> {
+    this.#record(targets, props, content, ms);
+  }
+  #record(targets: readonly EksEntry[], props: Options.Publish, content: Buffer, delayMs?: number): void {
+    const body = Message.fromBody(this.encoder.decode(content)).body as MessageBody<object>;
+    for (const [exchange, routingKey] of targets) {
+      const sent: SentMessage = { exchange: exchange.name, routingKey, body, properties: { ...props } };
+      if (delayMs !== undefined) sent.delayMs = delayMs;
+      this.into.push(sent);
+      all.push(sent);
+    }
+  }
+}
+
+class CannedRpc extends RpcClient {
+  constructor(
+    private readonly codec: Encoder,
+    private readonly answers: Record<string, CannedAnswer>,
+    private readonly into: SentMessage[],
+  ) {
+    super(componentLogger('test-producer'), codec, () => undefined);
+  }
+  override get isOpen(): boolean {
+    return true;
+  }
+  override async open(): Promise<void> {}
+  override async close(): Promise<void> {}
+  override async call(c: RpcCall): Promise<AnyResult> {
+    const body = Message.fromBody(this.codec.decode(c.content)).body as MessageBody<object>;
+    const sent: SentMessage = { exchange: c.target?.[0]?.name ?? '', routingKey: c.target?.[1] ?? '', body, properties: { ...c.properties } };
+    this.into.push(sent);
+    all.push(sent);
+    const name = String(body.name);
+    if (!Object.hasOwn(this.answers, name)) return new MessageResultError(`No canned answer for RPC '${name}': give one in testProducer(…, { rpc: { ${name}: … } })`);
+    const answer = this.answers[name];
+    try {
+      const params = ((body.content as { parameters?: unknown } | undefined)?.parameters ?? {}) as Record<string, unknown>;
+      const value = typeof answer === 'function' ? await (answer as (p: Record<string, unknown>, b: MessageBody<object>) => unknown)(params, body) : answer;
+      return value instanceof MessageResult ? (value as AnyResult) : new MessageResult(value);
+    } catch (err) {
+      const e = err as Error;
+      return new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err));
+    }
+  }
+}
+
+/**
+ * A producer of class `Cls` that needs no broker: what it sends is recorded
+ * in `sent` (decoded, with its properties), and its RPCs are answered from
+ * `options.rpc`. Typed as the real producer (its builders, its
+ * `message_NAME` / `rpc_NAME`), so the code under test takes it as is.
+ *
+ * @example
+ * const images = testProducer(Images, { rpc: { size: () => ({ width: 640 }) } });
+ * await images.message_resize({ width: 640 });
+ * expect(images.sent[0].body.name).to.equal('resize');
+ */
+export function testProducer<T extends GenericProducer>(Cls: new (options?: ProducerOptions) => T, options: TestProducerOptions = {}): Producer<T> & { readonly sent: SentMessage[] } {
+  const sent: SentMessage[] = [];
+  const encoder = options.encoder ?? new JsonEncoder();
+  const transport: Transport = { publisher: new RecordingPublisher(encoder, sent), rpc: new CannedRpc(encoder, options.rpc ?? {}, sent) };
+  const p = new Cls({ ...options, encoder, [TRANSPORT]: transport } as ProducerOptions);
+  Object.defineProperty(p, 'sent', { value: sent, enumerable: false });
+  return p as Producer<T> & { readonly sent: SentMessage[] };
+}
