@@ -1,0 +1,141 @@
+/**
+ * The harness is the real dispatcher: the same envelopes, given to a
+ * processor through RabbitMQ and through `ProcessorHarness`, end the same way
+ * (outcome, the reason's kind, whether a reply went out).
+ */
+import { expect } from 'chai';
+import amqp from 'amqplib';
+import { DeferMessage, MessageHandler, MessageProcessor, RejectMessage, RequeueMessage, RpcHandler, type DeliveryEvent } from '../../lib/index.js';
+import { makeLogger } from '../../lib/log.js';
+import { ProcessorHarness } from '../../lib/testing/index.js';
+import { brokerUrl } from '../support/broker.js';
+import { Harness } from '../support/components.js';
+import { command } from '../support/schema.js';
+import { deleteTopology, unique } from '../support/topology.js';
+
+const quiet = makeLogger('silent');
+const env = (type: string, name: string, content: unknown, category = 'message') => JSON.stringify({ type, name, category, version: '2', fingerprint: { name: 'eq' }, content, _reserved: {} });
+
+class Mixed extends MessageProcessor {
+  @MessageHandler('command', 'ok')
+  ok() {}
+  @MessageHandler('command', 'refuse')
+  refuse() {
+    throw new RejectMessage('refused');
+  }
+  @MessageHandler('command', 'fail')
+  fail() {
+    throw new TypeError('failed');
+  }
+  @MessageHandler('command', 'checked', { schema: command({ n: 'number' }) })
+  checked() {}
+  @MessageHandler('command', 'again')
+  again() {
+    throw new RequeueMessage('again');
+  }
+  @MessageHandler('command', 'later')
+  later() {
+    throw new DeferMessage(60_000);
+  }
+  @MessageHandler('command', 'answer')
+  answer(_c: unknown, reply: (r: unknown) => void) {
+    reply('answered');
+  }
+  @MessageHandler('status')
+  anyStatus() {}
+  @RpcHandler('command', 'total')
+  total(c: { parameters: { a: number; b: number } }) {
+    return c.parameters.a + c.parameters.b;
+  }
+  @RpcHandler('command', 'boom')
+  boom() {
+    throw new RangeError('boom');
+  }
+}
+
+const CASES: Array<[string, string, { replyTo?: boolean }?]> = [
+  ['a handled command', env('command', 'ok', { parameters: {} })],
+  ['a command with more fields than it needs', env('command', 'ok', { parameters: { x: 1, y: [1, 2] } })],
+  ['a command nobody handles', env('command', 'nobody', { parameters: {} })],
+  ['RejectMessage', env('command', 'refuse', { parameters: {} })],
+  ['a handler that fails every run', env('command', 'fail', { parameters: {} })],
+  ['a content that fails its schema', env('command', 'checked', { parameters: { n: 'one' } })],
+  ['a content that passes its schema', env('command', 'checked', { parameters: { n: 1 } })],
+  ['RequeueMessage', env('command', 'again', { parameters: {} })],
+  ['DeferMessage', env('command', 'later', { parameters: {} })],
+  ['an RPC', env('command', 'total', { parameters: { a: 1, b: 2 } }, 'rpc'), { replyTo: true }],
+  ['an RPC nobody handles', env('command', 'unknown', { parameters: {} }, 'rpc'), { replyTo: true }],
+  ['an RPC whose handler throws', env('command', 'boom', { parameters: {} }, 'rpc'), { replyTo: true }],
+  ['a message answered (reply_to)', env('command', 'answer', { parameters: {} }), { replyTo: true }],
+  ['a status to a catch-all handler', env('status', 'anything', { value: 3 })],
+  ['a content with __proto__ keys', '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},"content":{"parameters":{"__proto__":{"polluted":true}}},"_reserved":{}}'],
+  ['an escaped __proto__ key', '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},"content":{"\\u005f_proto__":{"polluted":true}},"_reserved":{}}'],
+  ['a 10 KiB content', env('command', 'ok', { parameters: { data: 'x'.repeat(10 * 1024) } })],
+  ['unicode', env('command', 'ok', { parameters: { text: 'héllo 世界 🚀' } })],
+  ['malformed JSON', '{"type": "command", '],
+  ['a JSON array', '[1, 2, 3]'],
+  ['a JSON number', '42'],
+  ['an empty body', ''],
+  ['an envelope without a type', JSON.stringify({ name: 'ok', category: 'message', content: {} })],
+  ['an envelope with an unknown category', env('command', 'ok', {}, 'telepathy')],
+];
+
+interface Seen {
+  outcome: DeliveryEvent['outcome'];
+  error: string | undefined;
+  replied: boolean;
+}
+const seen = (e: { outcome: DeliveryEvent['outcome']; error: unknown }, replied: boolean): Seen => ({ outcome: e.outcome, error: (e.error as Error | undefined)?.name, replied });
+const options = () => ({ logger: quiet, handleSignals: false, errorExchange: unique('eq-errors'), maxDeliveries: 2, retry: { attempts: 2, backoffMs: 1 } });
+
+describe('ProcessorHarness and the broker', function () {
+  this.timeout(60_000);
+
+  it(`end the same ${CASES.length} envelopes the same way`, async () => {
+    const url = await brokerUrl();
+    // Through RabbitMQ.
+    const ex = { name: unique('eq'), type: 'direct', durable: false } as const;
+    const queue = unique('eq-q');
+    const opts = options();
+    const h = new Harness();
+    const viaBroker = new Map<string, Seen>();
+    const all = new Promise<void>((resolve) => {
+      const p = new Mixed({ url, ...opts, eqk: [[ex, [[queue, 'k']]]] });
+      p.observe((e) => {
+        if (e.messageId !== undefined && !viaBroker.has(e.messageId)) viaBroker.set(e.messageId, seen(e, e.replied));
+        if (viaBroker.size === CASES.length) resolve();
+      });
+      void h.start(p);
+    });
+    const conn = await amqp.connect(url);
+    try {
+      const ch = await conn.createConfirmChannel();
+      await ch.assertExchange(ex.name, 'direct', { durable: false });
+      const { queue: replies } = await ch.assertQueue('', { exclusive: true });
+      // The processor's queue is bound once it is ready: wait for it.
+      for (let i = 0; i < 100 && (await ch.checkQueue(queue).then(() => false, () => true)); i++) await new Promise((r) => setTimeout(r, 20));
+      CASES.forEach(([, body, o], i) => ch.publish(ex.name, 'k', Buffer.from(body), { messageId: `case-${i}`, correlationId: `c-${i}`, replyTo: o?.replyTo ? replies : undefined }));
+      await ch.waitForConfirms();
+      await all;
+    } finally {
+      await h.close();
+      await conn.close();
+      await deleteTopology([queue, opts.errorExchange], [ex.name, opts.errorExchange]).catch(() => undefined);
+    }
+    // Through the harness.
+    const harness = await ProcessorHarness.start(Mixed, options());
+    const viaHarness = new Map<string, Seen>();
+    try {
+      for (const [i, [, body, o]] of CASES.entries()) {
+        const r = await harness.deliver(body, { messageId: `case-${i}`, correlationId: `c-${i}`, replyTo: o?.replyTo ? 'replies' : undefined });
+        viaHarness.set(`case-${i}`, seen(r, r.reply !== undefined));
+      }
+    } finally {
+      await harness.close();
+    }
+    const table = CASES.map(([what], i) => ({ what, broker: viaBroker.get(`case-${i}`), harness: viaHarness.get(`case-${i}`) }));
+    for (const row of table) expect(row.harness, row.what).to.deep.equal(row.broker);
+    // The table covers every kind of ending.
+    expect(new Set(table.map((r) => r.broker!.outcome))).to.deep.equal(new Set(['acked', 'rejected', 'dead-lettered', 'requeued', 'deferred']));
+  });
+});
