@@ -57,7 +57,7 @@ describe('docs', function () {
       JSON.stringify({
         extends: '../../tsconfig.json',
         // As a user's project would: `postage-ts` is the package; the project's own strictness.
-        compilerOptions: { paths: { 'postage-ts': ['../../lib/index.ts'] }, allowImportingTsExtensions: true },
+        compilerOptions: { paths: { 'postage-ts': ['../../lib/index.ts'], 'postage-ts/testing': ['../../lib/testing/index.ts'] }, allowImportingTsExtensions: true },
         include: ['*.ts'],
         exclude: [],
       }),
@@ -97,7 +97,7 @@ describe('docs', function () {
         try {
           const file = join(dir, 'example.mts');
           // The package name resolves to the library's source, as it would to the installed package.
-          writeFileSync(file, `${b.code.replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`)}\nexport {};\n`);
+          writeFileSync(file, `${b.code.replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`).replaceAll("from 'postage-ts/testing'", `from '${resolve('lib/testing/index.ts')}'`)}\nexport {};\n`);
           const { stdout } = await exec(process.execPath, ['--import', 'tsx', file], { timeout: 60_000, env: { ...process.env, POSTAGE_URL: await brokerUrl() } }).catch(
             (e: Error & { stdout?: string; stderr?: string }) => {
               throw new Error(`${b.file} block ${b.index + 1} failed: ${e.message}\n${e.stdout}\n${e.stderr}`);

@@ -58,6 +58,14 @@ describe('the npm package', function () {
     expect(files.filter((f) => f.startsWith('package/lib/') || f.startsWith('package/spec/'))).to.deep.equal([]);
   });
 
+  it('serves postage-ts/testing to ESM and CommonJS alike', async () => {
+    const probe = (type: string, code: string) => run(process.execPath, [`--input-type=${type}`, '-e', code], dir);
+    const esm = await probe('module', "import('postage-ts/testing').then((t) => console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof t.PrivateBroker))");
+    const cjs = await probe('commonjs', "const t = require('postage-ts/testing'); console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof t.PrivateBroker)");
+    expect(esm.trim()).to.equal('function function function');
+    expect(cjs.trim()).to.equal('function function function');
+  });
+
   it('works from plain JavaScript (ESM) with handlers registered without decorators', async () => {
     expect(await component('plain-esm/component.mjs')).to.include.members(['handled: from plain ESM', 'sent', 'rpc: RPC']);
   });
