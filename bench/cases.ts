@@ -34,6 +34,17 @@ function envelope(bytes: number): object {
   return new MessageCommand('payload', { data: 'x'.repeat(pad) }).setFingerprint({ name: 'bench' }).body;
 }
 
+/** Sends `n` copies of `body`, `window` at a time, each window awaited together (confirms). */
+async function sendAll(p: GenericProducer, body: object, n: number, window: number): Promise<void> {
+  for (let sent = 0; sent < n; ) {
+    const k = Math.min(window, n - sent);
+    const batch: Promise<void>[] = [];
+    for (let i = 0; i < k; i++) batch.push(p.forward(body));
+    await Promise.all(batch);
+    sent += k;
+  }
+}
+
 /** Messages per second, producer to consumer, persistent with confirms, `n` messages of about `bytes`. */
 export async function rawThroughput(url: string, n: number, bytes: number): Promise<number> {
   // Producer and consumer are separate components: a connection each, as postage-ts gives them.
@@ -127,13 +138,7 @@ export async function postageThroughput(url: string, n: number, bytes: number, k
   const p = await Source.create({ url, encoder: encoder() });
   const body = envelope(bytes);
   const t0 = performance.now();
-  for (let sent = 0; sent < n; ) {
-    const k = Math.min(window, n - sent);
-    const batch: Promise<void>[] = [];
-    for (let i = 0; i < k; i++) batch.push(p.forward(body));
-    await Promise.all(batch);
-    sent += k;
-  }
+  await sendAll(p, body, n, window);
   await done;
   const rate = n / ((performance.now() - t0) / 1000);
   s.stop();
@@ -190,13 +195,7 @@ export async function postageRelay(url: string, n: number, outbox: boolean): Pro
   }
   const p = await Source.create({ url });
   const t0 = performance.now();
-  for (let sent = 0; sent < n; ) {
-    const k = Math.min(WINDOW, n - sent);
-    const batch: Promise<void>[] = [];
-    for (let i = 0; i < k; i++) batch.push(p.forward(body));
-    await Promise.all(batch);
-    sent += k;
-  }
+  await sendAll(p, body, n, WINDOW);
   await done;
   const rate = n / ((performance.now() - t0) / 1000);
   s.stop();
