@@ -48,3 +48,17 @@ function keyOf(msg: ConsumeMessage): string {
     .update(msg.content)
     .digest('base64');
 }
+
+/** The header a copy carries with the deliveries its message had before it was made (`redeliveryCount: 'header'`). @internal */
+export const DELIVERIES_HEADER = 'postage-deliveries';
+
+/** Deliveries before this copy, from its header (0 without one). @internal */
+export function deliveriesBefore(msg: ConsumeMessage): number {
+  const n = Number((msg.properties.headers as Record<string, unknown> | undefined)?.[DELIVERIES_HEADER]);
+  return Number.isInteger(n) && n > 0 ? n : 0;
+}
+
+/** Whether the queue counts deliveries itself (a quorum queue's `x-delivery-count`). @internal */
+export function queueCounts(msg: ConsumeMessage): boolean {
+  return (msg.properties.headers as Record<string, unknown> | undefined)?.['x-delivery-count'] !== undefined;
+}

@@ -7,7 +7,7 @@ import { componentLogger, type Logger } from '../log.js';
 import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
-import { DeliveryCounter } from './deliveries.js';
+import { DeliveryCounter, DELIVERIES_HEADER, deliveriesBefore, queueCounts } from './deliveries.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { sendHeld, succeeded } from './delivery/outbox.js';
 import { checkDelay } from './delay.js';
@@ -63,6 +63,18 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * @default 5
    */
   maxDeliveries?: number;
+  /**
+   * Where the delivery count of `maxDeliveries` survives a crash of the
+   * process. `'broker'`: a quorum queue's `x-delivery-count` (a classic
+   * queue keeps none, so there a message that crashes its process each time
+   * is counted within one process only). `'header'`: on a queue that keeps
+   * no count, a redelivered message goes back to its queue at once as a copy
+   * with the count in a `postage-deliveries` header, and the copy is handled:
+   * crash loops stop on classic queues too, at the price of a publish per
+   * redelivery and of the redelivered message's place in the queue.
+   * @default 'broker'
+   */
+  redeliveryCount?: 'broker' | 'header';
   /**
    * How long a handler may run (ms) before its delivery fails with
    * `HandlerTimeout` (retries, then the error exchange or a reject) and the
@@ -134,6 +146,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   handleSignals: true,
   drainTimeoutMs: true,
   maxDeliveries: true,
+  redeliveryCount: true,
   handlerTimeoutMs: true,
   waitForBrokerMs: true,
   tls: true,
@@ -171,6 +184,7 @@ export class MessageProcessor extends MicroThread {
   /** How long a SIGTERM / SIGINT waits for the handler in flight. */
   readonly drainTimeoutMs: number;
   readonly #maxDeliveries: number;
+  readonly #countInHeader: boolean;
   readonly #deliveries = new DeliveryCounter();
   readonly #outbox: boolean;
   readonly #dedupe: IdempotencyStore | undefined;
@@ -203,6 +217,8 @@ export class MessageProcessor extends MicroThread {
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
     this.#maxDeliveries = opts.maxDeliveries ?? 5;
     if (!(Number.isInteger(this.#maxDeliveries) && this.#maxDeliveries >= 1)) throw new TypeError(`maxDeliveries must be a whole number of at least 1, not ${String(opts.maxDeliveries)}`);
+    if (opts.redeliveryCount !== undefined && opts.redeliveryCount !== 'broker' && opts.redeliveryCount !== 'header') throw new TypeError(`redeliveryCount must be 'broker' or 'header', not ${String(opts.redeliveryCount)}`);
+    this.#countInHeader = opts.redeliveryCount === 'header';
     for (const d of opts.retry?.delays ?? []) checkDelay('retry.delays: each delay', d);
     this.#outbox = opts.outbox ?? true;
     this.#dedupe = opts.deduplicate === true ? new MemoryIdempotencyStore() : opts.deduplicate || undefined;
@@ -369,9 +385,14 @@ export class MessageProcessor extends MicroThread {
     const started = counters ? performance.now() : 0;
     let outcome: Outcome = { kind: 'leave' };
     try {
-      const n = msg.fields.redelivered ? this.#deliveries.count(msg) : 1;
+      const redelivered = msg.fields.redelivered;
+      const n = Math.max(redelivered ? this.#deliveries.count(msg) : 1, deliveriesBefore(msg) + (redelivered ? 2 : 1));
       if (n > this.#maxDeliveries) outcome = overLimit(this.#dispatch, scope, body, new DeliveryLimitExceeded(n, this.#maxDeliveries));
-      else {
+      else if (redelivered && this.#countInHeader && !queueCounts(msg)) {
+        // A classic queue forgets how often it delivered a message; a process that crashed on it forgot too.
+        // The count goes in a header of a copy, back in the queue at once; the copy is handled instead.
+        outcome = { kind: 'defer', ms: 0, reason: `redelivered (delivery ${n}): counted in a header`, headers: { [DELIVERIES_HEADER]: n - 1 }, quiet: true };
+      } else {
         if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name, messageId: scope.messageId, conversationId: scope.conversationId }, 'delivery');
         const key = this.#dedupe && body.category !== 'rpc' && scope.messageId !== undefined ? `${this.fingerprint.name}/${scope.messageId}` : undefined;
         if (key !== undefined && (yield* this.#seen(key))) {

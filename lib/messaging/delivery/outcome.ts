@@ -19,7 +19,7 @@ export type Outcome = (
    * Back to its queue in `ms`, through the broker's delay levels (`DeferMessage`, a delayed
    * retry), with `headers` added; acked once the broker confirmed the copy.
    */
-  | { kind: 'defer'; ms: number; reason: string; headers: Record<string, unknown>; err?: unknown }
+  | { kind: 'defer'; ms: number; reason: string; headers: Record<string, unknown>; err?: unknown; quiet?: boolean }
   /** Back to its queue at once (`RequeueMessage`): delivered again, counted as a delivery. */
   | { kind: 'requeue'; reason: string }
   /** Acked, confirmed by the broker, then the scheduler exits or the component restarts. */

@@ -43,7 +43,8 @@ export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBo
         ctx.consumer.reject(msg, true);
         return;
       }
-      if (err !== undefined) ctx.log.warn({ ...about, err, retryInMs: ms }, `handler for ${what} failed; ${reason} in ${ms} ms, held by the broker`);
+      if (outcome.quiet) ctx.log.debug({ ...about, reason }, `${what} ${reason}`);
+      else if (err !== undefined) ctx.log.warn({ ...about, err, retryInMs: ms }, `handler for ${what} failed; ${reason} in ${ms} ms, held by the broker`);
       else ctx.log.info({ ...about, reason, deferMs: ms }, `handler for ${what} deferred the message for ${ms} ms: ${reason}`);
       ack(ctx, msg);
       return;
