@@ -39,7 +39,9 @@ export interface DeliveryInfo {
  */
 export class DeliveryScope {
   #info: DeliveryInfo | undefined;
-  /** The outbox: sends its handlers made, held until they succeed; undefined where sends go out at once. */
+  /** Whether sends are held until the handlers succeed (the outbox); false once taken, or where sends go out at once. */
+  #holding: boolean;
+  /** The held sends, made at the first one: most deliveries send nothing. */
   #held: Array<() => Promise<void>> | undefined;
   constructor(
     readonly msg: ConsumeMessage,
@@ -47,17 +49,17 @@ export class DeliveryScope {
     readonly trace: Context | undefined,
     holdSends = false,
   ) {
-    if (holdSends) this.#held = [];
+    this.#holding = holdSends;
   }
 
   /** Whether sends made now are held until the handlers succeed. */
   get holding(): boolean {
-    return this.#held !== undefined;
+    return this.#holding;
   }
 
   /** Holds a send (already validated and encoded) until the handlers succeed; resolves at once. */
   hold(send: () => Promise<void>): Promise<void> {
-    this.#held!.push(send);
+    (this.#held ??= []).push(send);
     return Promise.resolve();
   }
 
@@ -67,8 +69,9 @@ export class DeliveryScope {
   }
 
   /** The held sends, to publish or to drop; from now on sends go out at once. */
-  takeHeld(): Array<() => Promise<void>> {
-    const held = this.#held ?? [];
+  takeHeld(): ReadonlyArray<() => Promise<void>> {
+    const held = this.#held ?? NO_SENDS;
+    this.#holding = false;
     this.#held = undefined;
     return held;
   }
@@ -89,6 +92,8 @@ export class DeliveryScope {
     return this.msg.properties.headers as Record<string, unknown> | undefined;
   }
 }
+
+const NO_SENDS: ReadonlyArray<() => Promise<void>> = Object.freeze([]);
 
 function text(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? v : undefined;

@@ -89,8 +89,13 @@ function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
 function* invoke(ctx: DispatchContext, scope: DeliveryScope, h: Registered, body: MessageBody<object>, reply: (r: unknown) => void, last: boolean): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
   // Each handler (and its filters) gets its own copy, so one cannot change what the next sees;
   // the body was freshly decoded for this delivery, so the last handler can take it without copying.
-  const { value: given, fresh } = yield* contentFor(h, body);
-  if (fresh) last = true;
+  // Most handlers have no schema: no generator for them.
+  let given: unknown = h.tag.pass === 'body' ? body : body.content;
+  if (h.tag.schema) {
+    const checked = yield* contentFor(h, body);
+    given = checked.value;
+    if (checked.fresh) last = true;
+  }
   let r = runIn(
     scope,
     () => {

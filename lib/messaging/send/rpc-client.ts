@@ -109,32 +109,35 @@ export class RpcClient {
   call(c: RpcCall): Promise<AnyResult> {
     const ch = this.#channel;
     if (!ch) return Promise.reject(new BrokerError('the RPC channel is not open', 'NOT_CONNECTED'));
+    const correlationId = this.#idPrefix + this.#nextId++;
+    // Direct reply-to needs no queue: the call starts now, not a promise hop later.
+    if (c.replyTo !== 'queue') return this.#start(ch, c, correlationId, undefined);
+    return this.#replyQueue(ch, correlationId).then((queue) => this.#start(ch, c, correlationId, queue));
+  }
+
+  #start(ch: Channel, c: RpcCall, correlationId: string, queue: { name: string; consumerTag: string } | undefined): Promise<AnyResult> {
     const [exchange, key] = c.target;
     const exName = exchange.name;
-    const correlationId = this.#idPrefix + this.#nextId++;
-    return (c.replyTo === 'queue' ? this.#replyQueue(ch, correlationId) : Promise.resolve(undefined)).then(
-      (queue) =>
-        new Promise<AnyResult>((resolve, reject) => {
-          let attempt = 0;
-          const entry: PendingRpc = { resolve, reject, target: c.target, timer: undefined, queue, onReply: c.onReply };
-          // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
-          const props = Object.assign(c.properties, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
-          const send = () => {
-            ch.publish(exName, key, c.content, props);
-            entry.timer = setTimeout(() => {
-              if (attempt < c.maxRetry) {
-                attempt++;
-                this.log.debug({ correlationId, attempt }, 'RPC unanswered, sending again');
-                send();
-              } else {
-                this.#settle(correlationId, new MessageResultException('TimeoutError', `no reply to RPC ${exName}/${key} after ${c.maxRetry + 1} attempts of ${c.timeoutMs / 1000} s`));
-              }
-            }, c.timeoutMs);
-          };
-          this.#pending.set(correlationId, entry);
-          send();
-        }),
-    );
+    return new Promise<AnyResult>((resolve, reject) => {
+      let attempt = 0;
+      const entry: PendingRpc = { resolve, reject, target: c.target, timer: undefined, queue, onReply: c.onReply };
+      // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
+      const props = Object.assign(c.properties, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
+      const send = () => {
+        ch.publish(exName, key, c.content, props);
+        entry.timer = setTimeout(() => {
+          if (attempt < c.maxRetry) {
+            attempt++;
+            this.log.debug({ correlationId, attempt }, 'RPC unanswered, sending again');
+            send();
+          } else {
+            this.#settle(correlationId, new MessageResultException('TimeoutError', `no reply to RPC ${exName}/${key} after ${c.maxRetry + 1} attempts of ${c.timeoutMs / 1000} s`));
+          }
+        }, c.timeoutMs);
+      };
+      this.#pending.set(correlationId, entry);
+      send();
+    });
   }
 
   /**
