@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { GenericProducer, MessageHandler, MessageProcessor, sleep, type MessageSender } from '../../lib/index.js';
+import { MessageHandler, MessageProcessor, sleep } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
@@ -12,16 +12,6 @@ describe('MessageProcessor concurrency', function () {
   this.timeout(30_000);
   const f = exchangeFixture('conc', brokerUrl, unique, deleteTopology);
 
-  async function sender() {
-    const exchange = f.ex;
-    class Sender extends GenericProducer {
-      static override eks = [[exchange, 'k'] as const];
-      declare message_job: MessageSender;
-    }
-    const p = await Sender.create({ url: f.url });
-    f.h.onClose(() => p.close());
-    return p;
-  }
 
   /** Counts the handlers running at once. */
   function gauge() {
@@ -52,7 +42,7 @@ describe('MessageProcessor concurrency', function () {
     const proc = new Parallel({ url: f.url, logger: quiet, concurrency: 4, eqk: [[f.ex, [[f.queue, 'k']]]] });
     expect(proc.consumer.prefetch).to.equal(8);
     await f.h.start(proc);
-    const p = await sender();
+    const p = await f.producer();
     // Later deliveries finish first: acks arrive out of order.
     await Promise.all(Array.from({ length: 12 }, (_, n) => p.message_job({ n, ms: 120 - n * 8 })));
     await done.promise;
@@ -74,7 +64,7 @@ describe('MessageProcessor concurrency', function () {
       }
     }
     await f.h.start(new Generators({ url: f.url, logger: quiet, concurrency: 3, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-    const p = await sender();
+    const p = await f.producer();
     await Promise.all(Array.from({ length: 6 }, (_, n) => p.message_job({ n })));
     await done.promise;
     expect(g.max).to.equal(3);
@@ -95,7 +85,7 @@ describe('MessageProcessor concurrency', function () {
       }
     }
     await f.h.start(new Mixed({ url: f.url, logger: quiet, concurrency: 4, errorExchange: errors, retry: { attempts: 2, backoffMs: 5 }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-    const p = await sender();
+    const p = await f.producer();
     await Promise.all(Array.from({ length: 8 }, (_, n) => p.message_job({ n, fail: n === 5 })));
     const dead = await getOne(errors, 10_000);
     expect(dead && JSON.parse(dead.content.toString()).content.parameters.n).to.equal(5);
@@ -120,7 +110,7 @@ describe('MessageProcessor concurrency', function () {
     }
     const proc = new Slow({ url: f.url, logger: quiet, concurrency: 3, prefetch: 3, handleSignals: false, eqk: [[f.ex, [[f.queue, 'k']]]] });
     await f.h.start(proc);
-    const p = await sender();
+    const p = await f.producer();
     await Promise.all(Array.from({ length: 7 }, (_, n) => p.message_job({ n })));
     await started.promise;
     await proc.close();
@@ -160,7 +150,7 @@ describe('MessageProcessor concurrency', function () {
         eqk: [[f.ex, [[f.queue, 'k']]]],
       }),
     );
-    const p = await sender();
+    const p = await f.producer();
     const sent = new Map<string, number[]>();
     for (let n = 0; n < N; n += 40) {
       await Promise.all(
@@ -193,7 +183,7 @@ describe('MessageProcessor concurrency', function () {
     const proc = new Serial({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] });
     expect(proc.consumer.prefetch).to.equal(1);
     await f.h.start(proc);
-    const p = await sender();
+    const p = await f.producer();
     await Promise.all(Array.from({ length: 5 }, (_, n) => p.message_job({ n })));
     await done.promise;
     expect(g.max).to.equal(1);

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { currentDelivery, DeferMessage, GenericProducer, MessageHandler, MessageProcessor, RpcHandler, type MessageSender, type RpcSender } from '../../lib/index.js';
+import { currentDelivery, DeferMessage, MessageHandler, MessageProcessor, RpcHandler } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
@@ -11,17 +11,6 @@ describe('Delayed delivery', function () {
   this.timeout(30_000);
   const f = exchangeFixture('delay', brokerUrl, unique, deleteTopology);
 
-  async function sender() {
-    const exchange = f.ex;
-    class Sender extends GenericProducer {
-      static override eks = [[exchange, 'k'] as const];
-      declare message_job: MessageSender;
-      declare rpc_ask: RpcSender;
-    }
-    const p = await Sender.create({ url: f.url });
-    f.h.onClose(() => p.close());
-    return p;
-  }
 
   describe('_delay', () => {
     it('holds a message in the broker for its delay, then routes it with its own routing key; never early', async () => {
@@ -33,7 +22,7 @@ describe('Delayed delivery', function () {
         }
       }
       await f.h.start(new Late({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-      const p = await sender();
+      const p = await f.producer();
       const sent = Date.now();
       // 1337 ms: several bits set, so several levels on the way.
       await p.message_job({ n: 7 }, { _delay: 1337 });
@@ -56,14 +45,14 @@ describe('Delayed delivery', function () {
         }
       }
       await f.h.start(new Ordered({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-      const p = await sender();
+      const p = await f.producer();
       await Promise.all([p.message_job({ n: 3 }, { _delay: 900 }), p.message_job({ n: 1 }, { _delay: 100 }), p.message_job({ n: 0 }), p.message_job({ n: 2 }, { _delay: 500 })]);
       await done.promise;
       expect(order).to.deep.equal([0, 1, 2, 3]);
     });
 
     it('survives its sender: the send resolves once the broker holds the message', async () => {
-      const p = await sender();
+      const p = await f.producer();
       await p.message_job({ n: 1 }, { _delay: 300 });
       await p.close();
       // Nobody consumes yet: the queue exists (declared here), and the message lands in it when due.
@@ -76,7 +65,7 @@ describe('Delayed delivery', function () {
     });
 
     it('refuses a bad delay, a delay with _expiration, and the default exchange, with a TypeError naming the option', async () => {
-      const p = await sender();
+      const p = await f.producer();
       for (const bad of [-1, 1.5, 2 ** 32, Number.NaN]) {
         const err = await p.message_job({}, { _delay: bad }).then(() => undefined, (e: unknown) => e);
         expect(err).to.be.instanceOf(TypeError);
@@ -102,7 +91,7 @@ describe('Delayed delivery', function () {
         }
       }
       await f.h.start(new Deferring({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-      await (await sender()).message_job({});
+      await (await f.producer()).message_job({});
       await done.promise;
       expect(runs.map((r) => r.deferrals)).to.deep.equal([undefined, 1, 2]);
       expect(runs[1].at - runs[0].at).to.be.at.least(250);
@@ -129,7 +118,7 @@ describe('Delayed delivery', function () {
         }
       }
       await f.h.start(new Deferring({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }), new Other({ url: f.url, logger: quiet, eqk: [[f.ex, [[other, 'k']]]] }));
-      await (await sender()).message_job({});
+      await (await f.producer()).message_job({});
       await done.promise;
       expect(runs).to.equal(2);
       expect(otherRuns).to.equal(1);
@@ -145,7 +134,7 @@ describe('Delayed delivery', function () {
         }
       }
       await f.h.start(new Later({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-      const r = await (await sender()).rpc_ask({}, { _timeout: 10, _max_retry: 0 });
+      const r = await (await f.producer()).rpc_ask({}, { _timeout: 10, _max_retry: 0 });
       expect(r.body.content.value).to.equal('now');
       expect(runs).to.equal(2);
     });
@@ -168,7 +157,7 @@ describe('Delayed delivery', function () {
         }
       }
       await f.h.start(new Failing({ url: f.url, logger: quiet, errorExchange: errors, retry: { attempts: 2, backoffMs: 1, delays: [200, 400] }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-      await (await sender()).message_job({ n: 1 });
+      await (await f.producer()).message_job({ n: 1 });
       const dead = await getOne(errors, 10_000);
       expect(dead, 'a dead letter').to.not.equal(false);
       const h = (dead as Exclude<typeof dead, false>).properties.headers!;
@@ -192,7 +181,7 @@ describe('Delayed delivery', function () {
       }
       const first = new FailsOnce({ url: f.url, logger: quiet, handleSignals: false, retry: { attempts: 1, delays: [800] }, eqk: [[f.ex, [[f.queue, 'k']]]] });
       await f.h.start(first);
-      await (await sender()).message_job({ n: 2 });
+      await (await f.producer()).message_job({ n: 2 });
       await failed.promise;
       await first.close();
       const handled = deferred<{ n: number; retries: unknown }>();

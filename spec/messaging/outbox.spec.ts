@@ -170,16 +170,6 @@ describe('deduplicate', function () {
   this.timeout(20_000);
   const f = exchangeFixture('dedupe', brokerUrl, unique, deleteTopology);
 
-  async function sender() {
-    const exchange = f.ex;
-    class Sender extends GenericProducer {
-      static override eks = [[exchange, 'k'] as const];
-      declare message_job: MessageSender;
-    }
-    const p = await Sender.create({ url: f.url });
-    f.h.onClose(() => p.close());
-    return p;
-  }
 
   it('handles a message id once: a duplicate is acked without running its handlers', async () => {
     const seen: number[] = [];
@@ -192,7 +182,7 @@ describe('deduplicate', function () {
       }
     }
     await f.h.start(new Once({ url: f.url, logger: quiet, deduplicate: true, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-    const p = await sender();
+    const p = await f.producer();
     await p.message_job({ n: 1 }, { _message_id: 'a' });
     await p.message_job({ n: 2 }, { _message_id: 'a' });
     await p.message_job({ n: 3 }, { _message_id: 'b' });
@@ -217,7 +207,7 @@ describe('deduplicate', function () {
       }
     }
     await f.h.start(new Store({ url: f.url, logger: quiet, deduplicate: store, fingerprint: { name: 'store-spec' }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-    const p = await sender();
+    const p = await f.producer();
     await p.message_job({ ok: false }, { _message_id: 'x' });
     await p.message_job({ ok: true }, { _message_id: 'y' });
     await done.promise;

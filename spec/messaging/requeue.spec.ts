@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { currentDelivery, GenericProducer, MessageHandler, MessageProcessor, RequeueMessage, RpcHandler, type MessageSender, type RpcSender } from '../../lib/index.js';
+import { currentDelivery, MessageHandler, MessageProcessor, RequeueMessage, RpcHandler } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
@@ -9,17 +9,6 @@ describe('RequeueMessage', function () {
   this.timeout(20_000);
   const f = exchangeFixture('rq', brokerUrl, unique, deleteTopology);
 
-  async function sender() {
-    const exchange = f.ex;
-    class Sender extends GenericProducer {
-      static override eks = [[exchange, 'k'] as const];
-      declare message_job: MessageSender;
-      declare rpc_ask: RpcSender;
-    }
-    const p = await Sender.create({ url: f.url });
-    f.h.onClose(() => p.close());
-    return p;
-  }
 
   it('puts the message back in its queue: it comes again, redelivered, with no retry and no error exchange', async () => {
     const runs: boolean[] = [];
@@ -33,7 +22,7 @@ describe('RequeueMessage', function () {
       }
     }
     await f.h.start(new Picky({ url: f.url, retry: { attempts: 5, backoffMs: 10 }, errorExchange: unique('rq-never'), logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
-    await (await sender()).message_job({});
+    await (await f.producer()).message_job({});
     await done.promise;
     expect(runs).to.deep.equal([false, true, true]);
     expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
@@ -49,7 +38,7 @@ describe('RequeueMessage', function () {
       }
     }
     await f.h.start(new Stubborn({ url: f.url, maxDeliveries: 4, logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
-    await (await sender()).message_job({});
+    await (await f.producer()).message_job({});
     // The broker has no "queue drained" event: poll its depth (bounded).
     const end = Date.now() + 10_000;
     while (runs < 4 || (await queueState(f.queue)).messages > 0) {
@@ -70,7 +59,7 @@ describe('RequeueMessage', function () {
       }
     }
     await f.h.start(new Later({ url: f.url, logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
-    const r = await (await sender()).rpc_ask({}, { _timeout: 10, _max_retry: 0 });
+    const r = await (await f.producer()).rpc_ask({}, { _timeout: 10, _max_retry: 0 });
     expect(r.ok).to.equal(true);
     expect(r.body.content.value).to.equal('now');
     expect(runs).to.equal(2);

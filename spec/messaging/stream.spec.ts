@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { BrokerError, GenericProducer, MessageProcessor, RpcHandler, StreamError, type ProcessorDescription, type RpcSender, type StreamSender } from '../../lib/index.js';
+import { BrokerError, MessageProcessor, RpcHandler, StreamError, type ProcessorDescription } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, dropConnection, exchangeFixture } from '../support/components.js';
@@ -11,21 +11,6 @@ describe('RPC streams', function () {
   this.timeout(60_000);
   const f = exchangeFixture('stream', brokerUrl, unique, deleteTopology);
 
-  async function caller() {
-    const exchange = f.ex;
-    class Caller extends GenericProducer {
-      static override eks = [[exchange, 'k'] as const];
-      declare rpcStream_count: StreamSender<{ to: number }>;
-      declare rpcStream_forever: StreamSender;
-      declare rpcStream_fails: StreamSender;
-      declare rpcStream_plain: StreamSender;
-      declare rpcStream_sync: StreamSender;
-      declare rpc_describe: RpcSender;
-    }
-    const p = await Caller.create({ url: f.url });
-    f.h.onClose(() => p.close());
-    return p;
-  }
 
   const state = { produced: 0, stopped: deferred() };
   beforeEach(() => {
@@ -82,7 +67,7 @@ describe('RPC streams', function () {
 
   it('streams 10,000 items in order, the server never more than its window ahead of a slow caller', async () => {
     await server();
-    const p = await caller();
+    const p = await f.producer();
     let taken = 0;
     let ahead = 0;
     for await (const v of p.rpcStream_count({ to: 10_000 }, { _window: 32 })) {
@@ -98,7 +83,7 @@ describe('RPC streams', function () {
 
   it('tells the server when the caller stops halfway: its generator is closed and its finally runs; stopping twice does nothing', async () => {
     await server();
-    const p = await caller();
+    const p = await f.producer();
     const it = p.rpcStream_forever({});
     let n = 0;
     for await (const v of it) {
@@ -112,7 +97,7 @@ describe('RPC streams', function () {
 
   it("ends with the handler's error after the items it yielded", async () => {
     await server();
-    const p = await caller();
+    const p = await f.producer();
     const got: unknown[] = [];
     const err = await (async () => {
       for await (const v of p.rpcStream_fails({})) got.push(v);
@@ -125,7 +110,7 @@ describe('RPC streams', function () {
 
   it('streams a generator tagged { stream: true }', async () => {
     await server();
-    const p = await caller();
+    const p = await f.producer();
     const got: unknown[] = [];
     for await (const v of p.rpcStream_sync({})) got.push(v);
     expect(got).to.deep.equal(['x', 'y', 'z']);
@@ -133,7 +118,7 @@ describe('RPC streams', function () {
 
   it('fails the iteration when the handler is not a stream, and when no queue takes the request', async () => {
     await server();
-    const p = await caller();
+    const p = await f.producer();
     const plain = await p.rpcStream_plain({}).next().then(() => undefined, (e: unknown) => e);
     expect(plain).to.be.instanceOf(StreamError).and.include({ reason: 'not-a-stream' });
     const nowhere = await p.rpcStream_count({ to: 1 }, { _key: 'nobody' }).next().then(() => undefined, (e: unknown) => e);
@@ -142,7 +127,7 @@ describe('RPC streams', function () {
 
   it('ends with an error, never hangs, when the server goes mid-stream', async () => {
     const s = await server();
-    const p = await caller();
+    const p = await f.producer();
     const it = p.rpcStream_forever({}, { _timeout: 1 });
     let n = 0;
     const err = await (async () => {
@@ -154,7 +139,7 @@ describe('RPC streams', function () {
 
   it('stops the server side of a stream whose caller vanished', async () => {
     await server();
-    const p = await caller();
+    const p = await f.producer();
     const it = p.rpcStream_forever({}, { _timeout: 1, _window: 8 });
     await it.next();
     // The caller's connection goes without a word (no cancel): the server stops hearing from it.
@@ -164,7 +149,7 @@ describe('RPC streams', function () {
 
   it('is described as a stream', async () => {
     await server();
-    const p = await caller();
+    const p = await f.producer();
     const r = await p.rpc_describe({}, { _timeout: 10, _max_retry: 0 });
     const d = r.body.content.value as ProcessorDescription;
     expect(d.handlers.filter((h) => h.kind === 'stream').map((h) => h.name).sort()).to.deep.equal(['count', 'fails', 'forever', 'sync']);

@@ -1,5 +1,5 @@
 /** Runs processors on a scheduler for a spec and tears everything down after it. */
-import { MicroScheduler, type MessageProcessor } from '../../lib/index.js';
+import { GenericProducer, MicroScheduler, type MessageProcessor, type Producer, type ProducerOptions } from '../../lib/index.js';
 
 export class Harness {
   readonly scheduler = new MicroScheduler({ name: 'spec' });
@@ -65,6 +65,8 @@ export interface ExchangeFixture {
   ex: { name: string; type: 'direct'; durable: false };
   queue: string;
   h: Harness;
+  /** A producer sending to the fixture's exchange with key 'k' (any message_/rpc_/rpcStream_ name), closed after the test. */
+  producer(options?: ProducerOptions): Promise<Producer<GenericProducer>>;
 }
 
 /**
@@ -73,7 +75,17 @@ export interface ExchangeFixture {
  * deleted after each test. Read the fields inside tests, not at describe time.
  */
 export function exchangeFixture(prefix: string, brokerUrl: () => Promise<string>, unique: (p: string) => string, deleteTopology: (q: string[], e: string[]) => Promise<void>): ExchangeFixture {
-  const f = {} as ExchangeFixture;
+  const f = {
+    async producer(options: ProducerOptions = {}) {
+      const exchange = f.ex;
+      class SpecProducer extends GenericProducer {
+        static override eks = [[exchange, 'k'] as const];
+      }
+      const p = await SpecProducer.create({ url: f.url, ...options });
+      f.h.onClose(() => p.close());
+      return p;
+    },
+  } as ExchangeFixture;
   before(async () => {
     f.url = await brokerUrl();
   });
