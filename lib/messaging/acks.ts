@@ -41,6 +41,8 @@ export class AckBatcher {
   constructor(
     readonly channel: SettleChannel,
     readonly maxBatch: number,
+    /** Puts what was just settled (and sent after it) on the wire now. */
+    private readonly flushed: () => void = () => undefined,
   ) {}
 
   ack(msg: ConsumeMessage): void {
@@ -95,6 +97,7 @@ export class AckBatcher {
       return;
     }
     for (const send of after) send();
+    this.flushed();
   }
 
   #settle(tag: number): void {

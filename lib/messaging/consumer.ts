@@ -4,6 +4,7 @@ import { BrokerError, ValidationError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { randomBytes } from 'node:crypto';
 import { openChannel } from '../transport/channels.js';
+import { flushChannel } from '../transport/coalesce.js';
 import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import { AckBatcher } from './acks.js';
@@ -123,7 +124,7 @@ export class GenericConsumer {
     this.#channel = ch;
     this.#channelTags = new Set();
     // Half the prefetch window: the broker can send the next half while handlers work through the first.
-    this.#acks = new AckBatcher(ch, this.prefetch > 0 ? Math.max(1, Math.floor(this.prefetch / 2)) : 256);
+    this.#acks = new AckBatcher(ch, this.prefetch > 0 ? Math.max(1, Math.floor(this.prefetch / 2)) : 256, () => flushChannel(ch as unknown as { ch?: unknown; connection?: unknown }));
     return ch;
   }
 

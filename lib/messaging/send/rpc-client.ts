@@ -2,6 +2,7 @@ import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
 import { BrokerError, MalformedMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { openChannel } from '../../transport/channels.js';
+import { flushChannelSoon } from '../../transport/coalesce.js';
 import type { Encoder } from '../encoder.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type AnyResult, type MessageBody } from '../messages.js';
 import { declareQueue, type EksEntry } from '../topology.js';
@@ -125,6 +126,8 @@ export class RpcClient {
       const props = Object.assign(c.properties, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
       const send = () => {
         ch.publish(exName, key, c.content, props);
+        // On the wire at the end of this stretch of code, not after whatever else this turn of the event loop runs.
+        flushChannelSoon(ch as unknown as { ch?: unknown; connection?: unknown });
         entry.timer = setTimeout(() => {
           if (attempt < c.maxRetry) {
             attempt++;
