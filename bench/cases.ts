@@ -4,6 +4,8 @@
  * work on the same broker.
  */
 import amqp from 'amqplib';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import {
   EncryptedJsonEncoder,
@@ -16,12 +18,19 @@ import {
   RpcCommand,
   RpcHandler,
   type ExchangeObject,
+  type Producer,
 } from '../dist/index.js';
 
 export const PREFETCH = 100;
 const WINDOW = 1000;
-/** RPC round trips made on a fresh pair of components before any is timed. */
+/** Deliveries taken on a fresh connection before any is timed. */
 const WARMUP = 300;
+/**
+ * RPC round trips on a fresh pair of components before any is timed: the
+ * slowest 1% of the first two thousand or so are the JIT's (tiering up, on
+ * either side), not what a running component sees.
+ */
+const RPC_WARMUP = 2000;
 
 const uid = () => `bench.${randomBytes(4).toString('hex')}`;
 
@@ -225,15 +234,11 @@ function stats(latencies: number[], totalMs: number): RpcStats {
   return { p50: sorted[Math.floor(sorted.length * 0.5)], p99: sorted[Math.floor(sorted.length * 0.99)], perSecond: latencies.length / (totalMs / 1000) };
 }
 
-/** `calls` RPCs with `inFlight` at a time against an echo server of the same kind. */
-export async function rawRpc(url: string, calls: number, inFlight: number): Promise<RpcStats> {
-  // Client and server are separate components: a connection each, as postage-ts gives them.
-  // Both stamp their fingerprint on what they send, as the Postage protocol asks.
+/** Starts a raw amqplib echo server on queue `q`; resolves to how to stop it. */
+export async function startRawEcho(url: string, q: string): Promise<() => Promise<void>> {
+  // Both sides stamp their fingerprint on what they send, as the Postage protocol asks.
   const serverFp = new Fingerprint('bench-server', 'raw').asDict();
-  const clientFp = new Fingerprint('bench-client', 'raw').asDict();
-  const conn = await rawConnect(url);
   const serverConn = await rawConnect(url);
-  const q = uid();
   const server = await serverConn.createChannel();
   await server.assertQueue(q, { durable: false, autoDelete: true });
   await server.prefetch(PREFETCH);
@@ -245,6 +250,52 @@ export async function rawRpc(url: string, calls: number, inFlight: number): Prom
     server.publish('', m.properties.replyTo, Buffer.from(JSON.stringify(reply)), { correlationId: m.properties.correlationId });
     server.ack(m);
   });
+  return () => serverConn.close();
+}
+
+class Echo extends MessageProcessor {
+  @RpcHandler('command', 'echo')
+  echo(content: { parameters: { text: string } }) {
+    return content.parameters.text;
+  }
+}
+
+/** Starts a postage-ts echo processor on queue `q`; resolves to how to stop it. */
+export async function startPostageEcho(url: string, q: string): Promise<() => Promise<void>> {
+  const ex: ExchangeObject = { name: '', type: 'direct' };
+  const server = new Echo({ url, prefetch: PREFETCH, handleSignals: false, eqk: [[ex, [[{ name: q, flags: { durable: false, autoDelete: true } }, q]]]] });
+  await server.ready();
+  const s = new MicroScheduler();
+  s.addMicrothread(server);
+  const running = s.run();
+  return async () => {
+    s.stop();
+    await running;
+    await server.close();
+  };
+}
+
+/** The echo server of `kind` in this process, or (`apart`) in a process of its own, as components usually are. */
+async function echoServer(kind: 'raw' | 'postage', url: string, q: string, apart: boolean): Promise<() => Promise<void>> {
+  if (!apart) return kind === 'raw' ? startRawEcho(url, q) : startPostageEcho(url, q);
+  const child = spawn(process.execPath, [...process.execArgv, new URL('./echo-server.ts', import.meta.url).pathname, kind, url, q], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (b: Buffer) => String(b).includes('ready') && resolve());
+    child.once('exit', (code) => reject(new Error(`the ${kind} echo server exited (${code}) before it was ready`)));
+  });
+  return async () => {
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+  };
+}
+
+/** `calls` RPCs with `inFlight` at a time against a raw echo server. */
+export async function rawRpc(url: string, calls: number, inFlight: number, apart = false): Promise<RpcStats> {
+  // Client and server are separate components: a connection each, as postage-ts gives them.
+  const clientFp = new Fingerprint('bench-client', 'raw').asDict();
+  const q = uid();
+  const stop = await echoServer('raw', url, q, apart);
+  const conn = await rawConnect(url);
   const client = await conn.createChannel();
   const pending = new Map<string, () => void>();
   await client.consume('amq.rabbitmq.reply-to', (m) => {
@@ -263,45 +314,36 @@ export async function rawRpc(url: string, calls: number, inFlight: number): Prom
       client.publish('', q, body, { replyTo: 'amq.rabbitmq.reply-to', correlationId: cid, contentType: 'application/json' });
     });
   // Steady state, on both sides: a fresh connection's first round trips are not what a component lives with.
-  await drive(WARMUP, inFlight, one);
+  await drive(RPC_WARMUP, inFlight, one);
   const r = await drive(calls, inFlight, one);
   await conn.close();
-  await serverConn.close();
+  await stop();
   return r;
 }
 
-export async function postageRpc(url: string, calls: number, inFlight: number): Promise<RpcStats> {
-  const ex: ExchangeObject = { name: '', type: 'direct' };
+class Caller extends GenericProducer {
+  build_rpc_echo(text: string) {
+    return new RpcCommand('echo', { text });
+  }
+}
+
+/** `calls` RPCs with `inFlight` at a time against a postage-ts echo processor. */
+export async function postageRpc(url: string, calls: number, inFlight: number, apart = false): Promise<RpcStats> {
   const q = uid();
-  class Echo extends MessageProcessor {
-    @RpcHandler('command', 'echo')
-    echo(content: { parameters: { text: string } }) {
-      return content.parameters.text;
-    }
-  }
-  class Caller extends GenericProducer {
-    static override eks = [[ex, q] as const];
-    build_rpc_echo(text: string) {
-      return new RpcCommand('echo', { text });
-    }
-  }
-  const server = new Echo({ url, prefetch: PREFETCH, eqk: [[ex, [[{ name: q, flags: { durable: false, autoDelete: true } }, q]]]] });
-  await server.ready();
-  const s = new MicroScheduler();
-  s.addMicrothread(server);
-  const running = s.run();
-  const p = await Caller.create({ url });
+  const stop = await echoServer('postage', url, q, apart);
+  const p = new Caller();
+  p.eks = [[{ name: '', type: 'direct' }, q]];
+  await p.connect();
+  const caller = p as Producer<Caller>;
   const one = async () => {
     const t = performance.now();
-    await p.rpc_echo('hi', { _timeout: 30 });
+    await caller.rpc_echo('hi', { _timeout: 30 });
     return performance.now() - t;
   };
-  await drive(WARMUP, inFlight, one);
+  await drive(RPC_WARMUP, inFlight, one);
   const r = await drive(calls, inFlight, one);
-  s.stop();
-  await running;
-  await server.close();
   await p.close();
+  await stop();
   return r;
 }
 
