@@ -155,10 +155,7 @@ export async function postageThroughput(url: string, n: number, bytes: number, k
   s.stop();
   await running;
   await sink.close();
-  const conn = await rawConnect(url);
-  const ch = await conn.createChannel();
-  await ch.deleteQueue(q);
-  await conn.close();
+  await dropQueue(url, q);
   await p.close();
   return rate;
 }
@@ -213,11 +210,7 @@ export async function postageRelay(url: string, n: number, outbox: boolean): Pro
   await running;
   await relay.close();
   await sink.close();
-  const conn = await rawConnect(url);
-  const ch = await conn.createChannel();
-  await ch.deleteQueue(inQ);
-  await ch.deleteQueue(outQ);
-  await conn.close();
+  await dropQueue(url, inQ, outQ);
   await p.close();
   await next.close();
   return rate;
@@ -380,9 +373,10 @@ async function filledQueue(url: string, n: number, keyed = 0): Promise<string> {
   return q;
 }
 
-async function dropQueue(url: string, q: string): Promise<void> {
+async function dropQueue(url: string, ...queues: string[]): Promise<void> {
   const conn = await rawConnect(url);
-  await (await conn.createChannel()).deleteQueue(q);
+  const ch = await conn.createChannel();
+  for (const q of queues) await ch.deleteQueue(q);
   await conn.close();
 }
 

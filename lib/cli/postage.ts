@@ -10,7 +10,7 @@
  */
 import { parseArgs } from 'node:util';
 import { GenericApplicationExchange, PresenceExchange } from '../application/generic_application.js';
-import { BrokerError, ConfigError, PostageError } from '../errors.js';
+import { BrokerError, ConfigError } from '../errors.js';
 import { JsonEncoder } from '../messaging/encoder.js';
 import type { ExchangeObject } from '../messaging/exchange.js';
 import type { FingerprintDict } from '../messaging/fingerprint.js';
@@ -21,15 +21,9 @@ import { configureLogging } from '../log.js';
 import { pino } from 'pino';
 import { deliveryInfo } from '../messaging/delivery/context.js';
 import type { ProcessorDescription } from '../messaging/describe.js';
-import { runModule, RunUsageError } from './run.js';
+import { runModule } from './run.js';
+import { UsageError } from './usage.js';
 import type { ConsumeMessage } from 'amqplib';
-
-class UsageError extends PostageError {
-  constructor(message: string) {
-    super(message, 'USAGE');
-    this.name = 'UsageError';
-  }
-}
 
 const HELP: Record<string, string> = {
   main: `usage: postage <command> [options]
@@ -350,7 +344,7 @@ main(process.argv.slice(2)).then(
     const e = err as Error & { code?: string };
     // One line, no stack: scripts read the exit code, people read the line.
     console.error(`postage: ${e.message}`);
-    const usage = err instanceof UsageError || err instanceof RunUsageError || err instanceof ConfigError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
+    const usage = err instanceof UsageError || err instanceof ConfigError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
     process.exit(usage ? 2 : err instanceof BrokerError ? (err.code === 'UNROUTABLE' ? 4 : 3) : 1);
   },
 );

@@ -7,7 +7,8 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { BrokerError, PostageError } from '../errors.js';
+import { BrokerError } from '../errors.js';
+import { UsageError } from './usage.js';
 import { MessageProcessor } from '../messaging/processor.js';
 import { MicroScheduler } from '../microthreads/scheduler.js';
 import { MicroThread } from '../microthreads/thread.js';
@@ -15,17 +16,10 @@ import { MicroThread } from '../microthreads/thread.js';
 /** Exit codes, as process managers read them. */
 export const RUN_EXIT = Object.freeze({ stopped: 0, crashed: 1, usage: 2, broker: 3 });
 
-export class RunUsageError extends PostageError {
-  constructor(message: string) {
-    super(message, 'USAGE');
-    this.name = 'UsageError';
-  }
-}
-
 /** Imports a module by path; a TypeScript one through tsx when Node cannot load it alone. */
 async function load(path: string): Promise<Record<string, unknown>> {
   const file = resolve(path);
-  if (!existsSync(file)) throw new RunUsageError(`no module at ${file}`);
+  if (!existsSync(file)) throw new UsageError(`no module at ${file}`);
   const url = pathToFileURL(file).href;
   try {
     return (await import(url)) as Record<string, unknown>;
@@ -37,7 +31,7 @@ async function load(path: string): Promise<Record<string, unknown>> {
       const tsx = 'tsx/esm/api';
       ({ register } = (await import(tsx)) as { register: () => unknown });
     } catch {
-      throw new RunUsageError(`${path} is TypeScript and tsx is not installed: npm install --save-dev tsx, or run the compiled .js`);
+      throw new UsageError(`${path} is TypeScript and tsx is not installed: npm install --save-dev tsx, or run the compiled .js`);
     }
     register();
     return (await import(url)) as Record<string, unknown>;
@@ -53,11 +47,11 @@ function runnables(mod: Record<string, unknown>, path: string): MicroThread[] {
       try {
         found.add(new (v as new () => MessageProcessor)());
       } catch (err) {
-        throw new RunUsageError(`${path}: export '${name}' is a processor class that cannot be built without arguments (${(err as Error).message}): export an instance instead`);
+        throw new UsageError(`${path}: export '${name}' is a processor class that cannot be built without arguments (${(err as Error).message}): export an instance instead`);
       }
     }
   }
-  if (found.size === 0) throw new RunUsageError(`${path} exports nothing to run: export a MessageProcessor (or any MicroThread) instance, or a processor class whose constructor needs no arguments`);
+  if (found.size === 0) throw new UsageError(`${path} exports nothing to run: export a MessageProcessor (or any MicroThread) instance, or a processor class whose constructor needs no arguments`);
   return [...found];
 }
 
@@ -71,7 +65,7 @@ function readyLine(t: MicroThread): string {
 /**
  * Runs a module's components until they stop: resolves to an exit code, 0
  * once they closed (a signal, a quit command), 1 when one crashed, 3 when the
- * broker could not be reached or refused. Bad usage throws `RunUsageError`.
+ * broker could not be reached or refused. Bad usage throws `UsageError`.
  */
 export async function runModule(path: string, out: (line: string) => void = console.log, err: (line: string) => void = console.error): Promise<number> {
   const threads = runnables(await load(path), path);

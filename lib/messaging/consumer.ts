@@ -14,7 +14,7 @@ import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
 import type { ComponentOptions } from './options.js';
 import { DELAY_ENTRY, delayHeaders, delayTo, originalExchange, withoutDelay } from './delay.js';
-import { amqpCodeOf, brokerSaid, declareExchange, declareQueue, eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
+import { amqpCodeOf, brokerSaid, declareExchange, declareQueue, eqkEntries, REPLY_TO, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
 
 export type { ConsumeMessage };
 
@@ -68,13 +68,14 @@ export class GenericConsumer {
    */
   #channelTags = new Set<string>();
   #closed = false;
-  #errorChannel: ConfirmChannel | undefined;
+  /** The confirm channel for what the consumer publishes itself (see #sideChannel), and the connection it is on. */
+  #side: ConfirmChannel | undefined;
+  #sideModel: ChannelModel | undefined;
+  /** Error exchanges declared on the current side channel. */
+  #errorExchangesDeclared = new Set<string>();
   /** The channel whose direct reply-to is consumed for stream control (see streamControl). */
   #controlOn: Channel | undefined;
   readonly #streamWatchers = new Map<string, (headers: Record<string, unknown> | undefined) => void>();
-  #errorModel: ChannelModel | undefined;
-  /** Error exchanges declared on the current side channel. */
-  #errorDeclared = new Set<string>();
 
   constructor(options: ConsumerOptions = {}) {
     const eqk = options.eqk ?? [];
@@ -124,7 +125,7 @@ export class GenericConsumer {
     this.#channel = ch;
     this.#channelTags = new Set();
     // Half the prefetch window: the broker can send the next half while handlers work through the first.
-    this.#acks = new AckBatcher(ch, this.prefetch > 0 ? Math.max(1, Math.floor(this.prefetch / 2)) : 256, () => flushChannel(ch as unknown as { ch?: unknown; connection?: unknown }));
+    this.#acks = new AckBatcher(ch, this.prefetch > 0 ? Math.max(1, Math.floor(this.prefetch / 2)) : 256, () => flushChannel(ch));
     return ch;
   }
 
@@ -339,11 +340,11 @@ export class GenericConsumer {
    */
   async errorChannel(exchange: string): Promise<ConfirmChannel> {
     const ch = await this.#sideChannel();
-    if (!this.#errorDeclared.has(exchange)) {
+    if (!this.#errorExchangesDeclared.has(exchange)) {
       await ch.assertExchange(exchange, 'fanout', { durable: true });
       await ch.assertQueue(exchange, { durable: true });
       await ch.bindQueue(exchange, exchange, '');
-      this.#errorDeclared.add(exchange);
+      this.#errorExchangesDeclared.add(exchange);
     }
     return ch;
   }
@@ -352,18 +353,18 @@ export class GenericConsumer {
   async #sideChannel(): Promise<ConfirmChannel> {
     const model = this.connection;
     if (!model) throw new BrokerError('cannot publish: not connected', 'NOT_CONNECTED');
-    if (!this.#errorChannel || this.#errorModel !== model) {
+    if (!this.#side || this.#sideModel !== model) {
       const ch = await openChannel(model, true);
       ch.on('error', (e: Error) => this.log.warn({ err: e.message }, 'consumer publishing channel error'));
       // A channel the broker closed is opened again at the next use.
       ch.on('close', () => {
-        if (this.#errorChannel === ch) this.#errorChannel = undefined;
+        if (this.#side === ch) this.#side = undefined;
       });
-      this.#errorChannel = ch;
-      this.#errorModel = model;
-      this.#errorDeclared = new Set();
+      this.#side = ch;
+      this.#sideModel = model;
+      this.#errorExchangesDeclared = new Set();
     }
-    return this.#errorChannel;
+    return this.#side;
   }
 
   decode(content: Buffer): unknown {
@@ -425,7 +426,7 @@ export class GenericConsumer {
     this.#controlOn = ch;
     try {
       await ch.consume(
-        DIRECT_REPLY_TO.slice(0, -1),
+        REPLY_TO,
         (msg) => {
           const id = msg?.properties.correlationId as string | undefined;
           if (msg && id !== undefined) this.#streamWatchers.get(id)?.(msg.properties.headers as Record<string, unknown> | undefined);
@@ -455,7 +456,7 @@ export class GenericConsumer {
     try {
       ch.publish('', msg.properties.replyTo as string, content, {
         correlationId: msg.properties.correlationId,
-        replyTo: DIRECT_REPLY_TO.slice(0, -1),
+        replyTo: REPLY_TO,
         contentType: this.encoder.contentType,
         headers,
       });
@@ -478,12 +479,12 @@ export class GenericConsumer {
     const ch = this.#channel;
     this.#channel = undefined;
     await ch?.close().catch(() => undefined);
-    await this.#errorChannel?.close().catch(() => undefined);
+    await this.#side?.close().catch(() => undefined);
     await this.#link.close();
   }
 }
 
-const DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to.';
+const DIRECT_REPLY_TO = `${REPLY_TO}.`;
 /** Base64 segments, as RabbitMQ encodes a direct reply-to address (one or two, depending on its version). */
 const DIRECT_REPLY_SUFFIX = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?:\.(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?)?$/;
 

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ConsumeMessage } from 'amqplib';
+import { countIn } from './delivery/context.js';
 
 /** How many redelivered messages are remembered at most; the oldest are forgotten first. */
 const REMEMBERED = 10_000;
@@ -54,8 +55,7 @@ export const DELIVERIES_HEADER = 'postage-deliveries';
 
 /** Deliveries before this copy, from its header (0 without one). @internal */
 export function deliveriesBefore(msg: ConsumeMessage): number {
-  const n = Number((msg.properties.headers as Record<string, unknown> | undefined)?.[DELIVERIES_HEADER]);
-  return Number.isInteger(n) && n > 0 ? n : 0;
+  return countIn(msg.properties.headers as Record<string, unknown> | undefined, DELIVERIES_HEADER);
 }
 
 /** Whether the queue counts deliveries itself (a quorum queue's `x-delivery-count`). @internal */

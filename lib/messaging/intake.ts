@@ -28,10 +28,6 @@ export class Intake {
   #closed = false;
   #idle: (() => void) | undefined;
 
-  get inFlight(): number {
-    return this.#inFlight;
-  }
-
   /** A delivery arrived: in line, and a waiting worker woken to take it. */
   push(p: Pending): void {
     this.#waiting.push(p);

@@ -19,7 +19,7 @@ import { instruments, type Instruments } from '../telemetry/metrics.js';
 import { ATTR, endSpan, extractContext, startProcessSpan, tracingOn, trace } from '../telemetry/tracing.js';
 import type { Attributes, Context, Span } from '@opentelemetry/api';
 import { handlersFor, registryFor, type Registry } from './delivery/registry.js';
-import { settle, type SettleContext } from './delivery/settle.js';
+import { ack, settle, type SettleContext } from './delivery/settle.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { MessageHandler, RpcHandler } from './handlers.js';
 import { describeProcessor, type ProcessorDescription } from './describe.js';
@@ -236,9 +236,7 @@ export class MessageProcessor extends MicroThread {
         control: () => consumer.streamControl(),
         send: (msg, content, headers) => consumer.streamSend(msg, content, headers),
         watch: (id, listener) => consumer.watchStream(id, listener),
-        ack: (msg) => {
-          if (consumer.ack(msg)) this.#deliveries.forget(msg);
-        },
+        ack: (msg) => ack(this.#settle, msg),
       },
     };
     if (!(this.#dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
@@ -408,11 +406,12 @@ export class MessageProcessor extends MicroThread {
         }
       }
       counters?.handlerDuration.record((performance.now() - started) / 1000, labels);
-      // An exit or a restart does not come back from settle: it is told first.
-      const ends = outcome.kind === 'exit' || outcome.kind === 'restart';
-      if (ends && this.#observers.size > 0) this.#tell(msg, body, outcome);
-      yield* settle(this.#settle, msg, body, outcome);
-      if (!ends && this.#observers.size > 0) this.#tell(msg, body, outcome);
+      try {
+        yield* settle(this.#settle, msg, body, outcome);
+      } finally {
+        // Also when settling ends in an exit or a restart (thrown once the broker confirmed the ack).
+        if (this.#observers.size > 0) this.#tell(msg, body, outcome);
+      }
     } finally {
       if (counters) {
         counters.inFlight.add(-1, labels);

@@ -26,6 +26,9 @@ export interface QueueFlags {
 }
 
 /** The flags postage-ts knows; any other key is refused, naming the spelling to use. */
+/** RabbitMQ's direct reply-to pseudo-queue: consumed (no ack) on a channel, its generated names route answers back to that channel. */
+export const REPLY_TO = 'amq.rabbitmq.reply-to';
+
 const QUEUE_FLAGS = new Set(['durable', 'exclusive', 'autoDelete', 'arguments', 'auto_delete', 'queueType', 'singleActiveConsumer']);
 
 export type QueueType = 'classic' | 'quorum' | 'stream';

@@ -38,11 +38,30 @@ export function clearCaptured(): void {
   all.length = 0;
 }
 
-class RecordingPublisher extends Publisher {
+/** What one test producer sent, decoded, in its own list and in `captured()`. */
+class SendLog {
   constructor(
-    private readonly encoder: Encoder,
-    private readonly into: SentMessage[],
-  ) {
+    readonly encoder: Encoder,
+    readonly sent: SentMessage[],
+  ) {}
+
+  /** Records one message (once per target) and returns its envelope. */
+  record(targets: ReadonlyArray<readonly [string, string]>, content: Buffer, props: Options.Publish, delayMs?: number): MessageBody<object> {
+    const body = Message.fromBody(this.encoder.decode(content)).body as MessageBody<object>;
+    for (const [exchange, routingKey] of targets) {
+      const sent: SentMessage = { exchange, routingKey, body, properties: { ...props } };
+      if (delayMs !== undefined) sent.delayMs = delayMs;
+      this.sent.push(sent);
+      all.push(sent);
+    }
+    return body;
+  }
+}
+
+const names = (targets: readonly EksEntry[]) => targets.map(([e, key]) => [e.name, key] as const);
+
+class RecordingPublisher extends Publisher {
+  constructor(private readonly sends: SendLog) {
     super(componentLogger('test-producer'), 1, () => undefined);
   }
   override get isOpen(): boolean {
@@ -51,30 +70,20 @@ class RecordingPublisher extends Publisher {
   override async open(_model: ChannelModel, _exchanges: readonly EksEntry[]): Promise<void> {}
   override async close(): Promise<void> {}
   override publish(targets: readonly EksEntry[], props: Options.Publish & { messageId: string; mandatory: boolean }, content: Buffer): Promise<void> {
-    this.#record(targets, props, content);
+    this.sends.record(names(targets), content, props);
     return Promise.resolve();
   }
   override async publishDelayed(targets: readonly EksEntry[], props: Options.Publish & { messageId: string }, content: Buffer, ms: number): Promise<void> {
-    this.#record(targets, props, content, ms);
-  }
-  #record(targets: readonly EksEntry[], props: Options.Publish, content: Buffer, delayMs?: number): void {
-    const body = Message.fromBody(this.encoder.decode(content)).body as MessageBody<object>;
-    for (const [exchange, routingKey] of targets) {
-      const sent: SentMessage = { exchange: exchange.name, routingKey, body, properties: { ...props } };
-      if (delayMs !== undefined) sent.delayMs = delayMs;
-      this.into.push(sent);
-      all.push(sent);
-    }
+    this.sends.record(names(targets), content, props, ms);
   }
 }
 
 class CannedRpc extends RpcClient {
   constructor(
-    private readonly codec: Encoder,
+    private readonly sends: SendLog,
     private readonly answers: Record<string, CannedAnswer>,
-    private readonly into: SentMessage[],
   ) {
-    super(componentLogger('test-producer'), codec, () => undefined);
+    super(componentLogger('test-producer'), sends.encoder, () => undefined);
   }
   override get isOpen(): boolean {
     return true;
@@ -82,10 +91,7 @@ class CannedRpc extends RpcClient {
   override async open(): Promise<void> {}
   override async close(): Promise<void> {}
   override async call(c: RpcCall): Promise<AnyResult> {
-    const body = Message.fromBody(this.codec.decode(c.content)).body as MessageBody<object>;
-    const sent: SentMessage = { exchange: c.target?.[0]?.name ?? '', routingKey: c.target?.[1] ?? '', body, properties: { ...c.properties } };
-    this.into.push(sent);
-    all.push(sent);
+    const body = this.sends.record([[c.target?.[0]?.name ?? '', c.target?.[1] ?? '']], c.content, c.properties);
     const name = String(body.name);
     if (!Object.hasOwn(this.answers, name)) return new MessageResultError(`No canned answer for RPC '${name}': give one in testProducer(…, { rpc: { ${name}: … } })`);
     const answer = this.answers[name];
@@ -114,7 +120,8 @@ class CannedRpc extends RpcClient {
 export function testProducer<T extends GenericProducer>(Cls: new (options?: ProducerOptions) => T, options: TestProducerOptions = {}): Producer<T> & { readonly sent: SentMessage[] } {
   const sent: SentMessage[] = [];
   const encoder = options.encoder ?? new JsonEncoder();
-  const transport: Transport = { publisher: new RecordingPublisher(encoder, sent), rpc: new CannedRpc(encoder, options.rpc ?? {}, sent) };
+  const log = new SendLog(encoder, sent);
+  const transport: Transport = { publisher: new RecordingPublisher(log), rpc: new CannedRpc(log, options.rpc ?? {}) };
   const p = new Cls({ ...options, encoder, [TRANSPORT]: transport } as ProducerOptions);
   Object.defineProperty(p, 'sent', { value: sent, enumerable: false });
   return p as Producer<T> & { readonly sent: SentMessage[] };

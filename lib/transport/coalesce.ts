@@ -72,10 +72,11 @@ export function coalesceWrites(model: ChannelModel, log?: Logger): boolean {
  * {@link coalesceWrites}: without the internals, the mux's own pass writes it.
  * @internal
  */
-export function flushChannel(channel: { ch?: unknown; connection?: unknown }): void {
-  const conn = channel.connection as MuxedConnection | undefined;
+export function flushChannel(channel: object): void {
+  // amqplib's Channel: its number and its connection, undeclared in its types.
+  const { ch: n, connection } = channel as { ch?: unknown; connection?: unknown };
+  const conn = connection as MuxedConnection | undefined;
   const mux = conn?.muxer;
-  const n = channel.ch;
   if (!mux || typeof n !== 'number' || !Array.isArray(mux.newStreams) || typeof mux._readIncoming !== 'function' || mux.blocked) return;
   const buffer = conn?.channels?.[n]?.buffer;
   if (!buffer) return;
@@ -92,7 +93,7 @@ const soon = new WeakSet<object>();
  * the mux's own pass.
  * @internal
  */
-export function flushChannelSoon(channel: { ch?: unknown; connection?: unknown }): void {
+export function flushChannelSoon(channel: object): void {
   if (soon.has(channel)) return;
   soon.add(channel);
   queueMicrotask(() => {

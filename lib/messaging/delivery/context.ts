@@ -95,6 +95,12 @@ export class DeliveryScope {
 
 const NO_SENDS: ReadonlyArray<() => Promise<void>> = Object.freeze([]);
 
+/** A count a header carries (retries, defers, deliveries): a whole number above 0, else 0. @internal */
+export function countIn(headers: Record<string, unknown> | undefined, name: string): number {
+  const n = Number(headers?.[name]);
+  return Number.isInteger(n) && n > 0 ? n : 0;
+}
+
 function text(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? v : undefined;
 }

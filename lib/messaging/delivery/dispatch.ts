@@ -9,7 +9,7 @@ import type { FingerprintDict } from '../fingerprint.js';
 import { applyFilters, SKIP, type Handler } from '../handlers.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type MessageBody } from '../messages.js';
 import { injectContext, passTraceOn } from '../../telemetry/tracing.js';
-import { Deadline, driveIn, HEADERS, isThenable, runIn, withDeadline, type DeliveryScope } from './context.js';
+import { countIn, Deadline, driveIn, HEADERS, isThenable, runIn, withDeadline, type DeliveryScope } from './context.js';
 import type { Outcome, Reply } from './outcome.js';
 import { rpcHandler, type Registered } from './registry.js';
 import { dispatchStream, type StreamServer } from './stream.js';
@@ -45,10 +45,6 @@ export const RETRY_HEADERS = Object.freeze({
   deferrals: 'postage-deferrals',
 });
 
-function countIn(headers: Record<string, unknown> | undefined, name: string): number {
-  const n = Number(headers?.[name]);
-  return Number.isInteger(n) && n > 0 ? n : 0;
-}
 
 /** What dispatching needs of the processor that drives it. */
 export interface DispatchContext {

@@ -107,8 +107,8 @@ export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBo
   if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
 }
 
-/** Acks, and forgets the delivery count of a message that will not come back. */
-function ack(ctx: SettleContext, msg: ConsumeMessage): void {
+/** Acks, and forgets the delivery count of a message that will not come back (a stream acks its request this way too). */
+export function ack(ctx: SettleContext, msg: ConsumeMessage): void {
   if (ctx.consumer.ack(msg)) ctx.deliveries.forget(msg);
 }
 

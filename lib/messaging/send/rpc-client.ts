@@ -5,7 +5,7 @@ import { openChannel } from '../../transport/channels.js';
 import { flushChannelSoon } from '../../transport/coalesce.js';
 import type { Encoder } from '../encoder.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type AnyResult, type MessageBody } from '../messages.js';
-import { declareQueue, type EksEntry } from '../topology.js';
+import { declareQueue, REPLY_TO, type EksEntry } from '../topology.js';
 import { unroutableError } from './publisher.js';
 import { StreamCall } from './rpc-stream.js';
 import { STREAM } from '../stream-protocol.js';
@@ -47,7 +47,6 @@ interface PendingRpc {
   queue?: { name: string; consumerTag: string };
 }
 
-const REPLY_TO = 'amq.rabbitmq.reply-to';
 
 /**
  * Calls RPCs and matches their replies: one plain channel (a request needs no
@@ -63,8 +62,7 @@ export class RpcClient {
   #channel: Channel | undefined;
   readonly #pending = new Map<string, PendingRpc>();
   /** Streams running, by correlation id. */
-  readonly #streams = new Map<string, StreamCall>();
-  readonly #streamTargets = new Map<string, EksEntry>();
+  readonly #streams = new Map<string, { call: StreamCall; target: EksEntry }>();
   readonly #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
   #nextId = 0;
 
@@ -89,8 +87,8 @@ export class RpcClient {
       const id = msg.properties.correlationId as string | undefined;
       const entry = id === undefined ? undefined : this.#pending.get(id);
       if (entry) this.#fail(id!, unroutableError([entry.target]));
-      const stream = id === undefined ? undefined : this.#streamTargets.get(id);
-      if (stream) this.#streams.get(id!)?.fail(unroutableError([stream]));
+      const stream = id === undefined ? undefined : this.#streams.get(id);
+      stream?.call.fail(unroutableError([stream.target]));
     });
     // Direct reply-to: replies come back on the channel that published.
     await ch.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
@@ -127,7 +125,7 @@ export class RpcClient {
       const send = () => {
         ch.publish(exName, key, c.content, props);
         // On the wire at the end of this stretch of code, not after whatever else this turn of the event loop runs.
-        flushChannelSoon(ch as unknown as { ch?: unknown; connection?: unknown });
+        flushChannelSoon(ch);
         entry.timer = setTimeout(() => {
           if (attempt < c.maxRetry) {
             attempt++;
@@ -167,11 +165,9 @@ export class RpcClient {
       decode: (msg) => this.#toResult(msg.content),
       finished: () => {
         this.#streams.delete(correlationId);
-        this.#streamTargets.delete(correlationId);
       },
     });
-    this.#streams.set(correlationId, call);
-    this.#streamTargets.set(correlationId, target);
+    this.#streams.set(correlationId, { call, target });
     const headers = { ...(properties.headers as Record<string, unknown> | undefined), [STREAM.window]: o.window, [STREAM.idle]: o.idleMs };
     ch.publish(exchange.name, key, content, { ...properties, headers, contentType: this.encoder.contentType, replyTo: REPLY_TO, correlationId, mandatory: true });
     return call;
@@ -220,7 +216,7 @@ export class RpcClient {
     let id = forCall ?? (msg.properties.correlationId as string | undefined);
     const stream = id === undefined ? undefined : this.#streams.get(id);
     if (stream) {
-      stream.deliver(msg);
+      stream.call.deliver(msg);
       return;
     }
     if (id === undefined && this.#pending.size === 1) {
@@ -247,8 +243,8 @@ export class RpcClient {
   }
 
   #failPending(why: string, code: 'CHANNEL_CLOSED' | 'CLOSED'): void {
-    for (const [id, target] of [...this.#streamTargets]) {
-      this.#streams.get(id)?.fail(new BrokerError(`RPC stream from ${target[0].name}/${target[1]} lost: ${why}`, code));
+    for (const { call, target } of [...this.#streams.values()]) {
+      call.fail(new BrokerError(`RPC stream from ${target[0].name}/${target[1]} lost: ${why}`, code));
     }
     for (const [id, { target }] of [...this.#pending]) {
       this.#fail(id, new BrokerError(`RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it is safe to`, code));
@@ -289,7 +285,7 @@ export class RpcClient {
 
   /** Every call in flight rejects with `CLOSED`, every stream is cancelled (its server told); the channel closes. */
   async close(): Promise<void> {
-    for (const s of [...this.#streams.values()]) await s.return();
+    for (const { call } of [...this.#streams.values()]) await call.return();
     this.#failPending('the producer was closed', 'CLOSED');
     const ch = this.#channel;
     this.#channel = undefined;
