@@ -4,7 +4,7 @@
  * work on the same broker.
  */
 import amqp from 'amqplib';
-import { spawn } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import {
@@ -30,7 +30,7 @@ const WARMUP = 300;
  * slowest 1% of the first two thousand or so are the JIT's (tiering up, on
  * either side), not what a running component sees.
  */
-const RPC_WARMUP = 2000;
+export const RPC_WARMUP = 2000;
 
 const uid = () => `bench.${randomBytes(4).toString('hex')}`;
 
@@ -282,12 +282,16 @@ async function echoServer(kind: 'raw' | 'postage', url: string, q: string, apart
   };
 }
 
-/** `calls` RPCs with `inFlight` at a time against a raw echo server. */
-export async function rawRpc(url: string, calls: number, inFlight: number, apart = false): Promise<RpcStats> {
+/** One side's RPC caller: `one()` makes a call and resolves to its round trip in ms. */
+export interface RpcCaller {
+  one: () => Promise<number>;
+  close: () => Promise<void>;
+}
+
+/** A raw amqplib caller of the echo server on `q`, through direct reply-to. */
+export async function rawCaller(url: string, q: string): Promise<RpcCaller> {
   // Client and server are separate components: a connection each, as postage-ts gives them.
   const clientFp = new Fingerprint('bench-client', 'raw').asDict();
-  const q = uid();
-  const stop = await echoServer('raw', url, q, apart);
   const conn = await rawConnect(url);
   const client = await conn.createChannel();
   const pending = new Map<string, () => void>();
@@ -306,12 +310,7 @@ export async function rawRpc(url: string, calls: number, inFlight: number, apart
       const body = Buffer.from(JSON.stringify(new RpcCommand('echo', { text: 'hi' }).setFingerprint(clientFp).body));
       client.publish('', q, body, { replyTo: 'amq.rabbitmq.reply-to', correlationId: cid, contentType: 'application/json' });
     });
-  // Steady state, on both sides: a fresh connection's first round trips are not what a component lives with.
-  await drive(RPC_WARMUP, inFlight, one);
-  const r = await drive(calls, inFlight, one);
-  await conn.close();
-  await stop();
-  return r;
+  return { one, close: () => conn.close() };
 }
 
 class Caller extends GenericProducer {
@@ -320,10 +319,8 @@ class Caller extends GenericProducer {
   }
 }
 
-/** `calls` RPCs with `inFlight` at a time against a postage-ts echo processor. */
-export async function postageRpc(url: string, calls: number, inFlight: number, apart = false): Promise<RpcStats> {
-  const q = uid();
-  const stop = await echoServer('postage', url, q, apart);
+/** A postage-ts caller of the echo server on `q`. */
+export async function postageCaller(url: string, q: string): Promise<RpcCaller> {
   const p = new Caller();
   p.eks = [[{ name: '', type: 'direct' }, q]];
   await p.connect();
@@ -333,14 +330,69 @@ export async function postageRpc(url: string, calls: number, inFlight: number, a
     await caller.rpc_echo('hi', { _timeout: 30 });
     return performance.now() - t;
   };
-  await drive(RPC_WARMUP, inFlight, one);
-  const r = await drive(calls, inFlight, one);
-  await p.close();
+  return { one, close: () => p.close() };
+}
+
+/** `calls` RPCs with `inFlight` at a time, by a `kind` caller against a `kind` echo server. */
+export async function rpcCalls(kind: 'raw' | 'postage', url: string, calls: number, inFlight: number): Promise<RpcStats> {
+  const q = uid();
+  const stop = await echoServer(kind, url, q, false);
+  const caller = await (kind === 'raw' ? rawCaller : postageCaller)(url, q);
+  // Steady state, on both sides: a fresh connection's first round trips are not what a component lives with.
+  await drive(RPC_WARMUP, inFlight, caller.one);
+  const r = await drive(calls, inFlight, caller.one);
+  await caller.close();
   await stop();
   return r;
 }
 
-async function drive(calls: number, inFlight: number, one: () => Promise<number>): Promise<RpcStats> {
+/**
+ * RPC latency with one call in flight, raw and postage-ts measured in the
+ * same stretch of time: each side's caller runs in a fresh process of its own
+ * (with its server, or beside a server in a third process when `apart`), and
+ * the two take turns, `block` calls at a time, until each has made `calls`.
+ * A tail percentile is what a busy machine moves most; taking turns gives
+ * both sides the same machine, and separate processes keep each side's
+ * garbage collections its own.
+ */
+export async function rpcLatency(url: string, calls: number, apart: boolean, block = 100): Promise<{ raw: RpcStats; postage: RpcStats }> {
+  const kinds = ['raw', 'postage'] as const;
+  const sides = await Promise.all(kinds.map(async (kind) => {
+    const q = uid();
+    const stopServer = apart ? await echoServer(kind, url, q, true) : async () => {};
+    const child = fork(new URL('./rpc-caller.ts', import.meta.url).pathname, [kind, url, q, apart ? 'apart' : 'with-server'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const replies: Array<(m: unknown) => void> = [];
+    child.on('message', (m) => replies.shift()?.(m));
+    const exited = once(child, 'exit');
+    const ask = (m: object) =>
+      new Promise<unknown>((resolve, reject) => {
+        replies.push(resolve);
+        void exited.then(([code]) => reject(new Error(`the ${kind} RPC caller exited (${code})`)));
+        if (Object.keys(m).length) child.send(m);
+      });
+    await ask({}); // "ready", once warmed up
+    return {
+      latencies: [] as number[],
+      run: (n: number) => ask({ calls: n }) as Promise<number[]>,
+      stop: async () => {
+        child.send({ stop: true });
+        await exited;
+        await stopServer();
+      },
+    };
+  }));
+  const t0 = performance.now();
+  for (let done = 0, turn = 0; done < calls; done += block, turn++) {
+    const n = Math.min(block, calls - done);
+    // Who goes first alternates too, so neither side always follows the other's burst.
+    for (const side of turn % 2 ? [...sides].reverse() : sides) side.latencies.push(...(await side.run(n)));
+  }
+  const totalMs = performance.now() - t0;
+  await Promise.all(sides.map((s) => s.stop()));
+  return { raw: stats(sides[0].latencies, totalMs / 2), postage: stats(sides[1].latencies, totalMs / 2) };
+}
+
+export async function drive(calls: number, inFlight: number, one: () => Promise<number>): Promise<RpcStats> {
   const latencies: number[] = [];
   let started = 0;
   const t0 = performance.now();
