@@ -82,6 +82,11 @@ export function tlsFailure(err: unknown, where: string): BrokerError | undefined
     return tls(`the broker refused the handshake (${code}): it asks for a client certificate it trusts. Set POSTAGE_TLS_CERT and POSTAGE_TLS_KEY (or tls.cert and tls.key) to one signed by a CA the broker trusts.`);
   }
   if (code === 'ERR_OSSL_BAD_DECRYPT' || /bad decrypt/i.test(said)) return tls('the client key cannot be decrypted. Check POSTAGE_TLS_PASSPHRASE (or tls.passphrase).');
+  // A wrong passphrase usually fails the cipher's padding check (bad decrypt), but about one time in 300
+  // the garbage passes it and OpenSSL fails to decode the result instead.
+  if (code === 'ERR_OSSL_UNSUPPORTED' && /DECODER/i.test(said)) {
+    return tls('the client key cannot be read: it is not decrypted by the passphrase given, or is in a form OpenSSL cannot load. Check POSTAGE_TLS_PASSPHRASE (or tls.passphrase) and POSTAGE_TLS_KEY (or tls.key).');
+  }
   if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/i.test(said)) return tls(`the port does not speak TLS (${code}). amqps:// goes to RabbitMQ's TLS listener (5671 by default); use amqp:// for 5672.`);
   if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_OSSL_') || code.startsWith('ERR_TLS_') || code === 'EPROTO') return tls(`${said} (${code}).`);
   return undefined;
