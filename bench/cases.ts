@@ -346,6 +346,9 @@ export async function rpcCalls(kind: 'raw' | 'postage', url: string, calls: numb
   return r;
 }
 
+/** Untimed calls at the start of each turn (see {@link rpcLatency}). */
+const TURN_WARMUP = 5;
+
 /**
  * RPC latency with one call in flight, raw and postage-ts measured in the
  * same stretch of time: each side's caller runs in a fresh process of its own
@@ -354,8 +357,13 @@ export async function rpcCalls(kind: 'raw' | 'postage', url: string, calls: numb
  * A tail percentile is what a busy machine moves most; taking turns gives
  * both sides the same machine, and separate processes keep each side's
  * garbage collections its own.
+ *
+ * Each turn starts with {@link TURN_WARMUP} untimed calls: the side has just
+ * sat idle through the other's turn, and its first call runs on cold caches
+ * (its own row, `afterPause`: the first call of every turn), while the
+ * timed ones are back to back, as one call in flight means.
  */
-export async function rpcLatency(url: string, calls: number, apart: boolean, block = 100): Promise<{ raw: RpcStats; postage: RpcStats }> {
+export async function rpcLatency(url: string, calls: number, apart: boolean, block = 100): Promise<{ raw: RpcStats; postage: RpcStats; afterPause: { raw: RpcStats; postage: RpcStats } }> {
   const kinds = ['raw', 'postage'] as const;
   const sides = await Promise.all(kinds.map(async (kind) => {
     const q = uid();
@@ -373,6 +381,7 @@ export async function rpcLatency(url: string, calls: number, apart: boolean, blo
     await ask({}); // "ready", once warmed up
     return {
       latencies: [] as number[],
+      firsts: [] as number[],
       run: (n: number) => ask({ calls: n }) as Promise<number[]>,
       stop: async () => {
         child.send({ stop: true });
@@ -385,11 +394,19 @@ export async function rpcLatency(url: string, calls: number, apart: boolean, blo
   for (let done = 0, turn = 0; done < calls; done += block, turn++) {
     const n = Math.min(block, calls - done);
     // Who goes first alternates too, so neither side always follows the other's burst.
-    for (const side of turn % 2 ? [...sides].reverse() : sides) side.latencies.push(...(await side.run(n)));
+    for (const side of turn % 2 ? [...sides].reverse() : sides) {
+      const l = await side.run(TURN_WARMUP + n);
+      side.firsts.push(l[0]);
+      side.latencies.push(...l.slice(TURN_WARMUP));
+    }
   }
   const totalMs = performance.now() - t0;
   await Promise.all(sides.map((s) => s.stop()));
-  return { raw: stats(sides[0].latencies, totalMs / 2), postage: stats(sides[1].latencies, totalMs / 2) };
+  return {
+    raw: stats(sides[0].latencies, totalMs / 2),
+    postage: stats(sides[1].latencies, totalMs / 2),
+    afterPause: { raw: stats(sides[0].firsts, totalMs / 2), postage: stats(sides[1].firsts, totalMs / 2) },
+  };
 }
 
 export async function drive(calls: number, inFlight: number, one: () => Promise<number>): Promise<RpcStats> {
