@@ -363,7 +363,7 @@ const TURN_WARMUP = 5;
  * (its own row, `afterPause`: the first call of every turn), while the
  * timed ones are back to back, as one call in flight means.
  */
-export async function rpcLatency(url: string, calls: number, apart: boolean, block = 100): Promise<{ raw: RpcStats; postage: RpcStats; afterPause: { raw: RpcStats; postage: RpcStats } }> {
+export async function rpcLatency(url: string, calls: number, apart: boolean, block = 100): Promise<{ raw: RpcStats; postage: RpcStats; afterPause: { raw: RpcStats; postage: RpcStats }; gcsPerThousand: { raw: number; postage: number } }> {
   const kinds = ['raw', 'postage'] as const;
   const sides = await Promise.all(kinds.map(async (kind) => {
     const q = uid();
@@ -382,7 +382,8 @@ export async function rpcLatency(url: string, calls: number, apart: boolean, blo
     return {
       latencies: [] as number[],
       firsts: [] as number[],
-      run: (n: number) => ask({ calls: n }) as Promise<number[]>,
+      gcs: 0,
+      run: (n: number) => ask({ calls: n }) as Promise<{ latencies: number[]; gcs: number }>,
       stop: async () => {
         child.send({ stop: true });
         await exited;
@@ -395,7 +396,8 @@ export async function rpcLatency(url: string, calls: number, apart: boolean, blo
     const n = Math.min(block, calls - done);
     // Who goes first alternates too, so neither side always follows the other's burst.
     for (const side of turn % 2 ? [...sides].reverse() : sides) {
-      const l = await side.run(TURN_WARMUP + n);
+      const { latencies: l, gcs } = await side.run(TURN_WARMUP + n);
+      side.gcs += gcs;
       side.firsts.push(l[0]);
       side.latencies.push(...l.slice(TURN_WARMUP));
     }
@@ -406,6 +408,8 @@ export async function rpcLatency(url: string, calls: number, apart: boolean, blo
     raw: stats(sides[0].latencies, totalMs / 2),
     postage: stats(sides[1].latencies, totalMs / 2),
     afterPause: { raw: stats(sides[0].firsts, totalMs / 2), postage: stats(sides[1].firsts, totalMs / 2) },
+    // Each collection lands on a call: what decides whether the slowest 1% are ordinary calls or stalled ones.
+    gcsPerThousand: { raw: (sides[0].gcs * 1000) / sides[0].latencies.length, postage: (sides[1].gcs * 1000) / sides[1].latencies.length },
   };
 }
 

@@ -75,6 +75,7 @@ for (const apart of wanted('latency') ? [false, true] : []) {
   add(`RPC latency p99, 1 in flight, ${where}`, median(raw.map((x) => x.p99)), median(postage.map((x) => x.p99)), 'ms', 'ratio <= 1.5', (ratio) => ratio !== null && ratio <= 1.5);
   // The first call after the caller sat idle (the other side's turn, some 50 ms): cold caches, on both sides.
   add(`RPC latency p50 of a call after a pause, ${where}`, median(lat.map((x) => x.afterPause.raw.p50)), median(lat.map((x) => x.afterPause.postage.p50)), 'ms', '(reported)', () => true);
+  add(`garbage collections per 1,000 calls in the caller's process, ${where}`, median(lat.map((x) => x.gcsPerThousand.raw)), median(lat.map((x) => x.gcsPerThousand.postage)), 'GCs', '(reported)', () => true);
 }
 
 if (wanted('rpc')) {
