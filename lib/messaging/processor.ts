@@ -284,7 +284,7 @@ export class MessageProcessor extends MicroThread {
     // The key needs the content: decoded now, once (a delivery that cannot be decoded has no key, and is rejected when its turn comes).
     let body: MessageBody<object>;
     try {
-      body = Message.fromBody(this.consumer.decode(msg.content)).body as MessageBody<object>;
+      body = this.#decode(msg);
     } catch (err) {
       this.#intake.push({ msg, decoded: { err } });
       return;
@@ -296,6 +296,11 @@ export class MessageProcessor extends MicroThread {
       this.log.warn({ err, messageId: msg.properties.messageId }, 'orderBy failed; the delivery is handled unordered');
     }
     this.#intake.push({ msg, key, decoded: { body } });
+  }
+
+  /** A delivery's envelope, decoded; throws for a delivery that does not hold one (it is rejected as malformed). */
+  #decode(msg: ConsumeMessage): MessageBody<object> {
+    return Message.fromBody(this.consumer.decode(msg.content)).body as MessageBody<object>;
   }
 
   override *main(): Generator<Yielded, void, unknown> {
@@ -352,7 +357,7 @@ export class MessageProcessor extends MicroThread {
     let body: MessageBody<object>;
     try {
       if (decoded && 'err' in decoded) throw decoded.err;
-      body = decoded ? (decoded.body as MessageBody<object>) : (Message.fromBody(this.consumer.decode(msg.content)).body as MessageBody<object>);
+      body = decoded ? (decoded.body as MessageBody<object>) : this.#decode(msg);
     } catch (err) {
       const outcome: Outcome = { kind: 'reject', why: 'malformed', err };
       yield* settle(this.#settle, msg, undefined, outcome);
