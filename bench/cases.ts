@@ -124,19 +124,12 @@ export async function postageThroughput(url: string, n: number, bytes: number, k
   let got = 0;
   let finish!: () => void;
   const done = new Promise<void>((r) => (finish = r));
-  class PlainSink extends MessageProcessor {
-    @MessageHandler('command', 'payload')
+  class Sink extends MessageProcessor {
+    @MessageHandler('command', 'payload', schema ? { schema: PayloadSchema } : {})
     payload() {
       if (++got === n) finish();
     }
   }
-  class CheckedSink extends MessageProcessor {
-    @MessageHandler('command', 'payload', { schema: PayloadSchema })
-    payload() {
-      if (++got === n) finish();
-    }
-  }
-  const Sink = schema ? CheckedSink : PlainSink;
   class Source extends GenericProducer {
     static override eks = [[ex, q] as const];
   }
@@ -321,7 +314,7 @@ class Caller extends GenericProducer {
 
 /** A postage-ts caller of the echo server on `q`. */
 export async function postageCaller(url: string, q: string): Promise<RpcCaller> {
-  const p = new Caller();
+  const p = new Caller({ url });
   p.eks = [[{ name: '', type: 'direct' }, q]];
   await p.connect();
   const caller = p as Producer<Caller>;
@@ -369,16 +362,22 @@ export async function rpcLatency(url: string, calls: number, apart: boolean, blo
     const q = uid();
     const stopServer = apart ? await echoServer(kind, url, q, true) : async () => {};
     const child = fork(new URL('./rpc-caller.ts', import.meta.url).pathname, [kind, url, q, apart ? 'apart' : 'with-server'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const replies: Array<(m: unknown) => void> = [];
-    child.on('message', (m) => replies.shift()?.(m));
+    // The child answers each request in order; one that exits first fails whatever is still waiting.
+    const replies: Array<{ resolve: (m: unknown) => void; reject: (e: Error) => void }> = [];
+    child.on('message', (m) => replies.shift()?.resolve(m));
     const exited = once(child, 'exit');
-    const ask = (m: object) =>
-      new Promise<unknown>((resolve, reject) => {
-        replies.push(resolve);
-        void exited.then(([code]) => reject(new Error(`the ${kind} RPC caller exited (${code})`)));
-        if (Object.keys(m).length) child.send(m);
-      });
-    await ask({}); // "ready", once warmed up
+    let gone: Error | undefined;
+    void exited.then(([code]) => {
+      gone = new Error(`the ${kind} RPC caller exited (${code})`);
+      for (const r of replies.splice(0)) r.reject(gone);
+    });
+    const next = () => new Promise<unknown>((resolve, reject) => (gone ? reject(gone) : replies.push({ resolve, reject })));
+    const ask = (m: object) => {
+      const reply = next();
+      child.send(m);
+      return reply;
+    };
+    await next(); // "ready", once warmed up
     return {
       latencies: [] as number[],
       firsts: [] as number[],
@@ -496,18 +495,15 @@ export async function postageConsume(url: string, n: number, knobs: ConsumeKnobs
   let finish!: () => void;
   const done = new Promise<void>((r) => (finish = r));
   const wait = () => new Promise<void>((r) => setTimeout(r, waitMs));
+  const count = () => {
+    if (++got === WARMUP) warm = performance.now();
+    if (got === n) finish();
+  };
   class Drain extends MessageProcessor {
     @MessageHandler('command', 'payload')
     payload(): void | Promise<void> {
-      if (waitMs === 0) {
-        if (++got === WARMUP) warm = performance.now();
-        if (got === n) finish();
-        return;
-      }
-      return wait().then(() => {
-        if (++got === WARMUP) warm = performance.now();
-        if (got === n) finish();
-      });
+      // A handler with nothing to wait for returns at once, as most do: no promise.
+      return waitMs === 0 ? count() : wait().then(count);
     }
   }
   const ex: ExchangeObject = { name: '', type: 'direct' };
