@@ -1,4 +1,5 @@
 import type { ConsumeMessage } from 'amqplib';
+import { microtask } from '../microthreads/microtask.js';
 
 /** What the batcher needs of a channel (an amqplib Channel fits). */
 export interface SettleChannel {
@@ -58,7 +59,7 @@ export class AckBatcher {
     if (++this.#waiting >= this.maxBatch) this.flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
-      queueMicrotask(this.#flushSoon);
+      microtask(this.#flushSoon);
     }
   }
 

@@ -1,4 +1,5 @@
 import type { ConsumeMessage } from 'amqplib';
+import { WakeList } from '../microthreads/wake-list.js';
 
 /** A delivery waiting for a worker; `key` is its ordering key (`orderBy`), if it has one. @internal */
 export interface Pending {
@@ -22,7 +23,7 @@ export interface Pending {
  */
 export class Intake {
   #waiting: Pending[] = [];
-  readonly #workers: Array<() => void> = [];
+  readonly #workers = new WakeList();
   readonly #busyKeys = new Set<unknown>();
   #inFlight = 0;
   #closed = false;
@@ -31,7 +32,7 @@ export class Intake {
   /** A delivery arrived: in line, and a waiting worker woken to take it. */
   push(p: Pending): void {
     this.#waiting.push(p);
-    this.#workers.shift()?.();
+    this.#workers.wakeOne();
   }
 
   /** The next delivery that can run now, or undefined; a worker that gets one must call `done` with it. */
@@ -49,9 +50,9 @@ export class Intake {
     return undefined;
   }
 
-  /** Resolves when a delivery may have become runnable (or the intake closes): take() again then. */
-  wait(): Promise<void> {
-    return new Promise<void>((resolve) => this.#workers.push(resolve));
+  /** Settles when a delivery may have become runnable (or the intake closes): take() again then. */
+  wait(): PromiseLike<void> {
+    return this.#workers;
   }
 
   get closed(): boolean {
@@ -63,7 +64,7 @@ export class Intake {
     this.#inFlight--;
     if (p.key !== undefined) this.#busyKeys.delete(p.key);
     if (this.#inFlight === 0) this.#idle?.();
-    if (this.#waiting.length > 0) this.#workers.shift()?.();
+    if (this.#waiting.length > 0) this.#workers.wakeOne();
   }
 
   /** Forgets the deliveries not started (they came on a lost channel, or the processor is closing). */
@@ -75,7 +76,7 @@ export class Intake {
   close(): Promise<void> {
     this.#closed = true;
     this.#waiting = [];
-    for (const w of this.#workers.splice(0)) w();
+    this.#workers.wakeAll();
     if (this.#inFlight === 0) return Promise.resolve();
     return new Promise<void>((resolve) => (this.#idle = resolve));
   }

@@ -1,6 +1,8 @@
 import { ExitScheduler, StopThread } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { MicroThread, type Yielded } from './thread.js';
+import { microtask } from './microtask.js';
+import { WakeList } from './wake-list.js';
 
 export interface MicroSchedulerOptions {
   /** End `run()` when no threads are left. @default false */
@@ -21,6 +23,10 @@ interface Entry {
   error: unknown;
   hasError: boolean;
   dead: boolean;
+  parked: boolean;
+  /** Its wake-ups from a park, made once: a thread parks on every delivery it waits for. */
+  onValue: (value: unknown) => void;
+  onError: (error: unknown) => void;
 }
 
 const CHECK_EVERY = 4096;
@@ -42,12 +48,15 @@ export class MicroScheduler extends MicroThread {
   readonly #onThreadError: MicroSchedulerOptions['onThreadError'];
   readonly #log: Logger;
   #ready: Entry[] = [];
-  readonly #parked = new Set<Entry>();
+  /** Every live thread, in the order they were added. */
+  readonly #threads = new Set<Entry>();
+  #parkedCount = 0;
   #stopped = false;
   /** Every thread's close(), from the moment the scheduler stopped. */
   #closed: Promise<void> | undefined;
   #exitRequested = false;
-  #wake: (() => void) | undefined;
+  /** Where the scheduler waits while every thread is parked (run(), or the scheduler this one is a thread of). */
+  readonly #idle = new WakeList();
 
   constructor(options: MicroSchedulerOptions = {}) {
     super();
@@ -60,13 +69,24 @@ export class MicroScheduler extends MicroThread {
 
   /** Threads still alive (ready or parked). */
   get size(): number {
-    return this.#ready.length + this.#parked.size;
+    return this.#ready.length + this.#parkedCount;
   }
 
   /** Adds a thread and runs its `create()` at once. */
   addMicrothread(thread: MicroThread): void {
     thread.scheduler = this;
-    const entry: Entry = { thread, gen: thread.main(), value: undefined, error: undefined, hasError: false, dead: false };
+    const entry: Entry = {
+      thread,
+      gen: thread.main(),
+      value: undefined,
+      error: undefined,
+      hasError: false,
+      dead: false,
+      parked: false,
+      onValue: (value) => this.#unpark(entry, value, undefined, false),
+      onError: (error) => this.#unpark(entry, undefined, error, true),
+    };
+    this.#threads.add(entry);
     // The first resume runs create() up to main()'s first yield.
     if (this.#resume(entry)) {
       this.#ready.push(entry);
@@ -83,9 +103,10 @@ export class MicroScheduler extends MicroThread {
   stop(): Promise<void> {
     if (this.#closed) return this.#closed;
     this.#stopped = true;
-    const all = [...this.#ready, ...this.#parked].reverse();
+    const all = [...this.#threads].reverse();
     this.#ready = [];
-    this.#parked.clear();
+    this.#threads.clear();
+    this.#parkedCount = 0;
     const closing: Array<Promise<void>> = [];
     for (const e of all) {
       e.dead = true;
@@ -115,8 +136,8 @@ export class MicroScheduler extends MicroThread {
       for (;;) {
         if (this.#stopped) return;
         if (this.#ready.length === 0) {
-          if (this.#parked.size === 0 && this.autoquit) return;
-          yield new Promise<void>((resolve) => (this.#wake = resolve));
+          if (this.#parkedCount === 0 && this.autoquit) return;
+          yield this.#idle;
           continue;
         }
         this.#round();
@@ -129,32 +150,46 @@ export class MicroScheduler extends MicroThread {
   }
 
   /** Drives `main()` on the event loop until the scheduler stops. */
-  async run(): Promise<void> {
-    const gen = this.main();
-    let since = performance.now();
-    let budget = CHECK_EVERY;
-    for (;;) {
-      const before = this.steps;
-      const r = gen.next();
-      if (r.done) {
-        await this.#closed;
-        return;
-      }
-      if (r.value !== undefined) {
-        await r.value;
-        since = performance.now();
-        continue;
-      }
-      budget -= this.steps - before;
-      if (budget <= 0) {
-        budget = CHECK_EVERY;
-        const now = performance.now();
-        if (now - since >= this.#sliceMs) {
-          await new Promise<void>((resolve) => setImmediate(resolve));
-          since = performance.now();
+  run(): Promise<void> {
+    // Callbacks, not awaits: a scheduler waits for work once per delivery, and an await is garbage each time.
+    return new Promise<void>((resolve, reject) => {
+      const gen = this.main();
+      let since = performance.now();
+      let budget = CHECK_EVERY;
+      const pump = (): void => {
+        try {
+          for (;;) {
+            const before = this.steps;
+            const r = gen.next();
+            if (r.done) {
+              this.#closed!.then(resolve, reject);
+              return;
+            }
+            if (r.value !== undefined) {
+              r.value.then(resume, reject);
+              return;
+            }
+            budget -= this.steps - before;
+            if (budget <= 0) {
+              budget = CHECK_EVERY;
+              if (performance.now() - since >= this.#sliceMs) {
+                setImmediate(resumeNow);
+                return;
+              }
+            }
+          }
+        } catch (err) {
+          reject(err);
         }
-      }
-    }
+      };
+      const resumeNow = (): void => {
+        since = performance.now();
+        pump();
+      };
+      // Woken from inside whatever unparked a thread (a delivery's callback, addMicrothread): run after it, as an await would.
+      const resume = (): void => microtask(resumeNow);
+      pump();
+    });
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -167,11 +202,7 @@ export class MicroScheduler extends MicroThread {
   }
 
   #wakeUp(): void {
-    const w = this.#wake;
-    if (w) {
-      this.#wake = undefined;
-      w();
-    }
+    this.#idle.wakeOne();
   }
 
   #round(): void {
@@ -205,11 +236,13 @@ export class MicroScheduler extends MicroThread {
       }
     } catch (err) {
       e.dead = true;
+      this.#threads.delete(e);
       this.#failed(e.thread, err);
       return false;
     }
     if (r.done) {
       e.dead = true;
+      this.#threads.delete(e);
       return false;
     }
     const y = r.value;
@@ -221,15 +254,15 @@ export class MicroScheduler extends MicroThread {
   }
 
   #park(e: Entry, p: PromiseLike<unknown>): void {
-    this.#parked.add(e);
-    p.then(
-      (value) => this.#unpark(e, value, undefined, false),
-      (error) => this.#unpark(e, undefined, error, true),
-    );
+    e.parked = true;
+    this.#parkedCount++;
+    p.then(e.onValue, e.onError);
   }
 
   #unpark(e: Entry, value: unknown, error: unknown, hasError: boolean): void {
-    if (e.dead || !this.#parked.delete(e)) return;
+    if (e.dead || !e.parked) return;
+    e.parked = false;
+    this.#parkedCount--;
     e.value = value;
     e.error = error;
     e.hasError = hasError;

@@ -1,5 +1,6 @@
 import type { ChannelModel } from 'amqplib';
 import type { Writable } from 'node:stream';
+import { microtask } from '../microthreads/microtask.js';
 import type { Logger } from '../log.js';
 
 /** The parts of amqplib's connection internals this module relies on; checked before use. */
@@ -85,7 +86,9 @@ export function flushChannel(channel: object): void {
   mux._readIncoming();
 }
 
-const soon = new WeakSet<object>();
+/** Kept on a channel: whether its flush is due (a flag, not a set of channels: it flips on every call), and the flush, made once. */
+const FLUSH_DUE = Symbol('postage.flushDue');
+const FLUSH = Symbol('postage.flush');
 
 /**
  * {@link flushChannel} at the end of this stretch of synchronous code (a
@@ -94,10 +97,13 @@ const soon = new WeakSet<object>();
  * @internal
  */
 export function flushChannelSoon(channel: object): void {
-  if (soon.has(channel)) return;
-  soon.add(channel);
-  queueMicrotask(() => {
-    soon.delete(channel);
-    flushChannel(channel);
-  });
+  const ch = channel as { [FLUSH_DUE]?: boolean; [FLUSH]?: () => void };
+  if (ch[FLUSH_DUE]) return;
+  ch[FLUSH_DUE] = true;
+  microtask(
+    (ch[FLUSH] ??= () => {
+      ch[FLUSH_DUE] = false;
+      flushChannel(channel);
+    }),
+  );
 }
