@@ -370,6 +370,28 @@ describe('GenericProducer', function () {
       expect(seen).to.equal(3);
     });
 
+    it('times out each call on its own clock while calls with other timeouts are in flight', async () => {
+      const requests = new Map<string, amqp.ConsumeMessage>();
+      await ch.consume(q1, (m) => {
+        if (!m) return;
+        ch.ack(m);
+        requests.set((JSON.parse(m.content.toString()) as { content: { parameters: { text: string } } }).content.parameters.text, m);
+      });
+      const p = await producerClass().create({ url });
+      h.onClose(() => p.close());
+      // The long call first: the short one, sent after it, must still end in its own time.
+      const slow = p.rpc_echo('slow', { _timeout: 30, _max_retry: 0 });
+      const t0 = performance.now();
+      const fast = await p.rpc_echo('fast', { _timeout: 0.2, _max_retry: 1 });
+      const took = performance.now() - t0;
+      expect(fast.body.content.value).to.equal('TimeoutError');
+      expect(took).to.be.within(390, 10_000);
+      // The long call is still waiting, and its answer completes it.
+      const m = requests.get('slow')!;
+      ch.sendToQueue(m.properties.replyTo, Buffer.from(JSON.stringify(new MessageResult('in time').body)), { correlationId: m.properties.correlationId });
+      expect((await slow).body.content.value).to.equal('in time');
+    });
+
     it('completes the call with a late reply to an earlier attempt', async () => {
       const first = new Promise<amqp.ConsumeMessage>((resolve) => {
         void ch.consume(q1, (m) => {

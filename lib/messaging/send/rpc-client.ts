@@ -40,11 +40,16 @@ export interface RpcCall {
 interface PendingRpc {
   resolve: (r: AnyResult) => void;
   reject: (err: BrokerError) => void;
-  target: EksEntry;
-  onReply?: (headers: Record<string, unknown>) => void;
-  timer: NodeJS.Timeout | undefined;
+  readonly ch: Channel;
+  readonly call: RpcCall;
+  /** The request's properties, the same for every attempt. */
+  readonly props: Options.Publish;
   /** Its own reply queue (`replyTo: 'queue'`), whose replies need no correlation id. */
-  queue?: { name: string; consumerTag: string };
+  readonly queue: { name: string; consumerTag: string } | undefined;
+  /** Attempts sent again so far. */
+  retries: number;
+  /** When the attempt on the wire is unanswered (performance.now() ms). */
+  due: number;
 }
 
 
@@ -65,6 +70,14 @@ export class RpcClient {
   readonly #streams = new Map<string, { call: StreamCall; target: EksEntry }>();
   readonly #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
   #nextId = 0;
+  /**
+   * One timer for every call in flight, set for the earliest attempt that
+   * can be due, instead of a timer per call: a call answered in time costs
+   * no timer at all, and the sweep finds what is due.
+   */
+  #timer: NodeJS.Timeout | undefined;
+  #timerDue = Infinity;
+  readonly #sweep = (): void => this.#sweepDue();
 
   constructor(
     private readonly log: Logger,
@@ -86,7 +99,7 @@ export class RpcClient {
     ch.on('return', (msg: ConsumeMessage) => {
       const id = msg.properties.correlationId as string | undefined;
       const entry = id === undefined ? undefined : this.#pending.get(id);
-      if (entry) this.#fail(id!, unroutableError([entry.target]));
+      if (entry) this.#fail(id!, unroutableError([entry.call.target]));
       const stream = id === undefined ? undefined : this.#streams.get(id);
       stream?.call.fail(unroutableError([stream.target]));
     });
@@ -115,30 +128,61 @@ export class RpcClient {
   }
 
   #start(ch: Channel, c: RpcCall, correlationId: string, queue: { name: string; consumerTag: string } | undefined): Promise<AnyResult> {
-    const [exchange, key] = c.target;
-    const exName = exchange.name;
     return new Promise<AnyResult>((resolve, reject) => {
-      let attempt = 0;
-      const entry: PendingRpc = { resolve, reject, target: c.target, timer: undefined, queue, onReply: c.onReply };
       // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
       const props = Object.assign(c.properties, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
-      const send = () => {
-        ch.publish(exName, key, c.content, props);
-        // On the wire at the end of this stretch of code, not after whatever else this turn of the event loop runs.
-        flushChannelSoon(ch);
-        entry.timer = setTimeout(() => {
-          if (attempt < c.maxRetry) {
-            attempt++;
-            this.log.debug({ correlationId, attempt }, 'RPC unanswered, sending again');
-            send();
-          } else {
-            this.#settle(correlationId, new MessageResultException('TimeoutError', `no reply to RPC ${exName}/${key} after ${c.maxRetry + 1} attempts of ${c.timeoutMs / 1000} s`));
-          }
-        }, c.timeoutMs);
-      };
+      const entry: PendingRpc = { resolve, reject, ch, call: c, props, queue, retries: 0, due: 0 };
       this.#pending.set(correlationId, entry);
-      send();
+      this.#send(entry);
+      if (entry.due < this.#timerDue) this.#arm(entry.due);
     });
+  }
+
+  #send(entry: PendingRpc): void {
+    const { ch, call } = entry;
+    ch.publish(call.target[0].name, call.target[1], call.content, entry.props);
+    // On the wire at the end of this stretch of code, not after whatever else this turn of the event loop runs.
+    flushChannelSoon(ch);
+    entry.due = performance.now() + call.timeoutMs;
+  }
+
+  #arm(due: number): void {
+    clearTimeout(this.#timer);
+    this.#timerDue = due;
+    // Timers fire on the event loop's clock, which can run a little behind: a sweep a hair early finds nothing due and sets the timer again.
+    this.#timer = setTimeout(this.#sweep, Math.max(0, due - performance.now()));
+    // A call in flight keeps the process alive through its connection; this timer alone never does.
+    this.#timer.unref();
+  }
+
+  /** Sends again each attempt that is due, or ends its call with a `TimeoutError` after its last; then waits for the next. */
+  #sweepDue(): void {
+    this.#timer = undefined;
+    this.#timerDue = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const [correlationId, entry] of this.#pending) {
+      if (entry.due <= now) {
+        const { call } = entry;
+        if (entry.retries < call.maxRetry) {
+          entry.retries++;
+          this.log.debug({ correlationId, attempt: entry.retries }, 'RPC unanswered, sending again');
+          try {
+            this.#send(entry);
+          } catch (err) {
+            // Its channel is going (its close fails every call soon anyway): this call fails now, the others are still swept.
+            this.#fail(correlationId, new BrokerError(`RPC to ${call.target[0].name}/${call.target[1]} could not be sent again: ${(err as Error).message}`, 'CHANNEL_CLOSED'));
+            continue;
+          }
+        } else {
+          const [exchange, key] = call.target;
+          this.#settle(correlationId, new MessageResultException('TimeoutError', `no reply to RPC ${exchange.name}/${key} after ${call.maxRetry + 1} attempts of ${call.timeoutMs / 1000} s`));
+          continue;
+        }
+      }
+      if (entry.due < next) next = entry.due;
+    }
+    if (next < Infinity) this.#arm(next);
   }
 
   /**
@@ -197,12 +241,11 @@ export class RpcClient {
     this.#release(id)?.reject(err);
   }
 
-  /** Forgets a pending call once, releasing its timer and reply queue. */
+  /** Forgets a pending call once, releasing its reply queue (the sweep finds nothing due for it any more). */
   #release(id: string): PendingRpc | undefined {
     const entry = this.#pending.get(id);
     if (!entry) return undefined;
     this.#pending.delete(id);
-    clearTimeout(entry.timer);
     if (entry.queue) void this.#channel?.cancel(entry.queue.consumerTag).catch(() => undefined);
     return entry;
   }
@@ -227,7 +270,7 @@ export class RpcClient {
       this.log.debug({ correlationId: id }, 'reply for no pending RPC (already answered, timed out, or uncorrelated while several calls are in flight)');
       return;
     }
-    this.#pending.get(id)?.onReply?.((msg.properties.headers ?? {}) as Record<string, unknown>);
+    this.#pending.get(id)?.call.onReply?.((msg.properties.headers ?? {}) as Record<string, unknown>);
     this.#settle(id, this.#toResult(msg.content));
   }
 
@@ -246,7 +289,7 @@ export class RpcClient {
     for (const { call, target } of [...this.#streams.values()]) {
       call.fail(new BrokerError(`RPC stream from ${target[0].name}/${target[1]} lost: ${why}`, code));
     }
-    for (const [id, { target }] of [...this.#pending]) {
+    for (const [id, { call: { target } }] of [...this.#pending]) {
       this.#fail(id, new BrokerError(`RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it is safe to`, code));
     }
   }
@@ -287,6 +330,9 @@ export class RpcClient {
   async close(): Promise<void> {
     for (const { call } of [...this.#streams.values()]) await call.return();
     this.#failPending('the producer was closed', 'CLOSED');
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerDue = Infinity;
     const ch = this.#channel;
     this.#channel = undefined;
     await ch?.close().catch(() => undefined);
