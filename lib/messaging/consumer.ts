@@ -499,7 +499,8 @@ export function badReplyTo(replyTo: string): string | undefined {
   if (Buffer.byteLength(replyTo) > 255) return 'is longer than the 255 bytes AMQP allows';
   if (replyTo.startsWith(DIRECT_REPLY_TO)) {
     const suffix = replyTo.slice(DIRECT_REPLY_TO.length);
-    if (suffix === '' || !DIRECT_REPLY_SUFFIX.test(suffix) || suffix.split('.').some((s) => s === '')) return 'is not a direct reply-to address RabbitMQ hands out';
+    // The pattern allows one dot at most: an empty segment is one at either end.
+    if (suffix === '' || !DIRECT_REPLY_SUFFIX.test(suffix) || suffix.startsWith('.') || suffix.endsWith('.')) return 'is not a direct reply-to address RabbitMQ hands out';
   }
   return undefined;
 }

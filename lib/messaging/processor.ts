@@ -312,18 +312,22 @@ export class MessageProcessor extends MicroThread {
     }
   }
 
-  override *step(): Generator<Yielded, unknown, unknown> {
+  override step(): Generator<Yielded, unknown, unknown> {
     // Park on ready() only until it has resolved: a promise yielded on every step would cost a round trip through the event loop per message.
-    if (!this.#isReady) {
-      yield this.ready();
-      this.#isReady = true;
-    }
-    if (!this.#workersStarted) this.#startWorkers();
+    // After that a step is one delivery's own generator, with none wrapped around it.
+    return this.#isReady ? this.#work() : this.#firstStep();
+  }
+
+  *#firstStep(): Generator<Yielded, unknown, unknown> {
+    yield this.ready();
+    this.#isReady = true;
+    this.#startWorkers();
     return yield* this.#work();
   }
 
   /** With `concurrency` N, N - 1 more microthreads beside this one take deliveries from the same intake. */
   #startWorkers(): void {
+    if (this.#workersStarted) return;
     this.#workersStarted = true;
     if (this.#concurrency === 1) return;
     const scheduler = this.scheduler;
@@ -360,7 +364,8 @@ export class MessageProcessor extends MicroThread {
       body = decoded ? (decoded.body as MessageBody<object>) : this.#decode(msg);
     } catch (err) {
       const outcome: Outcome = { kind: 'reject', why: 'malformed', err };
-      yield* settle(this.#settle, msg, undefined, outcome);
+      const waiting = settle(this.#settle, msg, undefined, outcome);
+      if (waiting) yield* waiting;
       if (this.#observers.size > 0) this.#tell(msg, undefined, outcome);
       return;
     }
@@ -412,7 +417,8 @@ export class MessageProcessor extends MicroThread {
       }
       counters?.handlerDuration.record((performance.now() - started) / 1000, labels);
       try {
-        yield* settle(this.#settle, msg, body, outcome);
+        const waiting = settle(this.#settle, msg, body, outcome);
+        if (waiting) yield* waiting;
       } finally {
         // Also when settling ends in an exit or a restart (thrown once the broker confirmed the ack).
         if (this.#observers.size > 0) this.#tell(msg, body, outcome);

@@ -217,7 +217,8 @@ export class MicroScheduler extends MicroThread {
     // Threads added during the round queue behind the survivors.
     const len = q.length;
     for (let j = n; j < len; j++) q[w++] = q[j];
-    q.length = w;
+    // Popped, not cut with \`length = w\`: cutting to 0 drops the array's storage, and the next push allocates it again.
+    while (q.length > w) q.pop();
   }
 
   /** Resumes a thread once; true when it stays ready. */

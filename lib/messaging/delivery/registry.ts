@@ -20,6 +20,29 @@ export type Registry = Map<string, Registered[]>;
 const registries = new WeakMap<object, Registry>();
 const NONE: Registered[] = [];
 
+/** A registry by category, then type, then name, with every name's list already followed by the type's catch-all handlers. */
+type Index = Map<string, Map<string, { byName: Map<string, Registered[]>; any: Registered[] }>>;
+const indexes = new WeakMap<Registry, Index>();
+
+/** `keys`: each registry key's category, type and name (undefined: every name), as the tags said them. */
+function indexRegistry(reg: Registry, keys: Map<string, [category: string, type: string, name: string | undefined]>): Index {
+  const index: Index = new Map();
+  for (const [key, [category, type, name]] of keys) {
+    let byType = index.get(category);
+    if (!byType) index.set(category, (byType = new Map()));
+    let t = byType.get(type);
+    if (!t) byType.set(type, (t = { byName: new Map(), any: NONE }));
+    if (name === undefined) t.any = reg.get(key)!;
+    else t.byName.set(name, reg.get(key)!);
+  }
+  for (const byType of index.values()) {
+    for (const t of byType.values()) {
+      if (t.any !== NONE) for (const [name, list] of t.byName) t.byName.set(name, [...list, ...t.any]);
+    }
+  }
+  return index;
+}
+
 /**
  * Collects a processor class's tagged methods and Handler classes up its
  * class chain, base first; an override replaces its base. Built once per class.
@@ -49,9 +72,12 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
     }
   }
   const reg: Registry = new Map();
+  const keys = new Map<string, [string, string, string | undefined]>();
   for (const { value, isClass } of members.values()) {
     for (const tag of tagsOf(value) ?? []) {
       const key = `${tag.category}|${tag.type}|${tag.name ?? '*'}`;
+      // A name of '*' shares the key of no name: every name of the type, as it always has.
+      keys.set(key, [tag.category, tag.type, tag.name === '*' ? undefined : tag.name]);
       const list = reg.get(key) ?? [];
       const fn = value as Registered['fn'];
       const isAsyncGenerator = !isClass && fn.constructor?.name === 'AsyncGeneratorFunction';
@@ -66,15 +92,16 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
     }
   }
   registries.set(cls, reg);
+  indexes.set(reg, indexRegistry(reg, keys));
   return reg;
 }
 
 /** Every handler of a message: those for its name, then those for every name of its type. */
 export function handlersFor(reg: Registry, body: MessageBody<object>): Registered[] {
-  const prefix = `${body.category}|${body.type}|`;
-  const exact = reg.get(prefix + body.name) ?? NONE;
-  const any = reg.get(`${prefix}*`);
-  return any ? [...exact, ...any] : exact;
+  // Looked up by the received strings as they are: no key built (and hashed) per delivery.
+  const t = indexes.get(reg)?.get(body.category)?.get(body.type);
+  if (!t) return NONE;
+  return t.byName.get(body.name) ?? t.any;
 }
 
 /** The one handler that answers an RPC: the last declared, one for its very name winning over one for every name (Postage's `handlers[-1]`). */

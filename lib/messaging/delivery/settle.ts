@@ -17,57 +17,76 @@ export interface SettleContext {
   restart(): void;
 }
 
+/** What a log line about a delivery names. */
+function about(msg: ConsumeMessage, body: MessageBody<object> | undefined) {
+  return { messageType: body?.type, messageName: body?.name, messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag };
+}
+
+function what(body: MessageBody<object> | undefined): string {
+  return `${body?.type}/${body?.name}`;
+}
+
 /**
  * Carries out an {@link Outcome}: settles the delivery, logs why, then sends
  * the RPC reply (after the settle, so that a reply the broker refuses by
- * closing the connection cannot bring its request back). An exit is thrown on
- * once the broker confirmed the ack.
+ * closing the connection cannot bring its request back). Most outcomes are
+ * carried out at once; one that must wait for the broker first (a defer, a
+ * dead-letter, an exit or a restart) is returned as a generator to run. An
+ * exit is thrown on once the broker confirmed the ack.
  */
-export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBody<object> | undefined, outcome: Outcome): Generator<Yielded, void, unknown> {
-  const about = { messageType: body?.type, messageName: body?.name, messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag };
-  const what = `${body?.type}/${body?.name}`;
+export function settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBody<object> | undefined, outcome: Outcome): Generator<Yielded, void, unknown> | undefined {
   switch (outcome.kind) {
     case 'ack':
       ack(ctx, msg);
       break;
     case 'leave':
     case 'done':
-      return;
+      return undefined;
+    case 'requeue':
+      // Not forgotten by the delivery count: a message requeued forever still meets maxDeliveries.
+      ctx.log.info({ ...about(msg, body), reason: outcome.reason }, `handler for ${what(body)} requeued the message: ${outcome.reason}`);
+      ctx.consumer.reject(msg, true);
+      return undefined;
+    case 'reject': {
+      const err = outcome.err;
+      if (outcome.why === 'malformed') {
+        const reason = err instanceof MalformedMessage ? err.reason : String(err);
+        ctx.log.warn({ ...about(msg, body), routingKey: msg.fields.routingKey, reason }, 'malformed message rejected');
+      } else if (outcome.why === 'rejected') {
+        ctx.log.warn({ ...about(msg, body), reason: (err as Error).message }, `handler for ${what(body)} rejected the message: ${(err as Error).message}`);
+      } else if (outcome.why === 'limit') {
+        ctx.log.error({ ...about(msg, body), correlationId: msg.properties.correlationId }, `${what(body)} ${(err as Error).message}; rejected`);
+      } else {
+        ctx.log.error({ ...about(msg, body), err }, `handler for ${what(body)} failed; message rejected`);
+      }
+      reject(ctx, msg);
+      break;
+    }
+    default:
+      return settleAfterBroker(ctx, msg, body, outcome);
+  }
+  if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+  return undefined;
+}
+
+/** The outcomes that wait for the broker before the delivery is settled. */
+function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: MessageBody<object> | undefined, outcome: Extract<Outcome, { kind: 'defer' | 'deadLetter' | 'exit' | 'restart' }>): Generator<Yielded, void, unknown> {
+  switch (outcome.kind) {
     case 'defer': {
       const { ms, reason, headers, err } = outcome;
       try {
         yield ctx.consumer.delay(msg, ms, headers);
       } catch (delayErr) {
         // No copy is held by the broker: the original must not be acked. Back to its queue, now.
-        ctx.log.warn({ ...about, err: delayErr }, `could not send ${what} back to its queue in ${ms} ms; it goes back now`);
+        ctx.log.warn({ ...about(msg, body), err: delayErr }, `could not send ${what(body)} back to its queue in ${ms} ms; it goes back now`);
         ctx.consumer.reject(msg, true);
         return;
       }
-      if (outcome.quiet) ctx.log.debug({ ...about, reason }, `${what} ${reason}`);
-      else if (err !== undefined) ctx.log.warn({ ...about, err, retryInMs: ms }, `handler for ${what} failed; ${reason} in ${ms} ms, held by the broker`);
-      else ctx.log.info({ ...about, reason, deferMs: ms }, `handler for ${what} deferred the message for ${ms} ms: ${reason}`);
+      if (outcome.quiet) ctx.log.debug({ ...about(msg, body), reason }, `${what(body)} ${reason}`);
+      else if (err !== undefined) ctx.log.warn({ ...about(msg, body), err, retryInMs: ms }, `handler for ${what(body)} failed; ${reason} in ${ms} ms, held by the broker`);
+      else ctx.log.info({ ...about(msg, body), reason, deferMs: ms }, `handler for ${what(body)} deferred the message for ${ms} ms: ${reason}`);
       ack(ctx, msg);
       return;
-    }
-    case 'requeue':
-      // Not forgotten by the delivery count: a message requeued forever still meets maxDeliveries.
-      ctx.log.info({ ...about, reason: outcome.reason }, `handler for ${what} requeued the message: ${outcome.reason}`);
-      ctx.consumer.reject(msg, true);
-      return;
-    case 'reject': {
-      const err = outcome.err;
-      if (outcome.why === 'malformed') {
-        const reason = err instanceof MalformedMessage ? err.reason : String(err);
-        ctx.log.warn({ ...about, routingKey: msg.fields.routingKey, reason }, 'malformed message rejected');
-      } else if (outcome.why === 'rejected') {
-        ctx.log.warn({ ...about, reason: (err as Error).message }, `handler for ${what} rejected the message: ${(err as Error).message}`);
-      } else if (outcome.why === 'limit') {
-        ctx.log.error({ ...about, correlationId: msg.properties.correlationId }, `${what} ${(err as Error).message}; rejected`);
-      } else {
-        ctx.log.error({ ...about, err }, `handler for ${what} failed; message rejected`);
-      }
-      reject(ctx, msg);
-      break;
     }
     case 'deadLetter': {
       const { err, attempts } = outcome;
@@ -77,21 +96,23 @@ export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBo
       } catch (dlErr) {
         if (limit) {
           // Back to its queue would only bring it here again: rejected (dead-lettered where its queue has a dead-letter exchange).
-          ctx.log.warn({ ...about, err: dlErr }, `could not publish the message to ${ctx.errorExchange}; rejecting it instead`);
-          ctx.log.error(about, `${what} ${(err as Error).message}; rejected`);
+          ctx.log.warn({ ...about(msg, body), err: dlErr }, `could not publish the message to ${ctx.errorExchange}; rejecting it instead`);
+          ctx.log.error(about(msg, body), `${what(body)} ${(err as Error).message}; rejected`);
           reject(ctx, msg);
-          break;
+          if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+          return;
         }
         // The copy did not reach the error exchange (a lost connection, a refusal): the original must not be
         // acked. Back to its queue (on a lost channel the broker does that by itself) for another try.
-        ctx.log.warn({ ...about, err: dlErr }, `could not publish the failed message to ${ctx.errorExchange}; it goes back to its queue`);
+        ctx.log.warn({ ...about(msg, body), err: dlErr }, `could not publish the failed message to ${ctx.errorExchange}; it goes back to its queue`);
         ctx.consumer.reject(msg, true);
         return;
       }
-      if (limit) ctx.log.error({ ...about, correlationId: msg.properties.correlationId }, `${what} ${(err as Error).message}; sent to ${ctx.errorExchange}`);
-      else ctx.log.error({ ...about, err, attempts }, `handler for ${what} failed; message sent to ${ctx.errorExchange}`);
+      if (limit) ctx.log.error({ ...about(msg, body), correlationId: msg.properties.correlationId }, `${what(body)} ${(err as Error).message}; sent to ${ctx.errorExchange}`);
+      else ctx.log.error({ ...about(msg, body), err, attempts }, `handler for ${what(body)} failed; message sent to ${ctx.errorExchange}`);
       ack(ctx, msg);
-      break;
+      if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+      return;
     }
     case 'exit':
     case 'restart':
@@ -104,7 +125,6 @@ export function* settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBo
       ctx.restart();
       return;
   }
-  if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
 }
 
 /** Acks, and forgets the delivery count of a message that will not come back (a stream acks its request this way too). */

@@ -75,8 +75,19 @@ const SEND_OPTIONS: ReadonlySet<string> = new Set(
 
 function isSendOptions(v: unknown): v is SendOptions {
   if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Message) return false;
-  const keys = Object.keys(v);
-  return keys.length > 0 && keys.every((k) => k.startsWith('_'));
+  // Counted in place (no array of keys): this runs on every send.
+  let keys = 0;
+  for (const k in v) {
+    if (!Object.hasOwn(v, k)) continue;
+    if (k.charCodeAt(0) !== 95 /* _ */) return false;
+    keys++;
+  }
+  return keys > 0;
+}
+
+function onlySendOptions(v: object): boolean {
+  for (const k in v) if (Object.hasOwn(v, k) && !SEND_OPTIONS.has(k)) return false;
+  return true;
 }
 
 /**
@@ -91,6 +102,10 @@ function isSendOptions(v: unknown): v is SendOptions {
 export function takeSendOptions(args: unknown[], payloads: number): SendOptions {
   const last = args[args.length - 1];
   if (args.length === 0 || !isSendOptions(last)) return {};
+  if (onlySendOptions(last)) {
+    args.pop();
+    return last;
+  }
   const keys = Object.keys(last);
   const unknown = keys.filter((k) => !SEND_OPTIONS.has(k));
   const list = (ks: string[]) => ks.map((k) => `'${k}'`).join(', ');
