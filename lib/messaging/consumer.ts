@@ -393,14 +393,13 @@ export class GenericConsumer {
   /** {@link rpcReply} for a result already encoded with {@link encodeReply}; `headers` go with it. */
   sendReply(msg: ConsumeMessage, content: Buffer, headers?: Record<string, unknown>): void {
     const replyTo = msg.properties.replyTo as string | undefined;
-    const ids = { messageId: msg.properties.messageId, correlationId: msg.properties.correlationId, deliveryTag: msg.fields.deliveryTag };
     if (!replyTo) {
-      this.log.warn(ids, 'RPC has no reply_to; the reply is dropped');
+      this.log.warn(replyIds(msg), 'RPC has no reply_to; the reply is dropped');
       return;
     }
     const bad = badReplyTo(replyTo);
     if (bad) {
-      this.log.warn({ ...ids, replyTo: replyTo.slice(0, 300) }, `RPC reply_to ${bad}; the reply is dropped`);
+      this.log.warn({ ...replyIds(msg), replyTo: replyTo.slice(0, 300) }, `RPC reply_to ${bad}; the reply is dropped`);
       return;
     }
     const acks = this.#settleOn(msg);
@@ -482,6 +481,11 @@ export class GenericConsumer {
     await this.#side?.close().catch(() => undefined);
     await this.#link.close();
   }
+}
+
+/** What a log line about a reply that cannot be sent names. */
+function replyIds(msg: ConsumeMessage) {
+  return { messageId: msg.properties.messageId, correlationId: msg.properties.correlationId, deliveryTag: msg.fields.deliveryTag };
 }
 
 const DIRECT_REPLY_TO = `${REPLY_TO}.`;
