@@ -48,9 +48,8 @@ export class MicroScheduler extends MicroThread {
   readonly #onThreadError: MicroSchedulerOptions['onThreadError'];
   readonly #log: Logger;
   #ready: Entry[] = [];
-  /** Every live thread, in the order they were added. */
+  /** Every live thread, ready or parked, in the order they were added. */
   readonly #threads = new Set<Entry>();
-  #parkedCount = 0;
   #stopped = false;
   /** Every thread's close(), from the moment the scheduler stopped. */
   #closed: Promise<void> | undefined;
@@ -69,7 +68,7 @@ export class MicroScheduler extends MicroThread {
 
   /** Threads still alive (ready or parked). */
   get size(): number {
-    return this.#ready.length + this.#parkedCount;
+    return this.#threads.size;
   }
 
   /** Adds a thread and runs its `create()` at once. */
@@ -106,7 +105,6 @@ export class MicroScheduler extends MicroThread {
     const all = [...this.#threads].reverse();
     this.#ready = [];
     this.#threads.clear();
-    this.#parkedCount = 0;
     const closing: Array<Promise<void>> = [];
     for (const e of all) {
       e.dead = true;
@@ -136,7 +134,8 @@ export class MicroScheduler extends MicroThread {
       for (;;) {
         if (this.#stopped) return;
         if (this.#ready.length === 0) {
-          if (this.#parkedCount === 0 && this.autoquit) return;
+          // Nothing ready: every live thread is parked.
+          if (this.#threads.size === 0 && this.autoquit) return;
           yield this.#idle;
           continue;
         }
@@ -256,14 +255,12 @@ export class MicroScheduler extends MicroThread {
 
   #park(e: Entry, p: PromiseLike<unknown>): void {
     e.parked = true;
-    this.#parkedCount++;
     p.then(e.onValue, e.onError);
   }
 
   #unpark(e: Entry, value: unknown, error: unknown, hasError: boolean): void {
     if (e.dead || !e.parked) return;
     e.parked = false;
-    this.#parkedCount--;
     e.value = value;
     e.error = error;
     e.hasError = hasError;
