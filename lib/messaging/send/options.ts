@@ -73,21 +73,24 @@ const SEND_OPTIONS: ReadonlySet<string> = new Set(
   } satisfies Record<keyof SendOptions, true>),
 );
 
-function isSendOptions(v: unknown): v is SendOptions {
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Message) return false;
-  // Counted in place (no array of keys): this runs on every send.
+/**
+ * What a trailing argument's keys make it: `'options'` when every key is a
+ * send option, `'underscored'` when every key starts with `_` but some are
+ * not options, undefined for anything else (not a plain object, no keys, a
+ * key without `_`). One pass, no array of keys: this runs on every send.
+ */
+function optionsKind(v: unknown): 'options' | 'underscored' | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Message) return undefined;
   let keys = 0;
+  let known = true;
   for (const k in v) {
     if (!Object.hasOwn(v, k)) continue;
-    if (k.charCodeAt(0) !== 95 /* _ */) return false;
+    if (k.charCodeAt(0) !== 95 /* _ */) return undefined;
     keys++;
+    if (known && !SEND_OPTIONS.has(k)) known = false;
   }
-  return keys > 0;
-}
-
-function onlySendOptions(v: object): boolean {
-  for (const k in v) if (Object.hasOwn(v, k) && !SEND_OPTIONS.has(k)) return false;
-  return true;
+  if (keys === 0) return undefined;
+  return known ? 'options' : 'underscored';
 }
 
 /**
@@ -101,24 +104,20 @@ function onlySendOptions(v: object): boolean {
  */
 export function takeSendOptions(args: unknown[], payloads: number): SendOptions {
   const last = args[args.length - 1];
-  if (args.length === 0 || !isSendOptions(last)) return {};
-  if (onlySendOptions(last)) {
+  const kind = args.length === 0 ? undefined : optionsKind(last);
+  if (kind === undefined) return {};
+  if (kind === 'options') {
     args.pop();
-    return last;
+    return last as SendOptions;
   }
-  const keys = Object.keys(last);
+  // Some keys are no send option: past the payloads a typo, where a payload may stand the payload itself, or both mixed.
+  const keys = Object.keys(last as object);
   const unknown = keys.filter((k) => !SEND_OPTIONS.has(k));
   const list = (ks: string[]) => ks.map((k) => `'${k}'`).join(', ');
-  if (args.length > payloads) {
-    if (unknown.length > 0) throw new TypeError(`unknown send option${unknown.length > 1 ? 's' : ''} ${list(unknown)}: the options are ${[...SEND_OPTIONS].join(', ')}`);
-  } else if (unknown.length === keys.length) {
-    return {};
-  } else if (unknown.length > 0) {
-    throw new TypeError(
-      `an argument mixes send options (${list(keys.filter((k) => SEND_OPTIONS.has(k)))}) with keys that are none (${list(unknown)}): ` +
-        `if it is the payload, pass the options after it; if it is options, the options are ${[...SEND_OPTIONS].join(', ')}`,
-    );
-  }
-  args.pop();
-  return last;
+  if (args.length > payloads) throw new TypeError(`unknown send option${unknown.length > 1 ? 's' : ''} ${list(unknown)}: the options are ${[...SEND_OPTIONS].join(', ')}`);
+  if (unknown.length === keys.length) return {};
+  throw new TypeError(
+    `an argument mixes send options (${list(keys.filter((k) => SEND_OPTIONS.has(k)))}) with keys that are none (${list(unknown)}): ` +
+      `if it is the payload, pass the options after it; if it is options, the options are ${[...SEND_OPTIONS].join(', ')}`,
+  );
 }
