@@ -24,23 +24,23 @@ const NONE: Registered[] = [];
 type Index = Map<string, Map<string, { byName: Map<string, Registered[]>; any: Registered[] }>>;
 const indexes = new WeakMap<Registry, Index>();
 
-/** `keys`: each registry key's category, type and name (undefined: every name), as the tags said them. */
-function indexRegistry(reg: Registry, keys: Map<string, [category: string, type: string, name: string | undefined]>): Index {
-  const index: Index = new Map();
-  for (const [key, [category, type, name]] of keys) {
-    let byType = index.get(category);
-    if (!byType) index.set(category, (byType = new Map()));
-    let t = byType.get(type);
-    if (!t) byType.set(type, (t = { byName: new Map(), any: NONE }));
-    if (name === undefined) t.any = reg.get(key)!;
-    else t.byName.set(name, reg.get(key)!);
-  }
+/** Files a registry list (the same array) under its tag's category, type and name; '*' is every name, as no name is. */
+function place(index: Index, tag: HandlerTag, list: Registered[]): void {
+  let byType = index.get(tag.category);
+  if (!byType) index.set(tag.category, (byType = new Map()));
+  let t = byType.get(tag.type);
+  if (!t) byType.set(tag.type, (t = { byName: new Map(), any: NONE }));
+  if (tag.name === undefined || tag.name === '*') t.any = list;
+  else t.byName.set(tag.name, list);
+}
+
+/** Once every list is complete: each name's list followed by its type's catch-all handlers. */
+function appendCatchAll(index: Index): void {
   for (const byType of index.values()) {
     for (const t of byType.values()) {
       if (t.any !== NONE) for (const [name, list] of t.byName) t.byName.set(name, [...list, ...t.any]);
     }
   }
-  return index;
 }
 
 /**
@@ -72,13 +72,15 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
     }
   }
   const reg: Registry = new Map();
-  const keys = new Map<string, [string, string, string | undefined]>();
+  const index: Index = new Map();
   for (const { value, isClass } of members.values()) {
     for (const tag of tagsOf(value) ?? []) {
       const key = `${tag.category}|${tag.type}|${tag.name ?? '*'}`;
-      // A name of '*' shares the key of no name: every name of the type, as it always has.
-      keys.set(key, [tag.category, tag.type, tag.name === '*' ? undefined : tag.name]);
-      const list = reg.get(key) ?? [];
+      let list = reg.get(key);
+      if (!list) {
+        reg.set(key, (list = []));
+        place(index, tag, list);
+      }
       const fn = value as Registered['fn'];
       const isAsyncGenerator = !isClass && fn.constructor?.name === 'AsyncGeneratorFunction';
       list.push({
@@ -88,11 +90,11 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
         isAsync: isAsyncGenerator || isAsyncFunction(isClass ? (fn.prototype as { call?: unknown } | undefined)?.call : fn),
         isStream: tag.category === 'rpc' && (tag.stream === true || isAsyncGenerator),
       });
-      reg.set(key, list);
     }
   }
+  appendCatchAll(index);
   registries.set(cls, reg);
-  indexes.set(reg, indexRegistry(reg, keys));
+  indexes.set(reg, index);
   return reg;
 }
 

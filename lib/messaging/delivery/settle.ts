@@ -26,6 +26,11 @@ function what(body: MessageBody<object> | undefined): string {
   return `${body?.type}/${body?.name}`;
 }
 
+/** An RPC's reply (or a message's answer), once its request is settled. */
+function sendReply(ctx: SettleContext, msg: ConsumeMessage, outcome: Outcome): void {
+  if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+}
+
 /**
  * Carries out an {@link Outcome}: settles the delivery, logs why, then sends
  * the RPC reply (after the settle, so that a reply the broker refuses by
@@ -65,7 +70,7 @@ export function settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBod
     default:
       return settleAfterBroker(ctx, msg, body, outcome);
   }
-  if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+  sendReply(ctx, msg, outcome);
   return undefined;
 }
 
@@ -99,7 +104,7 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
           ctx.log.warn({ ...about(msg, body), err: dlErr }, `could not publish the message to ${ctx.errorExchange}; rejecting it instead`);
           ctx.log.error(about(msg, body), `${what(body)} ${(err as Error).message}; rejected`);
           reject(ctx, msg);
-          if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+          sendReply(ctx, msg, outcome);
           return;
         }
         // The copy did not reach the error exchange (a lost connection, a refusal): the original must not be
@@ -111,13 +116,13 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
       if (limit) ctx.log.error({ ...about(msg, body), correlationId: msg.properties.correlationId }, `${what(body)} ${(err as Error).message}; sent to ${ctx.errorExchange}`);
       else ctx.log.error({ ...about(msg, body), err, attempts }, `handler for ${what(body)} failed; message sent to ${ctx.errorExchange}`);
       ack(ctx, msg);
-      if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+      sendReply(ctx, msg, outcome);
       return;
     }
     case 'exit':
     case 'restart':
       ack(ctx, msg);
-      if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+      sendReply(ctx, msg, outcome);
       // The process may exit (or restart) the moment this returns: have the broker's word for the ack first,
       // or the quit is redelivered and stops the next instance of the component too.
       yield ctx.consumer.settled();
