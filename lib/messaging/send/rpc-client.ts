@@ -133,7 +133,13 @@ export class RpcClient {
       const props = Object.assign(c.properties, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
       const entry: PendingRpc = { resolve, reject, ch, call: c, props, queue, retries: 0, due: 0 };
       this.#pending.set(correlationId, entry);
-      this.#send(entry);
+      try {
+        this.#send(entry);
+      } catch (err) {
+        // Never on the wire (its channel is closing): the call fails now, and no sweep sends it later.
+        this.#pending.delete(correlationId);
+        throw err;
+      }
       if (entry.due < this.#timerDue) this.#arm(entry.due);
     });
   }
