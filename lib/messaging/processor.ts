@@ -1,32 +1,26 @@
-import type { ConsumeMessage } from 'amqplib';
 import type { Hup } from '../config.js';
-import { AckAndRestart, DeliveryLimitExceeded, ExitScheduler } from '../errors.js';
+import { AckAndRestart, ExitScheduler } from '../errors.js';
 import { restartProcess } from '../lifecycle/restart.js';
 import { closeOnSignal, DEFAULT_DRAIN_MS } from '../lifecycle/signals.js';
 import { componentLogger, type Logger } from '../log.js';
 import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
-import { DeliveryCounter, DELIVERIES_HEADER, deliveriesBefore, queueCounts } from './deliveries.js';
+import { DeliveryCounter } from './deliveries.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './idempotency.js';
-import { sendHeld, succeeded } from './delivery/outbox.js';
 import { checkDelay } from './delay.js';
-import { dispatchMessage, dispatchRpc, overLimit, type DispatchContext, type RetryOptions } from './delivery/dispatch.js';
-import type { Outcome } from './delivery/outcome.js';
-import { deliveryInfo, DeliveryScope, isThenable, type DeliveryInfo } from './delivery/context.js';
-import { Intake, type Pending } from './intake.js';
-import { instruments, type Instruments } from '../telemetry/metrics.js';
-import { ATTR, endSpan, extractContext, startProcessSpan, tracingOn, trace } from '../telemetry/tracing.js';
-import type { Attributes, Context, Span } from '@opentelemetry/api';
-import { handlersFor, registryFor, type Registry } from './delivery/registry.js';
-import { ack, settle, type SettleContext } from './delivery/settle.js';
+import type { DispatchContext, RetryOptions } from './delivery/dispatch.js';
+import type { DeliveryInfo } from './delivery/context.js';
+import { DeliveryPipeline, type DeliveryEvent } from './delivery/pipeline.js';
+import { registryFor, type Registry } from './delivery/registry.js';
+import { ack, type SettleContext } from './delivery/settle.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { MessageHandler, RpcHandler } from './handlers.js';
 import { describeProcessor, type ProcessorDescription } from './describe.js';
-import { Message, type MessageBody } from './messages.js';
 import { constructorForm, type ComponentOptions } from './options.js';
 import type { Eqk } from './topology.js';
 
+export type { DeliveryEvent } from './delivery/pipeline.js';
 export type { RetryOptions } from './delivery/dispatch.js';
 
 export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
@@ -161,10 +155,10 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
  * the `@MessageHandler` / `@RpcHandler` methods and `Handler` classes of its
  * class (inherited ones included).
  *
- * It drives each delivery through a pipeline of small stages, each in its own
- * module: decode, the delivery limit, dispatch (registry, handlers, retries:
- * `delivery/dispatch.ts`) to an {@link Outcome} as data, then settle
- * (`delivery/settle.ts`: ack, reject, error exchange, reply).
+ * A thin microthread: each delivery goes through a pipeline of small stages
+ * (`delivery/pipeline.ts`): decode, the delivery limit, dispatch (registry,
+ * handlers, retries: `delivery/dispatch.ts`) to an {@link Outcome} as data,
+ * then settle (`delivery/settle.ts`: ack, reject, error exchange, reply).
  */
 export class MessageProcessor extends MicroThread {
   static consumerClass: typeof GenericConsumer = GenericConsumer;
@@ -172,10 +166,10 @@ export class MessageProcessor extends MicroThread {
   readonly fingerprint: FingerprintDict;
   readonly consumer: GenericConsumer;
   protected readonly log: Logger;
-  #registry: Registry;
-  readonly #intake = new Intake();
+  readonly #registry: Registry;
+  /** Every delivery's way from arrival to settle (the hot path, on an object of one class whatever the subclass). */
+  readonly #pipeline: DeliveryPipeline;
   readonly #concurrency: number;
-  readonly #orderBy: ProcessorOptions['orderBy'];
   #workersStarted = false;
   #ready: Promise<void> | undefined;
   #isReady = false;
@@ -183,16 +177,9 @@ export class MessageProcessor extends MicroThread {
   readonly #signals: boolean;
   /** How long a SIGTERM / SIGINT waits for the handler in flight. */
   readonly drainTimeoutMs: number;
-  readonly #maxDeliveries: number;
-  readonly #countInHeader: boolean;
-  readonly #deliveries = new DeliveryCounter();
-  readonly #outbox: boolean;
-  readonly #dedupe: IdempotencyStore | undefined;
   /** Aborted by close(): ends a wait between retries at once. */
   readonly #aborted = new AbortController();
-  readonly #dispatch: DispatchContext;
-  readonly #settle: SettleContext;
-  #stopping = false;
+  readonly #errorExchange: string | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(options?: ProcessorOptions);
@@ -208,22 +195,19 @@ export class MessageProcessor extends MicroThread {
     this.#concurrency = opts.concurrency ?? 1;
     if (!(Number.isInteger(this.#concurrency) && this.#concurrency >= 1)) throw new TypeError(`concurrency must be a whole number of at least 1, not ${String(opts.concurrency)}`);
     if (opts.orderBy !== undefined && typeof opts.orderBy !== 'function') throw new TypeError('orderBy must be a function (content, delivery) => key');
-    this.#orderBy = opts.orderBy;
     const prefetch = opts.prefetch ?? (this.#concurrency > 1 ? this.#concurrency * (opts.orderBy ? 4 : 2) : undefined);
     const Consumer = (this.constructor as typeof MessageProcessor).consumerClass;
     this.consumer = new Consumer({ ...opts, prefetch, connectionName: opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
     this.#signals = opts.handleSignals ?? true;
     this.drainTimeoutMs = opts.drainTimeoutMs ?? DEFAULT_DRAIN_MS;
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
-    this.#maxDeliveries = opts.maxDeliveries ?? 5;
-    if (!(Number.isInteger(this.#maxDeliveries) && this.#maxDeliveries >= 1)) throw new TypeError(`maxDeliveries must be a whole number of at least 1, not ${String(opts.maxDeliveries)}`);
+    const maxDeliveries = opts.maxDeliveries ?? 5;
+    if (!(Number.isInteger(maxDeliveries) && maxDeliveries >= 1)) throw new TypeError(`maxDeliveries must be a whole number of at least 1, not ${String(opts.maxDeliveries)}`);
     if (opts.redeliveryCount !== undefined && opts.redeliveryCount !== 'broker' && opts.redeliveryCount !== 'header') throw new TypeError(`redeliveryCount must be 'broker' or 'header', not ${String(opts.redeliveryCount)}`);
-    this.#countInHeader = opts.redeliveryCount === 'header';
     for (const d of opts.retry?.delays ?? []) checkDelay('retry.delays: each delay', d);
-    this.#outbox = opts.outbox ?? true;
-    this.#dedupe = opts.deduplicate === true ? new MemoryIdempotencyStore() : opts.deduplicate || undefined;
     const consumer = this.consumer;
-    this.#dispatch = {
+    const settleCtx: SettleContext = { consumer, log: this.log, errorExchange: opts.errorExchange, deliveries: new DeliveryCounter(), restart: () => this.restart() };
+    const dispatch: DispatchContext = {
       owner: this,
       fingerprint: this.fingerprint,
       log: this.log,
@@ -236,13 +220,27 @@ export class MessageProcessor extends MicroThread {
         control: () => consumer.streamControl(),
         send: (msg, content, headers) => consumer.streamSend(msg, content, headers),
         watch: (id, listener) => consumer.watchStream(id, listener),
-        ack: (msg) => ack(this.#settle, msg),
+        ack: (msg) => ack(settleCtx, msg),
       },
     };
-    if (!(this.#dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
-    this.#settle = { consumer, log: this.log, errorExchange: opts.errorExchange, deliveries: this.#deliveries, restart: () => this.restart() };
+    if (!(dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
+    this.#errorExchange = opts.errorExchange;
+    this.#pipeline = new DeliveryPipeline({
+      consumer,
+      registry: this.#registry,
+      dispatch,
+      settle: settleCtx,
+      log: this.log,
+      component: this.fingerprint.name,
+      maxDeliveries,
+      countInHeader: opts.redeliveryCount === 'header',
+      outbox: opts.outbox ?? true,
+      dedupe: opts.deduplicate === true ? new MemoryIdempotencyStore() : opts.deduplicate || undefined,
+      orderBy: opts.orderBy,
+    });
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
-    this.consumer.on('disconnected', () => this.#intake.drop());
+    const intake = this.#pipeline.intake;
+    this.consumer.on('disconnected', () => intake.drop());
   }
 
   /** Resolves once its exchanges and queues are declared and bound; from then on nothing published to them is lost. */
@@ -250,8 +248,9 @@ export class MessageProcessor extends MicroThread {
     this.#ready ??= (async () => {
       await this.consumer.ready();
       // The error exchange and its queue exist from the start, not from the first failure.
-      if (this.#dispatch.errorExchange) await this.consumer.errorChannel(this.#dispatch.errorExchange);
-      await this.consumer.startConsuming((msg) => this.#deliver(msg));
+      if (this.#errorExchange) await this.consumer.errorChannel(this.#errorExchange);
+      const pipeline = this.#pipeline;
+      await this.consumer.startConsuming((msg) => pipeline.deliver(msg));
       // On SIGTERM / SIGINT: stop taking deliveries, finish the one in flight, ack it, close.
       if (this.#signals) this.#forgetSignal = closeOnSignal(this);
     })();
@@ -275,37 +274,21 @@ export class MessageProcessor extends MicroThread {
     return this.consumer.addEqk(eqk);
   }
 
-  #deliver(msg: ConsumeMessage): void {
-    const orderBy = this.#orderBy;
-    if (!orderBy) {
-      this.#intake.push({ msg });
-      return;
-    }
-    // The key needs the content: decoded now, once (a delivery that cannot be decoded has no key, and is rejected when its turn comes).
-    let body: MessageBody<object>;
-    try {
-      body = this.#decode(msg);
-    } catch (err) {
-      this.#intake.push({ msg, decoded: { err } });
-      return;
-    }
-    let key: unknown;
-    try {
-      key = orderBy(body.content, deliveryInfo(msg));
-    } catch (err) {
-      this.log.warn({ err, messageId: msg.properties.messageId }, 'orderBy failed; the delivery is handled unordered');
-    }
-    this.#intake.push({ msg, key, decoded: { body } });
-  }
-
-  /** A delivery's envelope, decoded; throws for a delivery that does not hold one (it is rejected as malformed). */
-  #decode(msg: ConsumeMessage): MessageBody<object> {
-    return Message.fromBody(this.consumer.decode(msg.content)).body as MessageBody<object>;
-  }
-
   override *main(): Generator<Yielded, void, unknown> {
     try {
-      yield* super.main();
+      // A subclass that steps its own way gets MicroThread's loop; otherwise this one, which touches only the
+      // pipeline per delivery: MicroThread's, calling step() on each subclass's own shape, was compiled again
+      // for every new processor class, with the whole pipeline inlined in it.
+      if (this.step !== MessageProcessor.prototype.step) return yield* super.main();
+      this.create();
+      yield;
+      if ((yield* this.#firstStep()) === STOP) return;
+      yield;
+      const pipeline = this.#pipeline;
+      for (;;) {
+        if ((yield* pipeline.work()) === STOP) return;
+        yield;
+      }
     } finally {
       // However the thread ends (STOP, ExitScheduler, scheduler.stop()), the channel closes.
       void this.close();
@@ -315,14 +298,14 @@ export class MessageProcessor extends MicroThread {
   override step(): Generator<Yielded, unknown, unknown> {
     // Park on ready() only until it has resolved: a promise yielded on every step would cost a round trip through the event loop per message.
     // After that a step is one delivery's own generator, with none wrapped around it.
-    return this.#isReady ? this.#work() : this.#firstStep();
+    return this.#isReady ? this.#pipeline.work() : this.#firstStep();
   }
 
   *#firstStep(): Generator<Yielded, unknown, unknown> {
     yield this.ready();
     this.#isReady = true;
     this.#startWorkers();
-    return yield* this.#work();
+    return yield* this.#pipeline.work();
   }
 
   /** With `concurrency` N, N - 1 more microthreads beside this one take deliveries from the same intake. */
@@ -335,124 +318,9 @@ export class MessageProcessor extends MicroThread {
       this.log.warn(`concurrency ${this.#concurrency} needs the processor to run on a MicroScheduler; handling one delivery at a time`);
       return;
     }
-    for (let i = 1; i < this.#concurrency; i++) scheduler.addMicrothread(new DeliveryWorker(() => this.#work(), `${this.name}#${i}`));
+    const pipeline = this.#pipeline;
+    for (let i = 1; i < this.#concurrency; i++) scheduler.addMicrothread(new DeliveryWorker(() => pipeline.work(), `${this.name}#${i}`));
   }
-
-  /** One delivery, whichever worker runs it: the next that can run, or a wait for one. */
-  *#work(): Generator<Yielded, StepResult, unknown> {
-    // Once closing, take nothing more: what waits in the intake goes back to the queue with the channel.
-    if (this.#stopping) return STOP;
-    let p = this.#intake.take();
-    while (!p) {
-      yield this.#intake.wait();
-      if (this.#stopping || this.#intake.closed) return STOP;
-      p = this.#intake.take();
-    }
-    try {
-      yield* this.#process(p.msg, p.decoded);
-    } finally {
-      this.#intake.done(p);
-    }
-    return undefined;
-  }
-
-  /** One delivery, stage by stage: decode, the delivery limit, dispatch to an outcome, settle. */
-  *#process(msg: ConsumeMessage, decoded?: Pending['decoded']): Generator<Yielded, void, unknown> {
-    let body: MessageBody<object>;
-    try {
-      if (decoded && 'err' in decoded) throw decoded.err;
-      body = decoded ? (decoded.body as MessageBody<object>) : this.#decode(msg);
-    } catch (err) {
-      const outcome: Outcome = { kind: 'reject', why: 'malformed', err };
-      const waiting = settle(this.#settle, msg, undefined, outcome);
-      if (waiting) yield* waiting;
-      if (this.#observers.size > 0) this.#tell(msg, undefined, outcome);
-      return;
-    }
-    const tracing = tracingOn();
-    const counters = instruments();
-    let span: Span | undefined;
-    let ctx: Context | undefined;
-    if (tracing) {
-      // The handler's span is the child of the sender's, whose context the message carries in its headers.
-      const sender = extractContext(msg.properties.headers as Record<string, unknown> | undefined);
-      span = startProcessSpan(sender, msg.fields.exchange, {
-        [ATTR.messageId]: String(msg.properties.messageId ?? ''),
-        [ATTR.bodySize]: msg.content.length,
-        [ATTR.routingKey]: msg.fields.routingKey,
-        [ATTR.messageType]: body.type,
-        [ATTR.messageName]: body.name,
-        [ATTR.component]: this.fingerprint.name,
-      });
-      ctx = trace.setSpan(sender, span);
-    }
-    const scope = new DeliveryScope(msg, ctx, this.#outbox);
-    if (span) span.setAttribute(ATTR.conversationId, scope.conversationId ?? '');
-    const labels = counters ? { [ATTR.destination]: msg.fields.exchange, [ATTR.messageName]: body.name } : undefined;
-    if (counters) counters.inFlight.add(1, labels);
-    const started = counters ? performance.now() : 0;
-    let outcome: Outcome = { kind: 'leave' };
-    try {
-      const redelivered = msg.fields.redelivered;
-      const n = Math.max(redelivered ? this.#deliveries.count(msg) : 1, deliveriesBefore(msg) + (redelivered ? 2 : 1));
-      if (n > this.#maxDeliveries) outcome = overLimit(this.#dispatch, scope, body, new DeliveryLimitExceeded(n, this.#maxDeliveries));
-      else if (redelivered && this.#countInHeader && !queueCounts(msg)) {
-        // A classic queue forgets how often it delivered a message; a process that crashed on it forgot too.
-        // The count goes in a header of a copy, back in the queue at once; the copy is handled instead.
-        outcome = { kind: 'defer', ms: 0, reason: `redelivered (delivery ${n}): counted in a header`, headers: { [DELIVERIES_HEADER]: n - 1 }, quiet: true };
-      } else {
-        if (this.log.isLevelEnabled('debug')) this.log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name, messageId: scope.messageId, conversationId: scope.conversationId }, 'delivery');
-        const key = this.#dedupe && body.category !== 'rpc' && scope.messageId !== undefined ? `${this.fingerprint.name}/${scope.messageId}` : undefined;
-        if (key !== undefined && (yield* this.#seen(key))) {
-          this.log.info({ messageType: body.type, messageName: body.name, messageId: scope.messageId }, `${body.type}/${body.name} was handled already (same message id); dropped`);
-          outcome = { kind: 'ack' };
-        } else {
-          const handlers = handlersFor(this.#registry, body);
-          outcome = body.category === 'rpc' ? yield* dispatchRpc(this.#dispatch, scope, body, handlers) : yield* dispatchMessage(this.#dispatch, scope, msg, body, handlers);
-          // What the handlers sent goes out, confirmed, before the ack; a failed delivery's sends are dropped.
-          const held = scope.takeHeld();
-          if (held.length > 0 && succeeded(outcome)) outcome = yield* sendHeld(held, outcome, this.log, { messageType: body.type, messageName: body.name, messageId: scope.messageId });
-          if (key !== undefined && succeeded(outcome)) yield* this.#remember(key);
-        }
-      }
-      counters?.handlerDuration.record((performance.now() - started) / 1000, labels);
-      try {
-        const waiting = settle(this.#settle, msg, body, outcome);
-        if (waiting) yield* waiting;
-      } finally {
-        // Also when settling ends in an exit or a restart (thrown once the broker confirmed the ack).
-        if (this.#observers.size > 0) this.#tell(msg, body, outcome);
-      }
-    } finally {
-      if (counters) {
-        counters.inFlight.add(-1, labels);
-        countOutcome(counters, outcome, labels!);
-      }
-      if (span) endSpan(span, failureOf(outcome));
-    }
-  }
-
-  /** Whether the idempotency store has `key`; a store that fails counts as "no" (handled twice rather than lost). */
-  *#seen(key: string): Generator<Yielded, boolean, unknown> {
-    try {
-      const r = this.#dedupe!.seen(key);
-      return Boolean(isThenable(r) ? yield r : r);
-    } catch (err) {
-      this.log.warn({ err, key }, 'the idempotency store failed to answer; handling the message');
-      return false;
-    }
-  }
-
-  *#remember(key: string): Generator<Yielded, void, unknown> {
-    try {
-      const r = this.#dedupe!.remember(key);
-      if (isThenable(r)) yield r;
-    } catch (err) {
-      this.log.warn({ err, key }, 'the idempotency store failed to remember a handled message; a duplicate of it would be handled again');
-    }
-  }
-
-  readonly #observers = new Set<(event: DeliveryEvent) => void>();
 
   /**
    * Calls `listener` after each delivery is settled, with what became of it
@@ -460,28 +328,7 @@ export class MessageProcessor extends MicroThread {
    * Returns how to stop listening. A listener that throws is logged and ignored.
    */
   observe(listener: (event: DeliveryEvent) => void): () => void {
-    this.#observers.add(listener);
-    return () => this.#observers.delete(listener);
-  }
-
-  #tell(msg: ConsumeMessage, body: MessageBody<object> | undefined, outcome: Outcome): void {
-    const event: DeliveryEvent = {
-      category: body?.category,
-      type: body?.type,
-      name: body?.name,
-      messageId: msg.properties.messageId as string | undefined,
-      outcome: outcomeName(outcome),
-      error: outcome.kind === 'reject' || outcome.kind === 'deadLetter' || outcome.kind === 'defer' ? outcome.err : undefined,
-      deferMs: outcome.kind === 'defer' ? outcome.ms : undefined,
-      replied: outcome.reply !== undefined,
-    };
-    for (const l of this.#observers) {
-      try {
-        l(event);
-      } catch (err) {
-        this.log.warn({ err }, 'a delivery observer failed');
-      }
-    }
+    return this.#pipeline.observe(listener);
   }
 
   /** Re-runs this process with the same arguments (override to restart differently). */
@@ -495,15 +342,14 @@ export class MessageProcessor extends MicroThread {
    * between two runs of a retry (the wait ends at once).
    */
   override close(): Promise<void> {
-    this.#stopping = true;
+    this.#pipeline.stop();
     this.#aborted.abort();
-    this.#intake.drop();
     this.#closing ??= (async () => {
       this.#forgetSignal?.();
       await this.#ready?.catch(() => undefined);
       await this.consumer.stopConsuming();
       // Waiting workers stop; those in a handler finish it and settle.
-      await this.#intake.close();
+      await this.#pipeline.intake.close();
       await this.consumer.close();
     })();
     return this.#closing;
@@ -544,60 +390,4 @@ class DeliveryWorker extends MicroThread {
   override step(): StepResult {
     return this.work();
   }
-}
-
-/** What became of a delivery, as `observe()` tells it. */
-export interface DeliveryEvent {
-  category: string | undefined;
-  type: string | undefined;
-  name: string | undefined;
-  messageId: string | undefined;
-  /**
-   * acked (handled, or a stream served), rejected (malformed, `RejectMessage`, failed without an
-   * error exchange, over `maxDeliveries`), dead-lettered (to the error exchange), deferred
-   * (`DeferMessage`, a delayed retry), requeued (`RequeueMessage`, a send that failed), left
-   * (unsettled: the processor was closing), exited / restarted (quit, restart).
-   */
-  outcome: 'acked' | 'rejected' | 'dead-lettered' | 'deferred' | 'requeued' | 'left' | 'exited' | 'restarted';
-  /** Why, for a failure, a reject, a retry. */
-  error: unknown;
-  deferMs: number | undefined;
-  /** Whether a reply went to its reply_to. */
-  replied: boolean;
-}
-
-function outcomeName(o: Outcome): DeliveryEvent['outcome'] {
-  switch (o.kind) {
-    case 'ack':
-    case 'done':
-      return 'acked';
-    case 'reject':
-      return 'rejected';
-    case 'deadLetter':
-      return 'dead-lettered';
-    case 'defer':
-      return 'deferred';
-    case 'requeue':
-      return 'requeued';
-    case 'leave':
-      return 'left';
-    case 'exit':
-      return 'exited';
-    case 'restart':
-      return 'restarted';
-  }
-}
-
-/** The error a span records for an outcome, if it is a failure. */
-function failureOf(outcome: Outcome): unknown {
-  if (outcome.kind === 'deadLetter' || outcome.kind === 'defer') return outcome.err;
-  if (outcome.kind === 'reject' && outcome.why !== 'rejected') return outcome.err ?? new Error(outcome.why);
-  return undefined;
-}
-
-/** One count per delivery: handled, failed (its handlers threw), or rejected (malformed, RejectMessage, delivered too often). */
-function countOutcome(metrics: Instruments, outcome: Outcome, labels: Attributes): void {
-  if (outcome.kind === 'ack' || outcome.kind === 'done' || outcome.kind === 'exit' || outcome.kind === 'restart') metrics.handled.add(1, labels);
-  else if (outcome.kind === 'deadLetter' || (outcome.kind === 'reject' && outcome.why === 'failed')) metrics.failed.add(1, labels);
-  else if (outcome.kind === 'reject') metrics.rejected.add(1, labels);
 }
