@@ -21,6 +21,7 @@ import {
   RpcCommand,
   RpcHandler,
   sleep,
+  STOP,
   type ExchangeObject,
   type MessageBody,
 } from '../../lib/index.js';
@@ -558,6 +559,47 @@ describe('MessageProcessor', function () {
       await (await producer()).message_early({ n: 1 });
       await h.start(proc);
       expect(await got.promise).to.deep.equal({ n: 1 });
+    });
+
+    it('runs create() once and an overridden step() around every delivery, as any MicroThread, and STOP from it ends the processor', async () => {
+      const handled: number[] = [];
+      const steps: string[] = [];
+      let creates = 0;
+      const stopped = deferred();
+      class P extends MessageProcessor {
+        override create(): void {
+          creates++;
+        }
+        override *step() {
+          steps.push('before');
+          const r = yield* super.step();
+          steps.push('after');
+          if (handled.length === 2) {
+            stopped.resolve();
+            return STOP;
+          }
+          return r;
+        }
+        @MessageHandler('command', 'count')
+        count(content: Params) {
+          handled.push(content.parameters.n as number);
+        }
+      }
+      const proc = new P({ url, eqk: eqk() });
+      await proc.ready();
+      const sender = await producer();
+      await sender.message_count({ n: 1 });
+      await sender.message_count({ n: 2 });
+      await h.start(proc);
+      await stopped.promise;
+      expect(creates).to.equal(1);
+      expect(handled).to.deep.equal([1, 2]);
+      // The first step waits for ready() and handles the first delivery; each step is one delivery.
+      expect(steps).to.deep.equal(['before', 'after', 'before', 'after']);
+      // STOP ended the thread, and its channel closed with it.
+      expect(h.scheduler.size).to.equal(0);
+      await proc.close();
+      expect(() => proc.consumer.channel).to.throw(/no channel/);
     });
 
     it('close() ends a wait between two retries at once, and the message goes back to its queue', async () => {
