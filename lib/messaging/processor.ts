@@ -279,7 +279,7 @@ export class MessageProcessor extends MicroThread {
       // A subclass that steps its own way gets MicroThread's loop; otherwise this one, which touches only the
       // pipeline per delivery: MicroThread's, calling step() on each subclass's own shape, was compiled again
       // for every new processor class, with the whole pipeline inlined in it.
-      if (this.step !== MessageProcessor.prototype.step) return yield* super.main();
+      if (this.step !== OWN_STEP) return yield* super.main();
       this.create();
       yield;
       if ((yield* this.#firstStep()) === STOP) return;
@@ -376,6 +376,9 @@ export class MessageProcessor extends MicroThread {
     throw new AckAndRestart('restart command received');
   }
 }
+
+/** The processor's own step, as the class defined it: one replaced later (a subclass, a spy on the prototype) is called. */
+const OWN_STEP = MessageProcessor.prototype.step;
 
 /** One more worker of a processor with `concurrency` above 1: it takes deliveries from the processor's intake. */
 class DeliveryWorker extends MicroThread {

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
+import sinon from 'sinon';
 import { execFile, spawn } from 'node:child_process';
 import {
   AckAndRestart,
@@ -600,6 +601,30 @@ describe('MessageProcessor', function () {
       expect(h.scheduler.size).to.equal(0);
       await proc.close();
       expect(() => proc.consumer.channel).to.throw(/no channel/);
+    });
+
+    it('calls step() through a spy set on MessageProcessor.prototype, once per delivery', async () => {
+      const spy = sinon.spy(MessageProcessor.prototype, 'step');
+      try {
+        const done = counter(3);
+        class P extends MessageProcessor {
+          @MessageHandler('command', 'count')
+          count() {
+            done.hit();
+          }
+        }
+        const proc = new P({ url, eqk: eqk() });
+        await proc.ready();
+        const sender = await producer();
+        for (let n = 0; n < 3; n++) await sender.message_count({ n });
+        await h.start(proc);
+        await done.done;
+        // The first step waits for ready() and takes the first delivery; one step per delivery after that.
+        expect(spy.callCount).to.be.at.least(3);
+        expect(spy.thisValues.every((t) => t === proc)).to.equal(true);
+      } finally {
+        spy.restore();
+      }
     });
 
     it('close() ends a wait between two retries at once, and the message goes back to its queue', async () => {
