@@ -19,15 +19,9 @@ export class WakeList implements PromiseLike<void> {
     return this as unknown as PromiseLike<T1 | T2>;
   }
 
-  get size(): number {
-    return this.#waiting.length;
-  }
-
-  /** Wakes the longest waiting; false when none waits. */
-  wakeOne(): boolean {
-    const w = this.#waiting.shift();
-    w?.();
-    return w !== undefined;
+  /** Wakes the longest waiting, if one waits. */
+  wakeOne(): void {
+    this.#waiting.shift()?.();
   }
 
   wakeAll(): void {

@@ -8,7 +8,7 @@ import { ATTR, endSpan, extractContext, startProcessSpan, tracingOn, trace } fro
 import type { GenericConsumer } from '../consumer.js';
 import { DELIVERIES_HEADER, deliveriesBefore, queueCounts } from '../deliveries.js';
 import type { IdempotencyStore } from '../idempotency.js';
-import { Intake } from '../intake.js';
+import { Intake, type Pending } from '../intake.js';
 import { Message, type MessageBody } from '../messages.js';
 import { deliveryInfo, DeliveryScope, isThenable, type DeliveryInfo } from './context.js';
 import { dispatchMessage, dispatchRpc, overLimit, type DispatchContext } from './dispatch.js';
@@ -139,7 +139,7 @@ export class DeliveryPipeline {
   }
 
   /** One delivery, stage by stage: decode, the delivery limit, dispatch to an outcome, settle. */
-  *#process(msg: ConsumeMessage, decoded?: { body: unknown } | { err: unknown }): Generator<Yielded, void, unknown> {
+  *#process(msg: ConsumeMessage, decoded?: Pending['decoded']): Generator<Yielded, void, unknown> {
     const parts = this.#parts;
     let body: MessageBody<object>;
     try {

@@ -269,14 +269,15 @@ export class RpcClient {
       return;
     }
     if (id === undefined && this.#pending.size === 1) {
-      const [only, entry] = this.#pending.entries().next().value as [string, PendingRpc];
-      if (!entry.queue) id = only;
+      const [only, onlyCall] = this.#pending.entries().next().value as [string, PendingRpc];
+      if (!onlyCall.queue) id = only;
     }
-    if (id === undefined || !this.#pending.has(id)) {
+    const entry = id === undefined ? undefined : this.#pending.get(id);
+    if (id === undefined || !entry) {
       this.log.debug({ correlationId: id }, 'reply for no pending RPC (already answered, timed out, or uncorrelated while several calls are in flight)');
       return;
     }
-    this.#pending.get(id)?.call.onReply?.((msg.properties.headers ?? {}) as Record<string, unknown>);
+    entry.call.onReply?.((msg.properties.headers ?? {}) as Record<string, unknown>);
     this.#settle(id, this.#toResult(msg.content));
   }
 
