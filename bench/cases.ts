@@ -224,8 +224,11 @@ function stats(latencies: number[], totalMs: number): RpcStats {
   return { p50: sorted[Math.floor(sorted.length * 0.5)], p99: sorted[Math.floor(sorted.length * 0.99)], perSecond: latencies.length / (totalMs / 1000) };
 }
 
+/** The channel an echo server consumes on, for bench/own-cost.ts, which drives it without a socket. */
+export type OnServerChannel = (channel: amqp.Channel) => void;
+
 /** Starts a raw amqplib echo server on queue `q`; resolves to how to stop it. */
-export async function startRawEcho(url: string, q: string): Promise<() => Promise<void>> {
+export async function startRawEcho(url: string, q: string, onChannel?: OnServerChannel): Promise<() => Promise<void>> {
   // Both sides stamp their fingerprint on what they send, as the Postage protocol asks.
   const serverFp = new Fingerprint('bench-server', 'raw').asDict();
   const serverConn = await rawConnect(url);
@@ -240,6 +243,7 @@ export async function startRawEcho(url: string, q: string): Promise<() => Promis
     server.publish('', m.properties.replyTo, Buffer.from(JSON.stringify(reply)), { correlationId: m.properties.correlationId });
     server.ack(m);
   });
+  onChannel?.(server);
   return () => serverConn.close();
 }
 
@@ -251,10 +255,11 @@ class Echo extends MessageProcessor {
 }
 
 /** Starts a postage-ts echo processor on queue `q`; resolves to how to stop it. */
-export async function startPostageEcho(url: string, q: string): Promise<() => Promise<void>> {
+export async function startPostageEcho(url: string, q: string, onChannel?: OnServerChannel): Promise<() => Promise<void>> {
   const ex: ExchangeObject = { name: '', type: 'direct' };
   const server = new Echo({ url, prefetch: PREFETCH, handleSignals: false, eqk: [[ex, [[{ name: q, flags: { durable: false, autoDelete: true } }, q]]]] });
   await server.ready();
+  onChannel?.(server.consumer.channel);
   const s = new MicroScheduler();
   s.addMicrothread(server);
   const running = s.run();

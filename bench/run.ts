@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { postageConsume, postageRelay, postageThroughput, rawConsume, rawThroughput, rpcCalls, rpcLatency, type ConsumeKnobs } from './cases.js';
 import { schedulerStepsPerSecond } from './scheduler.js';
+import { callerOwnCost, serverOwnCost } from './own-cost.js';
 import { metrics, propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
@@ -21,7 +22,7 @@ const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 /** Calls per side per round in the RPC latency rows: enough that 1% of them is a tail, not a handful. */
 const LATENCY_CALLS = 5000;
-// BENCH_ONLY=rpc (or throughput, latency, telemetry, outbox, service, consume, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
+// BENCH_ONLY=rpc (or throughput, latency, own, telemetry, outbox, service, consume, scheduler, memory) runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
 const only = process.env.BENCH_ONLY;
 const wanted = (group: string) => !only || only.split(',').includes(group);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -76,6 +77,15 @@ for (const apart of wanted('latency') ? [false, true] : []) {
   // The first call after the caller sat idle (the other side's turn, some 50 ms): cold caches, on both sides.
   add(`RPC latency p50 of a call after a pause, ${where}`, median(lat.map((x) => x.afterPause.raw.p50)), median(lat.map((x) => x.afterPause.postage.p50)), 'ms', '(reported)', () => true);
   add(`garbage collections per 1,000 calls in the caller's process, ${where}`, median(lat.map((x) => x.gcsPerThousand.raw)), median(lat.map((x) => x.gcsPerThousand.postage)), 'GCs', '(reported)', () => true);
+}
+
+// Each half of an RPC in code alone, the socket taken out (bench/own-cost.ts): what the latency rows
+// above are made of besides the broker and the machine, in figures that move only when the code does.
+if (wanted('own')) {
+  const caller = await sideBySide(() => callerOwnCost('raw', url), () => callerOwnCost('postage', url));
+  add('RPC caller, own code per call (no socket)', median(caller.raw), median(caller.postage), 'µs', '(reported)', () => true);
+  const server = await sideBySide(() => serverOwnCost('raw', url), () => serverOwnCost('postage', url));
+  add('RPC server, own code per request (no socket)', median(server.raw), median(server.postage), 'µs', '(reported)', () => true);
 }
 
 if (wanted('rpc')) {

@@ -500,14 +500,18 @@ const DIRECT_REPLY_SUFFIX = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z
  * @internal
  */
 export function badReplyTo(replyTo: string): string | undefined {
+  // A caller sends every call from one channel, so one address recurs: checked once, not per reply.
+  if (replyTo === lastGoodReplyTo) return undefined;
   if (Buffer.byteLength(replyTo) > 255) return 'is longer than the 255 bytes AMQP allows';
   if (replyTo.startsWith(DIRECT_REPLY_TO)) {
     const suffix = replyTo.slice(DIRECT_REPLY_TO.length);
     // The pattern allows one dot at most: an empty segment is one at either end.
     if (suffix === '' || !DIRECT_REPLY_SUFFIX.test(suffix) || suffix.startsWith('.') || suffix.endsWith('.')) return 'is not a direct reply-to address RabbitMQ hands out';
   }
+  lastGoodReplyTo = replyTo;
   return undefined;
 }
+let lastGoodReplyTo: string | undefined;
 
 /** Publishes on a confirm channel; resolves when the broker confirmed, rejects on a nack or a lost channel. */
 function confirmed(ch: ConfirmChannel, exchange: string, key: string, content: Buffer, props: Options.Publish): Promise<void> {
