@@ -60,10 +60,15 @@ export async function callerOwnCost(kind: 'raw' | 'postage', url: string): Promi
   const proto = Object.getPrototypeOf(await probe.createChannel()) as Pick<amqp.Channel, 'publish'>;
   await probe.close();
   const publish = proto.publish;
+  // The caller publishes to `q` on one channel: it and its reply consumer are looked up on its first call, not timed on every one.
+  let to: { ch: Dispatching; consumerTag: string } | undefined;
   proto.publish = function (this: amqp.Channel, exchange: string, key: string, content: Buffer, options?: amqp.Options.Publish) {
     if (key !== q) return publish.call(this, exchange, key, content, options);
-    const ch = dispatching(this);
-    const consumerTag = oneConsumer(ch);
+    if (!to) {
+      const found = dispatching(this);
+      to = { ch: found, consumerTag: oneConsumer(found) };
+    }
+    const { ch, consumerTag } = to;
     const correlationId = options?.correlationId;
     later(() => ch.dispatchMessage({ consumerTag }, { fields: { consumerTag, deliveryTag: 1, redelivered: false, exchange: '', routingKey: 'caller' }, properties: { correlationId, headers: {} }, content: reply }));
     return true;
