@@ -2,10 +2,10 @@
  * What each half of an RPC costs in code, with the socket taken out: a
  * caller's request is answered by a reply made up in this process, and a
  * server is handed made-up requests, on a real amqplib channel of a real
- * connection. No broker, no other process and no scheduling in the figure:
- * it moves when the code does, where the latency rows move with the machine
- * (on the bench's 2 cores, the broker's share of a round trip is several
- * times both halves' together). amqplib's framing is left out on both sides.
+ * connection. No broker and no other process in the figure, only the code
+ * and the speed of the machine at that moment (on the bench's 2 cores the
+ * broker's share of a round trip is several times both halves' together).
+ * amqplib's framing is left out on both sides.
  *
  * Leans on amqplib's channel internals (`dispatchMessage`, `consumers`),
  * checked before use: a release that renames them fails this case with a

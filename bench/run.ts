@@ -80,7 +80,7 @@ for (const apart of wanted('latency') ? [false, true] : []) {
 }
 
 // Each half of an RPC in code alone, the socket taken out (bench/own-cost.ts): what the latency rows
-// above are made of besides the broker and the machine, in figures that move only when the code does.
+// above are made of besides the broker; the machine's speed still moves them (see docs/performance.md).
 if (wanted('own')) {
   const caller = await sideBySide(() => callerOwnCost('raw', url), () => callerOwnCost('postage', url));
   add('RPC caller, own code per call (no socket)', median(caller.raw), median(caller.postage), 'µs', '(reported)', () => true);
