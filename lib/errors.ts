@@ -24,7 +24,7 @@ export type BrokerErrorCode =
   | 'BROKER_ERROR';
 
 /** What a `PostageError`'s `code` can be. */
-export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'HANDLER_TIMEOUT' | 'TOPOLOGY_ERROR' | 'USAGE' | 'VALIDATION' | 'STREAM';
+export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'HANDLER_TIMEOUT' | 'TOPOLOGY_ERROR' | 'USAGE' | 'VALIDATION' | 'STREAM' | 'SEND_AFTER_FAILURE';
 
 /** The root of every postage-ts failure: a stable `code` plus the usual `cause`. */
 export class PostageError extends Error {

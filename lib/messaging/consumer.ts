@@ -291,7 +291,8 @@ export class GenericConsumer {
       persistent: true,
       headers: {
         ...withoutDelay(headers),
-        'x-error-name': e?.name ?? 'Error',
+        // A broker's refusal is named by what it was (UNROUTABLE, NACK…): BrokerError alone says little.
+        'x-error-name': err instanceof BrokerError ? err.code : (e?.name ?? 'Error'),
         'x-error-message': e?.message ?? String(err),
         'x-original-exchange': originalExchange(msg.fields, headers),
         'x-original-routing-key': msg.fields.routingKey,

@@ -9,7 +9,7 @@ import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { checkDelay } from './delay.js';
-import type { DispatchContext, RetryOptions } from './delivery/dispatch.js';
+import type { DispatchContext, MiddlewareContext, ProcessorMiddleware, RetryOptions } from './delivery/parts.js';
 import type { DeliveryInfo } from './delivery/context.js';
 import { DeliveryPipeline, type DeliveryEvent } from './delivery/pipeline.js';
 import { registryFor, type Registry } from './delivery/registry.js';
@@ -21,7 +21,7 @@ import { constructorForm, type ComponentOptions } from './options.js';
 import type { Eqk } from './topology.js';
 
 export type { DeliveryEvent } from './delivery/pipeline.js';
-export type { RetryOptions } from './delivery/dispatch.js';
+export type { RetryOptions, ProcessorMiddleware, MiddlewareContext } from './delivery/parts.js';
 
 export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
   /**
@@ -118,6 +118,15 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * a component need single active consumer for it.
    */
   orderBy?: (content: unknown, delivery: DeliveryInfo) => unknown;
+  /**
+   * How long (ms) an RPC stream may wait for credit from its caller before it
+   * is cancelled: a caller that stops reading without `return()` (an iterator
+   * dropped, a consumer stuck) would otherwise hold a worker for as long as its
+   * process lives. Its generator's `finally` runs; the caller gets a
+   * `StreamError` if it ever reads again.
+   * @default 60000
+   */
+  streamStallMs?: number;
 }
 
 /** Every option, so that a lone object mixing them with a fingerprint's fields is refused (the compiler keeps this complete). @internal */
@@ -148,6 +157,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   deduplicate: true,
   concurrency: true,
   orderBy: true,
+  streamStallMs: true,
 };
 
 /**
@@ -155,10 +165,10 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
  * the `@MessageHandler` / `@RpcHandler` methods and `Handler` classes of its
  * class (inherited ones included).
  *
- * A thin microthread: each delivery goes through a pipeline of small stages
- * (`delivery/pipeline.ts`): decode, the delivery limit, dispatch (registry,
- * handlers, retries: `delivery/dispatch.ts`) to an {@link Outcome} as data,
- * then settle (`delivery/settle.ts`: ack, reject, error exchange, reply).
+ * A thin microthread: each delivery goes through a list of small stages
+ * (`delivery/pipeline.ts`: decode, telemetry, delivery limit, dedupe, outbox,
+ * retry, time limit, schema, middleware, dispatch) to an {@link Outcome} as
+ * data, which the settle stage carries out (ack, reject, error exchange, reply).
  */
 export class MessageProcessor extends MicroThread {
   static consumerClass: typeof GenericConsumer = GenericConsumer;
@@ -216,6 +226,7 @@ export class MessageProcessor extends MicroThread {
       closing: this.#aborted.signal,
       encodeReply: (r) => consumer.encodeReply(r),
       handlerTimeoutMs: opts.handlerTimeoutMs ?? 20 * 60_000,
+      streamStallMs: opts.streamStallMs ?? 60_000,
       streams: {
         control: () => consumer.streamControl(),
         send: (msg, content, headers) => consumer.streamSend(msg, content, headers),
@@ -223,6 +234,7 @@ export class MessageProcessor extends MicroThread {
         ack: (msg) => ack(settleCtx, msg),
       },
     };
+    if (!(dispatch.streamStallMs > 0)) throw new TypeError(`streamStallMs must be a positive number of milliseconds, not ${String(opts.streamStallMs)}`);
     if (!(dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
     this.#errorExchange = opts.errorExchange;
     this.#pipeline = new DeliveryPipeline({
@@ -237,10 +249,25 @@ export class MessageProcessor extends MicroThread {
       outbox: opts.outbox ?? true,
       dedupe: opts.deduplicate === true ? new MemoryIdempotencyStore() : opts.deduplicate || undefined,
       orderBy: opts.orderBy,
+      middleware: [],
+      observers: new Set(),
     });
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
     const intake = this.#pipeline.intake;
     this.consumer.on('disconnected', () => intake.drop());
+  }
+
+  /**
+   * Adds a middleware around the handlers of every delivery, Koa's way:
+   * `processor.use(async (ctx, next) => { …; await next(); … })`. It runs
+   * inside the delivery's scope, time limit and outbox (`ctx.delivery` is
+   * `currentDelivery()`, `ctx.message` the decoded envelope), in the order
+   * added; throwing fails the delivery as a failing handler does. Returns the
+   * processor, so calls chain.
+   */
+  use(mw: (ctx: MiddlewareContext, next: () => Promise<void>) => unknown): this {
+    this.#pipeline.use(mw as ProcessorMiddleware);
+    return this;
   }
 
   /** Resolves once its exchanges and queues are declared and bound; from then on nothing published to them is lost. */

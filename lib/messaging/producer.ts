@@ -1,14 +1,14 @@
 import type { ChannelModel } from 'amqplib';
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { DEFAULTS } from '../config.js';
-import { BrokerError, TopologyError } from '../errors.js';
+import { BrokerError, PostageError, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import { type Encoder } from './encoder.js';
 import { defaultEncoder } from './encryption.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
-import { Message, MessageCommand, RpcCommand, type AnyResult } from './messages.js';
+import { Message, MessageCommand, MessageResultError, RpcCommand, type AnyResult } from './messages.js';
 import type { ComponentOptions } from './options.js';
 import { takeSendOptions, type SendOptions } from './send/options.js';
 import { checkDelay } from './delay.js';
@@ -24,6 +24,28 @@ import { RpcClient, type ConsumeRpcOptions } from './send/rpc-client.js';
 import { eksEntries, type Eks, type EksEntry } from './topology.js';
 
 export type { SendOptions } from './send/options.js';
+
+/** A send on its way through a producer's middleware (`producer.use`). */
+export interface OutgoingSend {
+  /** What is sent: a message, an RPC call, or an RPC stream's request. */
+  readonly kind: 'message' | 'rpc' | 'stream';
+  /** The first target's exchange and routing key (a send to several targets goes to each). */
+  readonly exchange: string;
+  readonly routingKey: string;
+  /** The envelope, as it will be encoded. */
+  readonly message: Readonly<Record<string, unknown>>;
+  /** AMQP headers to send: the send's `_headers`, writable until `next()` is called. */
+  headers: Record<string, unknown>;
+}
+
+/**
+ * A producer middleware (`producer.use`), Koa's convention: runs around every
+ * send of the producer (messages, RPCs, streams); `await next()` sends, once.
+ * For an RPC, `next()` resolves when the answer came. A middleware that
+ * returns without calling `next()` drops the send: a message resolves without
+ * being sent, an RPC to a `MessageResultError`, a stream ends empty.
+ */
+export type ProducerMiddleware = (send: OutgoingSend, next: () => Promise<void>) => unknown;
 export type { ConsumeRpcOptions } from './send/rpc-client.js';
 
 export interface ProducerOptions extends ComponentOptions {
@@ -150,6 +172,8 @@ export class GenericProducer {
   #nextId = 0;
   readonly #publisher: Publisher;
   readonly #rpc: RpcClient;
+  /** `use()`, in the order added; undefined until the first, so sends without middleware pay nothing. */
+  #middleware: ProducerMiddleware[] | undefined;
 
   constructor(options: ProducerOptions = {}) {
     const cls = this.constructor as typeof GenericProducer;
@@ -270,13 +294,63 @@ export class GenericProducer {
     return { msg, opts };
   }
 
+  /**
+   * Adds a middleware around every send of this producer, Koa's way:
+   * `producer.use(async (send, next) => { send.headers['x-tenant'] = 't1'; await next(); })`.
+   * In the order added; returns the producer, so calls chain.
+   */
+  use(mw: ProducerMiddleware): this {
+    if (typeof mw !== 'function') throw new TypeError(`producer.use() takes a function (send, next) => …, not ${typeof mw}`);
+    (this.#middleware ??= []).push(mw);
+    return this;
+  }
+
   #send(name: string, category: 'message' | 'rpc', args: unknown[]): Promise<unknown> {
     try {
       const { msg, opts } = this.#build(name, category, args);
-      return category === 'rpc' ? this.#call(msg.body, opts) : this.#publish(msg.body, opts);
+      const scope = currentScope();
+      if (this.#middleware) {
+        if (category === 'rpc') return this.#around('rpc', msg.body, opts, scope, (o) => this.#call(msg.body, o, scope), () => new MessageResultError(`RPC '${name}' not sent: a producer middleware returned without calling next()`));
+        return this.#around('message', msg.body, opts, scope, (o) => this.#publish(msg.body, o, scope), () => undefined);
+      }
+      return category === 'rpc' ? this.#call(msg.body, opts, scope) : this.#publish(msg.body, opts, scope);
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * Runs a send through the producer's middleware; the innermost `next` is
+   * `core`, given the options with the headers the middleware set.
+   * `dropped`: what the send resolves to when a middleware did not call `next`.
+   */
+  #around<R>(kind: OutgoingSend['kind'], body: object, opts: SendOptions, scope: DeliveryScope | undefined, core: (opts: SendOptions) => Promise<R>, dropped: () => R): Promise<R> {
+    const list = this.#middleware!;
+    refuseAfterFailure(scope);
+    const [target] = this.#targets(opts);
+    const send: OutgoingSend = { kind, exchange: target?.[0].name ?? '', routingKey: target?.[1] ?? '', message: body as Record<string, unknown>, headers: { ...opts._headers } };
+    let sent = false;
+    let result: R | undefined;
+    const at = (i: number): Promise<void> => {
+      if (i === list.length) {
+        sent = true;
+        return core(Object.keys(send.headers).length > 0 ? { ...opts, _headers: send.headers } : opts).then((r) => {
+          result = r;
+        });
+      }
+      let called = false;
+      const next = (): Promise<void> => {
+        if (called) return Promise.reject(new Error(`producer middleware #${i + 1} (${list[i].name || 'anonymous'}) called next() more than once`));
+        called = true;
+        return at(i + 1);
+      };
+      try {
+        return Promise.resolve(list[i](send, next)).then(() => undefined);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    };
+    return at(0).then(() => (sent ? (result as R) : dropped()));
   }
 
   /**
@@ -285,9 +359,9 @@ export class GenericProducer {
    * processor holds sends (its outbox), the send is validated and encoded
    * now, held, and resolves at once: it goes out when the handler succeeded.
    */
-  #publish(body: object, opts: SendOptions): Promise<void> {
+  #publish(body: object, opts: SendOptions, scope: DeliveryScope | undefined = currentScope()): Promise<void> {
     try {
-      const scope = currentScope();
+      refuseAfterFailure(scope);
       const send = this.#prepare(body, opts, scope);
       return scope?.holding && opts._outbox !== false ? scope.hold(send) : send();
     } catch (err) {
@@ -373,7 +447,7 @@ export class GenericProducer {
     }
     const [positional, kwds] = args as [unknown[] | undefined, Record<string, unknown> | undefined];
     const msg = new Message(positional, kwds).setFingerprint(this.fingerprint);
-    return this.#publish(msg.body, opts);
+    return this.#sendBody(msg.body, opts);
   }
 
   /** Sends an already built body unchanged. */
@@ -383,14 +457,25 @@ export class GenericProducer {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#publish(body, opts);
+    return this.#sendBody(body, opts);
   }
 
-  #call(body: object, opts: SendOptions): Promise<AnyResult | string> {
+  /** `message()` and `forward()`: a built body, through the middleware when there is any. */
+  #sendBody(body: object, opts: SendOptions): Promise<void> {
+    if (!this.#middleware) return this.#publish(body, opts);
+    const scope = currentScope();
+    try {
+      return this.#around('message', body, opts, scope, (o) => this.#publish(body, o, scope), () => undefined);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #call(body: object, opts: SendOptions, scope: DeliveryScope | undefined): Promise<AnyResult | string> {
+    refuseAfterFailure(scope);
     if (!this.#rpc.isOpen) return Promise.reject(this.#notConnected());
     const target = this.#targets(opts)[0];
     const content = this.encoder.encode(body) as Buffer;
-    const scope = currentScope();
     const props = sendProperties(opts, scope, this.#newId(), true);
     const parent = scope?.trace ?? activeContext();
     const span = tracingOn() ? startRpcSpan(parent, target[0].name, { ...sendAttributes(body, props, content, target[1]), [ATTR.component]: this.fingerprint.name }) : undefined;
@@ -435,22 +520,33 @@ export class GenericProducer {
   #stream(name: string, args: unknown[]): AsyncIterableIterator<unknown> {
     try {
       const { msg, opts } = this.#build(name, 'rpc', args);
+      const scope = currentScope();
+      if (!this.#middleware) return this.#startStream(msg.body, opts, scope);
+      // The middleware is async, the iterator is returned now: it starts once the middleware let it.
+      let started: AsyncIterableIterator<unknown> | undefined;
+      const ready = this.#around('stream', msg.body, opts, scope, (o) => {
+        started = this.#startStream(msg.body, o, scope);
+        return Promise.resolve();
+      }, () => undefined);
+      return lateIterator(ready.then(() => started));
+    } catch (err) {
+      return failedIterator(err);
+    }
+  }
+
+  #startStream(body: object, opts: SendOptions, scope: DeliveryScope | undefined): AsyncIterableIterator<unknown> {
+    try {
+      refuseAfterFailure(scope);
       if (!this.#rpc.isOpen) throw this.#notConnected();
       const window = opts._window ?? DEFAULT_WINDOW;
       if (!Number.isInteger(window) || window < 1 || window > MAX_WINDOW) throw new TypeError(`_window must be a whole number from 1 to ${MAX_WINDOW}, not ${String(opts._window)}`);
       const target = this.#targets(opts)[0];
-      const content = this.encoder.encode(msg.body) as Buffer;
-      const scope = currentScope();
+      const content = this.encoder.encode(body) as Buffer;
       const props = sendProperties(opts, scope, this.#newId(), true);
       if (scope) passTraceOn(props, scope);
       return this.#rpc.stream(target, content, props, { window, idleMs: (opts._timeout ?? this.rpcTimeout) * 1000 });
     } catch (err) {
-      const failed: AsyncIterableIterator<unknown> = {
-        next: () => Promise.reject(err),
-        return: () => Promise.resolve({ done: true, value: undefined }),
-        [Symbol.asyncIterator]: () => failed,
-      };
-      return failed;
+      return failedIterator(err);
     }
   }
 
@@ -479,6 +575,40 @@ export class GenericProducer {
     // Held sends fail now: without a channel they reject with NOT_CONNECTED.
     for (const send of held) send();
   }
+}
+
+/**
+ * A run that failed or passed its time limit sends nothing more: what its
+ * handler still does later is ignored, and a retry sends its own.
+ */
+function refuseAfterFailure(scope: DeliveryScope | undefined): void {
+  if (!scope?.failed) return;
+  const why = scope.failure as Error | undefined;
+  throw new PostageError(
+    `not sent: the handler run this send comes from has ended (${why?.name ?? 'Error'}: ${why?.message ?? String(why)}), so what it does now is dropped. Work meant to outlive its delivery must not run inside the handler: hand it to a microthread of your own (see "Work that outlives a delivery" in docs/processors.md)`,
+    'SEND_AFTER_FAILURE',
+    { cause: why },
+  );
+}
+
+/** An iterator whose every step fails with `err` (a stream that could not start). */
+function failedIterator(err: unknown): AsyncIterableIterator<unknown> {
+  const failed: AsyncIterableIterator<unknown> = {
+    next: () => Promise.reject(err),
+    return: () => Promise.resolve({ done: true, value: undefined }),
+    [Symbol.asyncIterator]: () => failed,
+  };
+  return failed;
+}
+
+/** An iterator over one that is made later (after a producer middleware); none made: it ends empty. */
+function lateIterator(made: Promise<AsyncIterableIterator<unknown> | undefined>): AsyncIterableIterator<unknown> {
+  const it: AsyncIterableIterator<unknown> = {
+    next: () => made.then((inner) => (inner ? inner.next() : { done: true as const, value: undefined })),
+    return: () => made.then((inner) => (inner?.return ? inner.return() : { done: true as const, value: undefined }), () => ({ done: true as const, value: undefined })),
+    [Symbol.asyncIterator]: () => it,
+  };
+  return it;
 }
 
 /** What a send's spans say of it. */

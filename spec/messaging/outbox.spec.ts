@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { currentDelivery, GenericProducer, MemoryIdempotencyStore, MessageHandler, MessageProcessor, type IdempotencyStore, type MessageSender } from '../../lib/index.js';
+import { currentDelivery, GenericProducer, MemoryIdempotencyStore, MessageHandler, MessageProcessor, type DeliveryEvent, type IdempotencyStore, type MessageSender } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
@@ -92,8 +92,37 @@ describe('A handler\'s sends (the outbox)', function () {
     expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 
-  it('does not ack a delivery whose sends the broker did not take: it is handled again', async () => {
+  it('does not ack a delivery whose sends the broker did not take (an exchange deleted meanwhile): it is handled again', async () => {
     const { p } = await producers();
+    const nowhere = { name: unique('outbox-nowhere'), type: 'direct', durable: false } as const;
+    class Nowhere extends GenericProducer {
+      static override eks = [[nowhere, 'none'] as const];
+      declare message_lost: MessageSender;
+    }
+    const n = await Nowhere.create({ url: f.url });
+    f.h.onClose(() => n.close());
+    // Gone after the producer declared it: its publish closes the channel with NOT_FOUND, after the handler.
+    await deleteTopology([], [nowhere.name]);
+    let runs = 0;
+    const twice = deferred();
+    class SendsNowhere extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      async job() {
+        await n.message_lost({});
+        if (++runs === 2) twice.resolve();
+      }
+    }
+    await f.h.start(new SendsNowhere({ url: f.url, logger: quiet, maxDeliveries: 2, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await p.message_job({});
+    // Handled twice: the first delivery was not acked, because its send failed after the handler.
+    await twice.promise;
+    expect(runs).to.equal(2);
+  });
+
+  it('fails a delivery at once whose send no queue takes: to the error exchange as UNROUTABLE naming the target, not after its redeliveries', async () => {
+    const { p } = await producers();
+    const errors = unique('outbox-errors');
+    f.h.onClose(() => deleteTopology([errors], [errors]));
     const nowhere = { name: unique('outbox-nowhere'), type: 'direct', durable: false } as const;
     class Nowhere extends GenericProducer {
       static override eks = [[nowhere, 'none'] as const];
@@ -103,20 +132,27 @@ describe('A handler\'s sends (the outbox)', function () {
     f.h.onClose(() => n.close());
     f.h.onClose(() => deleteTopology([], [nowhere.name]));
     let runs = 0;
-    const twice = deferred();
     class SendsUnroutable extends MessageProcessor {
       @MessageHandler('command', 'job')
       async job() {
+        runs++;
         // A command no queue takes: UNROUTABLE when it is published, after the handler.
         await n.message_lost({});
-        if (++runs === 2) twice.resolve();
       }
     }
-    await f.h.start(new SendsUnroutable({ url: f.url, logger: quiet, maxDeliveries: 2, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    const proc = new SendsUnroutable({ url: f.url, logger: quiet, errorExchange: errors, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const ended = deferred<DeliveryEvent>();
+    proc.observe((e) => ended.resolve(e));
+    await f.h.start(proc);
     await p.message_job({});
-    // Handled twice: the first delivery was not acked, because its send failed after the handler.
-    await twice.promise;
-    expect(runs).to.equal(2);
+    const e = await ended.promise;
+    expect(e.outcome).to.equal('dead-lettered');
+    expect(runs).to.equal(1);
+    const copy = await getOne(errors);
+    expect(copy).to.not.equal(false);
+    const headers = (copy as Exclude<typeof copy, false>).properties.headers!;
+    expect(headers['x-error-name']).to.equal('UNROUTABLE');
+    expect(String(headers['x-error-message'])).to.include(nowhere.name);
   });
 
   it('sends only what the run that succeeds sent, when a retry follows a failure', async () => {

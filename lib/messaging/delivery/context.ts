@@ -30,12 +30,20 @@ export interface DeliveryInfo {
   readonly conversationId: string | undefined;
   /** The message whose handling sent it, when one did. */
   readonly causationId: string | undefined;
+  /**
+   * Aborted when this run of the handler passes its time limit, fails (and
+   * will be retried or given up), or the processor closes: hand it to
+   * `fetch`, a database client, a `setTimeout` from `node:timers/promises`.
+   */
+  readonly signal: AbortSignal;
 }
 
 /**
- * One delivery in a handler: what it is (read from its properties only when
- * asked), and the trace context its handler runs in. Internal to postage-ts
- * (not exported from the package), but named in its declaration files.
+ * One run of one delivery: everything done on its behalf (idempotency,
+ * schema, middleware, its handlers, their sends and reply) happens inside it.
+ * A retry is a new run, so a new scope: what the failed run still does later
+ * cannot reach the next one. Internal to postage-ts (not exported from the
+ * package), but named in its declaration files.
  */
 export class DeliveryScope {
   #info: DeliveryInfo | undefined;
@@ -43,18 +51,81 @@ export class DeliveryScope {
   #holding: boolean;
   /** The held sends, made at the first one: most deliveries send nothing. */
   #held: Array<() => Promise<void>> | undefined;
+  /** Why the run ended without success (its failure, its time limit), once it has. */
+  #ended: unknown = undefined;
+  #failed = false;
+  /** Made when somebody asks for the signal: most handlers never do. */
+  #controller: AbortController | undefined;
+  #onClosing: (() => void) | undefined;
   constructor(
     readonly msg: ConsumeMessage,
     /** The handler's trace context (its span's), when spans are recorded. */
     readonly trace: Context | undefined,
-    holdSends = false,
+    /** Whether the processor holds its handlers' sends (its outbox). */
+    readonly holdsSends = false,
+    /** The processor's: aborted when it closes. */
+    readonly closing?: AbortSignal,
   ) {
-    this.#holding = holdSends;
+    this.#holding = holdsSends;
+  }
+
+  /** The next run of the same delivery (a retry): its own sends, its own signal. */
+  rerun(): DeliveryScope {
+    return new DeliveryScope(this.msg, this.trace, this.holdsSends, this.closing);
   }
 
   /** Whether sends made now are held until the handlers succeed. */
   get holding(): boolean {
     return this.#holding;
+  }
+
+  /** Whether this run failed or passed its time limit: what it sends from now on is refused. */
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  /** Why the run failed (its error, or the HandlerTimeout of its time limit). */
+  get failure(): unknown {
+    return this.#ended;
+  }
+
+  /** Aborted when the run passes its time limit, fails, or the processor closes. */
+  get signal(): AbortSignal {
+    let c = this.#controller;
+    if (!c) {
+      c = this.#controller = new AbortController();
+      const closing = this.closing;
+      if (this.#failed) c.abort(this.#ended);
+      else if (closing?.aborted) c.abort(closing.reason);
+      else if (closing) {
+        const ctl = c;
+        this.#onClosing = () => ctl.abort(closing.reason);
+        closing.addEventListener('abort', this.#onClosing, { once: true });
+      }
+    }
+    return c.signal;
+  }
+
+  /**
+   * The run has failed (or timed out): its held sends are dropped, its later
+   * sends refused, its signal aborted. The first reason stays.
+   */
+  fail(reason: unknown): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#ended = reason;
+    if (this.#held) this.#held.length = 0;
+    this.#holding = false;
+    this.#controller?.abort(reason);
+    this.release();
+  }
+
+  /** The delivery is settled: the scope stops listening to its processor's close. */
+  release(): void {
+    if (this.#onClosing) {
+      this.closing!.removeEventListener('abort', this.#onClosing);
+      this.#onClosing = undefined;
+    }
   }
 
   /** Holds a send (already validated and encoded) until the handlers succeed; resolves at once. */
@@ -63,12 +134,7 @@ export class DeliveryScope {
     return Promise.resolve();
   }
 
-  /** Drops what a failed run sent: a retry sends its own. */
-  discardHeld(): void {
-    if (this.#held) this.#held.length = 0;
-  }
-
-  /** The held sends, to publish or to drop; from now on sends go out at once. */
+  /** The held sends, to publish; from now on sends go out at once (work the handler left running after it succeeded). */
   takeHeld(): ReadonlyArray<() => Promise<void>> {
     const held = this.#held ?? NO_SENDS;
     this.#holding = false;
@@ -77,7 +143,7 @@ export class DeliveryScope {
   }
 
   get info(): DeliveryInfo {
-    return (this.#info ??= deliveryInfo(this.msg));
+    return (this.#info ??= deliveryInfo(this.msg, this));
   }
 
   get messageId(): string | undefined {
@@ -116,8 +182,11 @@ function text(v: unknown): string | undefined {
 let current: DeliveryScope | undefined;
 let store: AsyncLocalStorage<DeliveryScope> | undefined;
 
-/** What a delivery's AMQP properties say. @internal */
-export function deliveryInfo(msg: ConsumeMessage): DeliveryInfo {
+/** The signal of a delivery read outside a run (an `orderBy` key): never aborted. */
+const NEVER = new AbortController().signal;
+
+/** What a delivery's AMQP properties say (with its run's signal, when it is read inside one). @internal */
+export function deliveryInfo(msg: ConsumeMessage, scope?: DeliveryScope): DeliveryInfo {
   const p = msg.properties;
   const headers = (p.headers ?? {}) as Record<string, unknown>;
   const count = Number(headers['x-delivery-count']);
@@ -137,6 +206,9 @@ export function deliveryInfo(msg: ConsumeMessage): DeliveryInfo {
     headers: Object.freeze({ ...headers }),
     conversationId: text(headers[HEADERS.conversationId]) ?? text(p.messageId),
     causationId: text(headers[HEADERS.causationId]),
+    get signal(): AbortSignal {
+      return scope ? scope.signal : NEVER;
+    },
   });
 }
 
@@ -184,72 +256,37 @@ export function isAsyncFunction(fn: unknown): boolean {
 /**
  * Drives a generator handler, resuming it each time inside its delivery's
  * scope: the scheduler resumes threads from its own loop, where no
- * AsyncLocalStorage context of the handler's survives.
+ * AsyncLocalStorage context of the handler's survives. Its time limit is its
+ * run's (see `time-limit.ts`), which closes it from outside.
  * @internal
  */
-export function* driveIn(scope: DeliveryScope, gen: Generator<Yielded, unknown, unknown>, deadline?: Deadline): Generator<Yielded, unknown, unknown> {
+export function* driveIn(scope: DeliveryScope, gen: Generator<Yielded, unknown, unknown>): Generator<Yielded, unknown, unknown> {
   let input: unknown;
   let error: unknown;
   let failed = false;
   let done = false;
   try {
     for (;;) {
-      // Past its time limit, the generator is not resumed: it is closed (its finally blocks run) and the limit is the error.
-      if (deadline && Date.now() >= deadline.endAt) throw deadline.error();
       const r = runIn(scope, () => (failed ? gen.throw(error) : gen.next(input)));
       failed = false;
       if (r.done) {
         done = true;
         return r.value;
       }
-      const v = r.value;
       try {
-        input = yield deadline && isThenable(v) ? withDeadline(v, deadline) : v;
+        input = yield r.value;
       } catch (err) {
-        if (deadline && err === deadline.expired) throw err;
         error = err;
         failed = true;
       }
     }
   } finally {
-    // Stopped from outside (a scheduler stopping): the handler's own finally blocks run, in its scope.
+    // Stopped from outside (its time limit, a scheduler stopping): the handler's own finally blocks run, in its scope.
     if (!done) runIn(scope, () => gen.return(undefined));
-  }
-}
-
-/** A handler's time limit: when it ends, and the error its expiry is. @internal */
-export class Deadline {
-  readonly endAt: number;
-  expired: Error | undefined;
-  constructor(
-    ms: number,
-    private readonly make: () => Error,
-  ) {
-    this.endAt = Date.now() + ms;
-  }
-  error(): Error {
-    return (this.expired ??= this.make());
   }
 }
 
 /** @internal */
 export function isThenable(v: unknown): v is PromiseLike<unknown> {
   return typeof v === 'object' && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
-}
-
-/** `p`, or the deadline's error once it passes (the promise itself cannot be stopped: its result is ignored). @internal */
-export function withDeadline<T>(p: PromiseLike<T>, deadline: Deadline): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(deadline.error()), Math.max(0, deadline.endAt - Date.now()));
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
 }

@@ -6,6 +6,7 @@ import type { GenericConsumer } from '../consumer.js';
 import type { DeliveryCounter } from '../deliveries.js';
 import type { MessageBody } from '../messages.js';
 import type { Outcome } from './outcome.js';
+import type { DeliveryState, Next } from './state.js';
 
 /** What settling needs of the processor that drives it. */
 export interface SettleContext {
@@ -29,6 +30,19 @@ function what(body: MessageBody<object> | undefined): string {
 /** An RPC's reply (or a message's answer), once its request is settled. */
 function sendReply(ctx: SettleContext, msg: ConsumeMessage, outcome: Outcome): void {
   if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+}
+
+/** Stage: the rest decides the delivery's {@link Outcome}; this carries it out. */
+export function* settleStage(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+  try {
+    const outcome = (d.outcome = yield* next(d));
+    const waiting = settle(d.parts.settle, d.msg, d.body, outcome);
+    if (waiting) yield* waiting;
+    return outcome;
+  } finally {
+    // Settled (or left): the run's scope stops listening to the processor's close.
+    d.scope?.release();
+  }
 }
 
 /**

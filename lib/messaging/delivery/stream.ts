@@ -1,23 +1,23 @@
-import type { ConsumeMessage } from 'amqplib';
 import { HandlerTimeout, MalformedMessage } from '../../errors.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import { badReplyTo } from '../consumer.js';
 import { MessageResult, MessageResultError, MessageResultException, type MessageBody } from '../messages.js';
 import { DEFAULT_WINDOW, MAX_WINDOW, STREAM, type StreamKind } from '../stream-protocol.js';
-import { Deadline, runIn, withDeadline, type DeliveryScope } from './context.js';
-import type { DispatchContext } from './dispatch.js';
-import { contentFor } from './dispatch.js';
+import { runIn, type DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
-import type { Registered } from './registry.js';
+import type { DispatchContext } from './parts.js';
+import { rpcHandler, type Registered } from './registry.js';
+import { checkSchema } from './schema.js';
+import type { DeliveryState, Next } from './state.js';
+import { TimeLimit, within } from './time-limit.js';
 
-/** What serving an RPC stream needs of the consumer (the processor gives its consumer's). */
-export interface StreamServer {
-  /** The channel answers to stream control (its direct reply-to is consumed). */
-  control(): Promise<void>;
-  send(msg: ConsumeMessage, content: Buffer, headers: Record<string, unknown>): boolean;
-  watch(correlationId: string, listener: (headers: Record<string, unknown> | undefined) => void): () => void;
-  /** Acks the request now: a stream is not redelivered. */
-  ack(msg: ConsumeMessage): void;
+/** Stage: an RPC whose handler streams is served here, for as long as its caller reads: no run's time limit, outbox or retry applies. */
+export function* stream(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+  if (d.body!.category === 'rpc') {
+    const h = rpcHandler(d.handlers);
+    if (h?.isStream) return yield* dispatchStream(d.parts.dispatch, d.scope!, d.body!, h);
+  }
+  return yield* next(d);
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -51,6 +51,7 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
   const window = Math.min(MAX_WINDOW, Math.floor(numberIn(headers, STREAM.window) ?? DEFAULT_WINDOW));
   const idleMs = numberIn(headers, STREAM.idle) ?? DEFAULT_IDLE_MS;
   const encode = (r: MessageResult<unknown>) => ctx.encodeReply(r.setFingerprint(ctx.fingerprint));
+  const stepMs = h.tag.timeoutMs ?? ctx.handlerTimeoutMs;
   try {
     yield ctx.streams.control();
   } catch (err) {
@@ -62,11 +63,18 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
   let credit = window;
   let cancelled = false;
   let lastHeard = Date.now();
+  // A caller that keeps its connection (and its keepalive) but stops reading grants no credit: after
+  // streamStallMs without any, the stream is cancelled and its worker freed.
+  let lastCredit = lastHeard;
+  const stallMs = ctx.streamStallMs;
   let wake: (() => void) | undefined;
   const unwatch = ctx.streams.watch(id, (hs) => {
     lastHeard = Date.now();
     const kind = hs?.[STREAM.kind] as StreamKind | undefined;
-    if (kind === 'credit') credit += numberIn(hs, STREAM.credit) ?? 0;
+    if (kind === 'credit') {
+      credit += numberIn(hs, STREAM.credit) ?? 0;
+      lastCredit = lastHeard;
+    }
     else if (kind === 'cancel') cancelled = true;
     const w = wake;
     wake = undefined;
@@ -79,15 +87,24 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
   let finished = false;
   let sent = 0;
   try {
-    const { value } = yield* contentFor(h, body);
+    let value: unknown = h.tag.pass === 'body' ? body : body.content;
+    if (h.tag.schema) {
+      const limit = new TimeLimit(stepMs, () => new HandlerTimeout(what, stepMs));
+      try {
+        value = (yield* within(limit, checkSchema(h, body), log, `schema of ${what}`)).value;
+      } finally {
+        limit.clear();
+      }
+    }
     gen = runIn(scope, () => h.fn.call(ctx.owner, value) as AnyGenerator, h.isAsync);
     if (!send('open')) return { kind: 'done' };
     for (;;) {
-      // Wait for credit, hearing from the caller at least once per idle time.
-      while (credit <= 0 && !cancelled && !ctx.closing.aborted && Date.now() - lastHeard <= idleMs) {
+      // Wait for credit, hearing from the caller at least once per idle time, and of credit once per stall time.
+      while (credit <= 0 && !cancelled && !ctx.closing.aborted && Date.now() - lastHeard <= idleMs && Date.now() - lastCredit <= stallMs) {
         yield new Promise<void>((resolve) => {
           wake = resolve;
-          setTimeout(resolve, Math.max(1, idleMs - (Date.now() - lastHeard) + 1)).unref();
+          const now = Date.now();
+          setTimeout(resolve, Math.max(1, Math.min(idleMs - (now - lastHeard), stallMs - (now - lastCredit)) + 1)).unref();
         });
       }
       if (cancelled) {
@@ -102,10 +119,23 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
         log.warn({ what, correlationId: id, sent, idleMs }, `stream ${what}: nothing heard from its caller for ${idleMs} ms (gone?); stopping it`);
         break;
       }
+      if (credit <= 0) {
+        log.warn({ what, correlationId: id, sent, streamStallMs: stallMs }, `stream ${what}: its caller took no item for ${stallMs} ms (streamStallMs); cancelling it to free its worker`);
+        send('error', encode(new MessageResultException('StreamStalled', `the caller took no item for ${stallMs} ms (the server's streamStallMs): the stream was cancelled`)));
+        break;
+      }
       const g = gen;
       const step = runIn(scope, () => g.next(), h.isAsync);
-      const ms = h.tag.timeoutMs ?? ctx.handlerTimeoutMs;
-      const r = (step instanceof Promise ? yield withDeadline(step, new Deadline(ms, () => new HandlerTimeout(what, ms))) : step) as IteratorResult<unknown>;
+      let r: IteratorResult<unknown>;
+      if (step instanceof Promise) {
+        // Each step within the handler's time limit: the one implementation of it, as for runs.
+        const limit = new TimeLimit(stepMs, () => new HandlerTimeout(what, stepMs));
+        try {
+          r = (yield limit.wait(step, log, `stream ${what}`)) as IteratorResult<unknown>;
+        } finally {
+          limit.clear();
+        }
+      } else r = step as IteratorResult<unknown>;
       if (r.done) {
         finished = true;
         send('end');

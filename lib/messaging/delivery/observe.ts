@@ -1,0 +1,75 @@
+import type { Yielded } from '../../microthreads/thread.js';
+import type { Outcome } from './outcome.js';
+import type { DeliveryState, Next } from './state.js';
+
+/** What became of a delivery, as `observe()` tells it. */
+export interface DeliveryEvent {
+  category: string | undefined;
+  type: string | undefined;
+  name: string | undefined;
+  messageId: string | undefined;
+  /**
+   * acked (handled, or a stream served), rejected (malformed, `RejectMessage`, failed without an
+   * error exchange, over `maxDeliveries`), dead-lettered (to the error exchange), deferred
+   * (`DeferMessage`, a delayed retry), requeued (`RequeueMessage`, a send that failed), left
+   * (unsettled: the processor was closing), exited / restarted (quit, restart).
+   */
+  outcome: 'acked' | 'rejected' | 'dead-lettered' | 'deferred' | 'requeued' | 'left' | 'exited' | 'restarted';
+  /** Why, for a failure, a reject, a retry. */
+  error: unknown;
+  deferMs: number | undefined;
+  /** Whether a reply went to its reply_to. */
+  replied: boolean;
+}
+
+/** Stage: once the delivery is settled (or settling threw an exit), its observers are told what became of it. */
+export function* observe(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+  try {
+    return yield* next(d);
+  } finally {
+    if (d.parts.observers.size > 0) tell(d);
+  }
+}
+
+function tell(d: DeliveryState): void {
+  const { body, outcome } = d;
+  const event: DeliveryEvent = {
+    category: body?.category,
+    type: body?.type,
+    name: body?.name,
+    messageId: d.msg.properties.messageId as string | undefined,
+    outcome: outcomeName(outcome),
+    error: outcome.kind === 'reject' || outcome.kind === 'deadLetter' || outcome.kind === 'defer' ? outcome.err : undefined,
+    deferMs: outcome.kind === 'defer' ? outcome.ms : undefined,
+    replied: outcome.reply !== undefined,
+  };
+  for (const l of d.parts.observers) {
+    try {
+      l(event);
+    } catch (err) {
+      d.parts.log.warn({ err }, 'a delivery observer failed');
+    }
+  }
+}
+
+function outcomeName(o: Outcome): DeliveryEvent['outcome'] {
+  switch (o.kind) {
+    case 'ack':
+    case 'done':
+      return 'acked';
+    case 'reject':
+      return 'rejected';
+    case 'deadLetter':
+      return 'dead-lettered';
+    case 'defer':
+      return 'deferred';
+    case 'requeue':
+      return 'requeued';
+    case 'leave':
+      return 'left';
+    case 'exit':
+      return 'exited';
+    case 'restart':
+      return 'restarted';
+  }
+}

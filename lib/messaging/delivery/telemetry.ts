@@ -1,0 +1,64 @@
+import type { Attributes, Context, Span } from '@opentelemetry/api';
+import type { Yielded } from '../../microthreads/thread.js';
+import { instruments, type Instruments } from '../../telemetry/metrics.js';
+import { ATTR, endSpan, extractContext, startProcessSpan, tracingOn, trace } from '../../telemetry/tracing.js';
+import { DeliveryScope } from './context.js';
+import type { Outcome } from './outcome.js';
+import type { DeliveryState, Next } from './state.js';
+
+/**
+ * Stage: the delivery's span (the child of its sender's) and its metrics,
+ * around the rest; and its first run's scope, made here because it runs in
+ * the span's context.
+ */
+export function* telemetry(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+  const { msg, parts } = d;
+  const body = d.body!;
+  let span: Span | undefined;
+  let ctx: Context | undefined;
+  if (tracingOn()) {
+    const sender = extractContext(msg.properties.headers as Record<string, unknown> | undefined);
+    span = startProcessSpan(sender, msg.fields.exchange, {
+      [ATTR.messageId]: String(msg.properties.messageId ?? ''),
+      [ATTR.bodySize]: msg.content.length,
+      [ATTR.routingKey]: msg.fields.routingKey,
+      [ATTR.messageType]: body.type,
+      [ATTR.messageName]: body.name,
+      [ATTR.component]: parts.component,
+    });
+    ctx = trace.setSpan(sender, span);
+  }
+  const scope = (d.scope = new DeliveryScope(msg, ctx, parts.outbox, parts.dispatch.closing));
+  if (span) span.setAttribute(ATTR.conversationId, scope.conversationId ?? '');
+  const counters = instruments();
+  if (!counters && !span) return yield* next(d);
+  const labels = counters ? { [ATTR.destination]: msg.fields.exchange, [ATTR.messageName]: body.name } : undefined;
+  if (counters) counters.inFlight.add(1, labels);
+  const started = counters ? performance.now() : 0;
+  let outcome: Outcome = d.outcome;
+  try {
+    outcome = yield* next(d);
+    counters?.handlerDuration.record((performance.now() - started) / 1000, labels);
+    return outcome;
+  } finally {
+    if (counters) {
+      counters.inFlight.add(-1, labels);
+      countOutcome(counters, outcome, labels!);
+    }
+    if (span) endSpan(span, failureOf(outcome));
+  }
+}
+
+/** The error a span records for an outcome, if it is a failure. */
+function failureOf(outcome: Outcome): unknown {
+  if (outcome.kind === 'deadLetter' || outcome.kind === 'defer') return outcome.err;
+  if (outcome.kind === 'reject' && outcome.why !== 'rejected') return outcome.err ?? new Error(outcome.why);
+  return undefined;
+}
+
+/** One count per delivery: handled, failed (its handlers threw), or rejected (malformed, RejectMessage, delivered too often). */
+function countOutcome(metrics: Instruments, outcome: Outcome, labels: Attributes): void {
+  if (outcome.kind === 'ack' || outcome.kind === 'done' || outcome.kind === 'exit' || outcome.kind === 'restart') metrics.handled.add(1, labels);
+  else if (outcome.kind === 'deadLetter' || (outcome.kind === 'reject' && outcome.why === 'failed')) metrics.failed.add(1, labels);
+  else if (outcome.kind === 'reject') metrics.rejected.add(1, labels);
+}
