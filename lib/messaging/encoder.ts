@@ -25,6 +25,9 @@ function dropDangerous(this: unknown, key: string, value: unknown): unknown {
   return DANGEROUS.has(key) ? undefined : value;
 }
 
+/** Where an encrypted envelope keeps its content (see `EncryptedJsonEncoder`). */
+export const ENCRYPTED = '$encrypted';
+
 /** JSON on the wire (`application/json`), as Python Postage sends it. */
 export class JsonEncoder extends Encoder {
   override contentType = 'application/json';
@@ -40,12 +43,27 @@ export class JsonEncoder extends Encoder {
   }
 
   /**
-   * Parses a body. Throws {@link MalformedMessage} for oversized or non-JSON input.
+   * Parses a body. Throws {@link MalformedMessage} for oversized or non-JSON
+   * input, and for an envelope whose content is encrypted: a component without
+   * keys must refuse it (dead-lettered, its handler not run), not take the
+   * sealed object for the content. See {@link parse}.
+   */
+  override decode(data: Buffer | string | Uint8Array): unknown {
+    const v = this.parse(data);
+    const content = typeof v === 'object' && v !== null ? (v as { content?: unknown }).content : undefined;
+    if (typeof content === 'object' && content !== null && ENCRYPTED in content) {
+      throw new MalformedMessage(`the message is encrypted (${ENCRYPTED}), and this component has no keys: give it the sender's key in POSTAGE_ENCRYPTION_KEYS (or an EncryptedJsonEncoder)`);
+    }
+    return v;
+  }
+
+  /**
+   * Parses JSON. Throws {@link MalformedMessage} for oversized or non-JSON input.
    * Keys named `__proto__`, `constructor` or `prototype` are dropped, however
    * they are spelled (JSON escapes included), so no received object can ever
    * reach a prototype however it is later merged.
    */
-  override decode(data: Buffer | string | Uint8Array): unknown {
+  protected parse(data: Buffer | string | Uint8Array): unknown {
     const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     if (buf.length > this.maxBytes) {
       throw new MalformedMessage(`body is ${buf.length} bytes, over the limit of ${this.maxBytes}`);

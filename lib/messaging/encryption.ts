@@ -1,10 +1,10 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { config } from '../config.js';
 import { ConfigError, MalformedMessage } from '../errors.js';
-import { JsonEncoder, type JsonEncoderOptions } from './encoder.js';
+import { ENCRYPTED, JsonEncoder, type JsonEncoderOptions } from './encoder.js';
 
-/** Where an encrypted envelope keeps its content (NuroPb's scheme: the envelope stays readable, its content does not). */
-export const ENCRYPTED = '$encrypted';
+// NuroPb's scheme: the envelope stays readable, its content does not.
+export { ENCRYPTED };
 
 export interface EncryptionOptions extends JsonEncoderOptions {
   /** Key id to 32-byte AES-256 key (a Buffer, or base64 / 64 hex characters). Several keys: rotation. */
@@ -23,9 +23,24 @@ interface Sealed {
   data: string;
 }
 
+/**
+ * A key's 32 bytes, from a Buffer, 64 hex characters, or canonical base64 (the
+ * text `openssl rand -base64 32` prints: 44 characters ending in one `=`).
+ * Node's base64 decoder skips what it cannot read, so a passphrase or a key
+ * with junk after it can decode to 32 bytes by chance: only text that encodes
+ * back to itself is taken.
+ */
 function keyBytes(id: string, v: Buffer | string, source: string): Buffer {
-  const b = Buffer.isBuffer(v) ? v : /^[0-9a-f]{64}$/i.test(v) ? Buffer.from(v, 'hex') : Buffer.from(v, 'base64');
-  if (b.length !== 32) throw new ConfigError(source, `${source}: key '${id}' is not 32 bytes (AES-256): give 32 random bytes as base64 (openssl rand -base64 32) or 64 hex characters.`);
+  const refuse = (why: string) => new ConfigError(source, `${source}: key '${id}' ${why} (AES-256): give 32 random bytes as base64 (openssl rand -base64 32) or 64 hex characters.`);
+  if (Buffer.isBuffer(v)) {
+    if (v.length !== 32) throw refuse(`is ${v.length} bytes, not 32`);
+    return v;
+  }
+  if (typeof v !== 'string') throw refuse('is neither a Buffer nor a string');
+  if (/^[0-9a-f]{64}$/i.test(v)) return Buffer.from(v, 'hex');
+  const b = Buffer.from(v, 'base64');
+  if (b.toString('base64') !== v) throw refuse('is not canonical base64 nor 64 hex characters');
+  if (b.length !== 32) throw refuse(`is not 32 bytes (${b.length})`);
   return b;
 }
 
@@ -66,7 +81,7 @@ export class EncryptedJsonEncoder extends JsonEncoder {
   }
 
   override decode(data: Buffer | string | Uint8Array): unknown {
-    const body = super.decode(data);
+    const body = this.parse(data);
     if (!isEnvelope(body)) return body;
     const sealed = (body.content as Record<string, unknown> | null | undefined)?.[ENCRYPTED] as Partial<Sealed> | undefined;
     if (sealed === undefined) {
@@ -88,7 +103,7 @@ export class EncryptedJsonEncoder extends JsonEncoder {
       throw new MalformedMessage(`the encrypted content fails authentication under key '${sealed.kid}': it was changed on the way, or sealed with another key of that name`, { cause: err });
     }
     // The plaintext is JSON from the sender: parsed with the same guard against prototype keys.
-    return { ...body, content: super.decode(plain) };
+    return { ...body, content: this.parse(plain) };
   }
 }
 
@@ -116,7 +131,10 @@ export function defaultEncoder(): JsonEncoder {
   for (const entry of cfg.encryptionKeys.split(',').map((e) => e.trim()).filter(Boolean)) {
     const at = entry.indexOf('=');
     if (at <= 0) throw new ConfigError('POSTAGE_ENCRYPTION_KEYS', 'POSTAGE_ENCRYPTION_KEYS: give keys as id=base64key, separated by commas (the first encrypts).');
-    keys[entry.slice(0, at)] = entry.slice(at + 1);
+    const id = entry.slice(0, at);
+    // Two keys under one id: which one reads a message would depend on their order. Never quoted: they are secrets.
+    if (Object.hasOwn(keys, id)) throw new ConfigError('POSTAGE_ENCRYPTION_KEYS', `POSTAGE_ENCRYPTION_KEYS: key id '${id}' is given twice: each key needs an id of its own.`);
+    keys[id] = entry.slice(at + 1);
   }
   return new EncryptedJsonEncoder({ keys, acceptPlaintext: cfg.encryptionAcceptPlaintext }, 'POSTAGE_ENCRYPTION_KEYS');
 }

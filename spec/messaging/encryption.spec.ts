@@ -123,6 +123,51 @@ describe('EncryptedJsonEncoder', function () {
     });
   }
 
+  it('is refused by a component without keys: its plain decoder rejects the sealed content as malformed, and no handler takes it for the content', async () => {
+    let handled = 0;
+    class Keyless extends MessageProcessor {
+      @MessageHandler('command', 'pay')
+      pay() {
+        handled++;
+      }
+    }
+    const log = capture();
+    const p = new Keyless({ url: f.url, logger: log.logger, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const ended = deferred<string>();
+    p.observe((e) => ended.resolve(e.outcome));
+    await f.h.start(p);
+    await (await sender(new EncryptedJsonEncoder({ keys: { k1 } }))).message_pay({ amount: 10 });
+    const line = JSON.parse(await log.when(/malformed message rejected/)) as { reason: string };
+    expect(line.reason).to.match(/encrypted \(\$encrypted\), and this component has no keys/);
+    expect(await ended.promise).to.equal('rejected');
+    expect(handled).to.equal(0);
+  });
+
+  it('takes a key only as 32 bytes: a Buffer, 64 hex characters or canonical base64, never text that merely decodes to 32 bytes', () => {
+    expect(() => new EncryptedJsonEncoder({ keys: { a: k1.toString('base64') } })).to.not.throw();
+    expect(() => new EncryptedJsonEncoder({ keys: { a: k1.toString('hex') } })).to.not.throw();
+    for (const [what, key] of [
+      ['trailing junk', `${k1.toString('base64')}!!`],
+      ['a space after it', `${k1.toString('base64')} `],
+      ['base64url', k1.toString('base64url')],
+      ['a 31-byte Buffer', k1.subarray(1)],
+      ['a passphrase that decodes', 'correct horse battery staple, then more!!!!'],
+    ] as const) {
+      expect(() => new EncryptedJsonEncoder({ keys: { a: key } }), what).to.throw(ConfigError, /key 'a'/);
+    }
+  });
+
+  it('refuses a key id given twice in POSTAGE_ENCRYPTION_KEYS, naming the id and not the keys', () => {
+    const saved = process.env.POSTAGE_ENCRYPTION_KEYS;
+    try {
+      process.env.POSTAGE_ENCRYPTION_KEYS = `k=${k1.toString('base64')},k=${k2.toString('base64')}`;
+      expect(() => defaultEncoder()).to.throw(ConfigError, /key id 'k' is given twice/).that.satisfies((e: Error) => !e.message.includes(k1.toString('base64')) && !e.message.includes(k2.toString('base64')));
+    } finally {
+      if (saved === undefined) delete process.env.POSTAGE_ENCRYPTION_KEYS;
+      else process.env.POSTAGE_ENCRYPTION_KEYS = saved;
+    }
+  });
+
   it('is what components use when POSTAGE_ENCRYPTION_KEYS holds keys, and a bad key is a ConfigError that never quotes it', () => {
     const saved = process.env.POSTAGE_ENCRYPTION_KEYS;
     try {
