@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { BrokerError, MessageProcessor, RpcHandler, StreamError, type ProcessorDescription } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
@@ -6,6 +8,12 @@ import { deferred, dropConnection, exchangeFixture } from '../support/components
 import { deleteTopology, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
+
+/** `global.gc`, without starting node with --expose-gc. */
+function collector(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
 
 describe('RPC streams', function () {
   this.timeout(60_000);
@@ -145,6 +153,41 @@ describe('RPC streams', function () {
     // The caller's connection goes without a word (no cancel): the server stops hearing from it.
     (p.connection!.connection as unknown as { stream: { destroy(e: Error): void } }).stream.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
     await state.stopped.promise;
+  });
+
+  it('cancels a stream whose caller keeps its connection but takes nothing for streamStallMs: its worker is free again, its finally runs, and a late read fails with StreamError', async () => {
+    const s = new Numbers({ url: f.url, logger: quiet, concurrency: 2, streamStallMs: 400, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    await f.h.start(s);
+    const p = await f.producer();
+    // Both workers taken by callers that read one item and stop reading, without return(): their keepalives go on.
+    const held = [p.rpcStream_forever({}, { _window: 4 }), p.rpcStream_forever({}, { _window: 4 })];
+    for (const it of held) await it.next();
+    await state.stopped.promise;
+    const r = await p.rpc_plain({}, { _timeout: 5, _max_retry: 0 });
+    expect(r.body.content.value).to.equal('one result');
+    // The items it had sent are still there; then the cancellation.
+    const late = await (async () => {
+      for (;;) await held[0].next();
+    })().then(() => undefined, (e: unknown) => e);
+    expect(late).to.be.instanceOf(StreamError).and.include({ remoteName: 'StreamStalled' });
+  });
+
+  it('tells the server when a caller\'s iterator is dropped without return() and collected: its finally runs long before streamStallMs', async function () {
+    const gc = collector();
+    await server();
+    const p = await f.producer();
+    await (async () => {
+      const it = p.rpcStream_forever({}, { _window: 4 });
+      await it.next();
+      // Dropped here: nothing refers to it after this function returns.
+    })();
+    // Collected, then its finalizer cancels the stream: the default streamStallMs (60 s) is far off.
+    for (let i = 0; i < 50; i++) {
+      gc();
+      const stopped = await Promise.race([state.stopped.promise.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 100))]);
+      if (stopped) return;
+    }
+    expect.fail('the server never heard that the dropped stream was over');
   });
 
   it('is described as a stream', async () => {

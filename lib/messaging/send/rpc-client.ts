@@ -67,7 +67,8 @@ export class RpcClient {
   #channel: Channel | undefined;
   readonly #pending = new Map<string, PendingRpc>();
   /** Streams running, by correlation id. */
-  readonly #streams = new Map<string, { call: StreamCall; target: EksEntry }>();
+  /** Streams in flight, held weakly: an iterator its caller dropped is collected, and its server told (see StreamCall). */
+  readonly #streams = new Map<string, { ref: WeakRef<StreamCall>; target: EksEntry }>();
   readonly #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
   #nextId = 0;
   /**
@@ -101,7 +102,7 @@ export class RpcClient {
       const entry = id === undefined ? undefined : this.#pending.get(id);
       if (entry) this.#fail(id!, unroutableError([entry.call.target]));
       const stream = id === undefined ? undefined : this.#streams.get(id);
-      stream?.call.fail(unroutableError([stream.target]));
+      stream?.ref.deref()?.fail(unroutableError([stream.target]));
     });
     // Direct reply-to: replies come back on the channel that published.
     await ch.consume(REPLY_TO, (msg) => msg && this.#onReply(msg), { noAck: true });
@@ -217,7 +218,7 @@ export class RpcClient {
         this.#streams.delete(correlationId);
       },
     });
-    this.#streams.set(correlationId, { call, target });
+    this.#streams.set(correlationId, { ref: new WeakRef(call), target });
     const headers = { ...(properties.headers as Record<string, unknown> | undefined), [STREAM.window]: o.window, [STREAM.idle]: o.idleMs };
     ch.publish(exchange.name, key, content, { ...properties, headers, contentType: this.encoder.contentType, replyTo: REPLY_TO, correlationId, mandatory: true });
     return call;
@@ -265,7 +266,7 @@ export class RpcClient {
     let id = forCall ?? (msg.properties.correlationId as string | undefined);
     const stream = id === undefined ? undefined : this.#streams.get(id);
     if (stream) {
-      stream.call.deliver(msg);
+      stream.ref.deref()?.deliver(msg);
       return;
     }
     if (id === undefined && this.#pending.size === 1) {
@@ -293,8 +294,8 @@ export class RpcClient {
   }
 
   #failPending(why: string, code: 'CHANNEL_CLOSED' | 'CLOSED'): void {
-    for (const { call, target } of [...this.#streams.values()]) {
-      call.fail(new BrokerError(`RPC stream from ${target[0].name}/${target[1]} lost: ${why}`, code));
+    for (const { ref, target } of [...this.#streams.values()]) {
+      ref.deref()?.fail(new BrokerError(`RPC stream from ${target[0].name}/${target[1]} lost: ${why}`, code));
     }
     for (const [id, { call: { target } }] of [...this.#pending]) {
       this.#fail(id, new BrokerError(`RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it is safe to`, code));
@@ -335,7 +336,7 @@ export class RpcClient {
 
   /** Every call in flight rejects with `CLOSED`, every stream is cancelled (its server told); the channel closes. */
   async close(): Promise<void> {
-    for (const { call } of [...this.#streams.values()]) await call.return();
+    for (const { ref } of [...this.#streams.values()]) await ref.deref()?.return();
     this.#failPending('the producer was closed', 'CLOSED');
     clearTimeout(this.#timer);
     this.#timer = undefined;

@@ -18,10 +18,37 @@ export interface StreamCallOptions {
 }
 
 /**
+ * What a stream's caller side shares with what outlives it: the server's
+ * address, once known. The keepalive timer and the RPC client hold this and
+ * a weak reference to the call, never the call itself, so that an iterator
+ * its caller dropped without `return()` can be collected (see {@link dropped}).
+ * @internal
+ */
+export interface StreamTicket {
+  control: string | undefined;
+  keepalive: NodeJS.Timeout | undefined;
+  readonly send: StreamCallOptions['send'];
+  readonly finished: StreamCallOptions['finished'];
+}
+
+/**
+ * A stream whose iterator was garbage-collected before it ended: the server is
+ * told to stop (its generator's `finally` runs, its worker is free) and the
+ * keepalive stops, instead of keeping the stream "alive" for as long as the
+ * process lives.
+ */
+const dropped = new FinalizationRegistry<StreamTicket>((t) => {
+  clearInterval(t.keepalive);
+  if (t.control) t.send(t.control, 'cancel');
+  t.finished();
+});
+
+/**
  * The caller's end of an RPC stream: an async iterator over the values the
  * server yields. Grants credit as items are taken (half a window at a time),
  * keeps the server informed that it is alive, and tells it when the caller
- * stops early (`return()`, a `break` out of `for await`).
+ * stops early (`return()`, a `break` out of `for await`, or the iterator
+ * dropped and collected).
  * @internal
  */
 export class StreamCall implements AsyncIterableIterator<unknown> {
@@ -30,16 +57,22 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
   #finished = false;
   #error: Error | undefined;
   #waiter: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: Error) => void } | undefined;
-  #control: string | undefined;
+  readonly ticket: StreamTicket;
   #cancelled = false;
   #taken = 0;
   #idle: NodeJS.Timeout | undefined;
-  readonly #keepalive: NodeJS.Timeout;
 
   constructor(private readonly o: StreamCallOptions) {
-    // The server stops a stream it hears nothing of: a caller that is slow, not gone, says so.
-    this.#keepalive = setInterval(() => this.#control && o.send(this.#control, 'keepalive'), Math.max(50, Math.floor(o.idleMs / 3)));
-    this.#keepalive.unref();
+    const ticket: StreamTicket = (this.ticket = { control: undefined, keepalive: undefined, send: o.send, finished: o.finished });
+    // The server stops a stream it hears nothing of: a caller that is slow, not gone, says so. The timer holds
+    // the ticket, not the call: a dropped iterator is collected, and its finalizer stops this.
+    ticket.keepalive = setInterval(() => ticket.control && o.send(ticket.control, 'keepalive'), Math.max(50, Math.floor(o.idleMs / 3)));
+    ticket.keepalive.unref();
+    dropped.register(this, ticket, ticket);
+  }
+
+  get #control(): string | undefined {
+    return this.ticket.control;
   }
 
   /** A message from the server under this stream's correlation id. */
@@ -48,7 +81,7 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
     const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
     const kind = headers[STREAM.kind] as StreamKind | undefined;
     const control = msg.properties.replyTo as string | undefined;
-    if (control) this.#control = control;
+    if (control) this.ticket.control = control;
     if (this.#cancelled) {
       // Stopped before the server's address was known: it is now.
       if (control) this.o.send(control, 'cancel');
@@ -152,7 +185,8 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
   #finish(): void {
     if (this.#finished) return;
     this.#finished = true;
-    clearInterval(this.#keepalive);
+    clearInterval(this.ticket.keepalive);
+    dropped.unregister(this.ticket);
     this.o.finished();
   }
 }
