@@ -13,7 +13,7 @@ import { defaultEncoder } from './encryption.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
 import type { ComponentOptions } from './options.js';
-import { DELAY_ENTRY, delayHeaders, delayTo, originalExchange, withoutDelay } from './delay.js';
+import { DELAY_DOOR, delayHeaders, originalExchange, sendDelayed, withoutDelay } from './delay.js';
 import { amqpCodeOf, brokerSaid, declareExchange, declareQueue, eqkEntries, REPLY_TO, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
 
 export type { ConsumeMessage };
@@ -68,6 +68,10 @@ export class GenericConsumer {
    */
   #channelTags = new Set<string>();
   #closed = false;
+  /** Delayed copies the broker returned (a delay level was missing), by their copy id, until their confirm. */
+  readonly #returnedCopies = new Set<string>();
+  readonly #copyPrefix = `${process.pid}.${Date.now().toString(36)}.`;
+  #copies = 0;
   /** The confirm channel for what the consumer publishes itself (see #sideChannel), and the connection it is on. */
   #side: ConfirmChannel | undefined;
   #sideModel: ChannelModel | undefined;
@@ -314,15 +318,23 @@ export class GenericConsumer {
     const queue = this.queueOf(msg);
     if (queue === undefined) throw new BrokerError('cannot delay a delivery whose channel is gone (the broker delivers it again)', 'NOT_CONNECTED');
     const ch = await this.#sideChannel();
-    await delayTo(ch, { queue });
     const old = msg.properties.headers as Record<string, unknown> | undefined;
-    await confirmed(ch, DELAY_ENTRY, msg.fields.routingKey, msg.content, {
+    // Returns are told apart by this id: the copy keeps the original's message id, which need not be unique.
+    const copy = `${this.#copyPrefix}${this.#copies++}`;
+    const props = {
       ...msg.properties,
       persistent: true,
-      headers: { ...withoutDelay(old), 'x-original-exchange': originalExchange(msg.fields, old), ...headers, ...delayHeaders(ms, { queue }) },
-    }).catch((err: unknown) => {
-      throw new BrokerError(`the broker refused the delayed copy for queue '${queue}'`, 'NACK', { cause: err });
-    });
+      mandatory: true,
+      headers: { ...withoutDelay(old), 'x-original-exchange': originalExchange(msg.fields, old), ...headers, ...delayHeaders(ms, { queue }), [COPY_HEADER]: copy },
+    };
+    await sendDelayed(ch, { queue }, ms, this.log, () =>
+      confirmed(ch, DELAY_DOOR, msg.fields.routingKey, msg.content, props).then(
+        () => !this.#returnedCopies.delete(copy),
+        (err: unknown) => {
+          throw new BrokerError(`the broker refused the delayed copy for queue '${queue}'`, 'NACK', { cause: err });
+        },
+      ),
+    );
   }
 
   /** The queue a delivery came from, while its channel is the current one. */
@@ -357,6 +369,11 @@ export class GenericConsumer {
     if (!this.#side || this.#sideModel !== model) {
       const ch = await openChannel(model, true);
       ch.on('error', (e: Error) => this.log.warn({ err: e.message }, 'consumer publishing channel error'));
+      // A return always comes before its confirm.
+      ch.on('return', (m: ConsumeMessage) => {
+        const copy = (m.properties.headers as Record<string, unknown> | undefined)?.[COPY_HEADER];
+        if (typeof copy === 'string') this.#returnedCopies.add(copy);
+      });
       // A channel the broker closed is opened again at the next use.
       ch.on('close', () => {
         if (this.#side === ch) this.#side = undefined;
@@ -515,6 +532,9 @@ export function badReplyTo(replyTo: string): string | undefined {
 let lastGoodReplyTo: string | undefined;
 
 /** Publishes on a confirm channel; resolves when the broker confirmed, rejects on a nack or a lost channel. */
+/** Tells a delayed copy's return from another's (stripped with the other delay headers when it arrives). */
+const COPY_HEADER = 'postage-delay-copy';
+
 function confirmed(ch: ConfirmChannel, exchange: string, key: string, content: Buffer, props: Options.Publish): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     try {

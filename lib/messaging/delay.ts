@@ -1,5 +1,6 @@
 import type { Channel } from 'amqplib';
 import { BrokerError } from '../errors.js';
+import type { Logger } from '../log.js';
 import { amqpCodeOf, brokerSaid } from './topology.js';
 
 /**
@@ -20,12 +21,22 @@ import { amqpCodeOf, brokerSaid } from './topology.js';
  * Each level's queue has one TTL, so it is first in, first out by expiry: a
  * message is never early, and late by the few milliseconds each set bit's
  * hop through the broker takes.
+ *
+ * A message enters the levels straight into the queue of its delay's highest
+ * bit, through `amq.headers` (RabbitMQ's own headers exchange, which nobody can
+ * delete), published mandatory: a level queue an operator deleted shows as a
+ * returned message, never as a channel error or a message routed past it
+ * (early). Then the levels are declared again and the message sent again. The
+ * levels below are declared again at most a second after a delayed send finds
+ * them unchecked for longer (see {@link RECHECK_MS}).
  */
 export const DELAY_LEVELS = 32;
 /** The longest delay: 2^32 - 1 ms, about 49.7 days. */
 export const MAX_DELAY_MS = 2 ** DELAY_LEVELS - 1;
-/** Where a delayed message is published: the top level. */
-export const DELAY_ENTRY = level(DELAY_LEVELS - 1);
+/** Where a delayed message is published: RabbitMQ's own headers exchange, which cannot be deleted, bound to each level's queue by its entry header. */
+export const DELAY_DOOR = 'amq.headers';
+/** How often (ms) the levels are declared again while delayed messages go through them: an operator may have deleted one. */
+export const RECHECK_MS = 1000;
 /** Where a delayed message leaves the levels for its destination. */
 export const DELAY_EXIT = 'postage.delay';
 
@@ -35,6 +46,8 @@ export const DELAY_HEADERS = Object.freeze({
   /** The queue a deferred or retried message goes back to when it is due. */
   queue: 'postage-delay-queue',
   bit: (i: number) => `postage-delay-${i}`,
+  /** The level a message enters at: its delay's highest bit. */
+  entry: 'postage-delay-entry',
 });
 
 function level(i: number): string {
@@ -51,11 +64,23 @@ export function checkDelay(what: string, ms: unknown): number {
 
 export type DelayTarget = { exchange: string } | { queue: string };
 
-/** The headers that carry a message through the levels (one per bit set in `ms`) and then to `to`. */
+/** The headers that carry a message into the levels (at its highest bit), through them (one per bit set in `ms`), and then to `to`. */
 export function delayHeaders(ms: number, to: DelayTarget): Record<string, string> {
   const headers: Record<string, string> = 'exchange' in to ? { [DELAY_HEADERS.exchange]: to.exchange } : { [DELAY_HEADERS.queue]: to.queue };
-  for (let i = 0; i < DELAY_LEVELS; i++) if (Math.floor(ms / 2 ** i) % 2 === 1) headers[DELAY_HEADERS.bit(i)] = '1';
+  let top = -1;
+  for (let i = 0; i < DELAY_LEVELS; i++) {
+    if (Math.floor(ms / 2 ** i) % 2 === 1) {
+      headers[DELAY_HEADERS.bit(i)] = '1';
+      top = i;
+    }
+  }
+  if (top >= 0) headers[DELAY_HEADERS.entry] = String(top);
   return headers;
+}
+
+/** The level queue a delay enters at. */
+export function entryQueue(ms: number): string {
+  return level(Math.floor(Math.log2(ms)));
 }
 
 /** A delivered message's headers without what a past delay left on them: its bits, its target, and the levels' dead-lettering records. */
@@ -81,53 +106,75 @@ export function originalExchange(fields: { exchange: string }, headers: Record<s
   return typeof v === 'string' ? v : fields.exchange;
 }
 
-const declared = new WeakMap<Channel, Promise<void>>();
-const bound = new WeakMap<Channel, Map<string, Promise<void>>>();
+/** When the levels were last declared on a channel (they are durable: once per broker in effect, again when found missing). */
+const declared = new WeakMap<Channel, { at: number; done: Promise<void> }>();
+const bound = new WeakMap<Channel, Map<string, { at: number; done: Promise<void> }>>();
 
-/** Declares the levels on `ch`'s connection (once per channel; they are durable, so once per broker in effect). */
-export function declareDelays(ch: Channel): Promise<void> {
-  let done = declared.get(ch);
-  if (!done) {
-    done = (async () => {
-      await ch.assertExchange(DELAY_EXIT, 'headers', { durable: true });
-      for (let i = 0; i < DELAY_LEVELS; i++) {
-        const below = i === 0 ? DELAY_EXIT : level(i - 1);
-        await ch.assertExchange(level(i), 'headers', { durable: true, alternateExchange: below });
-        await ch.assertQueue(level(i), { durable: true, arguments: { 'x-queue-type': 'classic', 'x-message-ttl': 2 ** i, 'x-dead-letter-exchange': below } });
-        await ch.bindQueue(level(i), level(i), '', { 'x-match': 'all', [DELAY_HEADERS.bit(i)]: '1' });
-      }
-    })().catch((err: unknown) => {
-      declared.delete(ch);
-      throw new BrokerError(`cannot declare the delay exchanges and queues (postage.delay.*): ${brokerSaid(err)}. If they exist with other arguments, delete them (they hold delayed messages)`, 'DECLARE_FAILED', {
-        cause: err,
-        amqpCode: amqpCodeOf(err),
-      });
+/** Whether a cached declaration may still be trusted. */
+function fresh(entry: { at: number } | undefined, force: boolean): boolean {
+  return entry !== undefined && !force && Date.now() - entry.at < RECHECK_MS;
+}
+
+/** Declares the levels on `ch`'s connection: again when older than {@link RECHECK_MS}, or when `force`d (a level was found missing). */
+export function declareDelays(ch: Channel, force = false): Promise<void> {
+  const cached = declared.get(ch);
+  if (fresh(cached, force)) return cached!.done;
+  const done = (async () => {
+    await ch.assertExchange(DELAY_EXIT, 'headers', { durable: true });
+    for (let i = 0; i < DELAY_LEVELS; i++) {
+      const below = i === 0 ? DELAY_EXIT : level(i - 1);
+      await ch.assertExchange(level(i), 'headers', { durable: true, alternateExchange: below });
+      await ch.assertQueue(level(i), { durable: true, arguments: { 'x-queue-type': 'classic', 'x-message-ttl': 2 ** i, 'x-dead-letter-exchange': below } });
+      await ch.bindQueue(level(i), level(i), '', { 'x-match': 'all', [DELAY_HEADERS.bit(i)]: '1' });
+      await ch.bindQueue(level(i), DELAY_DOOR, '', { 'x-match': 'all', [DELAY_HEADERS.entry]: String(i) });
+    }
+  })().catch((err: unknown) => {
+    declared.delete(ch);
+    throw new BrokerError(`cannot declare the delay exchanges and queues (postage.delay.*): ${brokerSaid(err)}. If they exist with other arguments, delete them (they hold delayed messages)`, 'DECLARE_FAILED', {
+      cause: err,
+      amqpCode: amqpCodeOf(err),
     });
-    declared.set(ch, done);
-  }
+  });
+  const entry = { at: Date.now(), done };
+  declared.set(ch, entry);
+  void done.then(() => (entry.at = Date.now()), () => undefined);
   return done;
 }
 
-/** Lets delayed messages reach `to` (an exchange, or one queue) when due: declares the levels, then binds the exit to it. */
-export function delayTo(ch: Channel, to: DelayTarget): Promise<void> {
+/** Lets delayed messages reach `to` (an exchange, or one queue) when due: declares the levels, then binds the exit to it (again, as the levels are). */
+export function delayTo(ch: Channel, to: DelayTarget, force = false): Promise<void> {
   const key = 'exchange' in to ? `e:${to.exchange}` : `q:${to.queue}`;
   let perChannel = bound.get(ch);
   if (!perChannel) bound.set(ch, (perChannel = new Map()));
-  let done = perChannel.get(key);
-  if (!done) {
-    const map = perChannel;
-    done = (async () => {
-      await declareDelays(ch);
-      const args = { 'x-match': 'all', ...delayHeaders(0, to) };
-      if ('exchange' in to) await ch.bindExchange(to.exchange, DELAY_EXIT, '', args);
-      else await ch.bindQueue(to.queue, DELAY_EXIT, '', args);
-    })().catch((err: unknown) => {
-      map.delete(key);
-      if (err instanceof BrokerError) throw err;
-      const what = 'exchange' in to ? `exchange '${to.exchange}'` : `queue '${to.queue}'`;
-      throw new BrokerError(`cannot route delayed messages to ${what}: ${brokerSaid(err)}`, 'DECLARE_FAILED', { cause: err, amqpCode: amqpCodeOf(err) });
-    });
-    perChannel.set(key, done);
-  }
+  const cached = perChannel.get(key);
+  if (fresh(cached, force)) return cached!.done;
+  const map = perChannel;
+  const done = (async () => {
+    await declareDelays(ch, force);
+    const args = { 'x-match': 'all', ...delayHeaders(0, to) };
+    if ('exchange' in to) await ch.bindExchange(to.exchange, DELAY_EXIT, '', args);
+    else await ch.bindQueue(to.queue, DELAY_EXIT, '', args);
+  })().catch((err: unknown) => {
+    map.delete(key);
+    if (err instanceof BrokerError) throw err;
+    const what = 'exchange' in to ? `exchange '${to.exchange}'` : `queue '${to.queue}'`;
+    throw new BrokerError(`cannot route delayed messages to ${what}: ${brokerSaid(err)}`, 'DECLARE_FAILED', { cause: err, amqpCode: amqpCodeOf(err) });
+  });
+  perChannel.set(key, { at: Date.now(), done });
   return done;
+}
+
+/**
+ * Sends a message into the levels toward `to`: `publish` publishes it
+ * (mandatory, to {@link DELAY_DOOR}) and resolves to whether a queue took it.
+ * Returned, a level is missing: the levels are declared again and it is sent
+ * once more, so a delayed message is never early and never silently lost.
+ */
+export async function sendDelayed(ch: Channel, to: DelayTarget, ms: number, log: Logger, publish: () => Promise<boolean>): Promise<void> {
+  await delayTo(ch, to);
+  if (await publish()) return;
+  log.warn({ level: entryQueue(ms), delayMs: ms }, `delay level ${entryQueue(ms)} is missing (deleted?): declaring the delay levels again and sending the message again`);
+  await delayTo(ch, to, true);
+  if (await publish()) return;
+  throw new BrokerError(`delay level ${entryQueue(ms)} took no message even after the levels were declared again: check the postage.delay.* queues and the bindings of ${DELAY_DOOR}`, 'UNROUTABLE');
 }

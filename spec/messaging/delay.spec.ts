@@ -4,6 +4,7 @@ import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
+import { RECHECK_MS } from '../../lib/messaging/delay.js';
 
 const quiet = makeLogger('silent');
 
@@ -75,6 +76,51 @@ describe('Delayed delivery', function () {
       expect((both as Error).message).to.match(/_delay and _expiration cannot go together/);
       const dflt = await p.message_job({}, { _delay: 10, _eks: [[{ name: '', type: 'direct' }, f.queue]] }).then(() => undefined, (e: unknown) => e);
       expect((dflt as Error).message).to.match(/_delay needs a named exchange/);
+    });
+  });
+
+  describe('delay levels an operator deleted', () => {
+    /** A processor that records when each job came; a producer; and the levels declared by a first delayed send. */
+    async function setUp() {
+      const arrived: Array<{ n: number; at: number }> = [];
+      const waiting = new Map<number, (at: number) => void>();
+      class Late extends MessageProcessor {
+        @MessageHandler('command', 'job')
+        job(c: { parameters: { n: number } }) {
+          const at = Date.now();
+          arrived.push({ n: c.parameters.n, at });
+          waiting.get(c.parameters.n)?.(at);
+        }
+      }
+      await f.h.start(new Late({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+      const p = await f.producer();
+      const arrival = (n: number) => new Promise<number>((resolve) => waiting.set(n, resolve));
+      const first = arrival(0);
+      await p.message_job({ n: 0 }, { _delay: 5 });
+      await first;
+      return { p, arrival, arrived };
+    }
+
+    it('never delivers early after a level queue was deleted between sends: the send finds it missing and declares the levels again', async () => {
+      const { p, arrival } = await setUp();
+      await deleteTopology(['postage.delay.9']);
+      // 600 ms: bits 9, 6, 4 and 3. Without level 9, the broker would route it past that level (88 ms).
+      const got = arrival(1);
+      const sent = Date.now();
+      await p.message_job({ n: 1 }, { _delay: 600 });
+      expect((await got) - sent).to.be.at.least(600);
+    });
+
+    it('never loses a message after a level exchange was deleted between sends: the levels are declared again before they are used', async () => {
+      const { p, arrival } = await setUp();
+      await deleteTopology([], ['postage.delay.8']);
+      // Level 9 dead-letters into level 8's exchange: gone, the broker would drop the message there.
+      // The next delayed send past the recheck time declares the levels again.
+      await new Promise((r) => setTimeout(r, RECHECK_MS + 50));
+      const got = arrival(2);
+      const sent = Date.now();
+      await p.message_job({ n: 2 }, { _delay: 600 });
+      expect((await got) - sent).to.be.at.least(600);
     });
   });
 

@@ -4,7 +4,7 @@ import type { Logger } from '../../log.js';
 import { openChannel } from '../../transport/channels.js';
 import { Deadlines } from '../../transport/deadlines.js';
 import { amqpCodeOf, brokerSaid, declareExchange, type EksEntry } from '../topology.js';
-import { DELAY_ENTRY, delayHeaders, delayTo } from '../delay.js';
+import { DELAY_DOOR, delayHeaders, sendDelayed } from '../delay.js';
 
 /** One error for every target of a send that no queue took. @internal */
 export function unroutableError(missed: readonly EksEntry[]): BrokerError {
@@ -127,15 +127,13 @@ export class Publisher {
     if (!ch) throw notConnected();
     for (const [exchange] of targets) {
       if (exchange.name === '') throw new TypeError("_delay needs a named exchange to deliver to: the default exchange ('') cannot be bound to");
-      await delayTo(ch, { exchange: exchange.name });
     }
     await Promise.all(
-      targets.map(
-        ([exchange, key]) =>
-          new Promise<void>((resolve, reject) =>
-            this.#publishOne(ch, [{ name: DELAY_ENTRY }, key], content, { ...props, persistent: true, mandatory: false, headers: { ...props.headers, ...delayHeaders(ms, { exchange: exchange.name }) } }, () => resolve(), reject),
-          ),
-      ),
+      targets.map(([exchange, key]) => {
+        const to = { exchange: exchange.name };
+        const delayed = { ...props, persistent: true, mandatory: true, headers: { ...props.headers, ...delayHeaders(ms, to) } };
+        return sendDelayed(ch, to, ms, this.log, () => new Promise<boolean>((resolve, reject) => this.#publishOne(ch, [{ name: DELAY_DOOR }, key], content, delayed, resolve, reject)));
+      }),
     );
   }
 
