@@ -66,7 +66,7 @@ export type DelayTarget = { exchange: string } | { queue: string };
 
 /** The headers that carry a message into the levels (at its highest bit), through them (one per bit set in `ms`), and then to `to`. */
 export function delayHeaders(ms: number, to: DelayTarget): Record<string, string> {
-  const headers: Record<string, string> = 'exchange' in to ? { [DELAY_HEADERS.exchange]: to.exchange } : { [DELAY_HEADERS.queue]: to.queue };
+  const headers = targetHeader(to);
   let top = -1;
   for (let i = 0; i < DELAY_LEVELS; i++) {
     if (Math.floor(ms / 2 ** i) % 2 === 1) {
@@ -74,13 +74,21 @@ export function delayHeaders(ms: number, to: DelayTarget): Record<string, string
       top = i;
     }
   }
-  if (top >= 0) headers[DELAY_HEADERS.entry] = String(top);
+  // No delay at all (a redelivery counted in a header): straight to the exit, and on to its target.
+  headers[DELAY_HEADERS.entry] = top >= 0 ? String(top) : EXIT_ENTRY;
   return headers;
 }
 
-/** The level queue a delay enters at. */
+const EXIT_ENTRY = 'exit';
+
+/** The header the exit routes a due message by. */
+function targetHeader(to: DelayTarget): Record<string, string> {
+  return 'exchange' in to ? { [DELAY_HEADERS.exchange]: to.exchange } : { [DELAY_HEADERS.queue]: to.queue };
+}
+
+/** Where a delay enters: the level queue of its highest bit (the exit for none). */
 export function entryQueue(ms: number): string {
-  return level(Math.floor(Math.log2(ms)));
+  return ms >= 1 ? level(Math.floor(Math.log2(ms))) : DELAY_EXIT;
 }
 
 /** A delivered message's headers without what a past delay left on them: its bits, its target, and the levels' dead-lettering records. */
@@ -121,6 +129,7 @@ export function declareDelays(ch: Channel, force = false): Promise<void> {
   if (fresh(cached, force)) return cached!.done;
   const done = (async () => {
     await ch.assertExchange(DELAY_EXIT, 'headers', { durable: true });
+    await ch.bindExchange(DELAY_EXIT, DELAY_DOOR, '', { 'x-match': 'all', [DELAY_HEADERS.entry]: EXIT_ENTRY });
     for (let i = 0; i < DELAY_LEVELS; i++) {
       const below = i === 0 ? DELAY_EXIT : level(i - 1);
       await ch.assertExchange(level(i), 'headers', { durable: true, alternateExchange: below });
@@ -151,7 +160,7 @@ export function delayTo(ch: Channel, to: DelayTarget, force = false): Promise<vo
   const map = perChannel;
   const done = (async () => {
     await declareDelays(ch, force);
-    const args = { 'x-match': 'all', ...delayHeaders(0, to) };
+    const args = { 'x-match': 'all', ...targetHeader(to) };
     if ('exchange' in to) await ch.bindExchange(to.exchange, DELAY_EXIT, '', args);
     else await ch.bindQueue(to.queue, DELAY_EXIT, '', args);
   })().catch((err: unknown) => {

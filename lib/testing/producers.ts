@@ -3,7 +3,7 @@ import { componentLogger } from '../log.js';
 import { JsonEncoder, type Encoder } from '../messaging/encoder.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type AnyResult, type MessageBody } from '../messaging/messages.js';
 import type { GenericProducer, Producer, ProducerOptions } from '../messaging/producer.js';
-import { Publisher } from '../messaging/send/publisher.js';
+import { Publisher, unroutableError } from '../messaging/send/publisher.js';
 import { RpcClient, type RpcCall } from '../messaging/send/rpc-client.js';
 import { TRANSPORT, type Transport } from '../messaging/send/transport.js';
 import type { EksEntry } from '../messaging/topology.js';
@@ -24,6 +24,14 @@ export type CannedAnswer = ((params: Record<string, unknown>, body: MessageBody<
 export interface TestProducerOptions extends ProducerOptions {
   /** Answers by RPC name. A name without one answers `MessageResultError('No canned answer…')`. */
   rpc?: Record<string, CannedAnswer>;
+  /**
+   * Targets no queue takes, as the broker would see them: `true` for every
+   * target, or names of exchanges (`'orders'`) and of exchanges with a routing
+   * key (`'orders/created'`). A mandatory send (a command, by default) to one
+   * rejects with `BrokerError` `UNROUTABLE` and is not recorded, as the broker
+   * returns it; held by a processor's outbox, it fails the delivery.
+   */
+  unroutable?: true | readonly string[];
 }
 
 const all: SentMessage[] = [];
@@ -61,8 +69,17 @@ class SendLog {
 const names = (targets: readonly EksEntry[]) => targets.map(([e, key]) => [e.name, key] as const);
 
 class RecordingPublisher extends Publisher {
-  constructor(private readonly sends: SendLog) {
+  constructor(
+    private readonly sends: SendLog,
+    private readonly unroutable: true | readonly string[] | undefined,
+  ) {
     super(componentLogger('test-producer'), 1, () => undefined);
+  }
+
+  #routes([exchange, key]: EksEntry): boolean {
+    const u = this.unroutable;
+    if (u === undefined) return true;
+    return u !== true && !u.includes(exchange.name) && !u.includes(`${exchange.name}/${key}`);
   }
   override get isOpen(): boolean {
     return true;
@@ -70,7 +87,9 @@ class RecordingPublisher extends Publisher {
   override async open(_model: ChannelModel, _exchanges: readonly EksEntry[]): Promise<void> {}
   override async close(): Promise<void> {}
   override publish(targets: readonly EksEntry[], props: Options.Publish & { messageId: string; mandatory: boolean }, content: Buffer): Promise<void> {
-    this.sends.record(names(targets), content, props);
+    const routed = targets.filter((t) => this.#routes(t));
+    if (routed.length > 0) this.sends.record(names(routed), content, props);
+    if (props.mandatory && routed.length < targets.length) return Promise.reject(unroutableError(targets.filter((t) => !this.#routes(t))));
     return Promise.resolve();
   }
   override async publishDelayed(targets: readonly EksEntry[], props: Options.Publish & { messageId: string }, content: Buffer, ms: number): Promise<void> {
@@ -121,7 +140,7 @@ export function testProducer<T extends GenericProducer>(Cls: new (options?: Prod
   const sent: SentMessage[] = [];
   const encoder = options.encoder ?? new JsonEncoder();
   const log = new SendLog(encoder, sent);
-  const transport: Transport = { publisher: new RecordingPublisher(log), rpc: new CannedRpc(log, options.rpc ?? {}) };
+  const transport: Transport = { publisher: new RecordingPublisher(log, options.unroutable), rpc: new CannedRpc(log, options.rpc ?? {}) };
   const p = new Cls({ ...options, encoder, [TRANSPORT]: transport } as ProducerOptions);
   Object.defineProperty(p, 'sent', { value: sent, enumerable: false });
   return p as Producer<T> & { readonly sent: SentMessage[] };

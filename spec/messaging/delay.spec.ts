@@ -122,6 +122,28 @@ describe('Delayed delivery', function () {
       await p.message_job({ n: 2 }, { _delay: 600 });
       expect((await got) - sent).to.be.at.least(600);
     });
+    it('never hands a deferred message back early after a level queue was deleted: the defer finds it missing too', async () => {
+      const runs: number[] = [];
+      const done = deferred();
+      class Deferring extends MessageProcessor {
+        @MessageHandler('command', 'job')
+        async job() {
+          runs.push(Date.now());
+          // The first defer declares the levels on the processor's channel; then level 9 goes.
+          if (runs.length === 1) throw new DeferMessage(5);
+          if (runs.length === 2) {
+            await deleteTopology(['postage.delay.9']);
+            runs[1] = Date.now();
+            throw new DeferMessage(600);
+          }
+          done.resolve();
+        }
+      }
+      await f.h.start(new Deferring({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+      await (await f.producer()).message_job({});
+      await done.promise;
+      expect(runs[2] - runs[1]).to.be.at.least(600);
+    });
   });
 
   describe('DeferMessage', () => {

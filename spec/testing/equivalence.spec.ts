@@ -5,9 +5,10 @@
  */
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { DeferMessage, MessageHandler, MessageProcessor, RejectMessage, RequeueMessage, RpcHandler, type DeliveryEvent } from '../../lib/index.js';
+import type { StandardSchemaV1 } from '@standard-schema/spec';
+import { DeferMessage, EncryptedJsonEncoder, GenericProducer, MessageHandler, MessageProcessor, RejectMessage, RequeueMessage, RpcHandler, type DeliveryEvent, type IdempotencyStore, type MessageSender } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { ProcessorHarness } from '../../lib/testing/index.js';
+import { ProcessorHarness, testProducer } from '../../lib/testing/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness } from '../support/components.js';
 import { command } from '../support/schema.js';
@@ -15,6 +16,20 @@ import { deleteTopology, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
 const env = (type: string, name: string, content: unknown, category = 'message') => JSON.stringify({ type, name, category, version: '2', fingerprint: { name: 'eq' }, content, _reserved: {} });
+
+/** Where the `unroutable` handler sends: a real producer to an exchange nothing is bound to, or a test producer told so. */
+const lost = { name: unique('eq-nowhere'), type: 'direct', durable: false } as const;
+class Nowhere extends GenericProducer {
+  static override eks = [[lost, 'none'] as const];
+  declare message_lost: MessageSender;
+}
+let nowhere: Nowhere;
+const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
+const hangs: StandardSchemaV1<unknown, unknown> = { '~standard': { version: 1, vendor: 'spec', validate: () => never() } };
+/** Never answers for one message id (its case's), and knows nothing of the others. */
+const HANGING_ID = 'case-dedupe';
+const store: IdempotencyStore = { seen: (key) => (key.endsWith(`/${HANGING_ID}`) ? never<boolean>() : false), remember() {} };
+const sealed = new EncryptedJsonEncoder({ keys: { k: Buffer.alloc(32, 7) } }).encode({ type: 'command', name: 'ok', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} }).toString();
 
 class Mixed extends MessageProcessor {
   @MessageHandler('command', 'ok')
@@ -51,6 +66,18 @@ class Mixed extends MessageProcessor {
   boom() {
     throw new RangeError('boom');
   }
+  @MessageHandler('command', 'slow', { timeoutMs: 100 })
+  async slow() {
+    await new Promise((r) => setTimeout(r, 250));
+    // Past its time limit: refused, never published.
+    await nowhere.message_lost({}).catch(() => undefined);
+  }
+  @MessageHandler('command', 'hanging-schema', { schema: hangs, timeoutMs: 100 })
+  hangingSchema() {}
+  @MessageHandler('command', 'unroutable')
+  async unroutable() {
+    await nowhere.message_lost({});
+  }
 }
 
 const CASES: Array<[string, string, { replyTo?: boolean }?]> = [
@@ -78,7 +105,14 @@ const CASES: Array<[string, string, { replyTo?: boolean }?]> = [
   ['an empty body', ''],
   ['an envelope without a type', JSON.stringify({ name: 'ok', category: 'message', content: {} })],
   ['an envelope with an unknown category', env('command', 'ok', {}, 'telepathy')],
+  ['a handler past its time limit, sending late', env('command', 'slow', { parameters: {} })],
+  ['an idempotency store that never answers', env('command', 'ok', { parameters: {} })],
+  ['an async schema that never answers', env('command', 'hanging-schema', { parameters: {} })],
+  ['an encrypted message to a component without keys', sealed],
+  ['a held send no queue takes', env('command', 'unroutable', { parameters: {} })],
 ];
+/** The message id a case is sent with (the idempotency case's is the one its store hangs on). */
+const idOf = (i: number) => (CASES[i][0] === 'an idempotency store that never answers' ? HANGING_ID : `case-${i}`);
 
 interface Seen {
   outcome: DeliveryEvent['outcome'];
@@ -86,7 +120,7 @@ interface Seen {
   replied: boolean;
 }
 const seen = (e: { outcome: DeliveryEvent['outcome']; error: unknown }, replied: boolean): Seen => ({ outcome: e.outcome, error: (e.error as Error | undefined)?.name, replied });
-const options = () => ({ logger: quiet, handleSignals: false, errorExchange: unique('eq-errors'), maxDeliveries: 2, retry: { attempts: 2, backoffMs: 1 } });
+const options = () => ({ logger: quiet, handleSignals: false, errorExchange: unique('eq-errors'), maxDeliveries: 2, retry: { attempts: 2, backoffMs: 1 }, deduplicate: store, handlerTimeoutMs: 300 });
 
 describe('ProcessorHarness and the broker', function () {
   this.timeout(60_000);
@@ -107,6 +141,7 @@ describe('ProcessorHarness and the broker', function () {
       });
       void h.start(p);
     });
+    nowhere = await Nowhere.create({ url });
     const conn = await amqp.connect(url);
     try {
       const ch = await conn.createConfirmChannel();
@@ -114,27 +149,36 @@ describe('ProcessorHarness and the broker', function () {
       const { queue: replies } = await ch.assertQueue('', { exclusive: true });
       // The processor's queue is bound once it is ready: wait for it.
       for (let i = 0; i < 100 && (await ch.checkQueue(queue).then(() => false, () => true)); i++) await new Promise((r) => setTimeout(r, 20));
-      CASES.forEach(([, body, o], i) => ch.publish(ex.name, 'k', Buffer.from(body), { messageId: `case-${i}`, correlationId: `c-${i}`, replyTo: o?.replyTo ? replies : undefined }));
+      CASES.forEach(([, body, o], i) => ch.publish(ex.name, 'k', Buffer.from(body), { messageId: idOf(i), correlationId: `c-${i}`, replyTo: o?.replyTo ? replies : undefined }));
       await ch.waitForConfirms();
       await all;
     } finally {
       await h.close();
       await conn.close();
-      await deleteTopology([queue, opts.errorExchange], [ex.name, opts.errorExchange]).catch(() => undefined);
+      await nowhere.close();
+      await deleteTopology([queue, opts.errorExchange], [ex.name, opts.errorExchange, lost.name]).catch(() => undefined);
     }
     // Through the harness.
+    nowhere = testProducer(Nowhere, { unroutable: [lost.name] });
     const harness = await ProcessorHarness.start(Mixed, options());
     const viaHarness = new Map<string, Seen>();
     try {
       for (const [i, [, body, o]] of CASES.entries()) {
-        const r = await harness.deliver(body, { messageId: `case-${i}`, correlationId: `c-${i}`, replyTo: o?.replyTo ? 'replies' : undefined });
-        viaHarness.set(`case-${i}`, seen(r, r.reply !== undefined));
+        const r = await harness.deliver(body, { messageId: idOf(i), correlationId: `c-${i}`, replyTo: o?.replyTo ? 'replies' : undefined });
+        viaHarness.set(idOf(i), seen(r, r.reply !== undefined));
       }
     } finally {
       await harness.close();
     }
-    const table = CASES.map(([what], i) => ({ what, broker: viaBroker.get(`case-${i}`), harness: viaHarness.get(`case-${i}`) }));
+    const table = CASES.map(([what], i) => ({ what, broker: viaBroker.get(idOf(i)), harness: viaHarness.get(idOf(i)) }));
     for (const row of table) expect(row.harness, row.what).to.deep.equal(row.broker);
+    // And each of the cases where features meet ends as it should (the same way on both sides, checked above).
+    const row = (what: string) => table.find((r) => r.what === what)!.broker;
+    expect(row('a handler past its time limit, sending late')).to.deep.equal({ outcome: 'dead-lettered', error: 'HandlerTimeout', replied: false });
+    expect(row('an idempotency store that never answers')).to.deep.equal({ outcome: 'acked', error: undefined, replied: false });
+    expect(row('an async schema that never answers')).to.deep.equal({ outcome: 'dead-lettered', error: 'HandlerTimeout', replied: false });
+    expect(row('an encrypted message to a component without keys')).to.deep.equal({ outcome: 'rejected', error: 'MalformedMessage', replied: false });
+    expect(row('a held send no queue takes')).to.deep.equal({ outcome: 'dead-lettered', error: 'BrokerError', replied: false });
     // The table covers every kind of ending.
     expect(new Set(table.map((r) => r.broker!.outcome))).to.deep.equal(new Set(['acked', 'rejected', 'dead-lettered', 'requeued', 'deferred']));
   });
