@@ -9,9 +9,10 @@ import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { checkDelay } from './delay.js';
-import type { DispatchContext, MiddlewareContext, ProcessorMiddleware, RetryOptions } from './delivery/parts.js';
+import type { DispatchContext } from './delivery/parts.js';
+import type { DeliveryEvent, MiddlewareContext, ProcessorMiddleware, RetryOptions } from './delivery/public.js';
 import type { DeliveryInfo } from './delivery/context.js';
-import { DeliveryPipeline, type DeliveryEvent } from './delivery/pipeline.js';
+import { DeliveryPipeline } from './delivery/pipeline.js';
 import { registryFor, type Registry } from './delivery/registry.js';
 import { ack, type SettleContext } from './delivery/settle.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
@@ -20,8 +21,7 @@ import { describeProcessor, type ProcessorDescription } from './describe.js';
 import { constructorForm, type ComponentOptions } from './options.js';
 import type { Eqk } from './topology.js';
 
-export type { DeliveryEvent } from './delivery/pipeline.js';
-export type { RetryOptions, ProcessorMiddleware, MiddlewareContext } from './delivery/parts.js';
+export type { DeliveryEvent, RetryOptions, ProcessorMiddleware, MiddlewareContext } from './delivery/public.js';
 
 export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
   /**

@@ -141,6 +141,60 @@ describe('A delivery\'s scope', function () {
     });
   });
 
+  describe('a processor that closes', () => {
+    it('aborts the signal of a run in flight, so a handler waiting on it ends and the delivery settles before close() resolves', async () => {
+      const waiting = deferred();
+      let reason: unknown;
+      class Waits extends MessageProcessor {
+        @MessageHandler('command', 'job')
+        async job() {
+          const signal = currentDelivery()!.signal;
+          waiting.resolve();
+          await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
+          reason = signal.reason;
+        }
+      }
+      const p = new Waits({ url: f.url, logger: quiet, handleSignals: false, eqk: [[f.ex, [[f.queue, 'k']]]] });
+      const ended = events(p, 1);
+      await f.h.start(p);
+      await (await f.producer()).message_job({});
+      await waiting.promise;
+      await p.close();
+      expect(reason).to.not.equal(undefined);
+      expect((await ended)[0].outcome).to.equal('acked');
+    });
+  });
+
+  describe('an abandoned handler', () => {
+    it('that rejects after its time limit is logged at debug, never an unhandled rejection', async () => {
+      const unhandled: unknown[] = [];
+      const onUnhandled = (err: unknown) => unhandled.push(err);
+      process.on('unhandledRejection', onUnhandled);
+      try {
+        const lines: string[] = [];
+        const logger = makeLogger('debug', { write: (l: string) => void lines.push(l) });
+        const rejected = deferred();
+        class Late extends MessageProcessor {
+          @MessageHandler('command', 'job', { timeoutMs: 100 })
+          async job() {
+            await sleep(300);
+            setImmediate(() => rejected.resolve());
+            throw new Error('too late to matter');
+          }
+        }
+        const p = new Late({ url: f.url, logger, eqk: [[f.ex, [[f.queue, 'k']]]] });
+        await f.h.start(p);
+        await (await f.producer()).message_job({});
+        await rejected.promise;
+        await sleep(20);
+        expect(unhandled).to.deep.equal([]);
+        expect(lines.some((l) => l.includes('too late to matter') && l.includes('after its time limit'))).to.equal(true);
+      } finally {
+        process.off('unhandledRejection', onUnhandled);
+      }
+    });
+  });
+
   describe('an idempotency store that never answers', () => {
     for (const which of ['seen', 'remember'] as const) {
       it(`does not wedge the processor when ${which}() hangs: every message is handled, and close() resolves`, async () => {

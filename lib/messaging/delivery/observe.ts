@@ -1,26 +1,9 @@
 import type { Yielded } from '../../microthreads/thread.js';
 import type { Outcome } from './outcome.js';
-import type { DeliveryState, Next } from './state.js';
+import type { DeliveryEvent } from './public.js';
 
-/** What became of a delivery, as `observe()` tells it. */
-export interface DeliveryEvent {
-  category: string | undefined;
-  type: string | undefined;
-  name: string | undefined;
-  messageId: string | undefined;
-  /**
-   * acked (handled, or a stream served), rejected (malformed, `RejectMessage`, failed without an
-   * error exchange, over `maxDeliveries`), dead-lettered (to the error exchange), deferred
-   * (`DeferMessage`, a delayed retry), requeued (`RequeueMessage`, a send that failed), left
-   * (unsettled: the processor was closing), exited / restarted (quit, restart).
-   */
-  outcome: 'acked' | 'rejected' | 'dead-lettered' | 'deferred' | 'requeued' | 'left' | 'exited' | 'restarted';
-  /** Why, for a failure, a reject, a retry. */
-  error: unknown;
-  deferMs: number | undefined;
-  /** Whether a reply went to its reply_to. */
-  replied: boolean;
-}
+export type { DeliveryEvent } from './public.js';
+import type { DeliveryState, Next } from './state.js';
 
 /** Stage: once the delivery is settled (or settling threw an exit), its observers are told what became of it. */
 export function* observe(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {

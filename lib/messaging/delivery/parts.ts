@@ -3,30 +3,12 @@ import type { Logger } from '../../log.js';
 import type { GenericConsumer } from '../consumer.js';
 import type { FingerprintDict } from '../fingerprint.js';
 import type { IdempotencyStore } from '../idempotency.js';
-import type { MessageBody } from '../messages.js';
 import type { DeliveryInfo } from './context.js';
-import type { DeliveryEvent } from './observe.js';
+
+export type { DeliveryEvent, MiddlewareContext, ProcessorMiddleware, RetryOptions } from './public.js';
+import type { DeliveryEvent, ProcessorMiddleware, RetryOptions } from './public.js';
 import type { Registry } from './registry.js';
 import type { SettleContext } from './settle.js';
-
-/** How a failing message's handlers run again. */
-export interface RetryOptions {
-  /** Handler runs in all, the first included. @default 3 */
-  attempts?: number;
-  /** Wait before the second run; doubled each time. @default 100 */
-  backoffMs?: number;
-  /** The longest wait between runs. @default 5000 */
-  maxBackoffMs?: number;
-  /**
-   * Retries through the broker after the immediate runs have all failed:
-   * the message goes back to its queue after each of these delays (ms) in
-   * turn, held by the broker, so a component restarted meanwhile still makes
-   * the next one; each comes with `attempts` runs again. After the last, the
-   * error exchange (or a reject), with the runs in all (`x-attempts`) and the
-   * last error. @default [] (none)
-   */
-  delays?: readonly number[];
-}
 
 /** Headers a delayed retry or a defer carries, read when the copy comes back. */
 export const RETRY_HEADERS = Object.freeze({
@@ -39,20 +21,6 @@ export const RETRY_HEADERS = Object.freeze({
   /** Defers (`DeferMessage`) so far. */
   deferrals: 'postage-deferrals',
 });
-
-/** What a processor's middleware is given: the delivery (as `currentDelivery()`) and its decoded envelope. */
-export interface MiddlewareContext {
-  readonly delivery: DeliveryInfo;
-  readonly message: MessageBody<object>;
-}
-
-/**
- * A processor middleware (`processor.use`), Koa's convention: runs around
- * the handlers of every delivery, inside its scope, time limit and outbox;
- * `await next()` runs the rest once. Throwing fails the delivery as a failing
- * handler does (retries, then the error exchange or a reject).
- */
-export type ProcessorMiddleware = (ctx: MiddlewareContext, next: () => Promise<void>) => unknown;
 
 /** What serving an RPC stream needs of the consumer (the processor gives its consumer's). */
 export interface StreamServer {
