@@ -4,9 +4,10 @@ import { BrokerError, ValidationError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { randomBytes } from 'node:crypto';
 import { openChannel } from '../transport/channels.js';
-import { flushChannel } from '../transport/coalesce.js';
+import { flushChannel } from '../transport/amqplib-adapter.js';
 import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
+import type { ConnectionStatus } from '../transport/status.js';
 import { AckBatcher } from './acks.js';
 import { type Encoder } from './encoder.js';
 import { defaultEncoder } from './encryption.js';
@@ -94,7 +95,22 @@ export class GenericConsumer {
         this.#tags.clear();
       },
       isOpen: () => this.#channel !== undefined,
+      // A shared connection closing closes what is on it: the processor that owns this consumer, drained, or the consumer.
+      close: () => (this.#owner ? this.#owner() : this.close()),
     });
+  }
+
+  /** What closes with a shared connection instead of this consumer alone (its processor). */
+  #owner: (() => Promise<void>) | undefined;
+
+  /** A processor's close, run when the consumer's shared connection closes. @internal */
+  closeWith(owner: () => Promise<void>): void {
+    this.#owner = owner;
+  }
+
+  /** Where its connection stands: connecting, ready, reconnecting, blocked, closed. */
+  get status(): ConnectionStatus {
+    return this.#link.status;
   }
 
   /** Connection events: 'connected' (after a reconnection), 'disconnected' (err), 'blocked' (reason), 'unblocked'. */
@@ -113,7 +129,13 @@ export class GenericConsumer {
   ready(): Promise<void> {
     this.#ready ??= (async () => {
       await this.#link.connect();
-      await this.addEqk(this.#eqk);
+      try {
+        await this.addEqk(this.#eqk);
+      } catch (err) {
+        // Refused (an exchange of another type, a queue with other arguments): nothing stays open, nothing reopens.
+        await this.close();
+        throw err;
+      }
     })();
     return this.#ready;
   }
@@ -272,6 +294,7 @@ export class GenericConsumer {
    * they go out now, followed by a basic.qos (the same prefetch again), and a
    * channel's frames are handled in order, so its qos-ok vouches for them.
    * Without a channel there is nothing to vouch for (unsettled deliveries are redelivered).
+   * @internal
    */
   async settled(): Promise<void> {
     const ch = this.#channel;
@@ -285,6 +308,7 @@ export class GenericConsumer {
    * (declared durable fanout, with a durable queue of the same name) with
    * the error and where it came from in headers; resolves once the broker
    * confirmed it, so acking the original afterwards loses nothing.
+   * @internal
    */
   async deadLetter(msg: ConsumeMessage, exchange: string, err: unknown, attempts: number): Promise<void> {
     const ch = await this.errorChannel(exchange);
@@ -313,6 +337,7 @@ export class GenericConsumer {
    * from in `ms` through the delay levels (a defer, a delayed retry): to that
    * queue alone, not to its exchange's other queues. Resolves once the broker
    * confirmed the copy, so acking the original afterwards loses nothing.
+   * @internal
    */
   async delay(msg: ConsumeMessage, ms: number, headers: Record<string, unknown>): Promise<void> {
     const queue = this.queueOf(msg);
@@ -337,7 +362,7 @@ export class GenericConsumer {
     );
   }
 
-  /** The queue a delivery came from, while its channel is the current one. */
+  /** The queue a delivery came from, while its channel is the current one. @internal */
   queueOf(msg: ConsumeMessage): string | undefined {
     const tag = msg.fields.consumerTag as string | undefined;
     if (tag === undefined || !this.#channelTags.has(tag)) return undefined;
@@ -350,6 +375,7 @@ export class GenericConsumer {
    * `exchange` (durable fanout) and its queue of the same name declared on
    * it: at ready(), so that both exist before the first failure, and again
    * after a reconnection.
+   * @internal
    */
   async errorChannel(exchange: string): Promise<ConfirmChannel> {
     const ch = await this.#sideChannel();
@@ -389,7 +415,7 @@ export class GenericConsumer {
     return this.encoder.decode(content);
   }
 
-  /** Encodes an RPC result (a bare value is wrapped in `MessageResult`); throws when it cannot be encoded. */
+  /** Encodes an RPC result (a bare value is wrapped in `MessageResult`); throws when it cannot be encoded. @internal */
   encodeReply(result: Message<object> | unknown): Buffer {
     const body = isMessage(result) ? result.body : new MessageResult(result).body;
     return this.encoder.encode(body) as Buffer;
@@ -408,7 +434,7 @@ export class GenericConsumer {
     this.sendReply(msg, this.encodeReply(result));
   }
 
-  /** {@link rpcReply} for a result already encoded with {@link encodeReply}; `headers` go with it. */
+  /** {@link rpcReply} for a result already encoded with {@link encodeReply}; `headers` go with it. @internal */
   sendReply(msg: ConsumeMessage, content: Buffer, headers?: Record<string, unknown>): void {
     const replyTo = msg.properties.replyTo as string | undefined;
     if (!replyTo) {
@@ -436,6 +462,7 @@ export class GenericConsumer {
    * Makes the current channel ready to serve RPC streams: its direct reply-to
    * is consumed, so that the stream messages it sends carry an address their
    * callers answer to (credit, cancel, keepalive). Once per channel.
+   * @internal
    */
   async streamControl(): Promise<void> {
     const ch = this.channel;
@@ -456,7 +483,7 @@ export class GenericConsumer {
     }
   }
 
-  /** Listens for a stream's control messages (by its correlation id); returns how to stop. */
+  /** Listens for a stream's control messages (by its correlation id); returns how to stop. @internal */
   watchStream(correlationId: string, listener: (headers: Record<string, unknown> | undefined) => void): () => void {
     this.#streamWatchers.set(correlationId, listener);
     return () => this.#streamWatchers.delete(correlationId);
@@ -466,6 +493,7 @@ export class GenericConsumer {
    * Sends one stream message to the caller of `msg`, with this channel's
    * direct reply-to as the address to answer; false when the channel it
    * must go on (the request's) is gone.
+   * @internal
    */
   streamSend(msg: ConsumeMessage, content: Buffer, headers: Record<string, unknown>): boolean {
     const ch = this.#channel;

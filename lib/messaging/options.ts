@@ -1,7 +1,7 @@
-import type { ChannelModel } from 'amqplib';
 import type { Logger } from '../log.js';
 import type { ConnectOptions } from '../transport/connection.js';
 import type { ReconnectOptions } from '../transport/managed.js';
+import type { SharedConnection } from '../transport/link.js';
 import type { Encoder } from './encoder.js';
 import type { FingerprintDict } from './fingerprint.js';
 
@@ -9,8 +9,13 @@ import type { FingerprintDict } from './fingerprint.js';
 export interface ComponentOptions extends ConnectOptions {
   /** Merged over the fingerprint taken from the OS and the class name. */
   fingerprint?: Partial<FingerprintDict>;
-  /** Share a connection instead of opening one (the owner of a shared connection handles its loss). */
-  connection?: ChannelModel;
+  /**
+   * Share a connection instead of opening one: a postage-ts connection from
+   * `connect()` (it reconnects, and sets this component up again after each
+   * loss), or, as the advanced case, a raw amqplib `ChannelModel` (whose owner
+   * handles its loss: nothing on it recovers by itself).
+   */
+  connection?: SharedConnection;
   encoder?: Encoder;
   /** A pino logger (a child of the host application's, for example); defaults to postage-ts's own. */
   logger?: Logger;

@@ -5,6 +5,7 @@ import { closeOnSignal, DEFAULT_DRAIN_MS } from '../lifecycle/signals.js';
 import { componentLogger, type Logger } from '../log.js';
 import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
+import type { ConnectionStatus } from '../transport/status.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './idempotency.js';
@@ -252,6 +253,8 @@ export class MessageProcessor extends MicroThread {
       middleware: [],
       observers: new Set(),
     });
+    // A shared connection that closes closes this processor as its own close() does: drained.
+    this.consumer.closeWith(() => this.close());
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
     const intake = this.#pipeline.intake;
     this.consumer.on('disconnected', () => intake.drop());
@@ -273,11 +276,18 @@ export class MessageProcessor extends MicroThread {
   /** Resolves once its exchanges and queues are declared and bound; from then on nothing published to them is lost. */
   ready(): Promise<void> {
     this.#ready ??= (async () => {
-      await this.consumer.ready();
-      // The error exchange and its queue exist from the start, not from the first failure.
-      if (this.#errorExchange) await this.consumer.errorChannel(this.#errorExchange);
-      const pipeline = this.#pipeline;
-      await this.consumer.startConsuming((msg) => pipeline.deliver(msg));
+      try {
+        await this.consumer.ready();
+        // The error exchange and its queue exist from the start, not from the first failure.
+        if (this.#errorExchange) await this.consumer.errorChannel(this.#errorExchange);
+        const pipeline = this.#pipeline;
+        await this.consumer.startConsuming((msg) => pipeline.deliver(msg));
+      } catch (err) {
+        // Nothing stays open and nothing reopens: the process can exit, or try again with a new processor.
+        this.#pipeline.stop();
+        await this.consumer.close().catch(() => undefined);
+        throw err;
+      }
       // On SIGTERM / SIGINT: stop taking deliveries, finish the one in flight, ack it, close.
       if (this.#signals) this.#forgetSignal = closeOnSignal(this);
     })();
@@ -294,6 +304,11 @@ export class MessageProcessor extends MicroThread {
   off<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
     this.consumer.off(event, listener);
     return this;
+  }
+
+  /** Where its connection stands: connecting, ready, reconnecting (attempt, last error), blocked (reason), closed. */
+  get status(): ConnectionStatus {
+    return this.consumer.status;
   }
 
   /** Adds bindings at run time. */

@@ -5,6 +5,7 @@ import { BrokerError, PostageError, TopologyError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
+import type { ConnectionStatus } from '../transport/status.js';
 import { type Encoder } from './encoder.js';
 import { defaultEncoder } from './encryption.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
@@ -203,6 +204,7 @@ export class GenericProducer {
           this.#rpc.lost();
         },
         isOpen: () => this.#publisher.isOpen && this.#rpc.isOpen,
+        close: () => this.close(),
       },
     );
     this.#link.on('blocked', () => this.#publisher.pause());
@@ -229,7 +231,13 @@ export class GenericProducer {
   /** Builds a producer, connects it and declares its eks. */
   static async create<T extends GenericProducer>(this: new (options?: ProducerOptions) => T, options: ProducerOptions = {}): Promise<Producer<T>> {
     const p = new this(options);
-    await p.connect();
+    try {
+      await p.connect();
+    } catch (err) {
+      // Refused (a wrong password, an exchange redeclared with another type): nothing stays open, so the process can exit.
+      await p.close().catch(() => undefined);
+      throw err;
+    }
     return p as Producer<T>;
   }
 
@@ -265,9 +273,14 @@ export class GenericProducer {
     return this.#link.model;
   }
 
+  /** Where its connection stands: connecting, ready, reconnecting (attempt, last error), blocked (reason), closed. */
+  get status(): ConnectionStatus {
+    return this.#link.status;
+  }
+
   #notConnected = (): BrokerError =>
     new BrokerError(
-      this.#link.ownsConnection ? 'producer is not connected to RabbitMQ (reconnecting): send again once it is back' : 'producer is not connected: use `await Producer.create()` or `await producer.connect()`',
+      this.#link.recovers ? 'producer is not connected to RabbitMQ (reconnecting): send again once it is back' : 'producer is not connected: use `await Producer.create()` or `await producer.connect()`',
       'NOT_CONNECTED',
     );
 
@@ -381,7 +394,7 @@ export class GenericProducer {
     const mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
     const full = { ...props, mandatory, contentType: this.encoder.contentType };
     const send = (): Promise<void> => {
-      if (!this.#publisher.isOpen && this.#link.ownsConnection && this.#whileDisconnected === 'buffer' && !this.#link.closed) {
+      if (!this.#publisher.isOpen && this.#link.recovers && this.#whileDisconnected === 'buffer' && !this.#link.closed) {
         // Held until the connection is back, then sent in order; the promise settles with that send.
         return new Promise<void>((resolve, reject) => this.#held.push(() => send().then(resolve, reject)));
       }

@@ -1,5 +1,6 @@
 import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
 import { BrokerError } from '../errors.js';
+import { channelLimit, openChannelCount } from './amqplib-adapter.js';
 
 /**
  * Opens a channel (a confirm channel with `confirm`), turning a connection
@@ -12,9 +13,9 @@ export async function openChannel(model: ChannelModel, confirm = false): Promise
   try {
     return confirm ? await model.createConfirmChannel() : await model.createChannel();
   } catch (err) {
-    const max = (model.connection as unknown as { channelMax?: unknown }).channelMax;
+    const max = channelLimit(model);
     // amqplib allocates channel numbers itself and throws before asking the broker when none is free.
-    if (typeof max === 'number' && openChannels(model) >= max) {
+    if (max !== undefined && openChannelCount(model) >= max) {
       throw new BrokerError(
         `this connection has no channel left (all ${max} are open): each producer takes two and each consumer one. Give some components a connection of their own, close the ones you no longer use, or raise the broker's channel_max.`,
         'CHANNELS_EXHAUSTED',
@@ -23,9 +24,4 @@ export async function openChannel(model: ChannelModel, confirm = false): Promise
     }
     throw err;
   }
-}
-
-function openChannels(model: ChannelModel): number {
-  const channels = (model.connection as unknown as { channels?: unknown[] }).channels;
-  return Array.isArray(channels) ? channels.filter(Boolean).length - 1 : 0;
 }

@@ -4,8 +4,7 @@ import { brokerUrls, checkBrokerUrls, config, DEFAULTS, redactUrl, type Hup } fr
 import { BrokerError, ConfigError } from '../errors.js';
 import { tlsFailure, tlsSocketOptions, type TlsOptions } from './tls.js';
 import { rootLogger, type Logger } from '../log.js';
-import { coalesceWrites } from './coalesce.js';
-import { takeHandshakeRefusal, watchHandshakes } from './handshake.js';
+import { coalesceWrites, takeHandshakeRefusal, watchHandshakes } from './amqplib-adapter.js';
 
 /** How a component reaches its broker; every field falls back to `POSTAGE_*`. */
 export interface ConnectOptions {

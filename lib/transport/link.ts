@@ -1,9 +1,15 @@
 import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
 import { BrokerError } from '../errors.js';
+import { expectsSocketClose } from './amqplib-adapter.js';
 import type { Logger } from '../log.js';
 import type { ConnectOptions } from './connection.js';
 import { ManagedConnection, reopenSoon, type ConnectionEvent, type ConnectionEvents, type ReconnectOptions } from './managed.js';
+import { Connection } from './shared.js';
+import type { ConnectionStatus } from './status.js';
+
+/** What a component's `connection` option may be: a shared postage-ts connection (`connect()`), or a raw amqplib one (the advanced case: its owner handles its loss). */
+export type SharedConnection = Connection | ChannelModel;
 
 /** What a component does on its link's connection. */
 export interface LinkHooks {
@@ -13,6 +19,8 @@ export interface LinkHooks {
   lost(): void;
   /** Whether the component has its channels (a reopen already happened). */
   isOpen(): boolean;
+  /** Closes the component: its shared connection is closing. */
+  close(): Promise<void>;
 }
 
 /**
@@ -25,15 +33,23 @@ export interface LinkHooks {
  */
 export class Link {
   readonly #events = new EventEmitter();
-  readonly #opts: ConnectOptions & { connection?: ChannelModel; reconnect?: ReconnectOptions };
+  readonly #opts: ConnectOptions & { reconnect?: ReconnectOptions };
   readonly #log: Logger;
   readonly #what: string;
   readonly #hooks: LinkHooks;
+  /** A raw amqplib connection given by the application: it handles its loss. */
+  readonly #raw: ChannelModel | undefined;
+  /** A shared postage-ts connection: it reconnects, and runs this component's setup again. */
+  readonly #shared: Connection | undefined;
+  #detach: (() => void) | undefined;
   #managed: ManagedConnection | undefined;
   #closed = false;
 
-  constructor(opts: ConnectOptions & { connection?: ChannelModel; reconnect?: ReconnectOptions }, log: Logger, what: string, hooks: LinkHooks) {
-    this.#opts = opts;
+  constructor(opts: ConnectOptions & { connection?: SharedConnection; reconnect?: ReconnectOptions }, log: Logger, what: string, hooks: LinkHooks) {
+    const { connection, ...rest } = opts;
+    this.#opts = rest;
+    if (Connection.is(connection)) this.#shared = connection;
+    else this.#raw = connection;
     this.#log = log;
     this.#what = what;
     this.#hooks = hooks;
@@ -41,28 +57,54 @@ export class Link {
 
   /** The connection now: the shared one, or this component's own while it is up. */
   get model(): ChannelModel | undefined {
-    return this.#opts.connection ?? this.#managed?.model;
+    return this.#raw ?? (this.#shared ? this.#shared.model : this.#managed?.model);
   }
 
-  /** Whether the connection is this component's own (it reconnects by itself). */
-  get ownsConnection(): boolean {
-    return this.#opts.connection === undefined;
+  /** Whether the connection comes back by itself after a loss (this component's own, or a shared postage-ts one). */
+  get recovers(): boolean {
+    return this.#raw === undefined;
+  }
+
+  /** Where the connection stands (a raw amqplib one: ready while it is open). */
+  get status(): ConnectionStatus {
+    if (this.#closed) return { state: 'closed' };
+    if (this.#shared) return this.#shared.status;
+    if (this.#raw) return { state: 'ready' };
+    return this.#managed?.status ?? { state: 'connecting' };
   }
 
   get closed(): boolean {
     return this.#closed;
   }
 
-  /** Connects (the first time fails at once with a clear error), then opens the component's channels. */
+  /**
+   * Connects (the first time fails at once with a clear error), then opens the
+   * component's channels. A failure leaves nothing open: the component's own
+   * connection is closed, and it does not reopen by itself.
+   */
   async connect(): Promise<void> {
-    let model = this.#opts.connection;
-    if (!model) {
-      const managed = new ManagedConnection(this.#opts, this.#log);
-      this.#managed = managed;
-      model = await managed.connect();
-      managed.serve(this.#events, () => this.#hooks.lost(), (m) => this.#hooks.open(m));
+    try {
+      let model = this.#raw;
+      if (this.#shared) {
+        // Reconnecting: this component is set up once the connection is back.
+        if (this.#shared.status.state !== 'closed' && !this.#shared.model) {
+          for await (const s of this.#shared.statusChanges()) if (s.state === 'ready' || s.state === 'closed') break;
+        }
+        model = this.#shared.model;
+        if (!model || this.#shared.status.state === 'closed') throw new BrokerError('the shared connection is closed: connect() again', 'CLOSED');
+        this.#detach = this.#shared.attach({ setup: (m) => this.#hooks.open(m), lost: () => this.#hooks.lost(), close: () => this.#hooks.close(), events: this.#events });
+      } else if (!model) {
+        const managed = new ManagedConnection(this.#opts, this.#log);
+        this.#managed = managed;
+        model = await managed.connect();
+        managed.serve(this.#events, () => this.#hooks.lost(), (m) => this.#hooks.open(m));
+      }
+      await this.#hooks.open(model);
+      this.#managed?.board.set({ state: 'ready' });
+    } catch (err) {
+      await this.close();
+      throw err;
     }
-    await this.#hooks.open(model);
   }
 
   /**
@@ -77,7 +119,7 @@ export class Link {
     this.#hooks.lost();
     const model = this.model;
     queueMicrotask(() => {
-      if (this.#closed || !model || this.model !== model || (model.connection as { expectSocketClose?: boolean }).expectSocketClose) return;
+      if (this.#closed || !model || this.model !== model || expectsSocketClose(model)) return;
       this.#events.emit('disconnected', new BrokerError(`the broker closed the ${this.#what} channel`, 'CHANNEL_CLOSED'));
       reopenSoon({
         model: () => this.model,
@@ -98,9 +140,11 @@ export class Link {
     this.#events.off(event, listener as (...args: unknown[]) => void);
   }
 
-  /** Stops recovering, and closes the connection when it is this component's own. */
+  /** Stops recovering, takes the component off a shared connection, and closes the connection when it is this component's own. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#detach?.();
+    this.#detach = undefined;
     await this.#managed?.close();
   }
 }

@@ -4,6 +4,7 @@ import { backoffMs, jittered } from '../backoff.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { openConnection, type ConnectOptions } from './connection.js';
+import { StatusBoard, type ConnectionStatus } from './status.js';
 
 /** Reconnection timing. Delays grow by `factor` from `initialMs` up to `maxMs`, each with ±`jitter`. */
 export interface ReconnectOptions {
@@ -26,6 +27,12 @@ export interface ConnectionEvents {
   /** The broker stopped taking publishes (a memory or disk alarm). */
   blocked: [reason: string];
   unblocked: [];
+  /**
+   * Setting the component up again after a reconnection (its channels, its
+   * topology) failed: it is tried again with backoff while the connection
+   * lasts. The error says what the broker refused.
+   */
+  restoreFailed: [err: Error];
 }
 export type ConnectionEvent = keyof ConnectionEvents;
 
@@ -40,6 +47,8 @@ export type ConnectionEvent = keyof ConnectionEvents;
 export class ManagedConnection extends EventEmitter {
   #model: ChannelModel | undefined;
   #closing = false;
+  /** Where the connection stands; its owner marks it ready once what is on it is set up. */
+  readonly board = new StatusBoard();
   readonly #opts: ConnectOptions & { reconnect?: ReconnectOptions };
   readonly #log: Logger;
 
@@ -51,6 +60,14 @@ export class ManagedConnection extends EventEmitter {
 
   get model(): ChannelModel | undefined {
     return this.#model;
+  }
+
+  get status(): ConnectionStatus {
+    return this.board.status;
+  }
+
+  get closing(): boolean {
+    return this.#closing;
   }
 
   /**
@@ -70,7 +87,10 @@ export class ManagedConnection extends EventEmitter {
       } catch (err) {
         const { initialMs = 100, maxMs = 10_000, factor = 2, jitter = 0.2 } = this.#opts.reconnect ?? {};
         const wait = jittered(backoffMs(attempt, Math.max(initialMs, 250), maxMs, factor), jitter, maxMs);
-        if (!(err instanceof BrokerError && err.code === 'UNREACHABLE') || this.#closing || Date.now() + wait > giveUpAt) throw err;
+        if (!(err instanceof BrokerError && err.code === 'UNREACHABLE') || this.#closing || Date.now() + wait > giveUpAt) {
+          this.board.set({ state: 'closed' });
+          throw err;
+        }
         this.#log.warn({ attempt: attempt + 1, nextInMs: Math.round(wait), err: err.message }, 'no broker answers yet; trying again');
         await new Promise((r) => setTimeout(r, wait));
       }
@@ -84,22 +104,28 @@ export class ManagedConnection extends EventEmitter {
       this.#model = undefined;
       if (this.#closing) return;
       this.#log.warn({ err: err?.message }, 'connection lost; reconnecting');
-      this.emit('disconnected', err ?? new Error('connection closed'));
-      void this.#reconnect();
+      const why = err ?? new Error('connection closed');
+      this.board.set({ state: 'reconnecting', attempt: 1, lastError: why });
+      this.emit('disconnected', why);
+      void this.#reconnect(why);
     });
     model.on('blocked', (reason: string) => {
       this.#log.warn({ reason }, 'broker blocked this connection');
+      this.board.set({ state: 'blocked', reason });
       this.emit('blocked', reason);
     });
     model.on('unblocked', () => {
       this.#log.info('broker unblocked this connection');
+      this.board.set({ state: 'ready' });
       this.emit('unblocked');
     });
   }
 
-  async #reconnect(): Promise<void> {
+  async #reconnect(lost: Error): Promise<void> {
     const { initialMs = 100, maxMs = 10_000, factor = 2, jitter = 0.2 } = this.#opts.reconnect ?? {};
+    let lastError = lost;
     for (let attempt = 0; !this.#closing; attempt++) {
+      if (attempt > 0) this.board.set({ state: 'reconnecting', attempt: attempt + 1, lastError });
       await new Promise((r) => setTimeout(r, jittered(backoffMs(attempt, initialMs, maxMs, factor), jitter, maxMs)));
       if (this.#closing) return;
       try {
@@ -113,6 +139,7 @@ export class ManagedConnection extends EventEmitter {
         this.emit('connected', model);
         return;
       } catch (err) {
+        lastError = err as Error;
         this.#log.debug({ attempt: attempt + 1, err: (err as Error).message }, 'reconnect failed');
       }
     }
@@ -128,24 +155,48 @@ export class ManagedConnection extends EventEmitter {
       lost();
       events.emit('disconnected', err);
     });
-    this.on('connected', (m: ChannelModel) => restoreAndAnnounce(m, restore, events, this.#log));
+    this.on('connected', (m: ChannelModel) => {
+      void restoreAndAnnounce(m, restore, events, this.#log, () => this.#model === m && !this.#closing).then((ok) => {
+        if (ok) this.board.set({ state: 'ready' });
+      });
+    });
     for (const e of ['blocked', 'unblocked'] as const) this.on(e, (...a) => events.emit(e, ...a));
   }
 
   async close(): Promise<void> {
     this.#closing = true;
+    this.board.set({ state: 'closed' });
     const m = this.#model;
     this.#model = undefined;
     await m?.close().catch(() => undefined);
   }
 }
 
-/** Restores a component on `model`, then emits 'connected'; a failure is logged. @internal */
-export function restoreAndAnnounce(model: ChannelModel, restore: (model: ChannelModel) => Promise<void>, events: EventEmitter, log: Logger): void {
-  restore(model).then(
-    () => events.emit('connected'),
-    (err) => log.error({ err }, 'could not restore the component on its connection'),
-  );
+/**
+ * Restores a component on `model`, then emits 'connected'. A restore that
+ * fails is reported ('restoreFailed', with the error) and, with
+ * `keepTrying`, tried again with backoff (100 ms doubling to 10 s) while it
+ * holds; resolves to whether it was restored.
+ * @internal
+ */
+export async function restoreAndAnnounce(model: ChannelModel, restore: (model: ChannelModel) => Promise<void>, events: EventEmitter, log: Logger, keepTrying?: () => boolean): Promise<boolean> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await restore(model);
+      events.emit('connected');
+      return true;
+    } catch (err) {
+      if (events.listenerCount('restoreFailed') > 0) events.emit('restoreFailed', err as Error);
+      if (!keepTrying?.()) {
+        log.error({ err }, 'could not restore the component on its connection');
+        return false;
+      }
+      const wait = backoffMs(attempt, 100, 10_000);
+      log.error({ err, attempt: attempt + 1, nextInMs: wait }, 'could not restore the component on its connection; trying again');
+      await new Promise((r) => setTimeout(r, wait).unref());
+      if (!keepTrying()) return false;
+    }
+  }
 }
 
 /**
@@ -174,7 +225,8 @@ export function reopenSoon(opts: {
     const model = opts.model();
     if (opts.settled() || !model) return;
     opts.log.warn({ attempt: streak + 1, delayMs: delay }, `${opts.what} channel closed by the broker; reopening it`);
-    restoreAndAnnounce(model, opts.restore, opts.events, opts.log);
+    // One try: a restore the broker refuses closes the channel again, and that schedules the next, with backoff.
+    void restoreAndAnnounce(model, opts.restore, opts.events, opts.log);
   }, delay);
 }
 

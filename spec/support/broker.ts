@@ -110,3 +110,17 @@ export async function releaseBroker(): Promise<void> {
   await stopContainer?.();
   stopContainer = undefined;
 }
+
+/**
+ * Closes, from the broker's side (`rabbitmqctl close_connection`), every
+ * connection whose client named it `name`: a connection lost as an operator
+ * or a failing node would lose it. Resolves to how many it closed.
+ */
+export async function closeConnectionsNamed(name: string, reason = 'spec: closed by the broker'): Promise<number> {
+  await brokerUrl();
+  // The plain listing prints pids as close_connection takes them (the JSON one does not).
+  const rows = (await ctl(['list_connections', '--no-table-headers', 'pid', 'client_properties'])).split('\n');
+  const pids = rows.filter((r) => r.includes(`{"connection_name",${JSON.stringify(name)}}`)).map((r) => r.split('\t')[0]);
+  for (const pid of pids) await ctl(['close_connection', pid, reason]);
+  return pids.length;
+}

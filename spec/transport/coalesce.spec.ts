@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import type { Socket } from 'node:net';
 import { GenericProducer } from '../../lib/index.js';
-import { coalesceWrites } from '../../lib/transport/coalesce.js';
+import { coalesceWrites } from '../../lib/transport/amqplib-adapter.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deleteTopology, unique } from '../support/topology.js';

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { flushChannel } from '../../lib/transport/coalesce.js';
+import { flushChannel } from '../../lib/transport/amqplib-adapter.js';
 
 /** amqplib's internals as flushChannel reads them: a mux, and a channel's write buffer. */
 function fakeConnection(blocked = false) {

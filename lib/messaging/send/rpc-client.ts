@@ -2,7 +2,7 @@ import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
 import { BrokerError, MalformedMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { openChannel } from '../../transport/channels.js';
-import { flushChannelSoon } from '../../transport/coalesce.js';
+import { flushChannelSoon } from '../../transport/amqplib-adapter.js';
 import type { Encoder } from '../encoder.js';
 import { Message, MessageResult, MessageResultError, MessageResultException, type AnyResult, type MessageBody } from '../messages.js';
 import { declareQueue, REPLY_TO, type EksEntry } from '../topology.js';
