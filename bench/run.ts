@@ -169,10 +169,11 @@ if (wanted('consume')) {
 }
 
 if (wanted('memory')) {
-  const many = await memoryCase<{ heapKiBEach: number; rssKiBEach: number; readyMs: number }>('many');
+  const many = await memoryCase<{ heapKiBEach: number; rssKiBEach: number; readyMs: number; recoverMs: number }>('many');
   add('1,000 processors on one shared connection: heap per processor', null, many.heapKiBEach, 'KiB', '(reported)', () => true);
   add('1,000 processors on one shared connection: RSS per processor', null, many.rssKiBEach, 'KiB', '(reported)', () => true);
   add('1,000 processors on one shared connection: time to ready() all', null, many.readyMs, 'ms', '(reported)', () => true);
+  add('1,000 processors on one shared connection: set up again after the broker closes it', null, many.recoverMs, 'ms', '(reported; -1: no rabbitmqctl)', () => true);
 }
 
 // What each knob costs (not run by default): BENCH_ONLY=knobs. Each variant against the default (prefetch 100, 1,000 sends awaited together, durable queue).

@@ -370,6 +370,11 @@ export class GenericConsumer {
     return undefined;
   }
 
+  /** Declares the error exchange `exchange` and its queue (see {@link errorChannel}). @internal */
+  async declareErrorExchange(exchange: string): Promise<void> {
+    await this.errorChannel(exchange);
+  }
+
   /**
    * The confirm channel failed messages go out on, with the error exchange
    * `exchange` (durable fanout) and its queue of the same name declared on

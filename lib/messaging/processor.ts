@@ -11,6 +11,7 @@ import { DeliveryCounter } from './deliveries.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { checkDelay } from './delay.js';
 import type { DispatchContext } from './delivery/parts.js';
+import { PORTS, type DeliveryPorts } from './delivery/ports.js';
 import type { DeliveryEvent, MiddlewareContext, ProcessorMiddleware, RetryOptions } from './delivery/public.js';
 import type { DeliveryInfo } from './delivery/context.js';
 import { DeliveryPipeline } from './delivery/pipeline.js';
@@ -191,6 +192,8 @@ export class MessageProcessor extends MicroThread {
   /** Aborted by close(): ends a wait between retries at once. */
   readonly #aborted = new AbortController();
   readonly #errorExchange: string | undefined;
+  /** What its deliveries depend on: the consumer's, or the harness's. */
+  readonly #ports: DeliveryPorts;
   #closing: Promise<void> | undefined;
 
   constructor(options?: ProcessorOptions);
@@ -216,8 +219,12 @@ export class MessageProcessor extends MicroThread {
     if (!(Number.isInteger(maxDeliveries) && maxDeliveries >= 1)) throw new TypeError(`maxDeliveries must be a whole number of at least 1, not ${String(opts.maxDeliveries)}`);
     if (opts.redeliveryCount !== undefined && opts.redeliveryCount !== 'broker' && opts.redeliveryCount !== 'header') throw new TypeError(`redeliveryCount must be 'broker' or 'header', not ${String(opts.redeliveryCount)}`);
     for (const d of opts.retry?.delays ?? []) checkDelay('retry.delays: each delay', d);
+    // Deliveries depend on four small interfaces; the consumer is all four, unless the class makes its own (the test harness).
     const consumer = this.consumer;
-    const settleCtx: SettleContext = { consumer, log: this.log, errorExchange: opts.errorExchange, deliveries: new DeliveryCounter(), restart: () => this.restart() };
+    const makePorts = (this.constructor as { [PORTS]?: () => DeliveryPorts })[PORTS];
+    const ports: DeliveryPorts = (this.#ports = makePorts ? makePorts() : { inbox: consumer, settler: consumer, copies: consumer, replier: consumer });
+    const { replier } = ports;
+    const settleCtx: SettleContext = { settler: ports.settler, copies: ports.copies, replier, log: this.log, errorExchange: opts.errorExchange, deliveries: new DeliveryCounter(), restart: () => this.restart() };
     const dispatch: DispatchContext = {
       owner: this,
       fingerprint: this.fingerprint,
@@ -225,13 +232,13 @@ export class MessageProcessor extends MicroThread {
       retry: opts.retry,
       errorExchange: opts.errorExchange,
       closing: this.#aborted.signal,
-      encodeReply: (r) => consumer.encodeReply(r),
+      encodeReply: (r) => replier.encodeReply(r),
       handlerTimeoutMs: opts.handlerTimeoutMs ?? 20 * 60_000,
       streamStallMs: opts.streamStallMs ?? 60_000,
       streams: {
-        control: () => consumer.streamControl(),
-        send: (msg, content, headers) => consumer.streamSend(msg, content, headers),
-        watch: (id, listener) => consumer.watchStream(id, listener),
+        control: () => replier.streamControl(),
+        send: (msg, content, headers) => replier.streamSend(msg, content, headers),
+        watch: (id, listener) => replier.watchStream(id, listener),
         ack: (msg) => ack(settleCtx, msg),
       },
     };
@@ -239,7 +246,7 @@ export class MessageProcessor extends MicroThread {
     if (!(dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
     this.#errorExchange = opts.errorExchange;
     this.#pipeline = new DeliveryPipeline({
-      consumer,
+      inbox: ports.inbox,
       registry: this.#registry,
       dispatch,
       settle: settleCtx,
@@ -277,15 +284,16 @@ export class MessageProcessor extends MicroThread {
   ready(): Promise<void> {
     this.#ready ??= (async () => {
       try {
-        await this.consumer.ready();
+        const { inbox, copies } = this.#ports;
+        await inbox.ready();
         // The error exchange and its queue exist from the start, not from the first failure.
-        if (this.#errorExchange) await this.consumer.errorChannel(this.#errorExchange);
+        if (this.#errorExchange) await copies.declareErrorExchange(this.#errorExchange);
         const pipeline = this.#pipeline;
-        await this.consumer.startConsuming((msg) => pipeline.deliver(msg));
+        await inbox.startConsuming((msg) => pipeline.deliver(msg));
       } catch (err) {
         // Nothing stays open and nothing reopens: the process can exit, or try again with a new processor.
         this.#pipeline.stop();
-        await this.consumer.close().catch(() => undefined);
+        await this.#ports.inbox.close().catch(() => undefined);
         throw err;
       }
       // On SIGTERM / SIGINT: stop taking deliveries, finish the one in flight, ack it, close.
@@ -389,10 +397,10 @@ export class MessageProcessor extends MicroThread {
     this.#closing ??= (async () => {
       this.#forgetSignal?.();
       await this.#ready?.catch(() => undefined);
-      await this.consumer.stopConsuming();
+      await this.#ports.inbox.stopConsuming();
       // Waiting workers stop; those in a handler finish it and settle.
       await this.#pipeline.intake.close();
-      await this.consumer.close();
+      await this.#ports.inbox.close();
     })();
     return this.#closing;
   }

@@ -1,6 +1,8 @@
-import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
-import { GenericConsumer } from '../messaging/consumer.js';
-import { Message, type MessageBody } from '../messaging/messages.js';
+import type { ConsumeMessage } from 'amqplib';
+import { PORTS, type ConfirmedCopies, type DeliveryPorts, type Inbox, type Replier, type Settler } from '../messaging/delivery/ports.js';
+import type { Encoder } from '../messaging/encoder.js';
+import { defaultEncoder } from '../messaging/encryption.js';
+import { Message, MessageResult, type MessageBody } from '../messaging/messages.js';
 import { MessageProcessor, type DeliveryEvent, type ProcessorOptions } from '../messaging/processor.js';
 import { MicroScheduler } from '../microthreads/scheduler.js';
 import { HEADERS } from '../messaging/delivery/context.js';
@@ -44,13 +46,20 @@ interface Recorded {
 }
 
 /**
- * A consumer with no broker behind it: deliveries come from the harness, and
- * what the processor does with them (ack, reject, dead letter, delay, reply)
- * is recorded instead of sent. Everything above it is the real processor.
+ * What a processor's deliveries depend on (delivery/ports.ts), with no broker
+ * behind: deliveries come from the harness, and what the processor does with
+ * them (ack, reject, dead letter, delay, reply) is recorded instead of sent.
+ * Everything above it is the real processor.
  */
-class HarnessConsumer extends GenericConsumer {
+class HarnessPorts implements DeliveryPorts, Inbox, Settler, ConfirmedCopies, Replier {
+  readonly inbox = this;
+  readonly settler = this;
+  readonly copies = this;
+  readonly replier = this;
   callback: ((msg: ConsumeMessage) => void) | undefined;
   readonly recorded = new Map<number, Recorded>();
+
+  constructor(readonly encoder: Encoder) {}
 
   #at(msg: ConsumeMessage): Recorded {
     let r = this.recorded.get(msg.fields.deliveryTag);
@@ -58,44 +67,54 @@ class HarnessConsumer extends GenericConsumer {
     return r;
   }
 
-  override ready(): Promise<void> {
-    return Promise.resolve();
-  }
-  override async startConsuming(callback: (msg: ConsumeMessage) => void): Promise<void> {
+  // Inbox
+  async ready(): Promise<void> {}
+  async startConsuming(callback: (msg: ConsumeMessage) => void): Promise<void> {
     this.callback = callback;
   }
-  override async stopConsuming(): Promise<void> {
+  async stopConsuming(): Promise<void> {
     this.callback = undefined;
   }
-  override errorChannel(): Promise<ConfirmChannel> {
-    // Nothing to declare: dead letters are recorded.
-    return Promise.resolve(undefined as unknown as ConfirmChannel);
+  async close(): Promise<void> {}
+  decode(content: Buffer): unknown {
+    return this.encoder.decode(content);
   }
-  override ack(): boolean {
+
+  // Settler
+  ack(): boolean {
     return true;
   }
-  override reject(): boolean {
+  reject(): boolean {
     return true;
   }
-  override async settled(): Promise<void> {}
-  override async deadLetter(msg: ConsumeMessage, exchange: string, _err: unknown, attempts: number): Promise<void> {
+  async settled(): Promise<void> {}
+
+  // ConfirmedCopies: recorded (nothing to declare)
+  async declareErrorExchange(): Promise<void> {}
+  async deadLetter(msg: ConsumeMessage, exchange: string, _err: unknown, attempts: number): Promise<void> {
     this.#at(msg).deadLetter = { exchange, attempts };
   }
-  override async delay(msg: ConsumeMessage, ms: number, headers: Record<string, unknown>): Promise<void> {
+  async delay(msg: ConsumeMessage, ms: number, headers: Record<string, unknown>): Promise<void> {
     this.#at(msg).defer = { ms, headers };
   }
-  override queueOf(): string {
-    return 'harness';
+
+  // Replier
+  encodeReply(result: unknown): Buffer {
+    return this.encoder.encode(result instanceof Message ? result.body : new MessageResult(result).body) as Buffer;
   }
-  override sendReply(msg: ConsumeMessage, content: Buffer): void {
+  sendReply(msg: ConsumeMessage, content: Buffer): void {
     this.#at(msg).reply = Message.fromBody(this.decode(content)).body as MessageBody<object>;
   }
-  override async streamControl(): Promise<void> {
+  async streamControl(): Promise<void> {
     throw new Error('RPC streams need a broker: test them against one (see docs/testing.md)');
   }
-  override async close(): Promise<void> {}
+  streamSend(): boolean {
+    return false;
+  }
+  watchStream(): () => void {
+    return () => undefined;
+  }
 }
-
 
 /**
  * Runs a processor class without a broker: `deliver()` hands it an envelope
@@ -112,15 +131,15 @@ class HarnessConsumer extends GenericConsumer {
  */
 export class ProcessorHarness<P extends MessageProcessor> {
   readonly processor: P;
-  readonly #consumer: HarnessConsumer;
+  readonly #ports: HarnessPorts;
   readonly #scheduler = new MicroScheduler({ name: 'harness' });
   #running: Promise<void> | undefined;
   #nextTag = 1;
   readonly #waiting = new Map<string, (e: DeliveryEvent) => void>();
 
-  private constructor(processor: P) {
+  private constructor(processor: P, ports: HarnessPorts) {
     this.processor = processor;
-    this.#consumer = processor.consumer as HarnessConsumer;
+    this.#ports = ports;
     processor.observe((e) => {
       const w = e.messageId === undefined ? undefined : this.#waiting.get(e.messageId);
       if (w) {
@@ -134,12 +153,15 @@ export class ProcessorHarness<P extends MessageProcessor> {
   static start<P extends MessageProcessor>(Cls: new (options?: ProcessorOptions) => P, options?: ProcessorOptions): Promise<ProcessorHarness<P>>;
   static start<P extends MessageProcessor, A extends unknown[]>(Cls: new (...args: A) => P, ...args: A): Promise<ProcessorHarness<P>>;
   static async start<P extends MessageProcessor, A extends unknown[]>(Cls: new (...args: A) => P, ...args: A): Promise<ProcessorHarness<P>> {
+    let ports: HarnessPorts | undefined;
     const Harnessed = class extends (Cls as unknown as new (...a: A) => MessageProcessor) {
-      static consumerClass = HarnessConsumer;
+      // The processor's deliveries depend on these instead of its consumer (which never connects).
+      static [PORTS] = (): DeliveryPorts => (ports = new HarnessPorts(encoderOf(args)));
     } as unknown as new (...a: A) => P;
     // Named as the class under test: its fingerprint (and so its describe, its logs) stays its own.
     Object.defineProperty(Harnessed, 'name', { value: Cls.name });
-    const h = new ProcessorHarness(new Harnessed(...args));
+    const processor = new Harnessed(...args);
+    const h = new ProcessorHarness(processor, ports!);
     await h.processor.ready();
     h.#scheduler.addMicrothread(h.processor);
     h.#running = h.#scheduler.run();
@@ -151,10 +173,10 @@ export class ProcessorHarness<P extends MessageProcessor> {
    * malformed one) and resolves once the processor settled it.
    */
   async deliver(message: Message<object> | MessageBody<object> | Buffer | string, d: HarnessDelivery = {}): Promise<HarnessResult> {
-    const cb = this.#consumer.callback;
+    const cb = this.#ports.callback;
     if (!cb) throw new Error('the harness is closed');
     const body = message instanceof Message ? message.body : message;
-    const content = Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : (this.#consumer.encoder.encode(body) as Buffer);
+    const content = Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : (this.#ports.encoder.encode(body) as Buffer);
     const isRpc = typeof body === 'object' && !Buffer.isBuffer(body) && (body as { category?: unknown }).category === 'rpc';
     const messageId = d.messageId ?? `harness.${this.#nextTag}`;
     const tag = this.#nextTag++;
@@ -166,7 +188,7 @@ export class ProcessorHarness<P extends MessageProcessor> {
         correlationId: d.correlationId ?? (isRpc ? `harness.call.${tag}` : undefined),
         replyTo: d.replyTo ?? (isRpc ? 'harness.reply' : undefined),
         headers: d.headers ?? {},
-        contentType: this.#consumer.encoder.contentType,
+        contentType: this.#ports.encoder.contentType,
         timestamp: Math.floor(Date.now() / 1000),
       },
     } as unknown as ConsumeMessage;
@@ -176,8 +198,8 @@ export class ProcessorHarness<P extends MessageProcessor> {
     const event = await done;
     // The reply goes out right after the settle: let it.
     await new Promise<void>((r) => setImmediate(r));
-    const rec = this.#consumer.recorded.get(tag) ?? {};
-    this.#consumer.recorded.delete(tag);
+    const rec = this.#ports.recorded.get(tag) ?? {};
+    this.#ports.recorded.delete(tag);
     return {
       outcome: event.outcome,
       error: event.error,
@@ -201,4 +223,10 @@ export class ProcessorHarness<P extends MessageProcessor> {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** The encoder a harnessed processor was given (in its options form), else the one components use by default. */
+function encoderOf(args: unknown[]): Encoder {
+  const first = args[0] as { encoder?: Encoder } | undefined;
+  return args.length === 1 && first?.encoder ? first.encoder : defaultEncoder();
 }

@@ -23,8 +23,8 @@ export function* decode(d: DeliveryState, next: Next): Generator<Yielded, Outcom
 }
 
 /** A delivery's envelope, decoded; throws for a delivery that does not hold one. */
-export function decodeBody(d: { parts: { consumer: { decode(content: Buffer): unknown } }; msg: { content: Buffer } }): MessageBody<object> {
-  return Message.fromBody(d.parts.consumer.decode(d.msg.content)).body as MessageBody<object>;
+export function decodeBody(d: { parts: { inbox: { decode(content: Buffer): unknown } }; msg: { content: Buffer } }): MessageBody<object> {
+  return Message.fromBody(d.parts.inbox.decode(d.msg.content)).body as MessageBody<object>;
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../log.js';
-import type { GenericConsumer } from '../consumer.js';
+import type { Inbox } from './ports.js';
 import type { FingerprintDict } from '../fingerprint.js';
 import type { IdempotencyStore } from '../idempotency.js';
 import type { DeliveryInfo } from './context.js';
@@ -54,7 +54,8 @@ export interface DispatchContext {
 
 /** What a processor gives its pipeline, once. */
 export interface PipelineParts {
-  readonly consumer: GenericConsumer;
+  /** Where deliveries come from (its decoder reads their bodies). */
+  readonly inbox: Inbox;
   readonly registry: Registry;
   readonly dispatch: DispatchContext;
   readonly settle: SettleContext;

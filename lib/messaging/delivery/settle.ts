@@ -2,7 +2,7 @@ import type { ConsumeMessage } from 'amqplib';
 import { DeliveryLimitExceeded, MalformedMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Yielded } from '../../microthreads/thread.js';
-import type { GenericConsumer } from '../consumer.js';
+import type { ConfirmedCopies, Replier, Settler } from './ports.js';
 import type { DeliveryCounter } from '../deliveries.js';
 import type { MessageBody } from '../messages.js';
 import type { Outcome } from './outcome.js';
@@ -10,7 +10,9 @@ import type { DeliveryState, Next } from './state.js';
 
 /** What settling needs of the processor that drives it. */
 export interface SettleContext {
-  readonly consumer: GenericConsumer;
+  readonly settler: Settler;
+  readonly copies: ConfirmedCopies;
+  readonly replier: Replier;
   readonly log: Logger;
   readonly errorExchange: string | undefined;
   readonly deliveries: DeliveryCounter;
@@ -29,7 +31,7 @@ function what(body: MessageBody<object> | undefined): string {
 
 /** An RPC's reply (or a message's answer), once its request is settled. */
 function sendReply(ctx: SettleContext, msg: ConsumeMessage, outcome: Outcome): void {
-  if (outcome.reply) ctx.consumer.sendReply(msg, outcome.reply.content, outcome.reply.headers);
+  if (outcome.reply) ctx.replier.sendReply(msg, outcome.reply.content, outcome.reply.headers);
 }
 
 /** Stage: the rest decides the delivery's {@link Outcome}; this carries it out. */
@@ -64,7 +66,7 @@ export function settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBod
     case 'requeue':
       // Not forgotten by the delivery count: a message requeued forever still meets maxDeliveries.
       ctx.log.info({ ...about(msg, body), reason: outcome.reason }, `handler for ${what(body)} requeued the message: ${outcome.reason}`);
-      ctx.consumer.reject(msg, true);
+      ctx.settler.reject(msg, true);
       return undefined;
     case 'reject': {
       const err = outcome.err;
@@ -94,11 +96,11 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
     case 'defer': {
       const { ms, reason, headers, err } = outcome;
       try {
-        yield ctx.consumer.delay(msg, ms, headers);
+        yield ctx.copies.delay(msg, ms, headers);
       } catch (delayErr) {
         // No copy is held by the broker: the original must not be acked. Back to its queue, now.
         ctx.log.warn({ ...about(msg, body), err: delayErr }, `could not send ${what(body)} back to its queue in ${ms} ms; it goes back now`);
-        ctx.consumer.reject(msg, true);
+        ctx.settler.reject(msg, true);
         return;
       }
       if (outcome.quiet) ctx.log.debug({ ...about(msg, body), reason }, `${what(body)} ${reason}`);
@@ -111,7 +113,7 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
       const { err, attempts } = outcome;
       const limit = err instanceof DeliveryLimitExceeded;
       try {
-        yield ctx.consumer.deadLetter(msg, ctx.errorExchange!, err, attempts);
+        yield ctx.copies.deadLetter(msg, ctx.errorExchange!, err, attempts);
       } catch (dlErr) {
         if (limit) {
           // Back to its queue would only bring it here again: rejected (dead-lettered where its queue has a dead-letter exchange).
@@ -124,7 +126,7 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
         // The copy did not reach the error exchange (a lost connection, a refusal): the original must not be
         // acked. Back to its queue (on a lost channel the broker does that by itself) for another try.
         ctx.log.warn({ ...about(msg, body), err: dlErr }, `could not publish the failed message to ${ctx.errorExchange}; it goes back to its queue`);
-        ctx.consumer.reject(msg, true);
+        ctx.settler.reject(msg, true);
         return;
       }
       if (limit) ctx.log.error({ ...about(msg, body), correlationId: msg.properties.correlationId }, `${what(body)} ${(err as Error).message}; sent to ${ctx.errorExchange}`);
@@ -139,7 +141,7 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
       sendReply(ctx, msg, outcome);
       // The process may exit (or restart) the moment this returns: have the broker's word for the ack first,
       // or the quit is redelivered and stops the next instance of the component too.
-      yield ctx.consumer.settled();
+      yield ctx.settler.settled();
       if (outcome.kind === 'exit') throw outcome.signal;
       ctx.restart();
       return;
@@ -148,10 +150,10 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
 
 /** Acks, and forgets the delivery count of a message that will not come back (a stream acks its request this way too). */
 export function ack(ctx: SettleContext, msg: ConsumeMessage): void {
-  if (ctx.consumer.ack(msg)) ctx.deliveries.forget(msg);
+  if (ctx.settler.ack(msg)) ctx.deliveries.forget(msg);
 }
 
 /** Rejects without requeue (dead-lettered where the queue has a dead-letter exchange). */
 function reject(ctx: SettleContext, msg: ConsumeMessage): void {
-  if (ctx.consumer.reject(msg, false)) ctx.deliveries.forget(msg);
+  if (ctx.settler.reject(msg, false)) ctx.deliveries.forget(msg);
 }

@@ -1,0 +1,55 @@
+import type { ConsumeMessage } from 'amqplib';
+
+/**
+ * The small interfaces a processor's deliveries depend on, instead of the
+ * whole `GenericConsumer`: where they come from, how they are settled, the
+ * confirmed copies settling may publish, and how answers go back. The
+ * consumer implements all four; `ProcessorHarness` implements them with
+ * records, no broker behind.
+ */
+
+/** Where deliveries come from: bindings declared, consuming started and stopped, bodies decoded. */
+export interface Inbox {
+  ready(): Promise<void>;
+  startConsuming(callback: (msg: ConsumeMessage) => void): Promise<void>;
+  stopConsuming(): Promise<void>;
+  close(): Promise<void>;
+  decode(content: Buffer): unknown;
+}
+
+/** How a delivery is settled; false when its channel is gone (the broker delivers it again). */
+export interface Settler {
+  ack(msg: ConsumeMessage): boolean;
+  reject(msg: ConsumeMessage, requeue: boolean): boolean;
+  /** Resolves once the broker has processed every settle sent so far. */
+  settled(): Promise<void>;
+}
+
+/** Copies a delivery's settling publishes, each confirmed by the broker before the original is acked. */
+export interface ConfirmedCopies {
+  /** Declares the error exchange (and its queue) before the first failure. */
+  declareErrorExchange(exchange: string): Promise<void>;
+  deadLetter(msg: ConsumeMessage, exchange: string, err: unknown, attempts: number): Promise<void>;
+  delay(msg: ConsumeMessage, ms: number, headers: Record<string, unknown>): Promise<void>;
+}
+
+/** How answers go back: RPC replies, and an RPC stream's messages and control. */
+export interface Replier {
+  /** Encodes a result; throws when it cannot be encoded. */
+  encodeReply(result: unknown): Buffer;
+  sendReply(msg: ConsumeMessage, content: Buffer, headers?: Record<string, unknown>): void;
+  /** The channel answers to stream control (its direct reply-to is consumed). */
+  streamControl(): Promise<void>;
+  streamSend(msg: ConsumeMessage, content: Buffer, headers: Record<string, unknown>): boolean;
+  watchStream(correlationId: string, listener: (headers: Record<string, unknown> | undefined) => void): () => void;
+}
+
+export interface DeliveryPorts {
+  readonly inbox: Inbox;
+  readonly settler: Settler;
+  readonly copies: ConfirmedCopies;
+  readonly replier: Replier;
+}
+
+/** A processor class whose static `[PORTS]` makes its ports gets those instead of its consumer's (the test harness). */
+export const PORTS = Symbol('postage.deliveryPorts');
