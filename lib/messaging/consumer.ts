@@ -1,4 +1,4 @@
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { DEFAULTS } from '../config.js';
 import { BrokerError, ValidationError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
@@ -14,8 +14,10 @@ import { defaultEncoder } from './encryption.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
 import type { ComponentOptions } from './options.js';
-import { DELAY_DOOR, delayHeaders, originalExchange, sendDelayed, withoutDelay } from './delay.js';
-import { amqpCodeOf, brokerSaid, declareExchange, declareQueue, eqkEntries, REPLY_TO, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
+import { DELAY_DOOR, delayHeaders, originalExchange, sendDelayed, withoutDelay, type DelayPlace } from './delay.js';
+import { Publisher, RETURN_MARK } from './send/publisher.js';
+import type { Declaration } from '../transport/topology-registry.js';
+import { amqpCodeOf, brokerSaid, declareQueue, eqkEntries, exchangeDeclaration, REPLY_TO, type EksEntry, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
 
 export type { ConsumeMessage };
 
@@ -70,14 +72,18 @@ export class GenericConsumer {
   #channelTags = new Set<string>();
   #closed = false;
   /** Delayed copies the broker returned (a delay level was missing), by their copy id, until their confirm. */
-  readonly #returnedCopies = new Set<string>();
   readonly #copyPrefix = `${process.pid}.${Date.now().toString(36)}.`;
-  #copies = 0;
-  /** The confirm channel for what the consumer publishes itself (see #sideChannel), and the connection it is on. */
-  #side: ConfirmChannel | undefined;
-  #sideModel: ChannelModel | undefined;
+  #copyCount = 0;
+  /**
+   * What the consumer publishes itself (dead letters, delayed copies) goes
+   * through a publisher of its own, as a producer's sends do: confirms,
+   * returns, confirm timeouts, a fresh channel after a nack.
+   */
+  readonly #copies: Publisher;
+  #copiesOn: ChannelModel | undefined;
   /** Error exchanges declared on the current side channel. */
-  #errorExchangesDeclared = new Set<string>();
+  /** The connection the channel was last set up on (a restore on the same one follows a channel the broker closed). */
+  #restoredOn: ChannelModel | undefined;
   /** The channel whose direct reply-to is consumed for stream control (see streamControl). */
   #controlOn: Channel | undefined;
   readonly #streamWatchers = new Map<string, (headers: Record<string, unknown> | undefined) => void>();
@@ -88,6 +94,7 @@ export class GenericConsumer {
     this.prefetch = options.prefetch ?? DEFAULTS.prefetch;
     this.encoder = options.encoder ?? defaultEncoder();
     this.log = options.logger ?? componentLogger('consumer', this.constructor.name);
+    this.#copies = new Publisher(this.log, DEFAULTS.confirmTimeoutMs, () => this.#copies.lost());
     this.#link = new Link(options, this.log, 'consumer', {
       open: (model) => this.#restore(model),
       lost: () => {
@@ -158,11 +165,14 @@ export class GenericConsumer {
   /** On a connection (the first, or after a loss): a new channel, every binding made so far again, consumers back on. */
   async #restore(model: ChannelModel): Promise<void> {
     const ch = await this.#openChannel(model);
+    // Again on the same connection: the broker closed the channel (an exchange deleted under us?): its exchanges are declared anew.
+    const again = model === this.#restoredOn;
+    this.#restoredOn = model;
     const bindings = this.#bindings;
     this.#bindings = [];
     this.queues.length = 0;
     try {
-      for (const b of bindings) await this.#bind(ch, b);
+      for (const b of bindings) await this.#bind(ch, b, again);
     } catch (err) {
       // Every binding stays for the next attempt: a restore that failed halfway must not forget the rest.
       this.#bindings = bindings;
@@ -199,8 +209,10 @@ export class GenericConsumer {
     return name;
   }
 
-  async #bind(ch: Channel, b: Binding): Promise<string> {
-    const exName = await declareExchange(ch, b.exchange);
+  async #bind(ch: Channel, b: Binding, force = false): Promise<string> {
+    // The exchange is the connection's (others may bind to it too): declared through its topology, once.
+    const exName = resolveExchange(b.exchange).name;
+    await this.#link.topology.ensure(this.connection!, ch, exchangeDeclaration(b.exchange), force);
     const name = await declareQueue(ch, b.queue, b.flags);
     if (exName !== '') {
       await ch.bindQueue(name, exName, b.key).catch((err: unknown) => {
@@ -311,11 +323,13 @@ export class GenericConsumer {
    * @internal
    */
   async deadLetter(msg: ConsumeMessage, exchange: string, err: unknown, attempts: number): Promise<void> {
-    const ch = await this.errorChannel(exchange);
+    await this.declareErrorExchange(exchange);
     const e = err as Error;
     const headers = msg.properties.headers as Record<string, unknown> | undefined;
-    await confirmed(ch, exchange, msg.fields.routingKey, msg.content, {
+    await this.#copies.publish([[{ name: exchange, type: 'fanout' }, msg.fields.routingKey]], {
       ...msg.properties,
+      messageId: msg.properties.messageId as string,
+      mandatory: false,
       persistent: true,
       headers: {
         ...withoutDelay(headers),
@@ -327,9 +341,7 @@ export class GenericConsumer {
         'x-attempts': attempts,
         ...(err instanceof ValidationError ? { 'x-validation-issues': JSON.stringify(err.issues) } : {}),
       },
-    }).catch((confirmErr: unknown) => {
-      throw new BrokerError(`the broker refused the dead letter for ${exchange}`, 'NACK', { cause: confirmErr });
-    });
+    }, msg.content, notConnected);
   }
 
   /**
@@ -342,24 +354,39 @@ export class GenericConsumer {
   async delay(msg: ConsumeMessage, ms: number, headers: Record<string, unknown>): Promise<void> {
     const queue = this.queueOf(msg);
     if (queue === undefined) throw new BrokerError('cannot delay a delivery whose channel is gone (the broker delivers it again)', 'NOT_CONNECTED');
-    const ch = await this.#sideChannel();
+    const { publisher, place } = await this.#copiesPlace();
     const old = msg.properties.headers as Record<string, unknown> | undefined;
-    // Returns are told apart by this id: the copy keeps the original's message id, which need not be unique.
-    const copy = `${this.#copyPrefix}${this.#copies++}`;
     const props = {
       ...msg.properties,
+      // A copy keeps its message id; one without gets one, so that its return is told apart from another's.
+      messageId: (msg.properties.messageId as string | undefined) ?? `${this.#copyPrefix}${this.#copyCount++}`,
       persistent: true,
       mandatory: true,
-      headers: { ...withoutDelay(old), 'x-original-exchange': originalExchange(msg.fields, old), ...headers, ...delayHeaders(ms, { queue }), [COPY_HEADER]: copy },
+      headers: { ...withoutDelay(old), 'x-original-exchange': originalExchange(msg.fields, old), ...headers, ...delayHeaders(ms, { queue }), [RETURN_MARK]: `${this.#copyPrefix}${this.#copyCount++}` },
     };
-    await sendDelayed(ch, { queue }, ms, this.log, () =>
-      confirmed(ch, DELAY_DOOR, msg.fields.routingKey, msg.content, props).then(
-        () => !this.#returnedCopies.delete(copy),
+    const door: EksEntry[] = [[{ name: DELAY_DOOR, type: 'headers' }, msg.fields.routingKey]];
+    await sendDelayed(place, { queue }, ms, this.log, () =>
+      publisher.publish(door, props, msg.content, notConnected).then(
+        () => true,
         (err: unknown) => {
-          throw new BrokerError(`the broker refused the delayed copy for queue '${queue}'`, 'NACK', { cause: err });
+          if (err instanceof BrokerError && err.code === 'UNROUTABLE') return false;
+          throw err;
         },
       ),
     );
+  }
+
+  /** The copies' publisher, open on the current connection, and where delayed copies are declared from. */
+  async #copiesPlace(): Promise<{ publisher: Publisher; place: DelayPlace }> {
+    const model = this.connection;
+    if (!model) throw notConnected();
+    const publisher = this.#copies;
+    if (!publisher.isOpen || this.#copiesOn !== model) {
+      if (publisher.isOpen) publisher.lost();
+      await publisher.open(model, [], this.#link.topology);
+      this.#copiesOn = model;
+    }
+    return { publisher, place: { topology: this.#link.topology, model, ch: publisher.channel! } };
   }
 
   /** The queue a delivery came from, while its channel is the current one. @internal */
@@ -370,50 +397,15 @@ export class GenericConsumer {
     return undefined;
   }
 
-  /** Declares the error exchange `exchange` and its queue (see {@link errorChannel}). @internal */
-  async declareErrorExchange(exchange: string): Promise<void> {
-    await this.errorChannel(exchange);
-  }
-
   /**
-   * The confirm channel failed messages go out on, with the error exchange
-   * `exchange` (durable fanout) and its queue of the same name declared on
-   * it: at ready(), so that both exist before the first failure, and again
-   * after a reconnection.
+   * Declares the error exchange `exchange` (durable fanout) and its queue of
+   * the same name, through the connection's topology: at ready(), so that
+   * both exist before the first failure, and again after a reconnection.
    * @internal
    */
-  async errorChannel(exchange: string): Promise<ConfirmChannel> {
-    const ch = await this.#sideChannel();
-    if (!this.#errorExchangesDeclared.has(exchange)) {
-      await ch.assertExchange(exchange, 'fanout', { durable: true });
-      await ch.assertQueue(exchange, { durable: true });
-      await ch.bindQueue(exchange, exchange, '');
-      this.#errorExchangesDeclared.add(exchange);
-    }
-    return ch;
-  }
-
-  /** A confirm channel of its own for what the consumer publishes (dead letters, delayed copies), one per connection. */
-  async #sideChannel(): Promise<ConfirmChannel> {
-    const model = this.connection;
-    if (!model) throw new BrokerError('cannot publish: not connected', 'NOT_CONNECTED');
-    if (!this.#side || this.#sideModel !== model) {
-      const ch = await openChannel(model, true);
-      ch.on('error', (e: Error) => this.log.warn({ err: e.message }, 'consumer publishing channel error'));
-      // A return always comes before its confirm.
-      ch.on('return', (m: ConsumeMessage) => {
-        const copy = (m.properties.headers as Record<string, unknown> | undefined)?.[COPY_HEADER];
-        if (typeof copy === 'string') this.#returnedCopies.add(copy);
-      });
-      // A channel the broker closed is opened again at the next use.
-      ch.on('close', () => {
-        if (this.#side === ch) this.#side = undefined;
-      });
-      this.#side = ch;
-      this.#sideModel = model;
-      this.#errorExchangesDeclared = new Set();
-    }
-    return this.#side;
+  async declareErrorExchange(exchange: string): Promise<void> {
+    const { place } = await this.#copiesPlace();
+    await place.topology.ensure(place.model, place.ch, errorExchangeDeclaration(exchange));
   }
 
   decode(content: Buffer): unknown {
@@ -529,7 +521,7 @@ export class GenericConsumer {
     const ch = this.#channel;
     this.#channel = undefined;
     await ch?.close().catch(() => undefined);
-    await this.#side?.close().catch(() => undefined);
+    await this.#copies.close();
     await this.#link.close();
   }
 }
@@ -565,17 +557,21 @@ export function badReplyTo(replyTo: string): string | undefined {
 let lastGoodReplyTo: string | undefined;
 
 /** Publishes on a confirm channel; resolves when the broker confirmed, rejects on a nack or a lost channel. */
-/** Tells a delayed copy's return from another's (stripped with the other delay headers when it arrives). */
-const COPY_HEADER = 'postage-delay-copy';
+/** Why a copy cannot go out: no connection now. */
+function notConnected(): BrokerError {
+  return new BrokerError('cannot publish: not connected (the broker delivers the message again)', 'NOT_CONNECTED');
+}
 
-function confirmed(ch: ConfirmChannel, exchange: string, key: string, content: Buffer, props: Options.Publish): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    try {
-      ch.publish(exchange, key, content, props, (err) => (err ? reject(err) : resolve()));
-    } catch (err) {
-      reject(err);
-    }
-  });
+/** The error exchange and its queue, as the connection's topology holds them. */
+function errorExchangeDeclaration(exchange: string): Declaration {
+  return {
+    key: `error exchange ${exchange}`,
+    async declare(ch) {
+      await ch.assertExchange(exchange, 'fanout', { durable: true });
+      await ch.assertQueue(exchange, { durable: true });
+      await ch.bindQueue(exchange, exchange, '');
+    },
+  };
 }
 
 function isMessage(v: unknown): v is Message<object> {

@@ -1,4 +1,5 @@
-import type { Channel } from 'amqplib';
+import type { Channel, ChannelModel } from 'amqplib';
+import type { Declaration, TopologyRegistry } from '../transport/topology-registry.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { amqpCodeOf, brokerSaid } from './topology.js';
@@ -114,63 +115,59 @@ export function originalExchange(fields: { exchange: string }, headers: Record<s
   return typeof v === 'string' ? v : fields.exchange;
 }
 
-/** When the levels were last declared on a channel (they are durable: once per broker in effect, again when found missing). */
-const declared = new WeakMap<Channel, { at: number; done: Promise<void> }>();
-const bound = new WeakMap<Channel, Map<string, { at: number; done: Promise<void> }>>();
-
-/** Whether a cached declaration may still be trusted. */
-function fresh(entry: { at: number } | undefined, force: boolean): boolean {
-  return entry !== undefined && !force && Date.now() - entry.at < RECHECK_MS;
+/** Where delayed messages are declared and sent from: a channel on a connection, and that connection's topology. */
+export interface DelayPlace {
+  readonly topology: TopologyRegistry;
+  readonly model: ChannelModel;
+  readonly ch: Channel;
 }
 
-/** Declares the levels on `ch`'s connection: again when older than {@link RECHECK_MS}, or when `force`d (a level was found missing). */
-export function declareDelays(ch: Channel, force = false): Promise<void> {
-  const cached = declared.get(ch);
-  if (fresh(cached, force)) return cached!.done;
-  const done = (async () => {
-    await ch.assertExchange(DELAY_EXIT, 'headers', { durable: true });
-    await ch.bindExchange(DELAY_EXIT, DELAY_DOOR, '', { 'x-match': 'all', [DELAY_HEADERS.entry]: EXIT_ENTRY });
-    for (let i = 0; i < DELAY_LEVELS; i++) {
-      const below = i === 0 ? DELAY_EXIT : level(i - 1);
-      await ch.assertExchange(level(i), 'headers', { durable: true, alternateExchange: below });
-      await ch.assertQueue(level(i), { durable: true, arguments: { 'x-queue-type': 'classic', 'x-message-ttl': 2 ** i, 'x-dead-letter-exchange': below } });
-      await ch.bindQueue(level(i), level(i), '', { 'x-match': 'all', [DELAY_HEADERS.bit(i)]: '1' });
-      await ch.bindQueue(level(i), DELAY_DOOR, '', { 'x-match': 'all', [DELAY_HEADERS.entry]: String(i) });
+/** The levels, as the connection's topology holds them: declared once per connection, again when older than {@link RECHECK_MS} (an operator may have deleted one). */
+const LEVELS: Declaration = {
+  key: 'delay levels',
+  maxAgeMs: RECHECK_MS,
+  async declare(ch) {
+    try {
+      await ch.assertExchange(DELAY_EXIT, 'headers', { durable: true });
+      await ch.bindExchange(DELAY_EXIT, DELAY_DOOR, '', { 'x-match': 'all', [DELAY_HEADERS.entry]: EXIT_ENTRY });
+      for (let i = 0; i < DELAY_LEVELS; i++) {
+        const below = i === 0 ? DELAY_EXIT : level(i - 1);
+        await ch.assertExchange(level(i), 'headers', { durable: true, alternateExchange: below });
+        await ch.assertQueue(level(i), { durable: true, arguments: { 'x-queue-type': 'classic', 'x-message-ttl': 2 ** i, 'x-dead-letter-exchange': below } });
+        await ch.bindQueue(level(i), level(i), '', { 'x-match': 'all', [DELAY_HEADERS.bit(i)]: '1' });
+        await ch.bindQueue(level(i), DELAY_DOOR, '', { 'x-match': 'all', [DELAY_HEADERS.entry]: String(i) });
+      }
+    } catch (err) {
+      throw new BrokerError(`cannot declare the delay exchanges and queues (postage.delay.*): ${brokerSaid(err)}. If they exist with other arguments, delete them (they hold delayed messages)`, 'DECLARE_FAILED', {
+        cause: err,
+        amqpCode: amqpCodeOf(err),
+      });
     }
-  })().catch((err: unknown) => {
-    declared.delete(ch);
-    throw new BrokerError(`cannot declare the delay exchanges and queues (postage.delay.*): ${brokerSaid(err)}. If they exist with other arguments, delete them (they hold delayed messages)`, 'DECLARE_FAILED', {
-      cause: err,
-      amqpCode: amqpCodeOf(err),
-    });
-  });
-  const entry = { at: Date.now(), done };
-  declared.set(ch, entry);
-  void done.then(() => (entry.at = Date.now()), () => undefined);
-  return done;
+  },
+};
+
+/** The route from the exit to `to`, as the connection's topology holds it (declared again with the levels). */
+function routeTo(to: DelayTarget): Declaration {
+  return {
+    key: 'exchange' in to ? `delay route to exchange ${to.exchange}` : `delay route to queue ${to.queue}`,
+    maxAgeMs: RECHECK_MS,
+    async declare(ch) {
+      const args = { 'x-match': 'all', ...targetHeader(to) };
+      try {
+        if ('exchange' in to) await ch.bindExchange(to.exchange, DELAY_EXIT, '', args);
+        else await ch.bindQueue(to.queue, DELAY_EXIT, '', args);
+      } catch (err) {
+        const what = 'exchange' in to ? `exchange '${to.exchange}'` : `queue '${to.queue}'`;
+        throw new BrokerError(`cannot route delayed messages to ${what}: ${brokerSaid(err)}`, 'DECLARE_FAILED', { cause: err, amqpCode: amqpCodeOf(err) });
+      }
+    },
+  };
 }
 
-/** Lets delayed messages reach `to` (an exchange, or one queue) when due: declares the levels, then binds the exit to it (again, as the levels are). */
-export function delayTo(ch: Channel, to: DelayTarget, force = false): Promise<void> {
-  const key = 'exchange' in to ? `e:${to.exchange}` : `q:${to.queue}`;
-  let perChannel = bound.get(ch);
-  if (!perChannel) bound.set(ch, (perChannel = new Map()));
-  const cached = perChannel.get(key);
-  if (fresh(cached, force)) return cached!.done;
-  const map = perChannel;
-  const done = (async () => {
-    await declareDelays(ch, force);
-    const args = { 'x-match': 'all', ...targetHeader(to) };
-    if ('exchange' in to) await ch.bindExchange(to.exchange, DELAY_EXIT, '', args);
-    else await ch.bindQueue(to.queue, DELAY_EXIT, '', args);
-  })().catch((err: unknown) => {
-    map.delete(key);
-    if (err instanceof BrokerError) throw err;
-    const what = 'exchange' in to ? `exchange '${to.exchange}'` : `queue '${to.queue}'`;
-    throw new BrokerError(`cannot route delayed messages to ${what}: ${brokerSaid(err)}`, 'DECLARE_FAILED', { cause: err, amqpCode: amqpCodeOf(err) });
-  });
-  perChannel.set(key, { at: Date.now(), done });
-  return done;
+/** Lets delayed messages reach `to` (an exchange, or one queue) when due: the levels, then the exit's route to it; `force` declares both anew. */
+export async function delayTo(place: DelayPlace, to: DelayTarget, force = false): Promise<void> {
+  await place.topology.ensure(place.model, place.ch, LEVELS, force);
+  await place.topology.ensure(place.model, place.ch, routeTo(to), force);
 }
 
 /**
@@ -179,11 +176,11 @@ export function delayTo(ch: Channel, to: DelayTarget, force = false): Promise<vo
  * Returned, a level is missing: the levels are declared again and it is sent
  * once more, so a delayed message is never early and never silently lost.
  */
-export async function sendDelayed(ch: Channel, to: DelayTarget, ms: number, log: Logger, publish: () => Promise<boolean>): Promise<void> {
-  await delayTo(ch, to);
+export async function sendDelayed(place: DelayPlace, to: DelayTarget, ms: number, log: Logger, publish: () => Promise<boolean>): Promise<void> {
+  await delayTo(place, to);
   if (await publish()) return;
   log.warn({ level: entryQueue(ms), delayMs: ms }, `delay level ${entryQueue(ms)} is missing (deleted?): declaring the delay levels again and sending the message again`);
-  await delayTo(ch, to, true);
+  await delayTo(place, to, true);
   if (await publish()) return;
   throw new BrokerError(`delay level ${entryQueue(ms)} took no message even after the levels were declared again: check the postage.delay.* queues and the bindings of ${DELAY_DOOR}`, 'UNROUTABLE');
 }

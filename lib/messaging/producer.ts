@@ -250,7 +250,7 @@ export class GenericProducer {
   /** Both channels on a connection (the first, or after a loss), then the sends held meanwhile go out. */
   async #open(model: ChannelModel): Promise<void> {
     this.#eks = eksEntries(this.eks);
-    await this.#publisher.open(model, this.#eks);
+    await this.#publisher.open(model, this.#eks, this.#link.topology);
     await this.#rpc.open(model);
     const held = this.#held;
     this.#held = [];

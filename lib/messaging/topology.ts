@@ -1,3 +1,4 @@
+import type { Declaration } from '../transport/topology-registry.js';
 import type { Channel } from 'amqplib';
 import { BrokerError, TopologyError } from '../errors.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
@@ -151,6 +152,12 @@ export async function declareExchange(ch: Channel, ex: ExchangeLike): Promise<st
     throw declareError(err, 'exchange', r.name);
   }
   return r.name;
+}
+
+/** An exchange as the connection's topology registry holds it: keyed by all it is declared with, so a differing redeclaration still reaches the broker (and is refused there). */
+export function exchangeDeclaration(ex: ExchangeLike): Declaration {
+  const r = resolveExchange(ex);
+  return { key: `exchange ${JSON.stringify([r.name, r.type, r.durable, r.autoDelete, r.passive, r.arguments ?? null])}`, declare: (ch) => declareExchange(ch, r).then(() => undefined) };
 }
 
 /** Declares a queue and returns its real name (server-named when `name` is ''). */

@@ -7,6 +7,7 @@ import type { ConnectOptions } from './connection.js';
 import { ManagedConnection, reopenSoon, type ConnectionEvent, type ConnectionEvents, type ReconnectOptions } from './managed.js';
 import { Connection } from './shared.js';
 import type { ConnectionStatus } from './status.js';
+import { registryOf, type TopologyRegistry } from './topology-registry.js';
 
 /** What a component's `connection` option may be: a shared postage-ts connection (`connect()`), or a raw amqplib one (the advanced case: its owner handles its loss). */
 export type SharedConnection = Connection | ChannelModel;
@@ -60,6 +61,13 @@ export class Link {
     return this.#raw ?? (this.#shared ? this.#shared.model : this.#managed?.model);
   }
 
+  /** What is declared on the connection: its owner's registry (for a raw amqplib connection, one per connection). */
+  get topology(): TopologyRegistry {
+    if (this.#shared) return this.#shared.topology;
+    if (this.#raw) return registryOf(this.#raw);
+    return (this.#managed ??= new ManagedConnection(this.#opts, this.#log)).topology;
+  }
+
   /** Whether the connection comes back by itself after a loss (this component's own, or a shared postage-ts one). */
   get recovers(): boolean {
     return this.#raw === undefined;
@@ -94,8 +102,7 @@ export class Link {
         if (!model || this.#shared.status.state === 'closed') throw new BrokerError('the shared connection is closed: connect() again', 'CLOSED');
         this.#detach = this.#shared.attach({ setup: (m) => this.#hooks.open(m), lost: () => this.#hooks.lost(), close: () => this.#hooks.close(), events: this.#events });
       } else if (!model) {
-        const managed = new ManagedConnection(this.#opts, this.#log);
-        this.#managed = managed;
+        const managed = (this.#managed ??= new ManagedConnection(this.#opts, this.#log));
         model = await managed.connect();
         managed.serve(this.#events, () => this.#hooks.lost(), (m) => this.#hooks.open(m));
       }

@@ -5,6 +5,7 @@ import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { openConnection, type ConnectOptions } from './connection.js';
 import { StatusBoard, type ConnectionStatus } from './status.js';
+import { TopologyRegistry } from './topology-registry.js';
 
 /** Reconnection timing. Delays grow by `factor` from `initialMs` up to `maxMs`, each with ±`jitter`. */
 export interface ReconnectOptions {
@@ -49,6 +50,8 @@ export class ManagedConnection extends EventEmitter {
   #closing = false;
   /** Where the connection stands; its owner marks it ready once what is on it is set up. */
   readonly board = new StatusBoard();
+  /** What is declared on this connection, replayed after each reconnection before the components set up again. */
+  readonly topology = new TopologyRegistry();
   readonly #opts: ConnectOptions & { reconnect?: ReconnectOptions };
   readonly #log: Logger;
 
@@ -156,7 +159,12 @@ export class ManagedConnection extends EventEmitter {
       events.emit('disconnected', err);
     });
     this.on('connected', (m: ChannelModel) => {
-      void restoreAndAnnounce(m, restore, events, this.#log, () => this.#model === m && !this.#closing).then((ok) => {
+      // The connection's topology first (one channel, once), then the component on it.
+      const setUp = async (model: ChannelModel) => {
+        await this.topology.replay(model);
+        await restore(model);
+      };
+      void restoreAndAnnounce(m, setUp, events, this.#log, () => this.#model === m && !this.#closing).then((ok) => {
         if (ok) this.board.set({ state: 'ready' });
       });
     });

@@ -5,6 +5,7 @@ import { componentLogger, type Logger } from '../log.js';
 import type { ConnectOptions } from './connection.js';
 import { ManagedConnection, restoreAndAnnounce, type ConnectionEvent, type ConnectionEvents, type ReconnectOptions } from './managed.js';
 import type { ConnectionStatus } from './status.js';
+import type { TopologyRegistry } from './topology-registry.js';
 
 /** Marks a postage-ts connection across copies of the library (an ESM and a CommonJS build in one process). */
 const BRAND = Symbol.for('postage-ts.Connection');
@@ -58,12 +59,16 @@ export class Connection {
     });
     m.on('connected', (model: ChannelModel) => {
       const current = () => m.model === model && !m.closing;
-      void Promise.all([...this.#attached].map((a) => restoreAndAnnounce(model, (x) => a.setup(x), a.events, this.#log, current))).then((done) => {
+      void (async () => {
+        // What the components declared, once, on a channel of its own; then each component sets itself up again.
+        const replayed = await restoreAndAnnounce(model, (x) => m.topology.replay(x), new EventEmitter().on('restoreFailed', (err: Error) => this.#events.emit('restoreFailed', err)), this.#log, current);
+        if (!replayed) return;
+        const done = await Promise.all([...this.#attached].map((a) => restoreAndAnnounce(model, (x) => a.setup(x), a.events, this.#log, current)));
         if (done.every(Boolean) && current()) {
           m.board.set({ state: 'ready' });
           this.#events.emit('connected');
         }
-      });
+      })();
     });
     for (const e of ['blocked', 'unblocked'] as const) {
       m.on(e, (...args: unknown[]) => {
@@ -93,6 +98,11 @@ export class Connection {
   /** Each status from now on, as it changes (`for await`); ends once the connection is closed. */
   statusChanges(): AsyncIterableIterator<ConnectionStatus> {
     return this.#managed.board.changes();
+  }
+
+  /** What is declared on this connection (exchanges, error exchanges, delay levels), replayed after a loss. @internal */
+  get topology(): TopologyRegistry {
+    return this.#managed.topology;
   }
 
   /** The amqplib connection now (undefined while reconnecting): the advanced case, for channels of your own. */

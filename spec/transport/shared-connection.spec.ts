@@ -168,6 +168,26 @@ describe('connect() (a shared, managed connection)', function () {
     }
   });
 
+  it('holds the topology in one place: an exchange 20 processors and a producer use is one declaration, and an error exchange one more', async () => {
+    const conn = await connect({ url, logger: quiet });
+    const ex = { name: unique('topo-ex'), type: 'direct', durable: false } as const;
+    const errors = unique('topo-errors');
+    class Quiet extends MessageProcessor {}
+    const procs = Array.from({ length: 20 }, (_, i) => new Quiet({ connection: conn, logger: quiet, handleSignals: false, errorExchange: errors, eqk: [[ex, [[`${ex.name}-q${i}`, `k${i}`]]]] }));
+    try {
+      for (const p of procs) await p.ready();
+      class Jobs extends GenericProducer {
+        static override eks = [[ex, 'k0'] as const];
+      }
+      await Jobs.create({ connection: conn, logger: quiet });
+      // The exchange (the same declaration from 21 components) and the error exchange: two, not 41.
+      expect((conn as unknown as { topology: { size: number } }).topology.size).to.equal(2);
+    } finally {
+      await conn.close();
+      await deleteTopology([...procs.map((_, i) => `${ex.name}-q${i}`), errors], [ex.name, errors]).catch(() => undefined);
+    }
+  });
+
   it('works with `await using`, and refuses a component once it is closed', async () => {
     let outer: Connection | undefined;
     {

@@ -1,6 +1,6 @@
 import type { Yielded } from '../../microthreads/thread.js';
 import { applyFilters, SKIP, type Handler } from '../handlers.js';
-import { Message, MessageResult, MessageResultError, type MessageBody } from '../messages.js';
+import { Message, MessageResult, MessageResultError } from '../messages.js';
 import { driveIn, isThenable, runIn, type DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
 import type { DispatchContext } from './parts.js';

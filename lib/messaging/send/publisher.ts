@@ -3,8 +3,15 @@ import { BrokerError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { openChannel } from '../../transport/channels.js';
 import { Deadlines } from '../../transport/deadlines.js';
-import { amqpCodeOf, brokerSaid, declareExchange, type EksEntry } from '../topology.js';
+import { amqpCodeOf, brokerSaid, declareExchange, exchangeDeclaration, type EksEntry } from '../topology.js';
+import { registryOf, type TopologyRegistry } from '../../transport/topology-registry.js';
 import { DELAY_DOOR, delayHeaders, sendDelayed } from '../delay.js';
+
+/**
+ * A header that tells a publish's return from another's with the same message
+ * id, exchange and key in flight (delayed copies keep their original's id). @internal
+ */
+export const RETURN_MARK = 'postage-delay-copy';
 
 /** One error for every target of a send that no queue took. @internal */
 export function unroutableError(missed: readonly EksEntry[]): BrokerError {
@@ -37,6 +44,8 @@ export class Publisher {
   #renewedAt = 0;
   #model: ChannelModel | undefined;
   #exchanges: readonly EksEntry[] = [];
+  /** The connection's topology: exchanges are declared there once, however many producers send to them. */
+  #topology: TopologyRegistry | undefined;
 
   constructor(
     private readonly log: Logger,
@@ -50,15 +59,18 @@ export class Publisher {
     return this.#channel !== undefined;
   }
 
-  /** Opens the confirm channel on `model` and declares `exchanges` (the producer's eks). */
-  async open(model: ChannelModel, exchanges: readonly EksEntry[]): Promise<void> {
+  /** Opens the confirm channel on `model` and declares `exchanges` (the producer's eks) through the connection's `topology`. */
+  async open(model: ChannelModel, exchanges: readonly EksEntry[], topology?: TopologyRegistry): Promise<void> {
+    // Opened again on the same connection: its channel was closed by the broker (an exchange deleted under us?): declare anew.
+    const again = model === this.#model;
     this.#model = model;
     this.#exchanges = exchanges;
-    this.#channel = await this.#openChannel(model);
+    this.#topology = topology;
+    this.#channel = await this.#openChannel(model, again);
     this.#channelError = undefined;
   }
 
-  async #openChannel(model: ChannelModel): Promise<ConfirmChannel> {
+  async #openChannel(model: ChannelModel, force = false): Promise<ConfirmChannel> {
     const ch = await openChannel(model, true);
     ch.on('error', (err: Error) => {
       this.#channelError = err;
@@ -70,9 +82,13 @@ export class Publisher {
     });
     ch.on('return', (msg: ConsumeMessage) => {
       const id = msg.properties.messageId as string | undefined;
-      if (id) this.#returned.add(`${id}|${msg.fields.exchange}|${msg.fields.routingKey}`);
+      if (id) this.#returned.add(returnKey(id, msg.fields.exchange, msg.fields.routingKey, msg.properties.headers as Record<string, unknown> | undefined));
     });
-    for (const [exchange] of this.#exchanges) await declareExchange(ch, exchange);
+    const topology = this.#topology;
+    for (const [exchange] of this.#exchanges) {
+      if (topology) await topology.ensure(model, ch, exchangeDeclaration(exchange), force);
+      else await declareExchange(ch, exchange);
+    }
     return ch;
   }
 
@@ -132,7 +148,8 @@ export class Publisher {
       targets.map(([exchange, key]) => {
         const to = { exchange: exchange.name };
         const delayed = { ...props, persistent: true, mandatory: true, headers: { ...props.headers, ...delayHeaders(ms, to) } };
-        return sendDelayed(ch, to, ms, this.log, () => new Promise<boolean>((resolve, reject) => this.#publishOne(ch, [{ name: DELAY_DOOR }, key], content, delayed, resolve, reject)));
+        const place = { topology: this.#topology ?? registryOf(this.#model!), model: this.#model!, ch };
+        return sendDelayed(place, to, ms, this.log, () => new Promise<boolean>((resolve, reject) => this.#publishOne(ch, [{ name: DELAY_DOOR }, key], content, delayed, resolve, reject)));
       }),
     );
   }
@@ -171,7 +188,7 @@ export class Publisher {
           reject(new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }));
           this.#renewAfterNack(ch);
         }
-      } else done(!(this.#returned.size > 0 && this.#returned.delete(`${props.messageId}|${exName}|${key}`)));
+      } else done(!(this.#returned.size > 0 && this.#returned.delete(returnKey(props.messageId, exName, key, props.headers as Record<string, unknown> | undefined))));
     });
   }
 
@@ -206,11 +223,22 @@ export class Publisher {
     );
   }
 
+  /** The channel now, for what is declared alongside its publishes (delay levels, error exchanges). @internal */
+  get channel(): ConfirmChannel | undefined {
+    return this.#channel;
+  }
+
   async close(): Promise<void> {
     const ch = this.#channel;
     this.#channel = undefined;
     await ch?.close().catch(() => undefined);
   }
+}
+
+/** How a return is matched with its publish: message id, exchange, key, and the mark of a copy. */
+function returnKey(id: string, exchange: string, key: string, headers: Record<string, unknown> | undefined): string {
+  const mark = headers?.[RETURN_MARK];
+  return mark === undefined ? `${id}|${exchange}|${key}` : `${id}|${exchange}|${key}|${String(mark)}`;
 }
 
 /** amqplib calls a confirm callback with 'message nacked' for a broker nack, and 'channel closed' for a confirm lost with its channel. */
