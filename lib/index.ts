@@ -49,7 +49,7 @@ export {
 } from './errors.js';
 export { GenericProducer, type Producer, type ProducerMiddleware, type OutgoingSend, type MessageSender, type RpcSender, type StreamSender, type ParamsOf, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
 export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';
-export { MessageProcessor, type ProcessorOptions, type RetryOptions, type DeliveryEvent, type ProcessorMiddleware, type MiddlewareContext } from './messaging/processor.js';
+export { MessageProcessor, type ProcessorOptions, type RetryOptions, type DeliveryEvent, type ProcessorMiddleware, type MiddlewareContext, type ProcessorEvents, type ProcessorEvent } from './messaging/processor.js';
 export { MemoryIdempotencyStore, type IdempotencyStore, type MemoryIdempotencyOptions } from './messaging/idempotency.js';
 export { currentDelivery, HEADERS as CONVERSATION_HEADERS, type DeliveryInfo } from './messaging/delivery/context.js';
 export { configureTelemetry, type TelemetryOptions } from './telemetry/settings.js';

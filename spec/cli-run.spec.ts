@@ -76,9 +76,46 @@ describe('postage run', function () {
     }
   });
 
+  it('restarts a component on a restart command as the launcher: the old process exits first, the new one is its child, and SIGTERM still stops it with 0', async () => {
+    const url = await brokerUrl();
+    const exchange = unique('run-restart');
+    const run = launch('spec/fixtures/run/two-processors.ts', { POSTAGE_URL: url, EXCHANGE: exchange });
+    child = run.child;
+    try {
+      await run.line(/^ready: greeter /);
+      const ex = { name: exchange, type: 'direct', durable: false } as const;
+      class Client extends GenericProducer {
+        static override eks = [[ex, 'greet'] as const];
+        declare message_restart: MessageSender;
+        declare rpc_greet: RpcSender;
+      }
+      const p = await Client.create({ url });
+      try {
+        await p.message_restart({});
+        await run.line(/asked to restart: starting it again$/);
+        // Served again, by the new process, while the launcher is still the one this spec started.
+        await new Promise<void>((resolve) => {
+          const check = () => (run.lines.filter((l) => l.startsWith('ready: greeter')).length >= 2 ? resolve() : setTimeout(check, 50));
+          check();
+        });
+        const r = await p.rpc_greet({ who: 'again' }, { _timeout: 10, _max_retry: 0 });
+        expect(r.body.content.value).to.equal('hello again');
+      } finally {
+        await p.close();
+      }
+      expect(run.child.exitCode).to.equal(null);
+      run.child.kill('SIGTERM');
+      const [code] = await run.exited;
+      expect(code).to.equal(0);
+    } finally {
+      await deleteTopology([`${exchange}.greet`, `${exchange}.slow`], [exchange]).catch(() => undefined);
+    }
+  });
+
   for (const [what, module, message] of [
     ['exports nothing to run', 'spec/fixtures/run/nothing.ts', /exports nothing to run: export a MessageProcessor/],
     ['does not exist', 'spec/fixtures/run/missing.ts', /no module at .*missing\.ts/],
+    ['throws while it loads', 'spec/fixtures/run/throws.ts', /throws\.ts cannot be loaded: the configuration file is missing$/],
   ] as const) {
     it(`exits 2 with one line for a module that ${what}`, async () => {
       const run = launch(module, { POSTAGE_URL: await brokerUrl() });

@@ -48,6 +48,24 @@ describe('postage (CLI)', function () {
     });
   }
 
+  it('prints its version with --version, and a command\'s help with postage help CMD', async () => {
+    const v = await postage(['--version']);
+    expect(v.code).to.equal(0);
+    expect(v.stdout.trim()).to.equal(VERSION);
+    const h = await postage(['help', 'rpc']);
+    expect(h.code).to.equal(0);
+    expect(h.stdout).to.match(/^usage: postage rpc/);
+    const none = await postage(['help', 'fly']);
+    expect(none.code).to.equal(2);
+    expect(none.stderr.trim()).to.equal("postage: no help for 'fly': the commands are ping, describe, run, send, rpc and watch");
+  });
+
+  it('says an unknown option in one line that names it and where to look, exit 2', async () => {
+    const r = await postage(['send', '--tiemout', '3', 'amq.direct', 'k', 'x']);
+    expect(r.code).to.equal(2);
+    expect(r.stderr.trim()).to.equal("postage: unknown option '--tiemout': see postage help send");
+  });
+
   it('exits 2 with one line for an unknown command or bad JSON', async () => {
     const a = await postage(['fly']);
     expect(a.code).to.equal(2);

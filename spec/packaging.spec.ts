@@ -6,8 +6,9 @@
  * handling a message and an RPC.
  */
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import amqp from 'amqplib';
+import { execFile, spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -64,6 +65,60 @@ describe('the npm package', function () {
     const cjs = await probe('commonjs', "const t = require('postage-ts/testing'); console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof t.PrivateBroker)");
     expect(esm.trim()).to.equal('function function function');
     expect(cjs.trim()).to.equal('function function function');
+  });
+
+  /** `npx postage run FILE` in the project: resolves once it handled one message and exited by itself on SIGTERM. */
+  async function postageRun(file: string): Promise<{ code: number | null; out: string }> {
+    const exchange = `packaging-run-${process.pid}-${file.replace(/\W/g, '')}`;
+    const child = spawn(join(dir, 'node_modules/.bin/postage'), ['run', file], { cwd: dir, env: { ...process.env, POSTAGE_URL: url, EXCHANGE: exchange, POSTAGE_LOG_LEVEL: 'warn' } });
+    let out = '';
+    const seen = (re: RegExp) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => re.test(out) && resolve();
+        child.stdout.on('data', (d: Buffer) => ((out += d.toString()), check()));
+        child.stderr.on('data', (d: Buffer) => ((out += d.toString()), check()));
+        child.on('exit', () => reject(new Error(`postage run ${file} exited early: ${out}`)));
+      });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      await seen(/^ready: /m);
+      const conn = await amqp.connect(url);
+      try {
+        const ch = await conn.createConfirmChannel();
+        const body = { type: 'command', name: 'greet', category: 'message', version: '2', fingerprint: {}, content: { parameters: { who: file } }, _reserved: {} };
+        ch.publish(exchange, 'greet', Buffer.from(JSON.stringify(body)));
+        await ch.waitForConfirms();
+      } finally {
+        await conn.close();
+      }
+      await seen(/^handled: /m);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    return { code: await exited, out };
+  }
+
+  for (const [what, file, kind] of [
+    ['an ESM .mjs component', 'run/component.mjs', 'esm'],
+    ['a CommonJS .cjs component (postage-ts\'s CommonJS build under the ESM CLI)', 'run/component.cjs', 'cjs'],
+  ] as const) {
+    it(`runs ${what} with postage run: it handles a message, then exits 0 on SIGTERM`, async () => {
+      const r = await postageRun(file);
+      expect(r.out).to.contain(`handled: ${file} (${kind})`);
+      expect(r.code, r.out).to.equal(0);
+    });
+  }
+
+  it('runs a .ts component with postage run where the project has tsx: it handles a message, then exits 0 on SIGTERM', async () => {
+    const tsx = JSON.parse(readFileSync(join(ROOT, 'node_modules/tsx/package.json'), 'utf8')) as { version: string };
+    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', `tsx@${tsx.version}`], dir);
+    const r = await postageRun('run/component.ts');
+    expect(r.out).to.contain('handled: run/component.ts (ts)');
+    expect(r.code, r.out).to.equal(0);
+    // And in a project whose package.json says "type": "module".
+    const esm = await postageRun('run-esm/component.ts');
+    expect(esm.out).to.contain('handled: run-esm/component.ts (ts, ESM project)');
+    expect(esm.code, esm.out).to.equal(0);
   });
 
   it('works from plain JavaScript (ESM) with handlers registered without decorators', async () => {

@@ -21,8 +21,11 @@ import { configureLogging } from '../log.js';
 import { pino } from 'pino';
 import { deliveryInfo } from '../messaging/delivery/context.js';
 import type { ProcessorDescription } from '../messaging/describe.js';
-import { runModule } from './run.js';
+import { fileURLToPath } from 'node:url';
+import { SUPERVISED } from '../lifecycle/restart.js';
+import { runModule, superviseModule } from './run.js';
 import { UsageError } from './usage.js';
+import { VERSION } from '../version.js';
 import type { ConsumeMessage } from 'amqplib';
 
 const HELP: Record<string, string> = {
@@ -37,7 +40,8 @@ commands:
   watch EXCHANGE [KEY]                  print the envelopes that pass on EXCHANGE
 
 The broker comes from POSTAGE_URL or POSTAGE_HOST/PORT/USER/PASSWORD/VHOST.
-Run 'postage <command> --help' for a command's options.
+Run 'postage help <command>' (or 'postage <command> --help') for a command's
+options; 'postage --version' prints the version.
 Exit codes: 0 done, 1 the remote side failed, 2 bad usage, 3 broker unreachable
 or refused, 4 unroutable (no queue took the message). Failures are one line on
 stderr; library logs go to stderr too (POSTAGE_LOG_LEVEL, default error).`,
@@ -311,13 +315,37 @@ export async function main(argv: string[]): Promise<number> {
   // `run` hosts components: their logs keep their usual level (POSTAGE_LOG_LEVEL, info by default).
   if (argv[0] !== 'run') process.env.POSTAGE_LOG_LEVEL ??= 'error';
   configureLogging({ destination: pino.destination({ dest: 2, sync: true }) });
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: { help: { type: 'boolean', short: 'h' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' }, json: { type: 'boolean' } },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' }, json: { type: 'boolean' } },
+    });
+  } catch (err) {
+    // One line that names the option and where to look, not Node's paragraph.
+    const bad = /'([^']+)'/.exec((err as Error).message)?.[1];
+    const where = argv.find((a) => !a.startsWith('-'));
+    throw new UsageError(`${bad ? `unknown option '${bad}'` : (err as Error).message.split('\n')[0]}: see postage help${where && where in HELP ? ` ${where}` : ''}`);
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    console.log(VERSION);
+    return 0;
+  }
   const [command, ...args] = positionals;
+  // `postage help CMD` is `postage CMD --help`.
+  if (command === 'help') {
+    const topic = args[0];
+    if (topic === undefined) {
+      console.log(HELP.main);
+      return 0;
+    }
+    if (!(topic in HELP) || topic === 'main') throw new UsageError(`no help for '${topic}': the commands are ping, describe, run, send, rpc and watch`);
+    console.log(HELP[topic as keyof typeof HELP]);
+    return 0;
+  }
   if (!command) {
     console.log(HELP.main);
     return values.help ? 0 : 2;
@@ -331,7 +359,9 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'describe') return describe(args, values);
   if (command === 'run') {
     if (args.length !== 1) throw new UsageError('run needs MODULE');
-    return runModule(args[0]);
+    // The launcher runs the module in a child it owns (restarts happen there); the child runs it.
+    if (process.env[SUPERVISED] === '1') return runModule(args[0]);
+    return superviseModule(fileURLToPath(import.meta.url), args[0]);
   }
   if (command === 'send') return send(args);
   if (command === 'rpc') return rpc(args, values);

@@ -58,7 +58,7 @@ function level(i: number): string {
 /** Checks a `_delay` (or a defer's): a whole number of milliseconds, 0 to {@link MAX_DELAY_MS}. */
 export function checkDelay(what: string, ms: unknown): number {
   if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0 || ms > MAX_DELAY_MS) {
-    throw new TypeError(`${what} must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS} (about 49.7 days), not ${JSON.stringify(ms) ?? String(ms)}`);
+    throw new TypeError(`${what} must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS} (about 49.7 days), not ${typeof ms === 'number' || typeof ms === 'bigint' ? String(ms) : (JSON.stringify(ms) ?? String(ms))}`);
   }
   return ms;
 }

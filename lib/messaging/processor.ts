@@ -1,9 +1,10 @@
+import { EventEmitter } from 'node:events';
 import type { Hup } from '../config.js';
 import { AckAndRestart, ExitScheduler } from '../errors.js';
 import { restartProcess } from '../lifecycle/restart.js';
 import { closeOnSignal, DEFAULT_DRAIN_MS } from '../lifecycle/signals.js';
 import { componentLogger, type Logger } from '../log.js';
-import { MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
+import { COMPONENT_KIND, MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
 import { GenericConsumer, type ConsumerOptions } from './consumer.js';
@@ -18,7 +19,8 @@ import { DeliveryPipeline } from './delivery/pipeline.js';
 import { registryFor, type Registry } from './delivery/registry.js';
 import { ack, type SettleContext } from './delivery/settle.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
-import { MessageHandler, RpcHandler } from './handlers.js';
+import { MessageHandler, MessageHandlerFullBody, RpcHandler } from './handlers.js';
+import type { MessageBody } from './messages.js';
 import { describeProcessor, type ProcessorDescription } from './describe.js';
 import { constructorForm, type ComponentOptions } from './options.js';
 import type { Eqk } from './topology.js';
@@ -129,7 +131,22 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * @default 60000
    */
   streamStallMs?: number;
+  /**
+   * Whether the built-in `quit` and `restart` commands are carried out. Anyone
+   * who may publish to the processor's exchange can send them: a component
+   * hosted in an application with a life of its own (an HTTP server, a Nest
+   * app) turns them off, and they are then logged and acked, nothing more.
+   * @default true
+   */
+  remoteControl?: boolean;
 }
+
+/** A processor's own events, besides its connection's. */
+export interface ProcessorEvents extends ConnectionEvents {
+  /** A `quit` or `restart` command is about to be carried out, with the sender's fingerprint: a host can shut down its own side. */
+  remoteCommand: [command: 'quit' | 'restart', from: Partial<FingerprintDict>];
+}
+export type ProcessorEvent = keyof ProcessorEvents;
 
 /** Every option, so that a lone object mixing them with a fingerprint's fields is refused (the compiler keeps this complete). @internal */
 export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> = {
@@ -160,6 +177,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   concurrency: true,
   orderBy: true,
   streamStallMs: true,
+  remoteControl: true,
 };
 
 /**
@@ -192,6 +210,9 @@ export class MessageProcessor extends MicroThread {
   /** Aborted by close(): ends a wait between retries at once. */
   readonly #aborted = new AbortController();
   readonly #errorExchange: string | undefined;
+  readonly #remoteControl: boolean;
+  /** The processor's own events (remoteCommand); connection events go to the consumer's. */
+  readonly #host = new EventEmitter();
   /** What its deliveries depend on: the consumer's, or the harness's. */
   readonly #ports: DeliveryPorts;
   #closing: Promise<void> | undefined;
@@ -245,6 +266,7 @@ export class MessageProcessor extends MicroThread {
     if (!(dispatch.streamStallMs > 0)) throw new TypeError(`streamStallMs must be a positive number of milliseconds, not ${String(opts.streamStallMs)}`);
     if (!(dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
     this.#errorExchange = opts.errorExchange;
+    this.#remoteControl = opts.remoteControl ?? true;
     this.#pipeline = new DeliveryPipeline({
       inbox: ports.inbox,
       registry: this.#registry,
@@ -259,6 +281,7 @@ export class MessageProcessor extends MicroThread {
       orderBy: opts.orderBy,
       middleware: [],
       observers: new Set(),
+      unhandled: new Set(),
     });
     // A shared connection that closes closes this processor as its own close() does: drained.
     this.consumer.closeWith(() => this.close());
@@ -302,15 +325,20 @@ export class MessageProcessor extends MicroThread {
     return this.#ready;
   }
 
-  /** Connection events: 'connected' (after a reconnection), 'disconnected' (err), 'blocked' (reason), 'unblocked'. */
-  on<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
-    this.consumer.on(event, listener);
+  /**
+   * Events: 'connected' (after a reconnection), 'disconnected' (err), 'blocked' (reason), 'unblocked',
+   * 'restoreFailed' (err), and 'remoteCommand' (command, from): a quit or restart about to be carried out.
+   */
+  on<E extends ProcessorEvent>(event: E, listener: (...args: ProcessorEvents[E]) => void): this {
+    if (event === 'remoteCommand') this.#host.on(event, listener as (...args: unknown[]) => void);
+    else this.consumer.on(event as ConnectionEvent, listener as (...args: ConnectionEvents[ConnectionEvent]) => void);
     return this;
   }
 
   /** Removes a listener added with {@link on}. */
-  off<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
-    this.consumer.off(event, listener);
+  off<E extends ProcessorEvent>(event: E, listener: (...args: ProcessorEvents[E]) => void): this {
+    if (event === 'remoteCommand') this.#host.off(event, listener as (...args: unknown[]) => void);
+    else this.consumer.off(event as ConnectionEvent, listener as (...args: ConnectionEvents[ConnectionEvent]) => void);
     return this;
   }
 
@@ -416,15 +444,48 @@ export class MessageProcessor extends MicroThread {
     return describeProcessor(this.fingerprint, this.consumer.bindings(), this.#registry);
   }
 
-  @MessageHandler('command', 'quit')
-  msgQuit(): void {
-    throw new ExitScheduler('quit command received');
+  /**
+   * The built-in `quit`: anyone allowed to publish to this processor's
+   * exchange can stop it (docs/operations.md says how to restrict that with
+   * RabbitMQ permissions). Always logged at warn with the sender's
+   * fingerprint, and told to 'remoteCommand' listeners; refused (logged,
+   * acked) with `remoteControl: false`.
+   */
+  @MessageHandlerFullBody('command', 'quit')
+  msgQuit(body: MessageBody<object>): void {
+    if (this.#remoteCommand('quit', body)) throw new ExitScheduler('quit command received');
   }
 
-  @MessageHandler('command', 'restart')
-  msgRestart(): void {
-    throw new AckAndRestart('restart command received');
+  /** The built-in `restart`, as `quit` is guarded and told; then `restart()`. */
+  @MessageHandlerFullBody('command', 'restart')
+  msgRestart(body: MessageBody<object>): void {
+    if (this.#remoteCommand('restart', body)) throw new AckAndRestart('restart command received');
   }
+
+  /** Logs a remote lifecycle command with who sent it, tells the host, and says whether it is carried out. */
+  #remoteCommand(command: 'quit' | 'restart', body: MessageBody<object>): boolean {
+    const from = (body.fingerprint ?? {}) as Partial<FingerprintDict>;
+    const who = `${from.name ?? '?'} (${from.type ?? '?'}) pid ${from.pid ?? '?'}@${from.host ?? '?'} user ${from.user ?? '?'}`;
+    if (!this.#remoteControl) {
+      this.log.warn({ command, from }, `${command} command from ${who} refused: this processor has remoteControl: false`);
+      return false;
+    }
+    this.log.warn({ command, from }, `${command} command from ${who}: ${command === 'quit' ? 'stopping' : 'restarting'}`);
+    this.#host.emit('remoteCommand', command, from);
+    return true;
+  }
+}
+
+Object.defineProperty(MessageProcessor.prototype, COMPONENT_KIND, { value: 'processor', writable: true });
+
+/** Whether `v` is a processor of any copy of postage-ts (see COMPONENT_KIND). */
+export function isProcessor(v: unknown): v is MessageProcessor {
+  return v instanceof MessageProcessor || (typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[COMPONENT_KIND] === 'processor');
+}
+
+/** Whether `v` is a processor class of any copy of postage-ts. */
+export function isProcessorClass(v: unknown): v is typeof MessageProcessor {
+  return typeof v === 'function' && (v.prototype instanceof MessageProcessor || (v.prototype as Record<symbol, unknown> | undefined)?.[COMPONENT_KIND] === 'processor');
 }
 
 /** The processor's own step, as the class defined it: one replaced later (a subclass, a spy on the prototype) is called. */

@@ -269,9 +269,10 @@ export class MicroScheduler extends MicroThread {
   }
 
   #failed(thread: MicroThread, err: unknown): void {
-    if (err instanceof StopThread) {
+    // By code, not class: a thread from another copy of the library (a CommonJS component under the ESM CLI) throws its own.
+    if (err instanceof StopThread || signalled(err, 'STOP_THREAD')) {
       this.#log.debug({ thread: thread.name }, 'thread stopped');
-    } else if (err instanceof ExitScheduler) {
+    } else if (err instanceof ExitScheduler || signalled(err, 'EXIT_SCHEDULER')) {
       this.#log.debug({ thread: thread.name }, 'thread asked the scheduler to exit');
       this.#exitRequested = true;
     } else if (this.#onThreadError) {
@@ -280,4 +281,9 @@ export class MicroScheduler extends MicroThread {
       this.#log.error({ thread: thread.name, err }, `microthread ${thread.name} failed and was dropped`);
     }
   }
+}
+
+/** Whether `err` is a postage-ts control signal with this code, from whichever copy of the library threw it. */
+function signalled(err: unknown, code: 'STOP_THREAD' | 'EXIT_SCHEDULER'): boolean {
+  return err instanceof Error && (err as { code?: unknown }).code === code;
 }

@@ -55,6 +55,19 @@ export class MicroThread {
   }
 }
 
+/**
+ * What kind of component an object is, across copies of the library (an ESM
+ * and a CommonJS build in one process, a Nest app compiled to CommonJS under
+ * the ESM CLI), where `instanceof` says no: 'thread', or 'processor'.
+ */
+export const COMPONENT_KIND = Symbol.for('postage-ts.componentKind');
+Object.defineProperty(MicroThread.prototype, COMPONENT_KIND, { value: 'thread', writable: true });
+
+/** Whether `v` is a microthread of any copy of postage-ts. */
+export function isMicroThread(v: unknown): v is MicroThread {
+  return v instanceof MicroThread || (typeof v === 'object' && v !== null && typeof (v as Record<symbol, unknown>)[COMPONENT_KIND] === 'string');
+}
+
 /** A thread made from a plain generator function, for one-off tasks. */
 export class FunctionThread extends MicroThread {
   readonly #body: () => Generator<Yielded, unknown, unknown>;

@@ -4,7 +4,7 @@ import { Message, MessageResult, MessageResultError } from '../messages.js';
 import { driveIn, isThenable, runIn, type DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
 import type { DispatchContext } from './parts.js';
-import { rpcHandler, type Registered } from './registry.js';
+import { namesHandled, rpcHandler, type Registered } from './registry.js';
 import { replyOf } from './reply.js';
 import type { DeliveryState } from './state.js';
 
@@ -46,6 +46,7 @@ export function* dispatch(d: DeliveryState): Generator<Yielded, Outcome, unknown
     return { kind: 'ack', reply: replyOf(scope, d.answer!) };
   }
   const handlers = d.handlers;
+  if (handlers.length === 0) unhandled(d);
   // A plain message that carries reply_to can be answered too (PikaBus's bus.Reply): the first answer of a successful run goes out after the ack.
   const reply = d.msg.properties.replyTo ? (r: unknown) => answer(d, r) : noReply;
   for (let i = 0; i < handlers.length; i++) yield* invoke(d, handlers[i], reply, d.lastRun && i === handlers.length - 1);
@@ -53,6 +54,24 @@ export function* dispatch(d: DeliveryState): Generator<Yielded, Outcome, unknown
 }
 
 const noReply = (): void => undefined;
+
+/**
+ * A message no handler takes is acked (as in Postage), and said once per
+ * name per processor at warn, with the names it does handle: a typo in a
+ * command name ('gret' for 'greet') shows in the logs instead of vanishing.
+ */
+function unhandled(d: DeliveryState): void {
+  const body = d.body!;
+  const { parts } = d;
+  const key = `${body.category}|${body.type}|${body.name}`;
+  if (parts.unhandled.has(key)) return;
+  parts.unhandled.add(key);
+  const known = namesHandled(parts.registry, body.category, body.type).filter((n) => n !== body.name);
+  parts.log.warn(
+    { messageType: body.type, messageName: body.name, handles: known },
+    `no handler takes ${body.type}/${body.name} in ${parts.dispatch.fingerprint.name}: acked and dropped (said once per name). ${known.length > 0 ? `It handles ${body.type}/${known.join(', ')}` : `It handles no ${body.type} at all`}`,
+  );
+}
 
 /**
  * Runs one handler (its filters first) inside its run's scope, so that

@@ -71,4 +71,6 @@ export interface PipelineParts {
   /** `processor.use()`, in the order added. */
   readonly middleware: ProcessorMiddleware[];
   readonly observers: Set<(event: DeliveryEvent) => void>;
+  /** The `category|type|name` of messages no handler took, said once each. */
+  readonly unhandled: Set<string>;
 }

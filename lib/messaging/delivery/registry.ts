@@ -110,3 +110,13 @@ export function handlersFor(reg: Registry, body: MessageBody<object>): Registere
 export function rpcHandler(handlers: Registered[]): Registered | undefined {
   return handlers.findLast((h) => h.tag.name !== undefined) ?? handlers.at(-1);
 }
+
+/** The names a registry handles for one category and type (for a message nobody takes: what it could have been). */
+export function namesHandled(reg: Registry, category: string, type: string): string[] {
+  const names: string[] = [];
+  for (const key of reg.keys()) {
+    const [c, t, n] = key.split('|');
+    if (c === category && t === type) names.push(n);
+  }
+  return names;
+}

@@ -18,7 +18,7 @@ export function unroutableError(missed: readonly EksEntry[]): BrokerError {
   const unroutable = missed.map(([e, key]) => ({ exchange: e.name, key }));
   const list = unroutable.map((t) => `exchange '${t.exchange}' with key '${t.key}'`).join(', ');
   return new BrokerError(
-    `no queue is bound to ${list}: the broker returned the message${missed.length > 1 ? ' for each of these' : ''}. Start the component that consumes it, or check the exchange and key.`,
+    `no queue is bound to ${list}: the broker returned the message${missed.length > 1 ? ' for each of these' : ''}. Start the component that consumes it (if it is started, await its ready() before sending: until then its queue may not be bound), or check the exchange and key.`,
     'UNROUTABLE',
     { unroutable },
   );

@@ -1,0 +1,111 @@
+/**
+ * What a user sees on a first day, where the library can point at the fix:
+ * a command nobody handles, a remote quit or restart, a send before ready(),
+ * a delay that is not a number.
+ */
+import { expect } from 'chai';
+import { GenericProducer, MessageHandler, MessageProcessor, type FingerprintDict, type MessageSender } from '../../lib/index.js';
+import { makeLogger } from '../../lib/log.js';
+import { brokerUrl } from '../support/broker.js';
+import { deferred, exchangeFixture } from '../support/components.js';
+import { deleteTopology, unique } from '../support/topology.js';
+
+/** A logger whose JSON lines a spec reads. */
+function capture() {
+  const lines: Array<Record<string, unknown>> = [];
+  return { lines, logger: makeLogger('warn', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) }) };
+}
+
+describe('A first day', function () {
+  this.timeout(20_000);
+  const f = exchangeFixture('first', brokerUrl, unique, deleteTopology);
+
+  it('warns once per name about a command no handler takes, listing the names the processor does handle', async () => {
+    const log = capture();
+    class Greeter extends MessageProcessor {
+      @MessageHandler('command', 'greet')
+      greet() {}
+      @MessageHandler('command', 'wave')
+      wave() {}
+    }
+    const p = new Greeter({ url: f.url, logger: log.logger, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    let settled = 0;
+    const three = deferred();
+    p.observe(() => ++settled === 3 && three.resolve());
+    await f.h.start(p);
+    const send = await f.producer();
+    await send.message_gret({});
+    await send.message_gret({});
+    await send.message_greet({});
+    await three.promise;
+    const warned = log.lines.filter((l) => String(l.msg).startsWith('no handler takes'));
+    expect(warned).to.have.length(1);
+    expect(warned[0].msg).to.equal('no handler takes command/gret in Greeter: acked and dropped (said once per name). It handles command/quit, restart, greet, wave');
+  });
+
+  describe('remote quit and restart', () => {
+    it("logs a quit at warn with the sender's fingerprint and tells remoteCommand listeners before stopping", async () => {
+      const log = capture();
+      class Worker extends MessageProcessor {}
+      const p = new Worker({ url: f.url, logger: log.logger, handleSignals: false, eqk: [[f.ex, [[f.queue, 'k']]]] });
+      const told = deferred<[string, Partial<FingerprintDict>]>();
+      p.on('remoteCommand', (command, from) => told.resolve([command, from]));
+      await f.h.start(p);
+      const send = await f.producer({ fingerprint: { name: 'ops-console', host: 'ops1', pid: '42' } });
+      await send.message_quit({});
+      const [command, from] = await told.promise;
+      expect(command).to.equal('quit');
+      expect(from).to.include({ name: 'ops-console', host: 'ops1', pid: '42' });
+      await f.h.running;
+      const line = log.lines.find((l) => String(l.msg).startsWith('quit command from'));
+      expect(line?.level).to.equal(40);
+      expect(line?.msg).to.match(/^quit command from ops-console \(producer\) pid 42@ops1 user \S+: stopping$/);
+    });
+
+    it('refuses quit and restart with remoteControl: false: logged, acked, and the processor goes on', async () => {
+      const log = capture();
+      const handled = deferred();
+      class Hosted extends MessageProcessor {
+        @MessageHandler('command', 'work')
+        work() {
+          handled.resolve();
+        }
+      }
+      const p = new Hosted({ url: f.url, logger: log.logger, handleSignals: false, remoteControl: false, eqk: [[f.ex, [[f.queue, 'k']]]] });
+      let told = 0;
+      p.on('remoteCommand', () => told++);
+      const outcomes: string[] = [];
+      p.observe((e) => outcomes.push(`${e.name}:${e.outcome}`));
+      await f.h.start(p);
+      const send = await f.producer();
+      await send.message_quit({});
+      await send.message_restart({});
+      await send.message_work({});
+      await handled.promise;
+      expect(outcomes).to.deep.equal(['quit:acked', 'restart:acked', 'work:acked']);
+      expect(told).to.equal(0);
+      expect(log.lines.filter((l) => /command from .* refused: this processor has remoteControl: false$/.test(String(l.msg)))).to.have.length(2);
+    });
+  });
+
+  it("says, when a command reaches no queue, to await the consumer's ready() if it is started", async () => {
+    const nowhere = { name: unique('first-nowhere'), type: 'direct', durable: false } as const;
+    class Early extends GenericProducer {
+      static override eks = [[nowhere, 'k'] as const];
+      declare message_job: MessageSender;
+    }
+    const p = await Early.create({ url: f.url, logger: makeLogger('silent') });
+    f.h.onClose(() => p.close());
+    f.h.onClose(() => deleteTopology([], [nowhere.name]));
+    const err = await p.message_job({}).then(() => undefined, (e: unknown) => e as Error);
+    expect(err?.message).to.contain('if it is started, await its ready() before sending');
+  });
+
+  it('names a delay that is not a number as it is (NaN, Infinity), not as JSON turns it', async () => {
+    const p = await f.producer();
+    for (const [bad, shown] of [[Number.NaN, 'NaN'], [Infinity, 'Infinity']] as const) {
+      const err = await p.message_job({}, { _delay: bad }).then(() => undefined, (e: unknown) => e as Error);
+      expect(err?.message).to.match(new RegExp(`not ${shown}$`));
+    }
+  });
+});
