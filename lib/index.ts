@@ -64,4 +64,5 @@ export type { SharedConnection } from './transport/link.js';
 export { GenericApplication, GenericApplicationExchange, PresenceExchange, applicationKeys, type ApplicationOptions } from './application/generic_application.js';
 export type { ProcessorDescription, HandlerDescription } from './messaging/describe.js';
 export { VERSION } from './version.js';
+export { serve, type Served, type ServeOptions } from './lifecycle/serve.js';
 export type { StandardSchemaV1 } from '@standard-schema/spec';

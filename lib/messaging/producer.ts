@@ -13,6 +13,7 @@ import { Message, MessageCommand, MessageResultError, RpcCommand, type AnyResult
 import type { ComponentOptions } from './options.js';
 import { takeSendOptions, type SendOptions } from './send/options.js';
 import { checkDelay } from './delay.js';
+import { assertJsonable } from './jsonable.js';
 import { DEFAULT_WINDOW, MAX_WINDOW } from './stream-protocol.js';
 import { sendProperties } from './send/properties.js';
 import { currentScope, HEADERS, type DeliveryScope } from './delivery/context.js';
@@ -304,6 +305,7 @@ export class GenericProducer {
       msg = category === 'rpc' ? new RpcCommand(name, params) : new MessageCommand(name, params);
     }
     msg.setFingerprint(this.fingerprint);
+    assertJsonable(msg.body.content, '');
     return { msg, opts };
   }
 
@@ -460,6 +462,11 @@ export class GenericProducer {
     }
     const [positional, kwds] = args as [unknown[] | undefined, Record<string, unknown> | undefined];
     const msg = new Message(positional, kwds).setFingerprint(this.fingerprint);
+    try {
+      assertJsonable(msg.body.content, '');
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.#sendBody(msg.body, opts);
   }
 
@@ -467,6 +474,7 @@ export class GenericProducer {
   forward(body: object, opts: SendOptions = {}): Promise<void> {
     try {
       takeSendOptions([opts], 0);
+      assertJsonable(body, '');
     } catch (err) {
       return Promise.reject(err);
     }

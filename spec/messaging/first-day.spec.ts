@@ -108,4 +108,25 @@ describe('A first day', function () {
       expect(err?.message).to.match(new RegExp(`not ${shown}$`));
     }
   });
+
+  it('refuses a payload JSON cannot carry before anything is sent, naming where it is', async () => {
+    const p = await f.producer();
+    const cycle: Record<string, unknown> = { a: 1 };
+    cycle.self = cycle;
+    for (const [params, text] of [
+      [{ items: [{ price: 1 }, { price: 2 }, { price: 3n }] }, 'parameters.items[2].price is a BigInt, which JSON cannot carry'],
+      [{ done: () => 1 }, 'parameters.done is a function'],
+      [{ tags: new Set(['a']) }, 'parameters.tags is a Set'],
+      [{ byId: new Map([[1, 'a']]) }, 'parameters.byId is a Map'],
+      [{ ratio: Number.NaN }, 'parameters.ratio is NaN'],
+      [{ max: -Infinity }, 'parameters.max is -Infinity'],
+      [{ tree: cycle }, 'parameters.tree.self is a reference to one of its own ancestors (a cycle)'],
+    ] as const) {
+      const err = await p.message_job(params as Record<string, unknown>).then(() => undefined, (e: unknown) => e as Error);
+      expect(err, text).to.be.instanceOf(TypeError);
+      expect(err?.message).to.contain(text);
+    }
+    // What JSON does carry goes: dates, buffers, nulls, nested arrays.
+    await p.message_job({ at: new Date(0), raw: Buffer.from('x'), nothing: null, grid: [[1, 2], [3]] }, { _mandatory: false });
+  });
 });
