@@ -7,42 +7,79 @@
  * The error names the path: `parameters.items[2].price is a BigInt`.
  */
 export function assertJsonable(value: unknown, path: string): void {
-  walk(value, path, undefined);
+  // Per send, so the common case is one cheap walk that builds nothing; only a refusal walks again to name the path.
+  const why = check(value, STACK, 0);
+  if (why === undefined) return;
+  STACK.length = 0;
+  const where = locate(value, path, []) ?? path;
+  throw new TypeError(`${where || 'the payload'} is ${why[0]}, which JSON cannot carry: ${why[1]}`);
 }
 
-function walk(v: unknown, path: string, ancestors: Set<object> | undefined): void {
+/** Ancestors of the value being checked, reused across calls (a check is synchronous). */
+const STACK: object[] = [];
+
+/** What is wrong with `v` (and how to mend it), or undefined: JSON carries it as it is. */
+function wrong(v: unknown, ancestors: readonly object[], depth: number): readonly [string, string] | undefined {
   switch (typeof v) {
     case 'string':
     case 'boolean':
     case 'undefined':
-      return;
+      return undefined;
     case 'number':
-      if (!Number.isFinite(v)) refuse(path, String(v), 'send a finite number, or a string');
-      return;
+      return Number.isFinite(v) ? undefined : [String(v), 'send a finite number, or a string'];
     case 'bigint':
-      refuse(path, 'a BigInt', 'send it as a string (String(n)), or as a number if it fits');
-      return;
+      return ['a BigInt', 'send it as a string (String(n)), or as a number if it fits'];
     case 'function':
-      refuse(path, 'a function', 'send data, not code');
-      return;
+      return ['a function', 'send data, not code'];
     case 'symbol':
-      refuse(path, 'a symbol', 'send a string');
-      return;
+      return ['a symbol', 'send a string'];
   }
-  if (v === null) return;
-  const o = v as object;
-  // Dates, Buffers and anything else that says how it is written as JSON.
-  if (typeof (o as { toJSON?: unknown }).toJSON === 'function') return;
-  if (o instanceof Map) refuse(path, 'a Map', 'send Object.fromEntries(map), or [...map] for entries');
-  if (o instanceof Set) refuse(path, 'a Set', 'send [...set]');
-  const seen = ancestors ?? new Set<object>();
-  if (seen.has(o)) refuse(path, 'a reference to one of its own ancestors (a cycle)', 'send a tree: copy the part you need');
-  seen.add(o);
-  if (Array.isArray(o)) for (let i = 0; i < o.length; i++) walk(o[i], `${path}[${i}]`, seen);
-  else for (const k of Object.keys(o)) walk((o as Record<string, unknown>)[k], path === '' ? k : `${path}.${k}`, seen);
-  seen.delete(o);
+  if (v === null || typeof (v as { toJSON?: unknown }).toJSON === 'function') return undefined;
+  if (v instanceof Map) return ['a Map', 'send Object.fromEntries(map), or [...map] for entries'];
+  if (v instanceof Set) return ['a Set', 'send [...set]'];
+  for (let i = 0; i < depth; i++) if (ancestors[i] === v) return ['a reference to one of its own ancestors (a cycle)', 'send a tree: copy the part you need'];
+  return undefined;
 }
 
-function refuse(path: string, what: string, fix: string): never {
-  throw new TypeError(`${path || 'the payload'} is ${what}, which JSON cannot carry: ${fix}`);
+function check(v: unknown, stack: object[], depth: number): readonly [string, string] | undefined {
+  const w = wrong(v, stack, depth);
+  if (w !== undefined || typeof v !== 'object' || v === null || typeof (v as { toJSON?: unknown }).toJSON === 'function') return w;
+  stack[depth] = v;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const r = check(v[i], stack, depth + 1);
+      if (r !== undefined) return r;
+    }
+  } else {
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      const r = check(o[k], stack, depth + 1);
+      if (r !== undefined) return r;
+    }
+  }
+  stack[depth] = undefined as unknown as object;
+  return undefined;
+}
+
+/** The path of the first value JSON cannot carry (the same order as {@link check}). */
+function locate(v: unknown, path: string, ancestors: object[]): string | undefined {
+  if (wrong(v, ancestors, ancestors.length) !== undefined) return path;
+  if (typeof v !== 'object' || v === null || typeof (v as { toJSON?: unknown }).toJSON === 'function') return undefined;
+  ancestors.push(v);
+  try {
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const r = locate(v[i], `${path}[${i}]`, ancestors);
+        if (r !== undefined) return r;
+      }
+    } else {
+      for (const k of Object.keys(v)) {
+        const r = locate((v as Record<string, unknown>)[k], path === '' ? k : `${path}.${k}`, ancestors);
+        if (r !== undefined) return r;
+      }
+    }
+    return undefined;
+  } finally {
+    ancestors.pop();
+  }
 }
