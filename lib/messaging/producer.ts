@@ -14,6 +14,7 @@ import type { ComponentOptions } from './options.js';
 import { takeSendOptions, type SendOptions } from './send/options.js';
 import { checkDelay } from './delay.js';
 import { assertJsonable } from './jsonable.js';
+import { compose } from './compose.js';
 import { DEFAULT_WINDOW, MAX_WINDOW } from './stream-protocol.js';
 import { sendProperties } from './send/properties.js';
 import { currentScope, HEADERS, type DeliveryScope } from './delivery/context.js';
@@ -346,26 +347,13 @@ export class GenericProducer {
     const send: OutgoingSend = { kind, exchange: target?.[0].name ?? '', routingKey: target?.[1] ?? '', message: body as Record<string, unknown>, headers: { ...opts._headers } };
     let sent = false;
     let result: R | undefined;
-    const at = (i: number): Promise<void> => {
-      if (i === list.length) {
-        sent = true;
-        return core(Object.keys(send.headers).length > 0 ? { ...opts, _headers: send.headers } : opts).then((r) => {
-          result = r;
-        });
-      }
-      let called = false;
-      const next = (): Promise<void> => {
-        if (called) return Promise.reject(new Error(`producer middleware #${i + 1} (${list[i].name || 'anonymous'}) called next() more than once`));
-        called = true;
-        return at(i + 1);
-      };
-      try {
-        return Promise.resolve(list[i](send, next)).then(() => undefined);
-      } catch (err) {
-        return Promise.reject(err);
-      }
+    const inner = (): Promise<void> => {
+      sent = true;
+      return core(Object.keys(send.headers).length > 0 ? { ...opts, _headers: send.headers } : opts).then((r) => {
+        result = r;
+      });
     };
-    return at(0).then(() => (sent ? (result as R) : dropped()));
+    return compose(list, send, inner, 'producer middleware').then(() => (sent ? (result as R) : dropped()));
   }
 
   /**

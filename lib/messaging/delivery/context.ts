@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ConsumeMessage } from 'amqplib';
 import { context as otelContext, type Context } from '@opentelemetry/api';
 import type { Yielded } from '../../microthreads/thread.js';
+import { relay } from './relay.js';
 
 /** The headers postage-ts reads and writes to follow a conversation across components. */
 export const HEADERS = Object.freeze({
@@ -260,30 +261,8 @@ export function isAsyncFunction(fn: unknown): boolean {
  * run's (see `time-limit.ts`), which closes it from outside.
  * @internal
  */
-export function* driveIn(scope: DeliveryScope, gen: Generator<Yielded, unknown, unknown>): Generator<Yielded, unknown, unknown> {
-  let input: unknown;
-  let error: unknown;
-  let failed = false;
-  let done = false;
-  try {
-    for (;;) {
-      const r = runIn(scope, () => (failed ? gen.throw(error) : gen.next(input)));
-      failed = false;
-      if (r.done) {
-        done = true;
-        return r.value;
-      }
-      try {
-        input = yield r.value;
-      } catch (err) {
-        error = err;
-        failed = true;
-      }
-    }
-  } finally {
-    // Stopped from outside (its time limit, a scheduler stopping): the handler's own finally blocks run, in its scope.
-    if (!done) runIn(scope, () => gen.return(undefined));
-  }
+export function driveIn(scope: DeliveryScope, gen: Generator<Yielded, unknown, unknown>): Generator<Yielded, unknown, unknown> {
+  return relay(gen, (step) => runIn(scope, step));
 }
 
 /** @internal */

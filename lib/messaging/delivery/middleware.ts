@@ -2,7 +2,8 @@ import type { Yielded } from '../../microthreads/thread.js';
 import { isThenable, runIn, type DeliveryScope } from './context.js';
 import { answer } from './dispatch.js';
 import type { Outcome } from './outcome.js';
-import type { MiddlewareContext, ProcessorMiddleware } from './parts.js';
+import { compose } from '../compose.js';
+import type { MiddlewareContext } from './parts.js';
 import { replyOf } from './reply.js';
 import type { DeliveryState, Next } from './state.js';
 
@@ -21,30 +22,11 @@ export function* middleware(d: DeliveryState, next: Next): Generator<Yielded, Ou
   const inner = async (): Promise<void> => {
     outcome = await drive(next(d), scope);
   };
-  yield runIn(scope, () => compose(d.parts.middleware, ctx, inner), true);
+  yield runIn(scope, () => compose(d.parts.middleware, ctx, inner, 'middleware'), true);
   if (outcome !== undefined) return outcome;
   if (d.body!.category !== 'rpc') return { kind: 'ack' };
   answer(d, null);
   return { kind: 'ack', reply: replyOf(scope, d.answer!) };
-}
-
-/** Runs `list` Koa's way: each gets a `next` that runs the rest once; the last `next` is `inner`. */
-function compose(list: readonly ProcessorMiddleware[], ctx: MiddlewareContext, inner: () => Promise<void>): Promise<void> {
-  const at = (i: number): Promise<void> => {
-    if (i === list.length) return inner();
-    let called = false;
-    const next = (): Promise<void> => {
-      if (called) return Promise.reject(new Error(`middleware #${i + 1} (${list[i].name || 'anonymous'}) called next() more than once`));
-      called = true;
-      return at(i + 1);
-    };
-    try {
-      return Promise.resolve(list[i](ctx, next)).then(() => undefined);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-  };
-  return at(0);
 }
 
 /**

@@ -2,6 +2,7 @@ import { HandlerTimeout } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import { isThenable } from './context.js';
+import { direct, relay } from './relay.js';
 import type { Outcome } from './outcome.js';
 import { rpcHandler } from './registry.js';
 import type { DeliveryState, Next } from './state.js';
@@ -104,34 +105,17 @@ function abandon(p: PromiseLike<unknown>, log: Logger, about: string): void {
  * a generator handler's included) and the limit's error is thrown: a handler
  * cannot catch its own time limit and go on.
  */
-export function* within<T>(limit: TimeLimit, gen: Generator<Yielded, T, unknown>, log: Logger, about: string): Generator<Yielded, T, unknown> {
-  let input: unknown;
-  let error: unknown;
-  let failed = false;
-  let done = false;
-  try {
-    for (;;) {
-      const r = failed ? gen.throw(error) : gen.next(input);
-      failed = false;
-      if (r.done) {
-        done = true;
-        return r.value;
-      }
-      const v = r.value;
-      try {
-        input = yield isThenable(v) ? limit.wait(v, log, about) : v;
-      } catch (err) {
-        error = err;
-        failed = true;
-      }
-      if (limit.passed) {
-        limit.expireNow();
-        throw limit.error;
-      }
-    }
-  } finally {
-    if (!done) gen.return(undefined as T);
-  }
+export function within<T>(limit: TimeLimit, gen: Generator<Yielded, T, unknown>, log: Logger, about: string): Generator<Yielded, T, unknown> {
+  return relay(
+    gen,
+    direct,
+    (v) => (isThenable(v) ? limit.wait(v, log, about) : v),
+    () => {
+      if (!limit.passed) return;
+      limit.expireNow();
+      throw limit.error;
+    },
+  );
 }
 
 /**
