@@ -8,7 +8,8 @@ import type { DeliveryInfo } from './context.js';
 export type { DeliveryEvent, MiddlewareContext, ProcessorMiddleware, RetryOptions } from './public.js';
 import type { DeliveryEvent, ProcessorMiddleware, RetryOptions } from './public.js';
 import type { Registry } from './registry.js';
-import type { SettleContext } from './settle.js';
+import type { DeliveryCounter } from '../deliveries.js';
+import type { ConfirmedCopies, Replier, Settler } from './ports.js';
 
 /** Headers a delayed retry or a defer carries, read when the copy comes back. */
 export const RETRY_HEADERS = Object.freeze({
@@ -21,6 +22,18 @@ export const RETRY_HEADERS = Object.freeze({
   /** Defers (`DeferMessage`) so far. */
   deferrals: 'postage-deferrals',
 });
+
+/** What settling needs of the processor that drives it. */
+export interface SettleContext {
+  readonly settler: Settler;
+  readonly copies: ConfirmedCopies;
+  readonly replier: Replier;
+  readonly log: Logger;
+  readonly errorExchange: string | undefined;
+  readonly deliveries: DeliveryCounter;
+  /** Runs after an `AckAndRestart` was acked and confirmed. */
+  restart(): void;
+}
 
 /** What serving an RPC stream needs of the consumer (the processor gives its consumer's). */
 export interface StreamServer {

@@ -1,24 +1,11 @@
 import type { ConsumeMessage } from 'amqplib';
 import { DeliveryLimitExceeded, MalformedMessage } from '../../errors.js';
-import type { Logger } from '../../log.js';
 import type { Yielded } from '../../microthreads/thread.js';
-import type { ConfirmedCopies, Replier, Settler } from './ports.js';
-import type { DeliveryCounter } from '../deliveries.js';
+import type { SettleContext } from './parts.js';
 import type { MessageBody } from '../messages.js';
 import type { Outcome } from './outcome.js';
 import type { DeliveryState, Next } from './state.js';
 
-/** What settling needs of the processor that drives it. */
-export interface SettleContext {
-  readonly settler: Settler;
-  readonly copies: ConfirmedCopies;
-  readonly replier: Replier;
-  readonly log: Logger;
-  readonly errorExchange: string | undefined;
-  readonly deliveries: DeliveryCounter;
-  /** Runs after an `AckAndRestart` was acked and confirmed. */
-  restart(): void;
-}
 
 /** What a log line about a delivery names. */
 function about(msg: ConsumeMessage, body: MessageBody<object> | undefined) {
