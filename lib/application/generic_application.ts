@@ -3,11 +3,19 @@ import { Exchange } from '../messaging/exchange.js';
 import type { FingerprintDict } from '../messaging/fingerprint.js';
 import { MessageHandler, RpcHandler } from '../messaging/handlers.js';
 import { MessageResult } from '../messaging/messages.js';
-import { constructorForm } from '../messaging/options.js';
+import { checkPositional, constructorForm, type Positional } from '../messaging/options.js';
 import { MessageProcessor, PROCESSOR_OPTIONS, type ProcessorOptions } from '../messaging/processor.js';
 import type { Eqk, QueueFlags, QueueSpec } from '../messaging/topology.js';
 
 /** Where components send each other commands, addressed by Postage's standard keys. */
+/** Postage's positional form of a GenericApplication. */
+const APPLICATION_FORM: readonly Positional[] = [
+  ['fingerprint', 'object'],
+  ['vhost', 'string'],
+  ['groups', 'array'],
+  ['hup', 'object'],
+];
+
 export class GenericApplicationExchange extends Exchange {
   static override name = 'generic-application-exchange';
   static override type = 'direct';
@@ -63,8 +71,10 @@ export class GenericApplication extends MessageProcessor {
   constructor(fingerprint: Partial<FingerprintDict>, vhost?: string, groups?: string[], hup?: Partial<Hup>);
   constructor(...args: [options?: ApplicationOptions] | [fingerprint: Partial<FingerprintDict>, vhost?: string, groups?: string[], hup?: Partial<Hup>]) {
     const [first = {}, vhost, groups = [], hup] = args as [object | undefined, string?, string[]?, Partial<Hup>?];
-    const opts: ApplicationOptions =
-      constructorForm(args, APPLICATION_OPTIONS, new.target.name) === 'options' ? (first as ApplicationOptions) : { fingerprint: first as Partial<FingerprintDict>, vhost, groups, hup };
+    const form = constructorForm(args, APPLICATION_OPTIONS, new.target.name);
+    // Not a processor's (fingerprint, eqk, hup, vhost): an eqk passed on from a subclass that was one is refused here, by name.
+    if (form === 'positional') checkPositional(new.target.name, args, APPLICATION_FORM);
+    const opts: ApplicationOptions = form === 'options' ? (first as ApplicationOptions) : { fingerprint: first as Partial<FingerprintDict>, vhost, groups, hup };
     // The standard bindings need the full fingerprint, which the processor builds: declare them in ready().
     super({ ...opts, eqk: [] });
     const { name, pid, host } = this.fingerprint;

@@ -50,3 +50,27 @@ export function constructorForm(args: readonly unknown[], options: Readonly<Reco
   }
   return 'positional';
 }
+
+/** What one positional constructor argument must be. */
+export type Positional = readonly [name: string, kind: 'object' | 'array' | 'string'];
+
+/**
+ * Refuses a positional argument of the wrong kind, naming the right call: the
+ * forms differ between classes (`MessageProcessor(fingerprint, eqk, hup,
+ * vhost)`, `GenericApplication(fingerprint, vhost, groups, hup)`), and a base
+ * class switched under `super(fp, eqk)` would otherwise take an eqk for a vhost.
+ * @internal
+ */
+export function checkPositional(what: string, args: readonly unknown[], form: readonly Positional[]): void {
+  const call = `new ${what}(${form.map(([n]) => n).join(', ')})`;
+  args.forEach((a, i) => {
+    if (a === undefined) return;
+    const at = form[i];
+    if (!at) throw new TypeError(`${call} takes ${form.length} arguments, not ${args.length}: use the options form, new ${what}({ fingerprint, … })`);
+    const [name, kind] = at;
+    const ok = kind === 'array' ? Array.isArray(a) : kind === 'string' ? typeof a === 'string' : typeof a === 'object' && a !== null && !Array.isArray(a);
+    if (ok) return;
+    const got = Array.isArray(a) ? 'an array (an eqk?)' : a === null ? 'null' : typeof a === 'object' ? 'an object' : `a ${typeof a}`;
+    throw new TypeError(`${call}: argument ${i + 1} is the ${name} (${kind === 'object' ? 'an object' : kind === 'array' ? 'an array' : 'a string'}), not ${got}. Or use the options form, new ${what}({ fingerprint, ${form.filter(([n]) => n !== 'fingerprint').map(([n]) => n).join(', ')} })`);
+  });
+}

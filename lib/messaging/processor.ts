@@ -22,7 +22,7 @@ import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { MessageHandlerFullBody, RpcHandler } from './handlers.js';
 import type { MessageBody } from './messages.js';
 import { describeProcessor, type ProcessorDescription } from './describe.js';
-import { constructorForm, type ComponentOptions } from './options.js';
+import { checkPositional, constructorForm, type ComponentOptions, type Positional } from './options.js';
 import type { Eqk } from './topology.js';
 
 export type { DeliveryEvent, RetryOptions, ProcessorMiddleware, MiddlewareContext } from './delivery/public.js';
@@ -148,6 +148,14 @@ export interface ProcessorEvents extends ConnectionEvents {
 }
 export type ProcessorEvent = keyof ProcessorEvents;
 
+/** Postage's positional form of a processor. */
+const PROCESSOR_FORM: readonly Positional[] = [
+  ['fingerprint', 'object'],
+  ['eqk', 'array'],
+  ['hup', 'object'],
+  ['vhost', 'string'],
+];
+
 /** Every option, so that a lone object mixing them with a fingerprint's fields is refused (the compiler keeps this complete). @internal */
 export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> = {
   fingerprint: true,
@@ -222,8 +230,9 @@ export class MessageProcessor extends MicroThread {
   constructor(...args: [options?: ProcessorOptions] | [fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string]) {
     super();
     const [first = {}, eqk, hup, vhost] = args as [object | undefined, Eqk?, Partial<Hup>?, string?];
-    const opts: ProcessorOptions =
-      constructorForm(args, PROCESSOR_OPTIONS, this.constructor.name) === 'options' ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
+    const form = constructorForm(args, PROCESSOR_OPTIONS, this.constructor.name);
+    if (form === 'positional') checkPositional(this.constructor.name, args, PROCESSOR_FORM);
+    const opts: ProcessorOptions = form === 'options' ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
     this.fingerprint = { ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(), ...(opts.fingerprint as FingerprintDict) };
     this.name = this.fingerprint.name;
     this.log = opts.logger ?? componentLogger('processor', this.fingerprint.name);

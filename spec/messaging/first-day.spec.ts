@@ -4,7 +4,8 @@
  * a delay that is not a number.
  */
 import { expect } from 'chai';
-import { GenericProducer, MessageHandler, MessageProcessor, type FingerprintDict, type MessageSender } from '../../lib/index.js';
+import { GenericApplication, GenericProducer, MessageHandler, MessageProcessor, type FingerprintDict, type MessageSender } from '../../lib/index.js';
+import { command } from '../support/schema.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
@@ -128,5 +129,37 @@ describe('A first day', function () {
     }
     // What JSON does carry goes: dates, buffers, nulls, nested arrays.
     await p.message_job({ at: new Date(0), raw: Buffer.from('x'), nothing: null, grid: [[1, 2], [3]] }, { _mandatory: false });
+  });
+
+  it('refuses a positional argument of the wrong kind, naming the right call (an eqk where a GenericApplication takes its vhost)', () => {
+    class Thumbnailer extends GenericApplication {
+      constructor(fp: Partial<FingerprintDict>) {
+        // As if switched from MessageProcessor keeping super(fp, eqk): an eqk where the vhost belongs.
+        super(fp, [[{ name: 'images', type: 'topic' }, [['thumbnails', 'resize']]]] as unknown as string);
+      }
+    }
+    expect(() => new Thumbnailer({ name: 'thumbnailer' })).to.throw(
+      TypeError,
+      'new Thumbnailer(fingerprint, vhost, groups, hup): argument 2 is the vhost (a string), not an array (an eqk?). Or use the options form, new Thumbnailer({ fingerprint, vhost, groups, hup })',
+    );
+    expect(() => new MessageProcessor({ name: 'x' }, 'orders' as never)).to.throw(TypeError, /argument 2 is the eqk \(an array\), not a string/);
+  });
+
+  it('logs a content its schema refuses at warn, with the issues and without a stack', async () => {
+    const log = capture();
+    class Checked extends MessageProcessor {
+      @MessageHandler('command', 'resize', { schema: command({ width: 'number' }) })
+      resize() {}
+    }
+    const p = new Checked({ url: f.url, logger: log.logger, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const ended = deferred();
+    p.observe(() => ended.resolve());
+    await f.h.start(p);
+    await (await f.producer()).message_resize({ width: 'wide' });
+    await ended.promise;
+    const line = log.lines.find((l) => String(l.msg).includes("does not match its handler's schema"));
+    expect(line?.level).to.equal(40);
+    expect(line?.msg).to.equal("command/resize does not match its handler's schema (parameters.width: expected a number, got string); message rejected");
+    expect(JSON.stringify(line)).to.not.contain('stack');
   });
 });

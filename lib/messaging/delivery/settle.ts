@@ -1,5 +1,5 @@
 import type { ConsumeMessage } from 'amqplib';
-import { DeliveryLimitExceeded, MalformedMessage } from '../../errors.js';
+import { DeliveryLimitExceeded, MalformedMessage, ValidationError } from '../../errors.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import type { SettleContext } from './parts.js';
 import type { MessageBody } from '../messages.js';
@@ -65,7 +65,8 @@ export function settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBod
       } else if (outcome.why === 'limit') {
         ctx.log.error({ ...about(msg, body), correlationId: msg.properties.correlationId }, `${what(body)} ${(err as Error).message}; rejected`);
       } else {
-        ctx.log.error({ ...about(msg, body), err }, `handler for ${what(body)} failed; message rejected`);
+        if (err instanceof ValidationError) invalid(ctx, msg, body, err, 'rejected');
+        else ctx.log.error({ ...about(msg, body), err }, `handler for ${what(body)} failed; message rejected`);
       }
       reject(ctx, msg);
       break;
@@ -117,6 +118,7 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
         return;
       }
       if (limit) ctx.log.error({ ...about(msg, body), correlationId: msg.properties.correlationId }, `${what(body)} ${(err as Error).message}; sent to ${ctx.errorExchange}`);
+      else if (err instanceof ValidationError) invalid(ctx, msg, body, err, `sent to ${ctx.errorExchange}`);
       else ctx.log.error({ ...about(msg, body), err, attempts }, `handler for ${what(body)} failed; message sent to ${ctx.errorExchange}`);
       ack(ctx, msg);
       sendReply(ctx, msg, outcome);
@@ -133,6 +135,16 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
       ctx.restart();
       return;
   }
+}
+
+/**
+ * A content its schema refused is the sender's mistake, not this component's
+ * failure: a warning with the issues, and no stack (which would name only
+ * postage-ts's own files).
+ */
+function invalid(ctx: SettleContext, msg: ConsumeMessage, body: MessageBody<object> | undefined, err: ValidationError, then: string): void {
+  const issues = err.issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message));
+  ctx.log.warn({ ...about(msg, body), issues: err.issues }, `${what(body)} does not match its handler's schema (${issues.join('; ')}); message ${then}`);
 }
 
 /** Acks, and forgets the delivery count of a message that will not come back (a stream acks its request this way too). */
