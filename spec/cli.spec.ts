@@ -214,6 +214,12 @@ describe('postage (CLI)', function () {
     }
   });
 
+  it('watch refuses, exit 2, to bind the default key # to a direct exchange (it would show nothing), and says to give the key', async () => {
+    const r = await postage(['watch', 'amq.direct']);
+    expect(r.code).to.equal(2);
+    expect(r.stderr.trim()).to.equal("postage: exchange 'amq.direct' is direct: the default key '#' would only match messages sent with the key '#', so nothing would show. Give the key to watch: postage watch amq.direct KEY");
+  });
+
   it('watch prints the messages passing on an exchange: where they went, their ids, conversation, headers and envelope', async () => {
     const { spawn } = await import('node:child_process');
     const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'watch', 'amq.topic', `${queue}.#`, '--count', '1'], {

@@ -259,6 +259,10 @@ async function watch(args: string[], values: Record<string, string | boolean | u
     await ch.checkExchange(exchange).catch(() => {
       throw new UsageError(`exchange '${exchange}' does not exist on this broker`);
     });
+    // '#' is a topic pattern: on a direct exchange it is a key like any other, and the watch would stay silent.
+    if (args[1] === undefined && (await exchangeType(conn, exchange)) === 'direct') {
+      throw new UsageError(`exchange '${exchange}' is direct: the default key '#' would only match messages sent with the key '#', so nothing would show. Give the key to watch: postage watch ${exchange} KEY`);
+    }
     const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
     await ch.bindQueue(queue, exchange, key);
     console.error(`watching ${exchange} with key '${key}' (Ctrl-C to stop)`);
@@ -285,6 +289,27 @@ async function watch(args: string[], values: Record<string, string | boolean | u
   } finally {
     if (!channelError) await ch.close().catch(() => undefined);
     await conn.close().catch(() => undefined);
+  }
+}
+
+/**
+ * An exchange's type, which AMQP has no method to read: redeclaring it as a
+ * topic exchange (on a channel of its own, which a refusal closes) succeeds
+ * for a topic one and is refused, naming the current type, for any other.
+ */
+async function exchangeType(conn: Awaited<ReturnType<typeof openConnection>>, exchange: string): Promise<string | undefined> {
+  const probe = await conn.createChannel();
+  probe.on('error', () => undefined);
+  try {
+    await probe.checkExchange(exchange);
+    await probe.assertExchange(exchange, 'topic', { durable: true });
+    return 'topic';
+  } catch (err) {
+    // "inequivalent arg 'type' … received 'topic' but current is 'direct'"; a refusal for another field means the type matched.
+    const m = /arg 'type'.*current is '(\w+)'/.exec(String((err as Error).message));
+    return m ? m[1] : 'topic';
+  } finally {
+    await probe.close().catch(() => undefined);
   }
 }
 

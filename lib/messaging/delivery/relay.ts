@@ -13,14 +13,18 @@ export function* relay<T>(
   resume: (step: () => IteratorResult<Yielded, T>) => IteratorResult<Yielded, T>,
   up?: (v: Yielded) => Yielded,
   after?: () => void,
+  /** Its first step, when the caller took it already. */
+  first?: IteratorResult<Yielded, T>,
 ): Generator<Yielded, T, unknown> {
   let input: unknown;
   let error: unknown;
   let failed = false;
   let done = false;
+  let taken = first;
   try {
     for (;;) {
-      const r = resume(() => (failed ? gen.throw(error) : gen.next(input)));
+      const r = taken ?? resume(() => (failed ? gen.throw(error) : gen.next(input)));
+      taken = undefined;
       failed = false;
       if (r.done) {
         done = true;

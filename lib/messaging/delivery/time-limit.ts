@@ -99,13 +99,13 @@ function abandon(p: PromiseLike<unknown>, log: Logger, about: string): void {
 }
 
 /**
- * Drives `gen` (a run, or part of one) under `limit`: each promise it waits
+ * Drives `gen` (a run, or part of one; `first`: its first step, taken already) under `limit`: each promise it waits
  * on races the limit, and it is not resumed once the limit passed. At expiry
  * it is closed from outside (`return()`, so every `finally` on the way runs,
  * a generator handler's included) and the limit's error is thrown: a handler
  * cannot catch its own time limit and go on.
  */
-export function within<T>(limit: TimeLimit, gen: Generator<Yielded, T, unknown>, log: Logger, about: string): Generator<Yielded, T, unknown> {
+export function within<T>(limit: TimeLimit, gen: Generator<Yielded, T, unknown>, log: Logger, about: string, first?: IteratorResult<Yielded, T>): Generator<Yielded, T, unknown> {
   return relay(
     gen,
     direct,
@@ -115,6 +115,7 @@ export function within<T>(limit: TimeLimit, gen: Generator<Yielded, T, unknown>,
       limit.expireNow();
       throw limit.error;
     },
+    first,
   );
 }
 
@@ -126,6 +127,12 @@ export function within<T>(limit: TimeLimit, gen: Generator<Yielded, T, unknown>,
  * handler's), else the processor's `handlerTimeoutMs`.
  */
 export function* timeLimit(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+  const started = Date.now();
+  const run = next(d);
+  // Most runs never wait (a plain handler): they end in this first step, and need no timer, no limit object.
+  // Only a run that waits is driven under the limit, counted from its start.
+  const first = run.next();
+  if (first.done) return first.value;
   const body = d.body!;
   const ctx = d.parts.dispatch;
   let ms: number | undefined;
@@ -134,9 +141,9 @@ export function* timeLimit(d: DeliveryState, next: Next): Generator<Yielded, Out
   const limitMs = ms ?? ctx.handlerTimeoutMs;
   const scope = d.scope!;
   const what = `${body.type}/${body.name}`;
-  const limit = new TimeLimit(limitMs, () => new HandlerTimeout(what, limitMs), (err) => scope.fail(err));
+  const limit = new TimeLimit(limitMs - (Date.now() - started), () => new HandlerTimeout(what, limitMs), (err) => scope.fail(err));
   try {
-    return yield* within(limit, next(d), ctx.log, `handler for ${what}`);
+    return yield* within(limit, run, ctx.log, `handler for ${what}`, first);
   } finally {
     limit.clear();
   }
