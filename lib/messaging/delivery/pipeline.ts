@@ -27,19 +27,19 @@ export type { DeliveryEvent } from './observe.js';
  * (no idempotency store, no outbox, no schema, no middleware) is left out
  * of its list, so it costs nothing per delivery.
  */
-function stagesFor(parts: PipelineParts, hasSchema: boolean): Stage[] {
+function stagesFor(parts: PipelineParts, has: { schema: boolean; streams: boolean }): Stage[] {
   const stages: Array<Stage | false> = [
-    observe, //       tell observers what became of it (after the settle)
+    parts.observers.size > 0 && observe, // tell observers what became of it (after the settle)
     settleStage, //   carry out the outcome: ack, reject, dead letter, defer, reply
     decode, //        the envelope and its handlers, or a reject as malformed
     telemetry, //     span, metrics, and the first run's scope
     deliveryLimit, // too many deliveries: error exchange or reject
-    stream, //        an RPC stream is served here, for as long as its caller reads
+    has.streams && stream, //              an RPC stream is served here, for as long as its caller reads
     parts.dedupe !== undefined && dedupe, // a message handled already is acked
     parts.outbox && outbox, //             the run's sends, confirmed before the ack
     retry, //         failures to outcomes: runs again, delayed retries, error exchange
     timeLimit, //     the run's time limit, over all that follows
-    hasSchema && schema, //                 each handler's content checked
+    has.schema && schema, //                each handler's content checked
     parts.middleware.length > 0 && middleware, // processor.use()
     // dispatch: the handlers (the last stage; see below)
   ];
@@ -70,28 +70,34 @@ function chain(stages: readonly Stage[], last: Next): Next {
 export class DeliveryPipeline {
   readonly intake = new Intake();
   readonly #parts: PipelineParts;
-  readonly #hasSchema: boolean;
+  /** What the processor's handlers need: a schema stage, a stream stage. */
+  readonly #has: { schema: boolean; streams: boolean };
   #run: Next;
   #stopping = false;
 
   constructor(parts: PipelineParts) {
     this.#parts = parts;
-    let hasSchema = false;
-    for (const list of parts.registry.values()) for (const h of list) if (h.tag.schema) hasSchema = true;
-    this.#hasSchema = hasSchema;
-    this.#run = chain(stagesFor(parts, hasSchema), dispatch);
+    const has = { schema: false, streams: false };
+    for (const list of parts.registry.values()) {
+      for (const h of list) {
+        if (h.tag.schema) has.schema = true;
+        if (h.isStream) has.streams = true;
+      }
+    }
+    this.#has = has;
+    this.#run = chain(stagesFor(parts, has), dispatch);
   }
 
   /** The stage list of this pipeline, by name, outermost first (docs and specs read it). */
   get stages(): string[] {
-    return [...stagesFor(this.#parts, this.#hasSchema).map((s) => s.name), dispatch.name];
+    return [...stagesFor(this.#parts, this.#has).map((s) => s.name), dispatch.name];
   }
 
   /** Adds a user middleware (the stage list then includes it). */
   use(mw: ProcessorMiddleware): void {
     if (typeof mw !== 'function') throw new TypeError(`processor.use() takes a function (ctx, next) => …, not ${typeof mw}`);
     this.#parts.middleware.push(mw);
-    this.#run = chain(stagesFor(this.#parts, this.#hasSchema), dispatch);
+    this.#run = chain(stagesFor(this.#parts, this.#has), dispatch);
   }
 
   /** Takes nothing more: what waits in the intake goes back to the queue with the channel. */
@@ -149,7 +155,13 @@ export class DeliveryPipeline {
    */
   observe(listener: (event: DeliveryEvent) => void): () => void {
     const observers = this.#parts.observers;
+    const first = observers.size === 0;
     observers.add(listener);
-    return () => observers.delete(listener);
+    // The observe stage is in the list only while somebody listens.
+    if (first) this.#run = chain(stagesFor(this.#parts, this.#has), dispatch);
+    return () => {
+      observers.delete(listener);
+      if (observers.size === 0) this.#run = chain(stagesFor(this.#parts, this.#has), dispatch);
+    };
   }
 }
