@@ -1,14 +1,13 @@
 import { DeliveryLimitExceeded } from '../../errors.js';
-import type { Yielded } from '../../microthreads/thread.js';
 import { DELIVERIES_HEADER, deliveriesBefore, queueCounts } from '../deliveries.js';
 import { Message, MessageResultException, type MessageBody } from '../messages.js';
 import { replyOf } from './reply.js';
 import type { Outcome } from './outcome.js';
 import { handlersFor } from './registry.js';
-import type { DeliveryState, Next } from './state.js';
+import type { DeliveryState } from './state.js';
 
-/** Stage: the envelope, decoded (once, unless its ordering key needed it already), and its handlers; a delivery that holds none is rejected as malformed. */
-export function* decode(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+/** Guard: the envelope, decoded (once, unless its ordering key needed it already), and its handlers; a delivery that holds none is rejected as malformed. */
+export function decode(d: DeliveryState): Outcome | undefined {
   const { parts, decoded } = d;
   let body: MessageBody<object>;
   try {
@@ -19,7 +18,7 @@ export function* decode(d: DeliveryState, next: Next): Generator<Yielded, Outcom
   }
   d.body = body;
   d.handlers = handlersFor(parts.registry, body);
-  return yield* next(d);
+  return undefined;
 }
 
 /** A delivery's envelope, decoded; throws for a delivery that does not hold one. */
@@ -28,12 +27,12 @@ export function decodeBody(d: { parts: { inbox: { decode(content: Buffer): unkno
 }
 
 /**
- * Stage: a delivery that came back too often reaches no handler (it goes to
+ * Guard: a delivery that came back too often reaches no handler (it goes to
  * the error exchange, or is rejected, and an RPC caller is told); on a queue
  * that counts nothing, with `redeliveryCount: 'header'`, a redelivery is
  * counted in a header of a copy instead.
  */
-export function* deliveryLimit(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+export function deliveryLimit(d: DeliveryState): Outcome | undefined {
   const { msg, parts } = d;
   const redelivered = msg.fields.redelivered;
   const n = Math.max(redelivered ? parts.settle.deliveries.count(msg) : 1, deliveriesBefore(msg) + (redelivered ? 2 : 1));
@@ -53,5 +52,5 @@ export function* deliveryLimit(d: DeliveryState, next: Next): Generator<Yielded,
     const body = d.body!;
     log.debug({ exchange: msg.fields.exchange, routingKey: msg.fields.routingKey, category: body.category, messageType: body.type, messageName: body.name, messageId: d.scope!.messageId, conversationId: d.scope!.conversationId }, 'delivery');
   }
-  return yield* next(d);
+  return undefined;
 }

@@ -13,9 +13,10 @@ import type { PipelineParts, ProcessorMiddleware } from './parts.js';
 import { retry } from './retry.js';
 import { schema } from './schema.js';
 import { settleStage } from './settle.js';
-import { DeliveryState, type Next, type Stage } from './state.js';
+import { DeliveryState, type Next, type StageEntry } from './state.js';
+import type { Outcome } from './outcome.js';
 import { stream } from './stream.js';
-import { telemetry } from './telemetry.js';
+import { openScope, telemetry, telemetryOn } from './telemetry.js';
 import { timeLimit } from './time-limit.js';
 
 export type { DeliveryEvent } from './observe.js';
@@ -27,13 +28,13 @@ export type { DeliveryEvent } from './observe.js';
  * (no idempotency store, no outbox, no schema, no middleware) is left out
  * of its list, so it costs nothing per delivery.
  */
-function stagesFor(parts: PipelineParts, has: { schema: boolean; streams: boolean }): Stage[] {
-  const stages: Array<Stage | false> = [
+function stagesFor(parts: PipelineParts, has: { schema: boolean; streams: boolean }): StageEntry[] {
+  const stages: Array<StageEntry | false> = [
     parts.observers.size > 0 && observe, // tell observers what became of it (after the settle)
     settleStage, //   carry out the outcome: ack, reject, dead letter, defer, reply
-    decode, //        the envelope and its handlers, or a reject as malformed
-    telemetry, //     span, metrics, and the first run's scope
-    deliveryLimit, // too many deliveries: error exchange or reject
+    { guard: decode }, // the envelope and its handlers, or a reject as malformed
+    { when: telemetryOn, stage: telemetry, otherwise: openScope }, // span, metrics; the first run's scope
+    { guard: deliveryLimit }, // too many deliveries: error exchange or reject
     has.streams && stream, //              an RPC stream is served here, for as long as its caller reads
     parts.dedupe !== undefined && dedupe, // a message handled already is acked
     parts.outbox && outbox, //             the run's sends, confirmed before the ack
@@ -43,18 +44,42 @@ function stagesFor(parts: PipelineParts, has: { schema: boolean; streams: boolea
     parts.middleware.length > 0 && middleware, // processor.use()
     // dispatch: the handlers (the last stage; see below)
   ];
-  return stages.filter((s): s is Stage => s !== false);
+  return stages.filter((s): s is StageEntry => s !== false);
+}
+
+/** The way ended by a guard: its outcome, as a stage's would be. */
+function* ended(outcome: Outcome): Generator<Yielded, Outcome, unknown> {
+  return outcome;
 }
 
 /** Chains stages so that each one's `next` is the rest; made once per pipeline, not per delivery. */
-function chain(stages: readonly Stage[], last: Next): Next {
+function chain(stages: readonly StageEntry[], last: Next): Next {
   let next = last;
   for (let i = stages.length - 1; i >= 0; i--) {
-    const stage = stages[i];
+    const e = stages[i];
     const rest = next;
-    next = (d) => stage(d, rest);
+    if (typeof e === 'function') next = (d) => e(d, rest);
+    else if ('guard' in e) {
+      const guard = e.guard;
+      next = (d) => {
+        const outcome = guard(d);
+        return outcome === undefined ? rest(d) : ended(outcome);
+      };
+    } else {
+      const { when, stage, otherwise } = e;
+      next = (d) => {
+        if (when()) return stage(d, rest);
+        otherwise(d);
+        return rest(d);
+      };
+    }
   }
   return next;
+}
+
+/** A stage list entry's name, for docs and specs. */
+function nameOf(e: StageEntry): string {
+  return typeof e === 'function' ? e.name : 'guard' in e ? e.guard.name : e.stage.name;
 }
 
 /**
@@ -90,7 +115,7 @@ export class DeliveryPipeline {
 
   /** The stage list of this pipeline, by name, outermost first (docs and specs read it). */
   get stages(): string[] {
-    return [...stagesFor(this.#parts, this.#has).map((s) => s.name), dispatch.name];
+    return [...stagesFor(this.#parts, this.#has).map(nameOf), dispatch.name];
   }
 
   /** Adds a user middleware (the stage list then includes it). */

@@ -46,3 +46,13 @@ export type Next = (d: DeliveryState) => Generator<Yielded, Outcome, unknown>;
  * before and after `next`, or return an {@link Outcome} without calling it.
  */
 export type Stage = (d: DeliveryState, next: Next) => Generator<Yielded, Outcome, unknown>;
+
+/**
+ * A stage that only decides whether the way goes on (the envelope decoded,
+ * the delivery limit): an outcome ends it, undefined lets it go on. It does
+ * nothing after the rest, so it takes no generator of its own per delivery.
+ */
+export type Guard = (d: DeliveryState) => Outcome | undefined;
+
+/** One entry of a stage list: a stage, a guard, or a stage taken only while `when()` holds (`otherwise` runs instead). */
+export type StageEntry = Stage | { readonly guard: Guard } | { readonly when: () => boolean; readonly stage: Stage; readonly otherwise: (d: DeliveryState) => void };

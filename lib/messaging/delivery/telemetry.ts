@@ -6,10 +6,20 @@ import { DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
 import type { DeliveryState, Next } from './state.js';
 
+/** Whether spans or metrics are recorded now (an SDK may be registered at any time): the telemetry stage is taken only then. */
+export function telemetryOn(): boolean {
+  return tracingOn() || instruments() !== undefined;
+}
+
+/** The first run's scope, where no span is recorded (the telemetry stage makes it in its span's context). */
+export function openScope(d: DeliveryState): void {
+  d.scope = new DeliveryScope(d.msg, undefined, d.parts.outbox, d.parts.dispatch.closing);
+}
+
 /**
- * Stage: the delivery's span (the child of its sender's) and its metrics,
- * around the rest; and its first run's scope, made here because it runs in
- * the span's context.
+ * Stage (while spans or metrics are recorded): the delivery's span (the
+ * child of its sender's) and its metrics, around the rest; and its first
+ * run's scope, made here because it runs in the span's context.
  */
 export function* telemetry(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
   const { msg, parts } = d;
