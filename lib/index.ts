@@ -22,7 +22,7 @@ export {
 } from './messaging/messages.js';
 export { Exchange, type ExchangeObject, type ExchangeLike, type ExchangeParameters } from './messaging/exchange.js';
 export { loadConfig, DEFAULTS, type PostageConfig, type Hup } from './config.js';
-export { configureLogging, type LoggingOptions, type Logger } from './log.js';
+export { configureLogging, type LoggingOptions, type Logger, type AnyLogger, type FieldsLogger, type NestLoggerService } from './log.js';
 export {
   PostageError,
   ControlSignal,

@@ -1,7 +1,7 @@
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { DEFAULTS } from '../config.js';
 import { BrokerError, ValidationError } from '../errors.js';
-import { componentLogger, type Logger } from '../log.js';
+import { asPino, componentLogger, type Logger } from '../log.js';
 import { randomBytes } from 'node:crypto';
 import { openChannel } from '../transport/channels.js';
 import { flushChannel } from '../transport/amqplib-adapter.js';
@@ -93,7 +93,7 @@ export class GenericConsumer {
     this.#eqk = eqk.length > 0 ? eqk : (this.constructor as typeof GenericConsumer).eqk;
     this.prefetch = options.prefetch ?? DEFAULTS.prefetch;
     this.encoder = options.encoder ?? defaultEncoder();
-    this.log = options.logger ?? componentLogger('consumer', this.constructor.name);
+    this.log = options.logger ? asPino(options.logger, { component: 'consumer', componentName: this.constructor.name }) : componentLogger('consumer', this.constructor.name);
     this.#copies = new Publisher(this.log, DEFAULTS.confirmTimeoutMs, () => this.#copies.lost());
     this.#link = new Link(options, this.log, 'consumer', {
       open: (model) => this.#restore(model),

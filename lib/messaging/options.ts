@@ -1,4 +1,4 @@
-import type { Logger } from '../log.js';
+import type { AnyLogger } from '../log.js';
 import type { ConnectOptions } from '../transport/connection.js';
 import type { ReconnectOptions } from '../transport/managed.js';
 import type { SharedConnection } from '../transport/link.js';
@@ -17,8 +17,8 @@ export interface ComponentOptions extends ConnectOptions {
    */
   connection?: SharedConnection;
   encoder?: Encoder;
-  /** A pino logger (a child of the host application's, for example); defaults to postage-ts's own. */
-  logger?: Logger;
+  /** The host's logger: pino (a child of the application's), a `(fields, message)` logger, Nest's `LoggerService`, or `console`; defaults to postage-ts's own. */
+  logger?: AnyLogger;
   /** Backoff for reconnecting after a lost connection. */
   reconnect?: ReconnectOptions;
 }

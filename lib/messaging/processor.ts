@@ -3,7 +3,7 @@ import type { Hup } from '../config.js';
 import { AckAndRestart, ExitScheduler } from '../errors.js';
 import { restartProcess } from '../lifecycle/restart.js';
 import { closeOnSignal, DEFAULT_DRAIN_MS } from '../lifecycle/signals.js';
-import { componentLogger, type Logger } from '../log.js';
+import { asPino, componentLogger, type Logger } from '../log.js';
 import { COMPONENT_KIND, MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
@@ -235,7 +235,7 @@ export class MessageProcessor extends MicroThread {
     const opts: ProcessorOptions = form === 'options' ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
     this.fingerprint = { ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(), ...(opts.fingerprint as FingerprintDict) };
     this.name = this.fingerprint.name;
-    this.log = opts.logger ?? componentLogger('processor', this.fingerprint.name);
+    this.log = opts.logger ? asPino(opts.logger, { component: 'processor', componentName: this.fingerprint.name }) : componentLogger('processor', this.fingerprint.name);
     this.#concurrency = opts.concurrency ?? 1;
     if (!(Number.isInteger(this.#concurrency) && this.#concurrency >= 1)) throw new TypeError(`concurrency must be a whole number of at least 1, not ${String(opts.concurrency)}`);
     if (opts.orderBy !== undefined && typeof opts.orderBy !== 'function') throw new TypeError('orderBy must be a function (content, delivery) => key');

@@ -2,7 +2,7 @@ import type { ChannelModel } from 'amqplib';
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { DEFAULTS } from '../config.js';
 import { BrokerError, PostageError, TopologyError } from '../errors.js';
-import { componentLogger, type Logger } from '../log.js';
+import { asPino, componentLogger, type Logger } from '../log.js';
 import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
@@ -187,7 +187,7 @@ export class GenericProducer {
     this.encoder = options.encoder ?? defaultEncoder();
     this.#whileDisconnected = options.whileDisconnected ?? 'fail';
     this.#replyTo = options.replyTo ?? cls.replyTo;
-    this.log = options.logger ?? componentLogger('producer', this.fingerprint.name);
+    this.log = options.logger ? asPino(options.logger, { component: 'producer', componentName: this.fingerprint.name }) : componentLogger('producer', this.fingerprint.name);
     const confirmMs = options.confirmTimeoutMs ?? DEFAULTS.confirmTimeoutMs;
     if (!(confirmMs > 0)) throw new TypeError(`confirmTimeoutMs must be a positive number of milliseconds, not ${String(options.confirmTimeoutMs)}`);
     const lost = () => this.#link.channelLost();

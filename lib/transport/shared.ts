@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
 import { BrokerError } from '../errors.js';
-import { componentLogger, type Logger } from '../log.js';
+import { asPino, componentLogger, type AnyLogger, type Logger } from '../log.js';
 import type { ConnectOptions } from './connection.js';
 import { ManagedConnection, restoreAndAnnounce, type ConnectionEvent, type ConnectionEvents, type ReconnectOptions } from './managed.js';
 import type { ConnectionStatus } from './status.js';
@@ -15,7 +15,7 @@ export interface ConnectionOptions extends ConnectOptions {
   /** Reconnection timing after a loss. */
   reconnect?: ReconnectOptions;
   /** Logs the connection's life (pino, or any logger of its shape). @default the library's, named 'connection' */
-  logger?: Logger;
+  logger?: AnyLogger;
 }
 
 /** What a component puts on a shared connection: how to set itself up on it, forget it, and close. @internal */
@@ -46,7 +46,7 @@ export class Connection {
 
   /** Use {@link connect}. @internal */
   constructor(options: ConnectionOptions = {}) {
-    this.#log = options.logger ?? componentLogger('connection', options.connectionName ?? 'shared');
+    this.#log = options.logger ? asPino(options.logger, { component: 'connection', componentName: options.connectionName ?? 'shared' }) : componentLogger('connection', options.connectionName ?? 'shared');
     this.#managed = new ManagedConnection({ ...options, connectionName: options.connectionName ?? `postage-ts@${process.pid}` }, this.#log);
     Object.defineProperty(this, BRAND, { value: true });
     const m = this.#managed;
