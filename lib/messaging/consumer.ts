@@ -135,11 +135,12 @@ export class GenericConsumer {
   /** Resolves once every exchange and queue is declared and bound. */
   ready(): Promise<void> {
     this.#ready ??= (async () => {
-      await this.#link.connect();
       try {
+        await this.#link.connect();
         await this.addEqk(this.#eqk);
       } catch (err) {
-        // Refused (an exchange of another type, a queue with other arguments): nothing stays open, nothing reopens.
+        // Refused (an exchange of another type, a queue with other arguments): nothing stays open (on a shared
+        // connection, this consumer's channels), nothing reopens.
         await this.close();
         throw err;
       }

@@ -11,6 +11,7 @@ import net from 'node:net';
 import { connect, GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type Connection, type ConnectionStatus, type MessageSender } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
+import { openChannelCount } from '../../lib/transport/amqplib-adapter.js';
 import { deferred } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
@@ -185,6 +186,27 @@ describe('connect() (a shared, managed connection)', function () {
     } finally {
       await conn.close();
       await deleteTopology([...procs.map((_, i) => `${ex.name}-q${i}`), errors], [ex.name, errors]).catch(() => undefined);
+    }
+  });
+
+  it('leaves no channel of a processor refused at ready() on the connection it shares', async () => {
+    const conn = await connect({ url, logger: quiet });
+    const taken = unique('shared-taken');
+    const ex = unique('shared-taken-ex');
+    const admin = await amqp.connect(url);
+    try {
+      await (await admin.createChannel()).assertQueue(taken, { durable: true });
+      const before = openChannelCount(conn.model!);
+      class Quiet extends MessageProcessor {}
+      const p = new Quiet({ connection: conn, logger: quiet, handleSignals: false, eqk: [[{ name: ex, type: 'direct', durable: false }, [[{ name: taken, flags: { durable: false } }, 'k']]]] });
+      const err = await p.ready().then(() => undefined, (e: unknown) => e as { code?: string });
+      expect(err?.code).to.equal('PRECONDITION_FAILED');
+      expect(openChannelCount(conn.model!)).to.equal(before);
+      expect(conn.status.state).to.equal('ready');
+    } finally {
+      await conn.close();
+      await admin.close();
+      await deleteTopology([taken], [ex]).catch(() => undefined);
     }
   });
 
