@@ -42,7 +42,12 @@ describe('the npm package', function () {
     await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', join(dir, tarball)], dir);
     cpSync(join(ROOT, 'spec/fixtures/projects'), dir, { recursive: true });
   });
-  after(() => rmSync(dir, { recursive: true, force: true }));
+  /** Launchers still running (a spec that failed halfway): stopped with the suite, their components with them. */
+  const launched = new Set<ReturnType<typeof spawn>>();
+  after(() => {
+    for (const c of launched) c.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   async function component(file: string, ...args: string[]): Promise<string[]> {
     const out = await run(process.execPath, [file, String(process.pid), ...args], dir, { ...process.env, POSTAGE_URL: url });
@@ -71,17 +76,33 @@ describe('the npm package', function () {
   async function postageRun(file: string): Promise<{ code: number | null; out: string }> {
     const exchange = `packaging-run-${process.pid}-${file.replace(/\W/g, '')}`;
     const child = spawn(join(dir, 'node_modules/.bin/postage'), ['run', file], { cwd: dir, env: { ...process.env, POSTAGE_URL: url, EXCHANGE: exchange, POSTAGE_LOG_LEVEL: 'warn' } });
+    launched.add(child);
+    child.once('exit', () => launched.delete(child));
+    const failed = new Promise<never>((_, reject) => child.once('error', reject));
     let out = '';
+    // Output is collected from the start; a wait looks at what came already, then at each new chunk.
+    const waits = new Set<() => void>();
+    const feed = (d: Buffer) => {
+      out += d.toString();
+      for (const w of waits) w();
+    };
+    child.stdout.on('data', feed);
+    child.stderr.on('data', feed);
     const seen = (re: RegExp) =>
       new Promise<void>((resolve, reject) => {
-        const check = () => re.test(out) && resolve();
-        child.stdout.on('data', (d: Buffer) => ((out += d.toString()), check()));
-        child.stderr.on('data', (d: Buffer) => ((out += d.toString()), check()));
-        child.on('exit', () => reject(new Error(`postage run ${file} exited early: ${out}`)));
+        const check = () => {
+          if (!re.test(out)) return;
+          waits.delete(check);
+          resolve();
+        };
+        waits.add(check);
+        child.once('exit', () => reject(new Error(`postage run ${file} exited early: ${out}`)));
+        check();
       });
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    failed.catch(() => undefined);
     try {
-      await seen(/^ready: /m);
+      await Promise.race([seen(/^ready: /m), failed]);
       const conn = await amqp.connect(url);
       try {
         const ch = await conn.createConfirmChannel();
