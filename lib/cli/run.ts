@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { constants } from 'node:os';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -35,7 +36,8 @@ export async function superviseModule(cli: string, path: string, err: (line: str
     const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
     process.off('SIGTERM', forward);
     process.off('SIGINT', forward);
-    if (code !== RUN_EXIT.restart) return code ?? (signal === 'SIGINT' ? 130 : 143);
+    // A child ended by a signal (an OOM kill) exits the launcher as a shell reports it: 128 + the signal's number.
+    if (code !== RUN_EXIT.restart) return code ?? 128 + (signal ? (constants.signals[signal] ?? 15) : 15);
     err(`postage run: ${path} asked to restart: starting it again`);
   }
 }
