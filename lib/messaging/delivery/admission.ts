@@ -1,7 +1,7 @@
 import { DeliveryLimitExceeded } from '../../errors.js';
 import { DELIVERIES_HEADER, deliveriesBefore, queueCounts } from '../deliveries.js';
 import { Message, MessageResultException, type MessageBody } from '../messages.js';
-import { replyOf } from './reply.js';
+import { encodeResult, replyOf } from './reply.js';
 import type { Outcome } from './outcome.js';
 import { handlersFor } from './registry.js';
 import type { DeliveryState } from './state.js';
@@ -39,7 +39,7 @@ export function deliveryLimit(d: DeliveryState): Outcome | undefined {
   if (n > parts.maxDeliveries) {
     const err = new DeliveryLimitExceeded(n, parts.maxDeliveries);
     const ctx = parts.dispatch;
-    const reply = d.body!.category === 'rpc' ? replyOf(d.scope!, ctx.encodeReply(new MessageResultException(err.name, err.message).setFingerprint(ctx.fingerprint))) : undefined;
+    const reply = d.body!.category === 'rpc' ? replyOf(d.scope!, encodeResult(ctx, new MessageResultException(err.name, err.message))) : undefined;
     return ctx.errorExchange ? { kind: 'deadLetter', err, attempts: err.deliveries, reply } : { kind: 'reject', why: 'limit', err, reply };
   }
   if (redelivered && parts.countInHeader && !queueCounts(msg)) {

@@ -5,7 +5,7 @@ import { driveIn, isThenable, runIn, type DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
 import type { DispatchContext } from './parts.js';
 import { namesHandled, rpcHandler, type Registered } from './registry.js';
-import { replyOf } from './reply.js';
+import { encodeResult, replyOf } from './reply.js';
 import type { DeliveryState } from './state.js';
 
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
@@ -19,9 +19,7 @@ const ACK: Outcome = Object.freeze({ kind: 'ack' });
 export function answer(d: DeliveryState, r: unknown): void {
   if (d.answer) return;
   const ctx = d.parts.dispatch;
-  // Replies carry the answering component's fingerprint, as requests carry the caller's.
-  const m = r instanceof Message ? r : new MessageResult(r);
-  d.answer = ctx.encodeReply(m.setFingerprint(ctx.fingerprint));
+  d.answer = encodeResult(ctx, r instanceof Message ? r : new MessageResult(r));
 }
 
 function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
@@ -39,7 +37,7 @@ export function* dispatch(d: DeliveryState): Generator<Yielded, Outcome, unknown
   const ctx = d.parts.dispatch;
   if (body.category === 'rpc') {
     const handler = rpcHandler(d.handlers);
-    if (!handler) return { kind: 'ack', reply: replyOf(scope, ctx.encodeReply(new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`).setFingerprint(ctx.fingerprint))) };
+    if (!handler) return { kind: 'ack', reply: replyOf(scope, encodeResult(ctx, new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`))) };
     const reply = (r: unknown) => answer(d, r);
     const { ran, value } = yield* invoke(d, handler, reply, true);
     answer(d, ran && value !== undefined ? value : null);

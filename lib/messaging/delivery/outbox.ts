@@ -2,7 +2,7 @@ import { BrokerError } from '../../errors.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import { MessageResultException } from '../messages.js';
 import type { Outcome } from './outcome.js';
-import { replyOf } from './reply.js';
+import { encodeResult, replyOf } from './reply.js';
 import type { DeliveryState, Next } from './state.js';
 
 /** Outcomes after which what the handlers sent goes out: they succeeded (an exit or a restart acks too). */
@@ -35,7 +35,7 @@ export function* outbox(d: DeliveryState, next: Next): Generator<Yielded, Outcom
     const about = { messageType: body.type, messageName: body.name, messageId: d.scope!.messageId, sends: held.length };
     if (err instanceof BrokerError && err.code === 'UNROUTABLE') {
       log.error({ ...about, err }, `a message the handler for ${body.type}/${body.name} sent reaches no queue: ${err.message}; the delivery fails`);
-      const reply = outcome.reply ? replyOf(d.scope!, dispatch.encodeReply(new MessageResultException(err.code, err.message).setFingerprint(dispatch.fingerprint))) : undefined;
+      const reply = outcome.reply ? replyOf(d.scope!, encodeResult(dispatch, new MessageResultException(err.code, err.message))) : undefined;
       return dispatch.errorExchange ? { kind: 'deadLetter', err, attempts: 1, reply } : { kind: 'reject', why: 'failed', err, reply };
     }
     log.error({ ...about, err }, `a message its handler sent could not be published; the delivery goes back to its queue to be handled again`);

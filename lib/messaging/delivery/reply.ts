@@ -1,6 +1,8 @@
 import { injectContext, passTraceOn } from '../../telemetry/tracing.js';
 import { HEADERS, type DeliveryScope } from './context.js';
+import type { Message } from '../messages.js';
 import type { Reply } from './outcome.js';
+import type { DispatchContext } from './parts.js';
 
 /**
  * A reply carries its request's correlation id (always), the handler's trace
@@ -19,4 +21,9 @@ export function replyOf(scope: DeliveryScope, content: Buffer): Reply {
   if (scope.trace) injectContext(scope.trace, (reply.headers ??= {}));
   else passTraceOn(reply, scope);
   return reply;
+}
+
+/** A result as this processor sends it: with its fingerprint (replies carry the answering component's), encoded; throws when it cannot be encoded. */
+export function encodeResult(ctx: DispatchContext, result: Message<object>): Buffer {
+  return ctx.encodeReply(result.setFingerprint(ctx.fingerprint));
 }

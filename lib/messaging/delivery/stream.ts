@@ -7,6 +7,7 @@ import { runIn, type DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
 import type { DispatchContext } from './parts.js';
 import { rpcHandler, type Registered } from './registry.js';
+import { encodeResult } from './reply.js';
 import { checkSchema } from './schema.js';
 import type { DeliveryState, Next } from './state.js';
 import { TimeLimit, within } from './time-limit.js';
@@ -50,7 +51,7 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
   const headers = msg.properties.headers as Record<string, unknown> | undefined;
   const window = Math.min(MAX_WINDOW, Math.floor(numberIn(headers, STREAM.window) ?? DEFAULT_WINDOW));
   const idleMs = numberIn(headers, STREAM.idle) ?? DEFAULT_IDLE_MS;
-  const encode = (r: MessageResult<unknown>) => ctx.encodeReply(r.setFingerprint(ctx.fingerprint));
+  const encode = (r: MessageResult<unknown>) => encodeResult(ctx, r);
   const stepMs = h.tag.timeoutMs ?? ctx.handlerTimeoutMs;
   try {
     yield ctx.streams.control();

@@ -11,9 +11,9 @@ export function telemetryOn(): boolean {
   return tracingOn() || instruments() !== undefined;
 }
 
-/** The first run's scope, where no span is recorded (the telemetry stage makes it in its span's context). */
-export function openScope(d: DeliveryState): void {
-  d.scope = new DeliveryScope(d.msg, undefined, d.parts.outbox, d.parts.dispatch.closing);
+/** The first run's scope, in the span's context where one is recorded. */
+export function openScope(d: DeliveryState, trace?: Context): void {
+  d.scope = new DeliveryScope(d.msg, trace, d.parts.outbox, d.parts.dispatch.closing);
 }
 
 /**
@@ -38,7 +38,8 @@ export function* telemetry(d: DeliveryState, next: Next): Generator<Yielded, Out
     });
     ctx = trace.setSpan(sender, span);
   }
-  const scope = (d.scope = new DeliveryScope(msg, ctx, parts.outbox, parts.dispatch.closing));
+  openScope(d, ctx);
+  const scope = d.scope!;
   if (span) span.setAttribute(ATTR.conversationId, scope.conversationId ?? '');
   const counters = instruments();
   if (!counters && !span) return yield* next(d);
