@@ -92,8 +92,8 @@ describe('A handler\'s sends (the outbox)', function () {
     expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 
-  it('does not ack a delivery whose sends the broker did not take (an exchange deleted meanwhile): it is handled again', async () => {
-    const { p } = await producers();
+  /** A producer to an exchange of its own that no queue is bound to, closed after the test. */
+  async function toNowhere() {
     const nowhere = { name: unique('outbox-nowhere'), type: 'direct', durable: false } as const;
     class Nowhere extends GenericProducer {
       static override eks = [[nowhere, 'none'] as const];
@@ -101,6 +101,12 @@ describe('A handler\'s sends (the outbox)', function () {
     }
     const n = await Nowhere.create({ url: f.url });
     f.h.onClose(() => n.close());
+    return { n, nowhere };
+  }
+
+  it('does not ack a delivery whose sends the broker did not take (an exchange deleted meanwhile): it is handled again', async () => {
+    const { p } = await producers();
+    const { n, nowhere } = await toNowhere();
     // Gone after the producer declared it: its publish closes the channel with NOT_FOUND, after the handler.
     await deleteTopology([], [nowhere.name]);
     let runs = 0;
@@ -123,13 +129,7 @@ describe('A handler\'s sends (the outbox)', function () {
     const { p } = await producers();
     const errors = unique('outbox-errors');
     f.h.onClose(() => deleteTopology([errors], [errors]));
-    const nowhere = { name: unique('outbox-nowhere'), type: 'direct', durable: false } as const;
-    class Nowhere extends GenericProducer {
-      static override eks = [[nowhere, 'none'] as const];
-      declare message_lost: MessageSender;
-    }
-    const n = await Nowhere.create({ url: f.url });
-    f.h.onClose(() => n.close());
+    const { n, nowhere } = await toNowhere();
     f.h.onClose(() => deleteTopology([], [nowhere.name]));
     let runs = 0;
     class SendsUnroutable extends MessageProcessor {
