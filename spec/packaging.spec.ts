@@ -28,6 +28,11 @@ async function run(cmd: string, args: string[], cwd: string, env: NodeJS.Process
   }
 }
 
+/** The version of a package the repository has installed. */
+function installed(name: string): string {
+  return (JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 describe('the npm package', function () {
   this.timeout(240_000);
   let dir: string;
@@ -39,7 +44,9 @@ describe('the npm package', function () {
     await run('npm', ['pack', '--silent', '--pack-destination', dir], ROOT);
     const tarball = readdirSync(dir).find((f) => f.endsWith('.tgz'))!;
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'postage-ts-user', private: true }));
-    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', join(dir, tarball)], dir);
+    // The Nest app's dependencies at the versions the repository tests with (from npm's cache after npm ci).
+    const nest = ['@nestjs/common', '@nestjs/core', '@nestjs/terminus', 'reflect-metadata', 'rxjs'].map((m) => `${m}@${installed(m)}`);
+    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', join(dir, tarball), ...nest], dir);
     cpSync(join(ROOT, 'spec/fixtures/projects'), dir, { recursive: true });
   });
   /** Launchers still running (a spec that failed halfway): stopped with the suite, their components with them. */
@@ -50,7 +57,11 @@ describe('the npm package', function () {
   });
 
   async function component(file: string, ...args: string[]): Promise<string[]> {
-    const out = await run(process.execPath, [file, String(process.pid), ...args], dir, { ...process.env, POSTAGE_URL: url });
+    return componentWith({}, file, ...args);
+  }
+
+  async function componentWith(env: NodeJS.ProcessEnv, file: string, ...args: string[]): Promise<string[]> {
+    const out = await run(process.execPath, [file, String(process.pid), ...args], dir, { ...process.env, POSTAGE_URL: url, ...env });
     return out.trim().split('\n');
   }
 
@@ -131,8 +142,7 @@ describe('the npm package', function () {
   }
 
   it('runs a .ts component with postage run where the project has tsx: it handles a message, then exits 0 on SIGTERM', async () => {
-    const tsx = JSON.parse(readFileSync(join(ROOT, 'node_modules/tsx/package.json'), 'utf8')) as { version: string };
-    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', `tsx@${tsx.version}`], dir);
+    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', `tsx@${installed('tsx')}`], dir);
     const r = await postageRun('run/component.ts');
     expect(r.out).to.contain('handled: run/component.ts (ts)');
     expect(r.code, r.out).to.equal(0);
@@ -156,5 +166,43 @@ describe('the npm package', function () {
     await compile('ts-legacy');
     const lines = await component('ts-legacy/out/component.js', 'experimentalDecorators');
     expect(lines).to.include.members(['require: function', 'handled: from experimentalDecorators', 'audited: from experimentalDecorators', 'sent', 'rpc: RPC']);
+  });
+
+  it('runs in a NestJS 12 application through postage-ts/nestjs: injected processor and producer, health, remote quit refused, app.close() drains', async () => {
+    await compile('nest');
+    const queue = `nest-${process.pid}`;
+    try {
+      const lines = await componentWith({ POSTAGE_LOG_LEVEL: 'info' }, 'nest/out/app.js');
+      expect(lines, lines.join('\n')).to.include.members([
+        'health: ok',
+        'handled: one',
+        'rpc count: 1',
+        'still running: one,after-quit',
+        // The slow order was in flight when app.close() was called: close waited for it.
+        'closed with: one,after-quit,slow',
+        'health after close: down',
+      ]);
+      // Postage's warnings reach Nest's LoggerService, with the fix in them.
+      expect(lines.find((l) => l.startsWith('warn [OrdersProcessor]: quit command from OrdersProducer'))).to.contain('refused: this processor has remoteControl: false');
+      expect(lines.find((l) => l.startsWith('warn [OrdersProcessor]: no handler takes command/gret'))).to.contain('It handles command/quit, restart, order');
+      expect(lines).to.include(
+        "warn [nestjs]: Audit opened its own connection instead of the module's: inject the module's options and spread them, " +
+          'constructor(@InjectPostage() postage: PostageComponentOptions) { super({ ...postage, eqk }) } {"component":"nestjs"}',
+      );
+      expect(lines.some((l) => l.startsWith('failed') || l.startsWith('error'))).to.equal(false);
+      // Every order was acked before the app ended: nothing waits in its queue for a redelivery.
+      const conn = await amqp.connect(url);
+      try {
+        const ch = await conn.createChannel();
+        const { messageCount } = await ch.checkQueue(queue);
+        expect(messageCount).to.equal(0);
+      } finally {
+        await conn.close();
+      }
+    } finally {
+      const conn = await amqp.connect(url);
+      await (await conn.createChannel()).deleteQueue(queue).catch(() => undefined);
+      await conn.close().catch(() => undefined);
+    }
   });
 });
