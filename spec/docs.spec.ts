@@ -1,5 +1,7 @@
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import amqp from 'amqplib';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -85,9 +87,9 @@ describe('docs', function () {
     expect(types.get('images-exchange')).to.deep.equal(new Set(['topic']));
   });
 
-  it('runs the README quick start and the producers guide (their blocks are marked ```ts run)', () => {
+  it('runs the README quick start, the producers guide and the components guide (their blocks are marked ```ts run)', () => {
     const runnable = new Set(blocks().filter((b) => b.run).map((b) => b.file));
-    expect([...runnable]).to.include.members(['README.md', 'docs/producers.md']);
+    expect([...runnable]).to.include.members(['README.md', 'docs/producers.md', 'docs/components.md']);
   });
 
   describe('runnable examples (```ts run), against the broker', () => {
@@ -110,6 +112,40 @@ describe('docs', function () {
           rmSync(dir, { recursive: true, force: true });
         }
       });
+    }
+  });
+
+  it("runs operations.md's Thumbnailer with postage run, and it answers the page's ping, rpc and describe as the page says", async () => {
+    const block = blocks().find((b) => b.file === 'docs/operations.md' && b.code.includes('class Thumbnailer extends GenericApplication'));
+    expect(block, 'the GenericApplication example in docs/operations.md').to.not.equal(undefined);
+    const url = await brokerUrl();
+    const dir = mkdtempSync(join(tmpdir(), 'postage-doc-'));
+    const file = join(dir, 'thumbnailer.mts');
+    writeFileSync(file, block!.code.replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`));
+    const env = { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: 'warn' };
+    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'run', file], { env, stdio: ['ignore', 'pipe', 'ignore'] });
+    const exited = once(child, 'exit') as Promise<[number | null]>;
+    const cli = (...args: string[]) => exec(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', ...args], { env, timeout: 30_000 }).then((r) => r.stdout);
+    try {
+      let out = '';
+      await new Promise<void>((ready, failed) => {
+        child.stdout!.on('data', (c: Buffer) => {
+          out += String(c);
+          if (/^ready: thumbnailer /m.test(out)) ready();
+        });
+        void exited.then(() => failed(new Error(`postage run ended before the thumbnailer was ready:\n${out}`)));
+      });
+      expect(await cli('ping', 'thumbnailer')).to.match(/^thumbnailer\s+processor\s+\d+@/m);
+      expect((await cli('rpc', 'images-exchange', 'resize', 'size', '{"path": "/tmp/a.png"}', '--timeout', '2')).trim()).to.equal('{"width":640,"height":480}');
+      expect(await cli('describe', 'thumbnailer')).to.match(/command\s+resize/).and.match(/command\s+size/);
+      child.kill('SIGTERM');
+      expect((await exited)[0]).to.equal(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+      const conn = await amqp.connect(url);
+      await (await conn.createChannel()).deleteQueue('thumbnails').catch(() => undefined);
+      await conn.close().catch(() => undefined);
     }
   });
 });
