@@ -81,12 +81,25 @@ interface Tagged {
  */
 export interface HandlerDecorator<C = unknown> {
   /** TC39: a method (taking the schema's output, where the decorator has a schema). */
-  (value: unknown extends C ? unknown : (content: C, ...rest: never[]) => unknown, context: ClassMethodDecoratorContext): void;
+  (value: HandlerMethod<C>, context: ClassMethodDecoratorContext): void;
   /** TC39: a static field holding a `Handler` class. */
   <This, V>(value: undefined, context: ClassFieldDecoratorContext<This, V>): (this: This, initial: V) => V;
-  /** `experimentalDecorators` (and plain JavaScript): a method, or a static field holding a `Handler` class. */
-  (target: object, propertyKey: string | symbol, descriptor?: PropertyDescriptor): void;
+  /**
+   * `experimentalDecorators` on a static field holding a `Handler` class, and a
+   * plain call, `MessageHandler('command', 'echo')(Echo.prototype, 'echo')`.
+   * (Its third parameter makes TypeScript check a legacy method decorator against the next overload, not this one.)
+   */
+  (target: object, propertyKey: string | symbol, descriptor?: undefined): void;
+  /**
+   * `experimentalDecorators`: a method, checked against the schema's output as
+   * the TC39 form checks it. Last, because TypeScript reports the last
+   * overload's error: the one that names the handler's parameter and the schema's output.
+   */
+  (target: object, propertyKey: string | symbol, descriptor: { value?: HandlerMethod<C> }): void;
 }
+
+/** A handler method: any function, or one taking the schema's output where there is a schema. */
+type HandlerMethod<C> = unknown extends C ? unknown : (content: C, ...rest: never[]) => unknown;
 
 function isTc39Context(v: unknown): v is DecoratorContext {
   return typeof v === 'object' && v !== null && typeof (v as { kind?: unknown }).kind === 'string';
