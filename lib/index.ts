@@ -66,3 +66,4 @@ export type { ProcessorDescription, HandlerDescription } from './messaging/descr
 export { VERSION } from './version.js';
 export { serve, type Served, type ServeOptions } from './lifecycle/serve.js';
 export type { StandardSchemaV1 } from '@standard-schema/spec';
+export { ErrorQueue, type FailedMessage, type FailedSelection, type ReplayOptions, type ReplayReport } from './operations/error-queue.js';

@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { SUPERVISED } from '../lifecycle/restart.js';
 import { runModule, superviseModule } from './run.js';
 import { UsageError } from './usage.js';
+import { errors, ERRORS_HELP, takeReplayTarget } from './errors.js';
 import { VERSION } from '../version.js';
 import type { ConsumeMessage } from 'amqplib';
 
@@ -38,6 +39,7 @@ commands:
   send EXCHANGE KEY NAME [JSON]         send MessageCommand(NAME, JSON), confirmed
   rpc EXCHANGE KEY NAME [JSON]          call RpcCommand(NAME, JSON) and print the result's value
   watch EXCHANGE [KEY]                  print the envelopes that pass on EXCHANGE
+  errors list|show|replay|purge         inspect an error queue, send failed messages back
 
 The broker comes from POSTAGE_URL or POSTAGE_HOST/PORT/USER/PASSWORD/VHOST.
 Run 'postage help <command>' (or 'postage <command> --help') for a command's
@@ -95,6 +97,8 @@ conversation and causation ids, correlation id, type, timestamp and headers,
 and its envelope (--envelope: the envelope alone). Stops after --count
 messages, or on Ctrl-C.`,
 };
+
+HELP.errors = ERRORS_HELP;
 
 const fingerprint = { name: 'postage-cli', type: 'cli' };
 
@@ -341,12 +345,14 @@ export async function main(argv: string[]): Promise<number> {
   if (argv[0] !== 'run') process.env.POSTAGE_LOG_LEVEL ??= 'error';
   configureLogging({ destination: pino.destination({ dest: 2, sync: true }) });
   let parsed;
+  const target = takeReplayTarget(argv);
+  argv = target.argv;
   try {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
       strict: true,
-      options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' }, json: { type: 'boolean' } },
+      options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' }, json: { type: 'boolean' }, group: { type: 'boolean' }, all: { type: 'boolean' }, error: { type: 'string' }, name: { type: 'string' }, 'dry-run': { type: 'boolean' }, yes: { type: 'boolean', short: 'y' } },
     });
   } catch (err) {
     // One line that names the option and where to look, not Node's paragraph.
@@ -367,7 +373,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(HELP.main);
       return 0;
     }
-    if (!(topic in HELP) || topic === 'main') throw new UsageError(`no help for '${topic}': the commands are ping, describe, run, send, rpc and watch`);
+    if (!(topic in HELP) || topic === 'main') throw new UsageError(`no help for '${topic}': the commands are ping, describe, run, send, rpc, watch and errors`);
     console.log(HELP[topic as keyof typeof HELP]);
     return 0;
   }
@@ -375,7 +381,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(HELP.main);
     return values.help ? 0 : 2;
   }
-  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, describe, run, send, rpc or watch (postage --help)`);
+  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, describe, run, send, rpc, watch or errors (postage --help)`);
   if (values.help) {
     console.log(HELP[command]);
     return 0;
@@ -390,6 +396,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (command === 'send') return send(args);
   if (command === 'rpc') return rpc(args, values);
+  if (command === 'errors') return errors(args, values, target.to, table);
   return watch(args, values);
 }
 

@@ -340,6 +340,7 @@ export class GenericConsumer {
         'x-original-exchange': originalExchange(msg.fields, headers),
         'x-original-routing-key': msg.fields.routingKey,
         'x-attempts': attempts,
+        'x-failed-at': new Date().toISOString(),
         ...(err instanceof ValidationError ? { 'x-validation-issues': JSON.stringify(err.issues) } : {}),
       },
     }, msg.content, notConnected);

@@ -22,6 +22,8 @@ export interface ProcessorDescription {
   /** Where it takes messages from: exchange, routing key, queue. */
   bindings: Array<{ exchange: string; key: string; queue: string }>;
   handlers: HandlerDescription[];
+  /** The queue its failed messages go to (its `errorExchange`), where it has one: what `postage errors list` reads. */
+  errorQueue?: string;
 }
 
 /** The JSON Schema of a schema's input, if its library implements Standard JSON Schema; undefined when it cannot. */
@@ -36,7 +38,7 @@ function jsonSchemaOf(schema: unknown): Record<string, unknown> | undefined {
 }
 
 /** @internal */
-export function describeProcessor(fingerprint: FingerprintDict, bindings: ProcessorDescription['bindings'], registry: Registry): ProcessorDescription {
+export function describeProcessor(fingerprint: FingerprintDict, bindings: ProcessorDescription['bindings'], registry: Registry, errorQueue?: string): ProcessorDescription {
   const handlers: HandlerDescription[] = [];
   for (const list of registry.values()) {
     for (const h of list) {
@@ -52,5 +54,5 @@ export function describeProcessor(fingerprint: FingerprintDict, bindings: Proces
       handlers.push(d);
     }
   }
-  return { fingerprint, library: { name: 'postage-ts', version: VERSION }, bindings, handlers };
+  return { fingerprint, library: { name: 'postage-ts', version: VERSION }, bindings, handlers, ...(errorQueue ? { errorQueue } : {}) };
 }

@@ -1,0 +1,183 @@
+import { createInterface } from 'node:readline/promises';
+import { PresenceExchange } from '../application/generic_application.js';
+import { BrokerError } from '../errors.js';
+import type { ProcessorDescription } from '../messaging/describe.js';
+import { GenericProducer } from '../messaging/producer.js';
+import { ErrorQueue, selects, type FailedMessage, type FailedSelection } from '../operations/error-queue.js';
+import { UsageError } from './usage.js';
+
+export const ERRORS_HELP = `usage: postage errors list [QUEUE] [--group] [--json]
+       postage errors show QUEUE ID [--json]
+       postage errors replay QUEUE (ID... | --all | --error NAME | --name NAME) [--to EXCHANGE [KEY]] [--dry-run]
+       postage errors purge QUEUE (ID... | --all | --error NAME | --name NAME) [--yes]
+
+Works on an error queue: where a processor's errorExchange puts the messages
+that failed for good, with why (x-error-name, x-error-message), where they
+came from (x-original-exchange, x-original-routing-key) and x-attempts.
+
+list     one line each, oldest first: WHEN MESSAGE ORIGIN ERROR ATTEMPTS ID.
+         Without QUEUE, the error queues the running components report
+         through describe. --group counts them by error and message name.
+show     one message whole: headers, envelope, validation issues.
+replay   sends each selected message back where it came from (--to: to
+         EXCHANGE, with KEY or its own routing key), confirmed by the broker
+         before it leaves the error queue; the copy keeps its message id and
+         conversation, and counts x-replayed. --dry-run lists what would go.
+purge    removes the selected messages; asks first unless --yes.
+Selections combine: --error TypeError --name resize takes those that are both.
+Reading changes nothing: every message is taken unacked and given back, in
+its place, when the command ends. Exit codes: 0 done, 1 nothing matched (or
+purge not confirmed), 2 bad usage, 3 broker unreachable, 4 a replayed
+message had no queue at its destination (it stays in the error queue).`;
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** `--to EXCHANGE [KEY]`: two words after one flag, which parseArgs cannot take; taken out of argv before it parses. */
+export function takeReplayTarget(argv: string[]): { argv: string[]; to?: { exchange: string; routingKey?: string } } {
+  const i = argv.indexOf('--to');
+  if (i === -1 || argv[0] !== 'errors') return { argv };
+  const exchange = argv[i + 1];
+  if (exchange === undefined || exchange.startsWith('-')) throw new UsageError('--to needs EXCHANGE [KEY]');
+  const key = argv[i + 2];
+  const hasKey = key !== undefined && !key.startsWith('-');
+  const rest = [...argv.slice(0, i), ...argv.slice(i + (hasKey ? 3 : 2))];
+  return { argv: rest, to: { exchange, ...(hasKey ? { routingKey: key } : {}) } };
+}
+
+function selection(ids: string[], values: Values): FailedSelection {
+  const sel: FailedSelection = { ids, all: values.all === true };
+  if (typeof values.error === 'string') sel.errorName = values.error;
+  if (typeof values.name === 'string') sel.messageName = values.name;
+  if (ids.length === 0 && !sel.all && sel.errorName === undefined && sel.messageName === undefined) throw new UsageError('say which messages: ID..., --all, --error NAME or --name NAME');
+  return sel;
+}
+
+async function open(queue: string): Promise<ErrorQueue> {
+  try {
+    return await ErrorQueue.open(queue, { waitForBrokerMs: 0 });
+  } catch (err) {
+    if (err instanceof BrokerError && err.code === 'NOT_FOUND') throw new UsageError(`${err.message}: postage errors list (without QUEUE) names the error queues of the running components`);
+    throw err;
+  }
+}
+
+/** The error queues the running components name in their describe (every GenericApplication, through 'presence'). */
+async function reportedErrorQueues(timeout: number): Promise<string[]> {
+  class Asker extends GenericProducer {
+    static override eks = [[PresenceExchange, 'presence'] as const];
+  }
+  const p = await Asker.create({ fingerprint: { name: 'postage-cli', type: 'cli' }, waitForBrokerMs: 0 });
+  try {
+    const queue = (await p.rpc_describe({}, { _queue_only: true })) as string;
+    const replies = await p.consumeRpc(queue, { resultLen: Number.MAX_SAFE_INTEGER, timeout });
+    const names = replies.filter((r) => r.ok).map((r) => (r.body.content.value as ProcessorDescription).errorQueue);
+    return [...new Set(names.filter((n): n is string => typeof n === 'string'))];
+  } finally {
+    await p.close();
+  }
+}
+
+function line(m: FailedMessage): string[] {
+  const error = `${m.errorName}${m.errorMessage ? `: ${m.errorMessage.length > 60 ? `${m.errorMessage.slice(0, 59)}…` : m.errorMessage}` : ''}`;
+  return [m.failedAt?.toISOString() ?? '-', `${m.messageType ?? '?'}/${m.messageName ?? '?'}`, `${m.originalExchange || '(default)'}/${m.originalRoutingKey}`, error, String(m.attempts ?? '-'), m.id];
+}
+
+function asJson(m: FailedMessage, queue: string): Record<string, unknown> {
+  const { content, headers, ...rest } = m;
+  const printable = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('utf8') : v]));
+  return { queue, ...rest, headers: printable, ...(m.envelope === undefined ? { contentBase64: content.toString('base64') } : {}) };
+}
+
+export async function errors(args: string[], values: Values, to: { exchange: string; routingKey?: string } | undefined, table: (h: string[], rows: string[][]) => string): Promise<number> {
+  const [sub, queue, ...ids] = args;
+  if (sub === 'list') {
+    if (ids.length > 0) throw new UsageError('errors list takes one QUEUE at most');
+    const queues = queue !== undefined ? [queue] : await reportedErrorQueues(2);
+    if (queues.length === 0) throw new UsageError('no running component reports an error queue: name one, postage errors list QUEUE');
+    const all: Array<{ queue: string; m: FailedMessage }> = [];
+    for (const q of queues) {
+      const eq = await open(q);
+      try {
+        for (const m of await eq.list()) all.push({ queue: q, m });
+      } finally {
+        await eq.close();
+      }
+    }
+    if (values.group) {
+      const counts = new Map<string, { queue: string; errorName: string; messageName: string; count: number }>();
+      for (const { queue: q, m } of all) {
+        const k = `${q}\u0000${m.errorName}\u0000${m.messageName ?? ''}`;
+        const c = counts.get(k) ?? { queue: q, errorName: m.errorName, messageName: m.messageName ?? '(undecodable)', count: 0 };
+        c.count++;
+        counts.set(k, c);
+      }
+      const groups = [...counts.values()].sort((a, b) => b.count - a.count || a.errorName.localeCompare(b.errorName));
+      if (values.json) console.log(JSON.stringify(groups));
+      else if (groups.length > 0) console.log(table(['QUEUE', 'ERROR', 'MESSAGE', 'COUNT'], groups.map((g) => [g.queue, g.errorName, g.messageName, String(g.count)])));
+    } else if (values.json) console.log(JSON.stringify(all.map(({ queue: q, m }) => asJson(m, q))));
+    else if (all.length > 0) console.log(table(['WHEN', 'MESSAGE', 'ORIGIN', 'ERROR', 'ATTEMPTS', 'ID'].concat(queues.length > 1 ? ['QUEUE'] : []), all.map(({ queue: q, m }) => line(m).concat(queues.length > 1 ? [q] : []))));
+    if (all.length === 0) console.error(`no failed messages in ${queues.join(', ')}`);
+    return 0;
+  }
+  if (sub === 'show') {
+    if (queue === undefined || ids.length !== 1) throw new UsageError('errors show needs QUEUE ID');
+    const eq = await open(queue);
+    try {
+      const m = await eq.show(ids[0]);
+      if (!m) {
+        console.error(`no message ${ids[0]} in ${queue} (postage errors list ${queue} shows the ids)`);
+        return 1;
+      }
+      console.log(JSON.stringify(asJson(m, queue), null, values.json ? undefined : 2));
+      return 0;
+    } finally {
+      await eq.close();
+    }
+  }
+  if (sub === 'replay') {
+    if (queue === undefined) throw new UsageError('errors replay needs QUEUE and a selection');
+    const sel = selection(ids, values);
+    const eq = await open(queue);
+    try {
+      const r = await eq.replay(sel, { to, dryRun: values['dry-run'] === true });
+      const where = (m: FailedMessage) => `${to?.exchange ?? (m.originalExchange || '(default)')}/${to?.routingKey ?? m.originalRoutingKey}`;
+      for (const m of r.wouldReplay) console.log(`would replay ${m.id} (${m.messageType ?? '?'}/${m.messageName ?? '?'}, ${m.errorName}) to ${where(m)}`);
+      for (const m of r.replayed) console.log(`replayed ${m.id} to ${where(m)}`);
+      for (const m of r.unroutable) console.error(`postage: ${m.id} not replayed: no queue is bound at ${where(m)} (it stays in ${queue})`);
+      const any = r.replayed.length + r.wouldReplay.length + r.unroutable.length;
+      if (any === 0) console.error(`nothing in ${queue} matches`);
+      if (r.unroutable.length > 0) return 4;
+      return any === 0 ? 1 : 0;
+    } finally {
+      await eq.close();
+    }
+  }
+  if (sub === 'purge') {
+    if (queue === undefined) throw new UsageError('errors purge needs QUEUE and a selection');
+    const sel = selection(ids, values);
+    const eq = await open(queue);
+    try {
+      if (values.yes !== true) {
+        const chosen = (await eq.list()).filter((m) => selects(sel, m));
+        if (chosen.length === 0) {
+          console.error(`nothing in ${queue} matches`);
+          return 1;
+        }
+        const rl = createInterface({ input: process.stdin, output: process.stderr });
+        const answer = await rl.question(`remove ${chosen.length} message(s) from ${queue} for good? [y/N] `).catch(() => '');
+        rl.close();
+        if (!/^y(es)?$/i.test(answer.trim())) {
+          console.error('nothing purged');
+          return 1;
+        }
+      }
+      const gone = await eq.purge(sel);
+      for (const m of gone) console.log(`purged ${m.id}`);
+      if (gone.length === 0) console.error(`nothing in ${queue} matches`);
+      return gone.length === 0 ? 1 : 0;
+    } finally {
+      await eq.close();
+    }
+  }
+  throw new UsageError(`errors needs list, show, replay or purge, not '${sub ?? ''}': see postage help errors`);
+}
