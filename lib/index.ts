@@ -67,3 +67,5 @@ export { VERSION } from './version.js';
 export { serve, type Served, type ServeOptions } from './lifecycle/serve.js';
 export type { StandardSchemaV1 } from '@standard-schema/spec';
 export { ErrorQueue, type FailedMessage, type FailedSelection, type ReplayOptions, type ReplayReport } from './operations/error-queue.js';
+export { startDashboard, type Dashboard, type DashboardOptions } from './operations/dashboard.js';
+export { topologyGraph, toMermaid, toDot, toSvg, type TopologyGraph, type GraphNode, type GraphEdge } from './operations/topology-graph.js';

@@ -57,7 +57,7 @@ describe('postage (CLI)', function () {
     expect(h.stdout).to.match(/^usage: postage rpc/);
     const none = await postage(['help', 'fly']);
     expect(none.code).to.equal(2);
-    expect(none.stderr.trim()).to.equal("postage: no help for 'fly': the commands are ping, describe, run, send, rpc, watch and errors");
+    expect(none.stderr.trim()).to.equal("postage: no help for 'fly': the commands are ping, describe, run, send, rpc, watch, errors, graph and dashboard");
   });
 
   it('says an unknown option in one line that names it and where to look, exit 2', async () => {

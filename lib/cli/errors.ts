@@ -1,8 +1,6 @@
 import { createInterface } from 'node:readline/promises';
-import { PresenceExchange } from '../application/generic_application.js';
 import { BrokerError } from '../errors.js';
-import type { ProcessorDescription } from '../messaging/describe.js';
-import { GenericProducer } from '../messaging/producer.js';
+import { ComponentDirectory } from '../operations/directory.js';
 import { ErrorQueue, selects, type FailedMessage, type FailedSelection } from '../operations/error-queue.js';
 import { UsageError } from './usage.js';
 
@@ -63,17 +61,12 @@ async function open(queue: string): Promise<ErrorQueue> {
 
 /** The error queues the running components name in their describe (every GenericApplication, through 'presence'). */
 async function reportedErrorQueues(timeout: number): Promise<string[]> {
-  class Asker extends GenericProducer {
-    static override eks = [[PresenceExchange, 'presence'] as const];
-  }
-  const p = await Asker.create({ fingerprint: { name: 'postage-cli', type: 'cli' }, waitForBrokerMs: 0 });
+  const directory = await ComponentDirectory.open({ waitForBrokerMs: 0 });
   try {
-    const queue = (await p.rpc_describe({}, { _queue_only: true })) as string;
-    const replies = await p.consumeRpc(queue, { resultLen: Number.MAX_SAFE_INTEGER, timeout });
-    const names = replies.filter((r) => r.ok).map((r) => (r.body.content.value as ProcessorDescription).errorQueue);
+    const names = (await directory.describeAll(timeout)).map((d) => d.errorQueue);
     return [...new Set(names.filter((n): n is string => typeof n === 'string'))];
   } finally {
-    await p.close();
+    await directory.close();
   }
 }
 

@@ -26,6 +26,8 @@ import { SUPERVISED } from '../lifecycle/restart.js';
 import { runModule, superviseModule } from './run.js';
 import { UsageError } from './usage.js';
 import { errors, ERRORS_HELP, takeReplayTarget } from './errors.js';
+import { graph, GRAPH_HELP } from './graph.js';
+import { dashboard, DASHBOARD_HELP } from './dashboard.js';
 import { VERSION } from '../version.js';
 import type { ConsumeMessage } from 'amqplib';
 
@@ -40,6 +42,8 @@ commands:
   rpc EXCHANGE KEY NAME [JSON]          call RpcCommand(NAME, JSON) and print the result's value
   watch EXCHANGE [KEY]                  print the envelopes that pass on EXCHANGE
   errors list|show|replay|purge         inspect an error queue, send failed messages back
+  graph [--format mermaid|dot|svg]      the topology the running components make
+  dashboard [--port N]                  a live page of the system, on http://127.0.0.1
 
 The broker comes from POSTAGE_URL or POSTAGE_HOST/PORT/USER/PASSWORD/VHOST.
 Run 'postage help <command>' (or 'postage <command> --help') for a command's
@@ -99,6 +103,8 @@ messages, or on Ctrl-C.`,
 };
 
 HELP.errors = ERRORS_HELP;
+HELP.graph = GRAPH_HELP;
+HELP.dashboard = DASHBOARD_HELP;
 
 const fingerprint = { name: 'postage-cli', type: 'cli' };
 
@@ -352,7 +358,7 @@ export async function main(argv: string[]): Promise<number> {
       args: argv,
       allowPositionals: true,
       strict: true,
-      options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' }, json: { type: 'boolean' }, group: { type: 'boolean' }, all: { type: 'boolean' }, error: { type: 'string' }, name: { type: 'string' }, 'dry-run': { type: 'boolean' }, yes: { type: 'boolean', short: 'y' } },
+      options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' }, json: { type: 'boolean' }, group: { type: 'boolean' }, all: { type: 'boolean' }, error: { type: 'string' }, name: { type: 'string' }, 'dry-run': { type: 'boolean' }, yes: { type: 'boolean', short: 'y' }, format: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' } },
     });
   } catch (err) {
     // One line that names the option and where to look, not Node's paragraph.
@@ -373,7 +379,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(HELP.main);
       return 0;
     }
-    if (!(topic in HELP) || topic === 'main') throw new UsageError(`no help for '${topic}': the commands are ping, describe, run, send, rpc, watch and errors`);
+    if (!(topic in HELP) || topic === 'main') throw new UsageError(`no help for '${topic}': the commands are ping, describe, run, send, rpc, watch, errors, graph and dashboard`);
     console.log(HELP[topic as keyof typeof HELP]);
     return 0;
   }
@@ -381,7 +387,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(HELP.main);
     return values.help ? 0 : 2;
   }
-  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, describe, run, send, rpc, watch or errors (postage --help)`);
+  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, describe, run, send, rpc, watch, errors, graph or dashboard (postage --help)`);
   if (values.help) {
     console.log(HELP[command]);
     return 0;
@@ -397,6 +403,8 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'send') return send(args);
   if (command === 'rpc') return rpc(args, values);
   if (command === 'errors') return errors(args, values, target.to, table);
+  if (command === 'graph') return graph(values, seconds);
+  if (command === 'dashboard') return dashboard(values);
   return watch(args, values);
 }
 

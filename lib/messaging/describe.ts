@@ -24,6 +24,8 @@ export interface ProcessorDescription {
   handlers: HandlerDescription[];
   /** The queue its failed messages go to (its `errorExchange`), where it has one: what `postage errors list` reads. */
   errorQueue?: string;
+  /** Deliveries it handles at once. */
+  concurrency?: number;
 }
 
 /** The JSON Schema of a schema's input, if its library implements Standard JSON Schema; undefined when it cannot. */
@@ -38,7 +40,7 @@ function jsonSchemaOf(schema: unknown): Record<string, unknown> | undefined {
 }
 
 /** @internal */
-export function describeProcessor(fingerprint: FingerprintDict, bindings: ProcessorDescription['bindings'], registry: Registry, errorQueue?: string): ProcessorDescription {
+export function describeProcessor(fingerprint: FingerprintDict, bindings: ProcessorDescription['bindings'], registry: Registry, errorQueue?: string, concurrency?: number): ProcessorDescription {
   const handlers: HandlerDescription[] = [];
   for (const list of registry.values()) {
     for (const h of list) {
@@ -54,5 +56,5 @@ export function describeProcessor(fingerprint: FingerprintDict, bindings: Proces
       handlers.push(d);
     }
   }
-  return { fingerprint, library: { name: 'postage-ts', version: VERSION }, bindings, handlers, ...(errorQueue ? { errorQueue } : {}) };
+  return { fingerprint, library: { name: 'postage-ts', version: VERSION }, bindings, handlers, ...(errorQueue ? { errorQueue } : {}), ...(concurrency ? { concurrency } : {}) };
 }

@@ -450,7 +450,7 @@ export class MessageProcessor extends MicroThread {
   /** The built-in `describe` RPC: this processor's fingerprint, library version, bindings and handlers. */
   @RpcHandler('command', 'describe', { description: 'what this processor is, where it listens, and what it handles' })
   rpcDescribe(): ProcessorDescription {
-    return describeProcessor(this.fingerprint, this.consumer.bindings(), this.#registry, this.#errorExchange);
+    return describeProcessor(this.fingerprint, this.consumer.bindings(), this.#registry, this.#errorExchange, this.#concurrency);
   }
 
   /**

@@ -1,0 +1,31 @@
+import { startDashboard } from '../operations/dashboard.js';
+import { UsageError } from './usage.js';
+
+export const DASHBOARD_HELP = `usage: postage dashboard [--port N] [--host ADDRESS]
+
+Serves a live page of the system: the components that answer on 'presence'
+with their handlers, bindings, version and concurrency, up or down as they
+come and go; every queue's depth, consumers and rates; error queues with
+their failures grouped, each message whole, replay and purge; the topology
+drawn; and a conversation as a sequence diagram from the messages seen while
+the page is open. Listens on 127.0.0.1 (--host to let others reach it) on
+--port (default 8080, 0 for any free one) and prints the page's address with
+a token in it: replay and purge need that token. Runs until Ctrl-C.`;
+
+export async function dashboard(values: Record<string, string | boolean | undefined>): Promise<number> {
+  const port = values.port === undefined ? 8080 : Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a port number (0 for any free one), not '${values.port}'`);
+  const host = (values.host as string | undefined) ?? '127.0.0.1';
+  const d = await startDashboard({ port, host, waitForBrokerMs: 0 }).catch((err: unknown) => {
+    if ((err as { code?: string }).code === 'EADDRINUSE') throw new UsageError(`port ${port} is taken: choose another with --port N (0 for any free one)`);
+    throw err;
+  });
+  console.log(`dashboard: ${d.url}`);
+  if (!['127.0.0.1', 'localhost', '::1'].includes(host)) console.error(`postage: the dashboard listens on ${host}: anyone who can reach it sees the system; replay and purge still need the token`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await d.close();
+  return 0;
+}

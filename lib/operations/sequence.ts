@@ -1,0 +1,58 @@
+/** One message seen on the wire, as the dashboard's watch keeps it. */
+export interface SeenMessage {
+  at: string;
+  exchange: string;
+  routingKey: string;
+  messageId?: string;
+  conversationId?: string;
+  causationId?: string;
+  /** `command/resize`, from the envelope. */
+  what: string;
+  /** The sender's fingerprint name, from the envelope. */
+  from: string;
+  /** The components bound where it went (by their bindings). */
+  to: string[];
+}
+
+function xml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** A conversation as a sequence diagram: a lifeline per participant, an arrow per message and receiver, in order. */
+export function sequenceSvg(messages: readonly SeenMessage[]): string {
+  const participants: string[] = [];
+  const add = (p: string) => participants.includes(p) || participants.push(p);
+  for (const m of messages) {
+    add(m.from);
+    for (const t of m.to.length > 0 ? m.to : ['(nobody)']) add(t);
+  }
+  const colW = 190;
+  const rowH = 38;
+  const top = 50;
+  const arrows = messages.flatMap((m) => (m.to.length > 0 ? m.to : ['(nobody)']).map((to) => ({ m, to })));
+  const width = Math.max(1, participants.length) * colW + 40;
+  const height = top + arrows.length * rowH + 40;
+  const x = (p: string) => 20 + participants.indexOf(p) * colW + colW / 2;
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+    '<defs><marker id="seq-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M 0 0 L 10 5 L 0 10 z" fill="#1f2937"/></marker></defs>',
+  ];
+  for (const p of participants) {
+    parts.push(`<rect x="${x(p) - 80}" y="8" width="160" height="26" rx="4" fill="#bbf7d0" stroke="#374151"/><text x="${x(p)}" y="25" text-anchor="middle">${xml(p)}</text>`);
+    parts.push(`<line x1="${x(p)}" y1="34" x2="${x(p)}" y2="${height - 10}" stroke="#9ca3af" stroke-dasharray="4 3"/>`);
+  }
+  arrows.forEach(({ m, to }, i) => {
+    const y = top + i * rowH + rowH / 2;
+    const x1 = x(m.from);
+    const x2 = x(to);
+    const self = x1 === x2;
+    parts.push(
+      self
+        ? `<path class="message" d="M ${x1} ${y - 8} h 40 v 16 h -40" fill="none" stroke="#1f2937" marker-end="url(#seq-arrow)"/>`
+        : `<line class="message" x1="${x1}" y1="${y}" x2="${x2}" y2="${y}" stroke="#1f2937" marker-end="url(#seq-arrow)"/>`,
+    );
+    parts.push(`<text x="${(x1 + x2) / 2 + (self ? 45 : 0)}" y="${y - 6}" text-anchor="middle">${xml(m.what)} <tspan fill="#6b7280">(${xml(m.exchange)}/${xml(m.routingKey)})</tspan></text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}

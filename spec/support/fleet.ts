@@ -1,0 +1,54 @@
+/** Two running components as an operator meets them: GenericApplications on a spec vhost, one with an error queue and a handler that fails until fixed. */
+import { GenericApplication, GenericApplicationExchange, GenericProducer, MessageHandler, type MessageSender } from '../../lib/index.js';
+import { counter, Harness } from './components.js';
+import { deleteTopology, unique } from './topology.js';
+
+export interface Fleet {
+  readonly errorQueue: string;
+  /** Orders fail with TypeError while this is true. */
+  broken: boolean;
+  /** Orders handled since the last `expect(n)`. */
+  expect(n: number): Promise<void>;
+  order(n: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startFleet(url: string): Promise<Fleet> {
+  const h = new Harness();
+  const errorQueue = unique('fleet-errors');
+  let took = counter(0);
+  const fleet = {
+    errorQueue,
+    broken: true,
+    expect(n: number) {
+      took = counter(n);
+      return took.done;
+    },
+    async order(n: number) {
+      for (let i = 0; i < n; i++) await client.message_order({ i });
+    },
+    async close() {
+      await client.close();
+      await h.close();
+      await deleteTopology([errorQueue], [errorQueue]);
+    },
+  };
+  class Orders extends GenericApplication {
+    @MessageHandler('command', 'order')
+    order(): void {
+      if (fleet.broken) throw new TypeError('price must be a number');
+      took.hit();
+    }
+  }
+  class Invoices extends GenericApplication {
+    @MessageHandler('command', 'invoice')
+    invoice(): void {}
+  }
+  await h.start(new Orders({ url, fingerprint: { name: 'orders', pid: `${process.pid}1` }, errorExchange: errorQueue }), new Invoices({ url, fingerprint: { name: 'invoices', pid: `${process.pid}2` } }));
+  class Shop extends GenericProducer {
+    static override eks = [[GenericApplicationExchange, 'orders'] as const];
+    declare message_order: MessageSender;
+  }
+  const client = await Shop.create({ url, fingerprint: { name: 'shop' } });
+  return fleet;
+}
