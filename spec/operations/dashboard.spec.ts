@@ -109,4 +109,10 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
     expect(r.code, r.stderr).to.equal(0);
     expect(JSON.parse(r.stdout)).to.deep.equal([{ queue: fleet.errorQueue, errorName: 'TypeError', messageName: 'order', count: 2 }]);
   });
+
+  it('marks a component down once it stops answering, and keeps it on the page', async () => {
+    await fleet.stopInvoices();
+    const s = await until(state, (v) => v.components.some((c) => c.fingerprint.name === 'invoices' && !c.up));
+    expect(s.components.find((c) => c.fingerprint.name === 'orders')!.up).to.equal(true);
+  });
 });

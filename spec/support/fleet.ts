@@ -10,6 +10,8 @@ export interface Fleet {
   /** Orders handled since the last `expect(n)`. */
   expect(n: number): Promise<void>;
   order(n: number): Promise<void>;
+  /** Closes the invoices component, as a crash or a deploy would take it away. */
+  stopInvoices(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -26,6 +28,9 @@ export async function startFleet(url: string): Promise<Fleet> {
     },
     async order(n: number) {
       for (let i = 0; i < n; i++) await client.message_order({ i });
+    },
+    async stopInvoices() {
+      await invoices.close();
     },
     async close() {
       await client.close();
@@ -44,7 +49,8 @@ export async function startFleet(url: string): Promise<Fleet> {
     @MessageHandler('command', 'invoice')
     invoice(): void {}
   }
-  await h.start(new Orders({ url, fingerprint: { name: 'orders', pid: `${process.pid}1` }, errorExchange: errorQueue }), new Invoices({ url, fingerprint: { name: 'invoices', pid: `${process.pid}2` } }));
+  const invoices = new Invoices({ url, fingerprint: { name: 'invoices', pid: `${process.pid}2` } });
+  await h.start(new Orders({ url, fingerprint: { name: 'orders', pid: `${process.pid}1` }, errorExchange: errorQueue }), invoices);
   class Shop extends GenericProducer {
     static override eks = [[GenericApplicationExchange, 'orders'] as const];
     declare message_order: MessageSender;
