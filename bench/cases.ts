@@ -22,9 +22,14 @@ import {
 } from '../dist/index.js';
 
 export const PREFETCH = 100;
-const WINDOW = 1000;
+/**
+ * Sends whose confirms are awaited together, on both sides: a raw user's best publisher calls
+ * `waitForConfirms()` every 500 sends (fewer round trips than per send, a bounded amount unconfirmed);
+ * postage-ts's sends are awaited 500 at a time to match.
+ */
+export const WINDOW = 500;
 /** Deliveries taken on a fresh connection before any is timed. */
-const WARMUP = 300;
+export const WARMUP = 300;
 /**
  * RPC round trips on a fresh pair of components before any is timed: the
  * slowest 1% of the first few thousand are the JIT's (tiering up, on either
@@ -36,13 +41,13 @@ const WARMUP = 300;
  */
 export const RPC_WARMUP = 5000;
 
-const uid = () => `bench.${randomBytes(4).toString('hex')}`;
+export const uid = () => `bench.${randomBytes(4).toString('hex')}`;
 
-async function rawConnect(url: string) {
+export async function rawConnect(url: string) {
   return amqp.connect(url, { noDelay: true });
 }
 
-function envelope(bytes: number): object {
+export function envelope(bytes: number): object {
   // A Postage command whose JSON body is about `bytes` long: both sides send the same bytes.
   const base = new MessageCommand('payload', { data: '' }).setFingerprint({ name: 'bench' }).body;
   const pad = Math.max(0, bytes - JSON.stringify(base).length);
@@ -50,7 +55,7 @@ function envelope(bytes: number): object {
 }
 
 /** Sends `n` copies of `body`, `window` at a time, each window awaited together (confirms). */
-async function sendAll(p: GenericProducer, body: object, n: number, window: number): Promise<void> {
+export async function sendAll(p: GenericProducer, body: object, n: number, window: number): Promise<void> {
   for (let sent = 0; sent < n; ) {
     const k = Math.min(window, n - sent);
     const batch: Promise<void>[] = [];
@@ -436,7 +441,7 @@ export async function drive(calls: number, inFlight: number, one: () => Promise<
 }
 
 /** Fills a fresh durable queue with `n` 100 B envelopes (confirmed) and returns its name. */
-async function filledQueue(url: string, n: number, keyed = 0): Promise<string> {
+export async function filledQueue(url: string, n: number, keyed = 0): Promise<string> {
   const conn = await rawConnect(url);
   const ch = await conn.createConfirmChannel();
   const q = uid();
@@ -454,7 +459,7 @@ async function filledQueue(url: string, n: number, keyed = 0): Promise<string> {
   return q;
 }
 
-async function dropQueue(url: string, ...queues: string[]): Promise<void> {
+export async function dropQueue(url: string, ...queues: string[]): Promise<void> {
   const conn = await rawConnect(url);
   const ch = await conn.createChannel();
   for (const q of queues) await ch.deleteQueue(q);

@@ -1,0 +1,14 @@
+/**
+ * One side of the CPU-per-message case, for a profile: `npm run build`, then
+ *   node --cpu-prof --cpu-prof-dir=/tmp/prof --import tsx bench/profile.ts postage both 50000
+ * (or raw; send, consume). Prints µs per message; the .cpuprofile opens in Chrome's DevTools.
+ */
+import { brokerUrls, loadConfig } from '../lib/config.js';
+import { postageCpu, rawCpu, type Half } from './cpu.js';
+
+process.env.POSTAGE_LOG_LEVEL ??= 'warn';
+const [side = 'postage', half = 'both', n = '50000'] = process.argv.slice(2);
+const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
+const run = side === 'raw' ? rawCpu : postageCpu;
+await run(url, 5_000, half as Half);
+console.log(`${side} ${half}: ${(await run(url, Number(n), half as Half)).toFixed(2)} µs per message`);
