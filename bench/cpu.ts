@@ -16,8 +16,13 @@ import { dropQueue, envelope, filledQueue, PREFETCH, rawConnect, sendAll, uid, W
 /** Messages sent (or taken) before the CPU clock starts: JIT, fresh channels. */
 const WARM = 2_000;
 
+/** The last run's split, user and system µs per message (bench/profile.ts prints it). */
+export const lastSplit = { user: 0, system: 0 };
+
 const perMessage = (start: NodeJS.CpuUsage, n: number) => {
   const d = process.cpuUsage(start);
+  lastSplit.user = d.user / n;
+  lastSplit.system = d.system / n;
   return (d.user + d.system) / n;
 };
 
