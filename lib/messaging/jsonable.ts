@@ -52,7 +52,9 @@ function check(v: unknown, stack: object[], depth: number): readonly [string, st
     }
   } else {
     const o = v as Record<string, unknown>;
-    for (const k of Object.keys(o)) {
+    // for…in with an own-property test walks the keys without making an array of them per object, per send.
+    for (const k in o) {
+      if (!Object.hasOwn(o, k)) continue;
       const r = check(o[k], stack, depth + 1);
       if (r !== undefined) return r;
     }

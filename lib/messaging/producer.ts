@@ -381,8 +381,9 @@ export class GenericProducer {
     const props = sendProperties(opts, scope, this.#newId(), false);
     // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
     // Commands must reach a queue; other messages (statuses, results, events) are publish/subscribe.
-    const mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
-    const full = { ...props, mandatory, contentType: this.encoder.contentType };
+    props.mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
+    props.contentType = this.encoder.contentType;
+    const full = props;
     const send = (): Promise<void> => {
       if (!this.#publisher.isOpen && this.#link.recovers && this.#whileDisconnected === 'buffer' && !this.#link.closed) {
         // Held until the connection is back, then sent in order; the promise settles with that send.

@@ -1,7 +1,9 @@
-/** One wait a {@link Deadlines} watches. */
-interface Wait {
+/** One wait a {@link Deadlines} watches: the waiting object itself (no wrapper or closure per wait). */
+export interface Wait {
+  /** Set by {@link Deadlines.start}. */
   since: number;
-  expire: () => void;
+  /** Runs if it is still waiting after the bound. */
+  expire(): void;
 }
 
 /**
@@ -19,12 +21,11 @@ export class Deadlines {
 
   constructor(readonly ms: number) {}
 
-  /** Starts a wait; `expire` runs if it is still waiting after `ms`. */
-  start(expire: () => void): Wait {
-    const w = { since: Date.now(), expire };
+  /** Starts a wait; its `expire()` runs if it is still waiting after `ms`. */
+  start(w: Wait): void {
+    w.since = Date.now();
     this.#waits.add(w);
     if (!this.#timer && !this.#paused) this.#arm();
-    return w;
   }
 
   /** The wait ended in time. */

@@ -47,9 +47,19 @@ function checkHeaderValue(path: string, v: unknown, depth = 0): void {
  * Throws a `TypeError` naming the option for a value AMQP cannot carry.
  * @internal
  */
-export function sendProperties(opts: SendOptions, scope: DeliveryScope | undefined, messageId: string, rpc: boolean): Options.Publish & { messageId: string; headers?: Record<string, unknown> } {
+export function sendProperties(opts: SendOptions, scope: DeliveryScope | undefined, messageId: string, rpc: boolean): Options.Publish & { messageId: string; headers?: Record<string, unknown>; mandatory: boolean; persistent: boolean } {
   const id = opts._message_id === undefined ? messageId : shortstr('_message_id', opts._message_id);
-  const props: Options.Publish & { messageId: string; headers?: Record<string, unknown> } = { messageId: id, timestamp: Math.floor(Date.now() / 1000) };
+  // Every send's properties start with one shape, the fields set later included: amqplib reads them per publish,
+  // and one shape keeps that read fast (a copy with more fields, or fields added one by one, made it several).
+  const props: Options.Publish & { messageId: string; headers?: Record<string, unknown>; mandatory: boolean; persistent: boolean } = {
+    messageId: id,
+    timestamp: Math.floor(Date.now() / 1000),
+    // Messages are persistent; an RPC request is not (its caller waits for it, and a broker restart ends that wait anyway).
+    persistent: !rpc,
+    mandatory: false,
+    contentType: undefined,
+    headers: undefined,
+  };
   let headers: Record<string, unknown> | undefined;
   if (opts._headers !== undefined) {
     headers = {};

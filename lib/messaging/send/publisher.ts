@@ -2,7 +2,7 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqp
 import { BrokerError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { openChannel } from '../../transport/channels.js';
-import { Deadlines } from '../../transport/deadlines.js';
+import { Deadlines, type Wait } from '../../transport/deadlines.js';
 import { amqpCodeOf, brokerSaid, declareExchange, exchangeDeclaration, type EksEntry } from '../topology.js';
 import { registryOf, type TopologyRegistry } from '../../transport/topology-registry.js';
 import { DELAY_DOOR, delayHeaders, sendDelayed } from '../delay.js';
@@ -122,9 +122,7 @@ export class Publisher {
     const full = props;
     full.persistent = true;
     // One target (the usual case) needs one promise, not one per target plus Promise.all.
-    if (targets.length === 1) {
-      return new Promise<void>((resolve, reject) => this.#publishOne(ch, targets[0], content, full, (routed) => (routed ? resolve() : reject(unroutableError([targets[0]]))), reject));
-    }
+    if (targets.length === 1) return new Promise<void>((resolve, reject) => this.#publishOne(ch, targets[0], content, full, resolve as () => void, reject, true));
     return Promise.all(targets.map((t) => new Promise<boolean>((resolve, reject) => this.#publishOne(ch, t, content, full, resolve, reject)))).then((routed) => {
       const missed = targets.filter((_, i) => !routed[i]);
       if (missed.length > 0) throw unroutableError(missed);
@@ -154,42 +152,50 @@ export class Publisher {
     );
   }
 
-  /** Publishes to one target; `done(false)` when the broker returned it (no queue took it). */
-  #publishOne(ch: ConfirmChannel, [exchange, key]: readonly [{ readonly name: string }, string], content: Buffer, props: Options.Publish & { messageId: string }, done: (routed: boolean) => void, reject: (err: Error) => void): void {
-    // An Exchange class and a plain exchange object both carry their name in `name`.
-    const exName = exchange.name;
-    let timedOut = false;
-    const wait = this.#confirms.start(() => {
-      timedOut = true;
-      reject(
-        new BrokerError(
-          `no confirm from the broker for a message to ${exName}/${key} within ${this.#confirms.ms / 1000} s: the connection may be dead (its heartbeat will tell). The message may or may not have arrived: send it again (or raise confirmTimeoutMs)`,
-          'CONFIRM_TIMEOUT',
-        ),
-      );
-    });
-    ch.publish(exName, key, content, props, (err) => {
-      if (timedOut) return;
-      this.#confirms.end(wait);
-      if (err) {
-        const closed = this.#channelError;
-        if (closed) {
-          reject(new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${brokerSaid(closed)}`, 'CHANNEL_CLOSED', { cause: closed, amqpCode: amqpCodeOf(closed) }));
-        } else if (!isNack(err)) {
-          // The channel went away with the confirm still due (the connection dropped): nobody knows whether the broker has it.
-          reject(
-            new BrokerError(
-              `the connection went away before the broker confirmed a message to ${exName}/${key}: it may or may not have arrived. Send it again (receivers drop duplicates by message id), or use whileDisconnected: 'buffer', which does`,
-              'UNCONFIRMED',
-              { cause: err },
-            ),
-          );
-        } else {
-          reject(new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }));
-          this.#renewAfterNack(ch);
-        }
-      } else done(!(this.#returned.size > 0 && this.#returned.delete(returnKey(props.messageId, exName, key, props.headers as Record<string, unknown> | undefined))));
-    });
+  /**
+   * Publishes to one target; `done(false)` when the broker returned it (no
+   * queue took it), or, `single`, rejects with UNROUTABLE naming it. One
+   * object per publish carries its wait and its settling (no closure per step).
+   */
+  #publishOne(ch: ConfirmChannel, target: readonly [{ readonly name: string }, string], content: Buffer, props: Options.Publish & { messageId: string }, done: (routed: boolean) => void, reject: (err: Error) => void, single = false): void {
+    const p = new PendingPublish(this, ch, target, props, done, reject, single);
+    this.#confirms.start(p);
+    ch.publish(p.exchange, p.key, content, props, (err) => p.confirmed(err));
+  }
+
+  /** How a pending publish learns what the broker said. @internal */
+  settle(p: PendingPublish, err: unknown): void {
+    this.#confirms.end(p);
+    const { exchange: exName, key } = p;
+    if (err) {
+      const closed = this.#channelError;
+      if (closed) {
+        p.reject(new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${brokerSaid(closed)}`, 'CHANNEL_CLOSED', { cause: closed, amqpCode: amqpCodeOf(closed) }));
+      } else if (!isNack(err)) {
+        // The channel went away with the confirm still due (the connection dropped): nobody knows whether the broker has it.
+        p.reject(
+          new BrokerError(
+            `the connection went away before the broker confirmed a message to ${exName}/${key}: it may or may not have arrived. Send it again (receivers drop duplicates by message id), or use whileDisconnected: 'buffer', which does`,
+            'UNCONFIRMED',
+            { cause: err },
+          ),
+        );
+      } else {
+        p.reject(new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }));
+        this.#renewAfterNack(p.ch);
+      }
+      return;
+    }
+    const returned = this.#returned.size > 0 && this.#returned.delete(returnKey(p.props.messageId, exName, key, p.props.headers as Record<string, unknown> | undefined));
+    p.routed(!returned);
+  }
+
+  /** The bound on a confirm, as a message a user can act on. @internal */
+  timeoutError(p: PendingPublish): BrokerError {
+    return new BrokerError(
+      `no confirm from the broker for a message to ${p.exchange}/${p.key} within ${this.#confirms.ms / 1000} s: the connection may be dead (its heartbeat will tell). The message may or may not have arrived: send it again (or raise confirmTimeoutMs)`,
+      'CONFIRM_TIMEOUT',
+    );
   }
 
   /**
@@ -244,4 +250,43 @@ function returnKey(id: string, exchange: string, key: string, headers: Record<st
 /** amqplib calls a confirm callback with 'message nacked' for a broker nack, and 'channel closed' for a confirm lost with its channel. */
 function isNack(err: unknown): boolean {
   return (err as Error)?.message === 'message nacked';
+}
+
+/** One publish waiting for its confirm: its own wait on the confirm bound, and how it settles. */
+class PendingPublish implements Wait {
+  since = 0;
+  #timedOut = false;
+  readonly exchange: string;
+  readonly key: string;
+
+  constructor(
+    readonly publisher: Publisher,
+    readonly ch: ConfirmChannel,
+    readonly target: readonly [{ readonly name: string }, string],
+    readonly props: Options.Publish & { messageId: string },
+    readonly done: (routed: boolean) => void,
+    readonly reject: (err: Error) => void,
+    readonly single: boolean,
+  ) {
+    // An Exchange class and a plain exchange object both carry their name in `name`.
+    this.exchange = target[0].name;
+    this.key = target[1];
+  }
+
+  expire(): void {
+    this.#timedOut = true;
+    this.reject(this.publisher.timeoutError(this));
+  }
+
+  confirmed(err: unknown): void {
+    if (this.#timedOut) return;
+    this.publisher.settle(this, err);
+  }
+
+  routed(ok: boolean): void {
+    if (!this.single) this.done(ok);
+    // A single target's promise is the send's own: it resolves to nothing.
+    else if (ok) (this.done as () => void)();
+    else this.reject(unroutableError([this.target as EksEntry]));
+  }
 }
