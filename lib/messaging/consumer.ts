@@ -58,6 +58,9 @@ export class GenericConsumer {
   #ready: Promise<void> | undefined;
   #tags = new Map<string, string>();
   #callback: ((msg: ConsumeMessage) => void) | undefined;
+  /** Exchange-to-exchange bindings made (a partitioned processor's way in), replayed after a reconnection. */
+  #routes: Array<{ destination: ExchangeLike; source: ExchangeLike; key: string }> = [];
+  #holdConsumers = false;
   /** Every binding made, replayed after a reconnection. */
   #bindings: Binding[] = [];
   /** The name the broker gave each binding's queue (a server-named queue has one only once declared). */
@@ -172,11 +175,15 @@ export class GenericConsumer {
     const bindings = this.#bindings;
     this.#bindings = [];
     this.queues.length = 0;
+    const routes = this.#routes;
+    this.#routes = [];
     try {
       for (const b of bindings) await this.#bind(ch, b, again);
+      for (const r of routes) await this.#route(ch, r, again);
     } catch (err) {
       // Every binding stays for the next attempt: a restore that failed halfway must not forget the rest.
       this.#bindings = bindings;
+      this.#routes = routes;
       throw err;
     }
     if (this.#callback) for (const q of this.queues) await this.#consume(q);
@@ -225,6 +232,28 @@ export class GenericConsumer {
     if (!this.queues.includes(name)) this.queues.push(name);
     this.log.debug({ exchange: exName, queue: name, key: b.key }, 'queue bound');
     return name;
+  }
+
+  /**
+   * Binds exchange `destination` to `source` with `key` (declaring both
+   * through the connection's topology), and again after every reconnection:
+   * how a partitioned processor's partitions get what its queue was bound to.
+   * @internal
+   */
+  async exchangeBind(destination: ExchangeLike, source: ExchangeLike, key: string): Promise<void> {
+    const ch = this.#channel ?? (await this.ready(), this.channel);
+    await this.#route(ch, { destination, source, key });
+  }
+
+  async #route(ch: Channel, r: { destination: ExchangeLike; source: ExchangeLike; key: string }, force = false): Promise<void> {
+    const topology = this.#link.topology;
+    await topology.ensure(this.connection!, ch, exchangeDeclaration(r.source), force);
+    await topology.ensure(this.connection!, ch, exchangeDeclaration(r.destination), force);
+    const [dest, src] = [resolveExchange(r.destination).name, resolveExchange(r.source).name];
+    await ch.bindExchange(dest, src, r.key).catch((err: unknown) => {
+      throw new BrokerError(`cannot bind exchange '${dest}' to exchange '${src}' with key '${r.key}': ${brokerSaid(err)}`, 'DECLARE_FAILED', { cause: err, amqpCode: amqpCodeOf(err) });
+    });
+    this.#routes.push(r);
   }
 
   async queueUnbind(exchange: ExchangeLike, queue: string, key: string): Promise<void> {
@@ -516,10 +545,22 @@ export class GenericConsumer {
   }
 
   /** Stops consuming and closes the channel (and the connection, when it is this consumer's own). */
+  /**
+   * Makes `close()` close the channel without cancelling its consumers first
+   * (a partitioned processor: see its close). @internal
+   */
+  holdConsumersUntilClose(): void {
+    this.#holdConsumers = true;
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#acks?.flush();
-    await this.stopConsuming();
+    if (this.#holdConsumers) {
+      // The channel's close ends its consumers and returns what they hold, in one step on the broker.
+      this.#callback = undefined;
+      this.#tags.clear();
+    } else await this.stopConsuming();
     const ch = this.#channel;
     this.#channel = undefined;
     await ch?.close().catch(() => undefined);

@@ -26,6 +26,12 @@ export interface ProcessorDescription {
   errorQueue?: string;
   /** Deliveries it handles at once. */
   concurrency?: number;
+  /**
+   * With `partitions`: each queue's partition queues, and those this replica
+   * has had deliveries from (where it is, or was, the single active consumer;
+   * a standby hears nothing from the broker, so an idle partition shows on no replica).
+   */
+  partitions?: Array<{ queue: string; partitions: string[]; activeHere: string[] }>;
 }
 
 /** The JSON Schema of a schema's input, if its library implements Standard JSON Schema; undefined when it cannot. */

@@ -24,6 +24,7 @@ import type { MessageBody } from './messages.js';
 import { describeProcessor, type ProcessorDescription } from './describe.js';
 import { checkPositional, constructorForm, type ComponentOptions, type Positional } from './options.js';
 import type { Eqk } from './topology.js';
+import { PARTITION_HEADER, partitionTopology, type PartitionedTopology } from './partitions.js';
 
 export type { DeliveryEvent, RetryOptions, ProcessorMiddleware, MiddlewareContext } from './delivery/public.js';
 
@@ -139,6 +140,18 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * @default true
    */
   remoteControl?: boolean;
+  /**
+   * Splits each queue of the eqk into this many partition queues
+   * (`QUEUE.p0` …), each with single active consumer, behind a consistent-hash
+   * exchange that routes every message of one `_partition_key` to the same
+   * partition. Run the component as several replicas: each consumes every
+   * partition, the broker keeps one active consumer per partition, and when
+   * a replica goes its partitions move to the others, its unhandled messages
+   * first. Per-key order (`orderBy`, by default the partition key) then holds
+   * across replicas. Needs RabbitMQ's `rabbitmq_consistent_hash_exchange`
+   * plugin. Queues must be named and durable.
+   */
+  partitions?: number;
 }
 
 /** A processor's own events, besides its connection's. */
@@ -186,6 +199,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   orderBy: true,
   streamStallMs: true,
   remoteControl: true,
+  partitions: true,
 };
 
 /**
@@ -224,6 +238,10 @@ export class MessageProcessor extends MicroThread {
   /** What its deliveries depend on: the consumer's, or the harness's. */
   readonly #ports: DeliveryPorts;
   #closing: Promise<void> | undefined;
+  /** With `partitions`: the partition queues and the routes into them. */
+  readonly #partitioned: PartitionedTopology | undefined;
+  /** Partition queues this replica has had a delivery from: where it is (or was) the active consumer. */
+  readonly #activeOn = new Set<string>();
 
   constructor(options?: ProcessorOptions);
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
@@ -239,9 +257,15 @@ export class MessageProcessor extends MicroThread {
     this.#concurrency = opts.concurrency ?? 1;
     if (!(Number.isInteger(this.#concurrency) && this.#concurrency >= 1)) throw new TypeError(`concurrency must be a whole number of at least 1, not ${String(opts.concurrency)}`);
     if (opts.orderBy !== undefined && typeof opts.orderBy !== 'function') throw new TypeError('orderBy must be a function (content, delivery) => key');
-    const prefetch = opts.prefetch ?? (this.#concurrency > 1 ? this.#concurrency * (opts.orderBy ? 4 : 2) : undefined);
+    if (opts.partitions !== undefined) {
+      if (!opts.eqk || opts.eqk.length === 0) throw new TypeError('partitions split the queues of the processor\'s eqk: give it one');
+      this.#partitioned = partitionTopology(opts.eqk, opts.partitions);
+    }
+    // Partitioned, deliveries are ordered by their partition key unless the processor says otherwise.
+    const orderBy = opts.orderBy ?? (this.#partitioned ? byPartitionKey : undefined);
+    const prefetch = opts.prefetch ?? (this.#concurrency > 1 ? this.#concurrency * (orderBy ? 4 : 2) : undefined);
     const Consumer = (this.constructor as typeof MessageProcessor).consumerClass;
-    this.consumer = new Consumer({ ...opts, prefetch, connectionName: opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
+    this.consumer = new Consumer({ ...opts, ...(this.#partitioned ? { eqk: this.#partitioned.eqk } : {}), prefetch, connectionName: opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
     this.#signals = opts.handleSignals ?? true;
     this.drainTimeoutMs = opts.drainTimeoutMs ?? DEFAULT_DRAIN_MS;
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
@@ -287,7 +311,7 @@ export class MessageProcessor extends MicroThread {
       countInHeader: opts.redeliveryCount === 'header',
       outbox: opts.outbox ?? true,
       dedupe: opts.deduplicate === true ? new MemoryIdempotencyStore() : opts.deduplicate || undefined,
-      orderBy: opts.orderBy,
+      orderBy,
       middleware: [],
       observers: new Set(),
       unhandled: new Set(),
@@ -321,7 +345,18 @@ export class MessageProcessor extends MicroThread {
         // The error exchange and its queue exist from the start, not from the first failure.
         if (this.#errorExchange) await copies.declareErrorExchange(this.#errorExchange);
         const pipeline = this.#pipeline;
-        await inbox.startConsuming((msg) => pipeline.deliver(msg));
+        const partitioned = this.#partitioned;
+        if (partitioned && inbox === this.consumer) {
+          for (const r of partitioned.routes) await this.consumer.exchangeBind(r.hash, r.source, r.key);
+          const consumer = this.consumer;
+          const activeOn = this.#activeOn;
+          await inbox.startConsuming((msg) => {
+            // Single active consumer tells a standby nothing: a delivery is how a replica learns it is the active one.
+            const q = consumer.queueOf(msg);
+            if (q !== undefined) activeOn.add(q);
+            pipeline.deliver(msg);
+          });
+        } else await inbox.startConsuming((msg) => pipeline.deliver(msg));
       } catch (err) {
         // Nothing stays open and nothing reopens: the process can exit, or try again with a new processor.
         this.#pipeline.stop();
@@ -434,7 +469,10 @@ export class MessageProcessor extends MicroThread {
     this.#closing ??= (async () => {
       this.#forgetSignal?.();
       await this.#ready?.catch(() => undefined);
-      await this.#ports.inbox.stopConsuming();
+      // A partition's consumer stays until the channel closes: cancelled first, the broker would make another
+      // replica active while this one still holds unhandled messages of a key, and hand it that key's later ones first.
+      if (!this.#partitioned) await this.#ports.inbox.stopConsuming();
+      else this.consumer.holdConsumersUntilClose();
       // Waiting workers stop; those in a handler finish it and settle.
       await this.#pipeline.intake.close();
       await this.#ports.inbox.close();
@@ -450,7 +488,9 @@ export class MessageProcessor extends MicroThread {
   /** The built-in `describe` RPC: this processor's fingerprint, library version, bindings and handlers. */
   @RpcHandler('command', 'describe', { description: 'what this processor is, where it listens, and what it handles' })
   rpcDescribe(): ProcessorDescription {
-    return describeProcessor(this.fingerprint, this.consumer.bindings(), this.#registry, this.#errorExchange, this.#concurrency);
+    const d = describeProcessor(this.fingerprint, this.consumer.bindings(), this.#registry, this.#errorExchange, this.#concurrency);
+    if (this.#partitioned) d.partitions = [...this.#partitioned.partitions].map(([queue, names]) => ({ queue, partitions: names, activeHere: names.filter((n) => this.#activeOn.has(n)) }));
+    return d;
   }
 
   /**
@@ -495,6 +535,12 @@ export function isProcessor(v: unknown): v is MessageProcessor {
 /** Whether `v` is a processor class of any copy of postage-ts. */
 export function isProcessorClass(v: unknown): v is typeof MessageProcessor {
   return typeof v === 'function' && (v.prototype instanceof MessageProcessor || (v.prototype as Record<symbol, unknown> | undefined)?.[COMPONENT_KIND] === 'processor');
+}
+
+/** A partitioned processor's default ordering key: the partition key the message was sent with. */
+function byPartitionKey(_content: unknown, delivery: DeliveryInfo): unknown {
+  const k = delivery.headers[PARTITION_HEADER];
+  return Buffer.isBuffer(k) ? k.toString('utf8') : k;
 }
 
 /** The processor's own step, as the class defined it: one replaced later (a subclass, a spy on the prototype) is called. */

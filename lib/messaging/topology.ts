@@ -138,6 +138,14 @@ export function declareError(err: unknown, kind: 'exchange' | 'queue', name: str
   if (code === 403) {
     return new BrokerError(`cannot declare ${what}: ${said}. The user may not configure it: grant it with rabbitmqctl set_permissions.`, 'ACCESS_REFUSED', { cause: err, amqpCode: 403 });
   }
+  if (/unknown exchange type 'x-consistent-hash'/.test(said)) {
+    // A partitioned processor's exchange: the broker routes keys to partitions with a plugin it ships but does not enable.
+    return new BrokerError(
+      `cannot declare ${what}: ${said}. Partitions route by key with RabbitMQ's consistent-hash exchange, a plugin it ships but does not enable: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (on every node of a cluster).`,
+      'DECLARE_FAILED',
+      { cause: err, amqpCode: code },
+    );
+  }
   return new BrokerError(`cannot declare ${what}: ${said}`, 'DECLARE_FAILED', { cause: err, amqpCode: code });
 }
 

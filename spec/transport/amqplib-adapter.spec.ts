@@ -14,7 +14,7 @@ import type { SendOptions } from '../../lib/index.js';
 
 /** Every send option's name (the compiler keeps this complete). */
 function sendOptionNames(): Record<keyof SendOptions, true> {
-  return { _key: true, _eks: true, _timeout: true, _max_retry: true, _queue_only: true, _mandatory: true, _headers: true, _expiration: true, _priority: true, _correlation_id: true, _message_id: true, _type: true, _delay: true, _outbox: true, _window: true };
+  return { _key: true, _eks: true, _timeout: true, _max_retry: true, _queue_only: true, _mandatory: true, _headers: true, _expiration: true, _priority: true, _correlation_id: true, _message_id: true, _type: true, _delay: true, _outbox: true, _window: true, _partition_key: true };
 }
 
 function files(dir: string): string[] {

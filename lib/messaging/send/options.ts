@@ -50,6 +50,14 @@ export interface SendOptions {
   _outbox?: boolean;
   /** `rpcStream_NAME`: how many items the server may send before the caller takes them. @default 64 */
   _window?: number;
+  /**
+   * Which key the message belongs to, for a partitioned processor
+   * (`partitions`): the broker routes every message of one key to the same
+   * partition, where one replica at a time handles them, in order. A string or
+   * a finite number (sent as its string). A message without one goes to one
+   * partition, the same for every keyless message.
+   */
+  _partition_key?: string | number;
 }
 
 /** Every send option there is; anything else starting with `_` is a typo. */
@@ -70,6 +78,7 @@ const SEND_OPTIONS: ReadonlySet<string> = new Set(
     _delay: true,
     _outbox: true,
     _window: true,
+    _partition_key: true,
   } satisfies Record<keyof SendOptions, true>),
 );
 

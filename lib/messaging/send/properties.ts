@@ -1,6 +1,7 @@
 import type { Options } from 'amqplib';
 import { HEADERS, type DeliveryScope } from '../delivery/context.js';
 import type { SendOptions } from './options.js';
+import { PARTITION_HEADER } from '../partitions.js';
 
 /** AMQP short strings (message ids, types, header names) hold at most 255 bytes. */
 const SHORTSTR = 255;
@@ -69,6 +70,12 @@ export function sendProperties(opts: SendOptions, scope: DeliveryScope | undefin
       checkHeaderValue(k, v);
       headers[k] = v;
     }
+  }
+  if (opts._partition_key !== undefined) {
+    const k = opts._partition_key;
+    if (!((typeof k === 'string' && k !== '') || (typeof k === 'number' && Number.isFinite(k)))) throw new TypeError(`_partition_key must be a non-empty string or a finite number, not ${describe(k)}`);
+    headers ??= {};
+    headers[PARTITION_HEADER] = String(k);
   }
   // A message sent while handling another carries the conversation on, and names that message as its cause.
   // One sent outside a handler starts a conversation: its own id is the conversation's (no header needed).

@@ -1,0 +1,131 @@
+import { expect } from 'chai';
+import amqp from 'amqplib';
+import { GenericProducer, MessageHandler, MessageProcessor, type ExchangeObject, type MessageSender, type ProcessorDescription } from '../../lib/index.js';
+import { partitionTopology, PARTITION_HEADER } from '../../lib/messaging/partitions.js';
+import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
+import { counter, Harness } from '../support/components.js';
+import { deleteTopology, unique } from '../support/topology.js';
+
+const PARTITIONS = 8;
+
+describe('partitioned processors (per-key order across replicas)', function () {
+  this.timeout(120_000);
+
+  it('splits each queue into named, durable partitions with single active consumer behind a consistent-hash exchange', () => {
+    const ex: ExchangeObject = { name: 'orders-ex', type: 'topic' };
+    const t = partitionTopology([[ex, [['orders', 'order.*'], ['orders', 'refund.*']]]], 3);
+    expect(t.partitions.get('orders')).to.deep.equal(['orders.p0', 'orders.p1', 'orders.p2']);
+    expect(t.routes.map((r) => [r.hash.name, r.key])).to.deep.equal([['orders.partitions', 'order.*'], ['orders.partitions', 'refund.*']]);
+    const [[hash, queues]] = t.eqk as unknown as Array<[ExchangeObject, Array<[{ name: string; flags: { arguments: Record<string, unknown> } }, string]>]>;
+    expect(hash).to.deep.include({ type: 'x-consistent-hash', durable: true, arguments: { 'hash-header': PARTITION_HEADER } });
+    expect(queues.map(([q, key]) => [q.name, key, q.flags.arguments['x-single-active-consumer']])).to.deep.equal([['orders.p0', '1', true], ['orders.p1', '1', true], ['orders.p2', '1', true]]);
+    expect(() => partitionTopology([[ex, [['', 'k']]]], 2)).to.throw(/needs named queues/);
+    expect(() => partitionTopology([[ex, [[{ name: 'q', flags: { exclusive: true } }, 'k']]]], 2)).to.throw(/cannot be exclusive, auto-delete or non-durable/);
+    expect(() => partitionTopology([[ex, [['q', 'k']]]], 0)).to.throw(/partitions must be a whole number from 1 to 256, not 0/);
+  });
+
+  it('refuses a _partition_key it cannot send, naming it', async () => {
+    class P extends GenericProducer {
+      static override eks = [[{ name: '', type: 'direct' }, 'nowhere'] as const];
+      declare message_x: MessageSender;
+    }
+    const p = await P.create({ url: await brokerUrl() });
+    try {
+      const refusal = (send: Promise<void>) => send.then(() => undefined, (err: unknown) => err as Error);
+      const empty = await refusal(p.message_x({}, { _partition_key: '' }));
+      expect(empty).to.be.instanceOf(TypeError);
+      expect(empty?.message).to.equal('_partition_key must be a non-empty string or a finite number, not a string of 0 bytes');
+      expect((await refusal(p.message_x({}, { _partition_key: NaN })))?.message).to.equal('_partition_key must be a non-empty string or a finite number, not null');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('keeps each key in order across three replicas while one loses its connection and another closes, and leaves every partition consumed', async () => {
+    const url = await brokerUrl();
+    const exchange: ExchangeObject = { name: unique('parts-ex'), type: 'direct' };
+    const queue = unique('parts-q');
+    const KEYS = 50;
+    const N = 5000;
+    const firstStarts: Array<[string, number]> = [];
+    const seen = new Set<string>();
+    let all = counter(N);
+    const h = new Harness();
+    class Worker extends MessageProcessor {
+      @MessageHandler('command', 'work')
+      async work(content: { parameters: { key: string; seq: number } }) {
+        const { key, seq } = content.parameters;
+        const id = `${key}/${seq}`;
+        const first = !seen.has(id);
+        if (first) {
+          seen.add(id);
+          firstStarts.push([key, seq]);
+        }
+        // A handler that waits (I/O), so that a replica holds work in flight when it goes.
+        await new Promise((r) => setImmediate(r));
+        if (first) all.hit();
+      }
+    }
+    const replica = (i: number) =>
+      new Worker({ url, fingerprint: { name: 'worker', pid: `${process.pid}${i}` }, connectionName: `${queue}-replica-${i}`, concurrency: 4, partitions: PARTITIONS, handleSignals: false, eqk: [[exchange, [[queue, 'work']]]] });
+    const replicas = [replica(1), replica(2), replica(3)];
+    await h.start(...replicas);
+    class Sender extends GenericProducer {
+      static override eks = [[exchange, 'work'] as const];
+      declare message_work: MessageSender;
+    }
+    const sender = await Sender.create({ url });
+    const names = Array.from({ length: PARTITIONS }, (_, i) => `${queue}.p${i}`);
+    try {
+      const halfway = counter(1500);
+      const twoThirds = counter(3000);
+      const progress = all;
+      all = { ...progress, hit: () => (progress.hit(), halfway.hit(), twoThirds.hit()) };
+      const sending = (async () => {
+        const next = new Map<string, number>();
+        for (let i = 0; i < N; i += 250) {
+          const batch = [];
+          for (let j = i; j < i + 250; j++) {
+            const key = `k${j % KEYS}`;
+            const seq = next.get(key) ?? 0;
+            next.set(key, seq + 1);
+            batch.push(sender.message_work({ key, seq }, { _partition_key: key }));
+          }
+          await Promise.all(batch);
+        }
+      })();
+      await halfway.done;
+      expect(await closeConnectionsNamed(`${queue}-replica-2`)).to.equal(1);
+      await twoThirds.done;
+      await replicas[2].close();
+      await sending;
+      await progress.done;
+      expect(seen.size).to.equal(N);
+      // Each key's messages were first taken up in the order they were sent, across the moves.
+      const last = new Map<string, number>();
+      const outOfOrder = firstStarts.filter(([key, seq]) => {
+        const before = last.get(key) ?? -1;
+        last.set(key, seq);
+        return seq !== before + 1;
+      });
+      expect(outOfOrder).to.deep.equal([]);
+      // Every partition has a consumer: the survivors took over the closed replica's.
+      const conn = await amqp.connect(url);
+      try {
+        const ch = await conn.createChannel();
+        for (const n of names) expect((await ch.checkQueue(n)).consumerCount, n).to.be.greaterThan(0);
+      } finally {
+        await conn.close();
+      }
+      // describe says where each replica is active: together, the survivors on every partition that had work.
+      const described = replicas.slice(0, 2).map((r) => r.rpcDescribe() as ProcessorDescription);
+      expect(described[0].partitions![0]).to.deep.include({ queue, partitions: names });
+      const active = new Set(described.flatMap((d) => d.partitions![0].activeHere));
+      expect([...active].sort()).to.deep.equal([...names].sort());
+    } finally {
+      await sender.close();
+      await h.close();
+      await deleteTopology(names, [`${queue}.partitions`, exchange.name]);
+    }
+  });
+});
