@@ -350,10 +350,18 @@ export class MessageProcessor extends MicroThread {
           for (const r of partitioned.routes) await this.consumer.exchangeBind(r.hash, r.source, r.key);
           const consumer = this.consumer;
           const activeOn = this.#activeOn;
+          let keylessSaid = false;
           await inbox.startConsuming((msg) => {
             // Single active consumer tells a standby nothing: a delivery is how a replica learns it is the active one.
             const q = consumer.queueOf(msg);
             if (q !== undefined) activeOn.add(q);
+            if (!keylessSaid && (msg.properties.headers as Record<string, unknown> | undefined)?.[PARTITION_HEADER] === undefined) {
+              keylessSaid = true;
+              this.log.warn(
+                { messageId: msg.properties.messageId, queue: q },
+                `a message came without _partition_key: every keyless message goes to one partition (the same one), so one replica handles them all. Send with { _partition_key: key } (said once)`,
+              );
+            }
             pipeline.deliver(msg);
           });
         } else await inbox.startConsuming((msg) => pipeline.deliver(msg));

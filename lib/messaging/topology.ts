@@ -157,7 +157,16 @@ export async function declareExchange(ch: Channel, ex: ExchangeLike): Promise<st
     if (r.passive) await ch.checkExchange(r.name);
     else await ch.assertExchange(r.name, r.type, { durable: r.durable, autoDelete: r.autoDelete, arguments: r.arguments });
   } catch (err) {
-    throw declareError(err, 'exchange', r.name);
+    const e = declareError(err, 'exchange', r.name);
+    // Without the plugin, RabbitMQ ends the whole connection (503) and the channel only hears that it ended.
+    if (r.type === 'x-consistent-hash' && !/rabbitmq-plugins enable/.test(e.message)) {
+      throw new BrokerError(
+        `${e.message}. The broker ended the connection on a consistent-hash exchange (a partitioned processor's): most likely it lacks the plugin partitions need, which RabbitMQ ships but does not enable: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (on every node of a cluster).`,
+        e.code,
+        { cause: err, amqpCode: e.amqpCode },
+      );
+    }
+    throw e;
   }
   return r.name;
 }

@@ -78,8 +78,8 @@ export class PrivateBroker {
    * Starts `size` nodes on consecutive ports and joins them into one cluster
    * (the first node is the seed). Nodes share the rabbitmq user's Erlang cookie.
    */
-  static async startCluster(size: number, firstPort: number): Promise<PrivateBroker[]> {
-    const nodes = await Promise.all(Array.from({ length: size }, (_, i) => PrivateBroker.start(firstPort + i)));
+  static async startCluster(size: number, firstPort: number, extra?: BrokerExtras): Promise<PrivateBroker[]> {
+    const nodes = await Promise.all(Array.from({ length: size }, (_, i) => PrivateBroker.start(firstPort + i, extra)));
     try {
       for (const n of nodes.slice(1)) {
         await n.ctl('stop_app');

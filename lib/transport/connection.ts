@@ -120,7 +120,7 @@ function shellQuote(s: string): string {
  * Tries each broker URL in turn and reports the last failure.
  */
 export async function openConnection(opts: ConnectOptions, log?: Logger): Promise<ChannelModel> {
-  const urls = urlsFor(opts);
+  const urls = spread(urlsFor(opts));
   const timeout = opts.connectTimeoutMs ?? 10_000;
   let last: BrokerError | undefined;
   for (const url of urls) {
@@ -146,6 +146,21 @@ export async function openConnection(opts: ConnectOptions, log?: Logger): Promis
     }
   }
   throw last ?? new BrokerError('No broker URL configured', 'CONNECT_FAILED');
+}
+
+/** Connections opened so far in this process: where the next one starts in a list of cluster nodes. */
+let opened = 0;
+
+/**
+ * The node list rotated to start at a different node for each connection
+ * (offset by the pid, so replicas differ too): a cluster's clients spread over
+ * its nodes instead of all landing on the first, and a reconnection after a
+ * node went away starts at another one. The rest stay as fallbacks, in order.
+ */
+function spread(urls: string[]): string[] {
+  if (urls.length < 2) return urls;
+  const start = (process.pid + opened++) % urls.length;
+  return [...urls.slice(start), ...urls.slice(0, start)];
 }
 
 function withHeartbeat(url: string, heartbeat: number): string {

@@ -41,7 +41,7 @@ describe('fault: a cluster loses the leader of a quorum queue', function () {
     const victim = nodes.find((n) => n.node === leader);
     expect(victim, `the leader ${leader} is one of the cluster's nodes`).to.not.equal(undefined);
     const r = await streamThroughFault({
-      // Every node, the first one first: both components start on it, so it leads the queue they declare.
+      // Every node: each connection starts at another one (spread over the cluster), and falls back to the rest.
       url: nodes.map((n) => n.url).join(','),
       exchange: { name: 'fault-quorum', type: 'direct' },
       queue: { name: queue, flags },
