@@ -152,6 +152,41 @@ describe('the npm package', function () {
     expect(esm.code, esm.out).to.equal(0);
   });
 
+  it("runs the README's consumer-first example as written: postage run orders.ts, then the rpc the README shows prints 40", async () => {
+    // The first block of the README's "Use it in your project", word for word, in a project with postage-ts and tsx installed.
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const use = readme.slice(readme.indexOf('## Use it in your project'));
+    const block = /```ts\n([\s\S]*?)```/.exec(use)![1];
+    writeFileSync(join(dir, 'orders.ts'), block);
+    const env = { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: 'warn' };
+    const child = spawn(join(dir, 'node_modules/.bin/postage'), ['run', './orders.ts'], { cwd: dir, env });
+    launched.add(child);
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    let out = '';
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const feed = (d: Buffer) => {
+          out += d.toString();
+          if (/^ready: orders /m.test(out)) resolve();
+        };
+        child.stdout.on('data', feed);
+        child.stderr.on('data', feed);
+        child.once('exit', () => reject(new Error(`postage run ./orders.ts exited early: ${out}`)));
+      });
+      expect((await run(join(dir, 'node_modules/.bin/postage'), ['rpc', 'orders', 'price', 'price', '{"item": "book"}'], dir, env)).trim()).to.equal('40');
+    } finally {
+      child.kill('SIGTERM');
+      const code = await exited;
+      launched.delete(child);
+      const conn = await amqp.connect(url);
+      const ch = await conn.createChannel();
+      for (const q of ['orders.place', 'orders.price']) await ch.deleteQueue(q);
+      await ch.deleteExchange('orders');
+      await conn.close();
+      expect(code, out).to.equal(0);
+    }
+  });
+
   it('works from plain JavaScript (ESM) with handlers registered without decorators', async () => {
     expect(await component('plain-esm/component.mjs')).to.include.members(['handled: from plain ESM', 'sent', 'rpc: RPC']);
   });
