@@ -50,12 +50,19 @@ function selection(ids: string[], values: Values): FailedSelection {
   return sel;
 }
 
-async function open(queue: string): Promise<ErrorQueue> {
+/** Opens the error queue `queue` for `work`, and closes it after. */
+async function withQueue<T>(queue: string, work: (eq: ErrorQueue) => Promise<T>): Promise<T> {
+  let eq: ErrorQueue;
   try {
-    return await ErrorQueue.open(queue, { waitForBrokerMs: 0 });
+    eq = await ErrorQueue.open(queue, { waitForBrokerMs: 0 });
   } catch (err) {
     if (err instanceof BrokerError && err.code === 'NOT_FOUND') throw new UsageError(`${err.message}: postage errors list (without QUEUE) names the error queues of the running components`);
     throw err;
+  }
+  try {
+    return await work(eq);
+  } finally {
+    await eq.close();
   }
 }
 
@@ -88,14 +95,7 @@ export async function errors(args: string[], values: Values, to: { exchange: str
     const queues = queue !== undefined ? [queue] : await reportedErrorQueues(2);
     if (queues.length === 0) throw new UsageError('no running component reports an error queue: name one, postage errors list QUEUE');
     const all: Array<{ queue: string; m: FailedMessage }> = [];
-    for (const q of queues) {
-      const eq = await open(q);
-      try {
-        for (const m of await eq.list()) all.push({ queue: q, m });
-      } finally {
-        await eq.close();
-      }
-    }
+    for (const q of queues) for (const m of await withQueue(q, (eq) => eq.list())) all.push({ queue: q, m });
     if (values.group) {
       const counts = new Map<string, { queue: string; errorName: string; messageName: string; count: number }>();
       for (const { queue: q, m } of all) {
@@ -114,42 +114,31 @@ export async function errors(args: string[], values: Values, to: { exchange: str
   }
   if (sub === 'show') {
     if (queue === undefined || ids.length !== 1) throw new UsageError('errors show needs QUEUE ID');
-    const eq = await open(queue);
-    try {
-      const m = await eq.show(ids[0]);
-      if (!m) {
-        console.error(`no message ${ids[0]} in ${queue} (postage errors list ${queue} shows the ids)`);
-        return 1;
-      }
-      console.log(JSON.stringify(asJson(m, queue), null, values.json ? undefined : 2));
-      return 0;
-    } finally {
-      await eq.close();
+    const m = await withQueue(queue, (eq) => eq.show(ids[0]));
+    if (!m) {
+      console.error(`no message ${ids[0]} in ${queue} (postage errors list ${queue} shows the ids)`);
+      return 1;
     }
+    console.log(JSON.stringify(asJson(m, queue), null, values.json ? undefined : 2));
+    return 0;
   }
   if (sub === 'replay') {
     if (queue === undefined) throw new UsageError('errors replay needs QUEUE and a selection');
     const sel = selection(ids, values);
-    const eq = await open(queue);
-    try {
-      const r = await eq.replay(sel, { to, dryRun: values['dry-run'] === true });
-      const where = (m: FailedMessage) => `${to?.exchange ?? (m.originalExchange || '(default)')}/${to?.routingKey ?? m.originalRoutingKey}`;
-      for (const m of r.wouldReplay) console.log(`would replay ${m.id} (${m.messageType ?? '?'}/${m.messageName ?? '?'}, ${m.errorName}) to ${where(m)}`);
-      for (const m of r.replayed) console.log(`replayed ${m.id} to ${where(m)}`);
-      for (const m of r.unroutable) console.error(`postage: ${m.id} not replayed: no queue is bound at ${where(m)} (it stays in ${queue})`);
-      const any = r.replayed.length + r.wouldReplay.length + r.unroutable.length;
-      if (any === 0) console.error(`nothing in ${queue} matches`);
-      if (r.unroutable.length > 0) return 4;
-      return any === 0 ? 1 : 0;
-    } finally {
-      await eq.close();
-    }
+    const r = await withQueue(queue, (eq) => eq.replay(sel, { to, dryRun: values['dry-run'] === true }));
+    const where = (m: FailedMessage) => `${to?.exchange ?? (m.originalExchange || '(default)')}/${to?.routingKey ?? m.originalRoutingKey}`;
+    for (const m of r.wouldReplay) console.log(`would replay ${m.id} (${m.messageType ?? '?'}/${m.messageName ?? '?'}, ${m.errorName}) to ${where(m)}`);
+    for (const m of r.replayed) console.log(`replayed ${m.id} to ${where(m)}`);
+    for (const m of r.unroutable) console.error(`postage: ${m.id} not replayed: no queue is bound at ${where(m)} (it stays in ${queue})`);
+    const any = r.replayed.length + r.wouldReplay.length + r.unroutable.length;
+    if (any === 0) console.error(`nothing in ${queue} matches`);
+    if (r.unroutable.length > 0) return 4;
+    return any === 0 ? 1 : 0;
   }
   if (sub === 'purge') {
     if (queue === undefined) throw new UsageError('errors purge needs QUEUE and a selection');
     const sel = selection(ids, values);
-    const eq = await open(queue);
-    try {
+    return withQueue(queue, async (eq) => {
       if (values.yes !== true) {
         const chosen = (await eq.list()).filter((m) => selects(sel, m));
         if (chosen.length === 0) {
@@ -168,9 +157,7 @@ export async function errors(args: string[], values: Values, to: { exchange: str
       for (const m of gone) console.log(`purged ${m.id}`);
       if (gone.length === 0) console.error(`nothing in ${queue} matches`);
       return gone.length === 0 ? 1 : 0;
-    } finally {
-      await eq.close();
-    }
+    });
   }
   throw new UsageError(`errors needs list, show, replay or purge, not '${sub ?? ''}': see postage help errors`);
 }

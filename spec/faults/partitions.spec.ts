@@ -9,6 +9,7 @@ import amqp from 'amqplib';
 import { GenericProducer, MessageHandler, MessageProcessor, type ExchangeObject, type MessageSender } from '../../lib/index.js';
 import { PrivateBroker } from '../support/private-broker.js';
 import { counter, Harness } from '../support/components.js';
+import { FirstHandlings, outOfOrder, sendKeyed } from '../support/ordering.js';
 
 const PLUGIN = { enabled_plugins: '[rabbitmq_consistent_hash_exchange].\n' };
 
@@ -52,19 +53,14 @@ describe('fault: partitioned processors', function () {
       const queue = 'cluster-work';
       const KEYS = 30;
       const N = 3000;
-      const seen = new Set<string>();
-      const firstStarts: Array<[string, number]> = [];
+      const handled = new FirstHandlings();
       const all = counter(N);
       const halfway = counter(N / 3);
       const h = new Harness();
       class Worker extends MessageProcessor {
         @MessageHandler('command', 'work')
         async work(content: { parameters: { key: string; seq: number } }) {
-          const { key, seq } = content.parameters;
-          const id = `${key}/${seq}`;
-          if (seen.has(id)) return;
-          seen.add(id);
-          firstStarts.push([key, seq]);
+          if (!handled.take(content.parameters)) return;
           await new Promise((r) => setImmediate(r));
           all.hit();
           halfway.hit();
@@ -92,19 +88,7 @@ describe('fault: partitioned processors', function () {
       const sender = await Sender.create({ url, whileDisconnected: 'buffer', connectionName: 'parts-sender' });
       const confirmed = new Set<string>();
       try {
-        const sending = (async () => {
-          const next = new Map<string, number>();
-          for (let i = 0; i < N; i += 100) {
-            const batch = [];
-            for (let j = i; j < i + 100; j++) {
-              const key = `k${j % KEYS}`;
-              const seq = next.get(key) ?? 0;
-              next.set(key, seq + 1);
-              batch.push(sender.message_work({ key, seq }, { _partition_key: key }).then(() => confirmed.add(`${key}/${seq}`)));
-            }
-            await Promise.all(batch);
-          }
-        })();
+        const sending = sendKeyed((p, o) => sender.message_work(p, o), N, KEYS, 100, (id) => confirmed.add(id));
         await halfway.done;
         // A crash of a node that holds some replica's connection (and some partitions' leaders).
         const [victimNode] = await nodesOf('parts-replica-', nodes[0]);
@@ -113,14 +97,8 @@ describe('fault: partitioned processors', function () {
         await sending;
         await all.done;
         expect(confirmed.size).to.equal(N);
-        expect([...confirmed].filter((id) => !seen.has(id))).to.deep.equal([]);
-        const last = new Map<string, number>();
-        const outOfOrder = firstStarts.filter(([key, seq]) => {
-          const before = last.get(key) ?? -1;
-          last.set(key, seq);
-          return seq !== before + 1;
-        });
-        expect(outOfOrder).to.deep.equal([]);
+        expect([...confirmed].filter((id) => !handled.seen.has(id))).to.deep.equal([]);
+        expect(outOfOrder(handled.starts)).to.deep.equal([]);
         // The survivors consume every partition.
         const alive = nodes.find((n) => n !== victim)!;
         const conn = await amqp.connect(alive.url);

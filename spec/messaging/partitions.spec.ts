@@ -5,6 +5,7 @@ import { partitionTopology, PARTITION_HEADER } from '../../lib/messaging/partiti
 import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
 import { counter, Harness } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
+import { FirstHandlings, outOfOrder, sendKeyed } from '../support/ordering.js';
 
 const PARTITIONS = 8;
 
@@ -47,20 +48,13 @@ describe('partitioned processors (per-key order across replicas)', function () {
     const queue = unique('parts-q');
     const KEYS = 50;
     const N = 5000;
-    const firstStarts: Array<[string, number]> = [];
-    const seen = new Set<string>();
+    const handled = new FirstHandlings();
     let all = counter(N);
     const h = new Harness();
     class Worker extends MessageProcessor {
       @MessageHandler('command', 'work')
       async work(content: { parameters: { key: string; seq: number } }) {
-        const { key, seq } = content.parameters;
-        const id = `${key}/${seq}`;
-        const first = !seen.has(id);
-        if (first) {
-          seen.add(id);
-          firstStarts.push([key, seq]);
-        }
+        const first = handled.take(content.parameters);
         // A handler that waits (I/O), so that a replica holds work in flight when it goes.
         await new Promise((r) => setImmediate(r));
         if (first) all.hit();
@@ -81,34 +75,16 @@ describe('partitioned processors (per-key order across replicas)', function () {
       const twoThirds = counter(3000);
       const progress = all;
       all = { ...progress, hit: () => (progress.hit(), halfway.hit(), twoThirds.hit()) };
-      const sending = (async () => {
-        const next = new Map<string, number>();
-        for (let i = 0; i < N; i += 250) {
-          const batch = [];
-          for (let j = i; j < i + 250; j++) {
-            const key = `k${j % KEYS}`;
-            const seq = next.get(key) ?? 0;
-            next.set(key, seq + 1);
-            batch.push(sender.message_work({ key, seq }, { _partition_key: key }));
-          }
-          await Promise.all(batch);
-        }
-      })();
+      const sending = sendKeyed((p, o) => sender.message_work(p, o), N, KEYS, 250);
       await halfway.done;
       expect(await closeConnectionsNamed(`${queue}-replica-2`)).to.equal(1);
       await twoThirds.done;
       await replicas[2].close();
       await sending;
       await progress.done;
-      expect(seen.size).to.equal(N);
+      expect(handled.seen.size).to.equal(N);
       // Each key's messages were first taken up in the order they were sent, across the moves.
-      const last = new Map<string, number>();
-      const outOfOrder = firstStarts.filter(([key, seq]) => {
-        const before = last.get(key) ?? -1;
-        last.set(key, seq);
-        return seq !== before + 1;
-      });
-      expect(outOfOrder).to.deep.equal([]);
+      expect(outOfOrder(handled.starts)).to.deep.equal([]);
       // Every partition has a consumer: the survivors took over the closed replica's.
       const conn = await amqp.connect(url);
       try {
