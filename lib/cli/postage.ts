@@ -211,7 +211,9 @@ async function describe(args: string[], values: Record<string, string | boolean 
           ['KIND', 'CATEGORY', 'TYPE', 'NAME', 'SCHEMA', 'DESCRIPTION'],
           d.handlers.map((h) => [h.kind, h.category, h.type, h.name, h.schema ? 'yes' : '-', h.description ?? '']),
         );
-        return `${head}\nbindings:\n${bindings || '  (none)'}\n${handlers}`;
+        // A standby replica hears nothing from the broker: "active here" lists the partitions this one has had deliveries from.
+        const partitions = (d.partitions ?? []).map((p) => `  ${p.queue}: ${p.partitions.length} partitions (${p.partitions.join(', ')}); active here: ${p.activeHere.join(', ') || 'none yet'}`).join('\n');
+        return `${head}\nbindings:\n${bindings || '  (none)'}\n${partitions ? `partitions:\n${partitions}\n` : ''}${handlers}`;
       })
       .join('\n\n'),
   );

@@ -1,5 +1,7 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { GenericProducer, MessageHandler, MessageProcessor, type ExchangeObject, type MessageSender, type ProcessorDescription } from '../../lib/index.js';
 import { partitionTopology, PARTITION_HEADER } from '../../lib/messaging/partitions.js';
 import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
@@ -8,6 +10,7 @@ import { deleteTopology, unique } from '../support/topology.js';
 import { FirstHandlings, outOfOrder, sendKeyed } from '../support/ordering.js';
 
 const PARTITIONS = 8;
+const exec = promisify(execFile);
 
 describe('partitioned processors (per-key order across replicas)', function () {
   this.timeout(120_000);
@@ -98,6 +101,9 @@ describe('partitioned processors (per-key order across replicas)', function () {
       expect(described[0].partitions![0]).to.deep.include({ queue, partitions: names });
       const active = new Set(described.flatMap((d) => d.partitions![0].activeHere));
       expect([...active].sort()).to.deep.equal([...names].sort());
+      // And as an operator reads it: postage describe EXCHANGE KEY, answered by the replica active on the keyless partition.
+      const { stdout } = await exec(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'describe', exchange.name, 'work'], { env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } });
+      expect(stdout).to.contain(`partitions:\n  ${queue}: 8 partitions (${names.join(', ')}); active here: `);
     } finally {
       await sender.close();
       await h.close();
