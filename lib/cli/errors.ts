@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline/promises';
 import { BrokerError } from '../errors.js';
 import { ComponentDirectory } from '../operations/directory.js';
-import { ErrorQueue, selects, type FailedMessage, type FailedSelection } from '../operations/error-queue.js';
+import { ErrorQueue, groupFailed, printableHeaders, selects, type FailedMessage, type FailedSelection } from '../operations/error-queue.js';
 import { UsageError } from './usage.js';
 
 export const ERRORS_HELP = `usage: postage errors list [QUEUE] [--group] [--json]
@@ -84,8 +84,7 @@ function line(m: FailedMessage): string[] {
 
 function asJson(m: FailedMessage, queue: string): Record<string, unknown> {
   const { content, headers, ...rest } = m;
-  const printable = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('utf8') : v]));
-  return { queue, ...rest, headers: printable, ...(m.envelope === undefined ? { contentBase64: content.toString('base64') } : {}) };
+  return { queue, ...rest, headers: printableHeaders(headers), ...(m.envelope === undefined ? { contentBase64: content.toString('base64') } : {}) };
 }
 
 export async function errors(args: string[], values: Values, to: { exchange: string; routingKey?: string } | undefined, table: (h: string[], rows: string[][]) => string): Promise<number> {
@@ -94,17 +93,12 @@ export async function errors(args: string[], values: Values, to: { exchange: str
     if (ids.length > 0) throw new UsageError('errors list takes one QUEUE at most');
     const queues = queue !== undefined ? [queue] : await reportedErrorQueues(2);
     if (queues.length === 0) throw new UsageError('no running component reports an error queue: name one, postage errors list QUEUE');
-    const all: Array<{ queue: string; m: FailedMessage }> = [];
-    for (const q of queues) for (const m of await withQueue(q, (eq) => eq.list())) all.push({ queue: q, m });
+    const lists = new Map<string, FailedMessage[]>();
+    for (const q of queues) lists.set(q, await withQueue(q, (eq) => eq.list()));
+    const all = [...lists].flatMap(([q, list]) => list.map((m) => ({ queue: q, m })));
     if (values.group) {
-      const counts = new Map<string, { queue: string; errorName: string; messageName: string; count: number }>();
-      for (const { queue: q, m } of all) {
-        const k = `${q}\u0000${m.errorName}\u0000${m.messageName ?? ''}`;
-        const c = counts.get(k) ?? { queue: q, errorName: m.errorName, messageName: m.messageName ?? '(undecodable)', count: 0 };
-        c.count++;
-        counts.set(k, c);
-      }
-      const groups = [...counts.values()].sort((a, b) => b.count - a.count || a.errorName.localeCompare(b.errorName));
+      // Most first over every queue listed, as each queue's own groups are.
+      const groups = [...lists].flatMap(([q, list]) => groupFailed(list).map((g) => ({ queue: q, ...g }))).sort((a, b) => b.count - a.count || a.errorName.localeCompare(b.errorName));
       if (values.json) console.log(JSON.stringify(groups));
       else if (groups.length > 0) console.log(table(['QUEUE', 'ERROR', 'MESSAGE', 'COUNT'], groups.map((g) => [g.queue, g.errorName, g.messageName, String(g.count)])));
     } else if (values.json) console.log(JSON.stringify(all.map(({ queue: q, m }) => asJson(m, q))));

@@ -60,6 +60,7 @@ export class GenericConsumer {
   #callback: ((msg: ConsumeMessage) => void) | undefined;
   /** Exchange-to-exchange bindings made (a partitioned processor's way in), replayed after a reconnection. */
   #routes: Array<{ destination: ExchangeLike; source: ExchangeLike; key: string }> = [];
+  /** close() leaves cancelling to the channel's close (see holdConsumersUntilClose). */
   #holdConsumers = false;
   /** Every binding made, replayed after a reconnection. */
   #bindings: Binding[] = [];
@@ -544,7 +545,6 @@ export class GenericConsumer {
     return this.close();
   }
 
-  /** Stops consuming and closes the channel (and the connection, when it is this consumer's own). */
   /**
    * Makes `close()` close the channel without cancelling its consumers first
    * (a partitioned processor: see its close). @internal
@@ -553,6 +553,7 @@ export class GenericConsumer {
     this.#holdConsumers = true;
   }
 
+  /** Stops consuming and closes the channel (and the connection, when it is this consumer's own). */
   async close(): Promise<void> {
     this.#closed = true;
     this.#acks?.flush();

@@ -383,7 +383,6 @@ export class GenericProducer {
     // Commands must reach a queue; other messages (statuses, results, events) are publish/subscribe.
     props.mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
     props.contentType = this.encoder.contentType;
-    const full = props;
     const send = (): Promise<void> => {
       if (!this.#publisher.isOpen && this.#link.recovers && this.#whileDisconnected === 'buffer' && !this.#link.closed) {
         // Held until the connection is back, then sent in order; the promise settles with that send.
@@ -395,14 +394,14 @@ export class GenericProducer {
       const counters = instruments();
       if (!tracing) {
         // No SDK: no span, only the trace headers of the delivery being handled passed on.
-        if (scope) passTraceOn(full, scope);
-        if (!counters) return this.#publishOrResend(targets, full, content, delay);
+        if (scope) passTraceOn(props, scope);
+        if (!counters) return this.#publishOrResend(targets, props, content, delay);
       }
       const [exchange, key] = targets[0] ?? [{ name: '' }, ''];
       const parent = scope?.trace ?? activeContext();
       const span = tracing ? startPublishSpan(parent, exchange.name, { ...sendAttributes(body, props, content, key), [ATTR.component]: this.fingerprint.name }) : undefined;
-      if (span) injectContext(trace.setSpan(parent, span), (full.headers ??= {}), scope?.headers);
-      return this.#publishOrResend(targets, full, content, delay).then(
+      if (span) injectContext(trace.setSpan(parent, span), (props.headers ??= {}), scope?.headers);
+      return this.#publishOrResend(targets, props, content, delay).then(
         () => {
           if (span) endSpan(span);
           counters?.sent.add(targets.length, { [ATTR.destination]: exchange.name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });

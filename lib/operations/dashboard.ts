@@ -7,7 +7,7 @@ import type { ProcessorDescription } from '../messaging/describe.js';
 import { HEADERS } from '../messaging/delivery/context.js';
 import { openConnection, type ConnectOptions } from '../transport/connection.js';
 import { ComponentDirectory, componentId } from './directory.js';
-import { ErrorQueue, type FailedMessage, type FailedSelection } from './error-queue.js';
+import { ErrorQueue, groupFailed, printableHeaders, text, type FailedMessage, type FailedSelection } from './error-queue.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
 import { sequenceSvg, type SeenMessage } from './sequence.js';
 import { toSvg, topologyGraph } from './topology-graph.js';
@@ -64,9 +64,6 @@ function keyMatches(binding: string, key: string): boolean {
   return match(0, 0);
 }
 
-function text(v: unknown): string | undefined {
-  return typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : undefined;
-}
 
 /**
  * The live page: components as they come and go, queues with depth and
@@ -101,7 +98,9 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   watch.on('error', () => undefined);
   const { queue: watchQueue } = await watch.assertQueue('', { exclusive: true, autoDelete: true });
   const watched = new Set<string>();
-  const bindings = () => [...components.values()].flatMap((c) => c.description.bindings.map((b) => ({ ...b, component: c.description.fingerprint.name })));
+  // What the components last said, worked out once per refresh: every message seen is matched against the bindings.
+  let bindings: Array<ProcessorDescription['bindings'][number] & { component: string }> = [];
+  let errorQueues: string[] = [];
   await watch.consume(
     watchQueue,
     (m: ConsumeMessage | null) => {
@@ -114,7 +113,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
         // Not an envelope: shown by where it went.
       }
       if (body.fingerprint?.name === DASHBOARD_NAME) return;
-      const targets = bindings().filter((b) => b.exchange === exchange && keyMatches(b.key, routingKey));
+      const targets = bindings.filter((b) => b.exchange === exchange && keyMatches(b.key, routingKey));
       for (const q of new Set(targets.map((t) => t.queue))) routedSince.set(q, (routedSince.get(q) ?? 0) + 1);
       const headers = (m.properties.headers ?? {}) as Record<string, unknown>;
       seen.push({
@@ -149,15 +148,15 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
     }
   };
 
-  const errorQueues = () => [...new Set([...components.values()].map((c) => c.description.errorQueue).filter((q): q is string => typeof q === 'string'))];
-
   let lastTick = Date.now();
   const refresh = async () => {
     const answered = await directory.describeAll(Math.max(0.3, (refreshMs * 0.8) / 1000)).catch(() => []);
     const now = Date.now();
     for (const d of answered) components.set(componentId(d), { description: d, up: true, lastSeen: now });
     for (const c of components.values()) if (now - c.lastSeen > refreshMs * 2.5) c.up = false;
-    for (const b of bindings()) {
+    bindings = [...components.values()].flatMap((c) => c.description.bindings.map((b) => ({ ...b, component: c.description.fingerprint.name })));
+    errorQueues = [...new Set([...components.values()].map((c) => c.description.errorQueue).filter((q): q is string => typeof q === 'string'))];
+    for (const b of bindings) {
       const k = `${b.exchange}\u0000${b.key}`;
       if (watched.has(k) || b.exchange === '') continue;
       watched.add(k);
@@ -165,7 +164,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
     }
     const seconds = Math.max(0.001, (now - lastTick) / 1000);
     lastTick = now;
-    const names = new Set([...bindings().map((b) => b.queue), ...errorQueues()]);
+    const names = new Set([...bindings.map((b) => b.queue), ...errorQueues]);
     for (const name of names) {
       const r = await check(name);
       const before = queues.get(name);
@@ -173,7 +172,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       routedSince.set(name, 0);
       const inPerSecond = routed / seconds;
       const grew = r && before?.messages != null ? (r.messageCount - before.messages) / seconds : 0;
-      queues.set(name, { name, messages: r?.messageCount ?? null, consumers: r?.consumerCount ?? null, inPerSecond, outPerSecond: Math.max(0, inPerSecond - grew), error: errorQueues().includes(name) });
+      queues.set(name, { name, messages: r?.messageCount ?? null, consumers: r?.consumerCount ?? null, inPerSecond, outPerSecond: Math.max(0, inPerSecond - grew), error: errorQueues.includes(name) });
     }
     const event = `event: state\ndata: ${JSON.stringify(state())}\n\n`;
     for (const c of clients) c.write(event);
@@ -182,7 +181,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   const state = () => ({
     components: [...components.values()].map((c) => ({ ...c.description, id: componentId(c.description), up: c.up })),
     queues: [...queues.values()].sort((a, b) => Number(a.error) - Number(b.error) || a.name.localeCompare(b.name)),
-    errorQueues: errorQueues(),
+    errorQueues,
     seen: seen.length,
   });
 
@@ -199,9 +198,9 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   await running;
 
   const summary = (m: FailedMessage) => ({ id: m.id, failedAt: m.failedAt, message: `${m.messageType ?? '?'}/${m.messageName ?? '?'}`, origin: `${m.originalExchange || '(default)'}/${m.originalRoutingKey}`, errorName: m.errorName, errorMessage: m.errorMessage, attempts: m.attempts, replayed: m.replayed });
-  const whole = (m: FailedMessage) => ({ ...summary(m), headers: Object.fromEntries(Object.entries(m.headers).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('utf8') : v])), validationIssues: m.validationIssues, envelope: m.envelope });
+  const whole = (m: FailedMessage) => ({ ...summary(m), headers: printableHeaders(m.headers), validationIssues: m.validationIssues, envelope: m.envelope });
   const withQueue = async <T>(name: string, work: (q: ErrorQueue) => Promise<T>): Promise<T> => {
-    if (!errorQueues().includes(name)) throw Object.assign(new Error(`'${name}' is not an error queue a running component reports`), { status: 404 });
+    if (!errorQueues.includes(name)) throw Object.assign(new Error(`'${name}' is not an error queue a running component reports`), { status: 404 });
     const q = await ErrorQueue.open(name, { connection: conn });
     return work(q);
   };
@@ -261,14 +260,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       if (req.method === 'GET' && path === '/api/errors') {
         const name = u.searchParams.get('queue') ?? '';
         const list = await withQueue(name, async (q) => q.list());
-        const groups = new Map<string, { errorName: string; messageName: string; count: number }>();
-        for (const m of list) {
-          const k = `${m.errorName}\u0000${m.messageName ?? ''}`;
-          const g = groups.get(k) ?? { errorName: m.errorName, messageName: m.messageName ?? '(undecodable)', count: 0 };
-          g.count++;
-          groups.set(k, g);
-        }
-        return json(res, 200, { queue: name, count: list.length, groups: [...groups.values()].sort((a, b) => b.count - a.count), messages: list.map(summary) });
+        return json(res, 200, { queue: name, count: list.length, groups: groupFailed(list), messages: list.map(summary) });
       }
       if (req.method === 'GET' && path === '/api/errors/message') {
         const name = u.searchParams.get('queue') ?? '';

@@ -3,7 +3,8 @@ import type { Channel, ChannelModel, ConfirmChannel, GetMessage, Options } from 
 import { BrokerError } from '../errors.js';
 import { JsonEncoder } from '../messaging/encoder.js';
 import { RETRY_HEADERS } from '../messaging/delivery/parts.js';
-import { DELAY_HEADERS } from '../messaging/delay.js';
+import { countIn } from '../messaging/delivery/context.js';
+import { withoutDelay } from '../messaging/delay.js';
 import { openConnection, type ConnectOptions } from '../transport/connection.js';
 
 /** One failed message in an error queue, as `postage errors list` shows it. */
@@ -63,7 +64,7 @@ export interface ReplayOptions {
   onConfirmed?: (m: FailedMessage) => void;
 }
 
-/** Headers a replayed copy leaves behind: the failure's, and retry or delay state that would make it start part-way. */
+/** Headers a replayed copy leaves behind: the failure's, and retry state that would make it start part-way (delay state goes with withoutDelay). */
 const DROPPED_ON_REPLAY = new Set<string>([
   'x-error-name',
   'x-error-message',
@@ -81,14 +82,12 @@ const DROPPED_ON_REPLAY = new Set<string>([
   'x-last-death-reason',
   'x-delivery-count',
   ...Object.values(RETRY_HEADERS),
-  DELAY_HEADERS.exchange,
-  DELAY_HEADERS.queue,
-  DELAY_HEADERS.entry,
 ]);
 
 const decoder = new JsonEncoder();
 
-function text(v: unknown): string | undefined {
+/** A header or property as a string (AMQP long strings may arrive as Buffers). @internal */
+export function text(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
   if (Buffer.isBuffer(v)) return v.toString('utf8');
   return undefined;
@@ -123,13 +122,37 @@ function describeFailed(m: GetMessage): FailedMessage {
     errorName: text(headers['x-error-name']) ?? '(none)',
     errorMessage: text(headers['x-error-message']) ?? '',
     attempts: Number.isFinite(attempts) ? attempts : undefined,
-    replayed: Number(headers['x-replayed'] ?? 0) || 0,
+    replayed: countIn(headers, 'x-replayed'),
     validationIssues,
     headers,
     envelope,
     content: m.content,
     properties,
   };
+}
+
+/** Failed messages of one error name and message name, counted. */
+export interface FailedGroup {
+  errorName: string;
+  messageName: string;
+  count: number;
+}
+
+/** Counts failed messages by error name and message name, most first (ties by error name). */
+export function groupFailed(messages: readonly FailedMessage[]): FailedGroup[] {
+  const counts = new Map<string, FailedGroup>();
+  for (const m of messages) {
+    const key = `${m.errorName}\u0000${m.messageName ?? ''}`;
+    const c = counts.get(key) ?? { errorName: m.errorName, messageName: m.messageName ?? '(undecodable)', count: 0 };
+    c.count++;
+    counts.set(key, c);
+  }
+  return [...counts.values()].sort((a, b) => b.count - a.count || a.errorName.localeCompare(b.errorName));
+}
+
+/** Headers as JSON can show them: a Buffer (how AMQP long strings arrive) as its text. */
+export function printableHeaders(headers: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('utf8') : v]));
 }
 
 /** Whether a selection takes a failed message. */
@@ -198,15 +221,8 @@ export class ErrorQueue {
   }
 
   /** How many failed with each error name and message name, most first. */
-  async group(): Promise<Array<{ errorName: string; messageName: string; count: number }>> {
-    const counts = new Map<string, { errorName: string; messageName: string; count: number }>();
-    for (const m of await this.list()) {
-      const key = `${m.errorName}\u0000${m.messageName ?? ''}`;
-      const c = counts.get(key) ?? { errorName: m.errorName, messageName: m.messageName ?? '(undecodable)', count: 0 };
-      c.count++;
-      counts.set(key, c);
-    }
-    return [...counts.values()].sort((a, b) => b.count - a.count || a.errorName.localeCompare(b.errorName));
+  async group(): Promise<FailedGroup[]> {
+    return groupFailed(await this.list());
   }
 
   /** One failed message whole, or undefined. */
@@ -300,7 +316,7 @@ export class ErrorQueue {
 
 function replayProperties(m: FailedMessage): Options.Publish {
   const headers: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(m.headers)) if (!DROPPED_ON_REPLAY.has(k) && !k.startsWith('postage-delay-')) headers[k] = v;
+  for (const [k, v] of Object.entries(withoutDelay(m.headers as Record<string, unknown>))) if (!DROPPED_ON_REPLAY.has(k)) headers[k] = v;
   headers['x-replayed'] = m.replayed + 1;
   const p = m.properties;
   const out: Options.Publish = { headers, mandatory: true, persistent: true };

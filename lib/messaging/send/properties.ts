@@ -3,6 +3,9 @@ import { HEADERS, type DeliveryScope } from '../delivery/context.js';
 import type { SendOptions } from './options.js';
 import { PARTITION_HEADER } from '../partitions.js';
 
+/** A send's AMQP properties, with the fields the send path sets after they are made. @internal */
+export type SendProperties = Options.Publish & { messageId: string; headers?: Record<string, unknown>; mandatory: boolean; persistent: boolean };
+
 /** AMQP short strings (message ids, types, header names) hold at most 255 bytes. */
 const SHORTSTR = 255;
 
@@ -48,11 +51,11 @@ function checkHeaderValue(path: string, v: unknown, depth = 0): void {
  * Throws a `TypeError` naming the option for a value AMQP cannot carry.
  * @internal
  */
-export function sendProperties(opts: SendOptions, scope: DeliveryScope | undefined, messageId: string, rpc: boolean): Options.Publish & { messageId: string; headers?: Record<string, unknown>; mandatory: boolean; persistent: boolean } {
+export function sendProperties(opts: SendOptions, scope: DeliveryScope | undefined, messageId: string, rpc: boolean): SendProperties {
   const id = opts._message_id === undefined ? messageId : shortstr('_message_id', opts._message_id);
   // Every send's properties start with one shape, the fields set later included: amqplib reads them per publish,
   // and one shape keeps that read fast (a copy with more fields, or fields added one by one, made it several).
-  const props: Options.Publish & { messageId: string; headers?: Record<string, unknown>; mandatory: boolean; persistent: boolean } = {
+  const props: SendProperties = {
     messageId: id,
     timestamp: Math.floor(Date.now() / 1000),
     // Messages are persistent; an RPC request is not (its caller waits for it, and a broker restart ends that wait anyway).
