@@ -90,7 +90,8 @@ export async function rawThroughput(url: string, n: number, bytes: number): Prom
   const t0 = performance.now();
   for (let sent = 0; sent < n; ) {
     const k = Math.min(WINDOW, n - sent);
-    for (let i = 0; i < k; i++) pub.publish('', q, Buffer.from(JSON.stringify(body)), { persistent: true, contentType: 'application/json' });
+    for (let i = 0; i < k; i++)
+      pub.publish('', q, Buffer.from(JSON.stringify(body)), { persistent: true, contentType: 'application/json' });
     await pub.waitForConfirms();
     sent += k;
   }
@@ -102,7 +103,9 @@ export async function rawThroughput(url: string, n: number, bytes: number): Prom
   return rate;
 }
 
-/** The knobs `BENCH_ONLY=knobs` turns: prefetch, how many sends await their confirms together, a durable queue or not. */
+/**
+ * The knobs `BENCH_ONLY=knobs` turns: prefetch, how many sends await their confirms together, a durable queue or not.
+ */
 export interface ThroughputKnobs {
   prefetch?: number;
   window?: number;
@@ -120,13 +123,20 @@ const PayloadSchema = {
     vendor: 'bench',
     validate: (v: unknown) => {
       const data = (v as { parameters?: { data?: unknown } } | null)?.parameters?.data;
-      return typeof data === 'string' ? { value: v } : { issues: [{ message: 'expected a string', path: ['parameters', 'data'] }] };
+      return typeof data === 'string'
+        ? { value: v }
+        : { issues: [{ message: 'expected a string', path: ['parameters', 'data'] }] };
     },
   },
 };
 const benchKey = randomBytes(32);
 
-export async function postageThroughput(url: string, n: number, bytes: number, knobs: ThroughputKnobs = {}): Promise<number> {
+export async function postageThroughput(
+  url: string,
+  n: number,
+  bytes: number,
+  knobs: ThroughputKnobs = {},
+): Promise<number> {
   const { prefetch = PREFETCH, window = WINDOW, durable = true, schema = false, encrypt = false } = knobs;
   const ex: ExchangeObject = { name: '', type: 'direct' };
   const q = uid();
@@ -226,7 +236,11 @@ interface RpcStats {
 
 function stats(latencies: number[], totalMs: number): RpcStats {
   const sorted = [...latencies].sort((a, b) => a - b);
-  return { p50: sorted[Math.floor(sorted.length * 0.5)], p99: sorted[Math.floor(sorted.length * 0.99)], perSecond: latencies.length / (totalMs / 1000) };
+  return {
+    p50: sorted[Math.floor(sorted.length * 0.5)],
+    p99: sorted[Math.floor(sorted.length * 0.99)],
+    perSecond: latencies.length / (totalMs / 1000),
+  };
 }
 
 /** The channel an echo server consumes on, for bench/own-cost.ts, which drives it without a socket. */
@@ -244,8 +258,18 @@ export async function startRawEcho(url: string, q: string, onChannel?: OnServerC
     if (!m) return;
     const req = JSON.parse(m.content.toString()) as { content: { parameters: { text: string } } };
     // The same envelope postage-ts sends back: a result carrying the server's fingerprint.
-    const reply = { type: 'result', name: 'none', category: 'message', version: '2', fingerprint: serverFp, content: { type: 'success', value: req.content.parameters.text, message: '' }, _reserved: {} };
-    server.publish('', m.properties.replyTo, Buffer.from(JSON.stringify(reply)), { correlationId: m.properties.correlationId });
+    const reply = {
+      type: 'result',
+      name: 'none',
+      category: 'message',
+      version: '2',
+      fingerprint: serverFp,
+      content: { type: 'success', value: req.content.parameters.text, message: '' },
+      _reserved: {},
+    };
+    server.publish('', m.properties.replyTo, Buffer.from(JSON.stringify(reply)), {
+      correlationId: m.properties.correlationId,
+    });
     server.ack(m);
   });
   onChannel?.(server);
@@ -260,9 +284,18 @@ class Echo extends MessageProcessor {
 }
 
 /** Starts a postage-ts echo processor on queue `q`; resolves to how to stop it. */
-export async function startPostageEcho(url: string, q: string, onChannel?: OnServerChannel): Promise<() => Promise<void>> {
+export async function startPostageEcho(
+  url: string,
+  q: string,
+  onChannel?: OnServerChannel,
+): Promise<() => Promise<void>> {
   const ex: ExchangeObject = { name: '', type: 'direct' };
-  const server = new Echo({ url, prefetch: PREFETCH, handleSignals: false, eqk: [[ex, [[{ name: q, flags: { durable: false, autoDelete: true } }, q]]]] });
+  const server = new Echo({
+    url,
+    prefetch: PREFETCH,
+    handleSignals: false,
+    eqk: [[ex, [[{ name: q, flags: { durable: false, autoDelete: true } }, q]]]],
+  });
   await server.ready();
   onChannel?.(server.consumer.channel);
   const s = new MicroScheduler();
@@ -276,9 +309,18 @@ export async function startPostageEcho(url: string, q: string, onChannel?: OnSer
 }
 
 /** The echo server of `kind` in this process, or (`apart`) in a process of its own, as components usually are. */
-async function echoServer(kind: 'raw' | 'postage', url: string, q: string, apart: boolean): Promise<() => Promise<void>> {
+async function echoServer(
+  kind: 'raw' | 'postage',
+  url: string,
+  q: string,
+  apart: boolean,
+): Promise<() => Promise<void>> {
   if (!apart) return kind === 'raw' ? startRawEcho(url, q) : startPostageEcho(url, q);
-  const child = spawn(process.execPath, [...process.execArgv, new URL('./echo-server.ts', import.meta.url).pathname, kind, url, q], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [...process.execArgv, new URL('./echo-server.ts', import.meta.url).pathname, kind, url, q],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (b: Buffer) => String(b).includes('ready') && resolve());
     child.once('exit', (code) => reject(new Error(`the ${kind} echo server exited (${code}) before it was ready`)));
@@ -302,12 +344,16 @@ export async function rawCaller(url: string, q: string): Promise<RpcCaller> {
   const conn = await rawConnect(url);
   const client = await conn.createChannel();
   const pending = new Map<string, () => void>();
-  await client.consume('amq.rabbitmq.reply-to', (m) => {
-    if (!m) return;
-    JSON.parse(m.content.toString());
-    pending.get(m.properties.correlationId)?.();
-    pending.delete(m.properties.correlationId);
-  }, { noAck: true });
+  await client.consume(
+    'amq.rabbitmq.reply-to',
+    (m) => {
+      if (!m) return;
+      JSON.parse(m.content.toString());
+      pending.get(m.properties.correlationId)?.();
+      pending.delete(m.properties.correlationId);
+    },
+    { noAck: true },
+  );
   let id = 0;
   const one = () =>
     new Promise<number>((resolve) => {
@@ -315,7 +361,11 @@ export async function rawCaller(url: string, q: string): Promise<RpcCaller> {
       const t = performance.now();
       pending.set(cid, () => resolve(performance.now() - t));
       const body = Buffer.from(JSON.stringify(new RpcCommand('echo', { text: 'hi' }).setFingerprint(clientFp).body));
-      client.publish('', q, body, { replyTo: 'amq.rabbitmq.reply-to', correlationId: cid, contentType: 'application/json' });
+      client.publish('', q, body, {
+        replyTo: 'amq.rabbitmq.reply-to',
+        correlationId: cid,
+        contentType: 'application/json',
+      });
     });
   return { one, close: () => conn.close() };
 }
@@ -341,7 +391,12 @@ export async function postageCaller(url: string, q: string): Promise<RpcCaller> 
 }
 
 /** `calls` RPCs with `inFlight` at a time, by a `kind` caller against a `kind` echo server. */
-export async function rpcCalls(kind: 'raw' | 'postage', url: string, calls: number, inFlight: number): Promise<RpcStats> {
+export async function rpcCalls(
+  kind: 'raw' | 'postage',
+  url: string,
+  calls: number,
+  inFlight: number,
+): Promise<RpcStats> {
   const q = uid();
   const stop = await echoServer(kind, url, q, false);
   const caller = await (kind === 'raw' ? rawCaller : postageCaller)(url, q);
@@ -370,40 +425,57 @@ const TURN_WARMUP = 5;
  * (its own row, `afterPause`: the first call of every turn), while the
  * timed ones are back to back, as one call in flight means.
  */
-export async function rpcLatency(url: string, calls: number, apart: boolean, block = 100): Promise<{ raw: RpcStats; postage: RpcStats; afterPause: { raw: RpcStats; postage: RpcStats }; gcsPerThousand: { raw: number; postage: number } }> {
+export async function rpcLatency(
+  url: string,
+  calls: number,
+  apart: boolean,
+  block = 100,
+): Promise<{
+  raw: RpcStats;
+  postage: RpcStats;
+  afterPause: { raw: RpcStats; postage: RpcStats };
+  gcsPerThousand: { raw: number; postage: number };
+}> {
   const kinds = ['raw', 'postage'] as const;
-  const sides = await Promise.all(kinds.map(async (kind) => {
-    const q = uid();
-    const stopServer = apart ? await echoServer(kind, url, q, true) : async () => {};
-    const child = fork(new URL('./rpc-caller.ts', import.meta.url).pathname, [kind, url, q, apart ? 'apart' : 'with-server'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    // The child answers each request in order; one that exits first fails whatever is still waiting.
-    const replies: Array<{ resolve: (m: unknown) => void; reject: (e: Error) => void }> = [];
-    child.on('message', (m) => replies.shift()?.resolve(m));
-    const exited = once(child, 'exit');
-    let gone: Error | undefined;
-    void exited.then(([code]) => {
-      gone = new Error(`the ${kind} RPC caller exited (${code})`);
-      for (const r of replies.splice(0)) r.reject(gone);
-    });
-    const next = () => new Promise<unknown>((resolve, reject) => (gone ? reject(gone) : replies.push({ resolve, reject })));
-    const ask = (m: object) => {
-      const reply = next();
-      child.send(m);
-      return reply;
-    };
-    await next(); // "ready", once warmed up
-    return {
-      latencies: [] as number[],
-      firsts: [] as number[],
-      gcs: 0,
-      run: (n: number) => ask({ calls: n }) as Promise<{ latencies: number[]; gcs: number }>,
-      stop: async () => {
-        child.send({ stop: true });
-        await exited;
-        await stopServer();
-      },
-    };
-  }));
+  const sides = await Promise.all(
+    kinds.map(async (kind) => {
+      const q = uid();
+      const stopServer = apart ? await echoServer(kind, url, q, true) : async () => {};
+      const child = fork(
+        new URL('./rpc-caller.ts', import.meta.url).pathname,
+        [kind, url, q, apart ? 'apart' : 'with-server'],
+        { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+      );
+      // The child answers each request in order; one that exits first fails whatever is still waiting.
+      const replies: Array<{ resolve: (m: unknown) => void; reject: (e: Error) => void }> = [];
+      child.on('message', (m) => replies.shift()?.resolve(m));
+      const exited = once(child, 'exit');
+      let gone: Error | undefined;
+      void exited.then(([code]) => {
+        gone = new Error(`the ${kind} RPC caller exited (${code})`);
+        for (const r of replies.splice(0)) r.reject(gone);
+      });
+      const next = () =>
+        new Promise<unknown>((resolve, reject) => (gone ? reject(gone) : replies.push({ resolve, reject })));
+      const ask = (m: object) => {
+        const reply = next();
+        child.send(m);
+        return reply;
+      };
+      await next(); // "ready", once warmed up
+      return {
+        latencies: [] as number[],
+        firsts: [] as number[],
+        gcs: 0,
+        run: (n: number) => ask({ calls: n }) as Promise<{ latencies: number[]; gcs: number }>,
+        stop: async () => {
+          child.send({ stop: true });
+          await exited;
+          await stopServer();
+        },
+      };
+    }),
+  );
   const t0 = performance.now();
   for (let done = 0, turn = 0; done < calls; done += block, turn++) {
     const n = Math.min(block, calls - done);
@@ -422,7 +494,10 @@ export async function rpcLatency(url: string, calls: number, apart: boolean, blo
     postage: stats(sides[1].latencies, totalMs / 2),
     afterPause: { raw: stats(sides[0].firsts, totalMs / 2), postage: stats(sides[1].firsts, totalMs / 2) },
     // Each collection lands on a call: what decides whether the slowest 1% are ordinary calls or stalled ones.
-    gcsPerThousand: { raw: (sides[0].gcs * 1000) / sides[0].latencies.length, postage: (sides[1].gcs * 1000) / sides[1].latencies.length },
+    gcsPerThousand: {
+      raw: (sides[0].gcs * 1000) / sides[0].latencies.length,
+      postage: (sides[1].gcs * 1000) / sides[1].latencies.length,
+    },
   };
 }
 
@@ -449,7 +524,10 @@ export async function filledQueue(url: string, n: number, keyed = 0): Promise<st
   for (let sent = 0; sent < n; ) {
     const k = Math.min(WINDOW, n - sent);
     for (let i = 0; i < k; i++) {
-      const body = keyed > 0 ? new MessageCommand('payload', { key: `k${(sent + i) % keyed}` }).setFingerprint({ name: 'bench' }).body : envelope(100);
+      const body =
+        keyed > 0
+          ? new MessageCommand('payload', { key: `k${(sent + i) % keyed}` }).setFingerprint({ name: 'bench' }).body
+          : envelope(100);
       ch.publish('', q, Buffer.from(JSON.stringify(body)), { persistent: true, contentType: 'application/json' });
     }
     await ch.waitForConfirms();
@@ -475,7 +553,8 @@ export async function rawConsume(url: string, n: number): Promise<number> {
   let got = 0;
   let finish!: () => void;
   const done = new Promise<void>((r) => (finish = r));
-  // Timed from the WARMUP-th delivery on, as on the postage-ts side: steady state, not a fresh channel's first messages.
+  // Timed from the WARMUP-th delivery on, as on the postage-ts side: steady state, not a fresh channel's first
+  // messages.
   let t0 = 0;
   await ch.consume(q, (m) => {
     if (!m) return;
@@ -500,7 +579,10 @@ export interface ConsumeKnobs {
   keys?: number;
 }
 
-/** Messages per second a processor drains from a full queue (its defaults: prefetch 1, concurrency 1, unless knobs say otherwise). */
+/**
+ * Messages per second a processor drains from a full queue (its defaults: prefetch 1, concurrency 1, unless knobs say
+ * otherwise).
+ */
 export async function postageConsume(url: string, n: number, knobs: ConsumeKnobs = {}): Promise<number> {
   const { concurrency, prefetch, waitMs = 0, keys = 0 } = knobs;
   const q = await filledQueue(url, n, keys);

@@ -10,7 +10,13 @@
  * `waitForConfirms()` every 500 sends, a consumer at the same prefetch that
  * parses each body and acks it. A connection per component on both sides.
  */
-import { GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type ExchangeObject } from '../dist/index.js';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  type ExchangeObject,
+} from '../dist/index.js';
 import { dropQueue, envelope, filledQueue, PREFETCH, rawConnect, sendAll, uid, WINDOW } from './cases.js';
 
 /** Messages sent (or taken) before the CPU clock starts: JIT, fresh channels. */
@@ -57,7 +63,8 @@ export async function rawCpu(url: string, n: number, half: Half): Promise<number
     for (let sent = 0; sent < total; ) {
       if (sent === WARM) start = process.cpuUsage();
       const k = Math.min(WINDOW, total - sent);
-      for (let i = 0; i < k; i++) pub.publish('', q, Buffer.from(JSON.stringify(body)), { persistent: true, contentType: 'application/json' });
+      for (let i = 0; i < k; i++)
+        pub.publish('', q, Buffer.from(JSON.stringify(body)), { persistent: true, contentType: 'application/json' });
       await pub.waitForConfirms();
       sent += k;
     }
@@ -90,7 +97,15 @@ export async function postageCpu(url: string, n: number, half: Half): Promise<nu
   class Source extends GenericProducer {
     static override eks = [[ex, q] as const];
   }
-  const sink = half === 'send' ? undefined : new Sink({ url, prefetch: PREFETCH, handleSignals: false, eqk: [[ex, [[{ name: q, flags: { durable: true } }, q]]]] });
+  const sink =
+    half === 'send'
+      ? undefined
+      : new Sink({
+          url,
+          prefetch: PREFETCH,
+          handleSignals: false,
+          eqk: [[ex, [[{ name: q, flags: { durable: true } }, q]]]],
+        });
   const s = new MicroScheduler();
   let running: Promise<void> | undefined;
   if (sink) {

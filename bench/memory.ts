@@ -56,7 +56,10 @@ export async function idleThreadsMemory(n: number): Promise<{ heapMiB: number; r
  * until every processor is set up on the new one (ms; -1 where rabbitmqctl
  * cannot reach the broker).
  */
-export async function manyProcessors(url: string, n: number): Promise<{ heapKiBEach: number; rssKiBEach: number; readyMs: number; recoverMs: number }> {
+export async function manyProcessors(
+  url: string,
+  n: number,
+): Promise<{ heapKiBEach: number; rssKiBEach: number; readyMs: number; recoverMs: number }> {
   const gc = (globalThis as { gc?: () => void }).gc;
   const name = `bench.many.${process.pid}`;
   const conn = await connect({ url, connectionName: name, reconnect: { initialMs: 50, maxMs: 1000 } });
@@ -68,7 +71,20 @@ export async function manyProcessors(url: string, n: number): Promise<{ heapKiBE
   }
   const tag = `bench.many.${process.pid}`;
   // Auto-delete, not exclusive: an exclusive queue dies with its connection, and this one must outlive the loss below.
-  const procs = Array.from({ length: n }, (_, i) => new Worker({ connection: conn, handleSignals: false, eqk: [[{ name: '', type: 'direct' }, [[{ name: `${tag}.${i}`, flags: { durable: false, autoDelete: true } }, `${tag}.${i}`]]]] }));
+  const procs = Array.from(
+    { length: n },
+    (_, i) =>
+      new Worker({
+        connection: conn,
+        handleSignals: false,
+        eqk: [
+          [
+            { name: '', type: 'direct' },
+            [[{ name: `${tag}.${i}`, flags: { durable: false, autoDelete: true } }, `${tag}.${i}`]],
+          ],
+        ],
+      }),
+  );
   const t0 = performance.now();
   await Promise.all(procs.map((p) => p.ready()));
   const readyMs = performance.now() - t0;
@@ -82,7 +98,12 @@ export async function manyProcessors(url: string, n: number): Promise<{ heapKiBE
   s.stop();
   await running;
   await conn.close();
-  return { heapKiBEach: (during.heapUsed - before.heapUsed) / 1024 / n, rssKiBEach: (during.rss - before.rss) / 1024 / n, readyMs, recoverMs };
+  return {
+    heapKiBEach: (during.heapUsed - before.heapUsed) / 1024 / n,
+    rssKiBEach: (during.rss - before.rss) / 1024 / n,
+    readyMs,
+    recoverMs,
+  };
 }
 
 /** Has the broker close the connection named `name`, and times until `conn` has set everything on it up again. */
@@ -90,7 +111,10 @@ async function timeRecovery(conn: Awaited<ReturnType<typeof connect>>, name: str
   const ctl = (...args: string[]) => promisify(execFile)('rabbitmqctl', ['-q', ...args]).then((r) => r.stdout);
   let pid: string | undefined;
   try {
-    pid = (await ctl('list_connections', '--no-table-headers', 'pid', 'client_properties')).split('\n').find((r) => r.includes(`{"connection_name","${name}"}`))?.split('\t')[0];
+    pid = (await ctl('list_connections', '--no-table-headers', 'pid', 'client_properties'))
+      .split('\n')
+      .find((r) => r.includes(`{"connection_name","${name}"}`))
+      ?.split('\t')[0];
   } catch {
     return -1;
   }
@@ -111,7 +135,12 @@ async function timeRecovery(conn: Awaited<ReturnType<typeof connect>>, name: str
 const [which, url] = process.argv.slice(2);
 if (which) {
   process.env.POSTAGE_LOG_LEVEL ??= 'warn';
-  const r = which === 'idle' ? await idleThreadsMemory(10_000) : which === 'many' ? await manyProcessors(url, 1000) : await processorMemory(url, 100_000);
+  const r =
+    which === 'idle'
+      ? await idleThreadsMemory(10_000)
+      : which === 'many'
+        ? await manyProcessors(url, 1000)
+        : await processorMemory(url, 100_000);
   console.log(JSON.stringify(r));
   process.exit(0);
 }

@@ -28,7 +28,9 @@ interface Dispatching {
 function dispatching(ch: object): Dispatching {
   const c = ch as Partial<Dispatching>;
   if (typeof c.dispatchMessage !== 'function' || !(c.consumers instanceof Map)) {
-    throw new Error('this amqplib release has no Channel#dispatchMessage or #consumers: bench/own-cost.ts cannot hand a channel made-up deliveries');
+    throw new Error(
+      'this amqplib release has no Channel#dispatchMessage or #consumers: bench/own-cost.ts cannot hand a channel made-up deliveries',
+    );
   }
   return c as Dispatching;
 }
@@ -40,7 +42,15 @@ const oneConsumer = (ch: Dispatching): string => {
 
 /** The reply the bench's echo servers send, made once: the caller's half is timed, not a server's. */
 const reply = Buffer.from(
-  JSON.stringify({ type: 'result', name: 'none', category: 'message', version: '2', fingerprint: new Fingerprint('bench-server', 'raw').asDict(), content: { type: 'success', value: 'hi', message: '' }, _reserved: {} }),
+  JSON.stringify({
+    type: 'result',
+    name: 'none',
+    category: 'message',
+    version: '2',
+    fingerprint: new Fingerprint('bench-server', 'raw').asDict(),
+    content: { type: 'success', value: 'hi', message: '' },
+    _reserved: {},
+  }),
 );
 
 /** A turn of the event loop, as the bytes of a reply or a request would take to come. */
@@ -52,7 +62,10 @@ async function time(n: number, one: () => Promise<unknown>): Promise<number> {
   return ((performance.now() - t) * 1000) / n;
 }
 
-/** µs of a `kind` caller's own code per call: the request leaves through amqplib's `publish`, the reply comes back through its consumer. */
+/**
+ * µs of a `kind` caller's own code per call: the request leaves through amqplib's `publish`, the reply comes back
+ * through its consumer.
+ */
 export async function callerOwnCost(kind: 'raw' | 'postage', url: string): Promise<number> {
   const q = `bench.own.${randomBytes(4).toString('hex')}`;
   // The prototype every channel publishes through (a confirm channel's publish calls it too).
@@ -60,9 +73,16 @@ export async function callerOwnCost(kind: 'raw' | 'postage', url: string): Promi
   const proto = Object.getPrototypeOf(await probe.createChannel()) as Pick<amqp.Channel, 'publish'>;
   await probe.close();
   const publish = proto.publish;
-  // The caller publishes to `q` on one channel: it and its reply consumer are looked up on its first call, not timed on every one.
+  // The caller publishes to `q` on one channel: it and its reply consumer are looked up on its first call, not timed on
+  // every one.
   let to: { ch: Dispatching; consumerTag: string } | undefined;
-  proto.publish = function (this: amqp.Channel, exchange: string, key: string, content: Buffer, options?: amqp.Options.Publish) {
+  proto.publish = function (
+    this: amqp.Channel,
+    exchange: string,
+    key: string,
+    content: Buffer,
+    options?: amqp.Options.Publish,
+  ) {
     if (key !== q) return publish.call(this, exchange, key, content, options);
     if (!to) {
       const found = dispatching(this);
@@ -70,7 +90,16 @@ export async function callerOwnCost(kind: 'raw' | 'postage', url: string): Promi
     }
     const { ch, consumerTag } = to;
     const correlationId = options?.correlationId;
-    later(() => ch.dispatchMessage({ consumerTag }, { fields: { consumerTag, deliveryTag: 1, redelivered: false, exchange: '', routingKey: 'caller' }, properties: { correlationId, headers: {} }, content: reply }));
+    later(() =>
+      ch.dispatchMessage(
+        { consumerTag },
+        {
+          fields: { consumerTag, deliveryTag: 1, redelivered: false, exchange: '', routingKey: 'caller' },
+          properties: { correlationId, headers: {} },
+          content: reply,
+        },
+      ),
+    );
     return true;
   };
   const caller = await (kind === 'raw' ? rawCaller : postageCaller)(url, q);
@@ -83,7 +112,10 @@ export async function callerOwnCost(kind: 'raw' | 'postage', url: string): Promi
   }
 }
 
-/** µs of a `kind` echo server's own code per request: a request handed to its consumer, to the reply's `publish` (its ack included). */
+/**
+ * µs of a `kind` echo server's own code per request: a request handed to its consumer, to the reply's `publish` (its
+ * ack included).
+ */
 export async function serverOwnCost(kind: 'raw' | 'postage', url: string): Promise<number> {
   const q = `bench.own.${randomBytes(4).toString('hex')}`;
   let channel: amqp.Channel | undefined;
@@ -91,7 +123,11 @@ export async function serverOwnCost(kind: 'raw' | 'postage', url: string): Promi
   const ch = dispatching(channel!);
   const consumerTag = oneConsumer(ch);
   // As the bench's postage-ts caller sends it.
-  const content = Buffer.from(JSON.stringify(new RpcCommand('echo', { text: 'hi' }).setFingerprint(new Fingerprint('bench-client', 'producer').asDict()).body));
+  const content = Buffer.from(
+    JSON.stringify(
+      new RpcCommand('echo', { text: 'hi' }).setFingerprint(new Fingerprint('bench-client', 'producer').asDict()).body,
+    ),
+  );
   const replyTo = 'amq.rabbitmq.reply-to.g1h2AA5yZXRAdm0AAAAAAAAAAQ==.AAECAwQFBgcICQoLDA0ODw==';
   let tag = 0;
   let answered: () => void = () => undefined;
@@ -108,7 +144,14 @@ export async function serverOwnCost(kind: 'raw' | 'postage', url: string): Promi
       answered = resolve;
       const deliveryTag = ++tag;
       const fields = { consumerTag, deliveryTag, redelivered: false, exchange: '', routingKey: q };
-      const properties = { replyTo, correlationId: String(deliveryTag), messageId: `own.${deliveryTag}`, timestamp: 1, contentType: 'application/json', headers: {} };
+      const properties = {
+        replyTo,
+        correlationId: String(deliveryTag),
+        messageId: `own.${deliveryTag}`,
+        timestamp: 1,
+        contentType: 'application/json',
+        headers: {},
+      };
       later(() => ch.dispatchMessage(fields, { fields, properties, content }));
     });
   try {

@@ -11,4 +11,6 @@ const [side = 'postage', half = 'both', n = '50000'] = process.argv.slice(2);
 const url = process.env.BENCH_URL ?? brokerUrls(loadConfig())[0];
 const run = side === 'raw' ? rawCpu : postageCpu;
 await run(url, 5_000, half as Half);
-console.log(`${side} ${half}: ${(await run(url, Number(n), half as Half)).toFixed(2)} µs per message (user ${lastSplit.user.toFixed(2)}, system ${lastSplit.system.toFixed(2)})`);
+console.log(
+  `${side} ${half}: ${(await run(url, Number(n), half as Half)).toFixed(2)} µs per message (user ${lastSplit.user.toFixed(2)}, system ${lastSplit.system.toFixed(2)})`,
+);

@@ -11,7 +11,8 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { RPC_WARMUP, drive, postageCaller, rawCaller, startPostageEcho, startRawEcho } from './cases.js';
 
 const [kind, url, queue, where] = process.argv.slice(2);
-const stopServer = where === 'with-server' ? await (kind === 'raw' ? startRawEcho : startPostageEcho)(url, queue) : async () => {};
+const stopServer =
+  where === 'with-server' ? await (kind === 'raw' ? startRawEcho : startPostageEcho)(url, queue) : async () => {};
 const caller = await (kind === 'raw' ? rawCaller : postageCaller)(url, queue);
 await drive(RPC_WARMUP, 1, caller.one);
 let gcs = 0;
@@ -19,7 +20,10 @@ new PerformanceObserver((list) => (gcs += list.getEntries().length)).observe({ e
 process.send!({});
 process.on('message', (m: { calls?: number; stop?: boolean }) => {
   if (m.stop) {
-    void caller.close().then(stopServer).then(() => process.exit(0));
+    void caller
+      .close()
+      .then(stopServer)
+      .then(() => process.exit(0));
     return;
   }
   void (async () => {

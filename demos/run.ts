@@ -15,10 +15,15 @@ if (!['basic_echo', 'advanced_echo', 'rpc_echo'].includes(demo)) {
   process.exit(2);
 }
 const here = (f: string) => fileURLToPath(new URL(`./${demo}/${f}`, import.meta.url));
-const node = (file: string, ...args: string[]) => spawn(process.execPath, ['--import', 'tsx', here(file), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+const node = (file: string, ...args: string[]) =>
+  spawn(process.execPath, ['--import', 'tsx', here(file), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
 
 // The receiver starts as any component ships: its module, started by `postage run`.
-const receiver = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../lib/cli/postage.ts', import.meta.url)), 'run', here('receive.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
+const receiver = spawn(
+  process.execPath,
+  ['--import', 'tsx', fileURLToPath(new URL('../lib/cli/postage.ts', import.meta.url)), 'run', here('receive.ts')],
+  { stdio: ['ignore', 'pipe', 'inherit'] },
+);
 // Listen for the exit at once: the receiver may quit before the sender does.
 const receiverExit = once(receiver, 'exit') as Promise<[number | null]>;
 receiver.stdout.setEncoding('utf8');
@@ -29,12 +34,17 @@ await new Promise<void>((resolve, reject) => {
     process.stdout.write(`[receiver] ${chunk}`);
     if (seen.includes('ready')) resolve();
   });
-  receiver.once('exit', (code) => reject(new Error(`the receiver exited (${code}) before it was ready: is RabbitMQ running? (rabbitmq-server -detached)`)));
+  receiver.once('exit', (code) =>
+    reject(
+      new Error(`the receiver exited (${code}) before it was ready: is RabbitMQ running? (rabbitmq-server -detached)`),
+    ),
+  );
 });
 
 const sender = node('send.ts', '--quit');
 sender.stdout.on('data', (chunk: Buffer) => process.stdout.write(`[sender] ${chunk}`));
 const [code] = (await once(sender, 'exit')) as [number | null];
 const [receiverCode] = await receiverExit;
-if (code !== 0 || receiverCode !== 0) console.error(`demo failed: sender exited ${code}, receiver exited ${receiverCode}`);
+if (code !== 0 || receiverCode !== 0)
+  console.error(`demo failed: sender exited ${code}, receiver exited ${receiverCode}`);
 process.exit(code === 0 && receiverCode === 0 ? 0 : 1);

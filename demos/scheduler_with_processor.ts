@@ -49,7 +49,10 @@ class Ticker extends MicroThread {
   }
 }
 
-const receiver = new TickReceiver({ fingerprint: { name: 'tick_receiver' }, eqk: [[TickExchange, [[{ name: '', flags: { exclusive: true } }, 'tick']]]] });
+const receiver = new TickReceiver({
+  fingerprint: { name: 'tick_receiver' },
+  eqk: [[TickExchange, [[{ name: '', flags: { exclusive: true } }, 'tick']]]],
+});
 await receiver.ready();
 const producer = await TickProducer.create({ fingerprint: { name: 'ticker' } });
 const scheduler = new MicroScheduler();

@@ -7,8 +7,23 @@
  */
 import { trace, propagation } from '@opentelemetry/api';
 import { ExportResultCode, W3CTraceContextPropagator, type ExportResult } from '@opentelemetry/core';
-import { BasicTracerProvider, SimpleSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { currentDelivery, Exchange, GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, RpcHandler, type MessageSender, type RpcSender } from '../lib/index.js';
+import {
+  BasicTracerProvider,
+  SimpleSpanProcessor,
+  type ReadableSpan,
+  type SpanExporter,
+} from '@opentelemetry/sdk-trace-base';
+import {
+  currentDelivery,
+  Exchange,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  RpcHandler,
+  type MessageSender,
+  type RpcSender,
+} from '../lib/index.js';
 
 /** Keeps the spans, and prints them as one tree per trace on shutdown. */
 class TreeConsoleExporter implements SpanExporter {
@@ -22,7 +37,9 @@ class TreeConsoleExporter implements SpanExporter {
     const ids = new Set(this.spans.map((s) => s.spanContext().spanId));
     const print = (s: ReadableSpan, depth: number) => {
       const name = s.attributes['postage.message.name'];
-      console.log(`${'   '.repeat(depth)}└─ ${s.name}${name ? ` [${name}]` : ''} (${s.attributes['postage.component']})`);
+      console.log(
+        `${'   '.repeat(depth)}└─ ${s.name}${name ? ` [${name}]` : ''} (${s.attributes['postage.component']})`,
+      );
       for (const child of this.spans.filter((c) => parent(c) === s.spanContext().spanId)) print(child, depth + 1);
     };
     for (const root of this.spans.filter((s) => !parent(s) || !ids.has(parent(s)!))) {
@@ -74,8 +91,16 @@ class Inventory extends MessageProcessor {
   }
 }
 const queue = (name: string) => ({ name, flags: { durable: false, autoDelete: true } });
-const orders = new Orders({ fingerprint: { name: 'orders' }, handleSignals: false, eqk: [[ShopExchange, [[queue('tracing-demo-orders'), 'orders']]]] });
-const inventory = new Inventory({ fingerprint: { name: 'inventory' }, handleSignals: false, eqk: [[ShopExchange, [[queue('tracing-demo-inventory'), 'inventory']]]] });
+const orders = new Orders({
+  fingerprint: { name: 'orders' },
+  handleSignals: false,
+  eqk: [[ShopExchange, [[queue('tracing-demo-orders'), 'orders']]]],
+});
+const inventory = new Inventory({
+  fingerprint: { name: 'inventory' },
+  handleSignals: false,
+  eqk: [[ShopExchange, [[queue('tracing-demo-inventory'), 'inventory']]]],
+});
 await orders.ready();
 await inventory.ready();
 const scheduler = new MicroScheduler();

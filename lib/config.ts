@@ -94,9 +94,18 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
   const password = read(passVar, () => from.get(passVar).default(DEFAULTS.password).asString());
   const hostList = read('POSTAGE_HOST', () => from.get('POSTAGE_HOST').default(DEFAULTS.host).asArray(','));
   const hosts = hostList.map((h) => h.trim()).filter((h) => h.length > 0);
-  if (hosts.length === 0) throw new ConfigError('POSTAGE_HOST', 'POSTAGE_HOST: names no host. Set it to a host name or a comma list of them.');
+  if (hosts.length === 0)
+    throw new ConfigError(
+      'POSTAGE_HOST',
+      'POSTAGE_HOST: names no host. Set it to a host name or a comma list of them.',
+    );
   const tls = read('POSTAGE_TLS', () => from.get('POSTAGE_TLS').default('false').asBoolStrict());
-  const port = read('POSTAGE_PORT', () => from.get('POSTAGE_PORT').default(String(tls ? DEFAULTS.tlsPort : DEFAULTS.port)).asPortNumber());
+  const port = read('POSTAGE_PORT', () =>
+    from
+      .get('POSTAGE_PORT')
+      .default(String(tls ? DEFAULTS.tlsPort : DEFAULTS.port))
+      .asPortNumber(),
+  );
   const tlsFiles = {
     ca: read('POSTAGE_TLS_CA', () => from.get('POSTAGE_TLS_CA').asString()),
     cert: read('POSTAGE_TLS_CERT', () => from.get('POSTAGE_TLS_CERT').asString()),
@@ -108,15 +117,41 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
   if (url !== undefined) checkBrokerUrls(url, 'POSTAGE_URL');
   for (const h of hosts) {
     if (/[:/@]/.test(h) && !/^\[[0-9a-f:.]+\]$/i.test(h)) {
-      throw new ConfigError('POSTAGE_HOST', `POSTAGE_HOST: '${h}' is not a host name: give the host alone (the port goes in POSTAGE_PORT, a whole address in POSTAGE_URL).`);
+      throw new ConfigError(
+        'POSTAGE_HOST',
+        `POSTAGE_HOST: '${h}' is not a host name: give the host alone (the port goes in POSTAGE_PORT, a whole address in POSTAGE_URL).`,
+      );
     }
   }
   const debugMode = read('POSTAGE_DEBUG_MODE', () => from.get('POSTAGE_DEBUG_MODE').default('false').asBoolStrict());
-  const logLevel = read('POSTAGE_LOG_LEVEL', () => from.get('POSTAGE_LOG_LEVEL').default(DEFAULTS.logLevel).asEnum([...LOG_LEVELS]));
-  const queueType = read('POSTAGE_QUEUE_TYPE', () => from.get('POSTAGE_QUEUE_TYPE').asEnum(['classic', 'quorum', 'stream'] as const));
+  const logLevel = read('POSTAGE_LOG_LEVEL', () =>
+    from
+      .get('POSTAGE_LOG_LEVEL')
+      .default(DEFAULTS.logLevel)
+      .asEnum([...LOG_LEVELS]),
+  );
+  const queueType = read('POSTAGE_QUEUE_TYPE', () =>
+    from.get('POSTAGE_QUEUE_TYPE').asEnum(['classic', 'quorum', 'stream'] as const),
+  );
   const encryptionKeys = read('POSTAGE_ENCRYPTION_KEYS', () => from.get('POSTAGE_ENCRYPTION_KEYS').asString());
-  const encryptionAcceptPlaintext = read('POSTAGE_ENCRYPTION_ACCEPT_PLAINTEXT', () => from.get('POSTAGE_ENCRYPTION_ACCEPT_PLAINTEXT').default('false').asBoolStrict());
-  return { vhost, user, password, hosts, port, url, debugMode, logLevel, queueType, tls, tlsFiles, encryptionKeys, encryptionAcceptPlaintext };
+  const encryptionAcceptPlaintext = read('POSTAGE_ENCRYPTION_ACCEPT_PLAINTEXT', () =>
+    from.get('POSTAGE_ENCRYPTION_ACCEPT_PLAINTEXT').default('false').asBoolStrict(),
+  );
+  return {
+    vhost,
+    user,
+    password,
+    hosts,
+    port,
+    url,
+    debugMode,
+    logLevel,
+    queueType,
+    tls,
+    tlsFiles,
+    encryptionKeys,
+    encryptionAcceptPlaintext,
+  };
 }
 
 /**
@@ -130,26 +165,39 @@ export function checkBrokerUrls(urls: string, source: 'POSTAGE_URL' | 'url'): vo
   const list = brokerUrls({ url: urls, vhost: '', user: '', password: '', hosts: [], port: 0 });
   if (list.length === 0) throw new ConfigError(source, `${source}: is empty. ${fix}`);
   for (const url of list) {
-    if (!/^amqps?:\/\//.test(url)) throw new ConfigError(source, `${source}: '${redactUrl(url)}' must start with amqp:// or amqps://. ${fix}`);
+    if (!/^amqps?:\/\//.test(url))
+      throw new ConfigError(source, `${source}: '${redactUrl(url)}' must start with amqp:// or amqps://. ${fix}`);
     let u: URL;
     try {
       u = new URL(url);
     } catch {
-      throw new ConfigError(source, `${source}: '${redactUrl(url)}' is not a valid URL (a password with / # ? or % must be percent-encoded). ${fix}`);
+      throw new ConfigError(
+        source,
+        `${source}: '${redactUrl(url)}' is not a valid URL (a password with / # ? or % must be percent-encoded). ${fix}`,
+      );
     }
-    if (u.hostname === '') throw new ConfigError(source, `${source}: '${redactUrl(url)}' names no host, e.g. amqp://user:password@host:5672/vhost. ${fix}`);
+    if (u.hostname === '')
+      throw new ConfigError(
+        source,
+        `${source}: '${redactUrl(url)}' names no host, e.g. amqp://user:password@host:5672/vhost. ${fix}`,
+      );
     try {
       decodeURIComponent(u.username);
       decodeURIComponent(u.password);
       decodeURIComponent(u.pathname);
     } catch {
-      throw new ConfigError(source, `${source}: '${redactUrl(url)}' has a % that starts no escape in its user, password or vhost (write % as %25). ${fix}`);
+      throw new ConfigError(
+        source,
+        `${source}: '${redactUrl(url)}' has a % that starts no escape in its user, password or vhost (write % as %25). ${fix}`,
+      );
     }
   }
 }
 
 /** Builds the amqp:// URLs to try, in order, for a config (one per host). */
-export function brokerUrls(cfg: Pick<PostageConfig, 'vhost' | 'user' | 'password' | 'hosts' | 'port' | 'url'> & { tls?: boolean }): string[] {
+export function brokerUrls(
+  cfg: Pick<PostageConfig, 'vhost' | 'user' | 'password' | 'hosts' | 'port' | 'url'> & { tls?: boolean },
+): string[] {
   // Several URLs are separated by commas; a comma inside one (a password) is not a separator.
   if (cfg.url) return cfg.url.split(/\s*,\s*(?=amqps?:\/\/)/).filter(Boolean);
   const auth = `${encodeURIComponent(cfg.user)}:${encodeURIComponent(cfg.password)}`;
@@ -161,7 +209,7 @@ export function brokerUrls(cfg: Pick<PostageConfig, 'vhost' | 'user' | 'password
 /** A URL with its password replaced, fit for logs and error messages. */
 export function redactUrl(url: string): string {
   // Up to the last '@': a password may hold a raw '@' of its own.
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^]*@(?=[^@]*$)/i, '$1***@');
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[\s\S]*@(?=[^@]*$)/i, '$1***@');
 }
 
 /**

@@ -24,7 +24,18 @@ export type BrokerErrorCode =
   | 'BROKER_ERROR';
 
 /** What a `PostageError`'s `code` can be. */
-export type PostageErrorCode = BrokerErrorCode | 'POSTAGE_ERROR' | 'CONFIG_ERROR' | 'MALFORMED_MESSAGE' | 'DELIVERY_LIMIT' | 'HANDLER_TIMEOUT' | 'TOPOLOGY_ERROR' | 'USAGE' | 'VALIDATION' | 'STREAM' | 'SEND_AFTER_FAILURE';
+export type PostageErrorCode =
+  | BrokerErrorCode
+  | 'POSTAGE_ERROR'
+  | 'CONFIG_ERROR'
+  | 'MALFORMED_MESSAGE'
+  | 'DELIVERY_LIMIT'
+  | 'HANDLER_TIMEOUT'
+  | 'TOPOLOGY_ERROR'
+  | 'USAGE'
+  | 'VALIDATION'
+  | 'STREAM'
+  | 'SEND_AFTER_FAILURE';
 
 /** The root of every postage-ts failure: a stable `code` plus the usual `cause`. */
 export class PostageError extends Error {
@@ -37,7 +48,14 @@ export class PostageError extends Error {
 }
 
 /** What a `ControlSignal`'s `code` can be. */
-export type ControlSignalCode = 'STOP_THREAD' | 'EXIT_SCHEDULER' | 'REJECT_MESSAGE' | 'REQUEUE_MESSAGE' | 'DEFER_MESSAGE' | 'ACK_AND_RESTART' | 'FILTER_ERROR';
+export type ControlSignalCode =
+  | 'STOP_THREAD'
+  | 'EXIT_SCHEDULER'
+  | 'REJECT_MESSAGE'
+  | 'REQUEUE_MESSAGE'
+  | 'DEFER_MESSAGE'
+  | 'ACK_AND_RESTART'
+  | 'FILTER_ERROR';
 
 /**
  * The root of the signals a thread, handler or filter throws to steer what
@@ -126,7 +144,9 @@ export class DeferMessage extends ControlSignal {
   constructor(delayMs: number, message = `message deferred by a handler for ${delayMs} ms`) {
     // The delay levels hold up to 2^32 - 1 ms (lib/messaging/delay.ts).
     if (typeof delayMs !== 'number' || !Number.isInteger(delayMs) || delayMs < 0 || delayMs > 2 ** 32 - 1) {
-      throw new TypeError(`DeferMessage needs a whole number of milliseconds from 0 to ${2 ** 32 - 1} (about 49.7 days), not ${String(delayMs)}`);
+      throw new TypeError(
+        `DeferMessage needs a whole number of milliseconds from 0 to ${2 ** 32 - 1} (about 49.7 days), not ${String(delayMs)}`,
+      );
     }
     super(message, 'DEFER_MESSAGE');
     this.name = 'DeferMessage';
@@ -150,7 +170,10 @@ export class AckAndRestart extends ControlSignal {
 export class DeliveryLimitExceeded extends PostageError {
   readonly deliveries: number;
   constructor(deliveries: number, limit: number) {
-    super(`delivered ${deliveries} times, more than maxDeliveries (${limit}): each time it was not settled before its connection or process went down`, 'DELIVERY_LIMIT');
+    super(
+      `delivered ${deliveries} times, more than maxDeliveries (${limit}): each time it was not settled before its connection or process went down`,
+      'DELIVERY_LIMIT',
+    );
     this.name = 'DeliveryLimitExceeded';
     this.deliveries = deliveries;
   }
@@ -164,7 +187,10 @@ export class DeliveryLimitExceeded extends PostageError {
 export class HandlerTimeout extends PostageError {
   readonly timeoutMs: number;
   constructor(what: string, timeoutMs: number) {
-    super(`handler for ${what} ran longer than ${timeoutMs} ms: its delivery failed (a promise it awaits never settled?). Raise handlerTimeoutMs, or the handler's timeoutMs, if it needs longer`, 'HANDLER_TIMEOUT');
+    super(
+      `handler for ${what} ran longer than ${timeoutMs} ms: its delivery failed (a promise it awaits never settled?). Raise handlerTimeoutMs, or the handler's timeoutMs, if it needs longer`,
+      'HANDLER_TIMEOUT',
+    );
     this.name = 'HandlerTimeout';
     this.timeoutMs = timeoutMs;
   }
@@ -190,7 +216,11 @@ export class BrokerError extends PostageError {
   /** With code `UNROUTABLE`: every target that had no queue (the others got the message). */
   readonly unroutable: readonly SendTarget[];
   declare readonly code: BrokerErrorCode;
-  constructor(message: string, code: BrokerErrorCode = 'BROKER_ERROR', options?: { cause?: unknown; amqpCode?: number; unroutable?: readonly SendTarget[] }) {
+  constructor(
+    message: string,
+    code: BrokerErrorCode = 'BROKER_ERROR',
+    options?: { cause?: unknown; amqpCode?: number; unroutable?: readonly SendTarget[] },
+  ) {
     super(message, code, options);
     this.name = 'BrokerError';
     this.amqpCode = options?.amqpCode;
@@ -220,7 +250,10 @@ export interface ValidationIssue {
 export class ValidationError extends PostageError {
   readonly issues: readonly ValidationIssue[];
   constructor(what: string, issues: readonly ValidationIssue[]) {
-    super(`${what} failed its schema: ${issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ')}`, 'VALIDATION');
+    super(
+      `${what} failed its schema: ${issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ')}`,
+      'VALIDATION',
+    );
     this.name = 'ValidationError';
     this.issues = issues;
   }

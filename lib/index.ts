@@ -1,6 +1,19 @@
 // The public surface of postage-ts: exactly the names in CONTRACT.md, and nothing internal.
-export { MicroThread, MicroScheduler, STOP, sleep, call, type MicroSchedulerOptions, type StepResult } from './microthreads/index.js';
-export { Fingerprint, type FingerprintDict, type FingerprintTuple, type FingerprintOverrides } from './messaging/fingerprint.js';
+export {
+  MicroThread,
+  MicroScheduler,
+  STOP,
+  sleep,
+  call,
+  type MicroSchedulerOptions,
+  type StepResult,
+} from './microthreads/index.js';
+export {
+  Fingerprint,
+  type FingerprintDict,
+  type FingerprintTuple,
+  type FingerprintOverrides,
+} from './messaging/fingerprint.js';
 export { Encoder, JsonEncoder, type JsonEncoderOptions } from './messaging/encoder.js';
 export { EncryptedJsonEncoder, type EncryptionOptions } from './messaging/encryption.js';
 export {
@@ -22,7 +35,14 @@ export {
 } from './messaging/messages.js';
 export { Exchange, type ExchangeObject, type ExchangeLike, type ExchangeParameters } from './messaging/exchange.js';
 export { loadConfig, DEFAULTS, type PostageConfig, type Hup } from './config.js';
-export { configureLogging, type LoggingOptions, type Logger, type AnyLogger, type FieldsLogger, type NestLoggerService } from './log.js';
+export {
+  configureLogging,
+  type LoggingOptions,
+  type Logger,
+  type AnyLogger,
+  type FieldsLogger,
+  type NestLoggerService,
+} from './log.js';
 export {
   PostageError,
   ControlSignal,
@@ -47,13 +67,48 @@ export {
   TopologyError,
   type SendTarget,
 } from './errors.js';
-export { GenericProducer, type Producer, type ProducerMiddleware, type OutgoingSend, type MessageSender, type RpcSender, type StreamSender, type ParamsOf, type ProducerOptions, type SendOptions, type ConsumeRpcOptions } from './messaging/producer.js';
+export {
+  GenericProducer,
+  type Producer,
+  type ProducerMiddleware,
+  type OutgoingSend,
+  type MessageSender,
+  type RpcSender,
+  type StreamSender,
+  type ParamsOf,
+  type ProducerOptions,
+  type SendOptions,
+  type ConsumeRpcOptions,
+} from './messaging/producer.js';
 export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';
-export { MessageProcessor, type ProcessorOptions, type RetryOptions, type DeliveryEvent, type ProcessorMiddleware, type MiddlewareContext, type ProcessorEvents, type ProcessorEvent } from './messaging/processor.js';
-export { MemoryIdempotencyStore, type IdempotencyStore, type MemoryIdempotencyOptions } from './messaging/idempotency.js';
+export {
+  MessageProcessor,
+  type ProcessorOptions,
+  type RetryOptions,
+  type DeliveryEvent,
+  type ProcessorMiddleware,
+  type MiddlewareContext,
+  type ProcessorEvents,
+  type ProcessorEvent,
+} from './messaging/processor.js';
+export {
+  MemoryIdempotencyStore,
+  type IdempotencyStore,
+  type MemoryIdempotencyOptions,
+} from './messaging/idempotency.js';
 export { currentDelivery, HEADERS as CONVERSATION_HEADERS, type DeliveryInfo } from './messaging/delivery/context.js';
 export { configureTelemetry, type TelemetryOptions } from './telemetry/settings.js';
-export { MessageHandler, MessageHandlerFullBody, RpcHandler, MessageFilter, Handler, type HandlerDecorator, type HandlerTag, type HandlerOptions, type ContentOf } from './messaging/handlers.js';
+export {
+  MessageHandler,
+  MessageHandlerFullBody,
+  RpcHandler,
+  MessageFilter,
+  Handler,
+  type HandlerDecorator,
+  type HandlerTag,
+  type HandlerOptions,
+  type ContentOf,
+} from './messaging/handlers.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { ConnectOptions } from './transport/connection.js';
 export type { TlsOptions } from './transport/tls.js';
@@ -61,11 +116,31 @@ export type { ConnectionEvent, ConnectionEvents, ReconnectOptions } from './tran
 export { connect, Connection, type ConnectionOptions } from './transport/shared.js';
 export type { ConnectionStatus } from './transport/status.js';
 export type { SharedConnection } from './transport/link.js';
-export { GenericApplication, GenericApplicationExchange, PresenceExchange, applicationKeys, type ApplicationOptions } from './application/generic_application.js';
+export {
+  GenericApplication,
+  GenericApplicationExchange,
+  PresenceExchange,
+  applicationKeys,
+  type ApplicationOptions,
+} from './application/generic_application.js';
 export type { ProcessorDescription, HandlerDescription } from './messaging/describe.js';
 export { VERSION } from './version.js';
 export { serve, type Served, type ServeOptions } from './lifecycle/serve.js';
 export type { StandardSchemaV1 } from '@standard-schema/spec';
-export { ErrorQueue, type FailedMessage, type FailedSelection, type ReplayOptions, type ReplayReport } from './operations/error-queue.js';
+export {
+  ErrorQueue,
+  type FailedMessage,
+  type FailedSelection,
+  type ReplayOptions,
+  type ReplayReport,
+} from './operations/error-queue.js';
 export { startDashboard, type Dashboard, type DashboardOptions } from './operations/dashboard.js';
-export { topologyGraph, toMermaid, toDot, toSvg, type TopologyGraph, type GraphNode, type GraphEdge } from './operations/topology-graph.js';
+export {
+  topologyGraph,
+  toMermaid,
+  toDot,
+  toSvg,
+  type TopologyGraph,
+  type GraphNode,
+  type GraphEdge,
+} from './operations/topology-graph.js';

@@ -22,12 +22,21 @@ export interface NestLoggerService {
   verbose?(message: unknown, ...optionalParams: unknown[]): unknown;
 }
 
-/** Any logger postage-ts can log through: pino (as it is), a `(fields, message)` one, Nest's `LoggerService`, or `console`. */
+/**
+ * Any logger postage-ts can log through: pino (as it is), a `(fields, message)` one, Nest's `LoggerService`, or
+ * `console`.
+ */
 export type AnyLogger = Logger | FieldsLogger | NestLoggerService | Console;
 
-/** What {@link configureLogging} takes: a logger of the application's own, or a level and a destination for the library's. */
+/**
+ * What {@link configureLogging} takes: a logger of the application's own, or a level and a destination for the
+ * library's.
+ */
 export interface LoggingOptions {
-  /** The host application's logger (pino, a `(fields, message)` logger, Nest's `LoggerService`, `console`): components log through it. */
+  /**
+   * The host application's logger (pino, a `(fields, message)` logger, Nest's `LoggerService`, `console`): components
+   * log through it.
+   */
   logger?: AnyLogger;
   /** The library's own logger's level. @default POSTAGE_LOG_LEVEL, 'info' */
   level?: string;
@@ -45,10 +54,19 @@ export interface LoggingOptions {
  * configureLogging({ level: 'debug', destination: pino.destination(2) });   // debug, to stderr
  */
 export function configureLogging(options: LoggingOptions): void {
-  root = options.logger ? asPino(options.logger, undefined, options.level) : makeLogger(options.level ?? levelFromConfig(), options.destination);
+  root = options.logger
+    ? asPino(options.logger, undefined, options.level)
+    : makeLogger(options.level ?? levelFromConfig(), options.destination);
 }
 
-const LEVEL_NAMES: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+const LEVEL_NAMES: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
+  10: 'trace',
+  20: 'debug',
+  30: 'info',
+  40: 'warn',
+  50: 'error',
+  60: 'fatal',
+};
 
 function isPino(l: AnyLogger): l is Logger {
   const p = l as Partial<Logger>;
@@ -67,7 +85,14 @@ export function asPino(l: AnyLogger, bindings?: Record<string, string>, level?: 
   const nest = typeof (l as NestLoggerService).log === 'function' && typeof (l as FieldsLogger).info !== 'function';
   const isConsole = typeof (l as Console).table === 'function';
   const write = (line: string) => {
-    const { level: n, msg, time: _time, pid: _pid, hostname: _host, ...fields } = JSON.parse(line) as Record<string, unknown> & { level: number; msg?: string };
+    const {
+      level: n,
+      msg,
+      time: _time,
+      pid: _pid,
+      hostname: _host,
+      ...fields
+    } = JSON.parse(line) as Record<string, unknown> & { level: number; msg?: string };
     const name = LEVEL_NAMES[n] ?? 'info';
     const message = msg ?? '';
     if (nest) {

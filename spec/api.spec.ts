@@ -23,14 +23,33 @@ function surface(): string {
     const moduleSymbol = checker.getSymbolAtLocation(source)!;
     for (const exp of checker.getExportsOfModule(moduleSymbol).sort((a, b) => a.name.localeCompare(b.name))) {
       const symbol = exp.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exp) : exp;
-      const kind = symbol.flags & ts.SymbolFlags.Class ? 'class' : symbol.flags & ts.SymbolFlags.Function ? 'function' : symbol.flags & ts.SymbolFlags.Interface ? 'interface' : symbol.flags & ts.SymbolFlags.TypeAlias ? 'type' : symbol.flags & ts.SymbolFlags.Variable ? 'const' : 'other';
+      const kind =
+        symbol.flags & ts.SymbolFlags.Class
+          ? 'class'
+          : symbol.flags & ts.SymbolFlags.Function
+            ? 'function'
+            : symbol.flags & ts.SymbolFlags.Interface
+              ? 'interface'
+              : symbol.flags & ts.SymbolFlags.TypeAlias
+                ? 'type'
+                : symbol.flags & ts.SymbolFlags.Variable
+                  ? 'const'
+                  : 'other';
       lines.push(`${entry} ${kind} ${exp.name}`);
       if (kind !== 'class') continue;
       const decl = symbol.declarations?.find(ts.isClassDeclaration);
       if (!decl) continue;
       const members = decl.members
-        .filter((m) => m.name !== undefined && !(ts.getCombinedModifierFlags(m) & (ts.ModifierFlags.Private | ts.ModifierFlags.Protected)) && !ts.isPrivateIdentifier(m.name))
-        .map((m) => `${ts.getCombinedModifierFlags(m) & ts.ModifierFlags.Static ? 'static ' : ''}${m.name!.getText(source.fileName === decl.getSourceFile().fileName ? source : decl.getSourceFile())}`);
+        .filter(
+          (m) =>
+            m.name !== undefined &&
+            !(ts.getCombinedModifierFlags(m) & (ts.ModifierFlags.Private | ts.ModifierFlags.Protected)) &&
+            !ts.isPrivateIdentifier(m.name),
+        )
+        .map(
+          (m) =>
+            `${ts.getCombinedModifierFlags(m) & ts.ModifierFlags.Static ? 'static ' : ''}${m.name!.getText(source.fileName === decl.getSourceFile().fileName ? source : decl.getSourceFile())}`,
+        );
       for (const m of [...new Set(members)].sort()) lines.push(`${entry}   ${exp.name}.${m}`);
     }
   }
@@ -44,7 +63,10 @@ describe('the public surface', () => {
     const was = readFileSync(REPORT, 'utf8');
     const gone = was.split('\n').filter((l) => l && !now.includes(`${l}\n`));
     const added = now.split('\n').filter((l) => l && !was.includes(`${l}\n`));
-    expect({ gone, added }, `the public surface changed; if on purpose, run UPDATE_API=1 npx mocha spec/api.spec.ts and commit ${REPORT}`).to.deep.equal({ gone: [], added: [] });
+    expect(
+      { gone, added },
+      `the public surface changed; if on purpose, run UPDATE_API=1 npx mocha spec/api.spec.ts and commit ${REPORT}`,
+    ).to.deep.equal({ gone: [], added: [] });
   });
 
   it('keeps the pipeline internals off GenericConsumer (CONTRACT.md section 5 and what tools read)', () => {
@@ -52,7 +74,33 @@ describe('the public surface', () => {
       .split('\n')
       .filter((l) => l.startsWith('postage-ts   GenericConsumer.'))
       .map((l) => l.slice('postage-ts   GenericConsumer.'.length));
-    for (const internal of ['deadLetter', 'delay', 'errorChannel', 'sendReply', 'streamSend', 'streamControl', 'watchStream', 'encodeReply', 'settled', 'queueOf', 'closeWith']) expect(members, internal).to.not.include(internal);
-    for (const contract of ['queueBind', 'queueUnbind', 'addEqk', 'startConsuming', 'stopConsuming', 'ack', 'reject', 'decode', 'rpcReply', 'ready', 'close']) expect(members, contract).to.include(contract);
+    for (const internal of [
+      'deadLetter',
+      'delay',
+      'errorChannel',
+      'sendReply',
+      'streamSend',
+      'streamControl',
+      'watchStream',
+      'encodeReply',
+      'settled',
+      'queueOf',
+      'closeWith',
+    ])
+      expect(members, internal).to.not.include(internal);
+    for (const contract of [
+      'queueBind',
+      'queueUnbind',
+      'addEqk',
+      'startConsuming',
+      'stopConsuming',
+      'ack',
+      'reject',
+      'decode',
+      'rpcReply',
+      'ready',
+      'close',
+    ])
+      expect(members, contract).to.include(contract);
   });
 });

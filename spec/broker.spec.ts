@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { brokerUrl } from './support/broker.js';
 
-describe('the specs\' broker', () => {
+describe("the specs' broker", () => {
   it('finds a RabbitMQ broker the specs can talk to', async () => {
     const conn = await amqp.connect(await brokerUrl());
     try {

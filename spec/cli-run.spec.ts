@@ -7,7 +7,10 @@ import { deleteTopology, queueState, unique } from './support/topology.js';
 
 /** `postage run` as a process manager starts it, with its output read line by line. */
 function launch(module: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'run', module], { env: { ...process.env, POSTAGE_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'run', module], {
+    env: { ...process.env, POSTAGE_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: string[] = [];
   const errors: string[] = [];
   const waiting: Array<{ re: RegExp; resolve: () => void }> = [];
@@ -28,7 +31,10 @@ function launch(module: string, env: Record<string, string>) {
     lines,
     errors,
     exited,
-    line: (re: RegExp) => new Promise<void>((resolve) => ([...lines, ...errors].some((l) => re.test(l)) ? resolve() : waiting.push({ re, resolve }))),
+    line: (re: RegExp) =>
+      new Promise<void>((resolve) =>
+        [...lines, ...errors].some((l) => re.test(l)) ? resolve() : waiting.push({ re, resolve }),
+      ),
   };
 }
 
@@ -95,7 +101,8 @@ describe('postage run', function () {
         await run.line(/asked to restart: starting it again$/);
         // Served again, by the new process, while the launcher is still the one this spec started.
         await new Promise<void>((resolve) => {
-          const check = () => (run.lines.filter((l) => l.startsWith('ready: greeter')).length >= 2 ? resolve() : setTimeout(check, 50));
+          const check = () =>
+            run.lines.filter((l) => l.startsWith('ready: greeter')).length >= 2 ? resolve() : setTimeout(check, 50);
           check();
         });
         const r = await p.rpc_greet({ who: 'again' }, { _timeout: 10, _max_retry: 0 });
@@ -115,7 +122,11 @@ describe('postage run', function () {
   for (const [what, module, message] of [
     ['exports nothing to run', 'spec/fixtures/run/nothing.ts', /exports nothing to run: export a MessageProcessor/],
     ['does not exist', 'spec/fixtures/run/missing.ts', /no module at .*missing\.ts/],
-    ['throws while it loads', 'spec/fixtures/run/throws.ts', /throws\.ts cannot be loaded: the configuration file is missing$/],
+    [
+      'throws while it loads',
+      'spec/fixtures/run/throws.ts',
+      /throws\.ts cannot be loaded: the configuration file is missing$/,
+    ],
   ] as const) {
     it(`exits 2 with one line for a module that ${what}`, async () => {
       const run = launch(module, { POSTAGE_URL: await brokerUrl() });
@@ -134,6 +145,8 @@ describe('postage run', function () {
     child = run.child;
     const [code] = await run.exited;
     expect(code).to.equal(3);
-    expect(run.errors.join('\n')).to.match(/refused user/).and.not.contain('wrong-password');
+    expect(run.errors.join('\n'))
+      .to.match(/refused user/)
+      .and.not.contain('wrong-password');
   });
 });

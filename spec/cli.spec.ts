@@ -1,6 +1,14 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { GenericApplication, MessageHandler, MessageProcessor, RpcHandler, VERSION, type ExchangeObject, type ProcessorDescription } from '../lib/index.js';
+import {
+  GenericApplication,
+  MessageHandler,
+  MessageProcessor,
+  RpcHandler,
+  VERSION,
+  type ExchangeObject,
+  type ProcessorDescription,
+} from '../lib/index.js';
 import { command } from './support/schema.js';
 import { brokerUrl } from './support/broker.js';
 import { Harness, deferred } from './support/components.js';
@@ -20,7 +28,8 @@ async function postage(args: string[], env: Record<string, string> = {}): Promis
       process.execPath,
       ['--import', 'tsx', 'lib/cli/postage.ts', ...args],
       { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '', ...env } },
-      (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -48,7 +57,7 @@ describe('postage (CLI)', function () {
     });
   }
 
-  it('prints its version with --version, and a command\'s help with postage help CMD', async () => {
+  it("prints its version with --version, and a command's help with postage help CMD", async () => {
     const v = await postage(['--version']);
     expect(v.code).to.equal(0);
     expect(v.stdout.trim()).to.equal(VERSION);
@@ -57,7 +66,9 @@ describe('postage (CLI)', function () {
     expect(h.stdout).to.match(/^usage: postage rpc/);
     const none = await postage(['help', 'fly']);
     expect(none.code).to.equal(2);
-    expect(none.stderr.trim()).to.equal("postage: no help for 'fly': the commands are ping, describe, run, send, rpc, watch, errors, graph and dashboard");
+    expect(none.stderr.trim()).to.equal(
+      "postage: no help for 'fly': the commands are ping, describe, run, send, rpc, watch, errors, graph and dashboard",
+    );
   });
 
   it('says an unknown option in one line that names it and where to look, exit 2', async () => {
@@ -86,7 +97,12 @@ describe('postage (CLI)', function () {
 
   it('ping ADDRESS lists the components that answer, with their fingerprints', async () => {
     const name = unique('pingme');
-    await h.start(new GenericApplication({ url: await brokerUrl(), fingerprint: { name, type: 'worker', pid: '7', host: 'hostx' } }));
+    await h.start(
+      new GenericApplication({
+        url: await brokerUrl(),
+        fingerprint: { name, type: 'worker', pid: '7', host: 'hostx' },
+      }),
+    );
     const r = await postage(['ping', name, '--timeout', '1']);
     expect(r.code).to.equal(0);
     const [header, row, ...rest] = r.stdout.trim().split('\n');
@@ -121,7 +137,7 @@ describe('postage (CLI)', function () {
     expect(r.code).to.equal(4);
     expect(r.stdout).to.equal('');
     expect(r.stderr.trim().split('\n')).to.have.length(1);
-    expect(r.stderr).to.contain("no queue is bound to exchange").and.contain("key 'nobody'");
+    expect(r.stderr).to.contain('no queue is bound to exchange').and.contain("key 'nobody'");
   });
 
   it('describe EXCHANGE KEY prints a processor: fingerprint, version, bindings and a table of handlers with their schemas; --json the description', async () => {
@@ -147,7 +163,10 @@ describe('postage (CLI)', function () {
     const json = await postage(['describe', ex.name, 'k', '--json']);
     const [d] = JSON.parse(json.stdout) as ProcessorDescription[];
     expect(d.library).to.deep.equal({ name: 'postage-ts', version: VERSION });
-    expect(d.handlers.find((x) => x.name === 'resize')!.schema).to.deep.include({ type: 'object', required: ['parameters'] });
+    expect(d.handlers.find((x) => x.name === 'resize')!.schema).to.deep.include({
+      type: 'object',
+      required: ['parameters'],
+    });
     expect(d.handlers.map((x) => x.name)).to.include.members(['describe', 'quit', 'restart', 'resize', 'area']);
   });
 
@@ -175,7 +194,9 @@ describe('postage (CLI)', function () {
     await h.start(new MessageProcessor({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
     const r = await postage(['send', ex.name, 'k', 'store', '{}'], { POSTAGE_LOG_LEVEL: 'debug' });
     expect(r.code).to.equal(0);
-    expect(r.stdout.trim().split('\n')).to.deep.equal([`sent command 'store' to ${ex.name}/k (confirmed by the broker)`]);
+    expect(r.stdout.trim().split('\n')).to.deep.equal([
+      `sent command 'store' to ${ex.name}/k (confirmed by the broker)`,
+    ]);
     expect(r.stderr).to.contain('"level":20');
   });
 
@@ -201,10 +222,16 @@ describe('postage (CLI)', function () {
 
   it("does what the README's CLI example says against the RPC echo demo's receiver", async () => {
     const { spawn } = await import('node:child_process');
-    const receiver = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'run', 'demos/rpc_echo/receive.ts'], { env: { ...process.env, POSTAGE_URL: await brokerUrl() } });
+    const receiver = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'lib/cli/postage.ts', 'run', 'demos/rpc_echo/receive.ts'],
+      { env: { ...process.env, POSTAGE_URL: await brokerUrl() } },
+    );
     const exited = new Promise((r) => receiver.on('exit', r));
     try {
-      await new Promise<void>((resolve) => receiver.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve()));
+      await new Promise<void>((resolve) =>
+        receiver.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve()),
+      );
       const r = await postage(['rpc', 'echo-exchange', 'echo', 'echo', '{"text": "hi"}']);
       expect(r.code).to.equal(0);
       expect(r.stdout.trim()).to.equal('"RPC message received"');
@@ -217,19 +244,35 @@ describe('postage (CLI)', function () {
   it('watch refuses, exit 2, to bind the default key # to a direct exchange (it would show nothing), and says to give the key', async () => {
     const r = await postage(['watch', 'amq.direct']);
     expect(r.code).to.equal(2);
-    expect(r.stderr.trim()).to.equal("postage: exchange 'amq.direct' is direct: the default key '#' would only match messages sent with the key '#', so nothing would show. Give the key to watch: postage watch amq.direct KEY");
+    expect(r.stderr.trim()).to.equal(
+      "postage: exchange 'amq.direct' is direct: the default key '#' would only match messages sent with the key '#', so nothing would show. Give the key to watch: postage watch amq.direct KEY",
+    );
   });
 
   it('watch prints the messages passing on an exchange: where they went, their ids, conversation, headers and envelope', async () => {
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'watch', 'amq.topic', `${queue}.#`, '--count', '1'], {
-      env: { ...process.env, POSTAGE_URL: await brokerUrl() },
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'lib/cli/postage.ts', 'watch', 'amq.topic', `${queue}.#`, '--count', '1'],
+      {
+        env: { ...process.env, POSTAGE_URL: await brokerUrl() },
+      },
+    );
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c));
     // The watcher says on stderr when its queue is bound; publish only then.
-    await new Promise<void>((resolve) => child.stderr.on('data', (c: Buffer) => String(c).includes('watching') && resolve()));
-    const body = { type: 'command', name: 'seen', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
+    await new Promise<void>((resolve) =>
+      child.stderr.on('data', (c: Buffer) => String(c).includes('watching') && resolve()),
+    );
+    const body = {
+      type: 'command',
+      name: 'seen',
+      category: 'message',
+      version: '2',
+      fingerprint: {},
+      content: { parameters: {} },
+      _reserved: {},
+    };
     await publishRaw('amq.topic', `${queue}.x`, Buffer.from(JSON.stringify(body)), {
       messageId: 'm-2',
       timestamp: 1_700_000_000,

@@ -45,12 +45,21 @@ async function compile(legacy: boolean): Promise<string> {
       join(dir, 'tsconfig.json'),
       JSON.stringify({
         extends: resolve('tsconfig.json'),
-        compilerOptions: { noEmit: true, allowImportingTsExtensions: true, typeRoots: [resolve('node_modules/@types')], ...(legacy ? { experimentalDecorators: true, emitDecoratorMetadata: true } : {}) },
+        compilerOptions: {
+          noEmit: true,
+          allowImportingTsExtensions: true,
+          typeRoots: [resolve('node_modules/@types')],
+          ...(legacy ? { experimentalDecorators: true, emitDecoratorMetadata: true } : {}),
+        },
         include: [],
         files: ['handlers.mts'],
       }),
     );
-    return await exec(process.execPath, [resolve('node_modules/typescript/bin/tsc'), '-p', join(dir, 'tsconfig.json')]).then(
+    return await exec(process.execPath, [
+      resolve('node_modules/typescript/bin/tsc'),
+      '-p',
+      join(dir, 'tsconfig.json'),
+    ]).then(
       () => '',
       (e: { stdout?: string }) => e.stdout ?? String(e),
     );
@@ -62,11 +71,15 @@ async function compile(legacy: boolean): Promise<string> {
 describe('handler decorator types', function () {
   this.timeout(60_000);
 
-  for (const [flavour, legacy] of [['standard (TC39) decorators', false], ['experimentalDecorators', true]] as const) {
+  for (const [flavour, legacy] of [
+    ['standard (TC39) decorators', false],
+    ['experimentalDecorators', true],
+  ] as const) {
     it(`under ${flavour}, refuse only a handler whose parameter does not take the schema's output, naming both types`, async () => {
       const out = await compile(legacy);
       const errors = out.split('\n').filter((l) => /error TS/.test(l));
-      // One error, on the wrong handler's decorator: the others (a matching schema, no schema, a filter, a Handler class, a plain call) compile.
+      // One error, on the wrong handler's decorator: the others (a matching schema, no schema, a filter, a Handler
+      // class, a plain call) compile.
       expect(errors, out).to.have.length(1);
       const wrongLine = HANDLERS.split('\n').findIndex((l) => l.includes("'wrong'")) + 1;
       expect(errors[0]).to.contain(`handlers.mts(${wrongLine},`);

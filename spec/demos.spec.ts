@@ -12,9 +12,11 @@ async function demo(...args: string[]): Promise<string> {
 
 async function demoOn(url: string, ...args: string[]): Promise<string> {
   const env = { ...process.env, POSTAGE_URL: url };
-  const { stdout } = await exec(process.execPath, ['--import', 'tsx', ...args], { timeout: 30_000, env }).catch((e: Error & { stdout?: string; stderr?: string }) => {
-    throw new Error(`the demo failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
-  });
+  const { stdout } = await exec(process.execPath, ['--import', 'tsx', ...args], { timeout: 30_000, env }).catch(
+    (e: Error & { stdout?: string; stderr?: string }) => {
+      throw new Error(`the demo failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
+    },
+  );
   return stdout;
 }
 
@@ -33,7 +35,14 @@ describe('demos', () => {
 
   it('demos/microthreads runs a counter beside a ticker, then exits 0', async () => {
     const out = await demo('demos/microthreads.ts');
-    expect(out.trim().split('\n')).to.deep.equal(['counter: 1', 'counter: 2', 'counter: 3', 'ticker: tick 1', 'ticker: tick 2', 'scheduler finished']);
+    expect(out.trim().split('\n')).to.deep.equal([
+      'counter: 1',
+      'counter: 2',
+      'counter: 3',
+      'ticker: tick 1',
+      'ticker: tick 2',
+      'scheduler finished',
+    ]);
   });
 
   it('npm run demo (RPC echo) runs the receiver and the sender end to end, prints the round trip and exits 0', async () => {
@@ -61,7 +70,11 @@ describe('demos', () => {
   it('scheduler_with_processor runs a processor beside a plain microthread until the third tick', async () => {
     const out = await demo('demos/scheduler_with_processor.ts');
     const lines = out.trim().split('\n');
-    expect(lines.filter((l) => l.startsWith('processor:'))).to.deep.equal(['processor: tick 1', 'processor: tick 2', 'processor: tick 3']);
+    expect(lines.filter((l) => l.startsWith('processor:'))).to.deep.equal([
+      'processor: tick 1',
+      'processor: tick 2',
+      'processor: tick 3',
+    ]);
     expect(lines.at(-1)).to.equal('done');
   });
 });

@@ -23,15 +23,22 @@ interface Block {
 
 /** Every ```ts block of the README and docs/, one module each. */
 function blocks(): Block[] {
-  const files = ['README.md', ...readdirSync('docs').filter((f) => f.endsWith('.md')).map((f) => join('docs', f))];
+  const files = [
+    'README.md',
+    ...readdirSync('docs')
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => join('docs', f)),
+  ];
   return files.flatMap((file) =>
-    [...readFileSync(file, 'utf8').matchAll(/```ts( run)?\n([\s\S]*?)```(?:\s*<!-- output: (.*?) -->)?/g)].map((m, index) => ({
-      file,
-      index,
-      code: m[2],
-      run: m[1] !== undefined,
-      output: m[3] ? m[3].split(' | ').map((l) => l.trim()) : [],
-    })),
+    [...readFileSync(file, 'utf8').matchAll(/```ts( run)?\n([\s\S]*?)```(?:\s*<!-- output: (.*?) -->)?/g)].map(
+      (m, index) => ({
+        file,
+        index,
+        code: m[2],
+        run: m[1] !== undefined,
+        output: m[3] ? m[3].split(' | ').map((l) => l.trim()) : [],
+      }),
+    ),
   );
 }
 
@@ -40,7 +47,14 @@ describe('docs', function () {
 
   it('has a ts block in every guide that shows code', () => {
     const files = new Set(blocks().map((b) => b.file));
-    for (const f of ['README.md', 'docs/concepts.md', 'docs/producers.md', 'docs/processors.md', 'docs/components.md', 'docs/configuration.md']) {
+    for (const f of [
+      'README.md',
+      'docs/concepts.md',
+      'docs/producers.md',
+      'docs/processors.md',
+      'docs/components.md',
+      'docs/configuration.md',
+    ]) {
       expect(files, f).to.include(f);
     }
   });
@@ -59,7 +73,10 @@ describe('docs', function () {
       JSON.stringify({
         extends: '../../tsconfig.json',
         // As a user's project would: `postage-ts` is the package; the project's own strictness.
-        compilerOptions: { paths: { 'postage-ts': ['../../lib/index.ts'], 'postage-ts/testing': ['../../lib/testing/index.ts'] }, allowImportingTsExtensions: true },
+        compilerOptions: {
+          paths: { 'postage-ts': ['../../lib/index.ts'], 'postage-ts/testing': ['../../lib/testing/index.ts'] },
+          allowImportingTsExtensions: true,
+        },
         include: ['*.ts'],
         exclude: [],
       }),
@@ -68,7 +85,10 @@ describe('docs', function () {
       () => '',
       (e: { stdout?: string }) => e.stdout ?? String(e),
     );
-    const located = r.replace(/spec\/\.docs\/(\S+?\.ts)/g, (_, n: string) => written.find((w) => w.name === n)?.where ?? n);
+    const located = r.replace(
+      /spec\/\.docs\/(\S+?\.ts)/g,
+      (_, n: string) => written.find((w) => w.name === n)?.where ?? n,
+    );
     expect(located, located).to.equal('');
   });
 
@@ -88,7 +108,11 @@ describe('docs', function () {
   });
 
   it('runs the README quick start, the producers guide and the components guide (their blocks are marked ```ts run)', () => {
-    const runnable = new Set(blocks().filter((b) => b.run).map((b) => b.file));
+    const runnable = new Set(
+      blocks()
+        .filter((b) => b.run)
+        .map((b) => b.file),
+    );
     expect([...runnable]).to.include.members(['README.md', 'docs/producers.md', 'docs/components.md']);
   });
 
@@ -99,12 +123,16 @@ describe('docs', function () {
         try {
           const file = join(dir, 'example.mts');
           // The package name resolves to the library's source, as it would to the installed package.
-          writeFileSync(file, `${b.code.replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`).replaceAll("from 'postage-ts/testing'", `from '${resolve('lib/testing/index.ts')}'`)}\nexport {};\n`);
-          const { stdout } = await exec(process.execPath, ['--import', 'tsx', file], { timeout: 60_000, env: { ...process.env, POSTAGE_URL: await brokerUrl() } }).catch(
-            (e: Error & { stdout?: string; stderr?: string }) => {
-              throw new Error(`${b.file} block ${b.index + 1} failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
-            },
+          writeFileSync(
+            file,
+            `${b.code.replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`).replaceAll("from 'postage-ts/testing'", `from '${resolve('lib/testing/index.ts')}'`)}\nexport {};\n`,
           );
+          const { stdout } = await exec(process.execPath, ['--import', 'tsx', file], {
+            timeout: 60_000,
+            env: { ...process.env, POSTAGE_URL: await brokerUrl() },
+          }).catch((e: Error & { stdout?: string; stderr?: string }) => {
+            throw new Error(`${b.file} block ${b.index + 1} failed: ${e.message}\n${e.stdout}\n${e.stderr}`);
+          });
           const lines = stdout.trim().split('\n');
           expect(b.output, 'a runnable block says what it prints in an <!-- output: … --> comment').to.not.be.empty;
           expect(lines).to.include.members(b.output);
@@ -116,16 +144,24 @@ describe('docs', function () {
   });
 
   it("runs operations.md's Thumbnailer with postage run, and it answers the page's ping, rpc and describe as the page says", async () => {
-    const block = blocks().find((b) => b.file === 'docs/operations.md' && b.code.includes('class Thumbnailer extends GenericApplication'));
+    const block = blocks().find(
+      (b) => b.file === 'docs/operations.md' && b.code.includes('class Thumbnailer extends GenericApplication'),
+    );
     expect(block, 'the GenericApplication example in docs/operations.md').to.not.equal(undefined);
     const url = await brokerUrl();
     const dir = mkdtempSync(join(tmpdir(), 'postage-doc-'));
     const file = join(dir, 'thumbnailer.mts');
     writeFileSync(file, block!.code.replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`));
     const env = { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: 'warn' };
-    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'run', file], { env, stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'run', file], {
+      env,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     const exited = once(child, 'exit') as Promise<[number | null]>;
-    const cli = (...args: string[]) => exec(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', ...args], { env, timeout: 30_000 }).then((r) => r.stdout);
+    const cli = (...args: string[]) =>
+      exec(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', ...args], { env, timeout: 30_000 }).then(
+        (r) => r.stdout,
+      );
     try {
       let out = '';
       await new Promise<void>((ready, failed) => {
@@ -136,8 +172,12 @@ describe('docs', function () {
         void exited.then(() => failed(new Error(`postage run ended before the thumbnailer was ready:\n${out}`)));
       });
       expect(await cli('ping', 'thumbnailer')).to.match(/^thumbnailer\s+processor\s+\d+@/m);
-      expect((await cli('rpc', 'images-exchange', 'resize', 'size', '{"path": "/tmp/a.png"}', '--timeout', '2')).trim()).to.equal('{"width":640,"height":480}');
-      expect(await cli('describe', 'thumbnailer')).to.match(/command\s+resize/).and.match(/command\s+size/);
+      expect(
+        (await cli('rpc', 'images-exchange', 'resize', 'size', '{"path": "/tmp/a.png"}', '--timeout', '2')).trim(),
+      ).to.equal('{"width":640,"height":480}');
+      expect(await cli('describe', 'thumbnailer'))
+        .to.match(/command\s+resize/)
+        .and.match(/command\s+size/);
       child.kill('SIGTERM');
       expect((await exited)[0]).to.equal(0);
     } finally {

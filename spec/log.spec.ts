@@ -1,5 +1,12 @@
 import { expect } from 'chai';
-import { configureLogging, GenericProducer, MessageHandler, MessageProcessor, RejectMessage, type ExchangeObject } from '../lib/index.js';
+import {
+  configureLogging,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  RejectMessage,
+  type ExchangeObject,
+} from '../lib/index.js';
 import { makeLogger, rootLogger, setRootLogger } from '../lib/log.js';
 import { brokerUrl } from './support/broker.js';
 import { Harness, deferred } from './support/components.js';
@@ -75,11 +82,23 @@ describe('logging', () => {
   it("logs through a processor's own pino logger, with the reason a handler gave for RejectMessage, and no key twice on a line", async () => {
     const out = sink();
     const logger = makeLogger('info', out).child({ app: 'host' });
-    await h.start(new Picky({ url, logger, eqk: [[ex, [[{ name: unique('log-q'), flags: { exclusive: true } }, 'k']]]], fingerprint: { name: 'picky' } }));
+    await h.start(
+      new Picky({
+        url,
+        logger,
+        eqk: [[ex, [[{ name: unique('log-q'), flags: { exclusive: true } }, 'k']]]],
+        fingerprint: { name: 'picky' },
+      }),
+    );
     await send('odd');
     const line = await out.when(/rejected the message/);
     const parsed = JSON.parse(line) as Record<string, unknown>;
-    expect(parsed).to.include({ app: 'host', reason: 'odd messages are not wanted here', messageType: 'command', messageName: 'odd' });
+    expect(parsed).to.include({
+      app: 'host',
+      reason: 'odd messages are not wanted here',
+      messageType: 'command',
+      messageName: 'odd',
+    });
     for (const l of out.lines) {
       const keys = keysOf(l);
       expect(keys, l).to.deep.equal([...new Set(keys)]);
@@ -89,7 +108,13 @@ describe('logging', () => {
   it('logs through what configureLogging was given, for components created afterwards', async () => {
     const out = sink();
     configureLogging({ level: 'debug', destination: out });
-    await h.start(new Picky({ url, eqk: [[ex, [[{ name: unique('log-q'), flags: { exclusive: true } }, 'k']]]], fingerprint: { name: 'picky' } }));
+    await h.start(
+      new Picky({
+        url,
+        eqk: [[ex, [[{ name: unique('log-q'), flags: { exclusive: true } }, 'k']]]],
+        fingerprint: { name: 'picky' },
+      }),
+    );
     await send('odd');
     const line = JSON.parse(await out.when(/rejected the message/)) as Record<string, unknown>;
     expect(line).to.include({ component: 'processor', componentName: 'picky' });
@@ -98,7 +123,13 @@ describe('logging', () => {
     const host = sink();
     const got = deferred<string>();
     configureLogging({ logger: makeLogger('warn', { write: (l: string) => (host.write(l), got.resolve(l)) }) });
-    await h.start(new Picky({ url, eqk: [[ex, [[{ name: unique('log-q'), flags: { exclusive: true } }, 'k']]]], fingerprint: { name: 'picky2' } }));
+    await h.start(
+      new Picky({
+        url,
+        eqk: [[ex, [[{ name: unique('log-q'), flags: { exclusive: true } }, 'k']]]],
+        fingerprint: { name: 'picky2' },
+      }),
+    );
     await send('odd');
     expect(await got.promise).to.contain('rejected the message');
   });

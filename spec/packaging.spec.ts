@@ -30,7 +30,8 @@ async function run(cmd: string, args: string[], cwd: string, env: NodeJS.Process
 
 /** The version of a package the repository has installed. */
 function installed(name: string): string {
-  return (JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+  return (JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string })
+    .version;
 }
 
 describe('the npm package', function () {
@@ -45,8 +46,14 @@ describe('the npm package', function () {
     const tarball = readdirSync(dir).find((f) => f.endsWith('.tgz'))!;
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'postage-ts-user', private: true }));
     // The Nest app's dependencies at the versions the repository tests with (from npm's cache after npm ci).
-    const nest = ['@nestjs/common', '@nestjs/core', '@nestjs/terminus', 'reflect-metadata', 'rxjs'].map((m) => `${m}@${installed(m)}`);
-    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', join(dir, tarball), ...nest], dir);
+    const nest = ['@nestjs/common', '@nestjs/core', '@nestjs/terminus', 'reflect-metadata', 'rxjs'].map(
+      (m) => `${m}@${installed(m)}`,
+    );
+    await run(
+      'npm',
+      ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', join(dir, tarball), ...nest],
+      dir,
+    );
     cpSync(join(ROOT, 'spec/fixtures/projects'), dir, { recursive: true });
   });
   /** Launchers still running (a spec that failed halfway): stopped with the suite, their components with them. */
@@ -61,24 +68,44 @@ describe('the npm package', function () {
   }
 
   async function componentWith(env: NodeJS.ProcessEnv, file: string, ...args: string[]): Promise<string[]> {
-    const out = await run(process.execPath, [file, String(process.pid), ...args], dir, { ...process.env, POSTAGE_URL: url, ...env });
+    const out = await run(process.execPath, [file, String(process.pid), ...args], dir, {
+      ...process.env,
+      POSTAGE_URL: url,
+      ...env,
+    });
     return out.trim().split('\n');
   }
 
   async function compile(project: string): Promise<void> {
-    await run(process.execPath, [TSC, '-p', join(project, 'tsconfig.json'), '--typeRoots', join(ROOT, 'node_modules/@types')], dir);
+    await run(
+      process.execPath,
+      [TSC, '-p', join(project, 'tsconfig.json'), '--typeRoots', join(ROOT, 'node_modules/@types')],
+      dir,
+    );
   }
 
   it('ships the ESM and CommonJS builds, their types, and no sources or specs', async () => {
     const files = (await run('tar', ['-tzf', readdirSync(dir).find((f) => f.endsWith('.tgz'))!], dir)).split('\n');
-    expect(files).to.include.members(['package/dist/index.js', 'package/dist/index.d.ts', 'package/dist/cjs/index.js', 'package/dist/cjs/index.d.ts', 'package/dist/cjs/package.json']);
+    expect(files).to.include.members([
+      'package/dist/index.js',
+      'package/dist/index.d.ts',
+      'package/dist/cjs/index.js',
+      'package/dist/cjs/index.d.ts',
+      'package/dist/cjs/package.json',
+    ]);
     expect(files.filter((f) => f.startsWith('package/lib/') || f.startsWith('package/spec/'))).to.deep.equal([]);
   });
 
   it('serves postage-ts/testing to ESM and CommonJS alike', async () => {
     const probe = (type: string, code: string) => run(process.execPath, [`--input-type=${type}`, '-e', code], dir);
-    const esm = await probe('module', "import('postage-ts/testing').then((t) => console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof t.PrivateBroker))");
-    const cjs = await probe('commonjs', "const t = require('postage-ts/testing'); console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof t.PrivateBroker)");
+    const esm = await probe(
+      'module',
+      "import('postage-ts/testing').then((t) => console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof t.PrivateBroker))",
+    );
+    const cjs = await probe(
+      'commonjs',
+      "const t = require('postage-ts/testing'); console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof t.PrivateBroker)",
+    );
     expect(esm.trim()).to.equal('function function function');
     expect(cjs.trim()).to.equal('function function function');
   });
@@ -86,7 +113,10 @@ describe('the npm package', function () {
   /** `npx postage run FILE` in the project: resolves once it handled one message and exited by itself on SIGTERM. */
   async function postageRun(file: string): Promise<{ code: number | null; out: string }> {
     const exchange = `packaging-run-${process.pid}-${file.replace(/\W/g, '')}`;
-    const child = spawn(join(dir, 'node_modules/.bin/postage'), ['run', file], { cwd: dir, env: { ...process.env, POSTAGE_URL: url, EXCHANGE: exchange, POSTAGE_LOG_LEVEL: 'warn' } });
+    const child = spawn(join(dir, 'node_modules/.bin/postage'), ['run', file], {
+      cwd: dir,
+      env: { ...process.env, POSTAGE_URL: url, EXCHANGE: exchange, POSTAGE_LOG_LEVEL: 'warn' },
+    });
     launched.add(child);
     child.once('exit', () => launched.delete(child));
     const failed = new Promise<never>((_, reject) => child.once('error', reject));
@@ -117,7 +147,15 @@ describe('the npm package', function () {
       const conn = await amqp.connect(url);
       try {
         const ch = await conn.createConfirmChannel();
-        const body = { type: 'command', name: 'greet', category: 'message', version: '2', fingerprint: {}, content: { parameters: { who: file } }, _reserved: {} };
+        const body = {
+          type: 'command',
+          name: 'greet',
+          category: 'message',
+          version: '2',
+          fingerprint: {},
+          content: { parameters: { who: file } },
+          _reserved: {},
+        };
         ch.publish(exchange, 'greet', Buffer.from(JSON.stringify(body)));
         await ch.waitForConfirms();
       } finally {
@@ -132,7 +170,7 @@ describe('the npm package', function () {
 
   for (const [what, file, kind] of [
     ['an ESM .mjs component', 'run/component.mjs', 'esm'],
-    ['a CommonJS .cjs component (postage-ts\'s CommonJS build under the ESM CLI)', 'run/component.cjs', 'cjs'],
+    ["a CommonJS .cjs component (postage-ts's CommonJS build under the ESM CLI)", 'run/component.cjs', 'cjs'],
   ] as const) {
     it(`runs ${what} with postage run: it handles a message, then exits 0 on SIGTERM`, async () => {
       const r = await postageRun(file);
@@ -142,7 +180,11 @@ describe('the npm package', function () {
   }
 
   it('runs a .ts component with postage run where the project has tsx: it handles a message, then exits 0 on SIGTERM', async () => {
-    await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', `tsx@${installed('tsx')}`], dir);
+    await run(
+      'npm',
+      ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', `tsx@${installed('tsx')}`],
+      dir,
+    );
     const r = await postageRun('run/component.ts');
     expect(r.out).to.contain('handled: run/component.ts (ts)');
     expect(r.code, r.out).to.equal(0);
@@ -153,7 +195,8 @@ describe('the npm package', function () {
   });
 
   it("runs the README's consumer-first example as written: postage run orders.ts, then the rpc the README shows prints 40", async () => {
-    // The first block of the README's "Use it in your project", word for word, in a project with postage-ts and tsx installed.
+    // The first block of the README's "Use it in your project", word for word, in a project with postage-ts and tsx
+    // installed.
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const use = readme.slice(readme.indexOf('## Use it in your project'));
     const block = /```ts\n([\s\S]*?)```/.exec(use)![1];
@@ -173,7 +216,16 @@ describe('the npm package', function () {
         child.stderr.on('data', feed);
         child.once('exit', () => reject(new Error(`postage run ./orders.ts exited early: ${out}`)));
       });
-      expect((await run(join(dir, 'node_modules/.bin/postage'), ['rpc', 'orders', 'price', 'price', '{"item": "book"}'], dir, env)).trim()).to.equal('40');
+      expect(
+        (
+          await run(
+            join(dir, 'node_modules/.bin/postage'),
+            ['rpc', 'orders', 'price', 'price', '{"item": "book"}'],
+            dir,
+            env,
+          )
+        ).trim(),
+      ).to.equal('40');
     } finally {
       child.kill('SIGTERM');
       const code = await exited;
@@ -188,19 +240,35 @@ describe('the npm package', function () {
   });
 
   it('works from plain JavaScript (ESM) with handlers registered without decorators', async () => {
-    expect(await component('plain-esm/component.mjs')).to.include.members(['handled: from plain ESM', 'sent', 'rpc: RPC']);
+    expect(await component('plain-esm/component.mjs')).to.include.members([
+      'handled: from plain ESM',
+      'sent',
+      'rpc: RPC',
+    ]);
   });
 
   it('works from a CommonJS TypeScript project (require included) with standard decorators', async () => {
     await compile('ts-cjs');
     const lines = await component('ts-cjs/out/component.js', 'CommonJS');
-    expect(lines).to.include.members(['require: function', 'handled: from CommonJS', 'audited: from CommonJS', 'sent', 'rpc: RPC']);
+    expect(lines).to.include.members([
+      'require: function',
+      'handled: from CommonJS',
+      'audited: from CommonJS',
+      'sent',
+      'rpc: RPC',
+    ]);
   });
 
   it('works from a NestJS-style project compiled with experimentalDecorators, exactly as with standard ones', async () => {
     await compile('ts-legacy');
     const lines = await component('ts-legacy/out/component.js', 'experimentalDecorators');
-    expect(lines).to.include.members(['require: function', 'handled: from experimentalDecorators', 'audited: from experimentalDecorators', 'sent', 'rpc: RPC']);
+    expect(lines).to.include.members([
+      'require: function',
+      'handled: from experimentalDecorators',
+      'audited: from experimentalDecorators',
+      'sent',
+      'rpc: RPC',
+    ]);
   });
 
   it('runs in a NestJS 12 application through postage-ts/nestjs: injected processor and producer, health, remote quit refused, app.close() drains', async () => {
@@ -218,8 +286,12 @@ describe('the npm package', function () {
         'health after close: down',
       ]);
       // Postage's warnings reach Nest's LoggerService, with the fix in them.
-      expect(lines.find((l) => l.startsWith('warn [OrdersProcessor]: quit command from OrdersProducer'))).to.contain('refused: this processor has remoteControl: false');
-      expect(lines.find((l) => l.startsWith('warn [OrdersProcessor]: no handler takes command/gret'))).to.contain('It handles command/quit, restart, order');
+      expect(lines.find((l) => l.startsWith('warn [OrdersProcessor]: quit command from OrdersProducer'))).to.contain(
+        'refused: this processor has remoteControl: false',
+      );
+      expect(lines.find((l) => l.startsWith('warn [OrdersProcessor]: no handler takes command/gret'))).to.contain(
+        'It handles command/quit, restart, order',
+      );
       expect(lines).to.include(
         "warn [nestjs]: Audit opened its own connection instead of the module's: inject the module's options and spread them, " +
           'constructor(@InjectPostage() postage: PostageComponentOptions) { super({ ...postage, eqk }) } {"component":"nestjs"}',

@@ -4,7 +4,14 @@
  * the wiring against a real broker in a vhost of its own.
  */
 import { expect } from 'chai';
-import { MessageCommand, MessageHandler, MessageProcessor, MessageResultError, RpcHandler, type ProcessorOptions } from '../../lib/index.js';
+import {
+  MessageCommand,
+  MessageHandler,
+  MessageProcessor,
+  MessageResultError,
+  RpcHandler,
+  type ProcessorOptions,
+} from '../../lib/index.js';
 import { ProcessorHarness, received, testProducer, throwawayVhost } from '../../lib/testing/index.js';
 import { OrderProcessor, OrdersExchange, Outbound } from './orders.js';
 
@@ -17,14 +24,19 @@ describe('orders (with the harness)', () => {
     const r = await h.deliver(new MessageCommand('order', { customer: 'ada@example.com', item: 'lamp', quantity: 2 }));
     expect(r.outcome).to.equal('acked');
     // The RPC it made, then the mail it sent (held until the handler succeeded).
-    expect(r.sent.map((s) => [s.body.name, s.routingKey])).to.deep.equal([['price', 'pricing'], ['mail', 'mail']]);
+    expect(r.sent.map((s) => [s.body.name, s.routingKey])).to.deep.equal([
+      ['price', 'pricing'],
+      ['mail', 'mail'],
+    ]);
     expect(r.sent[1].body.content).to.deep.equal({ parameters: { to: 'ada@example.com', text: '2 x lamp: 25 EUR' } });
   });
 
   it('sends an order it cannot price to the error exchange, and mails nobody', async () => {
     const outbound = testProducer(Outbound, { rpc: { price: new MessageResultError('unknown item') } });
     await using h = await ProcessorHarness.start(OrderProcessor, outbound, quiet);
-    const r = await h.deliver(new MessageCommand('order', { customer: 'ada@example.com', item: 'unicorn', quantity: 1 }));
+    const r = await h.deliver(
+      new MessageCommand('order', { customer: 'ada@example.com', item: 'unicorn', quantity: 1 }),
+    );
     expect(r.outcome).to.equal('dead-lettered');
     expect((r.error as Error).message).to.equal('cannot price unicorn: unknown item');
     expect(r.sent.filter((s) => s.body.name === 'mail')).to.deep.equal([]);
@@ -73,7 +85,10 @@ describe('orders (against RabbitMQ)', function () {
       const client = await Outbound.create();
       const handled = received(orders, 'command', 'order');
       const mail = received(mailer, 'command', 'mail');
-      await client.forward(new MessageCommand('order', { customer: 'bob@example.com', item: 'desk', quantity: 1 }).body, { _key: 'order' });
+      await client.forward(
+        new MessageCommand('order', { customer: 'bob@example.com', item: 'desk', quantity: 1 }).body,
+        { _key: 'order' },
+      );
       expect((await handled).outcome).to.equal('acked');
       await mail;
       expect(mailed).to.deep.equal({ parameters: { to: 'bob@example.com', text: '1 x desk: 10 EUR' } });

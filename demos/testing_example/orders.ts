@@ -4,7 +4,17 @@
  * beside it (orders.spec.ts) written with postage-ts/testing. main.ts is
  * what ships:   npx postage run demos/testing_example/main.ts
  */
-import { GenericProducer, MessageCommand, MessageHandler, MessageProcessor, RejectMessage, RpcCommand, type Producer, type ProcessorOptions, type StandardSchemaV1 } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MessageCommand,
+  MessageHandler,
+  MessageProcessor,
+  RejectMessage,
+  RpcCommand,
+  type Producer,
+  type ProcessorOptions,
+  type StandardSchemaV1,
+} from '../../lib/index.js';
 
 export const OrdersExchange = { name: 'example-orders', type: 'direct', durable: true } as const;
 
@@ -28,8 +38,18 @@ export const OrderSchema: StandardSchemaV1<Order> = {
     vendor: 'example',
     validate: (v) => {
       const p = (v as Partial<Order> | null)?.parameters;
-      if (!p || typeof p.customer !== 'string' || typeof p.item !== 'string' || !Number.isInteger(p.quantity) || p.quantity < 1) {
-        return { issues: [{ message: 'an order needs a customer, an item and a whole quantity of at least 1', path: ['parameters'] }] };
+      if (
+        !p ||
+        typeof p.customer !== 'string' ||
+        typeof p.item !== 'string' ||
+        !Number.isInteger(p.quantity) ||
+        p.quantity < 1
+      ) {
+        return {
+          issues: [
+            { message: 'an order needs a customer, an item and a whole quantity of at least 1', path: ['parameters'] },
+          ],
+        };
       }
       return { value: v as Order };
     },
@@ -41,7 +61,12 @@ export class OrderProcessor extends MessageProcessor {
     private readonly outbound: Producer<Outbound>,
     options: ProcessorOptions = {},
   ) {
-    super({ fingerprint: { name: 'orders' }, eqk: [[OrdersExchange, [['example-orders', 'order']]]], errorExchange: 'example-orders-errors', ...options });
+    super({
+      fingerprint: { name: 'orders' },
+      eqk: [[OrdersExchange, [['example-orders', 'order']]]],
+      errorExchange: 'example-orders-errors',
+      ...options,
+    });
   }
 
   @MessageHandler('command', 'order', { schema: OrderSchema, description: 'prices an order and mails the customer' })
@@ -49,6 +74,8 @@ export class OrderProcessor extends MessageProcessor {
     const { customer, item, quantity } = content.parameters;
     const priced = await this.outbound.rpc_price(item, quantity);
     if (!priced.ok) throw new RejectMessage(`cannot price ${item}: ${priced.body.content.message}`);
-    await this.outbound.message_mail(customer, `${quantity} x ${item}: ${String(priced.body.content.value)} EUR`, { _key: 'mail' });
+    await this.outbound.message_mail(customer, `${quantity} x ${item}: ${String(priced.body.content.value)} EUR`, {
+      _key: 'mail',
+    });
   }
 }

@@ -69,12 +69,20 @@ export class GenericApplication extends MessageProcessor {
 
   constructor(options?: ApplicationOptions);
   constructor(fingerprint: Partial<FingerprintDict>, vhost?: string, groups?: string[], hup?: Partial<Hup>);
-  constructor(...args: [options?: ApplicationOptions] | [fingerprint: Partial<FingerprintDict>, vhost?: string, groups?: string[], hup?: Partial<Hup>]) {
+  constructor(
+    ...args:
+      | [options?: ApplicationOptions]
+      | [fingerprint: Partial<FingerprintDict>, vhost?: string, groups?: string[], hup?: Partial<Hup>]
+  ) {
     const [first = {}, vhost, groups = [], hup] = args as [object | undefined, string?, string[]?, Partial<Hup>?];
     const form = constructorForm(args, APPLICATION_OPTIONS, new.target.name);
-    // Not a processor's (fingerprint, eqk, hup, vhost): an eqk passed on from a subclass that was one is refused here, by name.
+    // Not a processor's (fingerprint, eqk, hup, vhost): an eqk passed on from a subclass that was one is refused here,
+    // by name.
     if (form === 'positional') checkPositional(new.target.name, args, APPLICATION_FORM);
-    const opts: ApplicationOptions = form === 'options' ? (first as ApplicationOptions) : { fingerprint: first as Partial<FingerprintDict>, vhost, groups, hup };
+    const opts: ApplicationOptions =
+      form === 'options'
+        ? (first as ApplicationOptions)
+        : { fingerprint: first as Partial<FingerprintDict>, vhost, groups, hup };
     // The standard bindings need the full fingerprint, which the processor builds: declare them in ready().
     super({ ...opts, eqk: [] });
     const { name, pid, host } = this.fingerprint;
@@ -94,7 +102,13 @@ export class GenericApplication extends MessageProcessor {
           [this.uid, keys.unique],
         ],
       ],
-      [PresenceExchange, [[this.uid, keys.presence], [this.uid, keys.hostPresence]]],
+      [
+        PresenceExchange,
+        [
+          [this.uid, keys.presence],
+          [this.uid, keys.hostPresence],
+        ],
+      ],
       ...(opts.eqk ?? []),
     ];
     this.#initial = { eqk, groups: [...(opts.groups ?? [])] };

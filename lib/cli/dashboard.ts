@@ -14,14 +14,19 @@ a token in it: replay and purge need that token. Runs until Ctrl-C.`;
 
 export async function dashboard(values: Record<string, string | boolean | undefined>): Promise<number> {
   const port = values.port === undefined ? 8080 : Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a port number (0 for any free one), not '${values.port}'`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new UsageError(`--port must be a port number (0 for any free one), not '${values.port}'`);
   const host = (values.host as string | undefined) ?? '127.0.0.1';
   const d = await startDashboard({ port, host, waitForBrokerMs: 0 }).catch((err: unknown) => {
-    if ((err as { code?: string }).code === 'EADDRINUSE') throw new UsageError(`port ${port} is taken: choose another with --port N (0 for any free one)`);
+    if ((err as { code?: string }).code === 'EADDRINUSE')
+      throw new UsageError(`port ${port} is taken: choose another with --port N (0 for any free one)`);
     throw err;
   });
   console.log(`dashboard: ${d.url}`);
-  if (!['127.0.0.1', 'localhost', '::1'].includes(host)) console.error(`postage: the dashboard listens on ${host}: anyone who can reach it sees the system; replay and purge still need the token`);
+  if (!['127.0.0.1', 'localhost', '::1'].includes(host))
+    console.error(
+      `postage: the dashboard listens on ${host}: anyone who can reach it sees the system; replay and purge still need the token`,
+    );
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

@@ -1,7 +1,14 @@
 import { createInterface } from 'node:readline/promises';
 import { BrokerError } from '../errors.js';
 import { ComponentDirectory } from '../operations/directory.js';
-import { ErrorQueue, groupFailed, printableHeaders, selects, type FailedMessage, type FailedSelection } from '../operations/error-queue.js';
+import {
+  ErrorQueue,
+  groupFailed,
+  printableHeaders,
+  selects,
+  type FailedMessage,
+  type FailedSelection,
+} from '../operations/error-queue.js';
 import { UsageError } from './usage.js';
 
 export const ERRORS_HELP = `usage: postage errors list [QUEUE] [--group] [--json]
@@ -46,7 +53,8 @@ function selection(ids: string[], values: Values): FailedSelection {
   const sel: FailedSelection = { ids, all: values.all === true };
   if (typeof values.error === 'string') sel.errorName = values.error;
   if (typeof values.name === 'string') sel.messageName = values.name;
-  if (ids.length === 0 && !sel.all && sel.errorName === undefined && sel.messageName === undefined) throw new UsageError('say which messages: ID..., --all, --error NAME or --name NAME');
+  if (ids.length === 0 && !sel.all && sel.errorName === undefined && sel.messageName === undefined)
+    throw new UsageError('say which messages: ID..., --all, --error NAME or --name NAME');
   return sel;
 }
 
@@ -56,7 +64,10 @@ async function withQueue<T>(queue: string, work: (eq: ErrorQueue) => Promise<T>)
   try {
     eq = await ErrorQueue.open(queue, { waitForBrokerMs: 0 });
   } catch (err) {
-    if (err instanceof BrokerError && err.code === 'NOT_FOUND') throw new UsageError(`${err.message}: postage errors list (without QUEUE) names the error queues of the running components`);
+    if (err instanceof BrokerError && err.code === 'NOT_FOUND')
+      throw new UsageError(
+        `${err.message}: postage errors list (without QUEUE) names the error queues of the running components`,
+      );
     throw err;
   }
   try {
@@ -79,30 +90,62 @@ async function reportedErrorQueues(timeout: number): Promise<string[]> {
 
 function line(m: FailedMessage): string[] {
   const error = `${m.errorName}${m.errorMessage ? `: ${m.errorMessage.length > 60 ? `${m.errorMessage.slice(0, 59)}…` : m.errorMessage}` : ''}`;
-  return [m.failedAt?.toISOString() ?? '-', `${m.messageType ?? '?'}/${m.messageName ?? '?'}`, `${m.originalExchange || '(default)'}/${m.originalRoutingKey}`, error, String(m.attempts ?? '-'), m.id];
+  return [
+    m.failedAt?.toISOString() ?? '-',
+    `${m.messageType ?? '?'}/${m.messageName ?? '?'}`,
+    `${m.originalExchange || '(default)'}/${m.originalRoutingKey}`,
+    error,
+    String(m.attempts ?? '-'),
+    m.id,
+  ];
 }
 
 function asJson(m: FailedMessage, queue: string): Record<string, unknown> {
   const { content, headers, ...rest } = m;
-  return { queue, ...rest, headers: printableHeaders(headers), ...(m.envelope === undefined ? { contentBase64: content.toString('base64') } : {}) };
+  return {
+    queue,
+    ...rest,
+    headers: printableHeaders(headers),
+    ...(m.envelope === undefined ? { contentBase64: content.toString('base64') } : {}),
+  };
 }
 
-export async function errors(args: string[], values: Values, to: { exchange: string; routingKey?: string } | undefined, table: (h: string[], rows: string[][]) => string): Promise<number> {
+export async function errors(
+  args: string[],
+  values: Values,
+  to: { exchange: string; routingKey?: string } | undefined,
+  table: (h: string[], rows: string[][]) => string,
+): Promise<number> {
   const [sub, queue, ...ids] = args;
   if (sub === 'list') {
     if (ids.length > 0) throw new UsageError('errors list takes one QUEUE at most');
     const queues = queue !== undefined ? [queue] : await reportedErrorQueues(2);
-    if (queues.length === 0) throw new UsageError('no running component reports an error queue: name one, postage errors list QUEUE');
+    if (queues.length === 0)
+      throw new UsageError('no running component reports an error queue: name one, postage errors list QUEUE');
     const lists = new Map<string, FailedMessage[]>();
     for (const q of queues) lists.set(q, await withQueue(q, (eq) => eq.list()));
     const all = [...lists].flatMap(([q, list]) => list.map((m) => ({ queue: q, m })));
     if (values.group) {
       // Most first over every queue listed, as each queue's own groups are.
-      const groups = [...lists].flatMap(([q, list]) => groupFailed(list).map((g) => ({ queue: q, ...g }))).sort((a, b) => b.count - a.count || a.errorName.localeCompare(b.errorName));
+      const groups = [...lists]
+        .flatMap(([q, list]) => groupFailed(list).map((g) => ({ queue: q, ...g })))
+        .sort((a, b) => b.count - a.count || a.errorName.localeCompare(b.errorName));
       if (values.json) console.log(JSON.stringify(groups));
-      else if (groups.length > 0) console.log(table(['QUEUE', 'ERROR', 'MESSAGE', 'COUNT'], groups.map((g) => [g.queue, g.errorName, g.messageName, String(g.count)])));
+      else if (groups.length > 0)
+        console.log(
+          table(
+            ['QUEUE', 'ERROR', 'MESSAGE', 'COUNT'],
+            groups.map((g) => [g.queue, g.errorName, g.messageName, String(g.count)]),
+          ),
+        );
     } else if (values.json) console.log(JSON.stringify(all.map(({ queue: q, m }) => asJson(m, q))));
-    else if (all.length > 0) console.log(table(['WHEN', 'MESSAGE', 'ORIGIN', 'ERROR', 'ATTEMPTS', 'ID'].concat(queues.length > 1 ? ['QUEUE'] : []), all.map(({ queue: q, m }) => line(m).concat(queues.length > 1 ? [q] : []))));
+    else if (all.length > 0)
+      console.log(
+        table(
+          ['WHEN', 'MESSAGE', 'ORIGIN', 'ERROR', 'ATTEMPTS', 'ID'].concat(queues.length > 1 ? ['QUEUE'] : []),
+          all.map(({ queue: q, m }) => line(m).concat(queues.length > 1 ? [q] : [])),
+        ),
+      );
     if (all.length === 0) console.error(`no failed messages in ${queues.join(', ')}`);
     return 0;
   }
@@ -120,10 +163,15 @@ export async function errors(args: string[], values: Values, to: { exchange: str
     if (queue === undefined) throw new UsageError('errors replay needs QUEUE and a selection');
     const sel = selection(ids, values);
     const r = await withQueue(queue, (eq) => eq.replay(sel, { to, dryRun: values['dry-run'] === true }));
-    const where = (m: FailedMessage) => `${to?.exchange ?? (m.originalExchange || '(default)')}/${to?.routingKey ?? m.originalRoutingKey}`;
-    for (const m of r.wouldReplay) console.log(`would replay ${m.id} (${m.messageType ?? '?'}/${m.messageName ?? '?'}, ${m.errorName}) to ${where(m)}`);
+    const where = (m: FailedMessage) =>
+      `${to?.exchange ?? (m.originalExchange || '(default)')}/${to?.routingKey ?? m.originalRoutingKey}`;
+    for (const m of r.wouldReplay)
+      console.log(
+        `would replay ${m.id} (${m.messageType ?? '?'}/${m.messageName ?? '?'}, ${m.errorName}) to ${where(m)}`,
+      );
     for (const m of r.replayed) console.log(`replayed ${m.id} to ${where(m)}`);
-    for (const m of r.unroutable) console.error(`postage: ${m.id} not replayed: no queue is bound at ${where(m)} (it stays in ${queue})`);
+    for (const m of r.unroutable)
+      console.error(`postage: ${m.id} not replayed: no queue is bound at ${where(m)} (it stays in ${queue})`);
     const any = r.replayed.length + r.wouldReplay.length + r.unroutable.length;
     if (any === 0) console.error(`nothing in ${queue} matches`);
     if (r.unroutable.length > 0) return 4;
@@ -140,7 +188,9 @@ export async function errors(args: string[], values: Values, to: { exchange: str
           return 1;
         }
         const rl = createInterface({ input: process.stdin, output: process.stderr });
-        const answer = await rl.question(`remove ${chosen.length} message(s) from ${queue} for good? [y/N] `).catch(() => '');
+        const answer = await rl
+          .question(`remove ${chosen.length} message(s) from ${queue} for good? [y/N] `)
+          .catch(() => '');
         rl.close();
         if (!/^y(es)?$/i.test(answer.trim())) {
           console.error('nothing purged');

@@ -11,7 +11,10 @@ components -> handlers, and where each component's failures go. mermaid
 picture drawn here, with nothing to install. Exits 1 when nobody answers
 within --timeout seconds (default 2).`;
 
-export async function graph(values: Record<string, string | boolean | undefined>, seconds: (v: string | undefined, fallback: number, flag: string) => number): Promise<number> {
+export async function graph(
+  values: Record<string, string | boolean | undefined>,
+  seconds: (v: string | undefined, fallback: number, flag: string) => number,
+): Promise<number> {
   const format = (values.format as string | undefined) ?? 'mermaid';
   const draw = { mermaid: toMermaid, dot: toDot, svg: toSvg }[format];
   if (!draw) throw new UsageError(`--format must be mermaid, dot or svg, not '${format}'`);

@@ -116,7 +116,8 @@ function parseJson(text: string | undefined): Record<string, unknown> {
   } catch {
     throw new UsageError(`JSON parameters are not valid JSON: ${text}`);
   }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError('JSON parameters must be an object, e.g. \'{"text": "hi"}\'');
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new UsageError('JSON parameters must be an object, e.g. \'{"text": "hi"}\'');
   return v as Record<string, unknown>;
 }
 
@@ -136,7 +137,8 @@ async function producerFor(exchange: ExchangeObject, key: string): Promise<Produ
   try {
     return await CliProducer.create({ fingerprint, waitForBrokerMs: 0 });
   } catch (err) {
-    if (/NOT_FOUND/.test(String((err as Error).message))) throw new UsageError(`exchange '${exchange.name}' does not exist on this broker`);
+    if (/NOT_FOUND/.test(String((err as Error).message)))
+      throw new UsageError(`exchange '${exchange.name}' does not exist on this broker`);
     throw err;
   }
 }
@@ -154,8 +156,15 @@ async function ping(args: string[], values: Record<string, string | boolean | un
     const queue = (await p.rpc_ping({}, { _queue_only: true })) as string;
     const replies = await p.consumeRpc(queue, { resultLen: Number.MAX_SAFE_INTEGER, timeout });
     const found = replies.filter((r) => r.ok).map((r) => r.body.content.value as FingerprintDict);
-    if (found.length > 0) console.log(table(['NAME', 'TYPE', 'PID@HOST', 'USER', 'VHOST'], found.map((f) => [f.name, f.type, `${f.pid}@${f.host}`, f.user, f.vhost])));
-    if (found.length === 0) console.error(`no component answered a ping on ${exchange.name}/${address ?? 'presence'} within ${timeout} s`);
+    if (found.length > 0)
+      console.log(
+        table(
+          ['NAME', 'TYPE', 'PID@HOST', 'USER', 'VHOST'],
+          found.map((f) => [f.name, f.type, `${f.pid}@${f.host}`, f.user, f.vhost]),
+        ),
+      );
+    if (found.length === 0)
+      console.error(`no component answered a ping on ${exchange.name}/${address ?? 'presence'} within ${timeout} s`);
     return found.length > 0 ? 0 : 1;
   } finally {
     await p.close();
@@ -187,7 +196,10 @@ async function describe(args: string[], values: Record<string, string | boolean 
     try {
       // Every component behind the address answers into one reply queue (as for ping).
       const queue = (await p.rpc_describe({}, { _queue_only: true })) as string;
-      const replies = await p.consumeRpc(queue, { resultLen: address.endsWith('/rr') ? 1 : Number.MAX_SAFE_INTEGER, timeout });
+      const replies = await p.consumeRpc(queue, {
+        resultLen: address.endsWith('/rr') ? 1 : Number.MAX_SAFE_INTEGER,
+        timeout,
+      });
       found = replies.filter((r) => r.ok).map((r) => r.body.content.value as ProcessorDescription);
     } finally {
       await p.close();
@@ -206,13 +218,21 @@ async function describe(args: string[], values: Record<string, string | boolean 
       .map((d) => {
         const f = d.fingerprint;
         const head = `${f.name} (${f.type}) ${f.pid}@${f.host} vhost ${f.vhost}, ${d.library.name} ${d.library.version}`;
-        const bindings = d.bindings.map((b) => `  ${b.exchange || "(default exchange)"} / ${b.key} -> ${b.queue}`).join('\n');
+        const bindings = d.bindings
+          .map((b) => `  ${b.exchange || '(default exchange)'} / ${b.key} -> ${b.queue}`)
+          .join('\n');
         const handlers = table(
           ['KIND', 'CATEGORY', 'TYPE', 'NAME', 'SCHEMA', 'DESCRIPTION'],
           d.handlers.map((h) => [h.kind, h.category, h.type, h.name, h.schema ? 'yes' : '-', h.description ?? '']),
         );
-        // A standby replica hears nothing from the broker: "active here" lists the partitions this one has had deliveries from.
-        const partitions = (d.partitions ?? []).map((p) => `  ${p.queue}: ${p.partitions.length} partitions (${p.partitions.join(', ')}); active here: ${p.activeHere.join(', ') || 'none yet'}`).join('\n');
+        // A standby replica hears nothing from the broker: "active here" lists the partitions this one has had
+        // deliveries from.
+        const partitions = (d.partitions ?? [])
+          .map(
+            (p) =>
+              `  ${p.queue}: ${p.partitions.length} partitions (${p.partitions.join(', ')}); active here: ${p.activeHere.join(', ') || 'none yet'}`,
+          )
+          .join('\n');
         return `${head}\nbindings:\n${bindings || '  (none)'}\n${partitions ? `partitions:\n${partitions}\n` : ''}${handlers}`;
       })
       .join('\n\n'),
@@ -240,7 +260,8 @@ async function rpc(args: string[], values: Record<string, string | boolean | und
   const params = parseJson(json);
   const timeout = seconds(values.timeout as string | undefined, 5, 'timeout');
   const retries = values.retries === undefined ? 0 : Number(values.retries);
-  if (!Number.isInteger(retries) || retries < 0) throw new UsageError(`--retries must be a whole number, not '${values.retries}'`);
+  if (!Number.isInteger(retries) || retries < 0)
+    throw new UsageError(`--retries must be a whole number, not '${values.retries}'`);
   const p = await producerFor(existing(exchange), key);
   try {
     // No builder of that name exists, so rpc_NAME sends RpcCommand(NAME, params).
@@ -273,7 +294,9 @@ async function watch(args: string[], values: Record<string, string | boolean | u
     });
     // '#' is a topic pattern: on a direct exchange it is a key like any other, and the watch would stay silent.
     if (args[1] === undefined && (await exchangeType(conn, exchange)) === 'direct') {
-      throw new UsageError(`exchange '${exchange}' is direct: the default key '#' would only match messages sent with the key '#', so nothing would show. Give the key to watch: postage watch ${exchange} KEY`);
+      throw new UsageError(
+        `exchange '${exchange}' is direct: the default key '#' would only match messages sent with the key '#', so nothing would show. Give the key to watch: postage watch ${exchange} KEY`,
+      );
     }
     const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
     await ch.bindQueue(queue, exchange, key);
@@ -309,7 +332,10 @@ async function watch(args: string[], values: Record<string, string | boolean | u
  * topic exchange (on a channel of its own, which a refusal closes) succeeds
  * for a topic one and is refused, naming the current type, for any other.
  */
-async function exchangeType(conn: Awaited<ReturnType<typeof openConnection>>, exchange: string): Promise<string | undefined> {
+async function exchangeType(
+  conn: Awaited<ReturnType<typeof openConnection>>,
+  exchange: string,
+): Promise<string | undefined> {
   const probe = await conn.createChannel();
   probe.on('error', () => undefined);
   try {
@@ -317,7 +343,8 @@ async function exchangeType(conn: Awaited<ReturnType<typeof openConnection>>, ex
     await probe.assertExchange(exchange, 'topic', { durable: true });
     return 'topic';
   } catch (err) {
-    // "inequivalent arg 'type' … received 'topic' but current is 'direct'"; a refusal for another field means the type matched.
+    // "inequivalent arg 'type' … received 'topic' but current is 'direct'"; a refusal for another field means the type
+    // matched.
     const m = /arg 'type'.*current is '(\w+)'/.exec(String((err as Error).message));
     return m ? m[1] : 'topic';
   } finally {
@@ -325,10 +352,14 @@ async function exchangeType(conn: Awaited<ReturnType<typeof openConnection>>, ex
   }
 }
 
-/** What `watch` shows of a message besides its envelope: its AMQP properties, as a handler's currentDelivery() has them. */
+/**
+ * What `watch` shows of a message besides its envelope: its AMQP properties, as a handler's currentDelivery() has them.
+ */
 function described(m: ConsumeMessage): Record<string, unknown> {
   const d = deliveryInfo(m);
-  const headers = Object.fromEntries(Object.entries(d.headers).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('base64') : v]));
+  const headers = Object.fromEntries(
+    Object.entries(d.headers).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('base64') : v]),
+  );
   return {
     routingKey: d.routingKey,
     messageId: d.messageId,
@@ -344,15 +375,39 @@ function described(m: ConsumeMessage): Record<string, unknown> {
 /** Columns padded to their widest cell, under a header. */
 function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  return [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n');
+  return [header, ...rows]
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  '))
+    .join('\n');
 }
+
+/** Every option any command takes (parseArgs refuses the rest by name). */
+const CLI_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+  timeout: { type: 'string' },
+  retries: { type: 'string' },
+  count: { type: 'string' },
+  envelope: { type: 'boolean' },
+  json: { type: 'boolean' },
+  group: { type: 'boolean' },
+  all: { type: 'boolean' },
+  error: { type: 'string' },
+  name: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  yes: { type: 'boolean', short: 'y' },
+  format: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+} as const;
 
 export async function main(argv: string[]): Promise<number> {
   // The CLI speaks through its output and exit code; library logs only at the user's request, and never on stdout.
   // `run` hosts components: their logs keep their usual level (POSTAGE_LOG_LEVEL, info by default).
   if (argv[0] !== 'run') process.env.POSTAGE_LOG_LEVEL ??= 'error';
   configureLogging({ destination: pino.destination({ dest: 2, sync: true }) });
-  let parsed;
+  let parsed: ReturnType<
+    typeof parseArgs<{ args: string[]; allowPositionals: true; strict: true; options: typeof CLI_OPTIONS }>
+  >;
   const target = takeReplayTarget(argv);
   argv = target.argv;
   try {
@@ -360,13 +415,15 @@ export async function main(argv: string[]): Promise<number> {
       args: argv,
       allowPositionals: true,
       strict: true,
-      options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' }, timeout: { type: 'string' }, retries: { type: 'string' }, count: { type: 'string' }, envelope: { type: 'boolean' }, json: { type: 'boolean' }, group: { type: 'boolean' }, all: { type: 'boolean' }, error: { type: 'string' }, name: { type: 'string' }, 'dry-run': { type: 'boolean' }, yes: { type: 'boolean', short: 'y' }, format: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' } },
+      options: CLI_OPTIONS,
     });
   } catch (err) {
     // One line that names the option and where to look, not Node's paragraph.
     const bad = /'([^']+)'/.exec((err as Error).message)?.[1];
     const where = argv.find((a) => !a.startsWith('-'));
-    throw new UsageError(`${bad ? `unknown option '${bad}'` : (err as Error).message.split('\n')[0]}: see postage help${where && where in HELP ? ` ${where}` : ''}`);
+    throw new UsageError(
+      `${bad ? `unknown option '${bad}'` : (err as Error).message.split('\n')[0]}: see postage help${where && where in HELP ? ` ${where}` : ''}`,
+    );
   }
   const { values, positionals } = parsed;
   if (values.version) {
@@ -381,7 +438,10 @@ export async function main(argv: string[]): Promise<number> {
       console.log(HELP.main);
       return 0;
     }
-    if (!(topic in HELP) || topic === 'main') throw new UsageError(`no help for '${topic}': the commands are ping, describe, run, send, rpc, watch, errors, graph and dashboard`);
+    if (!(topic in HELP) || topic === 'main')
+      throw new UsageError(
+        `no help for '${topic}': the commands are ping, describe, run, send, rpc, watch, errors, graph and dashboard`,
+      );
     console.log(HELP[topic as keyof typeof HELP]);
     return 0;
   }
@@ -389,7 +449,10 @@ export async function main(argv: string[]): Promise<number> {
     console.log(HELP.main);
     return values.help ? 0 : 2;
   }
-  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command '${command}': use ping, describe, run, send, rpc, watch, errors, graph or dashboard (postage --help)`);
+  if (!(command in HELP) || command === 'main')
+    throw new UsageError(
+      `unknown command '${command}': use ping, describe, run, send, rpc, watch, errors, graph or dashboard (postage --help)`,
+    );
   if (values.help) {
     console.log(HELP[command]);
     return 0;
@@ -416,7 +479,12 @@ main(process.argv.slice(2)).then(
     const e = err as Error & { code?: string };
     // One line, no stack: scripts read the exit code, people read the line.
     console.error(`postage: ${e.message}`);
-    const usage = err instanceof UsageError || err instanceof ConfigError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
+    const usage =
+      err instanceof UsageError ||
+      err instanceof ConfigError ||
+      e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ||
+      e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' ||
+      e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
     process.exit(usage ? 2 : err instanceof BrokerError ? (err.code === 'UNROUTABLE' ? 4 : 3) : 1);
   },
 );

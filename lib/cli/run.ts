@@ -27,9 +27,16 @@ export const RUN_EXIT = Object.freeze({ stopped: 0, crashed: 1, usage: 2, broker
  * done), and as its own child, never orphaned. SIGTERM and SIGINT go to the
  * child; the launcher exits with the child's code.
  */
-export async function superviseModule(cli: string, path: string, err: (line: string) => void = console.error): Promise<number> {
+export async function superviseModule(
+  cli: string,
+  path: string,
+  err: (line: string) => void = console.error,
+): Promise<number> {
   for (;;) {
-    const child = spawn(process.execPath, [...process.execArgv, cli, 'run', path], { stdio: 'inherit', env: { ...process.env, [SUPERVISED]: '1' } });
+    const child = spawn(process.execPath, [...process.execArgv, cli, 'run', path], {
+      stdio: 'inherit',
+      env: { ...process.env, [SUPERVISED]: '1' },
+    });
     const forward = (sig: NodeJS.Signals) => child.kill(sig);
     process.on('SIGTERM', forward);
     process.on('SIGINT', forward);
@@ -55,7 +62,9 @@ async function load(path: string): Promise<Record<string, unknown>> {
   if (!existsSync(file)) throw new UsageError(`no module at ${file}`);
   const url = pathToFileURL(file).href;
   if (TYPESCRIPT.test(file) && !(await registerTypeScript())) {
-    throw new UsageError(`${path} is TypeScript and tsx is not installed: npm install --save-dev tsx, or run the compiled .js`);
+    throw new UsageError(
+      `${path} is TypeScript and tsx is not installed: npm install --save-dev tsx, or run the compiled .js`,
+    );
   }
   try {
     return (await import(url)) as Record<string, unknown>;
@@ -65,7 +74,9 @@ async function load(path: string): Promise<Record<string, unknown>> {
   }
 }
 
-/** Lets TypeScript be imported: Node's own type stripping where it has it, else tsx (the user's dependency, not ours). */
+/**
+ * Lets TypeScript be imported: Node's own type stripping where it has it, else tsx (the user's dependency, not ours).
+ */
 async function registerTypeScript(): Promise<boolean> {
   if ((process.features as { typescript?: unknown }).typescript) return true;
   try {
@@ -89,7 +100,10 @@ async function registerTypeScript(): Promise<boolean> {
 function runnables(mod: Record<string, unknown>, path: string): MicroThread[] {
   const found = new Set<MicroThread>();
   // A CommonJS module's exports arrive as its default export too: both are looked at.
-  const cjs = typeof mod.default === 'object' && mod.default !== null && !isMicroThread(mod.default) ? (mod.default as Record<string, unknown>) : {};
+  const cjs =
+    typeof mod.default === 'object' && mod.default !== null && !isMicroThread(mod.default)
+      ? (mod.default as Record<string, unknown>)
+      : {};
   const exports = { ...cjs, ...mod };
   for (const [name, v] of Object.entries(exports)) {
     // By brand, not instanceof: a CommonJS component (a Nest build) brings its own copy of postage-ts.
@@ -98,11 +112,16 @@ function runnables(mod: Record<string, unknown>, path: string): MicroThread[] {
       try {
         found.add(new (v as new () => MessageProcessor)());
       } catch (err) {
-        throw new UsageError(`${path}: export '${name}' is a processor class that cannot be built without arguments (${(err as Error).message}): export an instance instead`);
+        throw new UsageError(
+          `${path}: export '${name}' is a processor class that cannot be built without arguments (${(err as Error).message}): export an instance instead`,
+        );
       }
     }
   }
-  if (found.size === 0) throw new UsageError(`${path} exports nothing to run: export a MessageProcessor (or any MicroThread) instance, or a processor class whose constructor needs no arguments`);
+  if (found.size === 0)
+    throw new UsageError(
+      `${path} exports nothing to run: export a MessageProcessor (or any MicroThread) instance, or a processor class whose constructor needs no arguments`,
+    );
   return [...found];
 }
 
@@ -118,7 +137,11 @@ function readyLine(t: MicroThread): string {
  * once they closed (a signal, a quit command), 1 when one crashed, 3 when the
  * broker could not be reached or refused. Bad usage throws `UsageError`.
  */
-export async function runModule(path: string, out: (line: string) => void = console.log, err: (line: string) => void = console.error): Promise<number> {
+export async function runModule(
+  path: string,
+  out: (line: string) => void = console.log,
+  err: (line: string) => void = console.error,
+): Promise<number> {
   const threads = runnables(await load(path), path);
   let crashed: unknown;
   const scheduler = new MicroScheduler({

@@ -8,7 +8,9 @@ export const RESTART_EXIT = 75;
 
 let requested = false;
 
-/** Whether a supervised process was asked to restart (its `postage run` then exits with {@link RESTART_EXIT}). @internal */
+/**
+ * Whether a supervised process was asked to restart (its `postage run` then exits with {@link RESTART_EXIT}). @internal
+ */
 export function restartRequested(): boolean {
   return requested;
 }

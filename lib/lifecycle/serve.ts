@@ -40,7 +40,10 @@ export async function serve(...args: Array<MicroThread | ServeOptions>): Promise
   const last = args.at(-1);
   const options: ServeOptions = last !== undefined && !isMicroThread(last) ? (args.pop() as ServeOptions) : {};
   const components = args.map((c, i) => {
-    if (!isMicroThread(c)) throw new TypeError(`serve(): argument ${i + 1} is not a component (a MessageProcessor or a MicroThread); options go last`);
+    if (!isMicroThread(c))
+      throw new TypeError(
+        `serve(): argument ${i + 1} is not a component (a MessageProcessor or a MicroThread); options go last`,
+      );
     return c;
   });
   const processors = components.filter(isProcessor);

@@ -39,7 +39,11 @@ async function shutdown(sig: (typeof SIGNALS)[number]): Promise<void> {
   const all = Promise.allSettled([...live].map((c) => c.close()));
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), shutdownTimeoutMs)));
-  if ((await Promise.race([all, timeout])) === 'timeout') log.warn({ signal: sig }, `handlers still running after ${shutdownTimeoutMs} ms: closing anyway (their messages go back to the queue)`);
+  if ((await Promise.race([all, timeout])) === 'timeout')
+    log.warn(
+      { signal: sig },
+      `handlers still running after ${shutdownTimeoutMs} ms: closing anyway (their messages go back to the queue)`,
+    );
   clearTimeout(timer);
   for (const s of SIGNALS) process.removeListener(s, handlers[s]);
   installed = false;

@@ -9,7 +9,7 @@ import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
 import { AckBatcher } from './acks.js';
-import { type Encoder } from './encoder.js';
+import type { Encoder } from './encoder.js';
 import { defaultEncoder } from './encryption.js';
 import { resolveExchange, type ExchangeLike } from './exchange.js';
 import { MessageResult, type Message } from './messages.js';
@@ -17,7 +17,18 @@ import type { ComponentOptions } from './options.js';
 import { DELAY_DOOR, delayHeaders, originalExchange, sendDelayed, withoutDelay, type DelayPlace } from './delay.js';
 import { Publisher, RETURN_MARK } from './send/publisher.js';
 import type { Declaration } from '../transport/topology-registry.js';
-import { amqpCodeOf, brokerSaid, declareQueue, eqkEntries, exchangeDeclaration, REPLY_TO, type EksEntry, type Eqk, type QueueFlags, type QueueSpec } from './topology.js';
+import {
+  amqpCodeOf,
+  brokerSaid,
+  declareQueue,
+  eqkEntries,
+  exchangeDeclaration,
+  REPLY_TO,
+  type EksEntry,
+  type Eqk,
+  type QueueFlags,
+  type QueueSpec,
+} from './topology.js';
 
 export type { ConsumeMessage };
 
@@ -97,7 +108,9 @@ export class GenericConsumer {
     this.#eqk = eqk.length > 0 ? eqk : (this.constructor as typeof GenericConsumer).eqk;
     this.prefetch = options.prefetch ?? DEFAULTS.prefetch;
     this.encoder = options.encoder ?? defaultEncoder();
-    this.log = options.logger ? asPino(options.logger, { component: 'consumer', componentName: this.constructor.name }) : componentLogger('consumer', this.constructor.name);
+    this.log = options.logger
+      ? asPino(options.logger, { component: 'consumer', componentName: this.constructor.name })
+      : componentLogger('consumer', this.constructor.name);
     this.#copies = new Publisher(this.log, DEFAULTS.confirmTimeoutMs, () => this.#copies.lost());
     this.#link = new Link(options, this.log, 'consumer', {
       open: (model) => this.#restore(model),
@@ -106,7 +119,8 @@ export class GenericConsumer {
         this.#tags.clear();
       },
       isOpen: () => this.#channel !== undefined,
-      // A shared connection closing closes what is on it: the processor that owns this consumer, drained, or the consumer.
+      // A shared connection closing closes what is on it: the processor that owns this consumer, drained, or the
+      // consumer.
       close: () => (this.#owner ? this.#owner() : this.close()),
     });
   }
@@ -163,14 +177,19 @@ export class GenericConsumer {
     this.#channel = ch;
     this.#channelTags = new Set();
     // Half the prefetch window: the broker can send the next half while handlers work through the first.
-    this.#acks = new AckBatcher(ch, this.prefetch > 0 ? Math.max(1, Math.floor(this.prefetch / 2)) : 256, () => flushChannel(ch));
+    this.#acks = new AckBatcher(ch, this.prefetch > 0 ? Math.max(1, Math.floor(this.prefetch / 2)) : 256, () =>
+      flushChannel(ch),
+    );
     return ch;
   }
 
-  /** On a connection (the first, or after a loss): a new channel, every binding made so far again, consumers back on. */
+  /**
+   * On a connection (the first, or after a loss): a new channel, every binding made so far again, consumers back on.
+   */
   async #restore(model: ChannelModel): Promise<void> {
     const ch = await this.#openChannel(model);
-    // Again on the same connection: the broker closed the channel (an exchange deleted under us?): its exchanges are declared anew.
+    // Again on the same connection: the broker closed the channel (an exchange deleted under us?): its exchanges are
+    // declared anew.
     const again = model === this.#restoredOn;
     this.#restoredOn = model;
     const bindings = this.#bindings;
@@ -191,7 +210,11 @@ export class GenericConsumer {
   }
 
   get channel(): Channel {
-    if (!this.#channel) throw new BrokerError('consumer has no channel: await consumer.ready() first (or it is reconnecting)', 'NOT_CONNECTED');
+    if (!this.#channel)
+      throw new BrokerError(
+        'consumer has no channel: await consumer.ready() first (or it is reconnecting)',
+        'NOT_CONNECTED',
+      );
     return this.#channel;
   }
 
@@ -207,7 +230,11 @@ export class GenericConsumer {
 
   /** Every binding made so far: exchange, routing key, and the queue's real name. */
   bindings(): Array<{ exchange: string; key: string; queue: string }> {
-    return this.#bindings.map((b) => ({ exchange: resolveExchange(b.exchange).name, key: b.key, queue: this.#queueNames.get(b) ?? (typeof b.queue === 'string' ? b.queue : b.queue.name) }));
+    return this.#bindings.map((b) => ({
+      exchange: resolveExchange(b.exchange).name,
+      key: b.key,
+      queue: this.#queueNames.get(b) ?? (typeof b.queue === 'string' ? b.queue : b.queue.name),
+    }));
   }
 
   /** Declares the exchange and queue, binds them with `key`; consumes the queue if consuming already. */
@@ -225,7 +252,11 @@ export class GenericConsumer {
     const name = await declareQueue(ch, b.queue, b.flags);
     if (exName !== '') {
       await ch.bindQueue(name, exName, b.key).catch((err: unknown) => {
-        throw new BrokerError(`cannot bind queue '${name}' to exchange '${exName}' with key '${b.key}': ${brokerSaid(err)}`, 'DECLARE_FAILED', { cause: err, amqpCode: amqpCodeOf(err) });
+        throw new BrokerError(
+          `cannot bind queue '${name}' to exchange '${exName}' with key '${b.key}': ${brokerSaid(err)}`,
+          'DECLARE_FAILED',
+          { cause: err, amqpCode: amqpCodeOf(err) },
+        );
       });
     }
     this.#bindings.push(b);
@@ -246,13 +277,21 @@ export class GenericConsumer {
     await this.#route(ch, { destination, source, key });
   }
 
-  async #route(ch: Channel, r: { destination: ExchangeLike; source: ExchangeLike; key: string }, force = false): Promise<void> {
+  async #route(
+    ch: Channel,
+    r: { destination: ExchangeLike; source: ExchangeLike; key: string },
+    force = false,
+  ): Promise<void> {
     const topology = this.#link.topology;
     await topology.ensure(this.connection!, ch, exchangeDeclaration(r.source), force);
     await topology.ensure(this.connection!, ch, exchangeDeclaration(r.destination), force);
     const [dest, src] = [resolveExchange(r.destination).name, resolveExchange(r.source).name];
     await ch.bindExchange(dest, src, r.key).catch((err: unknown) => {
-      throw new BrokerError(`cannot bind exchange '${dest}' to exchange '${src}' with key '${r.key}': ${brokerSaid(err)}`, 'DECLARE_FAILED', { cause: err, amqpCode: amqpCodeOf(err) });
+      throw new BrokerError(
+        `cannot bind exchange '${dest}' to exchange '${src}' with key '${r.key}': ${brokerSaid(err)}`,
+        'DECLARE_FAILED',
+        { cause: err, amqpCode: amqpCodeOf(err) },
+      );
     });
     this.#routes.push(r);
   }
@@ -260,7 +299,14 @@ export class GenericConsumer {
   async queueUnbind(exchange: ExchangeLike, queue: string, key: string): Promise<void> {
     const exName = resolveExchange(exchange).name;
     await this.channel.unbindQueue(queue, exName, key);
-    this.#bindings = this.#bindings.filter((b) => !(resolveExchange(b.exchange).name === exName && (typeof b.queue === 'string' ? b.queue : b.queue.name) === queue && b.key === key));
+    this.#bindings = this.#bindings.filter(
+      (b) =>
+        !(
+          resolveExchange(b.exchange).name === exName &&
+          (typeof b.queue === 'string' ? b.queue : b.queue.name) === queue &&
+          b.key === key
+        ),
+    );
   }
 
   async startConsuming(callback: (msg: ConsumeMessage) => void): Promise<void> {
@@ -272,7 +318,8 @@ export class GenericConsumer {
   async #consume(queue: string): Promise<void> {
     const cb = this.#callback!;
     const ch = this.channel;
-    // Our own tag, known before the first delivery: deliveries can arrive in the same read as consume-ok, before the promise settles.
+    // Our own tag, known before the first delivery: deliveries can arrive in the same read as consume-ok, before the
+    // promise settles.
     const consumerTag = `postage.${CONSUMER_TAG_PREFIX}.${nextConsumerTag++}`;
     this.#channelTags.add(consumerTag);
     await ch.consume(
@@ -310,7 +357,10 @@ export class GenericConsumer {
     const tag = msg.fields.consumerTag as string | undefined;
     // A message from channel.get() has no consumer tag: it can only be from the current channel.
     if (this.#channel && (tag === undefined || this.#channelTags.has(tag))) return this.#acks;
-    this.log.debug({ deliveryTag: msg.fields.deliveryTag }, 'delivery from a lost channel: not settled, the broker redelivers it');
+    this.log.debug(
+      { deliveryTag: msg.fields.deliveryTag },
+      'delivery from a lost channel: not settled, the broker redelivers it',
+    );
     return undefined;
   }
 
@@ -357,23 +407,28 @@ export class GenericConsumer {
     await this.declareErrorExchange(exchange);
     const e = err as Error;
     const headers = msg.properties.headers as Record<string, unknown> | undefined;
-    await this.#copies.publish([[{ name: exchange, type: 'fanout' }, msg.fields.routingKey]], {
-      ...msg.properties,
-      messageId: msg.properties.messageId as string,
-      mandatory: false,
-      persistent: true,
-      headers: {
-        ...withoutDelay(headers),
-        // A broker's refusal is named by what it was (UNROUTABLE, NACK…): BrokerError alone says little.
-        'x-error-name': err instanceof BrokerError ? err.code : (e?.name ?? 'Error'),
-        'x-error-message': e?.message ?? String(err),
-        'x-original-exchange': originalExchange(msg.fields, headers),
-        'x-original-routing-key': msg.fields.routingKey,
-        'x-attempts': attempts,
-        'x-failed-at': new Date().toISOString(),
-        ...(err instanceof ValidationError ? { 'x-validation-issues': JSON.stringify(err.issues) } : {}),
+    await this.#copies.publish(
+      [[{ name: exchange, type: 'fanout' }, msg.fields.routingKey]],
+      {
+        ...msg.properties,
+        messageId: msg.properties.messageId as string,
+        mandatory: false,
+        persistent: true,
+        headers: {
+          ...withoutDelay(headers),
+          // A broker's refusal is named by what it was (UNROUTABLE, NACK…): BrokerError alone says little.
+          'x-error-name': err instanceof BrokerError ? err.code : (e?.name ?? 'Error'),
+          'x-error-message': e?.message ?? String(err),
+          'x-original-exchange': originalExchange(msg.fields, headers),
+          'x-original-routing-key': msg.fields.routingKey,
+          'x-attempts': attempts,
+          'x-failed-at': new Date().toISOString(),
+          ...(err instanceof ValidationError ? { 'x-validation-issues': JSON.stringify(err.issues) } : {}),
+        },
       },
-    }, msg.content, notConnected);
+      msg.content,
+      notConnected,
+    );
   }
 
   /**
@@ -385,7 +440,11 @@ export class GenericConsumer {
    */
   async delay(msg: ConsumeMessage, ms: number, headers: Record<string, unknown>): Promise<void> {
     const queue = this.queueOf(msg);
-    if (queue === undefined) throw new BrokerError('cannot delay a delivery whose channel is gone (the broker delivers it again)', 'NOT_CONNECTED');
+    if (queue === undefined)
+      throw new BrokerError(
+        'cannot delay a delivery whose channel is gone (the broker delivers it again)',
+        'NOT_CONNECTED',
+      );
     const { publisher, place } = await this.#copiesPlace();
     const old = msg.properties.headers as Record<string, unknown> | undefined;
     const props = {
@@ -394,7 +453,13 @@ export class GenericConsumer {
       messageId: (msg.properties.messageId as string | undefined) ?? `${this.#copyPrefix}${this.#copyCount++}`,
       persistent: true,
       mandatory: true,
-      headers: { ...withoutDelay(old), 'x-original-exchange': originalExchange(msg.fields, old), ...headers, ...delayHeaders(ms, { queue }), [RETURN_MARK]: `${this.#copyPrefix}${this.#copyCount++}` },
+      headers: {
+        ...withoutDelay(old),
+        'x-original-exchange': originalExchange(msg.fields, old),
+        ...headers,
+        ...delayHeaders(ms, { queue }),
+        [RETURN_MARK]: `${this.#copyPrefix}${this.#copyCount++}`,
+      },
     };
     const door: EksEntry[] = [[{ name: DELAY_DOOR, type: 'headers' }, msg.fields.routingKey]];
     await sendDelayed(place, { queue }, ms, this.log, () =>
@@ -480,9 +545,17 @@ export class GenericConsumer {
     if (!ch) return;
     acks.afterSettled(() => {
       try {
-        ch.publish('', replyTo, content, { correlationId: msg.properties.correlationId, contentType: this.encoder.contentType, headers, timestamp: Math.floor(Date.now() / 1000) });
+        ch.publish('', replyTo, content, {
+          correlationId: msg.properties.correlationId,
+          contentType: this.encoder.contentType,
+          headers,
+          timestamp: Math.floor(Date.now() / 1000),
+        });
       } catch (err) {
-        this.log.debug({ err: (err as Error).message, deliveryTag: msg.fields.deliveryTag }, 'reply not sent (the channel closed)');
+        this.log.debug(
+          { err: (err as Error).message, deliveryTag: msg.fields.deliveryTag },
+          'reply not sent (the channel closed)',
+        );
       }
     });
   }
@@ -502,7 +575,8 @@ export class GenericConsumer {
         REPLY_TO,
         (msg) => {
           const id = msg?.properties.correlationId as string | undefined;
-          if (msg && id !== undefined) this.#streamWatchers.get(id)?.(msg.properties.headers as Record<string, unknown> | undefined);
+          if (msg && id !== undefined)
+            this.#streamWatchers.get(id)?.(msg.properties.headers as Record<string, unknown> | undefined);
         },
         { noAck: true },
       );
@@ -572,12 +646,17 @@ export class GenericConsumer {
 
 /** What a log line about a reply that cannot be sent names. */
 function replyIds(msg: ConsumeMessage) {
-  return { messageId: msg.properties.messageId, correlationId: msg.properties.correlationId, deliveryTag: msg.fields.deliveryTag };
+  return {
+    messageId: msg.properties.messageId,
+    correlationId: msg.properties.correlationId,
+    deliveryTag: msg.fields.deliveryTag,
+  };
 }
 
 const DIRECT_REPLY_TO = `${REPLY_TO}.`;
 /** Base64 segments, as RabbitMQ encodes a direct reply-to address (one or two, depending on its version). */
-const DIRECT_REPLY_SUFFIX = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?:\.(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?)?$/;
+const DIRECT_REPLY_SUFFIX =
+  /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?:\.(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?)?$/;
 
 /**
  * Why a reply_to cannot be answered, if it cannot. RabbitMQ closes the whole
@@ -593,7 +672,8 @@ export function badReplyTo(replyTo: string): string | undefined {
   if (replyTo.startsWith(DIRECT_REPLY_TO)) {
     const suffix = replyTo.slice(DIRECT_REPLY_TO.length);
     // The pattern allows one dot at most: an empty segment is one at either end.
-    if (suffix === '' || !DIRECT_REPLY_SUFFIX.test(suffix) || suffix.startsWith('.') || suffix.endsWith('.')) return 'is not a direct reply-to address RabbitMQ hands out';
+    if (suffix === '' || !DIRECT_REPLY_SUFFIX.test(suffix) || suffix.startsWith('.') || suffix.endsWith('.'))
+      return 'is not a direct reply-to address RabbitMQ hands out';
   }
   lastGoodReplyTo = replyTo;
   return undefined;

@@ -34,9 +34,15 @@ import { amqpCodeOf, brokerSaid } from './topology.js';
 export const DELAY_LEVELS = 32;
 /** The longest delay: 2^32 - 1 ms, about 49.7 days. */
 export const MAX_DELAY_MS = 2 ** DELAY_LEVELS - 1;
-/** Where a delayed message is published: RabbitMQ's own headers exchange, which cannot be deleted, bound to each level's queue by its entry header. */
+/**
+ * Where a delayed message is published: RabbitMQ's own headers exchange, which cannot be deleted, bound to each level's
+ * queue by its entry header.
+ */
 export const DELAY_DOOR = 'amq.headers';
-/** How often (ms) the levels are declared again while delayed messages go through them: an operator may have deleted one. */
+/**
+ * How often (ms) the levels are declared again while delayed messages go through them: an operator may have deleted
+ * one.
+ */
 export const RECHECK_MS = 1000;
 /** Where a delayed message leaves the levels for its destination. */
 export const DELAY_EXIT = 'postage.delay';
@@ -58,14 +64,19 @@ function level(i: number): string {
 /** Checks a `_delay` (or a defer's): a whole number of milliseconds, 0 to {@link MAX_DELAY_MS}. */
 export function checkDelay(what: string, ms: unknown): number {
   if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0 || ms > MAX_DELAY_MS) {
-    throw new TypeError(`${what} must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS} (about 49.7 days), not ${typeof ms === 'number' || typeof ms === 'bigint' ? String(ms) : (JSON.stringify(ms) ?? String(ms))}`);
+    throw new TypeError(
+      `${what} must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS} (about 49.7 days), not ${typeof ms === 'number' || typeof ms === 'bigint' ? String(ms) : (JSON.stringify(ms) ?? String(ms))}`,
+    );
   }
   return ms;
 }
 
 export type DelayTarget = { exchange: string } | { queue: string };
 
-/** The headers that carry a message into the levels (at its highest bit), through them (one per bit set in `ms`), and then to `to`. */
+/**
+ * The headers that carry a message into the levels (at its highest bit), through them (one per bit set in `ms`), and
+ * then to `to`.
+ */
 export function delayHeaders(ms: number, to: DelayTarget): Record<string, string> {
   const headers = targetHeader(to);
   let top = -1;
@@ -92,17 +103,23 @@ export function entryQueue(ms: number): string {
   return ms >= 1 ? level(Math.floor(Math.log2(ms))) : DELAY_EXIT;
 }
 
-/** A delivered message's headers without what a past delay left on them: its bits, its target, and the levels' dead-lettering records. */
+/**
+ * A delivered message's headers without what a past delay left on them: its bits, its target, and the levels'
+ * dead-lettering records.
+ */
 export function withoutDelay(headers: Record<string, unknown> | undefined): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(headers ?? {})) {
     if (k.startsWith('postage-delay-')) continue;
     if (k === 'x-death' && Array.isArray(v)) {
-      const kept = v.filter((d: unknown) => !String((d as { queue?: unknown } | null)?.queue ?? '').startsWith('postage.delay.'));
+      const kept = v.filter(
+        (d: unknown) => !String((d as { queue?: unknown } | null)?.queue ?? '').startsWith('postage.delay.'),
+      );
       if (kept.length > 0) out[k] = kept;
       continue;
     }
-    if (k.startsWith('x-first-death-') && String(headers?.['x-first-death-queue'] ?? '').startsWith('postage.delay.')) continue;
+    if (k.startsWith('x-first-death-') && String(headers?.['x-first-death-queue'] ?? '').startsWith('postage.delay.'))
+      continue;
     out[k] = v;
   }
   return out;
@@ -122,7 +139,10 @@ export interface DelayPlace {
   readonly ch: Channel;
 }
 
-/** The levels, as the connection's topology holds them: declared once per connection, again when older than {@link RECHECK_MS} (an operator may have deleted one). */
+/**
+ * The levels, as the connection's topology holds them: declared once per connection, again when older than {@link
+ * RECHECK_MS} (an operator may have deleted one).
+ */
 const LEVELS: Declaration = {
   key: 'delay levels',
   maxAgeMs: RECHECK_MS,
@@ -133,15 +153,22 @@ const LEVELS: Declaration = {
       for (let i = 0; i < DELAY_LEVELS; i++) {
         const below = i === 0 ? DELAY_EXIT : level(i - 1);
         await ch.assertExchange(level(i), 'headers', { durable: true, alternateExchange: below });
-        await ch.assertQueue(level(i), { durable: true, arguments: { 'x-queue-type': 'classic', 'x-message-ttl': 2 ** i, 'x-dead-letter-exchange': below } });
+        await ch.assertQueue(level(i), {
+          durable: true,
+          arguments: { 'x-queue-type': 'classic', 'x-message-ttl': 2 ** i, 'x-dead-letter-exchange': below },
+        });
         await ch.bindQueue(level(i), level(i), '', { 'x-match': 'all', [DELAY_HEADERS.bit(i)]: '1' });
         await ch.bindQueue(level(i), DELAY_DOOR, '', { 'x-match': 'all', [DELAY_HEADERS.entry]: String(i) });
       }
     } catch (err) {
-      throw new BrokerError(`cannot declare the delay exchanges and queues (postage.delay.*): ${brokerSaid(err)}. If they exist with other arguments, delete them (they hold delayed messages)`, 'DECLARE_FAILED', {
-        cause: err,
-        amqpCode: amqpCodeOf(err),
-      });
+      throw new BrokerError(
+        `cannot declare the delay exchanges and queues (postage.delay.*): ${brokerSaid(err)}. If they exist with other arguments, delete them (they hold delayed messages)`,
+        'DECLARE_FAILED',
+        {
+          cause: err,
+          amqpCode: amqpCodeOf(err),
+        },
+      );
     }
   },
 };
@@ -158,13 +185,19 @@ function routeTo(to: DelayTarget): Declaration {
         else await ch.bindQueue(to.queue, DELAY_EXIT, '', args);
       } catch (err) {
         const what = 'exchange' in to ? `exchange '${to.exchange}'` : `queue '${to.queue}'`;
-        throw new BrokerError(`cannot route delayed messages to ${what}: ${brokerSaid(err)}`, 'DECLARE_FAILED', { cause: err, amqpCode: amqpCodeOf(err) });
+        throw new BrokerError(`cannot route delayed messages to ${what}: ${brokerSaid(err)}`, 'DECLARE_FAILED', {
+          cause: err,
+          amqpCode: amqpCodeOf(err),
+        });
       }
     },
   };
 }
 
-/** Lets delayed messages reach `to` (an exchange, or one queue) when due: the levels, then the exit's route to it; `force` declares both anew. */
+/**
+ * Lets delayed messages reach `to` (an exchange, or one queue) when due: the levels, then the exit's route to it;
+ * `force` declares both anew.
+ */
 export async function delayTo(place: DelayPlace, to: DelayTarget, force = false): Promise<void> {
   await place.topology.ensure(place.model, place.ch, LEVELS, force);
   await place.topology.ensure(place.model, place.ch, routeTo(to), force);
@@ -176,11 +209,23 @@ export async function delayTo(place: DelayPlace, to: DelayTarget, force = false)
  * Returned, a level is missing: the levels are declared again and it is sent
  * once more, so a delayed message is never early and never silently lost.
  */
-export async function sendDelayed(place: DelayPlace, to: DelayTarget, ms: number, log: Logger, publish: () => Promise<boolean>): Promise<void> {
+export async function sendDelayed(
+  place: DelayPlace,
+  to: DelayTarget,
+  ms: number,
+  log: Logger,
+  publish: () => Promise<boolean>,
+): Promise<void> {
   await delayTo(place, to);
   if (await publish()) return;
-  log.warn({ level: entryQueue(ms), delayMs: ms }, `delay level ${entryQueue(ms)} is missing (deleted?): declaring the delay levels again and sending the message again`);
+  log.warn(
+    { level: entryQueue(ms), delayMs: ms },
+    `delay level ${entryQueue(ms)} is missing (deleted?): declaring the delay levels again and sending the message again`,
+  );
   await delayTo(place, to, true);
   if (await publish()) return;
-  throw new BrokerError(`delay level ${entryQueue(ms)} took no message even after the levels were declared again: check the postage.delay.* queues and the bindings of ${DELAY_DOOR}`, 'UNROUTABLE');
+  throw new BrokerError(
+    `delay level ${entryQueue(ms)} took no message even after the levels were declared again: check the postage.delay.* queues and the bindings of ${DELAY_DOOR}`,
+    'UNROUTABLE',
+  );
 }

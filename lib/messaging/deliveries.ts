@@ -50,7 +50,10 @@ function keyOf(msg: ConsumeMessage): string {
     .digest('base64');
 }
 
-/** The header a copy carries with the deliveries its message had before it was made (`redeliveryCount: 'header'`). @internal */
+/**
+ * The header a copy carries with the deliveries its message had before it was made (`redeliveryCount: 'header'`).
+ * @internal
+ */
 export const DELIVERIES_HEADER = 'postage-deliveries';
 
 /** Deliveries before this copy, from its header (0 without one). @internal */

@@ -46,7 +46,13 @@ function jsonSchemaOf(schema: unknown): Record<string, unknown> | undefined {
 }
 
 /** @internal */
-export function describeProcessor(fingerprint: FingerprintDict, bindings: ProcessorDescription['bindings'], registry: Registry, errorQueue?: string, concurrency?: number): ProcessorDescription {
+export function describeProcessor(
+  fingerprint: FingerprintDict,
+  bindings: ProcessorDescription['bindings'],
+  registry: Registry,
+  errorQueue?: string,
+  concurrency?: number,
+): ProcessorDescription {
   const handlers: HandlerDescription[] = [];
   for (const list of registry.values()) {
     for (const h of list) {
@@ -62,5 +68,12 @@ export function describeProcessor(fingerprint: FingerprintDict, bindings: Proces
       handlers.push(d);
     }
   }
-  return { fingerprint, library: { name: 'postage-ts', version: VERSION }, bindings, handlers, ...(errorQueue ? { errorQueue } : {}), ...(concurrency ? { concurrency } : {}) };
+  return {
+    fingerprint,
+    library: { name: 'postage-ts', version: VERSION },
+    bindings,
+    handlers,
+    ...(errorQueue ? { errorQueue } : {}),
+    ...(concurrency ? { concurrency } : {}),
+  };
 }

@@ -52,7 +52,9 @@ export class JsonEncoder extends Encoder {
     const v = this.parse(data);
     const content = typeof v === 'object' && v !== null ? (v as { content?: unknown }).content : undefined;
     if (typeof content === 'object' && content !== null && ENCRYPTED in content) {
-      throw new MalformedMessage(`the message is encrypted (${ENCRYPTED}), and this component has no keys: give it the sender's key in POSTAGE_ENCRYPTION_KEYS (or an EncryptedJsonEncoder)`);
+      throw new MalformedMessage(
+        `the message is encrypted (${ENCRYPTED}), and this component has no keys: give it the sender's key in POSTAGE_ENCRYPTION_KEYS (or an EncryptedJsonEncoder)`,
+      );
     }
     return v;
   }
@@ -64,7 +66,12 @@ export class JsonEncoder extends Encoder {
    * reach a prototype however it is later merged.
    */
   protected parse(data: Buffer | string | Uint8Array): unknown {
-    const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const buf =
+      typeof data === 'string'
+        ? Buffer.from(data)
+        : Buffer.isBuffer(data)
+          ? data
+          : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     if (buf.length > this.maxBytes) {
       throw new MalformedMessage(`body is ${buf.length} bytes, over the limit of ${this.maxBytes}`);
     }

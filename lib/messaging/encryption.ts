@@ -31,7 +31,11 @@ interface Sealed {
  * back to itself is taken.
  */
 function keyBytes(id: string, v: Buffer | string, source: string): Buffer {
-  const refuse = (why: string) => new ConfigError(source, `${source}: key '${id}' ${why} (AES-256): give 32 random bytes as base64 (openssl rand -base64 32) or 64 hex characters.`);
+  const refuse = (why: string) =>
+    new ConfigError(
+      source,
+      `${source}: key '${id}' ${why} (AES-256): give 32 random bytes as base64 (openssl rand -base64 32) or 64 hex characters.`,
+    );
   if (Buffer.isBuffer(v)) {
     if (v.length !== 32) throw refuse(`is ${v.length} bytes, not 32`);
     return v;
@@ -63,7 +67,11 @@ export class EncryptedJsonEncoder extends JsonEncoder {
     super(options);
     this.#keys = new Map(Object.entries(options.keys).map(([id, k]) => [id, keyBytes(id, k, source)]));
     const current = options.current ?? [...this.#keys.keys()][0];
-    if (current === undefined || !this.#keys.has(current)) throw new ConfigError(source, `${source}: ${current === undefined ? 'no key given' : `the current key '${current}' is not among the keys`}.`);
+    if (current === undefined || !this.#keys.has(current))
+      throw new ConfigError(
+        source,
+        `${source}: ${current === undefined ? 'no key given' : `the current key '${current}' is not among the keys`}.`,
+      );
     this.#current = current;
     this.#acceptPlaintext = options.acceptPlaintext ?? false;
   }
@@ -75,7 +83,13 @@ export class EncryptedJsonEncoder extends JsonEncoder {
     cipher.setAAD(aad(data));
     const sealed = Buffer.concat([cipher.update(JSON.stringify(data.content ?? null)), cipher.final()]);
     const content: { [ENCRYPTED]: Sealed } = {
-      [ENCRYPTED]: { alg: 'A256GCM', kid: this.#current, iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), data: sealed.toString('base64') },
+      [ENCRYPTED]: {
+        alg: 'A256GCM',
+        kid: this.#current,
+        iv: iv.toString('base64'),
+        tag: cipher.getAuthTag().toString('base64'),
+        data: sealed.toString('base64'),
+      },
     };
     return super.encode({ ...data, content });
   }
@@ -83,16 +97,33 @@ export class EncryptedJsonEncoder extends JsonEncoder {
   override decode(data: Buffer | string | Uint8Array): unknown {
     const body = this.parse(data);
     if (!isEnvelope(body)) return body;
-    const sealed = (body.content as Record<string, unknown> | null | undefined)?.[ENCRYPTED] as Partial<Sealed> | undefined;
+    const sealed = (body.content as Record<string, unknown> | null | undefined)?.[ENCRYPTED] as
+      | Partial<Sealed>
+      | undefined;
     if (sealed === undefined) {
       if (this.#acceptPlaintext) return body;
-      throw new MalformedMessage('the message is not encrypted, and this component takes encrypted messages only (acceptPlaintext: false)');
+      throw new MalformedMessage(
+        'the message is not encrypted, and this component takes encrypted messages only (acceptPlaintext: false)',
+      );
     }
-    if (typeof sealed !== 'object' || sealed === null || sealed.alg !== 'A256GCM' || typeof sealed.kid !== 'string' || typeof sealed.iv !== 'string' || typeof sealed.tag !== 'string' || typeof sealed.data !== 'string') {
-      throw new MalformedMessage('the encrypted content is not in the form postage-ts writes ({ alg: "A256GCM", kid, iv, tag, data })');
+    if (
+      typeof sealed !== 'object' ||
+      sealed === null ||
+      sealed.alg !== 'A256GCM' ||
+      typeof sealed.kid !== 'string' ||
+      typeof sealed.iv !== 'string' ||
+      typeof sealed.tag !== 'string' ||
+      typeof sealed.data !== 'string'
+    ) {
+      throw new MalformedMessage(
+        'the encrypted content is not in the form postage-ts writes ({ alg: "A256GCM", kid, iv, tag, data })',
+      );
     }
     const key = this.#keys.get(sealed.kid);
-    if (!key) throw new MalformedMessage(`the message is encrypted with key '${sealed.kid}', which this component does not have: add it to its keys (POSTAGE_ENCRYPTION_KEYS)`);
+    if (!key)
+      throw new MalformedMessage(
+        `the message is encrypted with key '${sealed.kid}', which this component does not have: add it to its keys (POSTAGE_ENCRYPTION_KEYS)`,
+      );
     let plain: Buffer;
     try {
       const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(sealed.iv, 'base64'));
@@ -100,7 +131,10 @@ export class EncryptedJsonEncoder extends JsonEncoder {
       decipher.setAuthTag(Buffer.from(sealed.tag, 'base64'));
       plain = Buffer.concat([decipher.update(Buffer.from(sealed.data, 'base64')), decipher.final()]);
     } catch (err) {
-      throw new MalformedMessage(`the encrypted content fails authentication under key '${sealed.kid}': it was changed on the way, or sealed with another key of that name`, { cause: err });
+      throw new MalformedMessage(
+        `the encrypted content fails authentication under key '${sealed.kid}': it was changed on the way, or sealed with another key of that name`,
+        { cause: err },
+      );
     }
     // The plaintext is JSON from the sender: parsed with the same guard against prototype keys.
     return { ...body, content: this.parse(plain) };
@@ -128,12 +162,23 @@ export function defaultEncoder(): JsonEncoder {
   const cfg = config();
   if (!cfg.encryptionKeys) return new JsonEncoder();
   const keys: Record<string, string> = {};
-  for (const entry of cfg.encryptionKeys.split(',').map((e) => e.trim()).filter(Boolean)) {
+  for (const entry of cfg.encryptionKeys
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean)) {
     const at = entry.indexOf('=');
-    if (at <= 0) throw new ConfigError('POSTAGE_ENCRYPTION_KEYS', 'POSTAGE_ENCRYPTION_KEYS: give keys as id=base64key, separated by commas (the first encrypts).');
+    if (at <= 0)
+      throw new ConfigError(
+        'POSTAGE_ENCRYPTION_KEYS',
+        'POSTAGE_ENCRYPTION_KEYS: give keys as id=base64key, separated by commas (the first encrypts).',
+      );
     const id = entry.slice(0, at);
     // Two keys under one id: which one reads a message would depend on their order. Never quoted: they are secrets.
-    if (Object.hasOwn(keys, id)) throw new ConfigError('POSTAGE_ENCRYPTION_KEYS', `POSTAGE_ENCRYPTION_KEYS: key id '${id}' is given twice: each key needs an id of its own.`);
+    if (Object.hasOwn(keys, id))
+      throw new ConfigError(
+        'POSTAGE_ENCRYPTION_KEYS',
+        `POSTAGE_ENCRYPTION_KEYS: key id '${id}' is given twice: each key needs an id of its own.`,
+      );
     keys[id] = entry.slice(at + 1);
   }
   return new EncryptedJsonEncoder({ keys, acceptPlaintext: cfg.encryptionAcceptPlaintext }, 'POSTAGE_ENCRYPTION_KEYS');

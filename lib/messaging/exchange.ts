@@ -74,11 +74,20 @@ export interface ResolvedExchange {
  */
 export function resolveExchange(ex: ExchangeLike): ResolvedExchange {
   const postage = ex as PostageSpelling;
-  const own = (key: 'type' | 'autoDelete'): unknown => (typeof ex === 'function' ? (Object.hasOwn(ex, key) || ex === Exchange ? ex[key] : undefined) : ex[key]);
+  const own = (key: 'type' | 'autoDelete'): unknown =>
+    typeof ex === 'function' ? (Object.hasOwn(ex, key) || ex === Exchange ? ex[key] : undefined) : ex[key];
   const type = pick(ex.name, 'type', 'exchange_type', own('type'), postage.exchange_type) ?? ex.type ?? 'direct';
-  const autoDelete = pick(ex.name, 'autoDelete', 'auto_delete', own('autoDelete'), postage.auto_delete) ?? ex.autoDelete ?? false;
+  const autoDelete =
+    pick(ex.name, 'autoDelete', 'auto_delete', own('autoDelete'), postage.auto_delete) ?? ex.autoDelete ?? false;
   if (typeof ex === 'function') {
-    return { name: ex.name, type: String(type), durable: ex.durable, autoDelete: Boolean(autoDelete), passive: ex.passive, arguments: ex.arguments };
+    return {
+      name: ex.name,
+      type: String(type),
+      durable: ex.durable,
+      autoDelete: Boolean(autoDelete),
+      passive: ex.passive,
+      arguments: ex.arguments,
+    };
   }
   return {
     name: ex.name,
@@ -94,7 +103,9 @@ export function resolveExchange(ex: ExchangeLike): ResolvedExchange {
 function pick(name: string, ts: string, py: string, tsValue: unknown, pyValue: unknown): unknown {
   if (pyValue === undefined) return tsValue;
   if (tsValue !== undefined && tsValue !== pyValue) {
-    throw new TopologyError(`exchange '${name}' sets both ${ts} (${String(tsValue)}) and Postage's ${py} (${String(pyValue)}): keep ${ts}, the TypeScript spelling`);
+    throw new TopologyError(
+      `exchange '${name}' sets both ${ts} (${String(tsValue)}) and Postage's ${py} (${String(pyValue)}): keep ${ts}, the TypeScript spelling`,
+    );
   }
   return pyValue;
 }

@@ -46,12 +46,16 @@ export interface HandlerOptions<S extends StandardSchemaV1 | undefined = Standar
 
 function withOptions(tag: HandlerTag, options: HandlerOptions | undefined): HandlerTag {
   if (options?.timeoutMs !== undefined) {
-    if (!(options.timeoutMs > 0)) throw new TypeError(`timeoutMs must be a positive number of milliseconds, not ${String(options.timeoutMs)}`);
+    if (!(options.timeoutMs > 0))
+      throw new TypeError(`timeoutMs must be a positive number of milliseconds, not ${String(options.timeoutMs)}`);
     tag.timeoutMs = options.timeoutMs;
   }
   if (options?.schema !== undefined) {
     const std = (options.schema as Partial<StandardSchemaV1> | null)?.['~standard'];
-    if (typeof std?.validate !== 'function') throw new TypeError('schema must be a Standard Schema (zod, valibot, arktype…: an object with ~standard.validate)');
+    if (typeof std?.validate !== 'function')
+      throw new TypeError(
+        'schema must be a Standard Schema (zod, valibot, arktype…: an object with ~standard.validate)',
+      );
     tag.schema = options.schema;
   }
   if (options?.description !== undefined) tag.description = String(options.description);
@@ -155,7 +159,11 @@ function handlerTag<C = unknown>(tag: HandlerTag): HandlerDecorator<C> {
 }
 
 /** Runs the method (or `Handler` class) for every message of this type and name; it gets `body.content`. */
-export function MessageHandler<S extends StandardSchemaV1 | undefined = undefined>(type: string, name?: string, options?: HandlerOptions<S>): HandlerDecorator<ContentOf<S>> {
+export function MessageHandler<S extends StandardSchemaV1 | undefined = undefined>(
+  type: string,
+  name?: string,
+  options?: HandlerOptions<S>,
+): HandlerDecorator<ContentOf<S>> {
   return handlerTag(withOptions({ category: 'message', type, name, pass: 'content' }, options));
 }
 
@@ -165,7 +173,11 @@ export function MessageHandlerFullBody(type: string, name?: string, options?: Ha
 }
 
 /** Answers RPCs of this type and name: the method gets `(content, reply)`. */
-export function RpcHandler<S extends StandardSchemaV1 | undefined = undefined>(type: string, name?: string, options?: HandlerOptions<S>): HandlerDecorator<ContentOf<S>> {
+export function RpcHandler<S extends StandardSchemaV1 | undefined = undefined>(
+  type: string,
+  name?: string,
+  options?: HandlerOptions<S>,
+): HandlerDecorator<ContentOf<S>> {
   return handlerTag(withOptions({ category: 'rpc', type, name, pass: 'content' }, options));
 }
 
@@ -175,7 +187,10 @@ export function RpcHandler<S extends StandardSchemaV1 | undefined = undefined>(t
  * `fn(value, ...args)`, and hands the handler what `fn` returns. `fn`
  * throwing `FilterError` skips this handler only (Postage's `_filter_message`).
  */
-export function MessageFilter<A extends unknown[]>(fn: (value: never, ...args: A) => unknown, ...args: A): HandlerDecorator {
+export function MessageFilter<A extends unknown[]>(
+  fn: (value: never, ...args: A) => unknown,
+  ...args: A
+): HandlerDecorator {
   return tagging((t) => {
     const list = Object.hasOwn(t, FILTERS) ? t[FILTERS]! : [];
     // Decorators apply bottom-up; unshift keeps the filters in reading order.

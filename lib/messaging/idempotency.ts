@@ -33,8 +33,10 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   constructor(options: MemoryIdempotencyOptions = {}) {
     this.#max = options.max ?? 100_000;
     this.#ttlMs = options.ttlMs ?? 86_400_000;
-    if (!(Number.isInteger(this.#max) && this.#max >= 1)) throw new TypeError(`max must be a whole number of at least 1, not ${String(options.max)}`);
-    if (!(this.#ttlMs > 0)) throw new TypeError(`ttlMs must be a positive number of milliseconds, not ${String(options.ttlMs)}`);
+    if (!(Number.isInteger(this.#max) && this.#max >= 1))
+      throw new TypeError(`max must be a whole number of at least 1, not ${String(options.max)}`);
+    if (!(this.#ttlMs > 0))
+      throw new TypeError(`ttlMs must be a positive number of milliseconds, not ${String(options.ttlMs)}`);
   }
 
   seen(key: string): boolean {

@@ -37,13 +37,21 @@ function wrong(v: unknown, ancestors: readonly object[], depth: number): readonl
   if (v === null || typeof (v as { toJSON?: unknown }).toJSON === 'function') return undefined;
   if (v instanceof Map) return ['a Map', 'send Object.fromEntries(map), or [...map] for entries'];
   if (v instanceof Set) return ['a Set', 'send [...set]'];
-  for (let i = 0; i < depth; i++) if (ancestors[i] === v) return ['a reference to one of its own ancestors (a cycle)', 'send a tree: copy the part you need'];
+  for (let i = 0; i < depth; i++)
+    if (ancestors[i] === v)
+      return ['a reference to one of its own ancestors (a cycle)', 'send a tree: copy the part you need'];
   return undefined;
 }
 
 function check(v: unknown, stack: object[], depth: number): readonly [string, string] | undefined {
   const w = wrong(v, stack, depth);
-  if (w !== undefined || typeof v !== 'object' || v === null || typeof (v as { toJSON?: unknown }).toJSON === 'function') return w;
+  if (
+    w !== undefined ||
+    typeof v !== 'object' ||
+    v === null ||
+    typeof (v as { toJSON?: unknown }).toJSON === 'function'
+  )
+    return w;
   stack[depth] = v;
   if (Array.isArray(v)) {
     for (let i = 0; i < v.length; i++) {

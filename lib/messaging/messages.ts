@@ -168,19 +168,26 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function validateEnvelope(body: unknown): MessageBody<Record<string, unknown>> {
-  if (!isPlainObject(body)) throw new MalformedMessage(`body is ${Array.isArray(body) ? 'an array' : typeof body === 'object' ? 'null' : `a ${typeof body}`}, not an object`);
+  if (!isPlainObject(body))
+    throw new MalformedMessage(
+      `body is ${Array.isArray(body) ? 'an array' : typeof body === 'object' ? 'null' : `a ${typeof body}`}, not an object`,
+    );
   if (!('version' in body)) throw new MalformedMessage('no "version" key');
-  if (body.version !== '2') throw new MalformedMessage(`version ${JSON.stringify(body.version)} is not supported (only "2")`);
+  if (body.version !== '2')
+    throw new MalformedMessage(`version ${JSON.stringify(body.version)} is not supported (only "2")`);
   for (const key of ['type', 'name'] as const) {
-    if (typeof body[key] !== 'string') throw new MalformedMessage(`"${key}" is ${body[key] === undefined ? 'missing' : 'not a string'}`);
+    if (typeof body[key] !== 'string')
+      throw new MalformedMessage(`"${key}" is ${body[key] === undefined ? 'missing' : 'not a string'}`);
   }
   if (body.category !== 'message' && body.category !== 'rpc') {
     throw new MalformedMessage(`"category" is ${JSON.stringify(body.category) ?? 'missing'}, not "message" or "rpc"`);
   }
   for (const key of ['fingerprint', 'content'] as const) {
-    if (!isPlainObject(body[key])) throw new MalformedMessage(`"${key}" is ${body[key] === undefined ? 'missing' : 'not an object'}`);
+    if (!isPlainObject(body[key]))
+      throw new MalformedMessage(`"${key}" is ${body[key] === undefined ? 'missing' : 'not an object'}`);
   }
-  if (body._reserved !== undefined && !isPlainObject(body._reserved)) throw new MalformedMessage('"_reserved" is not an object');
+  if (body._reserved !== undefined && !isPlainObject(body._reserved))
+    throw new MalformedMessage('"_reserved" is not an object');
   if (body._reserved === undefined) body._reserved = {};
   return body as unknown as MessageBody<Record<string, unknown>>;
 }
@@ -199,7 +206,9 @@ function classFor(b: MessageBody<Record<string, unknown>>): MessageClass {
       if (t === 'success') return MessageResult;
       if (t === 'error') return MessageResultError;
       if (t === 'exception') return MessageResultException;
-      throw new MalformedMessage(`result content type ${JSON.stringify(t) ?? 'is missing'}${t === undefined ? '' : ' is not success, error or exception'}`);
+      throw new MalformedMessage(
+        `result content type ${JSON.stringify(t) ?? 'is missing'}${t === undefined ? '' : ' is not success, error or exception'}`,
+      );
     }
     default:
       return Message;

@@ -17,7 +17,10 @@ export interface ComponentOptions extends ConnectOptions {
    */
   connection?: SharedConnection;
   encoder?: Encoder;
-  /** The host's logger: pino (a child of the application's), a `(fields, message)` logger, Nest's `LoggerService`, or `console`; defaults to postage-ts's own. */
+  /**
+   * The host's logger: pino (a child of the application's), a `(fields, message)` logger, Nest's `LoggerService`, or
+   * `console`; defaults to postage-ts's own.
+   */
   logger?: AnyLogger;
   /** Backoff for reconnecting after a lost connection. */
   reconnect?: ReconnectOptions;
@@ -34,7 +37,11 @@ const FINGERPRINT_FIELDS = ['name', 'type', 'pid', 'host', 'user'];
  * that mixes those fields with options is refused rather than guessed at.
  * @internal
  */
-export function constructorForm(args: readonly unknown[], options: Readonly<Record<string, true>>, what: string): 'positional' | 'options' {
+export function constructorForm(
+  args: readonly unknown[],
+  options: Readonly<Record<string, true>>,
+  what: string,
+): 'positional' | 'options' {
   if (args.length > 1) return 'positional';
   const first = args[0];
   if (first === undefined || first === null || typeof first !== 'object') return 'options';
@@ -66,11 +73,30 @@ export function checkPositional(what: string, args: readonly unknown[], form: re
   args.forEach((a, i) => {
     if (a === undefined) return;
     const at = form[i];
-    if (!at) throw new TypeError(`${call} takes ${form.length} arguments, not ${args.length}: use the options form, new ${what}({ fingerprint, … })`);
+    if (!at)
+      throw new TypeError(
+        `${call} takes ${form.length} arguments, not ${args.length}: use the options form, new ${what}({ fingerprint, … })`,
+      );
     const [name, kind] = at;
-    const ok = kind === 'array' ? Array.isArray(a) : kind === 'string' ? typeof a === 'string' : typeof a === 'object' && a !== null && !Array.isArray(a);
+    const ok =
+      kind === 'array'
+        ? Array.isArray(a)
+        : kind === 'string'
+          ? typeof a === 'string'
+          : typeof a === 'object' && a !== null && !Array.isArray(a);
     if (ok) return;
-    const got = Array.isArray(a) ? 'an array (an eqk?)' : a === null ? 'null' : typeof a === 'object' ? 'an object' : `a ${typeof a}`;
-    throw new TypeError(`${call}: argument ${i + 1} is the ${name} (${kind === 'object' ? 'an object' : kind === 'array' ? 'an array' : 'a string'}), not ${got}. Or use the options form, new ${what}({ fingerprint, ${form.filter(([n]) => n !== 'fingerprint').map(([n]) => n).join(', ')} })`);
+    const got = Array.isArray(a)
+      ? 'an array (an eqk?)'
+      : a === null
+        ? 'null'
+        : typeof a === 'object'
+          ? 'an object'
+          : `a ${typeof a}`;
+    throw new TypeError(
+      `${call}: argument ${i + 1} is the ${name} (${kind === 'object' ? 'an object' : kind === 'array' ? 'an array' : 'a string'}), not ${got}. Or use the options form, new ${what}({ fingerprint, ${form
+        .filter(([n]) => n !== 'fingerprint')
+        .map(([n]) => n)
+        .join(', ')} })`,
+    );
   });
 }

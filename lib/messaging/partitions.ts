@@ -9,7 +9,10 @@ export const PARTITION_HEADER = 'postage-partition-key';
 /** The broker plugin partitions need, and how to enable it. */
 export const PARTITION_PLUGIN = 'rabbitmq_consistent_hash_exchange';
 
-/** An exchange-to-exchange binding a partitioned processor makes: what its queue was bound to, now routed to its partitions. */
+/**
+ * An exchange-to-exchange binding a partitioned processor makes: what its queue was bound to, now routed to its
+ * partitions.
+ */
 export interface PartitionRoute {
   source: ExchangeLike;
   key: string;
@@ -37,20 +40,32 @@ export const MAX_PARTITIONS = 256;
  * partition across every replica: nothing here elects or assigns.
  */
 export function partitionTopology(eqk: Eqk, n: number): PartitionedTopology {
-  if (!(Number.isInteger(n) && n >= 1 && n <= MAX_PARTITIONS)) throw new TypeError(`partitions must be a whole number from 1 to ${MAX_PARTITIONS}, not ${String(n)}`);
+  if (!(Number.isInteger(n) && n >= 1 && n <= MAX_PARTITIONS))
+    throw new TypeError(`partitions must be a whole number from 1 to ${MAX_PARTITIONS}, not ${String(n)}`);
   const byQueue = new Map<string, { spec: QueueSpec; hash: ExchangeObject; names: string[] }>();
   const routes: PartitionRoute[] = [];
   for (const [exchange, qks] of eqkEntries(eqk)) {
     for (const [queue, key] of qks) {
       const name = typeof queue === 'string' ? queue : queue.name;
       const flags = typeof queue === 'string' ? {} : (queue.flags ?? {});
-      if (name === '') throw new TopologyError('a partitioned processor needs named queues: its replicas share them (a server-named queue is one replica\'s own)');
-      if (flags.exclusive || flags.autoDelete || flags.durable === false) throw new TopologyError(`queue '${name}': partitions are shared by every replica and outlive each one: they cannot be exclusive, auto-delete or non-durable`);
+      if (name === '')
+        throw new TopologyError(
+          "a partitioned processor needs named queues: its replicas share them (a server-named queue is one replica's own)",
+        );
+      if (flags.exclusive || flags.autoDelete || flags.durable === false)
+        throw new TopologyError(
+          `queue '${name}': partitions are shared by every replica and outlive each one: they cannot be exclusive, auto-delete or non-durable`,
+        );
       let q = byQueue.get(name);
       if (!q) {
         q = {
           spec: queue,
-          hash: { name: `${name}.partitions`, type: 'x-consistent-hash', durable: true, arguments: { 'hash-header': PARTITION_HEADER } },
+          hash: {
+            name: `${name}.partitions`,
+            type: 'x-consistent-hash',
+            durable: true,
+            arguments: { 'hash-header': PARTITION_HEADER },
+          },
           names: Array.from({ length: n }, (_, i) => `${name}.p${i}`),
         };
         byQueue.set(name, q);
@@ -63,7 +78,13 @@ export function partitionTopology(eqk: Eqk, n: number): PartitionedTopology {
   for (const [name, q] of byQueue) {
     const flags = typeof q.spec === 'string' ? {} : (q.spec.flags ?? {});
     // Weight 1 each: the hash ring splits keys evenly over the partitions.
-    out.push([q.hash, q.names.map((p): [QueueSpec, string] => [{ name: p, flags: { ...flags, arguments: { ...flags.arguments, 'x-single-active-consumer': true } } }, '1'])]);
+    out.push([
+      q.hash,
+      q.names.map((p): [QueueSpec, string] => [
+        { name: p, flags: { ...flags, arguments: { ...flags.arguments, 'x-single-active-consumer': true } } },
+        '1',
+      ]),
+    ]);
     partitions.set(name, q.names);
   }
   return { eqk: out as unknown as Eqk, routes, partitions };

@@ -50,7 +50,10 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * @default true
    */
   handleSignals?: boolean;
-  /** How long a signal waits for the handler in flight before closing anyway (its message goes back to the queue). @default 10000 */
+  /**
+   * How long a signal waits for the handler in flight before closing anyway (its message goes back to the queue).
+   * @default 10000
+   */
   drainTimeoutMs?: number;
   /**
    * How many times one message may be delivered before it is taken from its
@@ -156,7 +159,10 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
 
 /** A processor's own events, besides its connection's. */
 export interface ProcessorEvents extends ConnectionEvents {
-  /** A `quit` or `restart` command is about to be carried out, with the sender's fingerprint: a host can shut down its own side. */
+  /**
+   * A `quit` or `restart` command is about to be carried out, with the sender's fingerprint: a host can shut down its
+   * own side.
+   */
   remoteCommand: [command: 'quit' | 'restart', from: Partial<FingerprintDict>];
 }
 export type ProcessorEvent = keyof ProcessorEvents;
@@ -169,7 +175,10 @@ const PROCESSOR_FORM: readonly Positional[] = [
   ['vhost', 'string'],
 ];
 
-/** Every option, so that a lone object mixing them with a fingerprint's fields is refused (the compiler keeps this complete). @internal */
+/**
+ * Every option, so that a lone object mixing them with a fingerprint's fields is refused (the compiler keeps this
+ * complete). @internal
+ */
 export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> = {
   fingerprint: true,
   eqk: true,
@@ -245,40 +254,75 @@ export class MessageProcessor extends MicroThread {
 
   constructor(options?: ProcessorOptions);
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
-  constructor(...args: [options?: ProcessorOptions] | [fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string]) {
+  constructor(
+    ...args:
+      | [options?: ProcessorOptions]
+      | [fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string]
+  ) {
     super();
     const [first = {}, eqk, hup, vhost] = args as [object | undefined, Eqk?, Partial<Hup>?, string?];
     const form = constructorForm(args, PROCESSOR_OPTIONS, this.constructor.name);
     if (form === 'positional') checkPositional(this.constructor.name, args, PROCESSOR_FORM);
-    const opts: ProcessorOptions = form === 'options' ? (first as ProcessorOptions) : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
-    this.fingerprint = { ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(), ...(opts.fingerprint as FingerprintDict) };
+    const opts: ProcessorOptions =
+      form === 'options'
+        ? (first as ProcessorOptions)
+        : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
+    this.fingerprint = {
+      ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(),
+      ...(opts.fingerprint as FingerprintDict),
+    };
     this.name = this.fingerprint.name;
-    this.log = opts.logger ? asPino(opts.logger, { component: 'processor', componentName: this.fingerprint.name }) : componentLogger('processor', this.fingerprint.name);
+    this.log = opts.logger
+      ? asPino(opts.logger, { component: 'processor', componentName: this.fingerprint.name })
+      : componentLogger('processor', this.fingerprint.name);
     this.#concurrency = opts.concurrency ?? 1;
-    if (!(Number.isInteger(this.#concurrency) && this.#concurrency >= 1)) throw new TypeError(`concurrency must be a whole number of at least 1, not ${String(opts.concurrency)}`);
-    if (opts.orderBy !== undefined && typeof opts.orderBy !== 'function') throw new TypeError('orderBy must be a function (content, delivery) => key');
+    if (!(Number.isInteger(this.#concurrency) && this.#concurrency >= 1))
+      throw new TypeError(`concurrency must be a whole number of at least 1, not ${String(opts.concurrency)}`);
+    if (opts.orderBy !== undefined && typeof opts.orderBy !== 'function')
+      throw new TypeError('orderBy must be a function (content, delivery) => key');
     if (opts.partitions !== undefined) {
-      if (!opts.eqk || opts.eqk.length === 0) throw new TypeError('partitions split the queues of the processor\'s eqk: give it one');
+      if (!opts.eqk || opts.eqk.length === 0)
+        throw new TypeError("partitions split the queues of the processor's eqk: give it one");
       this.#partitioned = partitionTopology(opts.eqk, opts.partitions);
     }
     // Partitioned, deliveries are ordered by their partition key unless the processor says otherwise.
     const orderBy = opts.orderBy ?? (this.#partitioned ? byPartitionKey : undefined);
     const prefetch = opts.prefetch ?? (this.#concurrency > 1 ? this.#concurrency * (orderBy ? 4 : 2) : undefined);
     const Consumer = (this.constructor as typeof MessageProcessor).consumerClass;
-    this.consumer = new Consumer({ ...opts, ...(this.#partitioned ? { eqk: this.#partitioned.eqk } : {}), prefetch, connectionName: opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`, logger: this.log });
+    this.consumer = new Consumer({
+      ...opts,
+      ...(this.#partitioned ? { eqk: this.#partitioned.eqk } : {}),
+      prefetch,
+      connectionName:
+        opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`,
+      logger: this.log,
+    });
     this.#signals = opts.handleSignals ?? true;
     this.drainTimeoutMs = opts.drainTimeoutMs ?? DEFAULT_DRAIN_MS;
     this.#registry = registryFor(this.constructor as typeof MessageProcessor);
     const maxDeliveries = opts.maxDeliveries ?? 5;
-    if (!(Number.isInteger(maxDeliveries) && maxDeliveries >= 1)) throw new TypeError(`maxDeliveries must be a whole number of at least 1, not ${String(opts.maxDeliveries)}`);
-    if (opts.redeliveryCount !== undefined && opts.redeliveryCount !== 'broker' && opts.redeliveryCount !== 'header') throw new TypeError(`redeliveryCount must be 'broker' or 'header', not ${String(opts.redeliveryCount)}`);
+    if (!(Number.isInteger(maxDeliveries) && maxDeliveries >= 1))
+      throw new TypeError(`maxDeliveries must be a whole number of at least 1, not ${String(opts.maxDeliveries)}`);
+    if (opts.redeliveryCount !== undefined && opts.redeliveryCount !== 'broker' && opts.redeliveryCount !== 'header')
+      throw new TypeError(`redeliveryCount must be 'broker' or 'header', not ${String(opts.redeliveryCount)}`);
     for (const d of opts.retry?.delays ?? []) checkDelay('retry.delays: each delay', d);
-    // Deliveries depend on four small interfaces; the consumer is all four, unless the class makes its own (the test harness).
+    // Deliveries depend on four small interfaces; the consumer is all four, unless the class makes its own (the test
+    // harness).
     const consumer = this.consumer;
     const makePorts = (this.constructor as { [PORTS]?: () => DeliveryPorts })[PORTS];
-    const ports: DeliveryPorts = (this.#ports = makePorts ? makePorts() : { inbox: consumer, settler: consumer, copies: consumer, replier: consumer });
+    const ports: DeliveryPorts = (this.#ports = makePorts
+      ? makePorts()
+      : { inbox: consumer, settler: consumer, copies: consumer, replier: consumer });
     const { replier } = ports;
-    const settleCtx: SettleContext = { settler: ports.settler, copies: ports.copies, replier, log: this.log, errorExchange: opts.errorExchange, deliveries: new DeliveryCounter(), restart: () => this.restart() };
+    const settleCtx: SettleContext = {
+      settler: ports.settler,
+      copies: ports.copies,
+      replier,
+      log: this.log,
+      errorExchange: opts.errorExchange,
+      deliveries: new DeliveryCounter(),
+      restart: () => this.restart(),
+    };
     const dispatch: DispatchContext = {
       owner: this,
       fingerprint: this.fingerprint,
@@ -296,8 +340,12 @@ export class MessageProcessor extends MicroThread {
         ack: (msg) => ack(settleCtx, msg),
       },
     };
-    if (!(dispatch.streamStallMs > 0)) throw new TypeError(`streamStallMs must be a positive number of milliseconds, not ${String(opts.streamStallMs)}`);
-    if (!(dispatch.handlerTimeoutMs > 0)) throw new TypeError(`handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`);
+    if (!(dispatch.streamStallMs > 0))
+      throw new TypeError(`streamStallMs must be a positive number of milliseconds, not ${String(opts.streamStallMs)}`);
+    if (!(dispatch.handlerTimeoutMs > 0))
+      throw new TypeError(
+        `handlerTimeoutMs must be a positive number of milliseconds, not ${String(opts.handlerTimeoutMs)}`,
+      );
     this.#errorExchange = opts.errorExchange;
     this.#remoteControl = opts.remoteControl ?? true;
     this.#pipeline = new DeliveryPipeline({
@@ -355,7 +403,10 @@ export class MessageProcessor extends MicroThread {
             // Single active consumer tells a standby nothing: a delivery is how a replica learns it is the active one.
             const q = consumer.queueOf(msg);
             if (q !== undefined) activeOn.add(q);
-            if (!keylessSaid && (msg.properties.headers as Record<string, unknown> | undefined)?.[PARTITION_HEADER] === undefined) {
+            if (
+              !keylessSaid &&
+              (msg.properties.headers as Record<string, unknown> | undefined)?.[PARTITION_HEADER] === undefined
+            ) {
               keylessSaid = true;
               this.log.warn(
                 { messageId: msg.properties.messageId, queue: q },
@@ -426,7 +477,8 @@ export class MessageProcessor extends MicroThread {
   }
 
   override step(): Generator<Yielded, unknown, unknown> {
-    // Park on ready() only until it has resolved: a promise yielded on every step would cost a round trip through the event loop per message.
+    // Park on ready() only until it has resolved: a promise yielded on every step would cost a round trip through the
+    // event loop per message.
     // After that a step is one delivery's own generator, with none wrapped around it.
     return this.#isReady ? this.#pipeline.work() : this.#firstStep();
   }
@@ -445,11 +497,14 @@ export class MessageProcessor extends MicroThread {
     if (this.#concurrency === 1) return;
     const scheduler = this.scheduler;
     if (!scheduler) {
-      this.log.warn(`concurrency ${this.#concurrency} needs the processor to run on a MicroScheduler; handling one delivery at a time`);
+      this.log.warn(
+        `concurrency ${this.#concurrency} needs the processor to run on a MicroScheduler; handling one delivery at a time`,
+      );
       return;
     }
     const pipeline = this.#pipeline;
-    for (let i = 1; i < this.#concurrency; i++) scheduler.addMicrothread(new DeliveryWorker(() => pipeline.work(), `${this.name}#${i}`));
+    for (let i = 1; i < this.#concurrency; i++)
+      scheduler.addMicrothread(new DeliveryWorker(() => pipeline.work(), `${this.name}#${i}`));
   }
 
   /**
@@ -496,8 +551,19 @@ export class MessageProcessor extends MicroThread {
   /** The built-in `describe` RPC: this processor's fingerprint, library version, bindings and handlers. */
   @RpcHandler('command', 'describe', { description: 'what this processor is, where it listens, and what it handles' })
   rpcDescribe(): ProcessorDescription {
-    const d = describeProcessor(this.fingerprint, this.consumer.bindings(), this.#registry, this.#errorExchange, this.#concurrency);
-    if (this.#partitioned) d.partitions = [...this.#partitioned.partitions].map(([queue, names]) => ({ queue, partitions: names, activeHere: names.filter((n) => this.#activeOn.has(n)) }));
+    const d = describeProcessor(
+      this.fingerprint,
+      this.consumer.bindings(),
+      this.#registry,
+      this.#errorExchange,
+      this.#concurrency,
+    );
+    if (this.#partitioned)
+      d.partitions = [...this.#partitioned.partitions].map(([queue, names]) => ({
+        queue,
+        partitions: names,
+        activeHere: names.filter((n) => this.#activeOn.has(n)),
+      }));
     return d;
   }
 
@@ -524,10 +590,16 @@ export class MessageProcessor extends MicroThread {
     const from = (body.fingerprint ?? {}) as Partial<FingerprintDict>;
     const who = `${from.name ?? '?'} (${from.type ?? '?'}) pid ${from.pid ?? '?'}@${from.host ?? '?'} user ${from.user ?? '?'}`;
     if (!this.#remoteControl) {
-      this.log.warn({ command, from }, `${command} command from ${who} refused: this processor has remoteControl: false`);
+      this.log.warn(
+        { command, from },
+        `${command} command from ${who} refused: this processor has remoteControl: false`,
+      );
       return false;
     }
-    this.log.warn({ command, from }, `${command} command from ${who}: ${command === 'quit' ? 'stopping' : 'restarting'}`);
+    this.log.warn(
+      { command, from },
+      `${command} command from ${who}: ${command === 'quit' ? 'stopping' : 'restarting'}`,
+    );
     this.#host.emit('remoteCommand', command, from);
     return true;
   }
@@ -537,12 +609,19 @@ Object.defineProperty(MessageProcessor.prototype, COMPONENT_KIND, { value: 'proc
 
 /** Whether `v` is a processor of any copy of postage-ts (see COMPONENT_KIND). */
 export function isProcessor(v: unknown): v is MessageProcessor {
-  return v instanceof MessageProcessor || (typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[COMPONENT_KIND] === 'processor');
+  return (
+    v instanceof MessageProcessor ||
+    (typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[COMPONENT_KIND] === 'processor')
+  );
 }
 
 /** Whether `v` is a processor class of any copy of postage-ts. */
 export function isProcessorClass(v: unknown): v is typeof MessageProcessor {
-  return typeof v === 'function' && (v.prototype instanceof MessageProcessor || (v.prototype as Record<symbol, unknown> | undefined)?.[COMPONENT_KIND] === 'processor');
+  return (
+    typeof v === 'function' &&
+    (v.prototype instanceof MessageProcessor ||
+      (v.prototype as Record<symbol, unknown> | undefined)?.[COMPONENT_KIND] === 'processor')
+  );
 }
 
 /** A partitioned processor's default ordering key: the partition key the message was sent with. */
@@ -551,7 +630,9 @@ function byPartitionKey(_content: unknown, delivery: DeliveryInfo): unknown {
   return Buffer.isBuffer(k) ? k.toString('utf8') : k;
 }
 
-/** The processor's own step, as the class defined it: one replaced later (a subclass, a spy on the prototype) is called. */
+/**
+ * The processor's own step, as the class defined it: one replaced later (a subclass, a spy on the prototype) is called.
+ */
 const OWN_STEP = MessageProcessor.prototype.step;
 
 /** One more worker of a processor with `concurrency` above 1: it takes deliveries from the processor's intake. */

@@ -6,7 +6,7 @@ import { asPino, componentLogger, type Logger } from '../log.js';
 import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
-import { type Encoder } from './encoder.js';
+import type { Encoder } from './encoder.js';
 import { defaultEncoder } from './encryption.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { Message, MessageCommand, MessageResultError, RpcCommand, type AnyResult } from './messages.js';
@@ -19,7 +19,18 @@ import { DEFAULT_WINDOW, MAX_WINDOW } from './stream-protocol.js';
 import { sendProperties } from './send/properties.js';
 import { currentScope, HEADERS, type DeliveryScope } from './delivery/context.js';
 import { instruments } from '../telemetry/metrics.js';
-import { activeContext, ATTR, endSpan, extractContext, injectContext, passTraceOn, startPublishSpan, startRpcSpan, tracingOn, trace } from '../telemetry/tracing.js';
+import {
+  activeContext,
+  ATTR,
+  endSpan,
+  extractContext,
+  injectContext,
+  passTraceOn,
+  startPublishSpan,
+  startRpcSpan,
+  tracingOn,
+  trace,
+} from '../telemetry/tracing.js';
 import type { Attributes } from '@opentelemetry/api';
 import { Publisher } from './send/publisher.js';
 import { TRANSPORT, type Transport } from './send/transport.js';
@@ -78,9 +89,10 @@ export interface ProducerOptions extends ComponentOptions {
   confirmTimeoutMs?: number;
 }
 
-
 type MessageMethods<T> = {
-  [K in keyof T as K extends `build_message_${infer N}` ? `message_${N}` : never]: T[K] extends (...args: infer A) => unknown
+  [K in keyof T as K extends `build_message_${infer N}` ? `message_${N}` : never]: T[K] extends (
+    ...args: infer A
+  ) => unknown
     ? (...args: [...A, SendOptions?]) => Promise<void>
     : never;
 };
@@ -96,7 +108,10 @@ type RpcMethods<T> = {
  * A `message_NAME` for a name without a builder: sends `MessageCommand(NAME, params)`.
  * `P` types the parameters: `MessageSender<ParamsOf<typeof Resize>>` shares a handler's schema.
  */
-export type MessageSender<P extends object = Record<string, unknown>> = (params?: P, options?: SendOptions) => Promise<void>;
+export type MessageSender<P extends object = Record<string, unknown>> = (
+  params?: P,
+  options?: SendOptions,
+) => Promise<void>;
 /** An `rpc_NAME` for a name without a builder: calls `RpcCommand(NAME, params)`. */
 export interface RpcSender<P extends object = Record<string, unknown>> {
   (params: P | undefined, options: SendOptions & { _queue_only: true }): Promise<string>;
@@ -107,15 +122,27 @@ export interface RpcSender<P extends object = Record<string, unknown>> {
  * content is `{ parameters }`, so a handler's schema of it types
  * `message_NAME`'s argument as its `parameters`.
  */
-export type ParamsOf<S extends StandardSchemaV1> = StandardSchemaV1.InferInput<S> extends { parameters: infer P extends object } ? P : StandardSchemaV1.InferInput<S> extends object ? StandardSchemaV1.InferInput<S> : never;
+export type ParamsOf<S extends StandardSchemaV1> =
+  StandardSchemaV1.InferInput<S> extends { parameters: infer P extends object }
+    ? P
+    : StandardSchemaV1.InferInput<S> extends object
+      ? StandardSchemaV1.InferInput<S>
+      : never;
 /**
  * An `rpcStream_NAME`: calls `RpcCommand(NAME, params)` on a streaming
  * handler and iterates what it yields (`for await`). `_timeout` is the idle
  * time between items (seconds), `_window` how many items the server may send ahead.
  */
-export type StreamSender<P extends object = Record<string, unknown>> = (params?: P, options?: SendOptions) => AsyncIterableIterator<unknown>;
+export type StreamSender<P extends object = Record<string, unknown>> = (
+  params?: P,
+  options?: SendOptions,
+) => AsyncIterableIterator<unknown>;
 type StreamMethods<T> = {
-  [K in keyof T as K extends `build_rpc_${infer N}` ? `rpcStream_${N}` : never]: T[K] extends (...args: infer A) => unknown ? (...args: [...A, SendOptions?]) => AsyncIterableIterator<unknown> : never;
+  [K in keyof T as K extends `build_rpc_${infer N}` ? `rpcStream_${N}` : never]: T[K] extends (
+    ...args: infer A
+  ) => unknown
+    ? (...args: [...A, SendOptions?]) => AsyncIterableIterator<unknown>
+    : never;
 };
 /** Every name, for producers that declare no builder at all (a bare `GenericProducer`, as in Postage). */
 interface FallbackMethods {
@@ -123,7 +150,9 @@ interface FallbackMethods {
   [name: `rpc_${string}`]: RpcSender;
   [name: `rpcStream_${string}`]: StreamSender;
 }
-type BuilderNames<T> = { [K in keyof T]: K extends `build_message_${string}` | `build_rpc_${string}` ? K : never }[keyof T];
+type BuilderNames<T> = {
+  [K in keyof T]: K extends `build_message_${string}` | `build_rpc_${string}` ? K : never;
+}[keyof T];
 
 /**
  * A producer with its generated `message_NAME` / `rpc_NAME` methods, typed
@@ -132,7 +161,11 @@ type BuilderNames<T> = { [K in keyof T]: K extends `build_message_${string}` | `
  * without a builder is declared with `declare message_NAME: MessageSender` (or
  * `RpcSender`). A producer with no builder at all takes every name.
  */
-export type Producer<T> = T & MessageMethods<T> & RpcMethods<T> & StreamMethods<T> & ([BuilderNames<T>] extends [never] ? FallbackMethods : unknown);
+export type Producer<T> = T &
+  MessageMethods<T> &
+  RpcMethods<T> &
+  StreamMethods<T> &
+  ([BuilderNames<T>] extends [never] ? FallbackMethods : unknown);
 
 /**
  * Sends Postage envelopes. Subclass it, declare `static eks` and
@@ -183,20 +216,32 @@ export class GenericProducer {
     this.eks = cls.eks;
     this.rpcTimeout = cls.rpcTimeout;
     this.maxRetry = cls.maxRetry;
-    this.fingerprint = { ...new Fingerprint(this.constructor.name, 'producer', { vhost: options.vhost }).asDict(), ...(options.fingerprint as FingerprintDict) };
+    this.fingerprint = {
+      ...new Fingerprint(this.constructor.name, 'producer', { vhost: options.vhost }).asDict(),
+      ...(options.fingerprint as FingerprintDict),
+    };
     this.encoder = options.encoder ?? defaultEncoder();
     this.#whileDisconnected = options.whileDisconnected ?? 'fail';
     this.#replyTo = options.replyTo ?? cls.replyTo;
-    this.log = options.logger ? asPino(options.logger, { component: 'producer', componentName: this.fingerprint.name }) : componentLogger('producer', this.fingerprint.name);
+    this.log = options.logger
+      ? asPino(options.logger, { component: 'producer', componentName: this.fingerprint.name })
+      : componentLogger('producer', this.fingerprint.name);
     const confirmMs = options.confirmTimeoutMs ?? DEFAULTS.confirmTimeoutMs;
-    if (!(confirmMs > 0)) throw new TypeError(`confirmTimeoutMs must be a positive number of milliseconds, not ${String(options.confirmTimeoutMs)}`);
+    if (!(confirmMs > 0))
+      throw new TypeError(
+        `confirmTimeoutMs must be a positive number of milliseconds, not ${String(options.confirmTimeoutMs)}`,
+      );
     const lost = () => this.#link.channelLost();
     // Tests put a recording transport here (postage-ts/testing): no broker, the rest of the producer as it is.
     const transport = (options as { [TRANSPORT]?: Transport })[TRANSPORT];
     this.#publisher = transport?.publisher ?? new Publisher(this.log, confirmMs, lost);
     this.#rpc = transport?.rpc ?? new RpcClient(this.log, this.encoder, lost);
     this.#link = new Link(
-      { ...options, connectionName: options.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}` },
+      {
+        ...options,
+        connectionName:
+          options.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`,
+      },
       this.log,
       'producer',
       {
@@ -220,7 +265,8 @@ export class GenericProducer {
     const fallback = new Proxy(Object.prototype, {
       get(target, prop, receiver: GenericProducer) {
         if (typeof prop === 'string') {
-          if (prop.startsWith('message_')) return (...args: unknown[]) => receiver.#send(prop.slice(8), 'message', args);
+          if (prop.startsWith('message_'))
+            return (...args: unknown[]) => receiver.#send(prop.slice(8), 'message', args);
           if (prop.startsWith('rpc_')) return (...args: unknown[]) => receiver.#send(prop.slice(4), 'rpc', args);
           if (prop.startsWith('rpcStream_')) return (...args: unknown[]) => receiver.#stream(prop.slice(10), args);
         }
@@ -231,12 +277,18 @@ export class GenericProducer {
   }
 
   /** Builds a producer, connects it and declares its eks. */
-  static async create<T extends GenericProducer>(this: new (options?: ProducerOptions) => T, options: ProducerOptions = {}): Promise<Producer<T>> {
+  static async create<T extends GenericProducer>(
+    this: new (
+      options?: ProducerOptions,
+    ) => T,
+    options: ProducerOptions = {},
+  ): Promise<Producer<T>> {
     const p = new this(options);
     try {
       await p.connect();
     } catch (err) {
-      // Refused (a wrong password, an exchange redeclared with another type): nothing stays open, so the process can exit.
+      // Refused (a wrong password, an exchange redeclared with another type): nothing stays open, so the process can
+      // exit.
       await p.close().catch(() => undefined);
       throw err;
     }
@@ -282,7 +334,9 @@ export class GenericProducer {
 
   #notConnected = (): BrokerError =>
     new BrokerError(
-      this.#link.recovers ? 'producer is not connected to RabbitMQ (reconnecting): send again once it is back' : 'producer is not connected: use `await Producer.create()` or `await producer.connect()`',
+      this.#link.recovers
+        ? 'producer is not connected to RabbitMQ (reconnecting): send again once it is back'
+        : 'producer is not connected: use `await Producer.create()` or `await producer.connect()`',
       'NOT_CONNECTED',
     );
 
@@ -316,7 +370,8 @@ export class GenericProducer {
    * In the order added; returns the producer, so calls chain.
    */
   use(mw: ProducerMiddleware): this {
-    if (typeof mw !== 'function') throw new TypeError(`producer.use() takes a function (send, next) => …, not ${typeof mw}`);
+    if (typeof mw !== 'function')
+      throw new TypeError(`producer.use() takes a function (send, next) => …, not ${typeof mw}`);
     (this.#middleware ??= []).push(mw);
     return this;
   }
@@ -326,8 +381,24 @@ export class GenericProducer {
       const { msg, opts } = this.#build(name, category, args);
       const scope = currentScope();
       if (this.#middleware) {
-        if (category === 'rpc') return this.#around('rpc', msg.body, opts, scope, (o) => this.#call(msg.body, o, scope), () => new MessageResultError(`RPC '${name}' not sent: a producer middleware returned without calling next()`));
-        return this.#around('message', msg.body, opts, scope, (o) => this.#publish(msg.body, o, scope), () => undefined);
+        if (category === 'rpc')
+          return this.#around(
+            'rpc',
+            msg.body,
+            opts,
+            scope,
+            (o) => this.#call(msg.body, o, scope),
+            () =>
+              new MessageResultError(`RPC '${name}' not sent: a producer middleware returned without calling next()`),
+          );
+        return this.#around(
+          'message',
+          msg.body,
+          opts,
+          scope,
+          (o) => this.#publish(msg.body, o, scope),
+          () => undefined,
+        );
       }
       return category === 'rpc' ? this.#call(msg.body, opts, scope) : this.#publish(msg.body, opts, scope);
     } catch (err) {
@@ -340,11 +411,24 @@ export class GenericProducer {
    * `core`, given the options with the headers the middleware set.
    * `dropped`: what the send resolves to when a middleware did not call `next`.
    */
-  #around<R>(kind: OutgoingSend['kind'], body: object, opts: SendOptions, scope: DeliveryScope | undefined, core: (opts: SendOptions) => Promise<R>, dropped: () => R): Promise<R> {
+  #around<R>(
+    kind: OutgoingSend['kind'],
+    body: object,
+    opts: SendOptions,
+    scope: DeliveryScope | undefined,
+    core: (opts: SendOptions) => Promise<R>,
+    dropped: () => R,
+  ): Promise<R> {
     const list = this.#middleware!;
     refuseAfterFailure(scope);
     const [target] = this.#targets(opts);
-    const send: OutgoingSend = { kind, exchange: target?.[0].name ?? '', routingKey: target?.[1] ?? '', message: body as Record<string, unknown>, headers: { ...opts._headers } };
+    const send: OutgoingSend = {
+      kind,
+      exchange: target?.[0].name ?? '',
+      routingKey: target?.[1] ?? '',
+      message: body as Record<string, unknown>,
+      headers: { ...opts._headers },
+    };
     let sent = false;
     let result: R | undefined;
     const inner = (): Promise<void> => {
@@ -372,24 +456,40 @@ export class GenericProducer {
     }
   }
 
-  /** Validates and encodes a send now (its properties read the delivery being handled); the function returned publishes it. */
+  /**
+   * Validates and encodes a send now (its properties read the delivery being handled); the function returned publishes
+   * it.
+   */
   #prepare(body: object, opts: SendOptions, scope: DeliveryScope | undefined): () => Promise<void> {
     const delay = opts._delay === undefined ? 0 : checkDelay('_delay', opts._delay);
-    if (delay > 0 && opts._expiration !== undefined) throw new TypeError('_delay and _expiration cannot go together: the expiration would end the delay early');
+    if (delay > 0 && opts._expiration !== undefined)
+      throw new TypeError('_delay and _expiration cannot go together: the expiration would end the delay early');
     const content = this.encoder.encode(body) as Buffer;
     const targets = this.#targets(opts);
     const props = sendProperties(opts, scope, this.#newId(), false);
     // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
     // Commands must reach a queue; other messages (statuses, results, events) are publish/subscribe.
-    props.mandatory = opts._mandatory ?? (this.constructor as typeof GenericProducer).mandatory ?? (body as { type?: unknown }).type === 'command';
+    props.mandatory =
+      opts._mandatory ??
+      (this.constructor as typeof GenericProducer).mandatory ??
+      (body as { type?: unknown }).type === 'command';
     props.contentType = this.encoder.contentType;
     const send = (): Promise<void> => {
-      if (!this.#publisher.isOpen && this.#link.recovers && this.#whileDisconnected === 'buffer' && !this.#link.closed) {
+      if (
+        !this.#publisher.isOpen &&
+        this.#link.recovers &&
+        this.#whileDisconnected === 'buffer' &&
+        !this.#link.closed
+      ) {
         // Held until the connection is back, then sent in order; the promise settles with that send.
         return new Promise<void>((resolve, reject) => this.#held.push(() => send().then(resolve, reject)));
       }
       if (!this.#publisher.isOpen) return Promise.reject(this.#notConnected());
-      if (this.log.isLevelEnabled('debug')) this.log.debug({ targets: targets.map(([e, k]) => `${e.name}/${k}`), messageId: props.messageId, body }, 'publish');
+      if (this.log.isLevelEnabled('debug'))
+        this.log.debug(
+          { targets: targets.map(([e, k]) => `${e.name}/${k}`), messageId: props.messageId, body },
+          'publish',
+        );
       const tracing = tracingOn();
       const counters = instruments();
       if (!tracing) {
@@ -399,12 +499,20 @@ export class GenericProducer {
       }
       const [exchange, key] = targets[0] ?? [{ name: '' }, ''];
       const parent = scope?.trace ?? activeContext();
-      const span = tracing ? startPublishSpan(parent, exchange.name, { ...sendAttributes(body, props, content, key), [ATTR.component]: this.fingerprint.name }) : undefined;
+      const span = tracing
+        ? startPublishSpan(parent, exchange.name, {
+            ...sendAttributes(body, props, content, key),
+            [ATTR.component]: this.fingerprint.name,
+          })
+        : undefined;
       if (span) injectContext(trace.setSpan(parent, span), (props.headers ??= {}), scope?.headers);
       return this.#publishOrResend(targets, props, content, delay).then(
         () => {
           if (span) endSpan(span);
-          counters?.sent.add(targets.length, { [ATTR.destination]: exchange.name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
+          counters?.sent.add(targets.length, {
+            [ATTR.destination]: exchange.name,
+            [ATTR.messageName]: String((body as { name?: unknown }).name ?? ''),
+          });
         },
         (err: unknown) => {
           if (span) endSpan(span, err);
@@ -421,8 +529,16 @@ export class GenericProducer {
    * the next one, same message id, instead of failing: at least once, and
    * receivers can drop the duplicate by its id.
    */
-  #publishOrResend(targets: EksEntry[], props: Parameters<Publisher['publish']>[1], content: Buffer, delay = 0): Promise<void> {
-    const sent = delay > 0 ? this.#publisher.publishDelayed(targets, props, content, delay, this.#notConnected) : this.#publisher.publish(targets, props, content, this.#notConnected);
+  #publishOrResend(
+    targets: EksEntry[],
+    props: Parameters<Publisher['publish']>[1],
+    content: Buffer,
+    delay = 0,
+  ): Promise<void> {
+    const sent =
+      delay > 0
+        ? this.#publisher.publishDelayed(targets, props, content, delay, this.#notConnected)
+        : this.#publisher.publish(targets, props, content, this.#notConnected);
     if (this.#whileDisconnected !== 'buffer') return sent;
     return sent.catch((err: unknown) => {
       if (!(err instanceof BrokerError && err.code === 'UNCONFIRMED') || this.#link.closed) throw err;
@@ -474,7 +590,14 @@ export class GenericProducer {
     if (!this.#middleware) return this.#publish(body, opts);
     const scope = currentScope();
     try {
-      return this.#around('message', body, opts, scope, (o) => this.#publish(body, o, scope), () => undefined);
+      return this.#around(
+        'message',
+        body,
+        opts,
+        scope,
+        (o) => this.#publish(body, o, scope),
+        () => undefined,
+      );
     } catch (err) {
       return Promise.reject(err);
     }
@@ -487,7 +610,12 @@ export class GenericProducer {
     const content = this.encoder.encode(body) as Buffer;
     const props = sendProperties(opts, scope, this.#newId(), true);
     const parent = scope?.trace ?? activeContext();
-    const span = tracingOn() ? startRpcSpan(parent, target[0].name, { ...sendAttributes(body, props, content, target[1]), [ATTR.component]: this.fingerprint.name }) : undefined;
+    const span = tracingOn()
+      ? startRpcSpan(parent, target[0].name, {
+          ...sendAttributes(body, props, content, target[1]),
+          [ATTR.component]: this.fingerprint.name,
+        })
+      : undefined;
     if (span) injectContext(trace.setSpan(parent, span), (props.headers ??= {}), scope?.headers);
     else if (scope) passTraceOn(props, scope);
     const counters = instruments();
@@ -514,8 +642,18 @@ export class GenericProducer {
     if (!span && !counters) return call;
     return call.then(
       (r) => {
-        if (span) endSpan(span, typeof r === 'object' && !r.ok ? new Error(String(r.body.content.message || r.body.content.value)) : undefined);
-        if (typeof r === 'object') counters?.rpcDuration.record((performance.now() - started) / 1000, { [ATTR.destination]: target[0].name, [ATTR.messageName]: String((body as { name?: unknown }).name ?? '') });
+        if (span)
+          endSpan(
+            span,
+            typeof r === 'object' && !r.ok
+              ? new Error(String(r.body.content.message || r.body.content.value))
+              : undefined,
+          );
+        if (typeof r === 'object')
+          counters?.rpcDuration.record((performance.now() - started) / 1000, {
+            [ATTR.destination]: target[0].name,
+            [ATTR.messageName]: String((body as { name?: unknown }).name ?? ''),
+          });
         return r;
       },
       (err: unknown) => {
@@ -533,10 +671,17 @@ export class GenericProducer {
       if (!this.#middleware) return this.#startStream(msg.body, opts, scope);
       // The middleware is async, the iterator is returned now: it starts once the middleware let it.
       let started: AsyncIterableIterator<unknown> | undefined;
-      const ready = this.#around('stream', msg.body, opts, scope, (o) => {
-        started = this.#startStream(msg.body, o, scope);
-        return Promise.resolve();
-      }, () => undefined);
+      const ready = this.#around(
+        'stream',
+        msg.body,
+        opts,
+        scope,
+        (o) => {
+          started = this.#startStream(msg.body, o, scope);
+          return Promise.resolve();
+        },
+        () => undefined,
+      );
       return lateIterator(ready.then(() => started));
     } catch (err) {
       return failedIterator(err);
@@ -548,7 +693,8 @@ export class GenericProducer {
       refuseAfterFailure(scope);
       if (!this.#rpc.isOpen) throw this.#notConnected();
       const window = opts._window ?? DEFAULT_WINDOW;
-      if (!Number.isInteger(window) || window < 1 || window > MAX_WINDOW) throw new TypeError(`_window must be a whole number from 1 to ${MAX_WINDOW}, not ${String(opts._window)}`);
+      if (!Number.isInteger(window) || window < 1 || window > MAX_WINDOW)
+        throw new TypeError(`_window must be a whole number from 1 to ${MAX_WINDOW}, not ${String(opts._window)}`);
       const target = this.#targets(opts)[0];
       const content = this.encoder.encode(body) as Buffer;
       const props = sendProperties(opts, scope, this.#newId(), true);
@@ -614,14 +760,23 @@ function failedIterator(err: unknown): AsyncIterableIterator<unknown> {
 function lateIterator(made: Promise<AsyncIterableIterator<unknown> | undefined>): AsyncIterableIterator<unknown> {
   const it: AsyncIterableIterator<unknown> = {
     next: () => made.then((inner) => (inner ? inner.next() : { done: true as const, value: undefined })),
-    return: () => made.then((inner) => (inner?.return ? inner.return() : { done: true as const, value: undefined }), () => ({ done: true as const, value: undefined })),
+    return: () =>
+      made.then(
+        (inner) => (inner?.return ? inner.return() : { done: true as const, value: undefined }),
+        () => ({ done: true as const, value: undefined }),
+      ),
     [Symbol.asyncIterator]: () => it,
   };
   return it;
 }
 
 /** What a send's spans say of it. */
-function sendAttributes(body: object, props: { messageId: string; headers?: Record<string, unknown> }, content: Buffer, key: string): Attributes {
+function sendAttributes(
+  body: object,
+  props: { messageId: string; headers?: Record<string, unknown> },
+  content: Buffer,
+  key: string,
+): Attributes {
   const b = body as { type?: unknown; name?: unknown };
   return {
     [ATTR.messageId]: props.messageId,

@@ -27,10 +27,21 @@ export interface QueueFlags {
 }
 
 /** The flags postage-ts knows; any other key is refused, naming the spelling to use. */
-/** RabbitMQ's direct reply-to pseudo-queue: consumed (no ack) on a channel, its generated names route answers back to that channel. */
+/**
+ * RabbitMQ's direct reply-to pseudo-queue: consumed (no ack) on a channel, its generated names route answers back to
+ * that channel.
+ */
 export const REPLY_TO = 'amq.rabbitmq.reply-to';
 
-const QUEUE_FLAGS = new Set(['durable', 'exclusive', 'autoDelete', 'arguments', 'auto_delete', 'queueType', 'singleActiveConsumer']);
+const QUEUE_FLAGS = new Set([
+  'durable',
+  'exclusive',
+  'autoDelete',
+  'arguments',
+  'auto_delete',
+  'queueType',
+  'singleActiveConsumer',
+]);
 
 export type QueueType = 'classic' | 'quorum' | 'stream';
 const QUEUE_TYPES: readonly QueueType[] = ['classic', 'quorum', 'stream'];
@@ -40,17 +51,35 @@ const QUEUE_TYPES: readonly QueueType[] = ['classic', 'quorum', 'stream'];
  * default type), refusing what its type cannot be before the broker does.
  * @internal
  */
-export function queueArguments(name: string, flags: QueueFlags & { durable: boolean; exclusive: boolean; autoDelete: boolean }, defaultType: QueueType | undefined): Record<string, unknown> | undefined {
+export function queueArguments(
+  name: string,
+  flags: QueueFlags & { durable: boolean; exclusive: boolean; autoDelete: boolean },
+  defaultType: QueueType | undefined,
+): Record<string, unknown> | undefined {
   const args: Record<string, unknown> = { ...flags.arguments };
   const given = args['x-queue-type'] as string | undefined;
-  if (flags.queueType !== undefined && !QUEUE_TYPES.includes(flags.queueType)) throw new TopologyError(`queue '${name}': queueType '${String(flags.queueType)}' is none of ${QUEUE_TYPES.join(', ')}`);
-  if (flags.queueType !== undefined && given !== undefined && given !== flags.queueType) throw new TopologyError(`queue '${name}': queueType '${flags.queueType}' and arguments x-queue-type '${given}' disagree: keep queueType`);
+  if (flags.queueType !== undefined && !QUEUE_TYPES.includes(flags.queueType))
+    throw new TopologyError(
+      `queue '${name}': queueType '${String(flags.queueType)}' is none of ${QUEUE_TYPES.join(', ')}`,
+    );
+  if (flags.queueType !== undefined && given !== undefined && given !== flags.queueType)
+    throw new TopologyError(
+      `queue '${name}': queueType '${flags.queueType}' and arguments x-queue-type '${given}' disagree: keep queueType`,
+    );
   // The configured default applies to queues it can apply to: durable, named, neither exclusive nor auto-delete.
   const fits = name !== '' && flags.durable && !flags.exclusive && !flags.autoDelete;
   const type = flags.queueType ?? (given as QueueType | undefined) ?? (fits ? defaultType : undefined);
   if (type === 'quorum' || type === 'stream') {
-    const wrong = [!flags.durable && 'non-durable', flags.exclusive && 'exclusive', flags.autoDelete && 'auto-delete', name === '' && 'server-named'].filter(Boolean);
-    if (wrong.length > 0) throw new TopologyError(`queue '${name}': a ${type} queue cannot be ${wrong.join(', ')}: drop those flags, or use queueType 'classic'`);
+    const wrong = [
+      !flags.durable && 'non-durable',
+      flags.exclusive && 'exclusive',
+      flags.autoDelete && 'auto-delete',
+      name === '' && 'server-named',
+    ].filter(Boolean);
+    if (wrong.length > 0)
+      throw new TopologyError(
+        `queue '${name}': a ${type} queue cannot be ${wrong.join(', ')}: drop those flags, or use queueType 'classic'`,
+      );
   }
   if (type !== undefined && type !== 'classic') args['x-queue-type'] = type;
   else if (type === 'classic' && given !== undefined) args['x-queue-type'] = 'classic';
@@ -70,15 +99,18 @@ export type Eks = ReadonlyArray<readonly [ExchangeLike, string] | ReadonlyArray<
 
 /** Consumer side: `[[Exchange, [[queue, key], …]], …]`, loosely typed as `Eks` is, checked on use. */
 export type Eqk = ReadonlyArray<
-  readonly [ExchangeLike, ReadonlyArray<readonly [QueueSpec, string]>] | ReadonlyArray<ExchangeLike | ReadonlyArray<ReadonlyArray<QueueSpec>>>
+  | readonly [ExchangeLike, ReadonlyArray<readonly [QueueSpec, string]>]
+  | ReadonlyArray<ExchangeLike | ReadonlyArray<ReadonlyArray<QueueSpec>>>
 >;
 
 export type EksEntry = readonly [ExchangeLike, string];
 export type EqkEntry = readonly [ExchangeLike, ReadonlyArray<readonly [QueueSpec, string]>];
 
 const isExchange = (v: unknown): v is ExchangeLike =>
-  typeof v === 'function' || (typeof v === 'object' && v !== null && typeof (v as { name?: unknown }).name === 'string');
-const isQueue = (v: unknown): v is QueueSpec => typeof v === 'string' || (typeof v === 'object' && v !== null && typeof (v as { name?: unknown }).name === 'string');
+  typeof v === 'function' ||
+  (typeof v === 'object' && v !== null && typeof (v as { name?: unknown }).name === 'string');
+const isQueue = (v: unknown): v is QueueSpec =>
+  typeof v === 'string' || (typeof v === 'object' && v !== null && typeof (v as { name?: unknown }).name === 'string');
 
 /** Checks an eks table and returns its entries; a wrong shape throws naming the entry. */
 export function eksEntries(eks: Eks): EksEntry[] {
@@ -94,7 +126,8 @@ export function eksEntries(eks: Eks): EksEntry[] {
 export function eqkEntries(eqk: Eqk): EqkEntry[] {
   return eqk.map((e, i) => {
     const [ex, qks] = e as readonly unknown[];
-    if (e.length !== 2 || !isExchange(ex) || !Array.isArray(qks)) throw new TopologyError(`eqk entry ${i} must be [Exchange, [[queue, key], …]]`);
+    if (e.length !== 2 || !isExchange(ex) || !Array.isArray(qks))
+      throw new TopologyError(`eqk entry ${i} must be [Exchange, [[queue, key], …]]`);
     const pairs = qks.map((qk: unknown, j: number) => {
       if (!Array.isArray(qk) || qk.length !== 2 || !isQueue(qk[0]) || typeof qk[1] !== 'string') {
         throw new TopologyError(`eqk entry ${i}, binding ${j} must be [queue, routingKey]`);
@@ -133,13 +166,22 @@ export function declareError(err: unknown, kind: 'exchange' | 'queue', name: str
     );
   }
   if (code === 404) {
-    return new BrokerError(`cannot declare ${what}: ${said}. A passive declaration needs it to exist already: start the component that declares it first.`, 'NOT_FOUND', { cause: err, amqpCode: 404 });
+    return new BrokerError(
+      `cannot declare ${what}: ${said}. A passive declaration needs it to exist already: start the component that declares it first.`,
+      'NOT_FOUND',
+      { cause: err, amqpCode: 404 },
+    );
   }
   if (code === 403) {
-    return new BrokerError(`cannot declare ${what}: ${said}. The user may not configure it: grant it with rabbitmqctl set_permissions.`, 'ACCESS_REFUSED', { cause: err, amqpCode: 403 });
+    return new BrokerError(
+      `cannot declare ${what}: ${said}. The user may not configure it: grant it with rabbitmqctl set_permissions.`,
+      'ACCESS_REFUSED',
+      { cause: err, amqpCode: 403 },
+    );
   }
   if (/unknown exchange type 'x-consistent-hash'/.test(said)) {
-    // A partitioned processor's exchange: the broker routes keys to partitions with a plugin it ships but does not enable.
+    // A partitioned processor's exchange: the broker routes keys to partitions with a plugin it ships but does not
+    // enable.
     return new BrokerError(
       `cannot declare ${what}: ${said}. Partitions route by key with RabbitMQ's consistent-hash exchange, a plugin it ships but does not enable: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (on every node of a cluster).`,
       'DECLARE_FAILED',
@@ -155,7 +197,8 @@ export async function declareExchange(ch: Channel, ex: ExchangeLike): Promise<st
   if (r.name === '') return r.name;
   try {
     if (r.passive) await ch.checkExchange(r.name);
-    else await ch.assertExchange(r.name, r.type, { durable: r.durable, autoDelete: r.autoDelete, arguments: r.arguments });
+    else
+      await ch.assertExchange(r.name, r.type, { durable: r.durable, autoDelete: r.autoDelete, arguments: r.arguments });
   } catch (err) {
     const e = declareError(err, 'exchange', r.name);
     // Without the plugin, RabbitMQ ends the whole connection (503) and the channel only hears that it ended.
@@ -171,10 +214,16 @@ export async function declareExchange(ch: Channel, ex: ExchangeLike): Promise<st
   return r.name;
 }
 
-/** An exchange as the connection's topology registry holds it: keyed by all it is declared with, so a differing redeclaration still reaches the broker (and is refused there). */
+/**
+ * An exchange as the connection's topology registry holds it: keyed by all it is declared with, so a differing
+ * redeclaration still reaches the broker (and is refused there).
+ */
 export function exchangeDeclaration(ex: ExchangeLike): Declaration {
   const r = resolveExchange(ex);
-  return { key: `exchange ${JSON.stringify([r.name, r.type, r.durable, r.autoDelete, r.passive, r.arguments ?? null])}`, declare: (ch) => declareExchange(ch, r).then(() => undefined) };
+  return {
+    key: `exchange ${JSON.stringify([r.name, r.type, r.durable, r.autoDelete, r.passive, r.arguments ?? null])}`,
+    declare: (ch) => declareExchange(ch, r).then(() => undefined),
+  };
 }
 
 /** Declares a queue and returns its real name (server-named when `name` is ''). */
@@ -184,18 +233,32 @@ export async function declareQueue(ch: Channel, spec: QueueSpec, extra?: QueueFl
   for (const key of Object.keys(flags)) {
     if (!QUEUE_FLAGS.has(key)) {
       const camel = key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-      throw new TopologyError(`queue '${name}': unknown flag '${key}'${QUEUE_FLAGS.has(camel) ? `: write it '${camel}'` : ''} (the flags are durable, exclusive, autoDelete, arguments)`);
+      throw new TopologyError(
+        `queue '${name}': unknown flag '${key}'${QUEUE_FLAGS.has(camel) ? `: write it '${camel}'` : ''} (the flags are durable, exclusive, autoDelete, arguments)`,
+      );
     }
   }
   if (flags.auto_delete !== undefined && flags.autoDelete !== undefined && flags.auto_delete !== flags.autoDelete) {
-    throw new TopologyError(`queue '${name}' sets both autoDelete and Postage's auto_delete: keep autoDelete, the TypeScript spelling`);
+    throw new TopologyError(
+      `queue '${name}' sets both autoDelete and Postage's auto_delete: keep autoDelete, the TypeScript spelling`,
+    );
   }
   flags.autoDelete ??= flags.auto_delete;
   const anonymous = name === '';
-  const settled = { ...flags, durable: flags.durable ?? !anonymous, exclusive: flags.exclusive ?? anonymous, autoDelete: flags.autoDelete ?? anonymous };
+  const settled = {
+    ...flags,
+    durable: flags.durable ?? !anonymous,
+    exclusive: flags.exclusive ?? anonymous,
+    autoDelete: flags.autoDelete ?? anonymous,
+  };
   const args = queueArguments(name, settled, config().queueType);
   try {
-    const ok = await ch.assertQueue(name, { durable: settled.durable, exclusive: settled.exclusive, autoDelete: settled.autoDelete, arguments: args });
+    const ok = await ch.assertQueue(name, {
+      durable: settled.durable,
+      exclusive: settled.exclusive,
+      autoDelete: settled.autoDelete,
+      arguments: args,
+    });
     return ok.queue;
   } catch (err) {
     throw declareError(err, 'queue', name);

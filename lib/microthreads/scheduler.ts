@@ -32,7 +32,11 @@ interface Entry {
 const CHECK_EVERY = 4096;
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
+  return (
+    (typeof v === 'object' || typeof v === 'function') &&
+    v !== null &&
+    typeof (v as PromiseLike<unknown>).then === 'function'
+  );
 }
 
 /**
@@ -185,7 +189,8 @@ export class MicroScheduler extends MicroThread {
         since = performance.now();
         pump();
       };
-      // Woken from inside whatever unparked a thread (a delivery's callback, addMicrothread): run after it, as an await would.
+      // Woken from inside whatever unparked a thread (a delivery's callback, addMicrothread): run after it, as an await
+      // would.
       const resume = (): void => microtask(resumeNow);
       pump();
     });
@@ -216,7 +221,8 @@ export class MicroScheduler extends MicroThread {
     // Threads added during the round queue behind the survivors.
     const len = q.length;
     for (let j = n; j < len; j++) q[w++] = q[j];
-    // Popped, not cut with \`length = w\`: cutting to 0 drops the array's storage, and the next push allocates it again.
+    // Popped, not cut with \`length = w\`: cutting to 0 drops the array's storage, and the next push allocates it
+    // again.
     while (q.length > w) q.pop();
   }
 
@@ -269,7 +275,8 @@ export class MicroScheduler extends MicroThread {
   }
 
   #failed(thread: MicroThread, err: unknown): void {
-    // By code, not class: a thread from another copy of the library (a CommonJS component under the ESM CLI) throws its own.
+    // By code, not class: a thread from another copy of the library (a CommonJS component under the ESM CLI) throws its
+    // own.
     if (err instanceof StopThread || signalled(err, 'STOP_THREAD')) {
       this.#log.debug({ thread: thread.name }, 'thread stopped');
     } else if (err instanceof ExitScheduler || signalled(err, 'EXIT_SCHEDULER')) {

@@ -65,7 +65,10 @@ Object.defineProperty(MicroThread.prototype, COMPONENT_KIND, { value: 'thread', 
 
 /** Whether `v` is a microthread of any copy of postage-ts. */
 export function isMicroThread(v: unknown): v is MicroThread {
-  return v instanceof MicroThread || (typeof v === 'object' && v !== null && typeof (v as Record<symbol, unknown>)[COMPONENT_KIND] === 'string');
+  return (
+    v instanceof MicroThread ||
+    (typeof v === 'object' && v !== null && typeof (v as Record<symbol, unknown>)[COMPONENT_KIND] === 'string')
+  );
 }
 
 /** A thread made from a plain generator function, for one-off tasks. */

@@ -3,7 +3,10 @@ import type { Connection } from '../transport/shared.js';
 import type { PostageRuntime } from './runtime.js';
 
 /** What a health check reads: `@nestjs/terminus`'s `HealthIndicatorResult` shape. */
-export type PostageHealthResult = Record<string, { status: 'up' | 'down'; connection: ConnectionStatus['state']; processors: number; [detail: string]: unknown }>;
+export type PostageHealthResult = Record<
+  string,
+  { status: 'up' | 'down'; connection: ConnectionStatus['state']; processors: number; [detail: string]: unknown }
+>;
 
 /**
  * Reads the module's connection for a health check:
@@ -31,6 +34,13 @@ export class PostageHealthIndicator {
       if (status.lastError) detail['lastError'] = status.lastError.message;
     }
     if (status.state === 'blocked') detail['reason'] = status.reason;
-    return { [key]: { status: up ? 'up' : 'down', connection: status.state, processors: this.runtime.processors.length, ...detail } };
+    return {
+      [key]: {
+        status: up ? 'up' : 'down',
+        connection: status.state,
+        processors: this.runtime.processors.length,
+        ...detail,
+      },
+    };
   }
 }

@@ -1,22 +1,46 @@
-import { Logger as NestLogger, Module, type DynamicModule, type FactoryProvider, type ModuleMetadata, type Provider } from '@nestjs/common';
+import {
+  Logger as NestLogger,
+  Module,
+  type DynamicModule,
+  type FactoryProvider,
+  type ModuleMetadata,
+  type Provider,
+} from '@nestjs/common';
 import { DiscoveryModule, DiscoveryService } from '@nestjs/core';
 import { asPino, type AnyLogger } from '../log.js';
 import type { GenericProducer, ProducerOptions } from '../messaging/producer.js';
 import { connect, Connection, type ConnectionOptions } from '../transport/shared.js';
 import { PostageHealthIndicator } from './health.js';
 import { PostageRuntime, type ProcessorSelection } from './runtime.js';
-import { POSTAGE_COMPONENT_OPTIONS, POSTAGE_CONNECTION, POSTAGE_MODULE_OPTIONS, type PostageComponentOptions } from './tokens.js';
+import {
+  POSTAGE_COMPONENT_OPTIONS,
+  POSTAGE_CONNECTION,
+  POSTAGE_MODULE_OPTIONS,
+  type PostageComponentOptions,
+} from './tokens.js';
 
 /** A producer class the module makes: built with `Class.create({ connection, logger })`. */
-export type ProducerClass = (new (options?: ProducerOptions) => GenericProducer) & Pick<typeof GenericProducer, 'create'>;
+export type ProducerClass = (new (
+  options?: ProducerOptions,
+) => GenericProducer) &
+  Pick<typeof GenericProducer, 'create'>;
 
-/** What the module's connection and components are made from (through Nest's DI with {@link PostageModule.forRootAsync}). */
+/**
+ * What the module's connection and components are made from (through Nest's DI with {@link
+ * PostageModule.forRootAsync}).
+ */
 export interface PostageModuleOptions extends ConnectionOptions {
   /** A connection to share instead of opening one (`connect()`); the module then leaves closing it to you. */
   connection?: Connection;
-  /** Where postage-ts logs: Nest's logger (`new Logger('postage')`) unless given pino, a `(fields, message)` logger, or another `LoggerService`. */
+  /**
+   * Where postage-ts logs: Nest's logger (`new Logger('postage')`) unless given pino, a `(fields, message)` logger, or
+   * another `LoggerService`.
+   */
   logger?: AnyLogger;
-  /** Whether processors obey a remote `quit` / `restart` command. Off: anyone who may publish to a processor's exchange could stop the app. @default false */
+  /**
+   * Whether processors obey a remote `quit` / `restart` command. Off: anyone who may publish to a processor's exchange
+   * could stop the app. @default false
+   */
   remoteControl?: boolean;
   /** Which processor providers are started: every one in the app (the default), or only these classes. */
   processors?: ProcessorSelection;
@@ -24,7 +48,10 @@ export interface PostageModuleOptions extends ConnectionOptions {
 
 /** The parts of the module that are known before DI runs (they decide which providers exist). */
 export interface PostageModuleStatics {
-  /** Producers to make and export, injectable by class: `@InjectProducer(OrdersProducer) orders: Producer<OrdersProducer>`. */
+  /**
+   * Producers to make and export, injectable by class: `@InjectProducer(OrdersProducer) orders:
+   * Producer<OrdersProducer>`.
+   */
   producers?: readonly ProducerClass[];
 }
 
@@ -47,7 +74,8 @@ interface Resolved {
  * indicator. Global: import it once, in the root module.
  *
  * @example
- * @Module({ imports: [PostageModule.forRoot({ producers: [OrdersProducer] })], providers: [OrdersService, OrdersProcessor] })
+ * @Module({ imports: [PostageModule.forRoot({ producers: [OrdersProducer] })], providers: [OrdersService,
+ * OrdersProcessor] })
  * export class AppModule {}
  */
 export class PostageModule {
@@ -57,24 +85,43 @@ export class PostageModule {
   }
 
   static forRootAsync(options: PostageModuleAsyncOptions): DynamicModule {
-    if (typeof options?.useFactory !== 'function') throw new TypeError('PostageModule.forRootAsync({ useFactory, inject }): useFactory must be a function that returns the module options');
-    return PostageModule.#build({ provide: POSTAGE_MODULE_OPTIONS, useFactory: options.useFactory as (...deps: unknown[]) => PostageModuleOptions, inject: options.inject ?? [] }, options.producers ?? [], options.imports ?? []);
+    if (typeof options?.useFactory !== 'function')
+      throw new TypeError(
+        'PostageModule.forRootAsync({ useFactory, inject }): useFactory must be a function that returns the module options',
+      );
+    return PostageModule.#build(
+      {
+        provide: POSTAGE_MODULE_OPTIONS,
+        useFactory: options.useFactory as (...deps: unknown[]) => PostageModuleOptions,
+        inject: options.inject ?? [],
+      },
+      options.producers ?? [],
+      options.imports ?? [],
+    );
   }
 
-  static #build(optionsProvider: Provider, producers: readonly ProducerClass[], imports: NonNullable<ModuleMetadata['imports']>): DynamicModule {
+  static #build(
+    optionsProvider: Provider,
+    producers: readonly ProducerClass[],
+    imports: NonNullable<ModuleMetadata['imports']>,
+  ): DynamicModule {
     const RESOLVED = Symbol('postage-ts.nestjs.resolved');
     const providers: Provider[] = [
       optionsProvider,
       {
         provide: RESOLVED,
-        useFactory: (options: PostageModuleOptions): Resolved => ({ options, logger: options.logger ?? new NestLogger('postage') }),
+        useFactory: (options: PostageModuleOptions): Resolved => ({
+          options,
+          logger: options.logger ?? new NestLogger('postage'),
+        }),
         inject: [POSTAGE_MODULE_OPTIONS],
       },
       {
         provide: POSTAGE_CONNECTION,
         useFactory: ({ options, logger }: Resolved): Connection | Promise<Connection> => {
           if (options.connection !== undefined) {
-            if (!Connection.is(options.connection)) throw new TypeError('PostageModule: connection must be a postage-ts connection from connect()');
+            if (!Connection.is(options.connection))
+              throw new TypeError('PostageModule: connection must be a postage-ts connection from connect()');
             return options.connection;
           }
           const { remoteControl: _r, processors: _p, ...connectOptions } = options;
@@ -84,7 +131,12 @@ export class PostageModule {
       },
       {
         provide: POSTAGE_COMPONENT_OPTIONS,
-        useFactory: ({ options, logger }: Resolved, connection: Connection): PostageComponentOptions => ({ connection, logger, handleSignals: false, remoteControl: options.remoteControl ?? false }),
+        useFactory: ({ options, logger }: Resolved, connection: Connection): PostageComponentOptions => ({
+          connection,
+          logger,
+          handleSignals: false,
+          remoteControl: options.remoteControl ?? false,
+        }),
         inject: [RESOLVED, POSTAGE_CONNECTION],
       },
       ...producers.map(
@@ -96,13 +148,26 @@ export class PostageModule {
       ),
       {
         provide: PostageRuntime,
-        useFactory: (discovery: DiscoveryService, { options, logger }: Resolved, connection: Connection, ...made: GenericProducer[]) =>
-          new PostageRuntime(discovery, connection, options.connection === undefined, made, options.processors ?? 'all', asPino(logger, { component: 'nestjs' })),
+        useFactory: (
+          discovery: DiscoveryService,
+          { options, logger }: Resolved,
+          connection: Connection,
+          ...made: GenericProducer[]
+        ) =>
+          new PostageRuntime(
+            discovery,
+            connection,
+            options.connection === undefined,
+            made,
+            options.processors ?? 'all',
+            asPino(logger, { component: 'nestjs' }),
+          ),
         inject: [DiscoveryService, RESOLVED, POSTAGE_CONNECTION, ...producers],
       },
       {
         provide: PostageHealthIndicator,
-        useFactory: (connection: Connection, runtime: PostageRuntime) => new PostageHealthIndicator(connection, runtime),
+        useFactory: (connection: Connection, runtime: PostageRuntime) =>
+          new PostageHealthIndicator(connection, runtime),
         inject: [POSTAGE_CONNECTION, PostageRuntime],
       },
     ];

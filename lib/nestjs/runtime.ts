@@ -40,7 +40,9 @@ export class PostageRuntime {
       if (!isProcessor(instance)) continue;
       if (this.selection !== 'all' && !this.selection.some((c) => instance instanceof c)) continue;
       if (!wrapper.isDependencyTreeStatic()) {
-        this.log.warn(`${instance.constructor.name} is request- or transient-scoped: a processor must be a singleton to consume, so it is not started`);
+        this.log.warn(
+          `${instance.constructor.name} is request- or transient-scoped: a processor must be a singleton to consume, so it is not started`,
+        );
         continue;
       }
       if (!found.includes(instance)) found.push(instance);
@@ -49,18 +51,22 @@ export class PostageRuntime {
     if (found.length === 0) return;
     this.#served = await serve(...found, { handleSignals: false });
     for (const p of found) {
-      // A processor that did not take the module's options runs, but apart from the app's connection and shutdown: say how to join.
+      // A processor that did not take the module's options runs, but apart from the app's connection and shutdown: say
+      // how to join.
       if (p.consumer.connection !== this.connection.model) {
         this.log.warn(
           `${p.constructor.name} opened its own connection instead of the module's: ` +
-            'inject the module\'s options and spread them, constructor(@InjectPostage() postage: PostageComponentOptions) { super({ ...postage, eqk }) }',
+            "inject the module's options and spread them, constructor(@InjectPostage() postage: PostageComponentOptions) { super({ ...postage, eqk }) }",
         );
       }
     }
     this.log.debug({ processors: found.map((p) => p.constructor.name) }, 'postage-ts processors started');
   }
 
-  /** Drains in the first shutdown phase, so handlers in flight finish and are acked before any beforeApplicationShutdown / onApplicationShutdown hook. */
+  /**
+   * Drains in the first shutdown phase, so handlers in flight finish and are acked before any beforeApplicationShutdown
+   * / onApplicationShutdown hook.
+   */
   async onModuleDestroy(): Promise<void> {
     await this.#served?.close();
   }

@@ -1,4 +1,7 @@
-/** The dashboard's one page: HTML, CSS and a small script, served as it is (nothing to build). Edited here; spec/dashboard.spec.ts drives it in Chromium. */
+/**
+ * The dashboard's one page: HTML, CSS and a small script, served as it is (nothing to build). Edited here;
+ * spec/dashboard.spec.ts drives it in Chromium.
+ */
 export const DASHBOARD_PAGE = `<!doctype html>
 <html lang="en">
 <head>

@@ -7,7 +7,14 @@ import type { ProcessorDescription } from '../messaging/describe.js';
 import { HEADERS } from '../messaging/delivery/context.js';
 import { openConnection, type ConnectOptions } from '../transport/connection.js';
 import { ComponentDirectory, componentId } from './directory.js';
-import { ErrorQueue, groupFailed, printableHeaders, text, type FailedMessage, type FailedSelection } from './error-queue.js';
+import {
+  ErrorQueue,
+  groupFailed,
+  printableHeaders,
+  text,
+  type FailedMessage,
+  type FailedSelection,
+} from './error-queue.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
 import { sequenceSvg, type SeenMessage } from './sequence.js';
 import { toSvg, topologyGraph } from './topology-graph.js';
@@ -15,7 +22,10 @@ import { toSvg, topologyGraph } from './topology-graph.js';
 export interface DashboardOptions extends ConnectOptions {
   /** @default 0: any free port */
   port?: number;
-  /** Where it listens. Anything but loopback lets others reach it (state changes still need the token). @default '127.0.0.1' */
+  /**
+   * Where it listens. Anything but loopback lets others reach it (state changes still need the token). @default
+   * '127.0.0.1'
+   */
   host?: string;
   /** The token a state-changing request must carry (X-Postage-Token); made at random when left out. */
   token?: string;
@@ -64,7 +74,6 @@ function keyMatches(binding: string, key: string): boolean {
   return match(0, 0);
 }
 
-
 /**
  * The live page: components as they come and go, queues with depth and
  * rates, error queues with replay and purge, the topology drawn, and a
@@ -81,7 +90,12 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   const token = options.token ?? randomBytes(18).toString('base64url');
   const refreshMs = options.refreshMs ?? 1000;
   const conn: ChannelModel = await openConnection({ connectionName: 'postage dashboard', ...options });
-  const directory = await ComponentDirectory.open({ ...options, fingerprint: { name: DASHBOARD_NAME, type: 'cli' }, connection: conn, waitForBrokerMs: 0 }).catch(async (err: unknown) => {
+  const directory = await ComponentDirectory.open({
+    ...options,
+    fingerprint: { name: DASHBOARD_NAME, type: 'cli' },
+    connection: conn,
+    waitForBrokerMs: 0,
+  }).catch(async (err: unknown) => {
     await conn.close().catch(() => undefined);
     throw err;
   });
@@ -154,8 +168,14 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
     const now = Date.now();
     for (const d of answered) components.set(componentId(d), { description: d, up: true, lastSeen: now });
     for (const c of components.values()) if (now - c.lastSeen > refreshMs * 2.5) c.up = false;
-    bindings = [...components.values()].flatMap((c) => c.description.bindings.map((b) => ({ ...b, component: c.description.fingerprint.name })));
-    errorQueues = [...new Set([...components.values()].map((c) => c.description.errorQueue).filter((q): q is string => typeof q === 'string'))];
+    bindings = [...components.values()].flatMap((c) =>
+      c.description.bindings.map((b) => ({ ...b, component: c.description.fingerprint.name })),
+    );
+    errorQueues = [
+      ...new Set(
+        [...components.values()].map((c) => c.description.errorQueue).filter((q): q is string => typeof q === 'string'),
+      ),
+    ];
     for (const b of bindings) {
       const k = `${b.exchange}\u0000${b.key}`;
       if (watched.has(k) || b.exchange === '') continue;
@@ -172,7 +192,14 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       routedSince.set(name, 0);
       const inPerSecond = routed / seconds;
       const grew = r && before?.messages != null ? (r.messageCount - before.messages) / seconds : 0;
-      queues.set(name, { name, messages: r?.messageCount ?? null, consumers: r?.consumerCount ?? null, inPerSecond, outPerSecond: Math.max(0, inPerSecond - grew), error: errorQueues.includes(name) });
+      queues.set(name, {
+        name,
+        messages: r?.messageCount ?? null,
+        consumers: r?.consumerCount ?? null,
+        inPerSecond,
+        outPerSecond: Math.max(0, inPerSecond - grew),
+        error: errorQueues.includes(name),
+      });
     }
     const event = `event: state\ndata: ${JSON.stringify(state())}\n\n`;
     for (const c of clients) c.write(event);
@@ -197,10 +224,25 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   loop();
   await running;
 
-  const summary = (m: FailedMessage) => ({ id: m.id, failedAt: m.failedAt, message: `${m.messageType ?? '?'}/${m.messageName ?? '?'}`, origin: `${m.originalExchange || '(default)'}/${m.originalRoutingKey}`, errorName: m.errorName, errorMessage: m.errorMessage, attempts: m.attempts, replayed: m.replayed });
-  const whole = (m: FailedMessage) => ({ ...summary(m), headers: printableHeaders(m.headers), validationIssues: m.validationIssues, envelope: m.envelope });
+  const summary = (m: FailedMessage) => ({
+    id: m.id,
+    failedAt: m.failedAt,
+    message: `${m.messageType ?? '?'}/${m.messageName ?? '?'}`,
+    origin: `${m.originalExchange || '(default)'}/${m.originalRoutingKey}`,
+    errorName: m.errorName,
+    errorMessage: m.errorMessage,
+    attempts: m.attempts,
+    replayed: m.replayed,
+  });
+  const whole = (m: FailedMessage) => ({
+    ...summary(m),
+    headers: printableHeaders(m.headers),
+    validationIssues: m.validationIssues,
+    envelope: m.envelope,
+  });
   const withQueue = async <T>(name: string, work: (q: ErrorQueue) => Promise<T>): Promise<T> => {
-    if (!errorQueues.includes(name)) throw Object.assign(new Error(`'${name}' is not an error queue a running component reports`), { status: 404 });
+    if (!errorQueues.includes(name))
+      throw Object.assign(new Error(`'${name}' is not an error queue a running component reports`), { status: 404 });
     const q = await ErrorQueue.open(name, { connection: conn });
     return work(q);
   };
@@ -235,7 +277,8 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
     res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
     res.end(body);
   };
-  const json = (res: ServerResponse, status: number, v: unknown) => send(res, status, 'application/json', JSON.stringify(v));
+  const json = (res: ServerResponse, status: number, v: unknown) =>
+    send(res, status, 'application/json', JSON.stringify(v));
 
   const server = createServer((req, res) => {
     void (async () => {
@@ -244,13 +287,18 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       if (req.method === 'GET' && path === '/') return send(res, 200, 'text/html; charset=utf-8', DASHBOARD_PAGE);
       if (req.method === 'GET' && path === '/api/state') return json(res, 200, state());
       if (req.method === 'GET' && path === '/api/events') {
-        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+        res.writeHead(200, {
+          'content-type': 'text/event-stream',
+          'cache-control': 'no-store',
+          connection: 'keep-alive',
+        });
         res.write(`event: state\ndata: ${JSON.stringify(state())}\n\n`);
         clients.add(res);
         req.on('close', () => clients.delete(res));
         return;
       }
-      if (req.method === 'GET' && path === '/api/graph.svg') return send(res, 200, 'image/svg+xml', toSvg(topologyGraph(state().components)));
+      if (req.method === 'GET' && path === '/api/graph.svg')
+        return send(res, 200, 'image/svg+xml', toSvg(topologyGraph(state().components)));
       if (req.method === 'GET' && path === '/api/conversation') {
         const id = u.searchParams.get('id') ?? '';
         const messages = seen.filter((m) => m.conversationId === id || m.messageId === id);
@@ -260,7 +308,12 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       if (req.method === 'GET' && path === '/api/errors') {
         const name = u.searchParams.get('queue') ?? '';
         const list = await withQueue(name, async (q) => q.list());
-        return json(res, 200, { queue: name, count: list.length, groups: groupFailed(list), messages: list.map(summary) });
+        return json(res, 200, {
+          queue: name,
+          count: list.length,
+          groups: groupFailed(list),
+          messages: list.map(summary),
+        });
       }
       if (req.method === 'GET' && path === '/api/errors/message') {
         const name = u.searchParams.get('queue') ?? '';
@@ -269,10 +322,14 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       }
       if (req.method === 'POST' && (path === '/api/errors/replay' || path === '/api/errors/purge')) {
         // Anything that changes state carries the token: a page elsewhere cannot send the header without it.
-        if (!tokenOk(req)) return json(res, 403, { error: 'a state-changing request needs the X-Postage-Token header printed when the dashboard started' });
+        if (!tokenOk(req))
+          return json(res, 403, {
+            error: 'a state-changing request needs the X-Postage-Token header printed when the dashboard started',
+          });
         const body = await readJson(req);
         const sel = selectionOf(body);
-        if (!sel.all && !sel.ids?.length && sel.errorName === undefined && sel.messageName === undefined) return json(res, 400, { error: 'say which messages: ids, all, errorName or messageName' });
+        if (!sel.all && !sel.ids?.length && sel.errorName === undefined && sel.messageName === undefined)
+          return json(res, 400, { error: 'say which messages: ids, all, errorName or messageName' });
         const name = String(body['queue'] ?? '');
         if (path.endsWith('replay')) {
           const r = await withQueue(name, (q) => q.replay(sel));

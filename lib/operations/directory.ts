@@ -19,13 +19,18 @@ export class ComponentDirectory {
   }
 
   static async open(options: ProducerOptions = {}): Promise<ComponentDirectory> {
-    return new ComponentDirectory(await Asker.create({ fingerprint: { name: 'postage-cli', type: 'cli' }, ...options }));
+    return new ComponentDirectory(
+      await Asker.create({ fingerprint: { name: 'postage-cli', type: 'cli' }, ...options }),
+    );
   }
 
   /** Every description that arrives within `timeoutSeconds`, one per component. */
   async describeAll(timeoutSeconds = 2): Promise<ProcessorDescription[]> {
     const queue = (await this.#asker.rpc_describe({}, { _queue_only: true })) as string;
-    const replies = await this.#asker.consumeRpc(queue, { resultLen: Number.MAX_SAFE_INTEGER, timeout: timeoutSeconds });
+    const replies = await this.#asker.consumeRpc(queue, {
+      resultLen: Number.MAX_SAFE_INTEGER,
+      timeout: timeoutSeconds,
+    });
     return replies.filter((r) => r.ok).map((r) => r.body.content.value as ProcessorDescription);
   }
 

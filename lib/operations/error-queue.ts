@@ -35,7 +35,10 @@ export interface FailedMessage {
   readonly properties: Readonly<Omit<GetMessage['properties'], 'headers'>>;
 }
 
-/** Which failed messages an operation takes: named ids, every one, or those of an error or message name (all given must match). */
+/**
+ * Which failed messages an operation takes: named ids, every one, or those of an error or message name (all given must
+ * match).
+ */
 export interface FailedSelection {
   ids?: readonly string[];
   all?: boolean;
@@ -60,11 +63,17 @@ export interface ReplayOptions {
   to?: { exchange: string; routingKey?: string };
   /** Only say what would be sent. */
   dryRun?: boolean;
-  /** Called once the broker confirmed a copy, before its original is acked from the error queue (progress; a crash here leaves a duplicate, never a loss). */
+  /**
+   * Called once the broker confirmed a copy, before its original is acked from the error queue (progress; a crash here
+   * leaves a duplicate, never a loss).
+   */
   onConfirmed?: (m: FailedMessage) => void;
 }
 
-/** Headers a replayed copy leaves behind: the failure's, and retry state that would make it start part-way (delay state goes with withoutDelay). */
+/**
+ * Headers a replayed copy leaves behind: the failure's, and retry state that would make it start part-way (delay state
+ * goes with withoutDelay).
+ */
 const DROPPED_ON_REPLAY = new Set<string>([
   'x-error-name',
   'x-error-message',
@@ -114,9 +123,23 @@ function describeFailed(m: GetMessage): FailedMessage {
   const attempts = Number(headers['x-attempts']);
   return {
     id: text(m.properties.messageId) ?? `sha1:${createHash('sha1').update(m.content).digest('hex').slice(0, 16)}`,
-    failedAt: failedAt ? new Date(failedAt) : typeof m.properties.timestamp === 'number' ? new Date(m.properties.timestamp * (m.properties.timestamp < 1e12 ? 1000 : 1)) : undefined,
-    messageType: typeof body.type === 'string' ? body.type : typeof body.content?.type === 'string' ? body.content.type : undefined,
-    messageName: typeof body.name === 'string' ? body.name : typeof body.content?.name === 'string' ? body.content.name : undefined,
+    failedAt: failedAt
+      ? new Date(failedAt)
+      : typeof m.properties.timestamp === 'number'
+        ? new Date(m.properties.timestamp * (m.properties.timestamp < 1e12 ? 1000 : 1))
+        : undefined,
+    messageType:
+      typeof body.type === 'string'
+        ? body.type
+        : typeof body.content?.type === 'string'
+          ? body.content.type
+          : undefined,
+    messageName:
+      typeof body.name === 'string'
+        ? body.name
+        : typeof body.content?.name === 'string'
+          ? body.content.name
+          : undefined,
     originalExchange: text(headers['x-original-exchange']) ?? '',
     originalRoutingKey: text(headers['x-original-routing-key']) ?? '',
     errorName: text(headers['x-error-name']) ?? '(none)',
@@ -193,7 +216,8 @@ export class ErrorQueue {
 
   /** Opens an error queue on the `POSTAGE_*` broker (or the options'); refuses one that does not exist. */
   static async open(queue: string, options: ConnectOptions & { connection?: ChannelModel } = {}): Promise<ErrorQueue> {
-    const conn = options.connection ?? (await openConnection({ connectionName: `postage errors ${queue}`, ...options }));
+    const conn =
+      options.connection ?? (await openConnection({ connectionName: `postage errors ${queue}`, ...options }));
     const q = new ErrorQueue(conn, options.connection === undefined, queue);
     try {
       await q.#withChannel(async (ch) => {
@@ -201,7 +225,8 @@ export class ErrorQueue {
       });
     } catch (err) {
       await q.close();
-      if (/NOT_FOUND|404/.test(String((err as Error).message))) throw new BrokerError(`queue '${queue}' does not exist on this broker`, 'NOT_FOUND');
+      if (/NOT_FOUND|404/.test(String((err as Error).message)))
+        throw new BrokerError(`queue '${queue}' does not exist on this broker`, 'NOT_FOUND');
       throw err;
     }
     return q;
@@ -260,7 +285,12 @@ export class ErrorQueue {
           returned = false;
           await publishConfirmed(out, exchange, routingKey, m.content, replayProperties(m)).catch((err: unknown) => {
             // The broker closes the channel on a publish to an exchange that is gone: say which, and what to do.
-            if (/NOT_FOUND/.test(String(closedBy?.message))) throw new BrokerError(`exchange '${exchange}' does not exist: declare it again (start its component), or replay elsewhere with --to EXCHANGE [KEY]`, 'NOT_FOUND', { cause: closedBy });
+            if (/NOT_FOUND/.test(String(closedBy?.message)))
+              throw new BrokerError(
+                `exchange '${exchange}' does not exist: declare it again (start its component), or replay elsewhere with --to EXCHANGE [KEY]`,
+                'NOT_FOUND',
+                { cause: closedBy },
+              );
             throw err;
           });
           if (returned) {
@@ -288,8 +318,13 @@ export class ErrorQueue {
     });
   }
 
-  /** Runs `work` with every message of the queue held unacked; what it did not ack goes back, in order, when the channel closes. */
-  async #holding<T>(work: (held: Array<{ raw: GetMessage; failed: FailedMessage }>, ch: Channel) => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` with every message of the queue held unacked; what it did not ack goes back, in order, when the channel
+   * closes.
+   */
+  async #holding<T>(
+    work: (held: Array<{ raw: GetMessage; failed: FailedMessage }>, ch: Channel) => Promise<T>,
+  ): Promise<T> {
     return this.#withChannel(async (ch) => {
       const held: Array<{ raw: GetMessage; failed: FailedMessage }> = [];
       for (;;) {
@@ -308,7 +343,8 @@ export class ErrorQueue {
     try {
       return await work(ch);
     } finally {
-      // Closing is what returns every unacked message to its place; a channel the broker closed has returned them already.
+      // Closing is what returns every unacked message to its place; a channel the broker closed has returned them
+      // already.
       if (!failed) await ch.close().catch(() => undefined);
     }
   }
@@ -316,7 +352,8 @@ export class ErrorQueue {
 
 function replayProperties(m: FailedMessage): Options.Publish {
   const headers: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(withoutDelay(m.headers as Record<string, unknown>))) if (!DROPPED_ON_REPLAY.has(k)) headers[k] = v;
+  for (const [k, v] of Object.entries(withoutDelay(m.headers as Record<string, unknown>)))
+    if (!DROPPED_ON_REPLAY.has(k)) headers[k] = v;
   headers['x-replayed'] = m.replayed + 1;
   const p = m.properties;
   const out: Options.Publish = { headers, mandatory: true, persistent: true };
@@ -324,7 +361,8 @@ function replayProperties(m: FailedMessage): Options.Publish {
   if (p.contentEncoding) out.contentEncoding = p.contentEncoding as string;
   if (p.messageId) out.messageId = p.messageId as string;
   if (p.correlationId) out.correlationId = p.correlationId as string;
-  // No reply_to: the caller that waited is long gone, and a reply to a dead direct reply-to name costs the processor its connection.
+  // No reply_to: the caller that waited is long gone, and a reply to a dead direct reply-to name costs the processor
+  // its connection.
   if (p.type) out.type = p.type as string;
   if (p.appId) out.appId = p.appId as string;
   if (p.userId) out.userId = p.userId as string;
@@ -333,8 +371,18 @@ function replayProperties(m: FailedMessage): Options.Publish {
   return out;
 }
 
-function publishConfirmed(ch: ConfirmChannel, exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<void> {
+function publishConfirmed(
+  ch: ConfirmChannel,
+  exchange: string,
+  routingKey: string,
+  content: Buffer,
+  options: Options.Publish,
+): Promise<void> {
   return new Promise((resolve, reject) => {
-    ch.publish(exchange, routingKey, content, options, (err: unknown) => (err ? reject(new BrokerError(`the broker did not take the replayed message to '${exchange}'`, 'NACK')) : resolve()));
+    ch.publish(exchange, routingKey, content, options, (err: unknown) =>
+      err
+        ? reject(new BrokerError(`the broker did not take the replayed message to '${exchange}'`, 'NACK'))
+        : resolve(),
+    );
   });
 }

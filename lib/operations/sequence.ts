@@ -38,7 +38,9 @@ export function sequenceSvg(messages: readonly SeenMessage[]): string {
     '<defs><marker id="seq-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M 0 0 L 10 5 L 0 10 z" fill="#1f2937"/></marker></defs>',
   ];
   for (const p of participants) {
-    parts.push(`<rect x="${x(p) - 80}" y="8" width="160" height="26" rx="4" fill="#bbf7d0" stroke="#374151"/><text x="${x(p)}" y="25" text-anchor="middle">${xml(p)}</text>`);
+    parts.push(
+      `<rect x="${x(p) - 80}" y="8" width="160" height="26" rx="4" fill="#bbf7d0" stroke="#374151"/><text x="${x(p)}" y="25" text-anchor="middle">${xml(p)}</text>`,
+    );
     parts.push(`<line x1="${x(p)}" y1="34" x2="${x(p)}" y2="${height - 10}" stroke="#9ca3af" stroke-dasharray="4 3"/>`);
   }
   arrows.forEach(({ m, to }, i) => {
@@ -51,7 +53,9 @@ export function sequenceSvg(messages: readonly SeenMessage[]): string {
         ? `<path class="message" d="M ${x1} ${y - 8} h 40 v 16 h -40" fill="none" stroke="#1f2937" marker-end="url(#seq-arrow)"/>`
         : `<line class="message" x1="${x1}" y1="${y}" x2="${x2}" y2="${y}" stroke="#1f2937" marker-end="url(#seq-arrow)"/>`,
     );
-    parts.push(`<text x="${(x1 + x2) / 2 + (self ? 45 : 0)}" y="${y - 6}" text-anchor="middle">${xml(m.what)} <tspan fill="#6b7280">(${xml(m.exchange)}/${xml(m.routingKey)})</tspan></text>`);
+    parts.push(
+      `<text x="${(x1 + x2) / 2 + (self ? 45 : 0)}" y="${y - 6}" text-anchor="middle">${xml(m.what)} <tspan fill="#6b7280">(${xml(m.exchange)}/${xml(m.routingKey)})</tspan></text>`,
+    );
   });
   parts.push('</svg>');
   return parts.join('\n');

@@ -32,7 +32,12 @@ export function topologyGraph(descriptions: ReadonlyArray<ProcessorDescription &
   const edge = (e: GraphEdge) => edges.set(`${e.from}>${e.to}>${e.label ?? ''}`, e);
   for (const d of descriptions) {
     const f = d.fingerprint;
-    const component = node({ id: `c:${f.name}@${f.host}:${f.pid}`, kind: 'component', label: `${f.name} (${f.pid}@${f.host})`, up: d.up ?? true });
+    const component = node({
+      id: `c:${f.name}@${f.host}:${f.pid}`,
+      kind: 'component',
+      label: `${f.name} (${f.pid}@${f.host})`,
+      up: d.up ?? true,
+    });
     for (const b of d.bindings) {
       const ex = node({ id: `e:${b.exchange}`, kind: 'exchange', label: b.exchange || '(default)' });
       const q = node({ id: `q:${b.queue}`, kind: 'queue', label: b.queue });
@@ -41,8 +46,13 @@ export function topologyGraph(descriptions: ReadonlyArray<ProcessorDescription &
     }
     for (const h of d.handlers) {
       // The built-ins every processor has (quit, restart, describe, ping…) would drown the picture.
-      if (h.type === 'command' && ['quit', 'restart', 'describe', 'ping', 'join_group', 'leave_group'].includes(h.name)) continue;
-      const hn = node({ id: `h:${component.id}:${h.kind}:${h.type}/${h.name}`, kind: 'handler', label: `${h.kind === 'message' ? '' : `${h.kind} `}${h.type}/${h.name}` });
+      if (h.type === 'command' && ['quit', 'restart', 'describe', 'ping', 'join_group', 'leave_group'].includes(h.name))
+        continue;
+      const hn = node({
+        id: `h:${component.id}:${h.kind}:${h.type}/${h.name}`,
+        kind: 'handler',
+        label: `${h.kind === 'message' ? '' : `${h.kind} `}${h.type}/${h.name}`,
+      });
       edge({ from: component.id, to: hn.id, kind: 'handles' });
     }
     if (d.errorQueue) {
@@ -68,17 +78,32 @@ export function toMermaid(g: TopologyGraph): string {
     return `["${l}"]`;
   };
   const lines = ['flowchart LR', ...g.nodes.map((n) => `  ${ids.get(n.id)}${shape(n)}`)];
-  for (const e of g.edges) lines.push(`  ${ids.get(e.from)} ${e.kind === 'fails' ? '-.->' : '-->'}${e.label ? `|"${quoted(e.label)}"|` : ''} ${ids.get(e.to)}`);
+  for (const e of g.edges)
+    lines.push(
+      `  ${ids.get(e.from)} ${e.kind === 'fails' ? '-.->' : '-->'}${e.label ? `|"${quoted(e.label)}"|` : ''} ${ids.get(e.to)}`,
+    );
   return lines.join('\n');
 }
 
 /** Graphviz dot, for `dot -Tsvg`. */
 export function toDot(g: TopologyGraph): string {
   const esc = (s: string) => s.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
-  const shape: Record<GraphNode['kind'], string> = { exchange: 'hexagon', queue: 'cylinder', errors: 'cylinder', component: 'box3d', handler: 'note' };
+  const shape: Record<GraphNode['kind'], string> = {
+    exchange: 'hexagon',
+    queue: 'cylinder',
+    errors: 'cylinder',
+    component: 'box3d',
+    handler: 'note',
+  };
   const lines = ['digraph postage {', '  rankdir=LR;', '  node [fontname="Helvetica"];'];
-  for (const n of g.nodes) lines.push(`  "${esc(n.id)}" [label="${esc(n.label)}", shape=${shape[n.kind]}${n.kind === 'errors' ? ', color=red' : ''}${n.up === false ? ', style=dashed' : ''}];`);
-  for (const e of g.edges) lines.push(`  "${esc(e.from)}" -> "${esc(e.to)}"${e.label ? ` [label="${esc(e.label)}"]` : ''}${e.kind === 'fails' ? ' [style=dashed, color=red]' : ''};`);
+  for (const n of g.nodes)
+    lines.push(
+      `  "${esc(n.id)}" [label="${esc(n.label)}", shape=${shape[n.kind]}${n.kind === 'errors' ? ', color=red' : ''}${n.up === false ? ', style=dashed' : ''}];`,
+    );
+  for (const e of g.edges)
+    lines.push(
+      `  "${esc(e.from)}" -> "${esc(e.to)}"${e.label ? ` [label="${esc(e.label)}"]` : ''}${e.kind === 'fails' ? ' [style=dashed, color=red]' : ''};`,
+    );
   lines.push('}');
   return lines.join('\n');
 }
@@ -107,11 +132,19 @@ export function toSvg(g: TopologyGraph): string {
   }
   const height = pad * 2 + 24 + Math.max(1, ...rows) * (boxH + gapY);
   const width = pad * 2 + 4 * boxW + 3 * gapX;
-  const fill: Record<GraphNode['kind'], string> = { exchange: '#fde68a', queue: '#bfdbfe', errors: '#fecaca', component: '#bbf7d0', handler: '#f3f4f6' };
+  const fill: Record<GraphNode['kind'], string> = {
+    exchange: '#fde68a',
+    queue: '#bfdbfe',
+    errors: '#fecaca',
+    component: '#bbf7d0',
+    handler: '#f3f4f6',
+  };
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
     '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
-    ...['exchanges', 'queues', 'components', 'handlers'].map((t, i) => `<text x="${pad + i * (boxW + gapX)}" y="${pad + 8}" font-weight="bold" fill="#374151">${t}</text>`),
+    ...['exchanges', 'queues', 'components', 'handlers'].map(
+      (t, i) => `<text x="${pad + i * (boxW + gapX)}" y="${pad + 8}" font-weight="bold" fill="#374151">${t}</text>`,
+    ),
   ];
   for (const e of g.edges) {
     const a = at.get(e.from);
@@ -123,8 +156,13 @@ export function toSvg(g: TopologyGraph): string {
     const y2 = b.y + boxH / 2;
     const mid = (x1 + x2) / 2;
     const colour = e.kind === 'fails' ? '#dc2626' : '#555';
-    parts.push(`<path class="edge ${e.kind}" d="M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2} ${y2}" fill="none" stroke="${colour}"${e.kind === 'fails' ? ' stroke-dasharray="4 3"' : ''} marker-end="url(#arrow)"/>`);
-    if (e.label) parts.push(`<text x="${mid}" y="${(y1 + y2) / 2 - 4}" text-anchor="middle" fill="#6b7280">${xml(e.label)}</text>`);
+    parts.push(
+      `<path class="edge ${e.kind}" d="M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2} ${y2}" fill="none" stroke="${colour}"${e.kind === 'fails' ? ' stroke-dasharray="4 3"' : ''} marker-end="url(#arrow)"/>`,
+    );
+    if (e.label)
+      parts.push(
+        `<text x="${mid}" y="${(y1 + y2) / 2 - 4}" text-anchor="middle" fill="#6b7280">${xml(e.label)}</text>`,
+      );
   }
   for (const n of g.nodes) {
     const p = at.get(n.id)!;

@@ -1,4 +1,12 @@
-import { createNoopMeter, metrics, type Counter, type Histogram, type Meter, type MeterProvider, type UpDownCounter } from '@opentelemetry/api';
+import {
+  createNoopMeter,
+  metrics,
+  type Counter,
+  type Histogram,
+  type Meter,
+  type MeterProvider,
+  type UpDownCounter,
+} from '@opentelemetry/api';
 import { telemetry } from './settings.js';
 
 /** The instruments postage-ts records to (no-ops until the application registers a MeterProvider). */
@@ -38,12 +46,26 @@ export function instruments(): Instruments | undefined {
 
 function make(meter: Meter): Instruments {
   return {
-    sent: meter.createCounter('postage.messages.sent', { description: 'Messages published and confirmed by the broker' }),
-    handled: meter.createCounter('postage.messages.handled', { description: 'Deliveries whose handlers ran to the end' }),
+    sent: meter.createCounter('postage.messages.sent', {
+      description: 'Messages published and confirmed by the broker',
+    }),
+    handled: meter.createCounter('postage.messages.handled', {
+      description: 'Deliveries whose handlers ran to the end',
+    }),
     failed: meter.createCounter('postage.messages.failed', { description: 'Deliveries whose handlers failed' }),
-    rejected: meter.createCounter('postage.messages.rejected', { description: 'Deliveries rejected: malformed, RejectMessage, or delivered too often' }),
-    handlerDuration: meter.createHistogram('postage.handler.duration', { description: "How long a delivery's handlers ran", unit: 's' }),
-    rpcDuration: meter.createHistogram('postage.rpc.duration', { description: "An RPC call's round trip, retries included", unit: 's' }),
-    inFlight: meter.createUpDownCounter('postage.deliveries.in_flight', { description: 'Deliveries being handled now' }),
+    rejected: meter.createCounter('postage.messages.rejected', {
+      description: 'Deliveries rejected: malformed, RejectMessage, or delivered too often',
+    }),
+    handlerDuration: meter.createHistogram('postage.handler.duration', {
+      description: "How long a delivery's handlers ran",
+      unit: 's',
+    }),
+    rpcDuration: meter.createHistogram('postage.rpc.duration', {
+      description: "An RPC call's round trip, retries included",
+      unit: 's',
+    }),
+    inFlight: meter.createUpDownCounter('postage.deliveries.in_flight', {
+      description: 'Deliveries being handled now',
+    }),
   };
 }

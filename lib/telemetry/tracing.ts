@@ -84,7 +84,11 @@ export function extractContext(headers: Record<string, unknown> | undefined): Co
  * the ones the delivery being handled carried pass through unchanged, so a
  * trace survives a component that has no SDK.
  */
-export function injectContext(ctx: Context, headers: Record<string, unknown>, incoming?: Readonly<Record<string, unknown>>): void {
+export function injectContext(
+  ctx: Context,
+  headers: Record<string, unknown>,
+  incoming?: Readonly<Record<string, unknown>>,
+): void {
   try {
     propagation.inject(ctx, headers, setter);
   } catch {
@@ -96,8 +100,14 @@ export function injectContext(ctx: Context, headers: Record<string, unknown>, in
   }
 }
 
-/** Without spans: the trace headers of the delivery being handled go on unchanged, so a trace survives a component that records none. */
-export function passTraceOn(props: { headers?: Record<string, unknown> }, scope: { readonly headers: Readonly<Record<string, unknown>> | undefined }): void {
+/**
+ * Without spans: the trace headers of the delivery being handled go on unchanged, so a trace survives a component that
+ * records none.
+ */
+export function passTraceOn(
+  props: { headers?: Record<string, unknown> },
+  scope: { readonly headers: Readonly<Record<string, unknown>> | undefined },
+): void {
   const incoming = scope.headers;
   if (!incoming || typeof incoming.traceparent !== 'string') return;
   const headers = (props.headers ??= {});
@@ -105,11 +115,30 @@ export function passTraceOn(props: { headers?: Record<string, unknown> }, scope:
   if (typeof incoming.tracestate === 'string') headers.tracestate ??= incoming.tracestate;
 }
 
-/** A span of one messaging operation, named and tagged as the messaging semantic conventions say. Callers ask only when {@link tracingOn}. */
-function startSpan(kind: SpanKind, operation: 'publish' | 'process' | 'call', type: 'send' | 'process', parent: Context, exchange: string, attributes: Attributes): Span {
+/**
+ * A span of one messaging operation, named and tagged as the messaging semantic conventions say. Callers ask only when
+ * {@link tracingOn}.
+ */
+function startSpan(
+  kind: SpanKind,
+  operation: 'publish' | 'process' | 'call',
+  type: 'send' | 'process',
+  parent: Context,
+  exchange: string,
+  attributes: Attributes,
+): Span {
   return tracerOf().startSpan(
     `${operation} ${exchange || '(default)'}`,
-    { kind, attributes: { [ATTR.system]: 'rabbitmq', [ATTR.destination]: exchange, [ATTR.operationType]: type, [ATTR.operationName]: operation, ...attributes } },
+    {
+      kind,
+      attributes: {
+        [ATTR.system]: 'rabbitmq',
+        [ATTR.destination]: exchange,
+        [ATTR.operationType]: type,
+        [ATTR.operationName]: operation,
+        ...attributes,
+      },
+    },
     parent,
   );
 }

@@ -72,18 +72,32 @@ export interface ReceivedOptions {
  * await images.message_resize({ width: 640 });
  * expect((await handled).outcome).to.equal('acked');
  */
-export function received(processor: MessageProcessor, type: string, name?: string, options: ReceivedOptions = {}): Promise<DeliveryEvent> {
+export function received(
+  processor: MessageProcessor,
+  type: string,
+  name?: string,
+  options: ReceivedOptions = {},
+): Promise<DeliveryEvent> {
   const ms = options.timeoutMs ?? 10_000;
   return new Promise<DeliveryEvent>((resolve, reject) => {
     const stop = processor.observe((e) => {
-      if (e.type !== type || (name !== undefined && e.name !== name) || (options.outcome !== undefined && e.outcome !== options.outcome)) return;
+      if (
+        e.type !== type ||
+        (name !== undefined && e.name !== name) ||
+        (options.outcome !== undefined && e.outcome !== options.outcome)
+      )
+        return;
       clearTimeout(timer);
       stop();
       resolve(e);
     });
     const timer = setTimeout(() => {
       stop();
-      reject(new Error(`${processor.name} received no ${type}${name ? `/${name}` : ''}${options.outcome ? ` (${options.outcome})` : ''} within ${ms} ms`));
+      reject(
+        new Error(
+          `${processor.name} received no ${type}${name ? `/${name}` : ''}${options.outcome ? ` (${options.outcome})` : ''} within ${ms} ms`,
+        ),
+      );
     }, ms);
   });
 }

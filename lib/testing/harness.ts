@@ -1,9 +1,16 @@
 import type { ConsumeMessage } from 'amqplib';
-import { PORTS, type ConfirmedCopies, type DeliveryPorts, type Inbox, type Replier, type Settler } from '../messaging/delivery/ports.js';
+import {
+  PORTS,
+  type ConfirmedCopies,
+  type DeliveryPorts,
+  type Inbox,
+  type Replier,
+  type Settler,
+} from '../messaging/delivery/ports.js';
 import type { Encoder } from '../messaging/encoder.js';
 import { defaultEncoder } from '../messaging/encryption.js';
 import { Message, MessageResult, type MessageBody } from '../messaging/messages.js';
-import { MessageProcessor, type DeliveryEvent, type ProcessorOptions } from '../messaging/processor.js';
+import type { MessageProcessor, DeliveryEvent, ProcessorOptions } from '../messaging/processor.js';
 import { MicroScheduler } from '../microthreads/scheduler.js';
 import { HEADERS } from '../messaging/delivery/context.js';
 import { captured, type SentMessage } from './producers.js';
@@ -150,14 +157,25 @@ export class ProcessorHarness<P extends MessageProcessor> {
   }
 
   /** Builds the processor from `Cls` and its constructor arguments, with a recording consumer, and runs it. */
-  static start<P extends MessageProcessor>(Cls: new (options?: ProcessorOptions) => P, options?: ProcessorOptions): Promise<ProcessorHarness<P>>;
-  static start<P extends MessageProcessor, A extends unknown[]>(Cls: new (...args: A) => P, ...args: A): Promise<ProcessorHarness<P>>;
-  static async start<P extends MessageProcessor, A extends unknown[]>(Cls: new (...args: A) => P, ...args: A): Promise<ProcessorHarness<P>> {
+  static start<P extends MessageProcessor>(
+    Cls: new (options?: ProcessorOptions) => P,
+    options?: ProcessorOptions,
+  ): Promise<ProcessorHarness<P>>;
+  static start<P extends MessageProcessor, A extends unknown[]>(
+    Cls: new (...args: A) => P,
+    ...args: A
+  ): Promise<ProcessorHarness<P>>;
+  static async start<P extends MessageProcessor, A extends unknown[]>(
+    Cls: new (...args: A) => P,
+    ...args: A
+  ): Promise<ProcessorHarness<P>> {
     let ports: HarnessPorts | undefined;
     const Harnessed = class extends (Cls as unknown as new (...a: A) => MessageProcessor) {
       // The processor's deliveries depend on these instead of its consumer (which never connects).
       static [PORTS] = (): DeliveryPorts => (ports = new HarnessPorts(encoderOf(args)));
-    } as unknown as new (...a: A) => P;
+    } as unknown as new (
+      ...a: A
+    ) => P;
     // Named as the class under test: its fingerprint (and so its describe, its logs) stays its own.
     Object.defineProperty(Harnessed, 'name', { value: Cls.name });
     const processor = new Harnessed(...args);
@@ -172,17 +190,31 @@ export class ProcessorHarness<P extends MessageProcessor> {
    * Delivers one message (a `Message`, an envelope body, or raw bytes for a
    * malformed one) and resolves once the processor settled it.
    */
-  async deliver(message: Message<object> | MessageBody<object> | Buffer | string, d: HarnessDelivery = {}): Promise<HarnessResult> {
+  async deliver(
+    message: Message<object> | MessageBody<object> | Buffer | string,
+    d: HarnessDelivery = {},
+  ): Promise<HarnessResult> {
     const cb = this.#ports.callback;
     if (!cb) throw new Error('the harness is closed');
     const body = message instanceof Message ? message.body : message;
-    const content = Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : (this.#ports.encoder.encode(body) as Buffer);
-    const isRpc = typeof body === 'object' && !Buffer.isBuffer(body) && (body as { category?: unknown }).category === 'rpc';
+    const content = Buffer.isBuffer(body)
+      ? body
+      : typeof body === 'string'
+        ? Buffer.from(body)
+        : (this.#ports.encoder.encode(body) as Buffer);
+    const isRpc =
+      typeof body === 'object' && !Buffer.isBuffer(body) && (body as { category?: unknown }).category === 'rpc';
     const messageId = d.messageId ?? `harness.${this.#nextTag}`;
     const tag = this.#nextTag++;
     const msg = {
       content,
-      fields: { deliveryTag: tag, redelivered: d.redelivered ?? false, exchange: d.exchange ?? 'harness', routingKey: d.routingKey ?? '', consumerTag: 'harness' },
+      fields: {
+        deliveryTag: tag,
+        redelivered: d.redelivered ?? false,
+        exchange: d.exchange ?? 'harness',
+        routingKey: d.routingKey ?? '',
+        consumerTag: 'harness',
+      },
       properties: {
         messageId,
         correlationId: d.correlationId ?? (isRpc ? `harness.call.${tag}` : undefined),

@@ -7,7 +7,14 @@
  * See docs/testing.md.
  */
 export { ProcessorHarness, type HarnessDelivery, type HarnessResult } from './harness.js';
-export { testProducer, captured, clearCaptured, type SentMessage, type CannedAnswer, type TestProducerOptions } from './producers.js';
+export {
+  testProducer,
+  captured,
+  clearCaptured,
+  type SentMessage,
+  type CannedAnswer,
+  type TestProducerOptions,
+} from './producers.js';
 export { throwawayVhost, received, type ThrowawayVhost, type ReceivedOptions } from './fixtures.js';
 export { PrivateBroker, type BrokerExtras } from './private-broker.js';
 export type { DeliveryEvent } from '../messaging/processor.js';

@@ -38,7 +38,10 @@ export class PrivateBroker {
     mkdirSync(join(this.#dir, 'log'));
     for (const [name, content] of Object.entries(extra.files ?? {})) writeFileSync(join(this.#dir, name), content);
     // Our own listener: the system config would bind the shared broker's port.
-    writeFileSync(join(this.#dir, 'rabbitmq.conf'), `listeners.tcp.1 = 127.0.0.1:${port}\nloopback_users = none\n${extra.config?.(this.#dir) ?? ''}`);
+    writeFileSync(
+      join(this.#dir, 'rabbitmq.conf'),
+      `listeners.tcp.1 = 127.0.0.1:${port}\nloopback_users = none\n${extra.config?.(this.#dir) ?? ''}`,
+    );
     // rabbitmq-server drops to the rabbitmq user when started as root: it must own its directory.
     if (userInfo().uid === 0) chownTree(this.#dir);
     this.#env = {
@@ -64,11 +67,16 @@ export class PrivateBroker {
 
   async start(): Promise<void> {
     // A node left over from a killed run would answer in this one's place.
-    if (await portAnswers(this.port)) throw new Error(`port ${this.port} is taken (a private node left over from a killed run?): stop it with \`rabbitmqctl -n ${this.node} stop\` or kill it`);
+    if (await portAnswers(this.port))
+      throw new Error(
+        `port ${this.port} is taken (a private node left over from a killed run?): stop it with \`rabbitmqctl -n ${this.node} stop\` or kill it`,
+      );
     try {
       await exec('rabbitmq-server', ['-detached'], { env: this.#env });
     } catch (err) {
-      throw new Error(`cannot start a private RabbitMQ node (is rabbitmq-server installed? apt-get install rabbitmq-server): ${(err as Error).message}`);
+      throw new Error(
+        `cannot start a private RabbitMQ node (is rabbitmq-server installed? apt-get install rabbitmq-server): ${(err as Error).message}`,
+      );
     }
     await this.#ctl('await_startup', '--timeout', '60');
     this.#pid = Number((await this.#ctl('eval', 'list_to_integer(os:getpid()).')).trim());
@@ -133,7 +141,6 @@ export class PrivateBroker {
     rmSync(this.#dir, { recursive: true, force: true });
   }
 }
-
 
 function portAnswers(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -1,7 +1,14 @@
 import type { ChannelModel, Options } from 'amqplib';
 import { componentLogger } from '../log.js';
 import { JsonEncoder, type Encoder } from '../messaging/encoder.js';
-import { Message, MessageResult, MessageResultError, MessageResultException, type AnyResult, type MessageBody } from '../messaging/messages.js';
+import {
+  Message,
+  MessageResult,
+  MessageResultError,
+  MessageResultException,
+  type AnyResult,
+  type MessageBody,
+} from '../messaging/messages.js';
 import type { GenericProducer, Producer, ProducerOptions } from '../messaging/producer.js';
 import { Publisher, unroutableError } from '../messaging/send/publisher.js';
 import { RpcClient, type RpcCall } from '../messaging/send/rpc-client.js';
@@ -18,8 +25,19 @@ export interface SentMessage {
   delayMs?: number;
 }
 
-/** A canned RPC answer: a value (a success), a `MessageResult`, or a function of the parameters giving either (a throw is an exception result). */
-export type CannedAnswer = ((params: Record<string, unknown>, body: MessageBody<object>) => unknown) | MessageResult<unknown> | string | number | boolean | null | unknown[] | Record<string, unknown>;
+/**
+ * A canned RPC answer: a value (a success), a `MessageResult`, or a function of the parameters giving either (a throw
+ * is an exception result).
+ */
+export type CannedAnswer =
+  | ((params: Record<string, unknown>, body: MessageBody<object>) => unknown)
+  | MessageResult<unknown>
+  | string
+  | number
+  | boolean
+  | null
+  | unknown[]
+  | Record<string, unknown>;
 
 export interface TestProducerOptions extends ProducerOptions {
   /** Answers by RPC name. A name without one answers `MessageResultError('No canned answer…')`. */
@@ -54,7 +72,12 @@ class SendLog {
   ) {}
 
   /** Records one message (once per target) and returns its envelope. */
-  record(targets: ReadonlyArray<readonly [string, string]>, content: Buffer, props: Options.Publish, delayMs?: number): MessageBody<object> {
+  record(
+    targets: ReadonlyArray<readonly [string, string]>,
+    content: Buffer,
+    props: Options.Publish,
+    delayMs?: number,
+  ): MessageBody<object> {
     const body = Message.fromBody(this.encoder.decode(content)).body as MessageBody<object>;
     for (const [exchange, routingKey] of targets) {
       const sent: SentMessage = { exchange, routingKey, body, properties: { ...props } };
@@ -86,13 +109,23 @@ class RecordingPublisher extends Publisher {
   }
   override async open(_model: ChannelModel, _exchanges: readonly EksEntry[]): Promise<void> {}
   override async close(): Promise<void> {}
-  override publish(targets: readonly EksEntry[], props: Options.Publish & { messageId: string; mandatory: boolean }, content: Buffer): Promise<void> {
+  override publish(
+    targets: readonly EksEntry[],
+    props: Options.Publish & { messageId: string; mandatory: boolean },
+    content: Buffer,
+  ): Promise<void> {
     const routed = targets.filter((t) => this.#routes(t));
     if (routed.length > 0) this.sends.record(names(routed), content, props);
-    if (props.mandatory && routed.length < targets.length) return Promise.reject(unroutableError(targets.filter((t) => !this.#routes(t))));
+    if (props.mandatory && routed.length < targets.length)
+      return Promise.reject(unroutableError(targets.filter((t) => !this.#routes(t))));
     return Promise.resolve();
   }
-  override async publishDelayed(targets: readonly EksEntry[], props: Options.Publish & { messageId: string }, content: Buffer, ms: number): Promise<void> {
+  override async publishDelayed(
+    targets: readonly EksEntry[],
+    props: Options.Publish & { messageId: string },
+    content: Buffer,
+    ms: number,
+  ): Promise<void> {
     this.sends.record(names(targets), content, props, ms);
   }
 }
@@ -112,11 +145,20 @@ class CannedRpc extends RpcClient {
   override async call(c: RpcCall): Promise<AnyResult> {
     const body = this.sends.record([[c.target?.[0]?.name ?? '', c.target?.[1] ?? '']], c.content, c.properties);
     const name = String(body.name);
-    if (!Object.hasOwn(this.answers, name)) return new MessageResultError(`No canned answer for RPC '${name}': give one in testProducer(…, { rpc: { ${name}: … } })`);
+    if (!Object.hasOwn(this.answers, name))
+      return new MessageResultError(
+        `No canned answer for RPC '${name}': give one in testProducer(…, { rpc: { ${name}: … } })`,
+      );
     const answer = this.answers[name];
     try {
-      const params = ((body.content as { parameters?: unknown } | undefined)?.parameters ?? {}) as Record<string, unknown>;
-      const value = typeof answer === 'function' ? await (answer as (p: Record<string, unknown>, b: MessageBody<object>) => unknown)(params, body) : answer;
+      const params = ((body.content as { parameters?: unknown } | undefined)?.parameters ?? {}) as Record<
+        string,
+        unknown
+      >;
+      const value =
+        typeof answer === 'function'
+          ? await (answer as (p: Record<string, unknown>, b: MessageBody<object>) => unknown)(params, body)
+          : answer;
       return value instanceof MessageResult ? (value as AnyResult) : new MessageResult(value);
     } catch (err) {
       const e = err as Error;
@@ -136,11 +178,17 @@ class CannedRpc extends RpcClient {
  * await images.message_resize({ width: 640 });
  * expect(images.sent[0].body.name).to.equal('resize');
  */
-export function testProducer<T extends GenericProducer>(Cls: new (options?: ProducerOptions) => T, options: TestProducerOptions = {}): Producer<T> & { readonly sent: SentMessage[] } {
+export function testProducer<T extends GenericProducer>(
+  Cls: new (options?: ProducerOptions) => T,
+  options: TestProducerOptions = {},
+): Producer<T> & { readonly sent: SentMessage[] } {
   const sent: SentMessage[] = [];
   const encoder = options.encoder ?? new JsonEncoder();
   const log = new SendLog(encoder, sent);
-  const transport: Transport = { publisher: new RecordingPublisher(log, options.unroutable), rpc: new CannedRpc(log, options.rpc ?? {}) };
+  const transport: Transport = {
+    publisher: new RecordingPublisher(log, options.unroutable),
+    rpc: new CannedRpc(log, options.rpc ?? {}),
+  };
   const p = new Cls({ ...options, encoder, [TRANSPORT]: transport } as ProducerOptions);
   Object.defineProperty(p, 'sent', { value: sent, enumerable: false });
   return p as Producer<T> & { readonly sent: SentMessage[] };

@@ -62,7 +62,9 @@ export function coalesceWrites(model: ChannelModel, log?: Logger): boolean {
   if (!mux || typeof pass !== 'function' || typeof stream?.cork !== 'function' || typeof stream.uncork !== 'function') {
     if (log && !warned) {
       warned = true;
-      log.warn('this amqplib release is not one postage-ts was proven on: frames are written one by one, which works but costs throughput (install the amqplib range package.json names)');
+      log.warn(
+        'this amqplib release is not one postage-ts was proven on: frames are written one by one, which works but costs throughput (install the amqplib range package.json names)',
+      );
     }
     return false;
   }
@@ -100,7 +102,14 @@ export function flushChannel(channel: object): void {
   const { ch: n, connection } = channel as { ch?: unknown; connection?: unknown };
   const conn = connection as MuxedConnection | undefined;
   const mux = conn?.muxer;
-  if (!mux || typeof n !== 'number' || !Array.isArray(mux.newStreams) || typeof mux._readIncoming !== 'function' || mux.blocked) return;
+  if (
+    !mux ||
+    typeof n !== 'number' ||
+    !Array.isArray(mux.newStreams) ||
+    typeof mux._readIncoming !== 'function' ||
+    mux.blocked
+  )
+    return;
   const buffer = conn?.channels?.[n]?.buffer;
   if (!buffer) return;
   // The mux reads every stream it is given until each is empty; its own 'readable' pass later finds this one drained.
@@ -108,7 +117,10 @@ export function flushChannel(channel: object): void {
   mux._readIncoming();
 }
 
-/** Kept on a channel: whether its flush is due (a flag, not a set of channels: it flips on every call), and the flush, made once. */
+/**
+ * Kept on a channel: whether its flush is due (a flag, not a set of channels: it flips on every call), and the flush,
+ * made once.
+ */
 const FLUSH_DUE = Symbol('postage.flushDue');
 const FLUSH = Symbol('postage.flush');
 
@@ -184,7 +196,10 @@ export function watchHandshakes(): boolean {
     proto.step = function watchedStep(this: unknown, cb) {
       step.call(this, (err, frame) => {
         if (frame && frame.id === CONNECTION_CLOSE && frame.channel === 0) {
-          lastRefusal = { replyCode: Number(frame.fields?.replyCode), replyText: String(frame.fields?.replyText ?? '') };
+          lastRefusal = {
+            replyCode: Number(frame.fields?.replyCode),
+            replyText: String(frame.fields?.replyText ?? ''),
+          };
         }
         cb(err, frame);
       });
@@ -225,13 +240,16 @@ export function expectsSocketClose(model: ChannelModel): boolean {
  */
 export function internalsOf(model: ChannelModel): Record<string, boolean> {
   const conn = model.connection as unknown as MuxedConnection & { channelMax?: unknown; expectSocketClose?: unknown };
-  const state = (conn.stream as unknown as { _writableState?: { highWaterMark?: unknown } } | undefined)?._writableState;
+  const state = (conn.stream as unknown as { _writableState?: { highWaterMark?: unknown } } | undefined)
+    ?._writableState;
   return {
-    'connection.stream (cork, uncork)': typeof conn.stream?.cork === 'function' && typeof conn.stream?.uncork === 'function',
+    'connection.stream (cork, uncork)':
+      typeof conn.stream?.cork === 'function' && typeof conn.stream?.uncork === 'function',
     'connection.stream._writableState.highWaterMark': typeof state?.highWaterMark === 'number',
     'connection.muxer._readIncoming': typeof conn.muxer?._readIncoming === 'function',
     'connection.muxer.newStreams': Array.isArray(conn.muxer?.newStreams),
-    'connection.channels[n].buffer': Array.isArray(conn.channels) && conn.channels.some((c) => c !== null && c !== undefined && 'buffer' in c),
+    'connection.channels[n].buffer':
+      Array.isArray(conn.channels) && conn.channels.some((c) => c !== null && c !== undefined && 'buffer' in c),
     'connection.channelMax': typeof conn.channelMax === 'number',
     'connection.expectSocketClose': 'expectSocketClose' in conn,
     'Connection.prototype.step (require.cache)': watchHandshakes(),

@@ -44,7 +44,8 @@ export function urlsFor(opts: ConnectOptions): string[] {
     // A URL given in code needs no POSTAGE_* variable, nor that they be valid.
     checkBrokerUrls(opts.url, 'url');
     const urls = brokerUrls({ url: opts.url, vhost: '', user: '', password: '', hosts: [], port: 0 });
-    if (opts.tls && urls.some((u) => !u.startsWith('amqps://'))) throw new ConfigError('url', 'url: the tls option needs amqps:// URLs (TLS), not amqp://. Fix the url option.');
+    if (opts.tls && urls.some((u) => !u.startsWith('amqps://')))
+      throw new ConfigError('url', 'url: the tls option needs amqps:// URLs (TLS), not amqp://. Fix the url option.');
     return urls;
   }
   const cfg = config();
@@ -65,9 +66,20 @@ export function urlsFor(opts: ConnectOptions): string[] {
 }
 
 /** Socket errors that mean nothing is listening where the URL points. */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNRESET', 'EADDRNOTAVAIL']);
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ECONNRESET',
+  'EADDRNOTAVAIL',
+]);
 
-/** Turns a failed connect into a `BrokerError` that says what to do, from the broker's reply code or the socket's error code. */
+/**
+ * Turns a failed connect into a `BrokerError` that says what to do, from the broker's reply code or the socket's error
+ * code.
+ */
 function explain(err: unknown, url: string, timeoutMs: number | undefined): BrokerError {
   const safe = redactUrl(url);
   const where = new URL(url);
@@ -90,13 +102,21 @@ function explain(err: unknown, url: string, timeoutMs: number | undefined): Brok
     );
   }
   if (refusal) {
-    return new BrokerError(`RabbitMQ at ${safe} closed the connection while opening it: ${refusal.replyCode} ${refusal.replyText}`, 'CONNECT_FAILED', { amqpCode: refusal.replyCode });
+    return new BrokerError(
+      `RabbitMQ at ${safe} closed the connection while opening it: ${refusal.replyCode} ${refusal.replyText}`,
+      'CONNECT_FAILED',
+      { amqpCode: refusal.replyCode },
+    );
   }
   const tls = url.startsWith('amqps://') ? tlsFailure(err, where.host) : undefined;
   if (tls) return tls;
   const code = (err as { code?: unknown })?.code;
   if (typeof code === 'string' && UNREACHABLE.has(code)) {
-    return new BrokerError(`No RabbitMQ answers at ${safe} (${code}): start one (rabbitmq-server -detached) or fix POSTAGE_HOST / POSTAGE_PORT / POSTAGE_URL.`, 'UNREACHABLE', { cause: err });
+    return new BrokerError(
+      `No RabbitMQ answers at ${safe} (${code}): start one (rabbitmq-server -detached) or fix POSTAGE_HOST / POSTAGE_PORT / POSTAGE_URL.`,
+      'UNREACHABLE',
+      { cause: err },
+    );
   }
   if (timeoutMs !== undefined) {
     return new BrokerError(
@@ -106,13 +126,16 @@ function explain(err: unknown, url: string, timeoutMs: number | undefined): Brok
     );
   }
   const msg = String((err as Error)?.message ?? err);
-  return new BrokerError(`Cannot connect to RabbitMQ at ${safe}: ${msg.replace(url, safe)}. Is it RabbitMQ's AMQP port?`, 'CONNECT_FAILED', { cause: err });
+  return new BrokerError(
+    `Cannot connect to RabbitMQ at ${safe}: ${msg.replace(url, safe)}. Is it RabbitMQ's AMQP port?`,
+    'CONNECT_FAILED',
+    { cause: err },
+  );
 }
 
 function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
-
 
 /**
  * Opens one AMQP connection: TCP_NODELAY on (an RPC round trip on loopback
@@ -127,7 +150,9 @@ export async function openConnection(opts: ConnectOptions, log?: Logger): Promis
     watchHandshakes();
     const started = Date.now();
     try {
-      const secure = url.startsWith('amqps://') ? tlsSocketOptions(opts.tls, config(), new URL(url).hostname.replace(/^\[|\]$/g, '')) : undefined;
+      const secure = url.startsWith('amqps://')
+        ? tlsSocketOptions(opts.tls, config(), new URL(url).hostname.replace(/^\[|\]$/g, ''))
+        : undefined;
       const conn = await amqp.connect(withHeartbeat(url, opts.heartbeat ?? DEFAULTS.heartbeat), {
         ...secure,
         noDelay: true,

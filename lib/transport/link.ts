@@ -4,12 +4,21 @@ import { BrokerError } from '../errors.js';
 import { expectsSocketClose } from './amqplib-adapter.js';
 import type { Logger } from '../log.js';
 import type { ConnectOptions } from './connection.js';
-import { ManagedConnection, reopenSoon, type ConnectionEvent, type ConnectionEvents, type ReconnectOptions } from './managed.js';
+import {
+  ManagedConnection,
+  reopenSoon,
+  type ConnectionEvent,
+  type ConnectionEvents,
+  type ReconnectOptions,
+} from './managed.js';
 import { Connection } from './shared.js';
 import type { ConnectionStatus } from './status.js';
 import { registryOf, type TopologyRegistry } from './topology-registry.js';
 
-/** What a component's `connection` option may be: a shared postage-ts connection (`connect()`), or a raw amqplib one (the advanced case: its owner handles its loss). */
+/**
+ * What a component's `connection` option may be: a shared postage-ts connection (`connect()`), or a raw amqplib one
+ * (the advanced case: its owner handles its loss).
+ */
 export type SharedConnection = Connection | ChannelModel;
 
 /** What a component does on its link's connection. */
@@ -46,7 +55,12 @@ export class Link {
   #managed: ManagedConnection | undefined;
   #closed = false;
 
-  constructor(opts: ConnectOptions & { connection?: SharedConnection; reconnect?: ReconnectOptions }, log: Logger, what: string, hooks: LinkHooks) {
+  constructor(
+    opts: ConnectOptions & { connection?: SharedConnection; reconnect?: ReconnectOptions },
+    log: Logger,
+    what: string,
+    hooks: LinkHooks,
+  ) {
     const { connection, ...rest } = opts;
     this.#opts = rest;
     if (Connection.is(connection)) this.#shared = connection;
@@ -99,12 +113,22 @@ export class Link {
           for await (const s of this.#shared.statusChanges()) if (s.state === 'ready' || s.state === 'closed') break;
         }
         model = this.#shared.model;
-        if (!model || this.#shared.status.state === 'closed') throw new BrokerError('the shared connection is closed: connect() again', 'CLOSED');
-        this.#detach = this.#shared.attach({ setup: (m) => this.#hooks.open(m), lost: () => this.#hooks.lost(), close: () => this.#hooks.close(), events: this.#events });
+        if (!model || this.#shared.status.state === 'closed')
+          throw new BrokerError('the shared connection is closed: connect() again', 'CLOSED');
+        this.#detach = this.#shared.attach({
+          setup: (m) => this.#hooks.open(m),
+          lost: () => this.#hooks.lost(),
+          close: () => this.#hooks.close(),
+          events: this.#events,
+        });
       } else if (!model) {
         const managed = (this.#managed ??= new ManagedConnection(this.#opts, this.#log));
         model = await managed.connect();
-        managed.serve(this.#events, () => this.#hooks.lost(), (m) => this.#hooks.open(m));
+        managed.serve(
+          this.#events,
+          () => this.#hooks.lost(),
+          (m) => this.#hooks.open(m),
+        );
       }
       await this.#hooks.open(model);
       this.#managed?.board.set({ state: 'ready' });
@@ -127,7 +151,10 @@ export class Link {
     const model = this.model;
     queueMicrotask(() => {
       if (this.#closed || !model || this.model !== model || expectsSocketClose(model)) return;
-      this.#events.emit('disconnected', new BrokerError(`the broker closed the ${this.#what} channel`, 'CHANNEL_CLOSED'));
+      this.#events.emit(
+        'disconnected',
+        new BrokerError(`the broker closed the ${this.#what} channel`, 'CHANNEL_CLOSED'),
+      );
       reopenSoon({
         model: () => this.model,
         settled: () => this.#hooks.isOpen() || this.#closed,
@@ -147,7 +174,10 @@ export class Link {
     this.#events.off(event, listener as (...args: unknown[]) => void);
   }
 
-  /** Stops recovering, takes the component off a shared connection, and closes the connection when it is this component's own. */
+  /**
+   * Stops recovering, takes the component off a shared connection, and closes the connection when it is this
+   * component's own.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     this.#detach?.();

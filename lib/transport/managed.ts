@@ -90,11 +90,18 @@ export class ManagedConnection extends EventEmitter {
       } catch (err) {
         const { initialMs = 100, maxMs = 10_000, factor = 2, jitter = 0.2 } = this.#opts.reconnect ?? {};
         const wait = jittered(backoffMs(attempt, Math.max(initialMs, 250), maxMs, factor), jitter, maxMs);
-        if (!(err instanceof BrokerError && err.code === 'UNREACHABLE') || this.#closing || Date.now() + wait > giveUpAt) {
+        if (
+          !(err instanceof BrokerError && err.code === 'UNREACHABLE') ||
+          this.#closing ||
+          Date.now() + wait > giveUpAt
+        ) {
           this.board.set({ state: 'closed' });
           throw err;
         }
-        this.#log.warn({ attempt: attempt + 1, nextInMs: Math.round(wait), err: err.message }, 'no broker answers yet; trying again');
+        this.#log.warn(
+          { attempt: attempt + 1, nextInMs: Math.round(wait), err: err.message },
+          'no broker answers yet; trying again',
+        );
         await new Promise((r) => setTimeout(r, wait));
       }
     }
@@ -187,7 +194,13 @@ export class ManagedConnection extends EventEmitter {
  * holds; resolves to whether it was restored.
  * @internal
  */
-export async function restoreAndAnnounce(model: ChannelModel, restore: (model: ChannelModel) => Promise<void>, events: EventEmitter, log: Logger, keepTrying?: () => boolean): Promise<boolean> {
+export async function restoreAndAnnounce(
+  model: ChannelModel,
+  restore: (model: ChannelModel) => Promise<void>,
+  events: EventEmitter,
+  log: Logger,
+  keepTrying?: () => boolean,
+): Promise<boolean> {
   for (let attempt = 0; ; attempt++) {
     try {
       await restore(model);
@@ -200,7 +213,10 @@ export async function restoreAndAnnounce(model: ChannelModel, restore: (model: C
         return false;
       }
       const wait = backoffMs(attempt, 100, 10_000);
-      log.error({ err, attempt: attempt + 1, nextInMs: wait }, 'could not restore the component on its connection; trying again');
+      log.error(
+        { err, attempt: attempt + 1, nextInMs: wait },
+        'could not restore the component on its connection; trying again',
+      );
       await new Promise((r) => setTimeout(r, wait).unref());
       if (!keepTrying()) return false;
     }

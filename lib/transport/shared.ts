@@ -3,7 +3,13 @@ import type { ChannelModel } from 'amqplib';
 import { BrokerError } from '../errors.js';
 import { asPino, componentLogger, type AnyLogger, type Logger } from '../log.js';
 import type { ConnectOptions } from './connection.js';
-import { ManagedConnection, restoreAndAnnounce, type ConnectionEvent, type ConnectionEvents, type ReconnectOptions } from './managed.js';
+import {
+  ManagedConnection,
+  restoreAndAnnounce,
+  type ConnectionEvent,
+  type ConnectionEvents,
+  type ReconnectOptions,
+} from './managed.js';
 import type { ConnectionStatus } from './status.js';
 import type { TopologyRegistry } from './topology-registry.js';
 
@@ -46,8 +52,13 @@ export class Connection {
 
   /** Use {@link connect}. @internal */
   constructor(options: ConnectionOptions = {}) {
-    this.#log = options.logger ? asPino(options.logger, { component: 'connection', componentName: options.connectionName ?? 'shared' }) : componentLogger('connection', options.connectionName ?? 'shared');
-    this.#managed = new ManagedConnection({ ...options, connectionName: options.connectionName ?? `postage-ts@${process.pid}` }, this.#log);
+    this.#log = options.logger
+      ? asPino(options.logger, { component: 'connection', componentName: options.connectionName ?? 'shared' })
+      : componentLogger('connection', options.connectionName ?? 'shared');
+    this.#managed = new ManagedConnection(
+      { ...options, connectionName: options.connectionName ?? `postage-ts@${process.pid}` },
+      this.#log,
+    );
     Object.defineProperty(this, BRAND, { value: true });
     const m = this.#managed;
     m.on('disconnected', (err: Error) => {
@@ -61,9 +72,17 @@ export class Connection {
       const current = () => m.model === model && !m.closing;
       void (async () => {
         // What the components declared, once, on a channel of its own; then each component sets itself up again.
-        const replayed = await restoreAndAnnounce(model, (x) => m.topology.replay(x), new EventEmitter().on('restoreFailed', (err: Error) => this.#events.emit('restoreFailed', err)), this.#log, current);
+        const replayed = await restoreAndAnnounce(
+          model,
+          (x) => m.topology.replay(x),
+          new EventEmitter().on('restoreFailed', (err: Error) => this.#events.emit('restoreFailed', err)),
+          this.#log,
+          current,
+        );
         if (!replayed) return;
-        const done = await Promise.all([...this.#attached].map((a) => restoreAndAnnounce(model, (x) => a.setup(x), a.events, this.#log, current)));
+        const done = await Promise.all(
+          [...this.#attached].map((a) => restoreAndAnnounce(model, (x) => a.setup(x), a.events, this.#log, current)),
+        );
         if (done.every(Boolean) && current()) {
           m.board.set({ state: 'ready' });
           this.#events.emit('connected');
@@ -100,7 +119,9 @@ export class Connection {
     return this.#managed.board.changes();
   }
 
-  /** What is declared on this connection (exchanges, error exchanges, delay levels), replayed after a loss. @internal */
+  /**
+   * What is declared on this connection (exchanges, error exchanges, delay levels), replayed after a loss. @internal
+   */
   get topology(): TopologyRegistry {
     return this.#managed.topology;
   }
@@ -110,7 +131,10 @@ export class Connection {
     return this.#managed.model;
   }
 
-  /** Connection events: 'connected' (after a reconnection, every component set up again), 'disconnected', 'blocked', 'unblocked', 'restoreFailed'. */
+  /**
+   * Connection events: 'connected' (after a reconnection, every component set up again), 'disconnected', 'blocked',
+   * 'unblocked', 'restoreFailed'.
+   */
   on<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
     this.#events.on(event, listener as (...args: unknown[]) => void);
     return this;
@@ -141,7 +165,10 @@ export class Connection {
   /** Closes every component on it (newest first, each as its own `close()` does), then the connection. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      for (const a of [...this.#attached].reverse()) await a.close().catch((err: unknown) => this.#log.warn({ err }, 'a component failed to close with its connection'));
+      for (const a of [...this.#attached].reverse())
+        await a
+          .close()
+          .catch((err: unknown) => this.#log.warn({ err }, 'a component failed to close with its connection'));
       await this.#managed.close();
     })();
     return this.#closing;

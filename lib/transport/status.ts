@@ -28,7 +28,9 @@ export class StatusBoard {
 
   set(status: ConnectionStatus): void {
     if (this.#status.state === 'closed') return;
-    const same = status.state === this.#status.state && (status.state !== 'reconnecting' || (this.#status as { attempt: number }).attempt === status.attempt);
+    const same =
+      status.state === this.#status.state &&
+      (status.state !== 'reconnecting' || (this.#status as { attempt: number }).attempt === status.attempt);
     if (same && status.state !== 'blocked') return;
     this.#status = status;
     for (const r of this.#readers) {

@@ -24,7 +24,10 @@ export class TopologyRegistry {
   #done = new Map<string, { at: number; p: Promise<void> }>();
   #model: ChannelModel | undefined;
 
-  /** Declares `d` on `ch` unless it is declared on this connection already (and recently enough); `force` declares it anew. */
+  /**
+   * Declares `d` on `ch` unless it is declared on this connection already (and recently enough); `force` declares it
+   * anew.
+   */
   ensure(model: ChannelModel, ch: Channel, d: Declaration, force = false): Promise<void> {
     this.#known.set(d.key, d);
     if (model !== this.#model) {

@@ -39,12 +39,15 @@ describe('GenericApplication', function () {
     @MessageHandler('command', 'hit')
     hit(content: { parameters: { tag: string } }) {
       hits.push(`${content.parameters.tag}:${this.fingerprint.pid}`);
-      waiters.splice(0).forEach((w) => w());
+      for (const w of waiters.splice(0)) w();
     }
   }
   let waiters: Array<() => void> = [];
 
-  /** Sends a hit to `key` and returns which components got it once `expected` deliveries arrived (plus a short grace for strays). */
+  /**
+   * Sends a hit to `key` and returns which components got it once `expected` deliveries arrived (plus a short grace for
+   * strays).
+   */
   async function deliveredTo(key: string, expected: number, exchange: 'app' | 'presence' = 'app'): Promise<string[]> {
     const tag = unique('t');
     const eks = [[exchange === 'app' ? GenericApplicationExchange : PresenceExchange, key] as const];
@@ -71,7 +74,12 @@ describe('GenericApplication', function () {
     beta = unique('beta');
     h1 = unique('h1');
     h2 = unique('h2');
-    const fp = (name: string, pid: string, host: string): Partial<FingerprintDict> => ({ name, type: 'spec', pid, host });
+    const fp = (name: string, pid: string, host: string): Partial<FingerprintDict> => ({
+      name,
+      type: 'spec',
+      pid,
+      host,
+    });
     a1 = new Recorder({ url, fingerprint: fp(alpha, '101', h1) });
     a2 = new Recorder({ url, fingerprint: fp(alpha, '102', h2) });
     b = new Recorder({ url, fingerprint: fp(beta, '103', h1) });

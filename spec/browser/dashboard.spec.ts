@@ -22,7 +22,8 @@ describe('the dashboard page, in Chromium', function () {
   let page: Page;
 
   before(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: install Debian's (apt-get install chromium), or set CHROMIUM_PATH`);
+    if (!existsSync(CHROMIUM))
+      throw new Error(`no Chromium at ${CHROMIUM}: install Debian's (apt-get install chromium), or set CHROMIUM_PATH`);
     const url = await throwawayVhost(await brokerUrl(), 'browser');
     fleet = await startFleet(url);
     d = await startDashboard({ url, refreshMs: 250 });

@@ -7,7 +7,14 @@
  */
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { BrokerError, GenericConsumer, GenericProducer, MessageHandler, MessageProcessor, type ExchangeObject } from '../../lib/index.js';
+import {
+  BrokerError,
+  GenericConsumer,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  type ExchangeObject,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness, deferred } from '../support/components.js';
@@ -59,7 +66,7 @@ describe('fault: the broker closes a channel', function () {
     expect(JSON.parse(((await getOne(queue)) as amqp.GetMessage).content.toString()).content.parameters.n).to.equal(2);
   });
 
-  it("a buffering producer sends what it held while its channel was being reopened", async () => {
+  it('a buffering producer sends what it held while its channel was being reopened', async () => {
     const exchange = ex;
     class P extends GenericProducer {
       static override eks = [[exchange, 'k'] as const];
@@ -122,17 +129,25 @@ describe('fault: the broker closes a channel', function () {
     await ch.assertExchange(ex.name, 'direct', { durable: false });
     const passive: ExchangeObject = { ...ex, passive: true };
     const lines: string[] = [];
-    const c = new GenericConsumer({ url, eqk: [[passive, [[queue, 'k']]]], logger: makeLogger('warn', { write: (l: string) => void lines.push(l) }) });
+    const c = new GenericConsumer({
+      url,
+      eqk: [[passive, [[queue, 'k']]]],
+      logger: makeLogger('warn', { write: (l: string) => void lines.push(l) }),
+    });
     h.onClose(() => c.close());
     await c.ready();
     await ch.deleteExchange(ex.name);
     // Close the consumer's channel: a redeclare of its queue with other arguments.
-    await c.queueBind(passive, { name: queue, flags: { arguments: { 'x-max-length': 1 } } }, 'k').catch(() => undefined);
+    await c
+      .queueBind(passive, { name: queue, flags: { arguments: { 'x-max-length': 1 } } }, 'k')
+      .catch(() => undefined);
     const reopens = () => lines.filter((l) => l.includes('channel closed by the broker; reopening it')).length;
     // Without backoff this loop reopened every 50 ms: 30 times in 1.5 s.
     await new Promise((r) => setTimeout(r, 1500));
     expect(reopens()).to.be.within(2, 7);
-    const delays = lines.filter((l) => l.includes('reopening it')).map((l) => (JSON.parse(l) as { delayMs: number }).delayMs);
+    const delays = lines
+      .filter((l) => l.includes('reopening it'))
+      .map((l) => (JSON.parse(l) as { delayMs: number }).delayMs);
     expect(delays).to.deep.equal([...delays].sort((a, b) => a - b));
     // The exchange is back: the next reopen restores the consumer.
     const restored = new Promise<void>((r) => c.on('connected', () => r()));
@@ -141,4 +156,3 @@ describe('fault: the broker closes a channel', function () {
     await conn.close();
   });
 });
-

@@ -55,8 +55,10 @@ describe('fault: a cluster loses the leader of a quorum queue', function () {
     expect(r.confirmed.size).to.equal(N);
     expect([...r.confirmed].filter((id) => !r.received.has(id))).to.deep.equal([]);
     expect(newLeader).to.not.equal('').and.not.equal(leader);
-    // Connections start at different nodes (spread over the cluster): each component that was on the killed node came back on another.
-    for (const who of ['producer', 'sink']) if (r.events.includes(`${who} disconnected`)) expect(r.events).to.include(`${who} connected`);
+    // Connections start at different nodes (spread over the cluster): each component that was on the killed node came
+    // back on another.
+    for (const who of ['producer', 'sink'])
+      if (r.events.includes(`${who} disconnected`)) expect(r.events).to.include(`${who} connected`);
     // Resends are expected around the crash, and only there.
     expect(r.resent).to.be.lessThan(N);
   });

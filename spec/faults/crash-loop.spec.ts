@@ -31,7 +31,14 @@ describe('fault: a message that crashes its component every time', function () {
       const start = () =>
         new Promise<ChildProcess>((resolve, reject) => {
           const c = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/crash-on-poison.ts', queue], {
-            env: { ...process.env, POSTAGE_URL: url, ERRORS: errors, MAX: String(MAX), QUEUE_TYPE: queueType, POSTAGE_LOG_LEVEL: 'silent' },
+            env: {
+              ...process.env,
+              POSTAGE_URL: url,
+              ERRORS: errors,
+              MAX: String(MAX),
+              QUEUE_TYPE: queueType,
+              POSTAGE_LOG_LEVEL: 'silent',
+            },
           });
           let out = '';
           c.stdout!.on('data', (b: Buffer) => {
@@ -49,14 +56,28 @@ describe('fault: a message that crashes its component every time', function () {
       child = await start();
       const conn = await amqp.connect(url);
       const ch = await conn.createConfirmChannel();
-      const body = (n: number, poison = false) => Buffer.from(JSON.stringify({ type: 'command', name: 'item', category: 'message', version: '2', fingerprint: {}, content: { parameters: { n, poison } }, _reserved: {} }));
+      const body = (n: number, poison = false) =>
+        Buffer.from(
+          JSON.stringify({
+            type: 'command',
+            name: 'item',
+            category: 'message',
+            version: '2',
+            fingerprint: {},
+            content: { parameters: { n, poison } },
+            _reserved: {},
+          }),
+        );
       for (let n = 0; n < 20; n++) ch.sendToQueue(queue, body(n, n === 7), { persistent: true, messageId: `m${n}` });
       await ch.waitForConfirms();
       // A process manager: restart it each time it dies, until the good ones are all handled.
       const deadline = Date.now() + 90_000;
       // On a classic queue the counted copy goes to the back: the good ones may all be handled before the last crash.
       while ((handled.size < 19 || crashes < MAX) && Date.now() < deadline) {
-        const exited = await Promise.race([new Promise<number | null>((r) => child!.once('exit', r)), new Promise<'running'>((r) => setTimeout(() => r('running'), 200))]);
+        const exited = await Promise.race([
+          new Promise<number | null>((r) => child!.once('exit', r)),
+          new Promise<'running'>((r) => setTimeout(() => r('running'), 200)),
+        ]);
         if (exited !== 'running') {
           crashes++;
           child = await start();
@@ -69,11 +90,14 @@ describe('fault: a message that crashes its component every time', function () {
       await new Promise((r) => child!.once('exit', r));
       await conn.close();
       await deleteTopology([queue, errors], [errors]);
-      expect([...handled].sort((a, b) => a - b)).to.deep.equal(Array.from({ length: 20 }, (_, n) => n).filter((n) => n !== 7));
+      expect([...handled].sort((a, b) => a - b)).to.deep.equal(
+        Array.from({ length: 20 }, (_, n) => n).filter((n) => n !== 7),
+      );
       expect(crashes).to.equal(MAX);
       expect(stillUp).to.equal(true);
-      expect(dead && dead.properties.headers?.['x-error-name']).to.equal('DeliveryLimitExceeded');
-      expect(dead && dead.properties.messageId).to.equal('m7');
+      if (dead === false) throw new Error('expected a message in the queue, found none');
+      expect(dead.properties.headers?.['x-error-name']).to.equal('DeliveryLimitExceeded');
+      expect(dead.properties.messageId).to.equal('m7');
     });
   }
 });

@@ -6,7 +6,13 @@
  * due afterwards arrives on time.
  */
 import { expect } from 'chai';
-import { GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type MessageSender } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  type MessageSender,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { deferred } from '../support/components.js';
 import { PrivateBroker } from '../support/private-broker.js';

@@ -8,7 +8,14 @@
  */
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { GenericProducer, MessageHandler, MessageProcessor, MessageResult, RpcHandler, sleep } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MessageResult,
+  RpcHandler,
+  sleep,
+} from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { counter, dropConnection, exchangeFixture } from '../support/components.js';
 import { deleteTopology, queueState, unique } from '../support/topology.js';
@@ -28,7 +35,12 @@ describe('fault: the connection drops while handlers run', function () {
         return content.parameters.n * 2;
       }
     }
-    const worker = new Worker({ url: f.url, prefetch: 50, reconnect: { initialMs: 50, maxMs: 200 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const worker = new Worker({
+      url: f.url,
+      prefetch: 50,
+      reconnect: { initialMs: 50, maxMs: 200 },
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
     const back = new Promise<void>((r) => worker.on('connected', () => r()));
     await f.h.start(worker);
     const exchange = f.ex;
@@ -42,7 +54,9 @@ describe('fault: the connection drops while handlers run', function () {
     dropConnection(worker);
     await back;
     const results = await Promise.all(calls);
-    const wrong = results.map((r, n) => (r instanceof MessageResult && r.body.content.value === n * 2 ? undefined : n)).filter((n) => n !== undefined);
+    const wrong = results
+      .map((r, n) => (r instanceof MessageResult && r.body.content.value === n * 2 ? undefined : n))
+      .filter((n) => n !== undefined);
     expect(wrong).to.deep.equal([]);
     expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
@@ -59,7 +73,13 @@ describe('fault: the connection drops while handlers run', function () {
         throw new Error('always fails');
       }
     }
-    const worker = new Failing({ url: f.url, prefetch: 50, errorExchange, reconnect: { initialMs: 50, maxMs: 200 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const worker = new Failing({
+      url: f.url,
+      prefetch: 50,
+      errorExchange,
+      reconnect: { initialMs: 50, maxMs: 200 },
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
     const back = new Promise<void>((r) => worker.on('connected', () => r()));
     await f.h.start(worker);
     const exchange = f.ex;

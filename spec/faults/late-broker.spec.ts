@@ -6,7 +6,15 @@
  * once waitForBrokerMs has passed.
  */
 import { expect } from 'chai';
-import { BrokerError, GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type ExchangeObject, type MessageSender } from '../../lib/index.js';
+import {
+  BrokerError,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  type ExchangeObject,
+  type MessageSender,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { deferred } from '../support/components.js';
 import { PrivateBroker } from '../support/private-broker.js';
@@ -28,14 +36,23 @@ describe('fault: a component starts before its broker', function () {
         got.resolve(content.parameters.n);
       }
     }
-    const sink = new Sink({ url, waitForBrokerMs: 90_000, reconnect: { initialMs: 250, maxMs: 1000 }, handleSignals: false, logger: makeLogger('warn', { write: (l: string) => void warnings.push(l) }), eqk: [[ex, [['late-q', 'k']]]] });
+    const sink = new Sink({
+      url,
+      waitForBrokerMs: 90_000,
+      reconnect: { initialMs: 250, maxMs: 1000 },
+      handleSignals: false,
+      logger: makeLogger('warn', { write: (l: string) => void warnings.push(l) }),
+      eqk: [[ex, [['late-q', 'k']]]],
+    });
     const started = Date.now();
     const ready = sink.ready();
     await new Promise((r) => setTimeout(r, 5000));
     broker = await PrivateBroker.start(port);
     await ready;
     expect(Date.now() - started).to.be.at.least(5000);
-    expect(warnings.some((l) => l.includes('no broker answers yet; trying again') && l.includes('nextInMs'))).to.equal(true);
+    expect(warnings.some((l) => l.includes('no broker answers yet; trying again') && l.includes('nextInMs'))).to.equal(
+      true,
+    );
     const s = new MicroScheduler();
     s.addMicrothread(sink);
     const running = s.run();
@@ -54,7 +71,11 @@ describe('fault: a component starts before its broker', function () {
   it('fails with UNREACHABLE once waitForBrokerMs has passed with no broker', async () => {
     const port = 5900 + Math.floor(Math.random() * 90);
     const started = Date.now();
-    const err = await GenericProducer.create({ url: `amqp://guest:guest@127.0.0.1:${port}/%2F`, waitForBrokerMs: 1500, logger: makeLogger('silent') }).then(
+    const err = await GenericProducer.create({
+      url: `amqp://guest:guest@127.0.0.1:${port}/%2F`,
+      waitForBrokerMs: 1500,
+      logger: makeLogger('silent'),
+    }).then(
       () => undefined,
       (e: unknown) => e,
     );

@@ -6,7 +6,13 @@
  * their confirm timeout) and every one is consumed.
  */
 import { expect } from 'chai';
-import { GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type ExchangeObject } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  type ExchangeObject,
+} from '../../lib/index.js';
 import { counter, deferred } from '../support/components.js';
 import { PrivateBroker } from '../support/private-broker.js';
 

@@ -6,7 +6,13 @@
  */
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { GenericProducer, MessageHandler, MessageProcessor, type ExchangeObject, type MessageSender } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  type ExchangeObject,
+  type MessageSender,
+} from '../../lib/index.js';
 import { PrivateBroker } from '../support/private-broker.js';
 import { counter, Harness } from '../support/components.js';
 import { FirstHandlings, outOfOrder, sendKeyed } from '../support/ordering.js';
@@ -20,10 +26,20 @@ describe('fault: partitioned processors', function () {
     const broker = await PrivateBroker.start(6000 + 3 * Math.floor(Math.random() * 30));
     try {
       class Worker extends MessageProcessor {}
-      const w = new Worker({ url: broker.url, partitions: 4, handleSignals: false, eqk: [[{ name: 'no-plugin-ex', type: 'direct' }, [['no-plugin-q', 'k']]]] });
-      const err = await w.ready().then(() => undefined, (e: unknown) => e as Error);
+      const w = new Worker({
+        url: broker.url,
+        partitions: 4,
+        handleSignals: false,
+        eqk: [[{ name: 'no-plugin-ex', type: 'direct' }, [['no-plugin-q', 'k']]]],
+      });
+      const err = await w.ready().then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
       await w.close();
-      expect(err?.message).to.contain("cannot declare exchange 'no-plugin-q.partitions'").and.contain('rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (on every node of a cluster)');
+      expect(err?.message)
+        .to.contain("cannot declare exchange 'no-plugin-q.partitions'")
+        .and.contain('rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (on every node of a cluster)');
     } finally {
       await broker.destroy();
     }
@@ -88,7 +104,13 @@ describe('fault: partitioned processors', function () {
       const sender = await Sender.create({ url, whileDisconnected: 'buffer', connectionName: 'parts-sender' });
       const confirmed = new Set<string>();
       try {
-        const sending = sendKeyed((p, o) => sender.message_work(p, o), N, KEYS, 100, (id) => confirmed.add(id));
+        const sending = sendKeyed(
+          (p, o) => sender.message_work(p, o),
+          N,
+          KEYS,
+          100,
+          (id) => confirmed.add(id),
+        );
         await halfway.done;
         // A crash of a node that holds some replica's connection (and some partitions' leaders).
         const [victimNode] = await nodesOf('parts-replica-', nodes[0]);
@@ -104,7 +126,8 @@ describe('fault: partitioned processors', function () {
         const conn = await amqp.connect(alive.url);
         try {
           const ch = await conn.createChannel();
-          for (let i = 0; i < 8; i++) expect((await ch.checkQueue(`${queue}.p${i}`)).consumerCount, `${queue}.p${i}`).to.be.greaterThan(0);
+          for (let i = 0; i < 8; i++)
+            expect((await ch.checkQueue(`${queue}.p${i}`)).consumerCount, `${queue}.p${i}`).to.be.greaterThan(0);
         } finally {
           await conn.close();
         }

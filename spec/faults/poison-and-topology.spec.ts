@@ -43,9 +43,35 @@ describe('fault: poison, hosts and quorum queues', function () {
         good.hit();
       }
     }
-    await h.start(new Sink({ url, prefetch: 100, eqk: [[{ name: '', type: 'direct' }, [[{ name: queue, flags: { arguments: { 'x-dead-letter-exchange': dlx } } }, queue]]]] }));
-    const goodBody = Buffer.from(JSON.stringify({ type: 'command', name: 'good', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} }));
-    const poison = [Buffer.from('not json'), Buffer.from('[1,2]'), Buffer.from('{"version":"1"}'), Buffer.from('{"__proto__":{"x":1}}')];
+    await h.start(
+      new Sink({
+        url,
+        prefetch: 100,
+        eqk: [
+          [
+            { name: '', type: 'direct' },
+            [[{ name: queue, flags: { arguments: { 'x-dead-letter-exchange': dlx } } }, queue]],
+          ],
+        ],
+      }),
+    );
+    const goodBody = Buffer.from(
+      JSON.stringify({
+        type: 'command',
+        name: 'good',
+        category: 'message',
+        version: '2',
+        fingerprint: {},
+        content: { parameters: {} },
+        _reserved: {},
+      }),
+    );
+    const poison = [
+      Buffer.from('not json'),
+      Buffer.from('[1,2]'),
+      Buffer.from('{"version":"1"}'),
+      Buffer.from('{"__proto__":{"x":1}}'),
+    ];
     for (let i = 0; i < 11_000; i++) {
       ch.sendToQueue(queue, i % 11 === 10 ? poison[i % poison.length] : goodBody, { persistent: true });
       if (i % 1000 === 999) await ch.waitForConfirms();
@@ -84,7 +110,17 @@ describe('fault: poison, hosts and quorum queues', function () {
         got.resolve(content);
       }
     }
-    await h.start(new Sink({ url, eqk: [[{ name: '', type: 'direct' }, [[{ name: queue, flags: { arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': 3 } } }, queue]]]] }));
+    await h.start(
+      new Sink({
+        url,
+        eqk: [
+          [
+            { name: '', type: 'direct' },
+            [[{ name: queue, flags: { arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': 3 } } }, queue]],
+          ],
+        ],
+      }),
+    );
     class P extends GenericProducer {
       static override eks = [[{ name: '', type: 'direct' }, queue] as const];
     }

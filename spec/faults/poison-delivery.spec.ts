@@ -9,12 +9,25 @@
  */
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { DeliveryLimitExceeded, GenericProducer, MessageHandler, MessageProcessor, MessageResult, MessageResultException, RpcCommand, RpcHandler, sleep } from '../../lib/index.js';
+import {
+  DeliveryLimitExceeded,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MessageResult,
+  MessageResultException,
+  RpcCommand,
+  RpcHandler,
+  sleep,
+} from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { counter, deferred, dropConnection, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, publishRaw, queueState, unique } from '../support/topology.js';
 
-/** Passes every syntax check (base64, two segments), but is no address RabbitMQ made: it closes the connection on a publish to it. */
+/**
+ * Passes every syntax check (base64, two segments), but is no address RabbitMQ made: it closes the connection on a
+ * publish to it.
+ */
 const POISON_REPLY_TO = `amq.rabbitmq.reply-to.${Buffer.from([0x83, 0x68, 0x02, 0x03]).toString('base64')}.AAAA`;
 
 describe('fault: a delivery that brings its connection down every time', function () {
@@ -46,13 +59,19 @@ describe('fault: a delivery that brings its connection down every time', functio
   }
 
   it('answers every RPC behind one whose reply_to makes RabbitMQ close the connection, and runs that one once', async () => {
-    const worker = new Doubler({ url: f.url, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const worker = new Doubler({
+      url: f.url,
+      reconnect: { initialMs: 20, maxMs: 100 },
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
     let drops = 0;
     worker.on('disconnected', () => drops++);
     await f.h.start(worker);
     await publishRaw(f.ex.name, 'k', rpcRequest(-1), { replyTo: POISON_REPLY_TO, correlationId: 'poison' });
     const c = await caller();
-    const results = await Promise.all(Array.from({ length: 20 }, (_, n) => c.rpc_work({ n }, { _timeout: 2, _max_retry: 5 })));
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, n) => c.rpc_work({ n }, { _timeout: 2, _max_retry: 5 })),
+    );
     expect(results.map((r) => (r as MessageResult).value)).to.deep.equal(Array.from({ length: 20 }, (_, n) => n * 2));
     // The broker did close the connection over the poison reply (else this spec proves nothing), once.
     expect(drops).to.equal(1);
@@ -65,7 +84,10 @@ describe('fault: a delivery that brings its connection down every time', functio
     let drops = 0;
     worker.on('disconnected', () => drops++);
     await f.h.start(worker);
-    await publishRaw(f.ex.name, 'k', rpcRequest(-1), { replyTo: 'amq.rabbitmq.reply-to.abc.def', correlationId: 'bad' });
+    await publishRaw(f.ex.name, 'k', rpcRequest(-1), {
+      replyTo: 'amq.rabbitmq.reply-to.abc.def',
+      correlationId: 'bad',
+    });
     const c = await caller();
     const r = await c.rpc_work({ n: 4 }, { _timeout: 5, _max_retry: 0 });
     expect(r).to.be.instanceOf(MessageResult);
@@ -89,7 +111,13 @@ describe('fault: a delivery that brings its connection down every time', functio
         good.hit();
       }
     }
-    const worker = new Fragile({ url: f.url, errorExchange, maxDeliveries: 3, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const worker = new Fragile({
+      url: f.url,
+      errorExchange,
+      maxDeliveries: 3,
+      reconnect: { initialMs: 20, maxMs: 100 },
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
     await f.h.start(worker);
     const c = await caller();
     await c.message_fatal({});
@@ -105,8 +133,9 @@ describe('fault: a delivery that brings its connection down every time', functio
       await conn.close();
     });
     expect(dead && JSON.parse(dead.content.toString()).name).to.equal('fatal');
-    expect(dead && dead.properties.headers?.['x-error-name']).to.equal('DeliveryLimitExceeded');
-    expect(dead && dead.properties.headers?.['x-attempts']).to.equal(4);
+    if (dead === false) throw new Error('expected a message in the queue, found none');
+    expect(dead.properties.headers?.['x-error-name']).to.equal('DeliveryLimitExceeded');
+    expect(dead.properties.headers?.['x-attempts']).to.equal(4);
     expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 
@@ -123,7 +152,12 @@ describe('fault: a delivery that brings its connection down every time', functio
         return 'never sent';
       }
     }
-    const worker = new Fragile({ url: f.url, maxDeliveries: 2, reconnect: { initialMs: 20, maxMs: 100 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const worker = new Fragile({
+      url: f.url,
+      maxDeliveries: 2,
+      reconnect: { initialMs: 20, maxMs: 100 },
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
     await f.h.start(worker);
     const c = await caller();
     const r = await c.rpc_work({}, { _timeout: 20, _max_retry: 0 });

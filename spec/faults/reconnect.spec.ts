@@ -5,7 +5,13 @@
  * themselves, and every message the broker confirmed is consumed at least once.
  */
 import { expect } from 'chai';
-import { GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type ExchangeObject } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  type ExchangeObject,
+} from '../../lib/index.js';
 import { PrivateBroker } from '../support/private-broker.js';
 import { streamThroughFault } from '../support/stream.js';
 
@@ -21,14 +27,26 @@ describe('fault: connections lost mid-stream', function () {
   after(async () => broker?.destroy());
 
   function stream(fault: () => Promise<void>) {
-    return streamThroughFault({ url: broker.url, exchange: { name: 'fault-stream', type: 'direct' }, queue: 'fault-stream-q', n: N, prefetch: 20, fault });
+    return streamThroughFault({
+      url: broker.url,
+      exchange: { name: 'fault-stream', type: 'direct' },
+      queue: 'fault-stream-q',
+      n: N,
+      prefetch: 20,
+      fault,
+    });
   }
 
   it('reconnects after close_all_connections and consumes every confirmed message', async () => {
     const r = await stream(() => broker.ctl('close_all_connections', 'spec fault').then(() => undefined));
     expect(r.confirmed.size).to.equal(N);
     expect([...r.confirmed].filter((id) => !r.received.has(id))).to.deep.equal([]);
-    expect(r.events).to.include.members(['producer disconnected', 'producer connected', 'sink disconnected', 'sink connected']);
+    expect(r.events).to.include.members([
+      'producer disconnected',
+      'producer connected',
+      'sink disconnected',
+      'sink connected',
+    ]);
   });
 
   it("holds sends while disconnected with whileDisconnected: 'buffer', fails them fast by default", async () => {
@@ -79,6 +97,11 @@ describe('fault: connections lost mid-stream', function () {
     });
     expect(r.confirmed.size).to.equal(N);
     expect([...r.confirmed].filter((id) => !r.received.has(id))).to.deep.equal([]);
-    expect(r.events).to.include.members(['producer disconnected', 'producer connected', 'sink disconnected', 'sink connected']);
+    expect(r.events).to.include.members([
+      'producer disconnected',
+      'producer connected',
+      'sink disconnected',
+      'sink connected',
+    ]);
   });
 });

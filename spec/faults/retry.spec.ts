@@ -5,8 +5,14 @@
  * is dropped, and what succeeds on a later attempt is handled once.
  */
 import { expect } from 'chai';
-import amqp from 'amqplib';
-import { GenericProducer, MessageHandler, MessageProcessor, RejectMessage, type ExchangeObject } from '../../lib/index.js';
+import type amqp from 'amqplib';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  RejectMessage,
+  type ExchangeObject,
+} from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness, deferred } from '../support/components.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
@@ -53,7 +59,9 @@ describe('MessageProcessor retry and error exchange', function () {
         throw new RejectMessage('not for me');
       }
     }
-    await h.start(new Sink({ url, eqk: [[ex, [[queue, 'k']]]], retry: { attempts: 3, backoffMs: 10 }, errorExchange: errors }));
+    await h.start(
+      new Sink({ url, eqk: [[ex, [[queue, 'k']]]], retry: { attempts: 3, backoffMs: 10 }, errorExchange: errors }),
+    );
     const exchange = ex;
     class P extends GenericProducer {
       static override eks = [[exchange, 'k'] as const];
@@ -69,7 +77,13 @@ describe('MessageProcessor retry and error exchange', function () {
     const dead = (await getOne(errors)) as amqp.GetMessage;
     expect(dead, 'the broken message in the error queue').to.not.equal(false);
     expect(JSON.parse(dead.content.toString()).name).to.equal('broken');
-    expect(dead.properties.headers).to.include({ 'x-error-name': 'TypeError', 'x-error-message': 'always broken', 'x-original-exchange': ex.name, 'x-original-routing-key': 'k', 'x-attempts': 3 });
+    expect(dead.properties.headers).to.include({
+      'x-error-name': 'TypeError',
+      'x-error-message': 'always broken',
+      'x-original-exchange': ex.name,
+      'x-original-routing-key': 'k',
+      'x-attempts': 3,
+    });
     expect(runs.broken).to.equal(3);
 
     await p.message_refused();

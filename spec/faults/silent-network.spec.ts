@@ -6,7 +6,13 @@
  * heartbeat within three intervals, and reconnect once the network is back.
  */
 import { expect } from 'chai';
-import { BrokerError, GenericProducer, MessageHandler, MessageProcessor, type ExchangeObject } from '../../lib/index.js';
+import {
+  BrokerError,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  type ExchangeObject,
+} from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness, deferred } from '../support/components.js';
 import { silentNetwork, type SilentNetwork } from '../support/proxy.js';
@@ -32,7 +38,10 @@ describe('fault: the network goes silent', function () {
   });
 
   /** Resolves with the next `event` of a component, and when it came. */
-  function next(c: { on(e: 'connected' | 'disconnected', l: () => void): unknown }, event: 'connected' | 'disconnected'): Promise<number> {
+  function next(
+    c: { on(e: 'connected' | 'disconnected', l: () => void): unknown },
+    event: 'connected' | 'disconnected',
+  ): Promise<number> {
     const d = deferred<number>();
     c.on(event, () => d.resolve(Date.now()));
     return d.promise;
@@ -43,7 +52,13 @@ describe('fault: the network goes silent', function () {
     class Sender extends GenericProducer {
       static override eks = [[exchange, 'k'] as const];
     }
-    const p = await Sender.create({ url: net.url, heartbeat: 2, confirmTimeoutMs: 1000, connectTimeoutMs: 1000, reconnect: { initialMs: 50, maxMs: 200 } });
+    const p = await Sender.create({
+      url: net.url,
+      heartbeat: 2,
+      confirmTimeoutMs: 1000,
+      connectTimeoutMs: 1000,
+      reconnect: { initialMs: 50, maxMs: 200 },
+    });
     h.onClose(() => p.close());
     await p.message_status({}, { _mandatory: false });
     const lost = next(p, 'disconnected');
@@ -55,7 +70,9 @@ describe('fault: the network goes silent', function () {
     );
     expect(err).to.be.instanceOf(BrokerError);
     expect((err as BrokerError).code).to.equal('CONFIRM_TIMEOUT');
-    expect((err as BrokerError).message).to.contain('within 1 s').and.contain('send it again');
+    expect((err as BrokerError).message)
+      .to.contain('within 1 s')
+      .and.contain('send it again');
     // Generous sanity bound: the sweep runs every quarter of the bound.
     expect(Date.now() - silentAt).to.be.below(3000);
     // A 2 s heartbeat notices silence after two to three intervals.
@@ -75,7 +92,13 @@ describe('fault: the network goes silent', function () {
         got.resolve(content.parameters.n);
       }
     }
-    const sink = new Sink({ url: net.url, heartbeat: 2, connectTimeoutMs: 1000, reconnect: { initialMs: 50, maxMs: 200 }, eqk: [[ex, [[queue, 'k']]]] });
+    const sink = new Sink({
+      url: net.url,
+      heartbeat: 2,
+      connectTimeoutMs: 1000,
+      reconnect: { initialMs: 50, maxMs: 200 },
+      eqk: [[ex, [[queue, 'k']]]],
+    });
     await h.start(sink);
     const lost = next(sink, 'disconnected');
     net.silence();

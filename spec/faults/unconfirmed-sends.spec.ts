@@ -45,7 +45,12 @@ describe('fault: the connection resets again and again during sends', function (
       static override eks = [[ex, 'k'] as const];
       declare message_item: MessageSender;
     }
-    const p = await Sender.create({ url: relay.url, whileDisconnected: mode, connectTimeoutMs: 2000, reconnect: { initialMs: 20, maxMs: 100 } });
+    const p = await Sender.create({
+      url: relay.url,
+      whileDisconnected: mode,
+      connectTimeoutMs: 2000,
+      reconnect: { initialMs: 20, maxMs: 100 },
+    });
     const resets = setInterval(() => relay.reset(), 300);
     const N = 3000;
     const outcomes = await Promise.all(
@@ -68,7 +73,13 @@ describe('fault: the connection resets again and again during sends', function (
     await conn.close();
     await deleteTopology([queue], [ex.name]);
     const codes = outcomes.filter((o) => o !== 'confirmed');
-    return { confirmed, codes, lost: confirmed.filter((n) => !seen.has(n)), duplicates: deliveries - seen.size, sameId: [...seen.values()].every((ids) => ids.size === 1) };
+    return {
+      confirmed,
+      codes,
+      lost: confirmed.filter((n) => !seen.has(n)),
+      duplicates: deliveries - seen.size,
+      sameId: [...seen.values()].every((ids) => ids.size === 1),
+    };
   }
 
   it("in 'buffer' mode sends every message at least once and rejects none: a lost confirm means sending again, same message id", async () => {
@@ -79,13 +90,18 @@ describe('fault: the connection resets again and again during sends', function (
     console.log(`      (${r.confirmed.length} confirmed, ${r.duplicates} duplicates delivered)`);
   });
 
-  it("by default rejects a send whose confirm was lost with UNCONFIRMED, never as a broker NACK, and loses no confirmed message", async () => {
+  it('by default rejects a send whose confirm was lost with UNCONFIRMED, never as a broker NACK, and loses no confirmed message', async () => {
     const r = await run('fail');
-    const counts = r.codes.reduce<Record<string, number>>((c, code) => ({ ...c, [code]: (c[code] ?? 0) + 1 }), {});
+    const counts = r.codes.reduce<Record<string, number>>((c, code) => {
+      c[code] = (c[code] ?? 0) + 1;
+      return c;
+    }, {});
     console.log(`      (${r.confirmed.length} confirmed, rejected: ${JSON.stringify(counts)})`);
     expect(counts.UNCONFIRMED, 'a confirm lost with its connection (else this spec proves nothing)').to.be.above(0);
     expect(r.lost).to.deep.equal([]);
     expect(r.codes.filter((c) => c === 'NACK')).to.deep.equal([]);
-    expect(new Set(r.codes)).to.satisfy((codes: Set<string>) => [...codes].every((c) => c === 'UNCONFIRMED' || c === 'NOT_CONNECTED'));
+    expect(new Set(r.codes)).to.satisfy((codes: Set<string>) =>
+      [...codes].every((c) => c === 'UNCONFIRMED' || c === 'NOT_CONNECTED'),
+    );
   });
 });

@@ -46,11 +46,22 @@ describe('talking to Python Postage on one broker', function () {
   });
   afterEach(async () => h.close());
 
-  const peer = (...args: string[]) => exec(PYTHON, [PEER, ...args], { env: { ...process.env, POSTAGE_URL: url }, timeout: 20_000 }).then((r) => r.stdout);
+  const peer = (...args: string[]) =>
+    exec(PYTHON, [PEER, ...args], { env: { ...process.env, POSTAGE_URL: url }, timeout: 20_000 }).then((r) => r.stdout);
 
   /** Starts the Python peer answering on `queue`; resolves once it consumes. */
-  async function pythonServer(queue: string, key: string): Promise<{ lines: string[]; next: (prefix: string) => Promise<string>; done: Promise<void>; child: ChildProcessWithoutNullStreams }> {
-    const child = spawn(PYTHON, [PEER, 'serve', exchange.name, queue, key], { env: { ...process.env, POSTAGE_URL: url } });
+  async function pythonServer(
+    queue: string,
+    key: string,
+  ): Promise<{
+    lines: string[];
+    next: (prefix: string) => Promise<string>;
+    done: Promise<void>;
+    child: ChildProcessWithoutNullStreams;
+  }> {
+    const child = spawn(PYTHON, [PEER, 'serve', exchange.name, queue, key], {
+      env: { ...process.env, POSTAGE_URL: url },
+    });
     const lines: string[] = [];
     const waiters: Array<{ prefix: string; resolve: (l: string) => void }> = [];
     let buf = '';
@@ -70,7 +81,11 @@ describe('talking to Python Postage on one broker', function () {
         }
       }
     });
-    const done = new Promise<void>((resolve, reject) => child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`the Python peer exited ${code}: ${stderr}`)))));
+    const done = new Promise<void>((resolve, reject) =>
+      child.on('exit', (code) =>
+        code === 0 ? resolve() : reject(new Error(`the Python peer exited ${code}: ${stderr}`)),
+      ),
+    );
     h.onClose(async () => {
       if (child.exitCode === null) child.kill();
     });
@@ -126,7 +141,9 @@ describe('talking to Python Postage on one broker', function () {
     const p = await Sender.create({ url });
     h.onClose(() => p.close());
     await p.message_hello('to python');
-    expect(await py.next('got message command hello')).to.equal('got message command hello {"parameters": {"text": "to python"}}');
+    expect(await py.next('got message command hello')).to.equal(
+      'got message command hello {"parameters": {"text": "to python"}}',
+    );
     await p.message_quit();
     await py.done;
   });
@@ -151,7 +168,11 @@ describe('talking to Python Postage on one broker', function () {
       if (replyTo === 'queue') {
         // Several calls at once: each has its own queue, so none needs a correlation id.
         const many = await Promise.all([1, 2, 3].map((n) => p.rpc_echo(`n${n}`, { _timeout: 5, _max_retry: 0 })));
-        expect(many.map((m) => (m.body.content.value as { echo: { text: string } }).echo.text)).to.deep.equal(['n1', 'n2', 'n3']);
+        expect(many.map((m) => (m.body.content.value as { echo: { text: string } }).echo.text)).to.deep.equal([
+          'n1',
+          'n2',
+          'n3',
+        ]);
       }
       await p.message_quit();
       await py.done;

@@ -12,7 +12,6 @@ describe('MessageProcessor concurrency', function () {
   this.timeout(30_000);
   const f = exchangeFixture('conc', brokerUrl, unique, deleteTopology);
 
-
   /** Counts the handlers running at once. */
   function gauge() {
     let now = 0;
@@ -84,7 +83,16 @@ describe('MessageProcessor concurrency', function () {
         ok.add(c.parameters.n);
       }
     }
-    await f.h.start(new Mixed({ url: f.url, logger: quiet, concurrency: 4, errorExchange: errors, retry: { attempts: 2, backoffMs: 5 }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await f.h.start(
+      new Mixed({
+        url: f.url,
+        logger: quiet,
+        concurrency: 4,
+        errorExchange: errors,
+        retry: { attempts: 2, backoffMs: 5 },
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      }),
+    );
     const p = await f.producer();
     await Promise.all(Array.from({ length: 8 }, (_, n) => p.message_job({ n, fail: n === 5 })));
     const dead = await getOne(errors, 10_000);
@@ -108,7 +116,14 @@ describe('MessageProcessor concurrency', function () {
         finished++;
       }
     }
-    const proc = new Slow({ url: f.url, logger: quiet, concurrency: 3, prefetch: 3, handleSignals: false, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const proc = new Slow({
+      url: f.url,
+      logger: quiet,
+      concurrency: 3,
+      prefetch: 3,
+      handleSignals: false,
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
     await f.h.start(proc);
     const p = await f.producer();
     await Promise.all(Array.from({ length: 7 }, (_, n) => p.message_job({ n })));
@@ -191,8 +206,17 @@ describe('MessageProcessor concurrency', function () {
 
   it('refuses a concurrency or an orderBy it cannot use', () => {
     class P extends MessageProcessor {}
-    for (const bad of [0, 1.5, -2]) expect(() => new P({ url: 'amqp://localhost', logger: quiet, handleSignals: false, concurrency: bad })).to.throw(TypeError, /concurrency must be a whole number of at least 1/);
-    expect(() => new P({ url: 'amqp://localhost', logger: quiet, handleSignals: false, orderBy: 'key' as never })).to.throw(TypeError, /orderBy must be a function/);
-    expect(new P({ url: 'amqp://localhost', logger: quiet, handleSignals: false, concurrency: 4, orderBy: () => 1 }).consumer.prefetch).to.equal(16);
+    for (const bad of [0, 1.5, -2])
+      expect(() => new P({ url: 'amqp://localhost', logger: quiet, handleSignals: false, concurrency: bad })).to.throw(
+        TypeError,
+        /concurrency must be a whole number of at least 1/,
+      );
+    expect(
+      () => new P({ url: 'amqp://localhost', logger: quiet, handleSignals: false, orderBy: 'key' as never }),
+    ).to.throw(TypeError, /orderBy must be a function/);
+    expect(
+      new P({ url: 'amqp://localhost', logger: quiet, handleSignals: false, concurrency: 4, orderBy: () => 1 }).consumer
+        .prefetch,
+    ).to.equal(16);
   });
 });

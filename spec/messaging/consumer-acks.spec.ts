@@ -6,7 +6,6 @@ import { brokerUrl } from '../support/broker.js';
 import { counter, nextTurn } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
-
 describe('GenericConsumer acks', () => {
   let url: string;
   let ex: ExchangeObject;
@@ -74,7 +73,8 @@ describe('GenericConsumer acks', () => {
     const back = await ch.get(queue, { noAck: true });
     const more = await ch.get(queue, { noAck: true });
     await conn.close();
-    expect(back && back.content.toString()).to.equal('1');
+    if (back === false) throw new Error('expected a message in the queue, found none');
+    expect(back.content.toString()).to.equal('1');
     expect(more).to.equal(false);
   });
 

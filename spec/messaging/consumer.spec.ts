@@ -2,7 +2,16 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { BrokerError, TopologyError, GenericConsumer, GenericProducer, MessageProcessor, MessageResult, type ConsumeMessage, type ExchangeObject } from '../../lib/index.js';
+import {
+  BrokerError,
+  TopologyError,
+  GenericConsumer,
+  GenericProducer,
+  MessageProcessor,
+  MessageResult,
+  type ConsumeMessage,
+  type ExchangeObject,
+} from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred } from '../support/components.js';
 import { deleteTopology, publishRaw, unique } from '../support/topology.js';
@@ -57,7 +66,10 @@ describe('GenericConsumer', () => {
     expect(err).to.be.instanceOf(BrokerError);
     expect((err as BrokerError).code).to.equal('PRECONDITION_FAILED');
     expect((err as BrokerError).amqpCode).to.equal(406);
-    expect((err as Error).message).to.contain(`queue '${queue}'`).and.contain('x-max-length').and.contain('same ones');
+    expect((err as Error).message)
+      .to.contain(`queue '${queue}'`)
+      .and.contain('x-max-length')
+      .and.contain('same ones');
   });
 
   it('gives the same PRECONDITION_FAILED BrokerError, hint included, from a producer and a processor declaring an exchange that exists with other flags', async () => {
@@ -84,7 +96,10 @@ describe('GenericConsumer', () => {
         expect(err).to.be.instanceOf(BrokerError);
         expect(err!.code).to.equal('PRECONDITION_FAILED');
         expect(err!.amqpCode).to.equal(406);
-        expect(err!.message).to.contain(`exchange '${name}'`).and.contain("inequivalent arg 'type'").and.contain('rabbitmqadmin delete exchange');
+        expect(err!.message)
+          .to.contain(`exchange '${name}'`)
+          .and.contain("inequivalent arg 'type'")
+          .and.contain('rabbitmqadmin delete exchange');
       }
       expect(fromProducer!.message).to.equal(fromProcessor!.message);
     } finally {
@@ -95,7 +110,8 @@ describe('GenericConsumer', () => {
 
   it('names only commands that exist in its hints', async () => {
     const { stdout } = await promisify(execFile)('rabbitmqctl', ['help']);
-    for (const cmd of ['delete_queue', 'add_vhost', 'set_permissions']) expect(stdout, cmd).to.match(new RegExp(`\\b${cmd}\\b`));
+    for (const cmd of ['delete_queue', 'add_vhost', 'set_permissions'])
+      expect(stdout, cmd).to.match(new RegExp(`\\b${cmd}\\b`));
     // rabbitmqadmin ships with RabbitMQ (it talks to the management plugin).
     const admin = await promisify(execFile)('rabbitmqadmin', ['help', 'subcommands']).then(
       (r) => r.stdout,
@@ -106,7 +122,10 @@ describe('GenericConsumer', () => {
 
   it("takes Python Postage's snake_case auto_delete queue flag, and refuses flags it does not know, naming their spelling", async () => {
     const name = unique('q-ported');
-    const c = new GenericConsumer({ url, eqk: [[ex, [[{ name, flags: { auto_delete: true, durable: false } }, 'k']]]] });
+    const c = new GenericConsumer({
+      url,
+      eqk: [[ex, [[{ name, flags: { auto_delete: true, durable: false } }, 'k']]]],
+    });
     await c.ready();
     const conn = await amqp.connect(url);
     try {
@@ -118,11 +137,16 @@ describe('GenericConsumer', () => {
       await conn.close();
       await c.close();
     }
-    const typo = new GenericConsumer({ url, eqk: [[ex, [[{ name: unique('q-typo'), flags: { is_exclusive: true } as never }, 'k']]]] });
+    const typo = new GenericConsumer({
+      url,
+      eqk: [[ex, [[{ name: unique('q-typo'), flags: { is_exclusive: true } as never }, 'k']]]],
+    });
     const err = await typo.ready().catch((e: Error) => e);
     await typo.close();
     expect(err).to.be.instanceOf(TopologyError);
-    expect((err as Error).message).to.contain("unknown flag 'is_exclusive'").and.contain('the flags are durable, exclusive, autoDelete, arguments');
+    expect((err as Error).message)
+      .to.contain("unknown flag 'is_exclusive'")
+      .and.contain('the flags are durable, exclusive, autoDelete, arguments');
   });
 
   it('binds and unbinds keys at run time', async () => {

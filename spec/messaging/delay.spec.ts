@@ -12,7 +12,6 @@ describe('Delayed delivery', function () {
   this.timeout(30_000);
   const f = exchangeFixture('delay', brokerUrl, unique, deleteTopology);
 
-
   describe('_delay', () => {
     it('holds a message in the broker for its delay, then routes it with its own routing key; never early', async () => {
       const got = deferred<{ at: number; key: string; n: number }>();
@@ -47,7 +46,12 @@ describe('Delayed delivery', function () {
       }
       await f.h.start(new Ordered({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }));
       const p = await f.producer();
-      await Promise.all([p.message_job({ n: 3 }, { _delay: 900 }), p.message_job({ n: 1 }, { _delay: 100 }), p.message_job({ n: 0 }), p.message_job({ n: 2 }, { _delay: 500 })]);
+      await Promise.all([
+        p.message_job({ n: 3 }, { _delay: 900 }),
+        p.message_job({ n: 1 }, { _delay: 100 }),
+        p.message_job({ n: 0 }),
+        p.message_job({ n: 2 }, { _delay: 500 }),
+      ]);
       await done.promise;
       expect(order).to.deep.equal([0, 1, 2, 3]);
     });
@@ -68,13 +72,22 @@ describe('Delayed delivery', function () {
     it('refuses a bad delay, a delay with _expiration, and the default exchange, with a TypeError naming the option', async () => {
       const p = await f.producer();
       for (const bad of [-1, 1.5, 2 ** 32, Number.NaN]) {
-        const err = await p.message_job({}, { _delay: bad }).then(() => undefined, (e: unknown) => e);
+        const err = await p.message_job({}, { _delay: bad }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
         expect(err).to.be.instanceOf(TypeError);
         expect((err as Error).message).to.match(/^_delay must be a whole number of milliseconds/);
       }
-      const both = await p.message_job({}, { _delay: 10, _expiration: 100 }).then(() => undefined, (e: unknown) => e);
+      const both = await p.message_job({}, { _delay: 10, _expiration: 100 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect((both as Error).message).to.match(/_delay and _expiration cannot go together/);
-      const dflt = await p.message_job({}, { _delay: 10, _eks: [[{ name: '', type: 'direct' }, f.queue]] }).then(() => undefined, (e: unknown) => e);
+      const dflt = await p.message_job({}, { _delay: 10, _eks: [[{ name: '', type: 'direct' }, f.queue]] }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect((dflt as Error).message).to.match(/_delay needs a named exchange/);
     });
   });
@@ -185,7 +198,10 @@ describe('Delayed delivery', function () {
           otherRuns++;
         }
       }
-      await f.h.start(new Deferring({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }), new Other({ url: f.url, logger: quiet, eqk: [[f.ex, [[other, 'k']]]] }));
+      await f.h.start(
+        new Deferring({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }),
+        new Other({ url: f.url, logger: quiet, eqk: [[f.ex, [[other, 'k']]]] }),
+      );
       await (await f.producer()).message_job({});
       await done.promise;
       expect(runs).to.equal(2);
@@ -224,7 +240,15 @@ describe('Delayed delivery', function () {
           throw new Error(`run ${runs.length} failed`);
         }
       }
-      await f.h.start(new Failing({ url: f.url, logger: quiet, errorExchange: errors, retry: { attempts: 2, backoffMs: 1, delays: [200, 400] }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+      await f.h.start(
+        new Failing({
+          url: f.url,
+          logger: quiet,
+          errorExchange: errors,
+          retry: { attempts: 2, backoffMs: 1, delays: [200, 400] },
+          eqk: [[f.ex, [[f.queue, 'k']]]],
+        }),
+      );
       await (await f.producer()).message_job({ n: 1 });
       const dead = await getOne(errors, 10_000);
       expect(dead, 'a dead letter').to.not.equal(false);
@@ -247,7 +271,13 @@ describe('Delayed delivery', function () {
           throw new Error('first run fails');
         }
       }
-      const first = new FailsOnce({ url: f.url, logger: quiet, handleSignals: false, retry: { attempts: 1, delays: [800] }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+      const first = new FailsOnce({
+        url: f.url,
+        logger: quiet,
+        handleSignals: false,
+        retry: { attempts: 1, delays: [800] },
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      });
       await f.h.start(first);
       await (await f.producer()).message_job({ n: 2 });
       await failed.promise;
@@ -259,13 +289,22 @@ describe('Delayed delivery', function () {
           handled.resolve({ n: c.parameters.n, retries: currentDelivery()!.headers['postage-retries'] });
         }
       }
-      await f.h.start(new Works({ url: f.url, logger: quiet, retry: { attempts: 1, delays: [800] }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+      await f.h.start(
+        new Works({
+          url: f.url,
+          logger: quiet,
+          retry: { attempts: 1, delays: [800] },
+          eqk: [[f.ex, [[f.queue, 'k']]]],
+        }),
+      );
       expect(await handled.promise).to.deep.equal({ n: 2, retries: 1 });
     });
 
     it('refuses a delay it cannot hold when the processor is made', () => {
       class P extends MessageProcessor {}
-      expect(() => new P({ url: 'amqp://localhost', logger: quiet, handleSignals: false, retry: { delays: [10, -1] } })).to.throw(TypeError, /retry.delays: each delay must be a whole number/);
+      expect(
+        () => new P({ url: 'amqp://localhost', logger: quiet, handleSignals: false, retry: { delays: [10, -1] } }),
+      ).to.throw(TypeError, /retry.delays: each delay must be a whole number/);
     });
   });
 });

@@ -5,7 +5,20 @@
  */
 import { expect } from 'chai';
 import type { StandardSchemaV1 } from '@standard-schema/spec';
-import { currentDelivery, GenericProducer, Handler, HandlerTimeout, MessageHandler, MessageProcessor, PostageError, RpcHandler, type DeliveryEvent, type IdempotencyStore, type MessageSender, type RpcSender } from '../../lib/index.js';
+import {
+  currentDelivery,
+  GenericProducer,
+  Handler,
+  HandlerTimeout,
+  MessageHandler,
+  MessageProcessor,
+  PostageError,
+  RpcHandler,
+  type DeliveryEvent,
+  type IdempotencyStore,
+  type MessageSender,
+  type RpcSender,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
@@ -15,7 +28,7 @@ const quiet = makeLogger('silent');
 const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-describe('A delivery\'s scope', function () {
+describe("A delivery's scope", function () {
   this.timeout(30_000);
   const f = exchangeFixture('scope', brokerUrl, unique, deleteTopology);
   let out: { name: string; type: 'direct'; durable: false };
@@ -71,7 +84,13 @@ describe('A delivery\'s scope', function () {
       }
       const errors = unique('scope-errors');
       f.h.onClose(() => deleteTopology([errors], [errors]));
-      const p = new Slow({ url: f.url, logger: quiet, errorExchange: errors, retry: { attempts: 2, backoffMs: 1 }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+      const p = new Slow({
+        url: f.url,
+        logger: quiet,
+        errorExchange: errors,
+        retry: { attempts: 2, backoffMs: 1 },
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      });
       const ended = events(p, 1);
       await f.h.start(p);
       const send = await f.producer();
@@ -94,7 +113,8 @@ describe('A delivery\'s scope', function () {
     it('aborts currentDelivery().signal (and this.delivery.signal in a Handler class) at the time limit', async () => {
       const aborted = deferred<unknown>();
       const classAborted = deferred<unknown>();
-      const untilAborted = (signal: AbortSignal) => new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
+      const untilAborted = (signal: AbortSignal) =>
+        new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
       class Waits extends MessageProcessor {
         @MessageHandler('command', 'job', { timeoutMs: 150 })
         async job() {
@@ -120,7 +140,7 @@ describe('A delivery\'s scope', function () {
       expect(await classAborted.promise).to.be.instanceOf(HandlerTimeout);
     });
 
-    it('aborts the signal of a run that failed and will be retried, and not the next run\'s', async () => {
+    it("aborts the signal of a run that failed and will be retried, and not the next run's", async () => {
       const signals: AbortSignal[] = [];
       const second = deferred();
       class Flaky extends MessageProcessor {
@@ -131,7 +151,9 @@ describe('A delivery\'s scope', function () {
           second.resolve();
         }
       }
-      await f.h.start(new Flaky({ url: f.url, logger: quiet, retry: { attempts: 2, backoffMs: 1 }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+      await f.h.start(
+        new Flaky({ url: f.url, logger: quiet, retry: { attempts: 2, backoffMs: 1 }, eqk: [[f.ex, [[f.queue, 'k']]]] }),
+      );
       const send = await f.producer();
       await send.message_job({});
       await second.promise;
@@ -188,7 +210,9 @@ describe('A delivery\'s scope', function () {
         await rejected.promise;
         await sleep(20);
         expect(unhandled).to.deep.equal([]);
-        expect(lines.some((l) => l.includes('too late to matter') && l.includes('after its time limit'))).to.equal(true);
+        expect(lines.some((l) => l.includes('too late to matter') && l.includes('after its time limit'))).to.equal(
+          true,
+        );
       } finally {
         process.off('unhandledRejection', onUnhandled);
       }
@@ -198,7 +222,10 @@ describe('A delivery\'s scope', function () {
   describe('an idempotency store that never answers', () => {
     for (const which of ['seen', 'remember'] as const) {
       it(`does not wedge the processor when ${which}() hangs: every message is handled, and close() resolves`, async () => {
-        const store: IdempotencyStore = which === 'seen' ? { seen: () => never<boolean>(), remember() {} } : { seen: () => false, remember: () => never<void>() };
+        const store: IdempotencyStore =
+          which === 'seen'
+            ? { seen: () => never<boolean>(), remember() {} }
+            : { seen: () => false, remember: () => never<void>() };
         let handled = 0;
         const all = deferred();
         class Deduped extends MessageProcessor {
@@ -207,7 +234,14 @@ describe('A delivery\'s scope', function () {
             if (++handled === 3) all.resolve();
           }
         }
-        const p = new Deduped({ url: f.url, logger: quiet, handleSignals: false, deduplicate: store, handlerTimeoutMs: 300, eqk: [[f.ex, [[f.queue, 'k']]]] });
+        const p = new Deduped({
+          url: f.url,
+          logger: quiet,
+          handleSignals: false,
+          deduplicate: store,
+          handlerTimeoutMs: 300,
+          eqk: [[f.ex, [[f.queue, 'k']]]],
+        });
         const three = events(p, 3);
         await f.h.start(p);
         const send = await f.producer();
@@ -222,7 +256,9 @@ describe('A delivery\'s scope', function () {
 
   describe('an async schema that never answers', () => {
     it('fails its delivery with HandlerTimeout at the time limit, and the processor goes on answering', async () => {
-      const hangs: StandardSchemaV1<unknown, unknown> = { '~standard': { version: 1, vendor: 'spec', validate: () => never() } };
+      const hangs: StandardSchemaV1<unknown, unknown> = {
+        '~standard': { version: 1, vendor: 'spec', validate: () => never() },
+      };
       class Checked extends MessageProcessor {
         @MessageHandler('command', 'job', { schema: hangs, timeoutMs: 200 })
         job() {}
@@ -256,7 +292,7 @@ describe('processor.use (middleware)', function () {
   this.timeout(20_000);
   const f = exchangeFixture('mw', brokerUrl, unique, deleteTopology);
 
-  it('runs middlewares in the order added, around the handler, inside the delivery\'s scope', async () => {
+  it("runs middlewares in the order added, around the handler, inside the delivery's scope", async () => {
     const trace: string[] = [];
     const done = deferred();
     class Audited extends MessageProcessor {
@@ -306,7 +342,8 @@ describe('processor.use (middleware)', function () {
     expect(e.outcome).to.equal('dead-lettered');
     expect(ran).to.equal(false);
     const copy = await getOne(errors);
-    expect(copy && copy.properties.headers?.['x-error-message']).to.equal('tenant unknown');
+    if (copy === false) throw new Error('expected a message in the queue, found none');
+    expect(copy.properties.headers?.['x-error-message']).to.equal('tenant unknown');
   });
 
   it('sees ctx.delivery.signal aborted at the time limit, and the delivery fails with HandlerTimeout', async () => {

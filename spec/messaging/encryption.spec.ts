@@ -1,6 +1,15 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { ConfigError, EncryptedJsonEncoder, GenericProducer, MessageHandler, MessageProcessor, RpcHandler, type MessageSender, type RpcSender } from '../../lib/index.js';
+import {
+  ConfigError,
+  EncryptedJsonEncoder,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  RpcHandler,
+  type MessageSender,
+  type RpcSender,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { defaultEncoder } from '../../lib/messaging/encryption.js';
 import { brokerUrl } from '../support/broker.js';
@@ -24,7 +33,13 @@ function capture() {
       }
     },
   });
-  return { logger, when: (re: RegExp) => new Promise<string>((resolve) => (lines.find((l) => re.test(l)) ? resolve(lines.find((l) => re.test(l))!) : waiting.push({ re, resolve }))) };
+  return {
+    logger,
+    when: (re: RegExp) =>
+      new Promise<string>((resolve) =>
+        lines.find((l) => re.test(l)) ? resolve(lines.find((l) => re.test(l))!) : waiting.push({ re, resolve }),
+      ),
+  };
 }
 
 describe('EncryptedJsonEncoder', function () {
@@ -71,7 +86,12 @@ describe('EncryptedJsonEncoder', function () {
     const raw = await getOne(tap);
     const text = raw ? raw.content.toString() : '';
     expect(text).to.not.contain('4111');
-    const env = JSON.parse(text) as { type: string; name: string; fingerprint: { name: string }; content: { $encrypted: { alg: string; kid: string } } };
+    const env = JSON.parse(text) as {
+      type: string;
+      name: string;
+      fingerprint: { name: string };
+      content: { $encrypted: { alg: string; kid: string } };
+    };
     expect(env).to.include({ type: 'command', name: 'pay' });
     expect(env.fingerprint.name).to.equal('Secret');
     expect(env.content.$encrypted).to.include({ alg: 'A256GCM', kid: 'k1' });
@@ -84,7 +104,14 @@ describe('EncryptedJsonEncoder', function () {
         return 1234;
       }
     }
-    await f.h.start(new Bank({ url: f.url, logger: quiet, encoder: new EncryptedJsonEncoder({ keys: { k1, k2 } }), eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await f.h.start(
+      new Bank({
+        url: f.url,
+        logger: quiet,
+        encoder: new EncryptedJsonEncoder({ keys: { k1, k2 } }),
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      }),
+    );
     // The sender has moved to k2; the bank still knows k1 and already knows k2.
     const p = await sender(new EncryptedJsonEncoder({ keys: { k2, k1 } }));
     const r = await p.rpc_balance({}, { _timeout: 10, _max_retry: 0 });
@@ -92,15 +119,54 @@ describe('EncryptedJsonEncoder', function () {
   });
 
   for (const [what, send, reason] of [
-    ['a key it does not have', async (p: Awaited<ReturnType<typeof sender>>) => p.message_pay({}), /encrypted with key 'k2', which this component does not have/],
-    ['a tampered content', async () => {
-      const enc = new EncryptedJsonEncoder({ keys: { k1 } });
-      const env = JSON.parse(enc.encode({ type: 'command', name: 'pay', category: 'message', version: '2', fingerprint: {}, content: { parameters: { amount: 10 } }, _reserved: {} }).toString());
-      // The same sealed content, moved to an envelope of another name.
-      env.name = 'refund';
-      await publishRaw(f.ex.name, 'k', Buffer.from(JSON.stringify(env)));
-    }, /fails authentication under key 'k1'/],
-    ['an unencrypted message', async () => publishRaw(f.ex.name, 'k', Buffer.from(JSON.stringify({ type: 'command', name: 'pay', category: 'message', version: '2', fingerprint: {}, content: {}, _reserved: {} }))), /not encrypted/],
+    [
+      'a key it does not have',
+      async (p: Awaited<ReturnType<typeof sender>>) => p.message_pay({}),
+      /encrypted with key 'k2', which this component does not have/,
+    ],
+    [
+      'a tampered content',
+      async () => {
+        const enc = new EncryptedJsonEncoder({ keys: { k1 } });
+        const env = JSON.parse(
+          enc
+            .encode({
+              type: 'command',
+              name: 'pay',
+              category: 'message',
+              version: '2',
+              fingerprint: {},
+              content: { parameters: { amount: 10 } },
+              _reserved: {},
+            })
+            .toString(),
+        );
+        // The same sealed content, moved to an envelope of another name.
+        env.name = 'refund';
+        await publishRaw(f.ex.name, 'k', Buffer.from(JSON.stringify(env)));
+      },
+      /fails authentication under key 'k1'/,
+    ],
+    [
+      'an unencrypted message',
+      async () =>
+        publishRaw(
+          f.ex.name,
+          'k',
+          Buffer.from(
+            JSON.stringify({
+              type: 'command',
+              name: 'pay',
+              category: 'message',
+              version: '2',
+              fingerprint: {},
+              content: {},
+              _reserved: {},
+            }),
+          ),
+        ),
+      /not encrypted/,
+    ],
   ] as const) {
     it(`rejects ${what} without handling it, and says why`, async () => {
       let handled = 0;
@@ -115,7 +181,14 @@ describe('EncryptedJsonEncoder', function () {
         }
       }
       const log = capture();
-      await f.h.start(new Payments({ url: f.url, logger: log.logger, encoder: new EncryptedJsonEncoder({ keys: { k1 } }), eqk: [[f.ex, [[f.queue, 'k']]]] }));
+      await f.h.start(
+        new Payments({
+          url: f.url,
+          logger: log.logger,
+          encoder: new EncryptedJsonEncoder({ keys: { k1 } }),
+          eqk: [[f.ex, [[f.queue, 'k']]]],
+        }),
+      );
       await send(await sender(new EncryptedJsonEncoder({ keys: { k2 } })));
       const line = JSON.parse(await log.when(/malformed message rejected/)) as { reason: string };
       expect(line.reason).to.match(reason);
@@ -161,7 +234,11 @@ describe('EncryptedJsonEncoder', function () {
     const saved = process.env.POSTAGE_ENCRYPTION_KEYS;
     try {
       process.env.POSTAGE_ENCRYPTION_KEYS = `k=${k1.toString('base64')},k=${k2.toString('base64')}`;
-      expect(() => defaultEncoder()).to.throw(ConfigError, /key id 'k' is given twice/).that.satisfies((e: Error) => !e.message.includes(k1.toString('base64')) && !e.message.includes(k2.toString('base64')));
+      expect(() => defaultEncoder())
+        .to.throw(ConfigError, /key id 'k' is given twice/)
+        .that.satisfies(
+          (e: Error) => !e.message.includes(k1.toString('base64')) && !e.message.includes(k2.toString('base64')),
+        );
     } finally {
       if (saved === undefined) delete process.env.POSTAGE_ENCRYPTION_KEYS;
       else process.env.POSTAGE_ENCRYPTION_KEYS = saved;
@@ -174,10 +251,14 @@ describe('EncryptedJsonEncoder', function () {
       process.env.POSTAGE_ENCRYPTION_KEYS = `new=${k2.toString('base64')},old=${k1.toString('hex')}`;
       const enc = defaultEncoder();
       expect(enc).to.be.instanceOf(EncryptedJsonEncoder);
-      const sealed = JSON.parse(enc.encode({ type: 'command', name: 'x', category: 'message', content: { a: 1 } }).toString());
+      const sealed = JSON.parse(
+        enc.encode({ type: 'command', name: 'x', category: 'message', content: { a: 1 } }).toString(),
+      );
       expect(sealed.content.$encrypted.kid).to.equal('new');
       process.env.POSTAGE_ENCRYPTION_KEYS = 'short=c2VjcmV0';
-      expect(() => defaultEncoder()).to.throw(ConfigError, /key 'short' is not 32 bytes/).that.satisfies((e: Error) => !e.message.includes('c2VjcmV0'));
+      expect(() => defaultEncoder())
+        .to.throw(ConfigError, /key 'short' is not 32 bytes/)
+        .that.satisfies((e: Error) => !e.message.includes('c2VjcmV0'));
     } finally {
       if (saved === undefined) delete process.env.POSTAGE_ENCRYPTION_KEYS;
       else process.env.POSTAGE_ENCRYPTION_KEYS = saved;

@@ -4,7 +4,14 @@
  * a delay that is not a number.
  */
 import { expect } from 'chai';
-import { GenericApplication, GenericProducer, MessageHandler, MessageProcessor, type FingerprintDict, type MessageSender } from '../../lib/index.js';
+import {
+  GenericApplication,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  type FingerprintDict,
+  type MessageSender,
+} from '../../lib/index.js';
 import { command } from '../support/schema.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
@@ -14,7 +21,10 @@ import { deleteTopology, unique } from '../support/topology.js';
 /** A logger whose JSON lines a spec reads. */
 function capture() {
   const lines: Array<Record<string, unknown>> = [];
-  return { lines, logger: makeLogger('warn', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) }) };
+  return {
+    lines,
+    logger: makeLogger('warn', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) }),
+  };
 }
 
 describe('A first day', function () {
@@ -41,7 +51,9 @@ describe('A first day', function () {
     await three.promise;
     const warned = log.lines.filter((l) => String(l.msg).startsWith('no handler takes'));
     expect(warned).to.have.length(1);
-    expect(warned[0].msg).to.equal('no handler takes command/gret in Greeter: acked and dropped (said once per name). It handles command/quit, restart, greet, wave');
+    expect(warned[0].msg).to.equal(
+      'no handler takes command/gret in Greeter: acked and dropped (said once per name). It handles command/quit, restart, greet, wave',
+    );
   });
 
   describe('remote quit and restart', () => {
@@ -72,7 +84,13 @@ describe('A first day', function () {
           handled.resolve();
         }
       }
-      const p = new Hosted({ url: f.url, logger: log.logger, handleSignals: false, remoteControl: false, eqk: [[f.ex, [[f.queue, 'k']]]] });
+      const p = new Hosted({
+        url: f.url,
+        logger: log.logger,
+        handleSignals: false,
+        remoteControl: false,
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      });
       let told = 0;
       p.on('remoteCommand', () => told++);
       const outcomes: string[] = [];
@@ -85,7 +103,11 @@ describe('A first day', function () {
       await handled.promise;
       expect(outcomes).to.deep.equal(['quit:acked', 'restart:acked', 'work:acked']);
       expect(told).to.equal(0);
-      expect(log.lines.filter((l) => /command from .* refused: this processor has remoteControl: false$/.test(String(l.msg)))).to.have.length(2);
+      expect(
+        log.lines.filter((l) =>
+          /command from .* refused: this processor has remoteControl: false$/.test(String(l.msg)),
+        ),
+      ).to.have.length(2);
     });
   });
 
@@ -98,14 +120,23 @@ describe('A first day', function () {
     const p = await Early.create({ url: f.url, logger: makeLogger('silent') });
     f.h.onClose(() => p.close());
     f.h.onClose(() => deleteTopology([], [nowhere.name]));
-    const err = await p.message_job({}).then(() => undefined, (e: unknown) => e as Error);
+    const err = await p.message_job({}).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
     expect(err?.message).to.contain('if it is started, await its ready() before sending');
   });
 
   it('names a delay that is not a number as it is (NaN, Infinity), not as JSON turns it', async () => {
     const p = await f.producer();
-    for (const [bad, shown] of [[Number.NaN, 'NaN'], [Infinity, 'Infinity']] as const) {
-      const err = await p.message_job({}, { _delay: bad }).then(() => undefined, (e: unknown) => e as Error);
+    for (const [bad, shown] of [
+      [Number.NaN, 'NaN'],
+      [Infinity, 'Infinity'],
+    ] as const) {
+      const err = await p.message_job({}, { _delay: bad }).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
       expect(err?.message).to.match(new RegExp(`not ${shown}$`));
     }
   });
@@ -115,7 +146,10 @@ describe('A first day', function () {
     const cycle: Record<string, unknown> = { a: 1 };
     cycle.self = cycle;
     for (const [params, text] of [
-      [{ items: [{ price: 1 }, { price: 2 }, { price: 3n }] }, 'parameters.items[2].price is a BigInt, which JSON cannot carry'],
+      [
+        { items: [{ price: 1 }, { price: 2 }, { price: 3n }] },
+        'parameters.items[2].price is a BigInt, which JSON cannot carry',
+      ],
       [{ done: () => 1 }, 'parameters.done is a function'],
       [{ tags: new Set(['a']) }, 'parameters.tags is a Set'],
       [{ byId: new Map([[1, 'a']]) }, 'parameters.byId is a Map'],
@@ -123,12 +157,18 @@ describe('A first day', function () {
       [{ max: -Infinity }, 'parameters.max is -Infinity'],
       [{ tree: cycle }, 'parameters.tree.self is a reference to one of its own ancestors (a cycle)'],
     ] as const) {
-      const err = await p.message_job(params as Record<string, unknown>).then(() => undefined, (e: unknown) => e as Error);
+      const err = await p.message_job(params as Record<string, unknown>).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
       expect(err, text).to.be.instanceOf(TypeError);
       expect(err?.message).to.contain(text);
     }
     // What JSON does carry goes: dates, buffers, nulls, nested arrays.
-    await p.message_job({ at: new Date(0), raw: Buffer.from('x'), nothing: null, grid: [[1, 2], [3]] }, { _mandatory: false });
+    await p.message_job(
+      { at: new Date(0), raw: Buffer.from('x'), nothing: null, grid: [[1, 2], [3]] },
+      { _mandatory: false },
+    );
   });
 
   it('refuses a positional argument of the wrong kind, naming the right call (an eqk where a GenericApplication takes its vhost)', () => {
@@ -142,7 +182,10 @@ describe('A first day', function () {
       TypeError,
       'new Thumbnailer(fingerprint, vhost, groups, hup): argument 2 is the vhost (a string), not an array (an eqk?). Or use the options form, new Thumbnailer({ fingerprint, vhost, groups, hup })',
     );
-    expect(() => new MessageProcessor({ name: 'x' }, 'orders' as never)).to.throw(TypeError, /argument 2 is the eqk \(an array\), not a string/);
+    expect(() => new MessageProcessor({ name: 'x' }, 'orders' as never)).to.throw(
+      TypeError,
+      /argument 2 is the eqk \(an array\), not a string/,
+    );
   });
 
   it('logs a content its schema refuses at warn, with the issues and without a stack', async () => {
@@ -159,7 +202,9 @@ describe('A first day', function () {
     await ended.promise;
     const line = log.lines.find((l) => String(l.msg).includes("does not match its handler's schema"));
     expect(line?.level).to.equal(40);
-    expect(line?.msg).to.equal("command/resize does not match its handler's schema (parameters.width: expected a number, got string); message rejected");
+    expect(line?.msg).to.equal(
+      "command/resize does not match its handler's schema (parameters.width: expected a number, got string); message rejected",
+    );
     expect(JSON.stringify(line)).to.not.contain('stack');
   });
 });

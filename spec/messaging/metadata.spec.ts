@@ -21,8 +21,14 @@ describe('message metadata', function () {
   this.timeout(30_000);
   const f = exchangeFixture('md', brokerUrl, unique, deleteTopology);
 
-  /** Publishes an envelope as any AMQP client would, with a reply queue of its own, and resolves with the reply as that client sees it. */
-  async function askRaw(envelope: { type: string; name: string; category: string }, props: amqp.Options.Publish): Promise<amqp.ConsumeMessage> {
+  /**
+   * Publishes an envelope as any AMQP client would, with a reply queue of its own, and resolves with the reply as that
+   * client sees it.
+   */
+  async function askRaw(
+    envelope: { type: string; name: string; category: string },
+    props: amqp.Options.Publish,
+  ): Promise<amqp.ConsumeMessage> {
     const conn = await amqp.connect(f.url);
     f.h.onClose(() => conn.close());
     const ch = await conn.createChannel();
@@ -59,11 +65,30 @@ describe('message metadata', function () {
     await declareQueue();
     const p = await sender();
     const before = Math.floor(Date.now() / 1000);
-    await p.message_job({ n: 1 }, { _headers: { tenant: 'acme', tries: 2, tags: ['a', 'b'], nested: { ok: true } }, _expiration: 60_000, _priority: 5, _correlation_id: 'corr-1', _message_id: 'msg-1', _type: 'job' });
+    await p.message_job(
+      { n: 1 },
+      {
+        _headers: { tenant: 'acme', tries: 2, tags: ['a', 'b'], nested: { ok: true } },
+        _expiration: 60_000,
+        _priority: 5,
+        _correlation_id: 'corr-1',
+        _message_id: 'msg-1',
+        _type: 'job',
+      },
+    );
     const m = (await getOne(f.queue)) as amqp.GetMessage;
-    expect(m.properties).to.include({ expiration: '60000', priority: 5, correlationId: 'corr-1', messageId: 'msg-1', type: 'job', contentType: 'application/json', deliveryMode: 2 });
+    expect(m.properties).to.include({
+      expiration: '60000',
+      priority: 5,
+      correlationId: 'corr-1',
+      messageId: 'msg-1',
+      type: 'job',
+      contentType: 'application/json',
+      deliveryMode: 2,
+    });
     expect(m.properties.headers).to.deep.include({ tenant: 'acme', tries: 2, tags: ['a', 'b'], nested: { ok: true } });
-    // A message sent outside a handler starts a conversation of its own: its id is the conversation's, no header needed.
+    // A message sent outside a handler starts a conversation of its own: its id is the conversation's, no header
+    // needed.
     expect(m.properties.headers).not.to.have.property(CONVERSATION_HEADERS.conversationId);
     expect(m.properties.timestamp).to.be.within(before, before + 5);
   });
@@ -71,14 +96,30 @@ describe('message metadata', function () {
   it('refuses, naming the option, what AMQP cannot carry or does not allow, and sends nothing', async () => {
     await declareQueue();
     const p = await sender();
-    const refused = async (send: Promise<unknown>) => send.then(() => 'sent', (e: Error) => `${e.name}: ${e.message}`);
-    expect(await refused(p.message_job({}, { _headers: { when: new Date() } }))).to.match(/^TypeError: _headers: when is .* AMQP cannot carry/);
-    expect(await refused(p.message_job({}, { _headers: { big: 10n } as never }))).to.match(/_headers: big is the bigint 10n/);
-    expect(await refused(p.message_job({}, { _headers: { deep: [{ f: () => 1 }] } }))).to.match(/_headers: deep\[0\]\.f is a function/);
-    expect(await refused(p.message_job({}, { _priority: 256 }))).to.match(/_priority must be a whole number from 0 to 255/);
-    expect(await refused(p.message_job({}, { _expiration: -1 }))).to.match(/_expiration must be a whole number of milliseconds/);
+    const refused = async (send: Promise<unknown>) =>
+      send.then(
+        () => 'sent',
+        (e: Error) => `${e.name}: ${e.message}`,
+      );
+    expect(await refused(p.message_job({}, { _headers: { when: new Date() } }))).to.match(
+      /^TypeError: _headers: when is .* AMQP cannot carry/,
+    );
+    expect(await refused(p.message_job({}, { _headers: { big: 10n } as never }))).to.match(
+      /_headers: big is the bigint 10n/,
+    );
+    expect(await refused(p.message_job({}, { _headers: { deep: [{ f: () => 1 }] } }))).to.match(
+      /_headers: deep\[0\]\.f is a function/,
+    );
+    expect(await refused(p.message_job({}, { _priority: 256 }))).to.match(
+      /_priority must be a whole number from 0 to 255/,
+    );
+    expect(await refused(p.message_job({}, { _expiration: -1 }))).to.match(
+      /_expiration must be a whole number of milliseconds/,
+    );
     expect(await refused(p.message_job({}, { _message_id: '' }))).to.match(/_message_id must be a non-empty string/);
-    expect(await refused(p.rpc_ask({}, { _correlation_id: 'mine' }))).to.match(/_correlation_id cannot be set on an RPC/);
+    expect(await refused(p.rpc_ask({}, { _correlation_id: 'mine' }))).to.match(
+      /_correlation_id cannot be set on an RPC/,
+    );
     expect(await getOne(f.queue, 300)).to.equal(false);
   });
 
@@ -120,10 +161,20 @@ describe('message metadata', function () {
     }
     await f.h.start(new Probe({ url: f.url, eqk: [[f.ex, [[f.queue, 'k']]]] }));
     const p = await sender();
-    for (const name of ['plain', 'async', 'generator', 'class']) await (p as unknown as Record<string, MessageSender>)[`message_${name}`]({}, { _message_id: `id-${name}`, _headers: { kind: name } });
+    for (const name of ['plain', 'async', 'generator', 'class'])
+      await (p as unknown as Record<string, MessageSender>)[`message_${name}`](
+        {},
+        { _message_id: `id-${name}`, _headers: { kind: name } },
+      );
     expect((await p.rpc_ask({}, { _message_id: 'id-rpc', _timeout: 5 })).ok).to.equal(true);
     await done.done;
-    for (const [kind, id] of [['plain', 'id-plain'], ['async', 'id-async'], ['generator', 'id-generator'], ['class', 'id-class'], ['rpc', 'id-rpc']]) {
+    for (const [kind, id] of [
+      ['plain', 'id-plain'],
+      ['async', 'id-async'],
+      ['generator', 'id-generator'],
+      ['class', 'id-class'],
+      ['rpc', 'id-rpc'],
+    ]) {
       expect(seen[kind]?.messageId, kind).to.equal(id);
       expect(seen[kind]?.exchange, kind).to.equal(f.ex.name);
       expect(seen[kind]?.routingKey, kind).to.equal('k');
@@ -188,7 +239,10 @@ describe('message metadata', function () {
         finished.resolve();
       }
     }
-    await f.h.start(new First({ url: f.url, eqk: [[f.ex, [[f.queue, 'k']]]] }), new Second({ url: f.url, eqk: [[f.ex, [[q2, 'second']]]] }));
+    await f.h.start(
+      new First({ url: f.url, eqk: [[f.ex, [[f.queue, 'k']]]] }),
+      new Second({ url: f.url, eqk: [[f.ex, [[q2, 'second']]]] }),
+    );
     f.h.onClose(() => deleteTopology([q2]));
     await (await sender()).message_job({}, { _message_id: 'origin' });
     await finished.promise;
@@ -209,9 +263,15 @@ describe('message metadata', function () {
       }
     }
     await f.h.start(new Answers({ url: f.url, eqk: [[f.ex, [[f.queue, 'k']]]] }));
-    const reply = await askRaw({ type: 'command', name: 'ask', category: 'rpc' }, { correlationId: 'call-7', messageId: 'req-7', headers: { [CONVERSATION_HEADERS.conversationId]: 'conv-7' } });
+    const reply = await askRaw(
+      { type: 'command', name: 'ask', category: 'rpc' },
+      { correlationId: 'call-7', messageId: 'req-7', headers: { [CONVERSATION_HEADERS.conversationId]: 'conv-7' } },
+    );
     expect(reply.properties.correlationId).to.equal('call-7');
-    expect(reply.properties.headers).to.include({ [CONVERSATION_HEADERS.conversationId]: 'conv-7', [CONVERSATION_HEADERS.causationId]: 'req-7' });
+    expect(reply.properties.headers).to.include({
+      [CONVERSATION_HEADERS.conversationId]: 'conv-7',
+      [CONVERSATION_HEADERS.causationId]: 'req-7',
+    });
     expect(JSON.parse(reply.content.toString()).content.value).to.equal(42);
   });
 

@@ -1,5 +1,14 @@
 import { expect } from 'chai';
-import { currentDelivery, GenericProducer, MemoryIdempotencyStore, MessageHandler, MessageProcessor, type DeliveryEvent, type IdempotencyStore, type MessageSender } from '../../lib/index.js';
+import {
+  currentDelivery,
+  GenericProducer,
+  MemoryIdempotencyStore,
+  MessageHandler,
+  MessageProcessor,
+  type DeliveryEvent,
+  type IdempotencyStore,
+  type MessageSender,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
@@ -7,7 +16,7 @@ import { deleteTopology, getOne, queueState, unique } from '../support/topology.
 
 const quiet = makeLogger('silent');
 
-describe('A handler\'s sends (the outbox)', function () {
+describe("A handler's sends (the outbox)", function () {
   this.timeout(30_000);
   const f = exchangeFixture('outbox', brokerUrl, unique, deleteTopology);
   let out: { name: string; type: 'direct'; durable: false };
@@ -50,7 +59,11 @@ describe('A handler\'s sends (the outbox)', function () {
       }
     }
     await f.h.start(new Collector({ url: f.url, logger: quiet, eqk: [[out, [[outQueue, 'out']]]] }));
-    return { got, count: (n: number) => new Promise<void>((resolve) => (got.length >= n ? resolve() : waiters.push({ n, resolve }))) };
+    return {
+      got,
+      count: (n: number) =>
+        new Promise<void>((resolve) => (got.length >= n ? resolve() : waiters.push({ n, resolve }))),
+    };
   }
 
   it('sends nothing for a handler that sends three messages and then throws', async () => {
@@ -140,7 +153,12 @@ describe('A handler\'s sends (the outbox)', function () {
         await n.message_lost({});
       }
     }
-    const proc = new SendsUnroutable({ url: f.url, logger: quiet, errorExchange: errors, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const proc = new SendsUnroutable({
+      url: f.url,
+      logger: quiet,
+      errorExchange: errors,
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
     const ended = deferred<DeliveryEvent>();
     proc.observe((e) => ended.resolve(e));
     await f.h.start(proc);
@@ -167,7 +185,14 @@ describe('A handler\'s sends (the outbox)', function () {
         if (runs === 1) throw new Error('first run fails');
       }
     }
-    await f.h.start(new FailsOnce({ url: f.url, logger: quiet, retry: { attempts: 2, backoffMs: 1 }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await f.h.start(
+      new FailsOnce({
+        url: f.url,
+        logger: quiet,
+        retry: { attempts: 2, backoffMs: 1 },
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      }),
+    );
     await p.message_job({});
     await c.count(3);
     // Nothing more is on its way: the handled delivery is acked, and the collector's queue holds no more.
@@ -195,7 +220,9 @@ describe('A handler\'s sends (the outbox)', function () {
         throw new Error('after the send');
       }
     }
-    await f.h.start(new NoOutbox({ url: f.url, logger: quiet, outbox: false, eqk: [[f.ex, [[unique('outbox-q2'), 'k2']]]] }));
+    await f.h.start(
+      new NoOutbox({ url: f.url, logger: quiet, outbox: false, eqk: [[f.ex, [[unique('outbox-q2'), 'k2']]]] }),
+    );
     await p.message_job({}, { _key: 'k2' });
     await c.count(2);
     expect(c.got.map((g) => g.n)).to.deep.equal([1, 2]);
@@ -205,7 +232,6 @@ describe('A handler\'s sends (the outbox)', function () {
 describe('deduplicate', function () {
   this.timeout(20_000);
   const f = exchangeFixture('dedupe', brokerUrl, unique, deleteTopology);
-
 
   it('handles a message id once: a duplicate is acked without running its handlers', async () => {
     const seen: number[] = [];
@@ -242,7 +268,15 @@ describe('deduplicate', function () {
         done.resolve();
       }
     }
-    await f.h.start(new Store({ url: f.url, logger: quiet, deduplicate: store, fingerprint: { name: 'store-spec' }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await f.h.start(
+      new Store({
+        url: f.url,
+        logger: quiet,
+        deduplicate: store,
+        fingerprint: { name: 'store-spec' },
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      }),
+    );
     const p = await f.producer();
     await p.message_job({ ok: false }, { _message_id: 'x' });
     await p.message_job({ ok: true }, { _message_id: 'y' });

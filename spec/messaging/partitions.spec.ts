@@ -2,7 +2,14 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { GenericProducer, MessageHandler, MessageProcessor, type ExchangeObject, type MessageSender, type ProcessorDescription } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  type ExchangeObject,
+  type MessageSender,
+  type ProcessorDescription,
+} from '../../lib/index.js';
 import { partitionTopology, PARTITION_HEADER } from '../../lib/messaging/partitions.js';
 import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
 import { counter, Harness } from '../support/components.js';
@@ -17,15 +24,43 @@ describe('partitioned processors (per-key order across replicas)', function () {
 
   it('splits each queue into named, durable partitions with single active consumer behind a consistent-hash exchange', () => {
     const ex: ExchangeObject = { name: 'orders-ex', type: 'topic' };
-    const t = partitionTopology([[ex, [['orders', 'order.*'], ['orders', 'refund.*']]]], 3);
+    const t = partitionTopology(
+      [
+        [
+          ex,
+          [
+            ['orders', 'order.*'],
+            ['orders', 'refund.*'],
+          ],
+        ],
+      ],
+      3,
+    );
     expect(t.partitions.get('orders')).to.deep.equal(['orders.p0', 'orders.p1', 'orders.p2']);
-    expect(t.routes.map((r) => [r.hash.name, r.key])).to.deep.equal([['orders.partitions', 'order.*'], ['orders.partitions', 'refund.*']]);
-    const [[hash, queues]] = t.eqk as unknown as Array<[ExchangeObject, Array<[{ name: string; flags: { arguments: Record<string, unknown> } }, string]>]>;
-    expect(hash).to.deep.include({ type: 'x-consistent-hash', durable: true, arguments: { 'hash-header': PARTITION_HEADER } });
-    expect(queues.map(([q, key]) => [q.name, key, q.flags.arguments['x-single-active-consumer']])).to.deep.equal([['orders.p0', '1', true], ['orders.p1', '1', true], ['orders.p2', '1', true]]);
+    expect(t.routes.map((r) => [r.hash.name, r.key])).to.deep.equal([
+      ['orders.partitions', 'order.*'],
+      ['orders.partitions', 'refund.*'],
+    ]);
+    const [[hash, queues]] = t.eqk as unknown as Array<
+      [ExchangeObject, Array<[{ name: string; flags: { arguments: Record<string, unknown> } }, string]>]
+    >;
+    expect(hash).to.deep.include({
+      type: 'x-consistent-hash',
+      durable: true,
+      arguments: { 'hash-header': PARTITION_HEADER },
+    });
+    expect(queues.map(([q, key]) => [q.name, key, q.flags.arguments['x-single-active-consumer']])).to.deep.equal([
+      ['orders.p0', '1', true],
+      ['orders.p1', '1', true],
+      ['orders.p2', '1', true],
+    ]);
     expect(() => partitionTopology([[ex, [['', 'k']]]], 2)).to.throw(/needs named queues/);
-    expect(() => partitionTopology([[ex, [[{ name: 'q', flags: { exclusive: true } }, 'k']]]], 2)).to.throw(/cannot be exclusive, auto-delete or non-durable/);
-    expect(() => partitionTopology([[ex, [['q', 'k']]]], 0)).to.throw(/partitions must be a whole number from 1 to 256, not 0/);
+    expect(() => partitionTopology([[ex, [[{ name: 'q', flags: { exclusive: true } }, 'k']]]], 2)).to.throw(
+      /cannot be exclusive, auto-delete or non-durable/,
+    );
+    expect(() => partitionTopology([[ex, [['q', 'k']]]], 0)).to.throw(
+      /partitions must be a whole number from 1 to 256, not 0/,
+    );
   });
 
   it('refuses a _partition_key it cannot send, naming it', async () => {
@@ -35,11 +70,19 @@ describe('partitioned processors (per-key order across replicas)', function () {
     }
     const p = await P.create({ url: await brokerUrl() });
     try {
-      const refusal = (send: Promise<void>) => send.then(() => undefined, (err: unknown) => err as Error);
+      const refusal = (send: Promise<void>) =>
+        send.then(
+          () => undefined,
+          (err: unknown) => err as Error,
+        );
       const empty = await refusal(p.message_x({}, { _partition_key: '' }));
       expect(empty).to.be.instanceOf(TypeError);
-      expect(empty?.message).to.equal('_partition_key must be a non-empty string or a finite number, not a string of 0 bytes');
-      expect((await refusal(p.message_x({}, { _partition_key: NaN })))?.message).to.equal('_partition_key must be a non-empty string or a finite number, not null');
+      expect(empty?.message).to.equal(
+        '_partition_key must be a non-empty string or a finite number, not a string of 0 bytes',
+      );
+      expect((await refusal(p.message_x({}, { _partition_key: NaN })))?.message).to.equal(
+        '_partition_key must be a non-empty string or a finite number, not null',
+      );
     } finally {
       await p.close();
     }
@@ -64,7 +107,15 @@ describe('partitioned processors (per-key order across replicas)', function () {
       }
     }
     const replica = (i: number) =>
-      new Worker({ url, fingerprint: { name: 'worker', pid: `${process.pid}${i}` }, connectionName: `${queue}-replica-${i}`, concurrency: 4, partitions: PARTITIONS, handleSignals: false, eqk: [[exchange, [[queue, 'work']]]] });
+      new Worker({
+        url,
+        fingerprint: { name: 'worker', pid: `${process.pid}${i}` },
+        connectionName: `${queue}-replica-${i}`,
+        concurrency: 4,
+        partitions: PARTITIONS,
+        handleSignals: false,
+        eqk: [[exchange, [[queue, 'work']]]],
+      });
     const replicas = [replica(1), replica(2), replica(3)];
     await h.start(...replicas);
     class Sender extends GenericProducer {
@@ -101,8 +152,13 @@ describe('partitioned processors (per-key order across replicas)', function () {
       expect(described[0].partitions![0]).to.deep.include({ queue, partitions: names });
       const active = new Set(described.flatMap((d) => d.partitions![0].activeHere));
       expect([...active].sort()).to.deep.equal([...names].sort());
-      // And as an operator reads it: postage describe EXCHANGE KEY, answered by the replica active on the keyless partition.
-      const { stdout } = await exec(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'describe', exchange.name, 'work'], { env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } });
+      // And as an operator reads it: postage describe EXCHANGE KEY, answered by the replica active on the keyless
+      // partition.
+      const { stdout } = await exec(
+        process.execPath,
+        ['--import', 'tsx', 'lib/cli/postage.ts', 'describe', exchange.name, 'work'],
+        { env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } },
+      );
       expect(stdout).to.contain(`partitions:\n  ${queue}: 8 partitions (${names.join(', ')}); active here: `);
     } finally {
       await sender.close();

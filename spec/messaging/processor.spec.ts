@@ -33,7 +33,7 @@ import { deleteTopology, getOne, publishRaw, unique } from '../support/topology.
 
 type Params = { parameters: Record<string, unknown> };
 
-describe('MessageProcessor', function () {
+describe('MessageProcessor', () => {
   let url: string;
   let ex: ExchangeObject;
   let dlx: ExchangeObject;
@@ -66,7 +66,8 @@ describe('MessageProcessor', function () {
   });
 
   /** The eqk every spec uses: one queue that dead-letters to `dlq`. */
-  const eqk = () => [[ex, [[{ name: queue, flags: { arguments: { 'x-dead-letter-exchange': dlx.name } } }, 'k']]]] as const;
+  const eqk = () =>
+    [[ex, [[{ name: queue, flags: { arguments: { 'x-dead-letter-exchange': dlx.name } } }, 'k']]]] as const;
 
   async function producer() {
     const exchange = ex;
@@ -184,7 +185,9 @@ describe('MessageProcessor', function () {
     it('passes what its handler gets through @MessageFilter (content, or the full body), and a FilterError skips only that handler', async () => {
       const got = counter(3);
       const seen: string[] = [];
-      const upper = (content: Params, field: string): Params => ({ parameters: { ...content.parameters, [field]: String(content.parameters[field]).toUpperCase() } });
+      const upper = (content: Params, field: string): Params => ({
+        parameters: { ...content.parameters, [field]: String(content.parameters[field]).toUpperCase() },
+      });
       const dropAll = (): never => {
         throw new FilterError();
       };
@@ -353,8 +356,12 @@ describe('MessageProcessor', function () {
       await ch.assertQueue(q);
       try {
         for (let round = 0; round < 3; round++) {
-          const child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/quit-then-exit.ts', q], { env: { ...process.env, POSTAGE_URL: url } });
-          await new Promise<void>((resolve) => child.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve()));
+          const child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/quit-then-exit.ts', q], {
+            env: { ...process.env, POSTAGE_URL: url },
+          });
+          await new Promise<void>((resolve) =>
+            child.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve()),
+          );
           const exited = new Promise((r) => child.on('exit', r));
           await publishRaw('', q, Buffer.from(JSON.stringify(new MessageCommand('quit').body)));
           await exited;
@@ -437,11 +444,14 @@ describe('MessageProcessor', function () {
 
     for (const [what, value] of [
       ['a BigInt', () => 10n],
-      ['a circular object', () => {
-        const o: Record<string, unknown> = {};
-        o.self = o;
-        return o;
-      }],
+      [
+        'a circular object',
+        () => {
+          const o: Record<string, unknown> = {};
+          o.self = o;
+          return o;
+        },
+      ],
     ] as const) {
       it(`treats an RPC result that cannot be encoded (${what}) as a failed handler: the caller gets MessageResultException, the message is rejected, the processor goes on`, async () => {
         let calls = 0;
@@ -512,7 +522,10 @@ describe('MessageProcessor', function () {
     const poison: Array<[string, Buffer]> = [
       ['a body that is not JSON', Buffer.from('\u0000not json at all')],
       ['JSON that is not an envelope', Buffer.from('[1, 2, 3]')],
-      ['an envelope of an unknown version', Buffer.from(JSON.stringify({ ...new MessageCommand('x').body, version: '1' }))],
+      [
+        'an envelope of an unknown version',
+        Buffer.from(JSON.stringify({ ...new MessageCommand('x').body, version: '1' })),
+      ],
     ];
     let logs: string[];
     let before: ReturnType<typeof rootLogger>;
@@ -703,7 +716,10 @@ describe('MessageProcessor', function () {
     });
 
     it('refuses one object that mixes fingerprint fields with options, saying how to write it', () => {
-      expect(() => new MessageProcessor({ name: 'x', eqk: [] } as never)).to.throw(TypeError, /\{ fingerprint: \{ name \}, eqk \}/);
+      expect(() => new MessageProcessor({ name: 'x', eqk: [] } as never)).to.throw(
+        TypeError,
+        /\{ fingerprint: \{ name \}, eqk \}/,
+      );
     });
 
     it('honours logger and connectionName, as a producer does', async () => {
@@ -722,7 +738,11 @@ describe('MessageProcessor', function () {
       h.onClose(() => prod.close());
       expect(lines.join('\n')).to.contain('queue bound').and.contain('connected');
       const props = await new Promise<string>((resolve, reject) =>
-        execFile('rabbitmqctl', ['list_connections', '-q', '-p', decodeURIComponent(new URL(url).pathname.slice(1)), 'client_properties'], (e, out) => (e ? reject(e) : resolve(out))),
+        execFile(
+          'rabbitmqctl',
+          ['list_connections', '-q', '-p', decodeURIComponent(new URL(url).pathname.slice(1)), 'client_properties'],
+          (e, out) => (e ? reject(e) : resolve(out)),
+        ),
       );
       expect(props).to.contain(`${name}-processor`).and.contain(`${name}-producer`);
     });
@@ -737,7 +757,19 @@ describe('MessageProcessor', function () {
       }
       const u = new URL(url);
       const vhost = decodeURIComponent(u.pathname.slice(1)) || '/';
-      await h.start(new P({ name: 'positional', type: 'test' }, eqk(), { host: u.hostname, user: decodeURIComponent(u.username) || 'guest', password: decodeURIComponent(u.password) || 'guest', port: Number(u.port) || 5672 }, vhost));
+      await h.start(
+        new P(
+          { name: 'positional', type: 'test' },
+          eqk(),
+          {
+            host: u.hostname,
+            user: decodeURIComponent(u.username) || 'guest',
+            password: decodeURIComponent(u.password) || 'guest',
+            port: Number(u.port) || 5672,
+          },
+          vhost,
+        ),
+      );
       await (await producer()).message_hello();
       expect(await got.promise).to.equal('positional');
     });
@@ -753,7 +785,8 @@ describe('MessageProcessor', function () {
         }
       }
       await h.start(new P({ url, eqk: eqk() }));
-      // json.dumps(MessageCommand('echo', {'text': 'hi'}).body) after fingerprint(**Fingerprint(...).as_dict()), Python 3.
+      // json.dumps(MessageCommand('echo', {'text': 'hi'}).body) after fingerprint(**Fingerprint(...).as_dict()), Python
+      // 3.
       const python =
         '{"type": "command", "name": "echo", "category": "message", "version": "2", "fingerprint": {"name": "echo_send", "type": "controller", "pid": "4242", "host": "pyhost", "user": "py", "vhost": "/"}, "content": {"parameters": {"text": "hi"}}, "_reserved": {}}';
       await publishRaw(ex.name, 'k', Buffer.from(python), { contentType: 'application/json' });
@@ -773,7 +806,15 @@ describe('MessageProcessor', function () {
       await publishRaw(ex.name, 'k', Buffer.from(JSON.stringify(new RpcCommand('echo', {}).body)), { replyTo: replyQ });
       const reply = await getOneOn(ch, replyQ);
       await ch.close();
-      expect(Object.keys(reply)).to.deep.equal(['type', 'name', 'category', 'version', 'fingerprint', 'content', '_reserved']);
+      expect(Object.keys(reply)).to.deep.equal([
+        'type',
+        'name',
+        'category',
+        'version',
+        'fingerprint',
+        'content',
+        '_reserved',
+      ]);
       expect(reply.content).to.deep.equal({ type: 'success', value: 'RPC message received', message: '' });
     });
   });

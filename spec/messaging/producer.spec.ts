@@ -22,7 +22,7 @@ import { deleteTopology, getOne, unique } from '../support/topology.js';
 
 const POSTAGE_KEYS = ['type', 'name', 'category', 'version', 'fingerprint', 'content', '_reserved'];
 
-describe('GenericProducer', function () {
+describe('GenericProducer', () => {
   let url: string;
   let ex: ExchangeObject;
   let q1: string;
@@ -78,7 +78,13 @@ describe('GenericProducer', function () {
         expect(m.properties.contentType).to.equal('application/json');
         const body = JSON.parse(m.content.toString());
         expect(Object.keys(body)).to.deep.equal(POSTAGE_KEYS);
-        expect(body).to.deep.include({ type: 'command', name: 'ping', category: 'message', version: '2', content: { parameters: { n: 7 } } });
+        expect(body).to.deep.include({
+          type: 'command',
+          name: 'ping',
+          category: 'message',
+          version: '2',
+          content: { parameters: { n: 7 } },
+        });
         expect(body.fingerprint).to.include({ name: 'pinger', type: 'test', pid: String(process.pid) });
       }
     } finally {
@@ -116,7 +122,12 @@ describe('GenericProducer', function () {
     try {
       await p.message_anything({ a: 1 }, { _key: 'k1' });
       const body = JSON.parse(((await getOne(q1)) as amqp.GetMessage).content.toString());
-      expect(body).to.deep.include({ type: 'command', name: 'anything', category: 'message', content: { parameters: { a: 1 } } });
+      expect(body).to.deep.include({
+        type: 'command',
+        name: 'anything',
+        category: 'message',
+        content: { parameters: { a: 1 } },
+      });
     } finally {
       await p.close();
     }
@@ -161,16 +172,19 @@ describe('GenericProducer', function () {
     const lines: string[] = [];
     const logger = makeLogger('warn', { write: (l: string) => void lines.push(l) });
     const p = await producerClass().create({ url, logger });
-    const channels = () => (p.connection as unknown as { connection: { channels: unknown[] } }).connection.channels.filter(Boolean).length;
+    const channels = () =>
+      (p.connection as unknown as { connection: { channels: unknown[] } }).connection.channels.filter(Boolean).length;
     try {
       await p.message_ping(1, { _key: 'full' });
       const before = channels();
-      // Nobody answers this RPC (and no queue takes it, allowed here): it is in flight across the renewal, and must not be failed by it.
+      // Nobody answers this RPC (and no queue takes it, allowed here): it is in flight across the renewal, and must not
+      // be failed by it.
       const rpc = p.rpc_echo('x', { _key: 'nobody', _timeout: 0.5, _max_retry: 0, _mandatory: false });
       await p.message_ping(2, { _key: 'full' }).catch(() => undefined);
       await ch.purgeQueue(full);
       // The renewal swaps channels in the background; a send once it is done lands on the new one.
-      for (let i = 0; i < 100 && !lines.some((l) => l.includes('new channel')); i++) await new Promise((r) => setTimeout(r, 10));
+      for (let i = 0; i < 100 && !lines.some((l) => l.includes('new channel')); i++)
+        await new Promise((r) => setTimeout(r, 10));
       expect(lines.some((l) => l.includes('publishing goes on on a new channel'))).to.equal(true);
       await p.message_ping(3, { _key: 'full' });
       const m = await getOne(full);
@@ -192,13 +206,23 @@ describe('GenericProducer', function () {
       expect((err as BrokerError).code).to.equal('UNROUTABLE');
       expect((err as Error).message).to.contain(`'${ex.name}' with key 'nobody-listens'`);
       err = undefined;
-      await p.message_ping(2, { _eks: [[ex, 'k1'], [ex, 'nobody-listens'], [ex, 'nobody-either']] }).catch((e) => (err = e));
+      await p
+        .message_ping(2, {
+          _eks: [
+            [ex, 'k1'],
+            [ex, 'nobody-listens'],
+            [ex, 'nobody-either'],
+          ],
+        })
+        .catch((e) => (err = e));
       expect((err as BrokerError).code).to.equal('UNROUTABLE');
       expect((err as BrokerError).unroutable).to.deep.equal([
         { exchange: ex.name, key: 'nobody-listens' },
         { exchange: ex.name, key: 'nobody-either' },
       ]);
-      expect((err as Error).message).to.contain("key 'nobody-listens'").and.contain("key 'nobody-either'");
+      expect((err as Error).message)
+        .to.contain("key 'nobody-listens'")
+        .and.contain("key 'nobody-either'");
       const m = (await getOne(q1)) as amqp.GetMessage;
       expect(JSON.parse(m.content.toString()).content.parameters.n).to.equal(2);
       expect(m.properties.messageId).to.be.a('string').and.not.empty;
@@ -270,7 +294,9 @@ describe('GenericProducer', function () {
       expect(err).to.be.instanceOf(TypeError);
       expect((err as Error).message).to.contain("mixes send options ('_key') with keys that are none ('_id')");
       // Past the builder's parameters, an option that does not exist is still an error.
-      expect(await p.message_doc({ a: 1 }, { _kee: 'k2' } as SendOptions).catch((e: Error) => e.message)).to.contain("unknown send option '_kee'");
+      expect(await p.message_doc({ a: 1 }, { _kee: 'k2' } as SendOptions).catch((e: Error) => e.message)).to.contain(
+        "unknown send option '_kee'",
+      );
     } finally {
       await p.close();
     }
@@ -296,9 +322,13 @@ describe('GenericProducer', function () {
     const strict = await Strict.create({ url });
     try {
       await p.message_ping(1, { _key: 'nobody-listens', _mandatory: false });
-      const err = await p.forward(new MessageStatus('alive').body, { _key: 'nobody-listens', _mandatory: true }).catch((e: BrokerError) => e);
+      const err = await p
+        .forward(new MessageStatus('alive').body, { _key: 'nobody-listens', _mandatory: true })
+        .catch((e: BrokerError) => e);
       expect(err).to.be.instanceOf(BrokerError).with.property('code', 'UNROUTABLE');
-      const strictErr = await strict.forward(new MessageStatus('alive').body, { _key: 'nobody-listens' }).catch((e: BrokerError) => e);
+      const strictErr = await strict
+        .forward(new MessageStatus('alive').body, { _key: 'nobody-listens' })
+        .catch((e: BrokerError) => e);
       expect(strictErr).to.be.instanceOf(BrokerError).with.property('code', 'UNROUTABLE');
     } finally {
       await p.close();
@@ -312,7 +342,9 @@ describe('GenericProducer', function () {
       const opts = { _keyy: 'k1' } as unknown as SendOptions;
       const err = await p.message_ping(1, opts).catch((e: Error) => e);
       expect(err).to.be.instanceOf(TypeError);
-      expect((err as Error).message).to.contain("'_keyy'").and.contain('_key');
+      expect((err as Error).message)
+        .to.contain("'_keyy'")
+        .and.contain('_key');
       const viaMessage = await p.message([1], {}, opts).catch((e: Error) => e);
       expect(viaMessage).to.be.instanceOf(TypeError);
       expect(await getOne(q1, 200)).to.equal(false);
@@ -375,7 +407,10 @@ describe('GenericProducer', function () {
       await ch.consume(q1, (m) => {
         if (!m) return;
         ch.ack(m);
-        requests.set((JSON.parse(m.content.toString()) as { content: { parameters: { text: string } } }).content.parameters.text, m);
+        requests.set(
+          (JSON.parse(m.content.toString()) as { content: { parameters: { text: string } } }).content.parameters.text,
+          m,
+        );
       });
       const p = await producerClass().create({ url });
       h.onClose(() => p.close());
@@ -388,7 +423,9 @@ describe('GenericProducer', function () {
       expect(took).to.be.within(390, 10_000);
       // The long call is still waiting, and its answer completes it.
       const m = requests.get('slow')!;
-      ch.sendToQueue(m.properties.replyTo, Buffer.from(JSON.stringify(new MessageResult('in time').body)), { correlationId: m.properties.correlationId });
+      ch.sendToQueue(m.properties.replyTo, Buffer.from(JSON.stringify(new MessageResult('in time').body)), {
+        correlationId: m.properties.correlationId,
+      });
       expect((await slow).body.content.value).to.equal('in time');
     });
 
@@ -406,7 +443,9 @@ describe('GenericProducer', function () {
       const m = await first;
       // Answer the first attempt only after the producer has given up on it and sent again.
       await new Promise((r) => setTimeout(r, 300));
-      ch.sendToQueue(m.properties.replyTo, Buffer.from(JSON.stringify(new MessageResult('finally').body)), { correlationId: m.properties.correlationId });
+      ch.sendToQueue(m.properties.replyTo, Buffer.from(JSON.stringify(new MessageResult('finally').body)), {
+        correlationId: m.properties.correlationId,
+      });
       const r = await call;
       expect(r.body.content.value).to.equal('finally');
     });
@@ -415,7 +454,9 @@ describe('GenericProducer', function () {
       await ch.consume(q1, (m) => {
         if (!m) return;
         ch.ack(m);
-        ch.sendToQueue(m.properties.replyTo, Buffer.from('{"not": "a result"}'), { correlationId: m.properties.correlationId });
+        ch.sendToQueue(m.properties.replyTo, Buffer.from('{"not": "a result"}'), {
+          correlationId: m.properties.correlationId,
+        });
       });
       const p = await producerClass().create({ url });
       h.onClose(() => p.close());
@@ -426,7 +467,8 @@ describe('GenericProducer', function () {
 
     it('returns a reply queue with _queue_only, and consumeRpc collects the replies of many components', async () => {
       const fan: ExchangeObject = { name: unique('fan'), type: 'fanout', durable: false, autoDelete: true };
-      const mk = (name: string) => new Echo({ url, fingerprint: { name }, eqk: [[fan, [[{ name: '', flags: { exclusive: true } }, '']]]] });
+      const mk = (name: string) =>
+        new Echo({ url, fingerprint: { name }, eqk: [[fan, [[{ name: '', flags: { exclusive: true } }, '']]]] });
       await h.start(mk('one'), mk('two'));
       class Broadcaster extends GenericProducer {
         static override eks = [[fan, ''] as const];
@@ -471,6 +513,8 @@ describe('GenericProducer', function () {
     }
     expect(err).to.be.instanceOf(BrokerError);
     expect((err as BrokerError).code).to.equal('ACCESS_REFUSED');
-    expect((err as Error).message).to.match(/POSTAGE_USER/).and.not.contain('certainly-wrong-pw');
+    expect((err as Error).message)
+      .to.match(/POSTAGE_USER/)
+      .and.not.contain('certainly-wrong-pw');
   });
 });

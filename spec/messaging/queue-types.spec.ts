@@ -9,7 +9,15 @@ import { deleteTopology, unique } from '../support/topology.js';
 /** What the broker says of a queue: its type and arguments. */
 async function described(url: string, queue: string): Promise<string> {
   const vhost = decodeURIComponent(new URL(url).pathname.slice(1)) || '/';
-  const { stdout } = await promisify(execFile)('rabbitmqctl', ['list_queues', '-q', '-p', vhost, 'name', 'type', 'arguments']);
+  const { stdout } = await promisify(execFile)('rabbitmqctl', [
+    'list_queues',
+    '-q',
+    '-p',
+    vhost,
+    'name',
+    'type',
+    'arguments',
+  ]);
   return stdout.split('\n').find((l) => l.startsWith(`${queue}\t`)) ?? '';
 }
 
@@ -18,7 +26,11 @@ describe('queue types in eqk flags', function () {
   const f = exchangeFixture('qt', brokerUrl, unique, deleteTopology);
 
   it('declares a quorum queue with a single active consumer from its flags', async () => {
-    const p = new MessageProcessor({ url: f.url, handleSignals: false, eqk: [[f.ex, [[{ name: f.queue, flags: { queueType: 'quorum', singleActiveConsumer: true } }, 'k']]]] });
+    const p = new MessageProcessor({
+      url: f.url,
+      handleSignals: false,
+      eqk: [[f.ex, [[{ name: f.queue, flags: { queueType: 'quorum', singleActiveConsumer: true } }, 'k']]]],
+    });
     f.h.onClose(() => p.close());
     await p.ready();
     const line = await described(f.url, f.queue);
@@ -40,7 +52,11 @@ describe('queue types in eqk flags', function () {
   });
 
   it('refuses an exclusive quorum queue with a TopologyError, not a 406 from the broker', async () => {
-    const p = new MessageProcessor({ url: f.url, handleSignals: false, eqk: [[f.ex, [[{ name: f.queue, flags: { queueType: 'quorum', exclusive: true } }, 'k']]]] });
+    const p = new MessageProcessor({
+      url: f.url,
+      handleSignals: false,
+      eqk: [[f.ex, [[{ name: f.queue, flags: { queueType: 'quorum', exclusive: true } }, 'k']]]],
+    });
     f.h.onClose(() => p.close());
     const err = await p.ready().then(
       () => undefined,

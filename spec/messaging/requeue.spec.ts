@@ -9,7 +9,6 @@ describe('RequeueMessage', function () {
   this.timeout(20_000);
   const f = exchangeFixture('rq', brokerUrl, unique, deleteTopology);
 
-
   it('puts the message back in its queue: it comes again, redelivered, with no retry and no error exchange', async () => {
     const runs: boolean[] = [];
     const done = deferred();
@@ -21,7 +20,15 @@ describe('RequeueMessage', function () {
         done.resolve();
       }
     }
-    await f.h.start(new Picky({ url: f.url, retry: { attempts: 5, backoffMs: 10 }, errorExchange: unique('rq-never'), logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await f.h.start(
+      new Picky({
+        url: f.url,
+        retry: { attempts: 5, backoffMs: 10 },
+        errorExchange: unique('rq-never'),
+        logger: makeLogger('silent'),
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      }),
+    );
     await (await f.producer()).message_job({});
     await done.promise;
     expect(runs).to.deep.equal([false, true, true]);
@@ -37,7 +44,9 @@ describe('RequeueMessage', function () {
         throw new RequeueMessage('never');
       }
     }
-    await f.h.start(new Stubborn({ url: f.url, maxDeliveries: 4, logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await f.h.start(
+      new Stubborn({ url: f.url, maxDeliveries: 4, logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }),
+    );
     await (await f.producer()).message_job({});
     // The broker has no "queue drained" event: poll its depth (bounded).
     const end = Date.now() + 10_000;

@@ -1,5 +1,13 @@
 import { expect } from 'chai';
-import { GenericProducer, MessageHandler, MessageProcessor, RpcHandler, type MessageSender, type ParamsOf, type RpcSender } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  RpcHandler,
+  type MessageSender,
+  type ParamsOf,
+  type RpcSender,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
@@ -39,7 +47,15 @@ describe('Handler schemas (Standard Schema)', function () {
         done.resolve();
       }
     }
-    await f.h.start(new Resizer({ url: f.url, logger: quiet, errorExchange: errors, retry: { attempts: 3, backoffMs: 1 }, eqk: [[f.ex, [[f.queue, 'k']]]] }));
+    await f.h.start(
+      new Resizer({
+        url: f.url,
+        logger: quiet,
+        errorExchange: errors,
+        retry: { attempts: 3, backoffMs: 1 },
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      }),
+    );
     const p = await sender();
     await p.message_resize({ width: 'wide', height: 2 } as never);
     const dead = await getOne(errors, 10_000);
@@ -47,7 +63,9 @@ describe('Handler schemas (Standard Schema)', function () {
     const h = (dead as Exclude<typeof dead, false>).properties.headers!;
     expect(h['x-error-name']).to.equal('ValidationError');
     expect(h['x-attempts']).to.equal(1);
-    expect(JSON.parse(String(h['x-validation-issues']))).to.deep.equal([{ message: 'expected a number, got string', path: ['parameters', 'width'] }]);
+    expect(JSON.parse(String(h['x-validation-issues']))).to.deep.equal([
+      { message: 'expected a number, got string', path: ['parameters', 'width'] },
+    ]);
     expect(h['x-error-message']).to.match(/command\/resize failed its schema: parameters.width: expected a number/);
     await p.message_resize({ width: 3, height: 4 });
     await done.promise;
@@ -57,7 +75,9 @@ describe('Handler schemas (Standard Schema)', function () {
 
   it('gives an RPC caller a MessageResultError that lists the issues; an async schema and its transform are honoured', async () => {
     class Area extends MessageProcessor {
-      @RpcHandler('command', 'area', { schema: command({ width: 'number', height: 'number' }, { coerce: true, async: true }) })
+      @RpcHandler('command', 'area', {
+        schema: command({ width: 'number', height: 'number' }, { coerce: true, async: true }),
+      })
       area(content: { parameters: { width: number; height: number } }) {
         return content.parameters.width * content.parameters.height;
       }
@@ -73,6 +93,9 @@ describe('Handler schemas (Standard Schema)', function () {
   });
 
   it('refuses a schema that is not a Standard Schema when the class is defined', () => {
-    expect(() => MessageHandler('command', 'x', { schema: { validate: () => true } as never })).to.throw(TypeError, /Standard Schema/);
+    expect(() => MessageHandler('command', 'x', { schema: { validate: () => true } as never })).to.throw(
+      TypeError,
+      /Standard Schema/,
+    );
   });
 });

@@ -33,7 +33,11 @@ describe('serve()', function () {
     }
     const other = unique('serve-q2');
     f.h.onClose(() => deleteTopology([other]));
-    const served = await serve(new A({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }), new B({ url: f.url, logger: quiet, eqk: [[f.ex, [[other, 'k']]]] }), { handleSignals: false });
+    const served = await serve(
+      new A({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }),
+      new B({ url: f.url, logger: quiet, eqk: [[f.ex, [[other, 'k']]]] }),
+      { handleSignals: false },
+    );
     const send = await f.producer();
     await send.message_job({});
     await both.promise;
@@ -50,13 +54,23 @@ describe('serve()', function () {
       await (await admin.createChannel()).assertQueue(taken, { durable: true });
       class Quiet extends MessageProcessor {}
       const ok = new Quiet({ url: f.url, logger: quiet, handleSignals: false, eqk: [[f.ex, [[f.queue, 'k']]]] });
-      const refused = new Quiet({ url: f.url, logger: quiet, handleSignals: false, eqk: [[f.ex, [[{ name: taken, flags: { durable: false } }, 'k']]]] });
-      const err = await serve(ok, refused, { handleSignals: false }).then(() => undefined, (e: unknown) => e as { code?: string });
+      const refused = new Quiet({
+        url: f.url,
+        logger: quiet,
+        handleSignals: false,
+        eqk: [[f.ex, [[{ name: taken, flags: { durable: false } }, 'k']]]],
+      });
+      const err = await serve(ok, refused, { handleSignals: false }).then(
+        () => undefined,
+        (e: unknown) => e as { code?: string },
+      );
       expect(err?.code).to.equal('PRECONDITION_FAILED');
       expect(ok.status.state).to.equal('closed');
       let outer: Awaited<ReturnType<typeof serve>> | undefined;
       {
-        await using served = await serve(new Quiet({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }), { handleSignals: false });
+        await using served = await serve(new Quiet({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] }), {
+          handleSignals: false,
+        });
         outer = served;
       }
       await outer.done;

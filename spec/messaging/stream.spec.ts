@@ -19,7 +19,6 @@ describe('RPC streams', function () {
   this.timeout(60_000);
   const f = exchangeFixture('stream', brokerUrl, unique, deleteTopology);
 
-
   const state = { produced: 0, stopped: deferred() };
   beforeEach(() => {
     state.produced = 0;
@@ -109,7 +108,10 @@ describe('RPC streams', function () {
     const got: unknown[] = [];
     const err = await (async () => {
       for await (const v of p.rpcStream_fails({})) got.push(v);
-    })().then(() => undefined, (e: unknown) => e);
+    })().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(got).to.deep.equal(['a', 'b', 'c']);
     expect(err).to.be.instanceOf(StreamError);
     expect(err).to.include({ reason: 'remote', remoteName: 'RangeError' });
@@ -127,9 +129,21 @@ describe('RPC streams', function () {
   it('fails the iteration when the handler is not a stream, and when no queue takes the request', async () => {
     await server();
     const p = await f.producer();
-    const plain = await p.rpcStream_plain({}).next().then(() => undefined, (e: unknown) => e);
+    const plain = await p
+      .rpcStream_plain({})
+      .next()
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(plain).to.be.instanceOf(StreamError).and.include({ reason: 'not-a-stream' });
-    const nowhere = await p.rpcStream_count({ to: 1 }, { _key: 'nobody' }).next().then(() => undefined, (e: unknown) => e);
+    const nowhere = await p
+      .rpcStream_count({ to: 1 }, { _key: 'nobody' })
+      .next()
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(nowhere).to.be.instanceOf(BrokerError).and.include({ code: 'UNROUTABLE' });
   });
 
@@ -140,7 +154,10 @@ describe('RPC streams', function () {
     let n = 0;
     const err = await (async () => {
       for await (const _ of it) if (++n === 50) dropConnection(s);
-    })().then(() => undefined, (e: unknown) => e);
+    })().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).to.be.instanceOf(StreamError).and.include({ reason: 'idle' });
     expect(n).to.be.at.least(50);
   });
@@ -151,12 +168,20 @@ describe('RPC streams', function () {
     const it = p.rpcStream_forever({}, { _timeout: 1, _window: 8 });
     await it.next();
     // The caller's connection goes without a word (no cancel): the server stops hearing from it.
-    (p.connection!.connection as unknown as { stream: { destroy(e: Error): void } }).stream.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+    (p.connection!.connection as unknown as { stream: { destroy(e: Error): void } }).stream.destroy(
+      Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }),
+    );
     await state.stopped.promise;
   });
 
   it('cancels a stream whose caller keeps its connection but takes nothing for streamStallMs: its worker is free again, its finally runs, and a late read fails with StreamError', async () => {
-    const s = new Numbers({ url: f.url, logger: quiet, concurrency: 2, streamStallMs: 400, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const s = new Numbers({
+      url: f.url,
+      logger: quiet,
+      concurrency: 2,
+      streamStallMs: 400,
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
     await f.h.start(s);
     const p = await f.producer();
     // Both workers taken by callers that read one item and stop reading, without return(): their keepalives go on.
@@ -168,11 +193,14 @@ describe('RPC streams', function () {
     // The items it had sent are still there; then the cancellation.
     const late = await (async () => {
       for (;;) await held[0].next();
-    })().then(() => undefined, (e: unknown) => e);
+    })().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(late).to.be.instanceOf(StreamError).and.include({ remoteName: 'StreamStalled' });
   });
 
-  it('tells the server when a caller\'s iterator is dropped without return() and collected: its finally runs long before streamStallMs', async function () {
+  it("tells the server when a caller's iterator is dropped without return() and collected: its finally runs long before streamStallMs", async () => {
     const gc = collector();
     await server();
     const p = await f.producer();
@@ -184,7 +212,10 @@ describe('RPC streams', function () {
     // Collected, then its finalizer cancels the stream: the default streamStallMs (60 s) is far off.
     for (let i = 0; i < 50; i++) {
       gc();
-      const stopped = await Promise.race([state.stopped.promise.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 100))]);
+      const stopped = await Promise.race([
+        state.stopped.promise.then(() => true),
+        new Promise<false>((r) => setTimeout(() => r(false), 100)),
+      ]);
       if (stopped) return;
     }
     expect.fail('the server never heard that the dropped stream was over');
@@ -195,6 +226,11 @@ describe('RPC streams', function () {
     const p = await f.producer();
     const r = await p.rpc_describe({}, { _timeout: 10, _max_retry: 0 });
     const d = r.body.content.value as ProcessorDescription;
-    expect(d.handlers.filter((h) => h.kind === 'stream').map((h) => h.name).sort()).to.deep.equal(['count', 'fails', 'forever', 'sync']);
+    expect(
+      d.handlers
+        .filter((h) => h.kind === 'stream')
+        .map((h) => h.name)
+        .sort(),
+    ).to.deep.equal(['count', 'fails', 'forever', 'sync']);
   });
 });

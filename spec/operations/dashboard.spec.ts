@@ -6,8 +6,12 @@ import { startFleet, type Fleet } from '../support/fleet.js';
 
 function postage(args: string[], url: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', ...args], { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'lib/cli/postage.ts', ...args],
+      { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -38,7 +42,12 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
     await fleet?.close();
   });
 
-  const state = async () => (await fetch(new URL('/api/state', d.url))).json() as Promise<{ components: Array<{ fingerprint: { name: string }; up: boolean }>; queues: Array<{ name: string; messages: number | null }>; errorQueues: string[] }>;
+  const state = async () =>
+    (await fetch(new URL('/api/state', d.url))).json() as Promise<{
+      components: Array<{ fingerprint: { name: string }; up: boolean }>;
+      queues: Array<{ name: string; messages: number | null }>;
+      errorQueues: string[];
+    }>;
 
   it('serves the page on loopback with the token in its address', async () => {
     expect(d.url).to.match(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[\w-]{20,}$/);
@@ -57,17 +66,32 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
 
   it('refuses replay and purge without the token, and does them with it', async () => {
     const body = JSON.stringify({ queue: fleet.errorQueue, all: true });
-    const bare = await fetch(new URL('/api/errors/replay', d.url), { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    const bare = await fetch(new URL('/api/errors/replay', d.url), {
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/json' },
+    });
     expect(bare.status).to.equal(403);
     expect(((await bare.json()) as { error: string }).error).to.contain('X-Postage-Token');
-    const wrong = await fetch(new URL('/api/errors/purge', d.url), { method: 'POST', body, headers: { 'x-postage-token': 'guess' } });
+    const wrong = await fetch(new URL('/api/errors/purge', d.url), {
+      method: 'POST',
+      body,
+      headers: { 'x-postage-token': 'guess' },
+    });
     expect(wrong.status).to.equal(403);
-    const listed = (await (await fetch(new URL(`/api/errors?queue=${fleet.errorQueue}`, d.url))).json()) as { count: number; groups: unknown[] };
+    const listed = (await (await fetch(new URL(`/api/errors?queue=${fleet.errorQueue}`, d.url))).json()) as {
+      count: number;
+      groups: unknown[];
+    };
     expect(listed.count).to.equal(3);
     expect(listed.groups).to.deep.equal([{ errorName: 'TypeError', messageName: 'order', count: 3 }]);
     fleet.broken = false;
     const handled = fleet.expect(3);
-    const ok = await fetch(new URL('/api/errors/replay', d.url), { method: 'POST', body, headers: { 'x-postage-token': d.token } });
+    const ok = await fetch(new URL('/api/errors/replay', d.url), {
+      method: 'POST',
+      body,
+      headers: { 'x-postage-token': d.token },
+    });
     expect(ok.status).to.equal(200);
     expect(((await ok.json()) as { replayed: string[] }).replayed).to.have.length(3);
     await handled;
@@ -78,15 +102,27 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
   it('draws the topology, and a conversation as a sequence diagram', async () => {
     const svg = await (await fetch(new URL('/api/graph.svg', d.url))).text();
     expect(svg).to.match(/^<svg /);
-    expect(svg).to.contain('generic-application-exchange').and.contain('orders (').and.contain('command/order').and.contain(`errors: ${fleet.errorQueue}`);
+    expect(svg)
+      .to.contain('generic-application-exchange')
+      .and.contain('orders (')
+      .and.contain('command/order')
+      .and.contain(`errors: ${fleet.errorQueue}`);
     const seen = await until(
-      async () => (await (await fetch(new URL('/api/messages', d.url))).json()) as Array<{ conversationId: string; what: string; from: string; to: string[] }>,
+      async () =>
+        (await (await fetch(new URL('/api/messages', d.url))).json()) as Array<{
+          conversationId: string;
+          what: string;
+          from: string;
+          to: string[];
+        }>,
       (v) => v.some((m) => m.what === 'command/order'),
     );
     const order = seen.find((m) => m.what === 'command/order')!;
     expect(order.from).to.equal('shop');
     expect(order.to).to.deep.equal(['orders']);
-    const conversation = (await (await fetch(new URL(`/api/conversation?id=${order.conversationId}`, d.url))).json()) as { svg: string; messages: unknown[] };
+    const conversation = (await (
+      await fetch(new URL(`/api/conversation?id=${order.conversationId}`, d.url))
+    ).json()) as { svg: string; messages: unknown[] };
     expect(conversation.messages.length).to.be.greaterThan(0);
     expect(conversation.svg).to.contain('class="message"').and.contain('>shop<').and.contain('>orders<');
   });
@@ -94,7 +130,10 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
   it('postage graph prints the same topology as mermaid, dot or svg', async () => {
     const mermaid = await postage(['graph'], url);
     expect(mermaid.code, mermaid.stderr).to.equal(0);
-    expect(mermaid.stdout).to.match(/^flowchart LR/).and.contain('"orders (').and.contain('|"orders"|');
+    expect(mermaid.stdout)
+      .to.match(/^flowchart LR/)
+      .and.contain('"orders (')
+      .and.contain('|"orders"|');
     const dot = await postage(['graph', '--format', 'dot'], url);
     expect(dot.stdout).to.match(/^digraph postage \{/);
     const bad = await postage(['graph', '--format', 'png'], url);
@@ -107,7 +146,9 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
     await until(state, (v) => v.queues.find((q) => q.name === fleet.errorQueue)?.messages === 2);
     const r = await postage(['errors', 'list', '--group', '--json'], url);
     expect(r.code, r.stderr).to.equal(0);
-    expect(JSON.parse(r.stdout)).to.deep.equal([{ queue: fleet.errorQueue, errorName: 'TypeError', messageName: 'order', count: 2 }]);
+    expect(JSON.parse(r.stdout)).to.deep.equal([
+      { queue: fleet.errorQueue, errorName: 'TypeError', messageName: 'order', count: 2 },
+    ]);
   });
 
   it('marks a component down once it stops answering, and keeps it on the page', async () => {

@@ -2,7 +2,15 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { currentDelivery, ErrorQueue, GenericProducer, MessageHandler, MessageProcessor, type ExchangeObject, type MessageSender } from '../../lib/index.js';
+import {
+  currentDelivery,
+  ErrorQueue,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  type ExchangeObject,
+  type MessageSender,
+} from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { counter, Harness } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
@@ -15,8 +23,12 @@ interface Run {
 
 function postage(args: string[], url: string, input?: string): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', ...args], { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    const child = execFile(
+      process.execPath,
+      ['--import', 'tsx', 'lib/cli/postage.ts', ...args],
+      { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
     child.stdin!.end(input ?? '');
   });
@@ -56,7 +68,12 @@ describe('postage errors (error queues you can inspect and replay)', function ()
     queue = unique('errors-q');
     errorQueue = unique('errors-dlx');
     settled = counter(100);
-    const shop = new Shop({ url, fingerprint: { name: 'shop' }, eqk: [[exchange, [[queue, 'shop']]]], errorExchange: errorQueue });
+    const shop = new Shop({
+      url,
+      fingerprint: { name: 'shop' },
+      eqk: [[exchange, [[queue, 'shop']]]],
+      errorExchange: errorQueue,
+    });
     shop.observe(() => settled.hit());
     await h.start(shop);
     const target = exchange;
@@ -86,14 +103,30 @@ describe('postage errors (error queues you can inspect and replay)', function ()
     const second = await eq.list();
     expect(first).to.have.length(100);
     expect(second.map((m) => m.id)).to.deep.equal(first.map((m) => m.id));
-    expect(first[0]).to.include({ messageType: 'command', messageName: 'resize', originalExchange: exchange.name, originalRoutingKey: 'shop', errorName: 'TypeError', errorMessage: 'width must be a number', attempts: 1, replayed: 0 });
+    expect(first[0]).to.include({
+      messageType: 'command',
+      messageName: 'resize',
+      originalExchange: exchange.name,
+      originalRoutingKey: 'shop',
+      errorName: 'TypeError',
+      errorMessage: 'width must be a number',
+      attempts: 1,
+      replayed: 0,
+    });
     expect(first[0].failedAt).to.be.instanceOf(Date);
     const r = await postage(['errors', 'list', errorQueue], url);
     expect(r.code, r.stderr).to.equal(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines[0]).to.match(/^WHEN\s+MESSAGE\s+ORIGIN\s+ERROR\s+ATTEMPTS\s+ID$/);
     expect(lines).to.have.length(101);
-    expect(lines[1].split(/\s{2,}/)).to.deep.equal([first[0].failedAt!.toISOString(), 'command/resize', `${exchange.name}/shop`, 'TypeError: width must be a number', '1', first[0].id]);
+    expect(lines[1].split(/\s{2,}/)).to.deep.equal([
+      first[0].failedAt!.toISOString(),
+      'command/resize',
+      `${exchange.name}/shop`,
+      'TypeError: width must be a number',
+      '1',
+      first[0].id,
+    ]);
     expect((await eq.list()).map((m) => m.id)).to.deep.equal(first.map((m) => m.id));
   });
 
@@ -111,7 +144,10 @@ describe('postage errors (error queues you can inspect and replay)', function ()
     const [m] = await eq.list();
     const r = await postage(['errors', 'show', errorQueue, m.id], url);
     expect(r.code, r.stderr).to.equal(0);
-    const shown = JSON.parse(r.stdout) as { headers: Record<string, unknown>; envelope: { type: string; name: string; content: { parameters: { i: number } } } };
+    const shown = JSON.parse(r.stdout) as {
+      headers: Record<string, unknown>;
+      envelope: { type: string; name: string; content: { parameters: { i: number } } };
+    };
     expect(shown.headers['x-error-name']).to.equal('TypeError');
     expect(shown.headers['x-original-exchange']).to.equal(exchange.name);
     expect(shown.envelope).to.deep.include({ type: 'command', name: 'resize', content: { parameters: { i: 0 } } });
@@ -180,7 +216,11 @@ describe('postage errors (error queues you can inspect and replay)', function ()
     // The ten confirmed copies reach the handler; the tenth's original is back in the error queue too.
     const took = counter(10);
     settled = took;
-    const child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/errors/replay-then-die.ts', errorQueue, '10'], { env: { ...process.env, POSTAGE_URL: url }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'spec/fixtures/errors/replay-then-die.ts', errorQueue, '10'],
+      { env: { ...process.env, POSTAGE_URL: url }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
     child.stdout!.on('data', (c: Buffer) => (out += String(c)));
     const [, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
@@ -199,7 +239,9 @@ describe('postage errors (error queues you can inspect and replay)', function ()
     const [a, b, c] = await eq.list();
     const refused = await postage(['errors', 'purge', errorQueue, a.id], url, 'n\n');
     expect(refused.code).to.equal(1);
-    expect(refused.stderr).to.contain(`remove 1 message(s) from ${errorQueue} for good? [y/N]`).and.contain('nothing purged');
+    expect(refused.stderr)
+      .to.contain(`remove 1 message(s) from ${errorQueue} for good? [y/N]`)
+      .and.contain('nothing purged');
     const asked = await postage(['errors', 'purge', errorQueue, a.id], url, 'y\n');
     expect(asked.code, asked.stderr).to.equal(0);
     const r = await postage(['errors', 'purge', errorQueue, b.id, '--yes'], url);

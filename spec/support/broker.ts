@@ -20,7 +20,8 @@ const VHOST_PREFIX = 'postage-spec.';
 let resolved: Promise<string> | undefined;
 let stopContainer: (() => Promise<void>) | undefined;
 /** Runs rabbitmqctl on the broker the specs use. */
-let ctl: (args: string[]) => Promise<string> = async (args) => (await exec('rabbitmqctl', ['-q', ...args], { timeout: 60_000 })).stdout;
+let ctl: (args: string[]) => Promise<string> = async (args) =>
+  (await exec('rabbitmqctl', ['-q', ...args], { timeout: 60_000 })).stdout;
 const made: string[] = [];
 
 async function answers(url: string): Promise<boolean> {
@@ -51,13 +52,13 @@ async function fromDocker(): Promise<string | undefined> {
   return `amqp://guest:guest@${container.getHost()}:${container.getMappedPort(5672)}`;
 }
 
-
 /** Deletes the vhosts of earlier runs whose process is gone (a run that was killed). */
 async function sweep(): Promise<void> {
   const vhosts = (await ctl(['list_vhosts', 'name'])).split('\n').map((l) => l.trim());
   for (const v of vhosts) {
     const pid = Number(v.slice(VHOST_PREFIX.length).split('.')[0]);
-    if (v.startsWith(VHOST_PREFIX) && Number.isInteger(pid) && !processAlive(pid)) await ctl(['delete_vhost', v]).catch(() => undefined);
+    if (v.startsWith(VHOST_PREFIX) && Number.isInteger(pid) && !processAlive(pid))
+      await ctl(['delete_vhost', v]).catch(() => undefined);
   }
 }
 
@@ -86,7 +87,11 @@ export async function throwawayVhost(base: string, suffix: string): Promise<stri
 /** The URL of a broker (in this run's own vhost) that the specs may use; resolved once per run. */
 export function brokerUrl(): Promise<string> {
   if (process.env.POSTAGE_SPEC_TIER === 'unit') {
-    return Promise.reject(new Error('spec/unit runs without a broker (npm run test:unit), and this spec asked for one: move it out of spec/unit.'));
+    return Promise.reject(
+      new Error(
+        'spec/unit runs without a broker (npm run test:unit), and this spec asked for one: move it out of spec/unit.',
+      ),
+    );
   }
   resolved ??= (async () => {
     const [url] = brokerUrls(loadConfig());
@@ -120,7 +125,9 @@ export async function closeConnectionsNamed(name: string, reason = 'spec: closed
   await brokerUrl();
   // The plain listing prints pids as close_connection takes them (the JSON one does not).
   const rows = (await ctl(['list_connections', '--no-table-headers', 'pid', 'client_properties'])).split('\n');
-  const pids = rows.filter((r) => r.includes(`{"connection_name",${JSON.stringify(name)}}`)).map((r) => r.split('\t')[0]);
+  const pids = rows
+    .filter((r) => r.includes(`{"connection_name",${JSON.stringify(name)}}`))
+    .map((r) => r.split('\t')[0]);
   for (const pid of pids) await ctl(['close_connection', pid, reason]);
   return pids.length;
 }

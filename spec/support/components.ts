@@ -1,5 +1,11 @@
 /** Runs processors on a scheduler for a spec and tears everything down after it. */
-import { GenericProducer, MicroScheduler, type MessageProcessor, type Producer, type ProducerOptions } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MicroScheduler,
+  type MessageProcessor,
+  type Producer,
+  type ProducerOptions,
+} from '../../lib/index.js';
 
 export class Harness {
   readonly scheduler = new MicroScheduler({ name: 'spec' });
@@ -65,7 +71,10 @@ export interface ExchangeFixture {
   ex: { name: string; type: 'direct'; durable: false };
   queue: string;
   h: Harness;
-  /** A producer sending to the fixture's exchange with key 'k' (any message_/rpc_/rpcStream_ name), closed after the test. */
+  /**
+   * A producer sending to the fixture's exchange with key 'k' (any message_/rpc_/rpcStream_ name), closed after the
+   * test.
+   */
   producer(options?: ProducerOptions): Promise<Producer<GenericProducer>>;
 }
 
@@ -74,7 +83,12 @@ export interface ExchangeFixture {
  * queue per test (names from `prefix`), with a Harness closed and the topology
  * deleted after each test. Read the fields inside tests, not at describe time.
  */
-export function exchangeFixture(prefix: string, brokerUrl: () => Promise<string>, unique: (p: string) => string, deleteTopology: (q: string[], e: string[]) => Promise<void>): ExchangeFixture {
+export function exchangeFixture(
+  prefix: string,
+  brokerUrl: () => Promise<string>,
+  unique: (p: string) => string,
+  deleteTopology: (q: string[], e: string[]) => Promise<void>,
+): ExchangeFixture {
   const f = {
     async producer(options: ProducerOptions = {}) {
       const exchange = f.ex;

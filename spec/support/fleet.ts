@@ -1,5 +1,14 @@
-/** Two running components as an operator meets them: GenericApplications on a spec vhost, one with an error queue and a handler that fails until fixed. */
-import { GenericApplication, GenericApplicationExchange, GenericProducer, MessageHandler, type MessageSender } from '../../lib/index.js';
+/**
+ * Two running components as an operator meets them: GenericApplications on a spec vhost, one with an error queue and a
+ * handler that fails until fixed.
+ */
+import {
+  GenericApplication,
+  GenericApplicationExchange,
+  GenericProducer,
+  MessageHandler,
+  type MessageSender,
+} from '../../lib/index.js';
 import { counter, Harness } from './components.js';
 import { deleteTopology, unique } from './topology.js';
 
@@ -50,7 +59,10 @@ export async function startFleet(url: string): Promise<Fleet> {
     invoice(): void {}
   }
   const invoices = new Invoices({ url, fingerprint: { name: 'invoices', pid: `${process.pid}2` } });
-  await h.start(new Orders({ url, fingerprint: { name: 'orders', pid: `${process.pid}1` }, errorExchange: errorQueue }), invoices);
+  await h.start(
+    new Orders({ url, fingerprint: { name: 'orders', pid: `${process.pid}1` }, errorExchange: errorQueue }),
+    invoices,
+  );
   class Shop extends GenericProducer {
     static override eks = [[GenericApplicationExchange, 'orders'] as const];
     declare message_order: MessageSender;

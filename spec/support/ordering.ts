@@ -1,8 +1,19 @@
-/** Keyed, numbered messages and the check that each key's were first taken up in order: what the partition specs share. */
+/**
+ * Keyed, numbered messages and the check that each key's were first taken up in order: what the partition specs share.
+ */
 import type { MessageSender } from '../../lib/index.js';
 
-/** Sends `n` messages `{ key, seq }` over `keys` keys (seq counts per key), `batch` awaited together, each with its key as `_partition_key`. */
-export async function sendKeyed(send: MessageSender, n: number, keys: number, batch: number, onConfirmed?: (id: string) => void): Promise<void> {
+/**
+ * Sends `n` messages `{ key, seq }` over `keys` keys (seq counts per key), `batch` awaited together, each with its key
+ * as `_partition_key`.
+ */
+export async function sendKeyed(
+  send: MessageSender,
+  n: number,
+  keys: number,
+  batch: number,
+  onConfirmed?: (id: string) => void,
+): Promise<void> {
   const next = new Map<string, number>();
   for (let i = 0; i < n; i += batch) {
     const sends = [];
@@ -16,7 +27,10 @@ export async function sendKeyed(send: MessageSender, n: number, keys: number, ba
   }
 }
 
-/** The first handlings, in the order they happened, that broke their key's order (empty when every key's were in sequence). */
+/**
+ * The first handlings, in the order they happened, that broke their key's order (empty when every key's were in
+ * sequence).
+ */
 export function outOfOrder(firstStarts: ReadonlyArray<readonly [string, number]>): Array<readonly [string, number]> {
   const last = new Map<string, number>();
   return firstStarts.filter(([key, seq]) => {

@@ -10,7 +10,10 @@ export interface SilentNetwork {
   url: string;
   /** From now on nothing passes, on open connections or new ones. */
   silence(): void;
-  /** The network is back: connections made from now on work (those that went silent stay dead, as their TCP state would). */
+  /**
+   * The network is back: connections made from now on work (those that went silent stay dead, as their TCP state
+   * would).
+   */
   restore(): void;
   /** Every connection through the relay is reset now (new ones are taken as usual). */
   reset(): void;

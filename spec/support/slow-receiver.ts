@@ -20,8 +20,14 @@ export interface SlowReceiver {
   exited: Promise<NodeJS.Signals | null>;
 }
 
-export async function startSlowReceiver(url: string, queue: string, env: Record<string, string> = {}): Promise<SlowReceiver> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/slow-receiver.ts', queue], { env: { ...process.env, ...env, POSTAGE_URL: url } });
+export async function startSlowReceiver(
+  url: string,
+  queue: string,
+  env: Record<string, string> = {},
+): Promise<SlowReceiver> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/slow-receiver.ts', queue], {
+    env: { ...process.env, ...env, POSTAGE_URL: url },
+  });
   const started = new Set<number>();
   const handled = new Set<number>();
   const waiting: Array<{ n: number; of: Set<number>; resolve: () => void }> = [];
@@ -29,7 +35,8 @@ export async function startSlowReceiver(url: string, queue: string, env: Record<
   const ready = new Promise<void>((resolve) =>
     child.stdout.on('data', (c: Buffer) => {
       out += c;
-      for (const m of String(c).matchAll(/(started|handled) (\d+)/g)) (m[1] === 'started' ? started : handled).add(Number(m[2]));
+      for (const m of String(c).matchAll(/(started|handled) (\d+)/g))
+        (m[1] === 'started' ? started : handled).add(Number(m[2]));
       if (out.includes('ready')) resolve();
       for (const w of waiting.filter((w) => w.of.size >= w.n)) {
         waiting.splice(waiting.indexOf(w), 1);
@@ -42,8 +49,10 @@ export async function startSlowReceiver(url: string, queue: string, env: Record<
   return {
     started,
     handled,
-    whenHandled: (n) => (handled.size >= n ? Promise.resolve() : new Promise((resolve) => waiting.push({ n, of: handled, resolve }))),
-    whenStarted: (n) => (started.size >= n ? Promise.resolve() : new Promise((resolve) => waiting.push({ n, of: started, resolve }))),
+    whenHandled: (n) =>
+      handled.size >= n ? Promise.resolve() : new Promise((resolve) => waiting.push({ n, of: handled, resolve })),
+    whenStarted: (n) =>
+      started.size >= n ? Promise.resolve() : new Promise((resolve) => waiting.push({ n, of: started, resolve })),
     signal: (sig) => child.kill(sig),
     exited,
   };
@@ -54,7 +63,22 @@ export async function publishItems(url: string, queue: string, n: number): Promi
   const conn = await amqp.connect(url);
   const ch = await conn.createConfirmChannel();
   for (let id = 0; id < n; id++) {
-    ch.publish('', queue, Buffer.from(JSON.stringify({ type: 'command', name: 'item', category: 'message', version: '2', fingerprint: {}, content: { parameters: { id } }, _reserved: {} })), { persistent: true });
+    ch.publish(
+      '',
+      queue,
+      Buffer.from(
+        JSON.stringify({
+          type: 'command',
+          name: 'item',
+          category: 'message',
+          version: '2',
+          fingerprint: {},
+          content: { parameters: { id } },
+          _reserved: {},
+        }),
+      ),
+      { persistent: true },
+    );
   }
   await ch.waitForConfirms();
   await conn.close();

@@ -3,7 +3,14 @@
  * processor, a fault lands a third of the way in, and every failed send is
  * sent again (at-least-once), as a careful user would.
  */
-import { GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type ExchangeObject, type QueueSpec } from '../../lib/index.js';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  type ExchangeObject,
+  type QueueSpec,
+} from '../../lib/index.js';
 
 export interface StreamOptions {
   url: string;
@@ -49,7 +56,9 @@ export async function streamThroughFault(o: StreamOptions): Promise<StreamResult
   s.addMicrothread(sink);
   const running = s.run();
   const p = await Source.create({ url: o.url, reconnect });
-  p.on('disconnected', () => events.push('producer disconnected')).on('connected', () => events.push('producer connected'));
+  p.on('disconnected', () => events.push('producer disconnected')).on('connected', () =>
+    events.push('producer connected'),
+  );
 
   const confirmed = new Set<number>();
   let resent = 0;
@@ -69,7 +78,8 @@ export async function streamThroughFault(o: StreamOptions): Promise<StreamResult
           break;
         } catch (err) {
           resent++;
-          if (Date.now() > giveUp) throw new Error(`message ${id} still fails after ${giveUpMs / 1000} s: ${(err as Error).message}`);
+          if (Date.now() > giveUp)
+            throw new Error(`message ${id} still fails after ${giveUpMs / 1000} s: ${(err as Error).message}`);
           await new Promise((r) => setTimeout(r, 50));
         }
       }

@@ -20,7 +20,12 @@ export async function deleteTopology(queues: string[], exchanges: string[] = [])
 }
 
 /** Publishes raw bytes, as any other AMQP client (or Python Postage) would. */
-export async function publishRaw(exchange: string, key: string, content: Buffer, props: amqp.Options.Publish = {}): Promise<void> {
+export async function publishRaw(
+  exchange: string,
+  key: string,
+  content: Buffer,
+  props: amqp.Options.Publish = {},
+): Promise<void> {
   const conn = await amqp.connect(await brokerUrl());
   try {
     const ch = await conn.createConfirmChannel();

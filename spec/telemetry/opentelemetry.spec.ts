@@ -2,8 +2,24 @@ import { expect } from 'chai';
 import { metrics, propagation, SpanKind, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { MeterProvider, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { configureTelemetry, CONVERSATION_HEADERS, currentDelivery, GenericProducer, MessageHandler, MessageProcessor, RpcHandler, type ExchangeObject, type MessageSender, type RpcSender } from '../../lib/index.js';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+  type ReadableSpan,
+} from '@opentelemetry/sdk-trace-base';
+import {
+  configureTelemetry,
+  CONVERSATION_HEADERS,
+  currentDelivery,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  RpcHandler,
+  type ExchangeObject,
+  type MessageSender,
+  type RpcSender,
+} from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness, deferred } from '../support/components.js';
 import { publishRaw, unique } from '../support/topology.js';
@@ -91,7 +107,11 @@ describe('OpenTelemetry', function () {
       }
     }
     const q = (n: string) => ({ name: unique(n), flags: { durable: false, autoDelete: true } });
-    await h.start(new B({ url, eqk: [[ex, [[q('otel-b'), 'b']]]] }), new C({ url, eqk: [[ex, [[q('otel-c'), 'c']]]] }), new D({ url, eqk: [[ex, [[q('otel-d'), 'd']]]] }));
+    await h.start(
+      new B({ url, eqk: [[ex, [[q('otel-b'), 'b']]]] }),
+      new C({ url, eqk: [[ex, [[q('otel-c'), 'c']]]] }),
+      new D({ url, eqk: [[ex, [[q('otel-d'), 'd']]]] }),
+    );
     class A extends GenericProducer {
       static override eks = [[ex, 'b'] as const];
       declare message_start: MessageSender;
@@ -101,17 +121,29 @@ describe('OpenTelemetry', function () {
     await a.message_start({}, { _message_id: 'conv-root' });
     await done.promise;
     // Spans end as their work settles: give the last ones (B's process span ends after its settle) a turn.
-    const spans = await until(() => exporter.getFinishedSpans(), (s) => s.filter((x) => x.kind === SpanKind.CONSUMER).length >= 3 && s.length >= 6);
+    const spans = await until(
+      () => exporter.getFinishedSpans(),
+      (s) => s.filter((x) => x.kind === SpanKind.CONSUMER).length >= 3 && s.length >= 6,
+    );
     const byName = (kind: SpanKind, name: string) => spans.filter((s) => s.kind === kind && s.name === name);
-    const publishB = one(byName(SpanKind.PRODUCER, `publish ${ex.name}`).filter((s) => s.attributes['messaging.rabbitmq.destination.routing_key'] === 'b'));
+    const publishB = one(
+      byName(SpanKind.PRODUCER, `publish ${ex.name}`).filter(
+        (s) => s.attributes['messaging.rabbitmq.destination.routing_key'] === 'b',
+      ),
+    );
     const processes = byName(SpanKind.CONSUMER, `process ${ex.name}`);
     const processB = one(processes.filter((s) => s.attributes['postage.message.name'] === 'start'));
     const call = one(byName(SpanKind.CLIENT, `call ${ex.name}`));
     const processC = one(processes.filter((s) => s.attributes['postage.message.name'] === 'ask'));
-    const publishD = one(byName(SpanKind.PRODUCER, `publish ${ex.name}`).filter((s) => s.attributes['messaging.rabbitmq.destination.routing_key'] === 'd'));
+    const publishD = one(
+      byName(SpanKind.PRODUCER, `publish ${ex.name}`).filter(
+        (s) => s.attributes['messaging.rabbitmq.destination.routing_key'] === 'd',
+      ),
+    );
     const processD = one(processes.filter((s) => s.attributes['postage.message.name'] === 'tell'));
     const traceId = publishB.spanContext().traceId;
-    for (const s of [processB, call, processC, publishD, processD]) expect(s.spanContext().traceId, s.name).to.equal(traceId);
+    for (const s of [processB, call, processC, publishD, processD])
+      expect(s.spanContext().traceId, s.name).to.equal(traceId);
     expect(parentOf(processB)).to.equal(publishB.spanContext().spanId);
     expect(parentOf(call)).to.equal(processB.spanContext().spanId);
     expect(parentOf(processC)).to.equal(call.spanContext().spanId);
@@ -119,7 +151,12 @@ describe('OpenTelemetry', function () {
     expect(parentOf(processD)).to.equal(publishD.spanContext().spanId);
     // The call's span links the span that answered it.
     expect(call.links.map((l) => l.context.spanId)).to.include(processC.spanContext().spanId);
-    expect(publishB.attributes).to.include({ 'messaging.system': 'rabbitmq', 'messaging.destination.name': ex.name, 'messaging.message.id': 'conv-root', 'messaging.message.conversation_id': 'conv-root' });
+    expect(publishB.attributes).to.include({
+      'messaging.system': 'rabbitmq',
+      'messaging.destination.name': ex.name,
+      'messaging.message.id': 'conv-root',
+      'messaging.message.conversation_id': 'conv-root',
+    });
     expect(publishB.attributes['messaging.message.body.size']).to.be.a('number').above(0);
     expect(conversations).to.deep.equal(['conv-root', 'conv-root', 'conv-root']);
 
@@ -141,11 +178,29 @@ describe('OpenTelemetry', function () {
         got.resolve(currentDelivery()?.headers.traceparent as string | undefined);
       }
     }
-    await h.start(new Sink({ url, eqk: [[ex, [[{ name: unique('otel-bad-q'), flags: { durable: false, autoDelete: true } }, 'k']]]] }));
-    const body = { type: 'command', name: 'job', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
-    await publishRaw(ex.name, 'k', Buffer.from(JSON.stringify(body)), { headers: { traceparent: 'not-a-traceparent', [CONVERSATION_HEADERS.conversationId]: 42 } });
+    await h.start(
+      new Sink({
+        url,
+        eqk: [[ex, [[{ name: unique('otel-bad-q'), flags: { durable: false, autoDelete: true } }, 'k']]]],
+      }),
+    );
+    const body = {
+      type: 'command',
+      name: 'job',
+      category: 'message',
+      version: '2',
+      fingerprint: {},
+      content: { parameters: {} },
+      _reserved: {},
+    };
+    await publishRaw(ex.name, 'k', Buffer.from(JSON.stringify(body)), {
+      headers: { traceparent: 'not-a-traceparent', [CONVERSATION_HEADERS.conversationId]: 42 },
+    });
     expect(await got.promise).to.equal('not-a-traceparent');
-    const spans = await until(() => exporter.getFinishedSpans(), (s) => s.some((x) => x.kind === SpanKind.CONSUMER));
+    const spans = await until(
+      () => exporter.getFinishedSpans(),
+      (s) => s.some((x) => x.kind === SpanKind.CONSUMER),
+    );
     const processed = one(spans.filter((s) => s.kind === SpanKind.CONSUMER));
     expect(parentOf(processed)).to.equal(undefined);
   });
@@ -192,9 +247,30 @@ describe('OpenTelemetry, turned off beside instrumentation-amqplib', function ()
       }
     }
     const q = (n: string) => ({ name: unique(n), flags: { durable: false, autoDelete: true } });
-    await h.start(new Relay({ url, eqk: [[ex, [[q('otel-off-a'), 'k'], [q('otel-off-b'), 'next']]]] }));
+    await h.start(
+      new Relay({
+        url,
+        eqk: [
+          [
+            ex,
+            [
+              [q('otel-off-a'), 'k'],
+              [q('otel-off-b'), 'next'],
+            ],
+          ],
+        ],
+      }),
+    );
     const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
-    const body = { type: 'command', name: 'job', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} };
+    const body = {
+      type: 'command',
+      name: 'job',
+      category: 'message',
+      version: '2',
+      fingerprint: {},
+      content: { parameters: {} },
+      _reserved: {},
+    };
     await publishRaw(ex.name, 'k', Buffer.from(JSON.stringify(body)), { headers: { traceparent } });
     expect(await onward.promise).to.match(/^00-4bf92f3577b34da6a3ce929d0e0e4736-/);
     expect(exporter.getFinishedSpans()).to.deep.equal([]);
@@ -207,7 +283,10 @@ function one<T>(xs: T[]): T {
 }
 
 function parentOf(s: ReadableSpan): string | undefined {
-  return (s as unknown as { parentSpanContext?: { spanId: string } }).parentSpanContext?.spanId ?? (s as unknown as { parentSpanId?: string }).parentSpanId;
+  return (
+    (s as unknown as { parentSpanContext?: { spanId: string } }).parentSpanContext?.spanId ??
+    (s as unknown as { parentSpanId?: string }).parentSpanId
+  );
 }
 
 /** Spans are exported as they end, some a moment after the work a spec awaits: wait for them (bounded). */

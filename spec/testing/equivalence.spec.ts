@@ -6,7 +6,19 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
 import type { StandardSchemaV1 } from '@standard-schema/spec';
-import { DeferMessage, EncryptedJsonEncoder, GenericProducer, MessageHandler, MessageProcessor, RejectMessage, RequeueMessage, RpcHandler, type DeliveryEvent, type IdempotencyStore, type MessageSender } from '../../lib/index.js';
+import {
+  DeferMessage,
+  EncryptedJsonEncoder,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  RejectMessage,
+  RequeueMessage,
+  RpcHandler,
+  type DeliveryEvent,
+  type IdempotencyStore,
+  type MessageSender,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { ProcessorHarness, testProducer } from '../../lib/testing/index.js';
 import { brokerUrl } from '../support/broker.js';
@@ -15,9 +27,12 @@ import { command } from '../support/schema.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
-const env = (type: string, name: string, content: unknown, category = 'message') => JSON.stringify({ type, name, category, version: '2', fingerprint: { name: 'eq' }, content, _reserved: {} });
+const env = (type: string, name: string, content: unknown, category = 'message') =>
+  JSON.stringify({ type, name, category, version: '2', fingerprint: { name: 'eq' }, content, _reserved: {} });
 
-/** Where the `unroutable` handler sends: a real producer to an exchange nothing is bound to, or a test producer told so. */
+/**
+ * Where the `unroutable` handler sends: a real producer to an exchange nothing is bound to, or a test producer told so.
+ */
 const lost = { name: unique('eq-nowhere'), type: 'direct', durable: false } as const;
 class Nowhere extends GenericProducer {
   static override eks = [[lost, 'none'] as const];
@@ -25,11 +40,26 @@ class Nowhere extends GenericProducer {
 }
 let nowhere: Nowhere;
 const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
-const hangs: StandardSchemaV1<unknown, unknown> = { '~standard': { version: 1, vendor: 'spec', validate: () => never() } };
+const hangs: StandardSchemaV1<unknown, unknown> = {
+  '~standard': { version: 1, vendor: 'spec', validate: () => never() },
+};
 /** Never answers for one message id (its case's), and knows nothing of the others. */
 const HANGING_ID = 'case-dedupe';
-const store: IdempotencyStore = { seen: (key) => (key.endsWith(`/${HANGING_ID}`) ? never<boolean>() : false), remember() {} };
-const sealed = new EncryptedJsonEncoder({ keys: { k: Buffer.alloc(32, 7) } }).encode({ type: 'command', name: 'ok', category: 'message', version: '2', fingerprint: {}, content: { parameters: {} }, _reserved: {} }).toString();
+const store: IdempotencyStore = {
+  seen: (key) => (key.endsWith(`/${HANGING_ID}`) ? never<boolean>() : false),
+  remember() {},
+};
+const sealed = new EncryptedJsonEncoder({ keys: { k: Buffer.alloc(32, 7) } })
+  .encode({
+    type: 'command',
+    name: 'ok',
+    category: 'message',
+    version: '2',
+    fingerprint: {},
+    content: { parameters: {} },
+    _reserved: {},
+  })
+  .toString();
 
 class Mixed extends MessageProcessor {
   @MessageHandler('command', 'ok')
@@ -95,8 +125,14 @@ const CASES: Array<[string, string, { replyTo?: boolean }?]> = [
   ['an RPC whose handler throws', env('command', 'boom', { parameters: {} }, 'rpc'), { replyTo: true }],
   ['a message answered (reply_to)', env('command', 'answer', { parameters: {} }), { replyTo: true }],
   ['a status to a catch-all handler', env('status', 'anything', { value: 3 })],
-  ['a content with __proto__ keys', '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},"content":{"parameters":{"__proto__":{"polluted":true}}},"_reserved":{}}'],
-  ['an escaped __proto__ key', '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},"content":{"\\u005f_proto__":{"polluted":true}},"_reserved":{}}'],
+  [
+    'a content with __proto__ keys',
+    '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},"content":{"parameters":{"__proto__":{"polluted":true}}},"_reserved":{}}',
+  ],
+  [
+    'an escaped __proto__ key',
+    '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},"content":{"\\u005f_proto__":{"polluted":true}},"_reserved":{}}',
+  ],
   ['a 10 KiB content', env('command', 'ok', { parameters: { data: 'x'.repeat(10 * 1024) } })],
   ['unicode', env('command', 'ok', { parameters: { text: 'héllo 世界 🚀' } })],
   ['malformed JSON', '{"type": "command", '],
@@ -119,8 +155,20 @@ interface Seen {
   error: string | undefined;
   replied: boolean;
 }
-const seen = (e: { outcome: DeliveryEvent['outcome']; error: unknown }, replied: boolean): Seen => ({ outcome: e.outcome, error: (e.error as Error | undefined)?.name, replied });
-const options = () => ({ logger: quiet, handleSignals: false, errorExchange: unique('eq-errors'), maxDeliveries: 2, retry: { attempts: 2, backoffMs: 1 }, deduplicate: store, handlerTimeoutMs: 300 });
+const seen = (e: { outcome: DeliveryEvent['outcome']; error: unknown }, replied: boolean): Seen => ({
+  outcome: e.outcome,
+  error: (e.error as Error | undefined)?.name,
+  replied,
+});
+const options = () => ({
+  logger: quiet,
+  handleSignals: false,
+  errorExchange: unique('eq-errors'),
+  maxDeliveries: 2,
+  retry: { attempts: 2, backoffMs: 1 },
+  deduplicate: store,
+  handlerTimeoutMs: 300,
+});
 
 describe('ProcessorHarness and the broker', function () {
   this.timeout(60_000);
@@ -148,15 +196,32 @@ describe('ProcessorHarness and the broker', function () {
       await ch.assertExchange(ex.name, 'direct', { durable: false });
       const { queue: replies } = await ch.assertQueue('', { exclusive: true });
       // The processor's queue is bound once it is ready: wait for it.
-      for (let i = 0; i < 100 && (await ch.checkQueue(queue).then(() => false, () => true)); i++) await new Promise((r) => setTimeout(r, 20));
-      CASES.forEach(([, body, o], i) => ch.publish(ex.name, 'k', Buffer.from(body), { messageId: idOf(i), correlationId: `c-${i}`, replyTo: o?.replyTo ? replies : undefined }));
+      for (
+        let i = 0;
+        i < 100 &&
+        (await ch.checkQueue(queue).then(
+          () => false,
+          () => true,
+        ));
+        i++
+      )
+        await new Promise((r) => setTimeout(r, 20));
+      for (const [i, [, body, o]] of CASES.entries()) {
+        ch.publish(ex.name, 'k', Buffer.from(body), {
+          messageId: idOf(i),
+          correlationId: `c-${i}`,
+          replyTo: o?.replyTo ? replies : undefined,
+        });
+      }
       await ch.waitForConfirms();
       await all;
     } finally {
       await h.close();
       await conn.close();
       await nowhere.close();
-      await deleteTopology([queue, opts.errorExchange], [ex.name, opts.errorExchange, lost.name]).catch(() => undefined);
+      await deleteTopology([queue, opts.errorExchange], [ex.name, opts.errorExchange, lost.name]).catch(
+        () => undefined,
+      );
     }
     // Through the harness.
     nowhere = testProducer(Nowhere, { unroutable: [lost.name] });
@@ -164,22 +229,52 @@ describe('ProcessorHarness and the broker', function () {
     const viaHarness = new Map<string, Seen>();
     try {
       for (const [i, [, body, o]] of CASES.entries()) {
-        const r = await harness.deliver(body, { messageId: idOf(i), correlationId: `c-${i}`, replyTo: o?.replyTo ? 'replies' : undefined });
+        const r = await harness.deliver(body, {
+          messageId: idOf(i),
+          correlationId: `c-${i}`,
+          replyTo: o?.replyTo ? 'replies' : undefined,
+        });
         viaHarness.set(idOf(i), seen(r, r.reply !== undefined));
       }
     } finally {
       await harness.close();
     }
-    const table = CASES.map(([what], i) => ({ what, broker: viaBroker.get(idOf(i)), harness: viaHarness.get(idOf(i)) }));
+    const table = CASES.map(([what], i) => ({
+      what,
+      broker: viaBroker.get(idOf(i)),
+      harness: viaHarness.get(idOf(i)),
+    }));
     for (const row of table) expect(row.harness, row.what).to.deep.equal(row.broker);
     // And each of the cases where features meet ends as it should (the same way on both sides, checked above).
     const row = (what: string) => table.find((r) => r.what === what)!.broker;
-    expect(row('a handler past its time limit, sending late')).to.deep.equal({ outcome: 'dead-lettered', error: 'HandlerTimeout', replied: false });
-    expect(row('an idempotency store that never answers')).to.deep.equal({ outcome: 'acked', error: undefined, replied: false });
-    expect(row('an async schema that never answers')).to.deep.equal({ outcome: 'dead-lettered', error: 'HandlerTimeout', replied: false });
-    expect(row('an encrypted message to a component without keys')).to.deep.equal({ outcome: 'rejected', error: 'MalformedMessage', replied: false });
-    expect(row('a held send no queue takes')).to.deep.equal({ outcome: 'dead-lettered', error: 'BrokerError', replied: false });
+    expect(row('a handler past its time limit, sending late')).to.deep.equal({
+      outcome: 'dead-lettered',
+      error: 'HandlerTimeout',
+      replied: false,
+    });
+    expect(row('an idempotency store that never answers')).to.deep.equal({
+      outcome: 'acked',
+      error: undefined,
+      replied: false,
+    });
+    expect(row('an async schema that never answers')).to.deep.equal({
+      outcome: 'dead-lettered',
+      error: 'HandlerTimeout',
+      replied: false,
+    });
+    expect(row('an encrypted message to a component without keys')).to.deep.equal({
+      outcome: 'rejected',
+      error: 'MalformedMessage',
+      replied: false,
+    });
+    expect(row('a held send no queue takes')).to.deep.equal({
+      outcome: 'dead-lettered',
+      error: 'BrokerError',
+      replied: false,
+    });
     // The table covers every kind of ending.
-    expect(new Set(table.map((r) => r.broker!.outcome))).to.deep.equal(new Set(['acked', 'rejected', 'dead-lettered', 'requeued', 'deferred']));
+    expect(new Set(table.map((r) => r.broker!.outcome))).to.deep.equal(
+      new Set(['acked', 'rejected', 'dead-lettered', 'requeued', 'deferred']),
+    );
   });
 });

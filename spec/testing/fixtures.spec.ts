@@ -8,7 +8,8 @@ import { brokerUrl } from '../support/broker.js';
 import { Harness } from '../support/components.js';
 
 const exec = promisify(execFile);
-const vhosts = async () => (await exec('rabbitmqctl', ['-q', 'list_vhosts', 'name'])).stdout.split('\n').map((l) => l.trim());
+const vhosts = async () =>
+  (await exec('rabbitmqctl', ['-q', 'list_vhosts', 'name'])).stdout.split('\n').map((l) => l.trim());
 
 describe('throwawayVhost and received (postage-ts/testing)', function () {
   this.timeout(30_000);
@@ -26,7 +27,11 @@ describe('throwawayVhost and received (postage-ts/testing)', function () {
         resize() {}
       }
       // No url: the components find the broker, and the vhost, through POSTAGE_URL.
-      const p = new Resizer({ logger: makeLogger('silent'), handleSignals: false, eqk: [[ex, [['fixtures-q', 'resize']]]] });
+      const p = new Resizer({
+        logger: makeLogger('silent'),
+        handleSignals: false,
+        eqk: [[ex, [['fixtures-q', 'resize']]]],
+      });
       await h.start(p);
       class Images extends GenericProducer {
         static override eks = [[ex, 'resize'] as const];
@@ -37,7 +42,10 @@ describe('throwawayVhost and received (postage-ts/testing)', function () {
       const handled = received(p, 'command', 'resize');
       await images.message_resize({ width: 640 });
       expect(await handled).to.include({ type: 'command', name: 'resize', outcome: 'acked' });
-      const none = await received(p, 'command', 'never', { timeoutMs: 100 }).then(() => undefined, (e: unknown) => e);
+      const none = await received(p, 'command', 'never', { timeoutMs: 100 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect((none as Error).message).to.equal('Resizer received no command/never within 100 ms');
     } finally {
       await h.close();

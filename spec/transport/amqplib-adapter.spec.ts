@@ -14,7 +14,24 @@ import type { SendOptions } from '../../lib/index.js';
 
 /** Every send option's name (the compiler keeps this complete). */
 function sendOptionNames(): Record<keyof SendOptions, true> {
-  return { _key: true, _eks: true, _timeout: true, _max_retry: true, _queue_only: true, _mandatory: true, _headers: true, _expiration: true, _priority: true, _correlation_id: true, _message_id: true, _type: true, _delay: true, _outbox: true, _window: true, _partition_key: true };
+  return {
+    _key: true,
+    _eks: true,
+    _timeout: true,
+    _max_retry: true,
+    _queue_only: true,
+    _mandatory: true,
+    _headers: true,
+    _expiration: true,
+    _priority: true,
+    _correlation_id: true,
+    _message_id: true,
+    _type: true,
+    _delay: true,
+    _outbox: true,
+    _window: true,
+    _partition_key: true,
+  };
 }
 
 function files(dir: string): string[] {
@@ -33,7 +50,10 @@ describe('the amqplib adapter', () => {
       const moved = Object.entries(found)
         .filter(([, ok]) => !ok)
         .map(([name]) => name);
-      expect(moved, `this amqplib moved ${moved.join(', ')}: mend lib/transport/amqplib-adapter.ts (or pin the amqplib range package.json names)`).to.deep.equal([]);
+      expect(
+        moved,
+        `this amqplib moved ${moved.join(', ')}: mend lib/transport/amqplib-adapter.ts (or pin the amqplib range package.json names)`,
+      ).to.deep.equal([]);
       await ch.close();
     } finally {
       await conn.close();
@@ -45,7 +65,8 @@ describe('the amqplib adapter', () => {
     // module cache, its prototypes, and the internals the adapter names.
     const OWN = new Set(['_reserved', ...Object.keys(sendOptionNames())]);
     const UNDERSCORED = /\.(_[A-Za-z]\w*)\b/g;
-    const PRIVATE = /require\.cache|\bConnection\??\.prototype\b|\b(muxer|newStreams|channelMax|expectSocketClose|_writableState)\b|\.connection\.(stream|channels)\b/;
+    const PRIVATE =
+      /require\.cache|\bConnection\??\.prototype\b|\b(muxer|newStreams|channelMax|expectSocketClose|_writableState)\b|\.connection\.(stream|channels)\b/;
     const offenders: string[] = [];
     for (const f of files('lib')) {
       if (f.endsWith(join('transport', 'amqplib-adapter.ts'))) continue;

@@ -93,7 +93,9 @@ describe('coalesced socket writes', () => {
     const data = 'x'.repeat(10 * 1024);
     await Promise.all(Array.from({ length: 50 }, (_, i) => p.message_item({ i, data })));
     expect([...marks]).to.deep.equal([256 * 1024]);
-    expect(socket.writableHighWaterMark).to.equal(own).and.to.be.below(256 * 1024);
+    expect(socket.writableHighWaterMark)
+      .to.equal(own)
+      .and.to.be.below(256 * 1024);
     await p.close();
   });
 });

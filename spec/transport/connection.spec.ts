@@ -37,13 +37,16 @@ describe('openConnection', () => {
     url = new URL(await brokerUrl());
   });
 
-  it("refuses a virtual host that does not exist with VHOST_REFUSED, naming it and the command that creates it", async () => {
+  it('refuses a virtual host that does not exist with VHOST_REFUSED, naming it and the command that creates it', async () => {
     const u = new URL(url);
     u.pathname = '/spec-no-such-vhost';
     const err = await failure(openConnection({ url: u.toString() }));
     expect(err.code).to.equal('VHOST_REFUSED');
     expect(err.amqpCode).to.equal(530);
-    expect(err.message).to.contain("'spec-no-such-vhost'").and.contain('rabbitmqctl add_vhost spec-no-such-vhost').and.contain('set_permissions -p spec-no-such-vhost');
+    expect(err.message)
+      .to.contain("'spec-no-such-vhost'")
+      .and.contain('rabbitmqctl add_vhost spec-no-such-vhost')
+      .and.contain('set_permissions -p spec-no-such-vhost');
     expect(err.message).to.contain('not found');
   });
 
@@ -71,7 +74,9 @@ describe('openConnection', () => {
     const silent = await fakeServer(() => undefined);
     try {
       const started = Date.now();
-      const err = await failure(openConnection({ url: `amqp://guest:guest@127.0.0.1:${silent.port}/`, connectTimeoutMs: 300 }));
+      const err = await failure(
+        openConnection({ url: `amqp://guest:guest@127.0.0.1:${silent.port}/`, connectTimeoutMs: 300 }),
+      );
       expect(err.code).to.equal('UNREACHABLE');
       expect(err.message).to.contain('did not speak AMQP within 0.3 s');
       expect(Date.now() - started).to.be.below(5000);
@@ -85,7 +90,7 @@ describe('openConnection', () => {
     try {
       const err = await failure(openConnection({ url: `amqp://guest:guest@127.0.0.1:${http.port}/` }));
       expect(err.code).to.equal('CONNECT_FAILED');
-      expect(err.message).to.contain("AMQP port");
+      expect(err.message).to.contain('AMQP port');
     } finally {
       http.close();
     }
@@ -106,7 +111,10 @@ describe('openConnection', () => {
     const shared = await amqp.connect(u.toString());
     try {
       const producer = await GenericProducer.create({ connection: shared });
-      const processor = new MessageProcessor({ connection: shared, eqk: [[{ name: 'amq.direct', type: 'direct', passive: true }, [['', 'k']]]] });
+      const processor = new MessageProcessor({
+        connection: shared,
+        eqk: [[{ name: 'amq.direct', type: 'direct', passive: true }, [['', 'k']]]],
+      });
       const err = await failure(processor.ready());
       expect(err.code).to.equal('CHANNELS_EXHAUSTED');
       expect(err.message).to.contain('all 2 are open').and.contain('connection of their own');
@@ -125,7 +133,10 @@ describe('openConnection', () => {
       );
       expect(err, bad).to.be.instanceOf(ConfigError);
       expect((err as ConfigError).variable).to.equal('url');
-      expect((err as Error).message, bad).to.match(/^url: /).and.contain('Fix the url option').and.not.contain('s3cret');
+      expect((err as Error).message, bad)
+        .to.match(/^url: /)
+        .and.contain('Fix the url option')
+        .and.not.contain('s3cret');
     }
   });
 

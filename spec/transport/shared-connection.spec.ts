@@ -8,7 +8,16 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
-import { connect, GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type Connection, type ConnectionStatus, type MessageSender } from '../../lib/index.js';
+import {
+  connect,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  type Connection,
+  type ConnectionStatus,
+  type MessageSender,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
 import { openChannelCount } from '../../lib/transport/amqplib-adapter.js';
@@ -51,7 +60,12 @@ describe('connect() (a shared, managed connection)', function () {
     const all = deferred();
     class Worker extends MessageProcessor {
       constructor(readonly index: number) {
-        super({ connection: conn, logger: quiet, handleSignals: false, eqk: [[ex, [[`${ex.name}-q${index}`, `k${index}`]]]] });
+        super({
+          connection: conn,
+          logger: quiet,
+          handleSignals: false,
+          eqk: [[ex, [[`${ex.name}-q${index}`, `k${index}`]]]],
+        });
       }
       @MessageHandler('command', 'job')
       job(c: { parameters: { n: number } }) {
@@ -71,13 +85,21 @@ describe('connect() (a shared, managed connection)', function () {
       static override eks = [[ex, 'k0'] as const];
       declare message_job: MessageSender;
     }
-    const producers = [await Jobs.create({ connection: conn, logger: quiet, whileDisconnected: 'buffer' }), await Jobs.create({ connection: conn, logger: quiet, whileDisconnected: 'buffer' })];
+    const producers = [
+      await Jobs.create({ connection: conn, logger: quiet, whileDisconnected: 'buffer' }),
+      await Jobs.create({ connection: conn, logger: quiet, whileDisconnected: 'buffer' }),
+    ];
     try {
       const confirmed = new Set<number>();
       const sends: Array<Promise<void>> = [];
       for (let n = 0; n < N; n++) {
         const p = producers[n % 2];
-        sends.push(p.message_job({ n }, { _key: `k${n % PROCESSORS}` }).then(() => void confirmed.add(n), () => undefined));
+        sends.push(
+          p.message_job({ n }, { _key: `k${n % PROCESSORS}` }).then(
+            () => void confirmed.add(n),
+            () => undefined,
+          ),
+        );
         if (n === 1500 || n === 3500) {
           // The broker closes the shared connection (an operator, a node going away) while sends are in flight.
           expect(await closeConnectionsNamed(name)).to.equal(1);
@@ -94,13 +116,19 @@ describe('connect() (a shared, managed connection)', function () {
       // Every processor still serves: one more message each, handled.
       const again = new Set<number>();
       const served = deferred();
-      for (const w of workers) w.observe(() => {
-        again.add(w.index);
-        if (again.size === PROCESSORS) served.resolve();
-      });
+      for (const w of workers)
+        w.observe(() => {
+          again.add(w.index);
+          if (again.size === PROCESSORS) served.resolve();
+        });
       for (let i = 0; i < PROCESSORS; i++) await producers[0].message_job({ n: N + i }, { _key: `k${i}` });
       await served.promise;
-      expect(statuses.filter((s, i) => s !== statuses[i - 1])).to.include.ordered.members(['reconnecting', 'ready', 'reconnecting', 'ready']);
+      expect(statuses.filter((s, i) => s !== statuses[i - 1])).to.include.ordered.members([
+        'reconnecting',
+        'ready',
+        'reconnecting',
+        'ready',
+      ]);
       expect(conn.status.state).to.equal('ready');
       expect(workers.every((w) => w.status.state === 'ready')).to.equal(true);
     } finally {
@@ -142,7 +170,8 @@ describe('connect() (a shared, managed connection)', function () {
     });
     const admin = await amqp.connect(url);
     try {
-      // While the connection is down, an operator redeclares the exchange with another type: setting the sink up again is refused.
+      // While the connection is down, an operator redeclares the exchange with another type: setting the sink up again
+      // is refused.
       const ch = await admin.createChannel();
       await closeConnectionsNamed(name);
       await ch.deleteExchange(ex.name);
@@ -174,7 +203,17 @@ describe('connect() (a shared, managed connection)', function () {
     const ex = { name: unique('topo-ex'), type: 'direct', durable: false } as const;
     const errors = unique('topo-errors');
     class Quiet extends MessageProcessor {}
-    const procs = Array.from({ length: 20 }, (_, i) => new Quiet({ connection: conn, logger: quiet, handleSignals: false, errorExchange: errors, eqk: [[ex, [[`${ex.name}-q${i}`, `k${i}`]]]] }));
+    const procs = Array.from(
+      { length: 20 },
+      (_, i) =>
+        new Quiet({
+          connection: conn,
+          logger: quiet,
+          handleSignals: false,
+          errorExchange: errors,
+          eqk: [[ex, [[`${ex.name}-q${i}`, `k${i}`]]]],
+        }),
+    );
     try {
       for (const p of procs) await p.ready();
       class Jobs extends GenericProducer {
@@ -185,7 +224,9 @@ describe('connect() (a shared, managed connection)', function () {
       expect((conn as unknown as { topology: { size: number } }).topology.size).to.equal(2);
     } finally {
       await conn.close();
-      await deleteTopology([...procs.map((_, i) => `${ex.name}-q${i}`), errors], [ex.name, errors]).catch(() => undefined);
+      await deleteTopology([...procs.map((_, i) => `${ex.name}-q${i}`), errors], [ex.name, errors]).catch(
+        () => undefined,
+      );
     }
   });
 
@@ -198,8 +239,16 @@ describe('connect() (a shared, managed connection)', function () {
       await (await admin.createChannel()).assertQueue(taken, { durable: true });
       const before = openChannelCount(conn.model!);
       class Quiet extends MessageProcessor {}
-      const p = new Quiet({ connection: conn, logger: quiet, handleSignals: false, eqk: [[{ name: ex, type: 'direct', durable: false }, [[{ name: taken, flags: { durable: false } }, 'k']]]] });
-      const err = await p.ready().then(() => undefined, (e: unknown) => e as { code?: string });
+      const p = new Quiet({
+        connection: conn,
+        logger: quiet,
+        handleSignals: false,
+        eqk: [[{ name: ex, type: 'direct', durable: false }, [[{ name: taken, flags: { durable: false } }, 'k']]]],
+      });
+      const err = await p.ready().then(
+        () => undefined,
+        (e: unknown) => e as { code?: string },
+      );
       expect(err?.code).to.equal('PRECONDITION_FAILED');
       expect(openChannelCount(conn.model!)).to.equal(before);
       expect(conn.status.state).to.equal('ready');
@@ -218,7 +267,10 @@ describe('connect() (a shared, managed connection)', function () {
       expect(conn.status.state).to.equal('ready');
     }
     expect(outer.status.state).to.equal('closed');
-    const err = await GenericProducer.create({ connection: outer, logger: quiet }).then(() => undefined, (e: unknown) => e);
+    const err = await GenericProducer.create({ connection: outer, logger: quiet }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect((err as { code?: string }).code).to.be.oneOf(['NOT_CONNECTED', 'CLOSED']);
   });
 });
@@ -233,13 +285,19 @@ describe('a first step that fails', function () {
   /** Runs the fixture; resolves with what it printed once it exited by itself (fails when it does not within 15 s). */
   function run(which: string, target: string, name: string): Promise<{ code: number | null; out: string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/fails-cleanly.ts', which, target, name], { env: { ...process.env, POSTAGE_LOG_LEVEL: 'silent' } });
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', 'spec/fixtures/fails-cleanly.ts', which, target, name],
+        { env: { ...process.env, POSTAGE_LOG_LEVEL: 'silent' } },
+      );
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       child.stderr.on('data', (d: Buffer) => (out += d.toString()));
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        reject(new Error(`the process did not exit by itself within 15 s (something was left open); it printed: ${out}`));
+        reject(
+          new Error(`the process did not exit by itself within 15 s (something was left open); it printed: ${out}`),
+        );
       }, 15_000);
       child.on('exit', (code) => {
         clearTimeout(timer);

@@ -9,7 +9,15 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BrokerError, ConfigError, GenericProducer, MessageHandler, MessageProcessor, MicroScheduler, type MessageSender } from '../../lib/index.js';
+import {
+  BrokerError,
+  ConfigError,
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  type MessageSender,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { deferred } from '../support/components.js';
 import { PrivateBroker } from '../support/private-broker.js';
@@ -22,17 +30,52 @@ function makeCertificates() {
   const at = (f: string) => join(dir, f);
   const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
-  const ca = (name: string) => ssl('req', '-x509', ...ec, '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=postage spec ${name}`);
+  const ca = (name: string) =>
+    ssl(
+      'req',
+      '-x509',
+      ...ec,
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '2',
+      '-subj',
+      `/CN=postage spec ${name}`,
+    );
   const signed = (name: string, cn: string, ext: string, keyArgs: string[]) => {
     ssl('req', ...ec, ...keyArgs, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
     writeFileSync(at(`${name}.ext`), ext);
-    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`);
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+    );
   };
   ca('ca');
   ca('stranger');
   signed('server', 'localhost', 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n', ['-nodes']);
   signed('client', 'postage-spec-client', 'extendedKeyUsage=clientAuth\n', ['-passout', 'pass:s3cret-phrase']);
-  return { dir, at, read: (f: string) => readFileSync(at(f)), remove: () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    dir,
+    at,
+    read: (f: string) => readFileSync(at(f)),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 describe('TLS (amqps://)', function () {
@@ -46,7 +89,11 @@ describe('TLS (amqps://)', function () {
     const port = 6000 + Math.floor(Math.random() * 90);
     tlsPort = port + 100;
     broker = await PrivateBroker.start(port, {
-      files: { 'ca.pem': certs.read('ca.pem'), 'server.pem': certs.read('server.pem'), 'server.key': certs.read('server.key') },
+      files: {
+        'ca.pem': certs.read('ca.pem'),
+        'server.pem': certs.read('server.pem'),
+        'server.key': certs.read('server.key'),
+      },
       config: (dir) =>
         [
           `listeners.ssl.1 = 127.0.0.1:${tlsPort}`,
@@ -65,7 +112,12 @@ describe('TLS (amqps://)', function () {
   });
 
   const url = () => `amqps://guest:guest@localhost:${tlsPort}/%2F`;
-  const client = () => ({ ca: certs.at('ca.pem'), cert: certs.at('client.pem'), key: certs.at('client.key'), passphrase: 's3cret-phrase' });
+  const client = () => ({
+    ca: certs.at('ca.pem'),
+    cert: certs.at('client.pem'),
+    key: certs.at('client.key'),
+    passphrase: 's3cret-phrase',
+  });
 
   class Sender extends GenericProducer {
     static override eks = [[{ name: 'tls-ex', type: 'direct' }, 'k'] as const];
@@ -92,7 +144,13 @@ describe('TLS (amqps://)', function () {
         got.resolve(c.parameters.n);
       }
     }
-    const w = new Worker({ url: url(), tls: client(), logger: quiet, handleSignals: false, eqk: [[{ name: 'tls-ex', type: 'direct' }, [['tls-q', 'k']]]] });
+    const w = new Worker({
+      url: url(),
+      tls: client(),
+      logger: quiet,
+      handleSignals: false,
+      eqk: [[{ name: 'tls-ex', type: 'direct' }, [['tls-q', 'k']]]],
+    });
     await w.ready();
     const s = new MicroScheduler();
     s.addMicrothread(w);
@@ -152,7 +210,10 @@ describe('TLS (amqps://)', function () {
       const p = await Sender.create({ logger: quiet });
       await p.close();
       process.env.POSTAGE_TLS_CA = join(certs.dir, 'missing.pem');
-      const err = await Sender.create({ logger: quiet, waitForBrokerMs: 0 }).then(() => undefined, (e: unknown) => e);
+      const err = await Sender.create({ logger: quiet, waitForBrokerMs: 0 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).to.be.instanceOf(ConfigError);
       expect((err as ConfigError).variable).to.equal('POSTAGE_TLS_CA');
     } finally {
@@ -162,7 +223,14 @@ describe('TLS (amqps://)', function () {
   });
 
   it('refuses tls options with an amqp:// URL', async () => {
-    const err = await Sender.create({ url: `amqp://guest:guest@localhost:${broker.port}/%2F`, tls: client(), logger: quiet }).then(() => undefined, (e: unknown) => e);
+    const err = await Sender.create({
+      url: `amqp://guest:guest@localhost:${broker.port}/%2F`,
+      tls: client(),
+      logger: quiet,
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).to.be.instanceOf(ConfigError);
     expect((err as Error).message).to.match(/tls option needs amqps:\/\//);
   });

@@ -2,7 +2,15 @@
  * Type-level spec, checked by `npm run typecheck` (part of `npm test`):
  * every `@ts-expect-error` line must fail to compile, or the check fails.
  */
-import { Exchange, GenericProducer, MessageCommand, RpcCommand, type AnyResult, type MessageSender, type RpcSender } from '../../lib/index.js';
+import {
+  Exchange,
+  GenericProducer,
+  MessageCommand,
+  RpcCommand,
+  type AnyResult,
+  type MessageSender,
+  type RpcSender,
+} from '../../lib/index.js';
 
 class PingExchange extends Exchange {
   static override name = 'ping-exchange';

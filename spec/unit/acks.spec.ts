@@ -19,7 +19,10 @@ function closedChannel(): SettleChannel {
 describe('AckBatcher', () => {
   function fake() {
     const channel = { ack: sinon.spy(), reject: sinon.spy() };
-    return { channel, calls: () => channel.ack.getCalls().map((c) => [(c.args[0] as ConsumeMessage).fields.deliveryTag, c.args[1]]) };
+    return {
+      channel,
+      calls: () => channel.ack.getCalls().map((c) => [(c.args[0] as ConsumeMessage).fields.deliveryTag, c.args[1]]),
+    };
   }
 
   it('folds consecutive acks into one multiple ack at the end of the turn', async () => {
@@ -80,7 +83,10 @@ describe('AckBatcher', () => {
 
   it('runs what must follow a settle (an RPC reply) after the batch that carries the settle, or at once when none waits', async () => {
     const order: string[] = [];
-    const channel: SettleChannel = { ack: (m, all) => order.push(`ack ${m.fields.deliveryTag}${all ? '+' : ''}`), reject: (m) => order.push(`reject ${m.fields.deliveryTag}`) };
+    const channel: SettleChannel = {
+      ack: (m, all) => order.push(`ack ${m.fields.deliveryTag}${all ? '+' : ''}`),
+      reject: (m) => order.push(`reject ${m.fields.deliveryTag}`),
+    };
     const b = new AckBatcher(channel, 50);
     b.afterSettled(() => order.push('reply 0'));
     b.ack(tagged(1));

@@ -23,7 +23,7 @@ describe('flushChannel', () => {
     expect(passes).to.deep.equal([[buffer]]);
   });
 
-  it('leaves a blocked mux, an unknown channel, and an amqplib without these internals to the mux\'s own pass', () => {
+  it("leaves a blocked mux, an unknown channel, and an amqplib without these internals to the mux's own pass", () => {
     const blocked = fakeConnection(true);
     flushChannel({ ch: 1, connection: blocked.connection });
     expect(blocked.passes).to.deep.equal([]);

@@ -17,7 +17,16 @@ function configError(env: Record<string, string>): ConfigError {
 describe('loadConfig', () => {
   it("gives Postage's defaults for an empty environment", () => {
     const c = loadConfig({});
-    expect(c).to.deep.include({ vhost: '/', user: 'guest', password: 'guest', hosts: ['localhost'], port: 5672, url: undefined, debugMode: false, logLevel: 'info' });
+    expect(c).to.deep.include({
+      vhost: '/',
+      user: 'guest',
+      password: 'guest',
+      hosts: ['localhost'],
+      port: 5672,
+      url: undefined,
+      debugMode: false,
+      logLevel: 'info',
+    });
   });
 
   it('treats an empty variable as unset', () => {
@@ -34,11 +43,22 @@ describe('loadConfig', () => {
       POSTAGE_DEBUG_MODE: 'true',
       POSTAGE_LOG_LEVEL: 'debug',
     });
-    expect(c).to.deep.include({ vhost: 'development', user: 'u', password: 'p', hosts: ['a', 'b', 'c'], port: 5673, debugMode: true, logLevel: 'debug' });
+    expect(c).to.deep.include({
+      vhost: 'development',
+      user: 'u',
+      password: 'p',
+      hosts: ['a', 'b', 'c'],
+      port: 5673,
+      debugMode: true,
+      logLevel: 'debug',
+    });
   });
 
   it("accepts Postage's POSTAGE_RMQ_USER and POSTAGE_RMQ_PASSWORD aliases", () => {
-    expect(loadConfig({ POSTAGE_RMQ_USER: 'old', POSTAGE_RMQ_PASSWORD: 'pw' })).to.deep.include({ user: 'old', password: 'pw' });
+    expect(loadConfig({ POSTAGE_RMQ_USER: 'old', POSTAGE_RMQ_PASSWORD: 'pw' })).to.deep.include({
+      user: 'old',
+      password: 'pw',
+    });
   });
 
   it('lets POSTAGE_URL override host, port, user, password and vhost', () => {
@@ -92,7 +112,10 @@ describe('logging', () => {
     const before = rootLogger();
     setRootLogger(makeLogger('info', sink));
     try {
-      componentLogger('producer', 'echo_send').info({ hup: { host: 'h', user: 'u', password: 's3cret' } }, 'connecting');
+      componentLogger('producer', 'echo_send').info(
+        { hup: { host: 'h', user: 'u', password: 's3cret' } },
+        'connecting',
+      );
     } finally {
       setRootLogger(before);
     }
@@ -109,12 +132,27 @@ describe('.env.example', () => {
     const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('POSTAGE_')));
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      ['--env-file=.env.example', '--import', 'tsx', '-e', "import('./lib/config.ts').then((m) => console.log(JSON.stringify([m.loadConfig(), Object.keys(process.env).filter((k) => k.startsWith('POSTAGE_')).sort()])))"],
+      [
+        '--env-file=.env.example',
+        '--import',
+        'tsx',
+        '-e',
+        "import('./lib/config.ts').then((m) => console.log(JSON.stringify([m.loadConfig(), Object.keys(process.env).filter((k) => k.startsWith('POSTAGE_')).sort()])))",
+      ],
       { env: clean },
     );
     const [cfg, names] = JSON.parse(stdout) as [Record<string, unknown>, string[]];
     expect(cfg).to.deep.equal(JSON.parse(JSON.stringify(loadConfig({}))));
-    expect(names).to.deep.equal(['POSTAGE_DEBUG_MODE', 'POSTAGE_HOST', 'POSTAGE_LOG_LEVEL', 'POSTAGE_PASSWORD', 'POSTAGE_PORT', 'POSTAGE_TLS', 'POSTAGE_USER', 'POSTAGE_VHOST']);
+    expect(names).to.deep.equal([
+      'POSTAGE_DEBUG_MODE',
+      'POSTAGE_HOST',
+      'POSTAGE_LOG_LEVEL',
+      'POSTAGE_PASSWORD',
+      'POSTAGE_PORT',
+      'POSTAGE_TLS',
+      'POSTAGE_USER',
+      'POSTAGE_VHOST',
+    ]);
   });
 });
 
@@ -152,6 +190,9 @@ describe('loadConfig: addresses that cannot be used', () => {
     const urls = brokerUrls(cfg);
     expect(urls).to.have.length(1);
     expect(redactUrl(urls[0])).to.equal('amqp://guest:***@h1:5672/v');
-    expect(brokerUrls(loadConfig({ POSTAGE_URL: 'amqp://a:b@h1/v, amqp://a:b@h2/v' }))).to.deep.equal(['amqp://a:b@h1/v', 'amqp://a:b@h2/v']);
+    expect(brokerUrls(loadConfig({ POSTAGE_URL: 'amqp://a:b@h1/v, amqp://a:b@h2/v' }))).to.deep.equal([
+      'amqp://a:b@h1/v',
+      'amqp://a:b@h2/v',
+    ]);
   });
 });

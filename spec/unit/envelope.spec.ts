@@ -13,8 +13,16 @@ import {
   RpcCommand,
 } from '../../lib/index.js';
 
-const fpKwds = { name: 'test_name', type: 'test_type', pid: '1234', host: 'test_host', user: 'test_user', vhost: 'test_vhost' };
-const testFingerprint = () => new Fingerprint(fpKwds.name, fpKwds.type, { pid: 1234, host: 'test_host', user: 'test_user', vhost: 'test_vhost' });
+const fpKwds = {
+  name: 'test_name',
+  type: 'test_type',
+  pid: '1234',
+  host: 'test_host',
+  user: 'test_user',
+  vhost: 'test_vhost',
+};
+const testFingerprint = () =>
+  new Fingerprint(fpKwds.name, fpKwds.type, { pid: 1234, host: 'test_host', user: 'test_user', vhost: 'test_vhost' });
 
 describe('Fingerprint', () => {
   it('gives its dictionary representation', () => {
@@ -22,7 +30,14 @@ describe('Fingerprint', () => {
   });
 
   it('gives its tuple representation', () => {
-    expect(testFingerprint().asTuple()).to.deep.equal(['test_name', 'test_type', '1234', 'test_host', 'test_user', 'test_vhost']);
+    expect(testFingerprint().asTuple()).to.deep.equal([
+      'test_name',
+      'test_type',
+      '1234',
+      'test_host',
+      'test_user',
+      'test_vhost',
+    ]);
   });
 
   it('fills pid, host, user and vhost from the OS and configuration', () => {
@@ -57,7 +72,10 @@ describe('JsonEncoder', () => {
 
   it('refuses a body over the size limit, naming both sizes', () => {
     const small = new JsonEncoder({ maxBytes: 10 });
-    expect(() => small.decode(Buffer.from('{"a":"0123456789"}'))).to.throw(MalformedMessage, /18 bytes, over the limit of 10/);
+    expect(() => small.decode(Buffer.from('{"a":"0123456789"}'))).to.throw(
+      MalformedMessage,
+      /18 bytes, over the limit of 10/,
+    );
   });
 
   it('refuses non-JSON with MalformedMessage', () => {
@@ -65,7 +83,8 @@ describe('JsonEncoder', () => {
   });
 
   it('drops __proto__, constructor and prototype keys however they are spelled, JSON escapes included', () => {
-    const text = '{"a":{"\\u005f_proto__":{"polluted":true}},"b":{"constr\\u0075ctor":{"x":1}},"c":{"prot\\u006ftype":{"y":2}},"ok":"caf\\u00e9"}';
+    const text =
+      '{"a":{"\\u005f_proto__":{"polluted":true}},"b":{"constr\\u0075ctor":{"x":1}},"c":{"prot\\u006ftype":{"y":2}},"ok":"caf\\u00e9"}';
     const decoded = e.decode(Buffer.from(text)) as Record<string, Record<string, unknown>>;
     for (const k of ['a', 'b', 'c']) expect(Object.keys(decoded[k]), k).to.deep.equal([]);
     expect(Object.hasOwn(decoded.a, '__proto__')).to.equal(false);
@@ -78,7 +97,9 @@ describe('JsonEncoder', () => {
   });
 
   it('never lets __proto__ or constructor keys reach a prototype', () => {
-    const decoded = e.decode(Buffer.from('{"a":{"__proto__":{"polluted":true}},"constructor":{"prototype":{"polluted":true}}}')) as Record<string, object>;
+    const decoded = e.decode(
+      Buffer.from('{"a":{"__proto__":{"polluted":true}},"constructor":{"prototype":{"polluted":true}}}'),
+    ) as Record<string, object>;
     const merged = Object.assign({}, decoded.a);
     expect((merged as Record<string, unknown>).polluted).to.equal(undefined);
     expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
@@ -87,15 +108,68 @@ describe('JsonEncoder', () => {
   });
 });
 
-type Case = { label: string; make: () => Message<object>; type: string; category: string; ok: boolean; content?: object; name?: string };
+type Case = {
+  label: string;
+  make: () => Message<object>;
+  type: string;
+  category: string;
+  ok: boolean;
+  content?: object;
+  name?: string;
+};
 const cases: Case[] = [
   { label: 'Message', make: () => new Message(), type: 'none', category: 'message', ok: true, content: {} },
-  { label: 'MessageCommand', make: () => new MessageCommand('test_command'), type: 'command', category: 'message', ok: true, content: { parameters: {} }, name: 'test_command' },
-  { label: 'RpcCommand', make: () => new RpcCommand('test_command'), type: 'command', category: 'rpc', ok: true, content: { parameters: {} }, name: 'test_command' },
-  { label: 'MessageStatus', make: () => new MessageStatus('test_status'), type: 'status', category: 'message', ok: true, content: {}, name: 'test_status' },
-  { label: 'MessageResult', make: () => new MessageResult('test_value', 'test_message'), type: 'result', category: 'message', ok: true, content: { type: 'success', value: 'test_value', message: 'test_message' } },
-  { label: 'MessageResultError', make: () => new MessageResultError('test_message'), type: 'result', category: 'message', ok: false, content: { type: 'error', value: null, message: 'test_message' } },
-  { label: 'MessageResultException', make: () => new MessageResultException('test_name', 'test_message'), type: 'result', category: 'message', ok: false, content: { type: 'exception', value: 'test_name', message: 'test_message' } },
+  {
+    label: 'MessageCommand',
+    make: () => new MessageCommand('test_command'),
+    type: 'command',
+    category: 'message',
+    ok: true,
+    content: { parameters: {} },
+    name: 'test_command',
+  },
+  {
+    label: 'RpcCommand',
+    make: () => new RpcCommand('test_command'),
+    type: 'command',
+    category: 'rpc',
+    ok: true,
+    content: { parameters: {} },
+    name: 'test_command',
+  },
+  {
+    label: 'MessageStatus',
+    make: () => new MessageStatus('test_status'),
+    type: 'status',
+    category: 'message',
+    ok: true,
+    content: {},
+    name: 'test_status',
+  },
+  {
+    label: 'MessageResult',
+    make: () => new MessageResult('test_value', 'test_message'),
+    type: 'result',
+    category: 'message',
+    ok: true,
+    content: { type: 'success', value: 'test_value', message: 'test_message' },
+  },
+  {
+    label: 'MessageResultError',
+    make: () => new MessageResultError('test_message'),
+    type: 'result',
+    category: 'message',
+    ok: false,
+    content: { type: 'error', value: null, message: 'test_message' },
+  },
+  {
+    label: 'MessageResultException',
+    make: () => new MessageResultException('test_name', 'test_message'),
+    type: 'result',
+    category: 'message',
+    ok: false,
+    content: { type: 'exception', value: 'test_name', message: 'test_message' },
+  },
 ];
 
 for (const c of cases) {
@@ -119,7 +193,15 @@ for (const c of cases) {
 
     it("has exactly Postage's body keys, in Postage's order, with version '2'", () => {
       const b = c.make().body;
-      expect(Object.keys(b)).to.deep.equal(['type', 'name', 'category', 'version', 'fingerprint', 'content', '_reserved']);
+      expect(Object.keys(b)).to.deep.equal([
+        'type',
+        'name',
+        'category',
+        'version',
+        'fingerprint',
+        'content',
+        '_reserved',
+      ]);
       expect(b.version).to.equal('2');
     });
 
@@ -143,7 +225,10 @@ describe('Message', () => {
   });
 
   it('carries args and kwds in its content', () => {
-    expect(new Message([1, 2, 'str'], { name: 'a_name' }).body.content).to.deep.equal({ args: [1, 2, 'str'], kwds: { name: 'a_name' } });
+    expect(new Message([1, 2, 'str'], { name: 'a_name' }).body.content).to.deep.equal({
+      args: [1, 2, 'str'],
+      kwds: { name: 'a_name' },
+    });
   });
 
   it('merges setFingerprint() into body.fingerprint', () => {
@@ -167,7 +252,11 @@ describe('Message', () => {
       ['a bad category', { ...good(), category: 'email' }, /"category" is "email"/],
       ['no content', { ...good(), content: undefined }, /"content" is missing/],
       ['a list fingerprint', { ...good(), fingerprint: [] }, /"fingerprint" is not an object/],
-      ['an unknown result type', { ...new MessageResult(1).body, content: { type: 'maybe', value: 1, message: '' } }, /result content type "maybe"/],
+      [
+        'an unknown result type',
+        { ...new MessageResult(1).body, content: { type: 'maybe', value: 1, message: '' } },
+        /result content type "maybe"/,
+      ],
     ];
     for (const [what, body, reason] of bad) {
       it(`throws MalformedMessage naming the reason for ${what}`, () => {

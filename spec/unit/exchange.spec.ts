@@ -12,12 +12,24 @@ class CustomExchange extends Exchange {
 
 describe('Exchange', () => {
   it('returns its parameters from its class attributes', () => {
-    expect(CustomExchange.parameters).to.deep.equal({ exchange: 'custom_exchange', type: 'fanout', passive: true, durable: false, autoDelete: true });
+    expect(CustomExchange.parameters).to.deep.equal({
+      exchange: 'custom_exchange',
+      type: 'fanout',
+      passive: true,
+      durable: false,
+      autoDelete: true,
+    });
   });
 
   it('defaults to a durable direct exchange named after its class', () => {
     class Plain extends Exchange {}
-    expect(Plain.parameters).to.deep.equal({ exchange: 'Plain', type: 'direct', passive: false, durable: true, autoDelete: false });
+    expect(Plain.parameters).to.deep.equal({
+      exchange: 'Plain',
+      type: 'direct',
+      passive: false,
+      durable: true,
+      autoDelete: false,
+    });
   });
 
   it("takes Python Postage's exchange_type and auto_delete as type and autoDelete, for code ported word for word", () => {
@@ -27,7 +39,9 @@ describe('Exchange', () => {
       static auto_delete = true;
     }
     expect(Ported.parameters).to.deep.include({ type: 'topic', autoDelete: true });
-    expect(resolveExchange({ name: 'p', exchange_type: 'fanout', auto_delete: true } as unknown as ExchangeObject)).to.deep.include({ type: 'fanout', autoDelete: true });
+    expect(
+      resolveExchange({ name: 'p', exchange_type: 'fanout', auto_delete: true } as unknown as ExchangeObject),
+    ).to.deep.include({ type: 'fanout', autoDelete: true });
   });
 
   it('refuses both spellings at odds, naming the TypeScript one', () => {
@@ -40,8 +54,8 @@ describe('Exchange', () => {
   });
 
   it('is interchangeable with a plain object', () => {
-    expect(resolveExchange({ name: 'custom_exchange', type: 'fanout', passive: true, durable: false, autoDelete: true })).to.deep.equal(
-      resolveExchange(CustomExchange),
-    );
+    expect(
+      resolveExchange({ name: 'custom_exchange', type: 'fanout', passive: true, durable: false, autoDelete: true }),
+    ).to.deep.equal(resolveExchange(CustomExchange));
   });
 });

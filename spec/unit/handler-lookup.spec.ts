@@ -1,5 +1,12 @@
 import { expect } from 'chai';
-import { MessageCommand, MessageHandler, MessageProcessor, MessageStatus, RpcCommand, RpcHandler } from '../../lib/index.js';
+import {
+  MessageCommand,
+  MessageHandler,
+  MessageProcessor,
+  MessageStatus,
+  RpcCommand,
+  RpcHandler,
+} from '../../lib/index.js';
 import { ProcessorHarness } from '../../lib/testing/index.js';
 
 /**

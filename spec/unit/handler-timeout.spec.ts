@@ -1,6 +1,13 @@
 import { expect } from 'chai';
 import sinon from 'sinon';
-import { HandlerTimeout, MessageCommand, MessageHandler, MessageProcessor, RpcCommand, RpcHandler } from '../../lib/index.js';
+import {
+  HandlerTimeout,
+  MessageCommand,
+  MessageHandler,
+  MessageProcessor,
+  RpcCommand,
+  RpcHandler,
+} from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { ProcessorHarness } from '../../lib/testing/index.js';
 
@@ -25,7 +32,12 @@ describe('a handler that never finishes', () => {
       @MessageHandler('command', 'fine')
       fine() {}
     }
-    const h = await ProcessorHarness.start(Stuck, { handleSignals: false, handlerTimeoutMs: 200, errorExchange: 'ht-errors', logger: makeLogger('error', { write: (l: string) => void lines.push(l) }) });
+    const h = await ProcessorHarness.start(Stuck, {
+      handleSignals: false,
+      handlerTimeoutMs: 200,
+      errorExchange: 'ht-errors',
+      logger: makeLogger('error', { write: (l: string) => void lines.push(l) }),
+    });
     try {
       const stuck = h.deliver(new MessageCommand('stuck', {}));
       await clock.tickAsync(250);
@@ -53,7 +65,11 @@ describe('a handler that never finishes', () => {
         }
       }
     }
-    const h = await ProcessorHarness.start(Stuck, { handleSignals: false, handlerTimeoutMs: 60_000, logger: makeLogger('silent') });
+    const h = await ProcessorHarness.start(Stuck, {
+      handleSignals: false,
+      handlerTimeoutMs: 60_000,
+      logger: makeLogger('silent'),
+    });
     try {
       const r = h.deliver(new MessageCommand('stuck', {}));
       await clock.tickAsync(200);
@@ -71,7 +87,11 @@ describe('a handler that never finishes', () => {
         await never();
       }
     }
-    const h = await ProcessorHarness.start(Stuck, { handleSignals: false, handlerTimeoutMs: 150, logger: makeLogger('silent') });
+    const h = await ProcessorHarness.start(Stuck, {
+      handleSignals: false,
+      handlerTimeoutMs: 150,
+      logger: makeLogger('silent'),
+    });
     try {
       const r = h.deliver(new RpcCommand('stuck', {}));
       await clock.tickAsync(200);

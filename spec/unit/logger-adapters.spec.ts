@@ -21,7 +21,11 @@ describe('A logger handed to postage-ts', () => {
     log.warn({ messageName: 'gret' }, 'no handler takes command/gret');
     log.debug('quiet detail');
     expect(calls).to.deep.equal([
-      ['warn', { component: 'processor', componentName: 'orders', messageName: 'gret' }, 'no handler takes command/gret'],
+      [
+        'warn',
+        { component: 'processor', componentName: 'orders', messageName: 'gret' },
+        'no handler takes command/gret',
+      ],
       ['debug', { component: 'processor', componentName: 'orders' }, 'quiet detail'],
     ]);
   });
@@ -46,7 +50,14 @@ describe('A logger handed to postage-ts', () => {
 
   it('gets the message and the fields when it is console', () => {
     const calls: unknown[][] = [];
-    const fake = { debug: () => undefined, info: () => undefined, error: () => undefined, log: () => undefined, table: () => undefined, warn: (...a: unknown[]) => calls.push(a) } as unknown as Console;
+    const fake = {
+      debug: () => undefined,
+      info: () => undefined,
+      error: () => undefined,
+      log: () => undefined,
+      table: () => undefined,
+      warn: (...a: unknown[]) => calls.push(a),
+    } as unknown as Console;
     asPino(fake, undefined, 'info').warn({ attempt: 2 }, 'reconnecting');
     expect(calls).to.deep.equal([['reconnecting', { attempt: 2 }]]);
   });

@@ -4,7 +4,10 @@ import { ExitScheduler, MicroScheduler, MicroThread, STOP, StopThread, call, sle
 
 class Counter extends MicroThread {
   n = 0;
-  constructor(readonly limit: number, readonly log?: string[]) {
+  constructor(
+    readonly limit: number,
+    readonly log?: string[],
+  ) {
     super();
   }
   override step() {
@@ -139,7 +142,10 @@ describe('MicroScheduler', () => {
       }
     }
     const good = new Counter(3);
-    const s = new MicroScheduler({ autoquit: true, onThreadError: (t, e) => errors.push(`${t.name}: ${(e as Error).message}`) });
+    const s = new MicroScheduler({
+      autoquit: true,
+      onThreadError: (t, e) => errors.push(`${t.name}: ${(e as Error).message}`),
+    });
     s.addMicrothread(new Bad());
     s.addMicrothread(good);
     await s.run();

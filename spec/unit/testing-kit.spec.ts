@@ -29,7 +29,14 @@ class Notifications extends GenericProducer {
   }
   declare rpc_quota: RpcSender;
 }
-const notify = testProducer(Notifications, { rpc: { quota: (p) => ({ left: 10 - Number(p.used) }), broken: () => { throw new RangeError('no quota service'); } } });
+const notify = testProducer(Notifications, {
+  rpc: {
+    quota: (p) => ({ left: 10 - Number(p.used) }),
+    broken: () => {
+      throw new RangeError('no quota service');
+    },
+  },
+});
 
 let runs = 0;
 class Orders extends MessageProcessor {
@@ -71,7 +78,12 @@ describe('ProcessorHarness (postage-ts/testing)', () => {
   let h: ProcessorHarness<Orders>;
   beforeEach(async () => {
     runs = 0;
-    h = await ProcessorHarness.start(Orders, { logger: quiet, handleSignals: false, errorExchange: 'orders-errors', retry: { attempts: 3, backoffMs: 1000 } });
+    h = await ProcessorHarness.start(Orders, {
+      logger: quiet,
+      handleSignals: false,
+      errorExchange: 'orders-errors',
+      retry: { attempts: 3, backoffMs: 1000 },
+    });
   });
   afterEach(() => h.close());
 
@@ -81,10 +93,13 @@ describe('ProcessorHarness (postage-ts/testing)', () => {
     expect(r.sent).to.have.length(1);
     expect(r.sent[0]).to.deep.include({ exchange: 'notify', routingKey: 'email' });
     expect(r.sent[0].body.content).to.deep.equal({ parameters: { to: 'book@example.com' } });
-    expect(r.sent[0].properties.headers).to.include({ 'postage-causation-id': 'order-1', 'postage-conversation-id': 'order-1' });
+    expect(r.sent[0].properties.headers).to.include({
+      'postage-causation-id': 'order-1',
+      'postage-conversation-id': 'order-1',
+    });
   });
 
-  it('runs the real retries (driven here by a fake clock), drops a failed run\'s sends, and dead-letters with the attempts', async () => {
+  it("runs the real retries (driven here by a fake clock), drops a failed run's sends, and dead-letters with the attempts", async () => {
     const clock = sinon.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
       const result = h.deliver(new MessageCommand('place', { item: 'bomb' }));
@@ -130,10 +145,19 @@ describe('ProcessorHarness (postage-ts/testing)', () => {
 
 describe('testProducer (postage-ts/testing)', () => {
   it('records sends typed as the real producer, and answers RPCs from canned answers', async () => {
-    const p = testProducer(Notifications, { rpc: { quota: (params) => ({ left: 10 - Number(params.used) }), broken: () => { throw new RangeError('down'); } } });
+    const p = testProducer(Notifications, {
+      rpc: {
+        quota: (params) => ({ left: 10 - Number(params.used) }),
+        broken: () => {
+          throw new RangeError('down');
+        },
+      },
+    });
     await p.message_email('a@example.com');
     await p.message_email('b@example.com', { _delay: 1_000 });
-    expect(p.sent.map((s) => [s.body.name, (s.body.content as { parameters: { to: string } }).parameters.to, s.delayMs])).to.deep.equal([
+    expect(
+      p.sent.map((s) => [s.body.name, (s.body.content as { parameters: { to: string } }).parameters.to, s.delayMs]),
+    ).to.deep.equal([
       ['email', 'a@example.com', undefined],
       ['email', 'b@example.com', 1_000],
     ]);

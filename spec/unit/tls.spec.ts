@@ -34,11 +34,15 @@ describe('tlsFailure', () => {
   });
 
   it('maps the DECODER form of a wrong passphrase too', () => {
-    const err = Object.assign(new Error('error:1E08010C:DECODER routines::unsupported'), { code: 'ERR_OSSL_UNSUPPORTED' });
+    const err = Object.assign(new Error('error:1E08010C:DECODER routines::unsupported'), {
+      code: 'ERR_OSSL_UNSUPPORTED',
+    });
     expect(tlsFailure(err, 'localhost:5671')?.message).to.match(/cannot be read.*POSTAGE_TLS_PASSPHRASE/);
   });
 
   it('leaves an error that is no TLS failure alone', () => {
-    expect(tlsFailure(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'localhost:5671')).to.equal(undefined);
+    expect(
+      tlsFailure(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'localhost:5671'),
+    ).to.equal(undefined);
   });
 });

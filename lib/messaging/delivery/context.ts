@@ -6,7 +6,9 @@ import { relay } from './relay.js';
 
 /** The headers postage-ts reads and writes to follow a conversation across components. */
 export const HEADERS = Object.freeze({
-  /** The id of the first message of the conversation: carried unchanged by every message sent while handling one of it. */
+  /**
+   * The id of the first message of the conversation: carried unchanged by every message sent while handling one of it.
+   */
   conversationId: 'postage-conversation-id',
   /** The id of the message whose handling sent this one. */
   causationId: 'postage-causation-id',
@@ -17,7 +19,10 @@ export interface DeliveryInfo {
   readonly exchange: string;
   readonly routingKey: string;
   readonly redelivered: boolean;
-  /** Deliveries of this message so far, this one included, where the queue counts them (a quorum queue's `x-delivery-count`). */
+  /**
+   * Deliveries of this message so far, this one included, where the queue counts them (a quorum queue's
+   * `x-delivery-count`).
+   */
   readonly deliveryCount: number | undefined;
   readonly messageId: string | undefined;
   readonly correlationId: string | undefined;
@@ -48,7 +53,9 @@ export interface DeliveryInfo {
  */
 export class DeliveryScope {
   #info: DeliveryInfo | undefined;
-  /** Whether sends are held until the handlers succeed (the outbox); false once taken, or where sends go out at once. */
+  /**
+   * Whether sends are held until the handlers succeed (the outbox); false once taken, or where sends go out at once.
+   */
   #holding: boolean;
   /** The held sends, made at the first one: most deliveries send nothing. */
   #held: Array<() => Promise<void>> | undefined;
@@ -135,7 +142,9 @@ export class DeliveryScope {
     return Promise.resolve();
   }
 
-  /** The held sends, to publish; from now on sends go out at once (work the handler left running after it succeeded). */
+  /**
+   * The held sends, to publish; from now on sends go out at once (work the handler left running after it succeeded).
+   */
   takeHeld(): ReadonlyArray<() => Promise<void>> {
     const held = this.#held ?? NO_SENDS;
     this.#holding = false;
@@ -152,7 +161,10 @@ export class DeliveryScope {
   }
 
   get conversationId(): string | undefined {
-    return text((this.msg.properties.headers as Record<string, unknown> | undefined)?.[HEADERS.conversationId]) ?? this.messageId;
+    return (
+      text((this.msg.properties.headers as Record<string, unknown> | undefined)?.[HEADERS.conversationId]) ??
+      this.messageId
+    );
   }
 
   get headers(): Readonly<Record<string, unknown>> | undefined {
@@ -261,7 +273,10 @@ export function isAsyncFunction(fn: unknown): boolean {
  * run's (see `time-limit.ts`), which closes it from outside.
  * @internal
  */
-export function driveIn(scope: DeliveryScope, gen: Generator<Yielded, unknown, unknown>): Generator<Yielded, unknown, unknown> {
+export function driveIn(
+  scope: DeliveryScope,
+  gen: Generator<Yielded, unknown, unknown>,
+): Generator<Yielded, unknown, unknown> {
   return relay(gen, (step) => runIn(scope, step));
 }
 

@@ -18,7 +18,10 @@ export function* dedupe(d: DeliveryState, next: Next): Generator<Yielded, Outcom
   if (body.category === 'rpc' || id === undefined) return yield* next(d);
   const key = `${d.parts.component}/${id}`;
   if (yield* ask(d, key, 'seen')) {
-    d.parts.log.info({ messageType: body.type, messageName: body.name, messageId: id }, `${body.type}/${body.name} was handled already (same message id); dropped`);
+    d.parts.log.info(
+      { messageType: body.type, messageName: body.name, messageId: id },
+      `${body.type}/${body.name} was handled already (same message id); dropped`,
+    );
     return ACK;
   }
   const outcome = yield* next(d);
@@ -38,10 +41,17 @@ function* ask(d: DeliveryState, key: string, what: 'seen' | 'remember'): Generat
   const limit = new TimeLimit(ms, () => new Error(`the idempotency store did not answer ${what}() within ${ms} ms`));
   try {
     const r = what === 'seen' ? store.seen(key) : store.remember(key);
-    return Boolean(isThenable(r) ? yield limit.wait(r as PromiseLike<unknown>, log, `idempotency ${what}()`) : r) && what === 'seen';
+    return (
+      Boolean(isThenable(r) ? yield limit.wait(r as PromiseLike<unknown>, log, `idempotency ${what}()`) : r) &&
+      what === 'seen'
+    );
   } catch (err) {
     if (what === 'seen') log.warn({ err, key }, 'the idempotency store failed to answer; handling the message');
-    else log.warn({ err, key }, 'the idempotency store failed to remember a handled message; a duplicate of it would be handled again');
+    else
+      log.warn(
+        { err, key },
+        'the idempotency store failed to remember a handled message; a duplicate of it would be handled again',
+      );
     return false;
   } finally {
     limit.clear();

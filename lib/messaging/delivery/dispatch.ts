@@ -23,7 +23,12 @@ export function answer(d: DeliveryState, r: unknown): void {
 }
 
 function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
-  return typeof v === 'object' && v !== null && typeof (v as Generator).next === 'function' && typeof (v as Generator).throw === 'function';
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as Generator).next === 'function' &&
+    typeof (v as Generator).throw === 'function'
+  );
 }
 
 /**
@@ -37,7 +42,19 @@ export function* dispatch(d: DeliveryState): Generator<Yielded, Outcome, unknown
   const ctx = d.parts.dispatch;
   if (body.category === 'rpc') {
     const handler = rpcHandler(d.handlers);
-    if (!handler) return { kind: 'ack', reply: replyOf(scope, encodeResult(ctx, new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`))) };
+    if (!handler)
+      return {
+        kind: 'ack',
+        reply: replyOf(
+          scope,
+          encodeResult(
+            ctx,
+            new MessageResultError(
+              `No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`,
+            ),
+          ),
+        ),
+      };
     const reply = (r: unknown) => answer(d, r);
     const { ran, value } = yield* invoke(d, handler, reply, true);
     answer(d, ran && value !== undefined ? value : null);
@@ -45,9 +62,11 @@ export function* dispatch(d: DeliveryState): Generator<Yielded, Outcome, unknown
   }
   const handlers = d.handlers;
   if (handlers.length === 0) unhandled(d);
-  // A plain message that carries reply_to can be answered too (PikaBus's bus.Reply): the first answer of a successful run goes out after the ack.
+  // A plain message that carries reply_to can be answered too (PikaBus's bus.Reply): the first answer of a successful
+  // run goes out after the ack.
   const reply = d.msg.properties.replyTo ? (r: unknown) => answer(d, r) : noReply;
-  for (let i = 0; i < handlers.length; i++) yield* invoke(d, handlers[i], reply, d.lastRun && i === handlers.length - 1);
+  for (let i = 0; i < handlers.length; i++)
+    yield* invoke(d, handlers[i], reply, d.lastRun && i === handlers.length - 1);
   return d.answer ? { kind: 'ack', reply: replyOf(scope, d.answer) } : ACK;
 }
 
@@ -77,7 +96,12 @@ function unhandled(d: DeliveryState): void {
  * and `yield`. `last`: nothing runs after it, so it may have the decoded body
  * itself instead of a copy. Its time limit is the run's (the time-limit stage).
  */
-function* invoke(d: DeliveryState, h: Registered, reply: (r: unknown) => void, last: boolean): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
+function* invoke(
+  d: DeliveryState,
+  h: Registered,
+  reply: (r: unknown) => void,
+  last: boolean,
+): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
   const body = d.body!;
   const scope: DeliveryScope = d.scope!;
   const ctx: DispatchContext = d.parts.dispatch;

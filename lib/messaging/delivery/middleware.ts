@@ -55,7 +55,11 @@ function drive<T>(gen: Generator<Yielded, T, unknown>, scope: DeliveryScope): Pr
         return;
       }
       if (r.done) resolve(r.value);
-      else if (isThenable(r.value)) r.value.then((v) => step(true, v), (e: unknown) => step(false, e));
+      else if (isThenable(r.value))
+        r.value.then(
+          (v) => step(true, v),
+          (e: unknown) => step(false, e),
+        );
       // A bare yield lets the other threads (and I/O) run first, as the scheduler would.
       else setImmediate(step, true, undefined);
     };

@@ -22,7 +22,8 @@ function tell(d: DeliveryState): void {
     name: body?.name,
     messageId: d.msg.properties.messageId as string | undefined,
     outcome: outcomeName(outcome),
-    error: outcome.kind === 'reject' || outcome.kind === 'deadLetter' || outcome.kind === 'defer' ? outcome.err : undefined,
+    error:
+      outcome.kind === 'reject' || outcome.kind === 'deadLetter' || outcome.kind === 'defer' ? outcome.err : undefined,
     deferMs: outcome.kind === 'defer' ? outcome.ms : undefined,
     replied: outcome.reply !== undefined,
   };

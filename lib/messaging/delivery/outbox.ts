@@ -34,11 +34,21 @@ export function* outbox(d: DeliveryState, next: Next): Generator<Yielded, Outcom
     const { log, dispatch } = d.parts;
     const about = { messageType: body.type, messageName: body.name, messageId: d.scope!.messageId, sends: held.length };
     if (err instanceof BrokerError && err.code === 'UNROUTABLE') {
-      log.error({ ...about, err }, `a message the handler for ${body.type}/${body.name} sent reaches no queue: ${err.message}; the delivery fails`);
-      const reply = outcome.reply ? replyOf(d.scope!, encodeResult(dispatch, new MessageResultException(err.code, err.message))) : undefined;
-      return dispatch.errorExchange ? { kind: 'deadLetter', err, attempts: 1, reply } : { kind: 'reject', why: 'failed', err, reply };
+      log.error(
+        { ...about, err },
+        `a message the handler for ${body.type}/${body.name} sent reaches no queue: ${err.message}; the delivery fails`,
+      );
+      const reply = outcome.reply
+        ? replyOf(d.scope!, encodeResult(dispatch, new MessageResultException(err.code, err.message)))
+        : undefined;
+      return dispatch.errorExchange
+        ? { kind: 'deadLetter', err, attempts: 1, reply }
+        : { kind: 'reject', why: 'failed', err, reply };
     }
-    log.error({ ...about, err }, `a message its handler sent could not be published; the delivery goes back to its queue to be handled again`);
+    log.error(
+      { ...about, err },
+      `a message its handler sent could not be published; the delivery goes back to its queue to be handled again`,
+    );
     return { kind: 'requeue', reason: `a send failed: ${(err as Error)?.message ?? String(err)}` };
   }
 }

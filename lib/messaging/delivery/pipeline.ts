@@ -120,7 +120,8 @@ export class DeliveryPipeline {
 
   /** Adds a user middleware (the stage list then includes it). */
   use(mw: ProcessorMiddleware): void {
-    if (typeof mw !== 'function') throw new TypeError(`processor.use() takes a function (ctx, next) => …, not ${typeof mw}`);
+    if (typeof mw !== 'function')
+      throw new TypeError(`processor.use() takes a function (ctx, next) => …, not ${typeof mw}`);
     this.#parts.middleware.push(mw);
     this.#run = chain(stagesFor(this.#parts, this.#has), dispatch);
   }
@@ -138,7 +139,8 @@ export class DeliveryPipeline {
       this.intake.push({ msg });
       return;
     }
-    // The key needs the content: decoded now, once (a delivery that cannot be decoded has no key, and is rejected when its turn comes).
+    // The key needs the content: decoded now, once (a delivery that cannot be decoded has no key, and is rejected when
+    // its turn comes).
     let body: MessageBody<object>;
     try {
       body = decodeBody({ parts: this.#parts, msg });
@@ -150,7 +152,10 @@ export class DeliveryPipeline {
     try {
       key = orderBy(body.content, deliveryInfo(msg));
     } catch (err) {
-      this.#parts.log.warn({ err, messageId: msg.properties.messageId }, 'orderBy failed; the delivery is handled unordered');
+      this.#parts.log.warn(
+        { err, messageId: msg.properties.messageId },
+        'orderBy failed; the delivery is handled unordered',
+      );
     }
     this.intake.push({ msg, key, decoded: { body } });
   }

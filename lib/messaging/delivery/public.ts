@@ -1,4 +1,7 @@
-/** The delivery path's types that users meet: kept apart from its internals, so that the declaration files a user compiles against name nothing internal. */
+/**
+ * The delivery path's types that users meet: kept apart from its internals, so that the declaration files a user
+ * compiles against name nothing internal.
+ */
 import type { MessageBody } from '../messages.js';
 import type { DeliveryInfo } from './context.js';
 

@@ -20,7 +20,10 @@ export type Registry = Map<string, Registered[]>;
 const registries = new WeakMap<object, Registry>();
 const NONE: Registered[] = [];
 
-/** A registry by category, then type, then name, with every name's list already followed by the type's catch-all handlers. */
+/**
+ * A registry by category, then type, then name, with every name's list already followed by the type's catch-all
+ * handlers.
+ */
 type Index = Map<string, Map<string, { byName: Map<string, Registered[]>; any: Registered[] }>>;
 const indexes = new WeakMap<Registry, Index>();
 
@@ -51,7 +54,11 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
   const cached = registries.get(cls);
   if (cached) return cached;
   const chain: Array<{ prototype: object }> = [];
-  for (let c: unknown = cls; typeof c === 'function' && c !== MicroThread && c !== Function.prototype; c = Object.getPrototypeOf(c)) {
+  for (
+    let c: unknown = cls;
+    typeof c === 'function' && c !== MicroThread && c !== Function.prototype;
+    c = Object.getPrototypeOf(c)
+  ) {
     chain.unshift(c as { prototype: object });
   }
   const members = new Map<string, { value: unknown; isClass: boolean }>();
@@ -87,7 +94,8 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
         fn,
         tag,
         isClass,
-        isAsync: isAsyncGenerator || isAsyncFunction(isClass ? (fn.prototype as { call?: unknown } | undefined)?.call : fn),
+        isAsync:
+          isAsyncGenerator || isAsyncFunction(isClass ? (fn.prototype as { call?: unknown } | undefined)?.call : fn),
         isStream: tag.category === 'rpc' && (tag.stream === true || isAsyncGenerator),
       });
     }
@@ -106,7 +114,10 @@ export function handlersFor(reg: Registry, body: MessageBody<object>): Registere
   return t.byName.get(body.name) ?? t.any;
 }
 
-/** The one handler that answers an RPC: the last declared, one for its very name winning over one for every name (Postage's `handlers[-1]`). */
+/**
+ * The one handler that answers an RPC: the last declared, one for its very name winning over one for every name
+ * (Postage's `handlers[-1]`).
+ */
 export function rpcHandler(handlers: Registered[]): Registered | undefined {
   return handlers.findLast((h) => h.tag.name !== undefined) ?? handlers.at(-1);
 }

@@ -23,7 +23,10 @@ export function replyOf(scope: DeliveryScope, content: Buffer): Reply {
   return reply;
 }
 
-/** A result as this processor sends it: with its fingerprint (replies carry the answering component's), encoded; throws when it cannot be encoded. */
+/**
+ * A result as this processor sends it: with its fingerprint (replies carry the answering component's), encoded; throws
+ * when it cannot be encoded.
+ */
 export function encodeResult(ctx: DispatchContext, result: Message<object>): Buffer {
   return ctx.encodeReply(result.setFingerprint(ctx.fingerprint));
 }

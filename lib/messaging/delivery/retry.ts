@@ -1,5 +1,12 @@
 import { backoffMs } from '../../backoff.js';
-import { AckAndRestart, DeferMessage, ExitScheduler, RejectMessage, RequeueMessage, ValidationError } from '../../errors.js';
+import {
+  AckAndRestart,
+  DeferMessage,
+  ExitScheduler,
+  RejectMessage,
+  RequeueMessage,
+  ValidationError,
+} from '../../errors.js';
 import { sleep } from '../../microthreads/effects.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import { MessageResultError, MessageResultException } from '../messages.js';
@@ -42,7 +49,17 @@ export function* retry(d: DeliveryState, next: Next): Generator<Yielded, Outcome
       const permanent = err instanceof RejectMessage || err instanceof ValidationError;
       if (!permanent && attempt < attempts) {
         const wait = backoffMs(attempt - 1, ctx.retry?.backoffMs ?? 100, ctx.retry?.maxBackoffMs ?? 5000);
-        ctx.log.warn({ err, messageType: body.type, messageName: body.name, messageId: msg.properties.messageId, attempt, nextInMs: wait }, `handler for ${body.type}/${body.name} failed; running it again`);
+        ctx.log.warn(
+          {
+            err,
+            messageType: body.type,
+            messageName: body.name,
+            messageId: msg.properties.messageId,
+            attempt,
+            nextInMs: wait,
+          },
+          `handler for ${body.type}/${body.name} failed; running it again`,
+        );
         try {
           yield sleep(wait, ctx.closing);
         } catch {
@@ -62,7 +79,11 @@ export function* retry(d: DeliveryState, next: Next): Generator<Yielded, Outcome
           ms: delays[retries],
           reason: `retry ${retries + 1} of ${delays.length}`,
           err,
-          headers: { [RETRY_HEADERS.retries]: retries + 1, [RETRY_HEADERS.attempts]: runs, [RETRY_HEADERS.lastError]: `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}` },
+          headers: {
+            [RETRY_HEADERS.retries]: retries + 1,
+            [RETRY_HEADERS.attempts]: runs,
+            [RETRY_HEADERS.lastError]: `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`,
+          },
         };
       }
       if (ctx.errorExchange) return { kind: 'deadLetter', err, attempts: runs };
@@ -81,19 +102,37 @@ function* runRpc(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unkn
     if (err instanceof ExitScheduler || err instanceof AckAndRestart) {
       answer(d, null);
       const reply = replyOf(scope, d.answer!);
-      return err instanceof ExitScheduler ? { kind: 'exit', signal: err, reply } : { kind: 'restart', signal: err, reply };
+      return err instanceof ExitScheduler
+        ? { kind: 'exit', signal: err, reply }
+        : { kind: 'restart', signal: err, reply };
     }
     scope.fail(err);
     if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
     if (err instanceof DeferMessage) return deferred(d, err);
     const e = err as Error;
-    answer(d, err instanceof ValidationError ? new MessageResultError(err.message) : new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)));
-    return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err, reply: replyOf(scope, d.answer!) };
+    answer(
+      d,
+      err instanceof ValidationError
+        ? new MessageResultError(err.message)
+        : new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)),
+    );
+    return {
+      kind: 'reject',
+      why: err instanceof RejectMessage ? 'rejected' : 'failed',
+      err,
+      reply: replyOf(scope, d.answer!),
+    };
   }
 }
 
 /** A handler's `DeferMessage`: back to its queue in its delay, with its defers counted. */
 function deferred(d: DeliveryState, signal: DeferMessage): Outcome {
-  const deferrals = countIn(d.msg.properties.headers as Record<string, unknown> | undefined, RETRY_HEADERS.deferrals) + 1;
-  return { kind: 'defer', ms: signal.delayMs, reason: signal.message, headers: { [RETRY_HEADERS.deferrals]: deferrals } };
+  const deferrals =
+    countIn(d.msg.properties.headers as Record<string, unknown> | undefined, RETRY_HEADERS.deferrals) + 1;
+  return {
+    kind: 'defer',
+    ms: signal.delayMs,
+    reason: signal.message,
+    headers: { [RETRY_HEADERS.deferrals]: deferrals },
+  };
 }

@@ -19,7 +19,10 @@ function issueOf(issue: StandardSchemaV1.Issue): ValidationIssue {
  * failure is a `ValidationError` (permanent: no retry). An async schema is
  * waited on like anything else in the run: within its time limit.
  */
-export function* checkSchema(h: Registered, body: MessageBody<object>): Generator<Yielded, { value: unknown; fresh: boolean }, unknown> {
+export function* checkSchema(
+  h: Registered,
+  body: MessageBody<object>,
+): Generator<Yielded, { value: unknown; fresh: boolean }, unknown> {
   const given: unknown = h.tag.pass === 'body' ? body : body.content;
   // The handler gets what its schema returns (a transform's output), or never runs.
   let checked = h.tag.schema!['~standard'].validate(given);

@@ -6,10 +6,14 @@ import type { MessageBody } from '../messages.js';
 import type { Outcome } from './outcome.js';
 import type { DeliveryState, Next } from './state.js';
 
-
 /** What a log line about a delivery names. */
 function about(msg: ConsumeMessage, body: MessageBody<object> | undefined) {
-  return { messageType: body?.type, messageName: body?.name, messageId: msg.properties.messageId, deliveryTag: msg.fields.deliveryTag };
+  return {
+    messageType: body?.type,
+    messageName: body?.name,
+    messageId: msg.properties.messageId,
+    deliveryTag: msg.fields.deliveryTag,
+  };
 }
 
 function what(body: MessageBody<object> | undefined): string {
@@ -42,7 +46,12 @@ export function* settleStage(d: DeliveryState, next: Next): Generator<Yielded, O
  * dead-letter, an exit or a restart) is returned as a generator to run. An
  * exit is thrown on once the broker confirmed the ack.
  */
-export function settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBody<object> | undefined, outcome: Outcome): Generator<Yielded, void, unknown> | undefined {
+export function settle(
+  ctx: SettleContext,
+  msg: ConsumeMessage,
+  body: MessageBody<object> | undefined,
+  outcome: Outcome,
+): Generator<Yielded, void, unknown> | undefined {
   switch (outcome.kind) {
     case 'ack':
       ack(ctx, msg);
@@ -52,7 +61,10 @@ export function settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBod
       return undefined;
     case 'requeue':
       // Not forgotten by the delivery count: a message requeued forever still meets maxDeliveries.
-      ctx.log.info({ ...about(msg, body), reason: outcome.reason }, `handler for ${what(body)} requeued the message: ${outcome.reason}`);
+      ctx.log.info(
+        { ...about(msg, body), reason: outcome.reason },
+        `handler for ${what(body)} requeued the message: ${outcome.reason}`,
+      );
       ctx.settler.reject(msg, true);
       return undefined;
     case 'reject': {
@@ -61,9 +73,15 @@ export function settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBod
         const reason = err instanceof MalformedMessage ? err.reason : String(err);
         ctx.log.warn({ ...about(msg, body), routingKey: msg.fields.routingKey, reason }, 'malformed message rejected');
       } else if (outcome.why === 'rejected') {
-        ctx.log.warn({ ...about(msg, body), reason: (err as Error).message }, `handler for ${what(body)} rejected the message: ${(err as Error).message}`);
+        ctx.log.warn(
+          { ...about(msg, body), reason: (err as Error).message },
+          `handler for ${what(body)} rejected the message: ${(err as Error).message}`,
+        );
       } else if (outcome.why === 'limit') {
-        ctx.log.error({ ...about(msg, body), correlationId: msg.properties.correlationId }, `${what(body)} ${(err as Error).message}; rejected`);
+        ctx.log.error(
+          { ...about(msg, body), correlationId: msg.properties.correlationId },
+          `${what(body)} ${(err as Error).message}; rejected`,
+        );
       } else {
         if (err instanceof ValidationError) invalid(ctx, msg, body, err, 'rejected');
         else ctx.log.error({ ...about(msg, body), err }, `handler for ${what(body)} failed; message rejected`);
@@ -79,7 +97,12 @@ export function settle(ctx: SettleContext, msg: ConsumeMessage, body: MessageBod
 }
 
 /** The outcomes that wait for the broker before the delivery is settled. */
-function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: MessageBody<object> | undefined, outcome: Extract<Outcome, { kind: 'defer' | 'deadLetter' | 'exit' | 'restart' }>): Generator<Yielded, void, unknown> {
+function* settleAfterBroker(
+  ctx: SettleContext,
+  msg: ConsumeMessage,
+  body: MessageBody<object> | undefined,
+  outcome: Extract<Outcome, { kind: 'defer' | 'deadLetter' | 'exit' | 'restart' }>,
+): Generator<Yielded, void, unknown> {
   switch (outcome.kind) {
     case 'defer': {
       const { ms, reason, headers, err } = outcome;
@@ -87,13 +110,24 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
         yield ctx.copies.delay(msg, ms, headers);
       } catch (delayErr) {
         // No copy is held by the broker: the original must not be acked. Back to its queue, now.
-        ctx.log.warn({ ...about(msg, body), err: delayErr }, `could not send ${what(body)} back to its queue in ${ms} ms; it goes back now`);
+        ctx.log.warn(
+          { ...about(msg, body), err: delayErr },
+          `could not send ${what(body)} back to its queue in ${ms} ms; it goes back now`,
+        );
         ctx.settler.reject(msg, true);
         return;
       }
       if (outcome.quiet) ctx.log.debug({ ...about(msg, body), reason }, `${what(body)} ${reason}`);
-      else if (err !== undefined) ctx.log.warn({ ...about(msg, body), err, retryInMs: ms }, `handler for ${what(body)} failed; ${reason} in ${ms} ms, held by the broker`);
-      else ctx.log.info({ ...about(msg, body), reason, deferMs: ms }, `handler for ${what(body)} deferred the message for ${ms} ms: ${reason}`);
+      else if (err !== undefined)
+        ctx.log.warn(
+          { ...about(msg, body), err, retryInMs: ms },
+          `handler for ${what(body)} failed; ${reason} in ${ms} ms, held by the broker`,
+        );
+      else
+        ctx.log.info(
+          { ...about(msg, body), reason, deferMs: ms },
+          `handler for ${what(body)} deferred the message for ${ms} ms: ${reason}`,
+        );
       ack(ctx, msg);
       return;
     }
@@ -104,8 +138,12 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
         yield ctx.copies.deadLetter(msg, ctx.errorExchange!, err, attempts);
       } catch (dlErr) {
         if (limit) {
-          // Back to its queue would only bring it here again: rejected (dead-lettered where its queue has a dead-letter exchange).
-          ctx.log.warn({ ...about(msg, body), err: dlErr }, `could not publish the message to ${ctx.errorExchange}; rejecting it instead`);
+          // Back to its queue would only bring it here again: rejected (dead-lettered where its queue has a dead-letter
+          // exchange).
+          ctx.log.warn(
+            { ...about(msg, body), err: dlErr },
+            `could not publish the message to ${ctx.errorExchange}; rejecting it instead`,
+          );
           ctx.log.error(about(msg, body), `${what(body)} ${(err as Error).message}; rejected`);
           reject(ctx, msg);
           sendReply(ctx, msg, outcome);
@@ -113,13 +151,24 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
         }
         // The copy did not reach the error exchange (a lost connection, a refusal): the original must not be
         // acked. Back to its queue (on a lost channel the broker does that by itself) for another try.
-        ctx.log.warn({ ...about(msg, body), err: dlErr }, `could not publish the failed message to ${ctx.errorExchange}; it goes back to its queue`);
+        ctx.log.warn(
+          { ...about(msg, body), err: dlErr },
+          `could not publish the failed message to ${ctx.errorExchange}; it goes back to its queue`,
+        );
         ctx.settler.reject(msg, true);
         return;
       }
-      if (limit) ctx.log.error({ ...about(msg, body), correlationId: msg.properties.correlationId }, `${what(body)} ${(err as Error).message}; sent to ${ctx.errorExchange}`);
+      if (limit)
+        ctx.log.error(
+          { ...about(msg, body), correlationId: msg.properties.correlationId },
+          `${what(body)} ${(err as Error).message}; sent to ${ctx.errorExchange}`,
+        );
       else if (err instanceof ValidationError) invalid(ctx, msg, body, err, `sent to ${ctx.errorExchange}`);
-      else ctx.log.error({ ...about(msg, body), err, attempts }, `handler for ${what(body)} failed; message sent to ${ctx.errorExchange}`);
+      else
+        ctx.log.error(
+          { ...about(msg, body), err, attempts },
+          `handler for ${what(body)} failed; message sent to ${ctx.errorExchange}`,
+        );
       ack(ctx, msg);
       sendReply(ctx, msg, outcome);
       return;
@@ -142,12 +191,23 @@ function* settleAfterBroker(ctx: SettleContext, msg: ConsumeMessage, body: Messa
  * failure: a warning with the issues, and no stack (which would name only
  * postage-ts's own files).
  */
-function invalid(ctx: SettleContext, msg: ConsumeMessage, body: MessageBody<object> | undefined, err: ValidationError, then: string): void {
+function invalid(
+  ctx: SettleContext,
+  msg: ConsumeMessage,
+  body: MessageBody<object> | undefined,
+  err: ValidationError,
+  then: string,
+): void {
   const issues = err.issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message));
-  ctx.log.warn({ ...about(msg, body), issues: err.issues }, `${what(body)} does not match its handler's schema (${issues.join('; ')}); message ${then}`);
+  ctx.log.warn(
+    { ...about(msg, body), issues: err.issues },
+    `${what(body)} does not match its handler's schema (${issues.join('; ')}); message ${then}`,
+  );
 }
 
-/** Acks, and forgets the delivery count of a message that will not come back (a stream acks its request this way too). */
+/**
+ * Acks, and forgets the delivery count of a message that will not come back (a stream acks its request this way too).
+ */
 export function ack(ctx: SettleContext, msg: ConsumeMessage): void {
   if (ctx.settler.ack(msg)) ctx.deliveries.forget(msg);
 }

@@ -54,5 +54,10 @@ export type Stage = (d: DeliveryState, next: Next) => Generator<Yielded, Outcome
  */
 export type Guard = (d: DeliveryState) => Outcome | undefined;
 
-/** One entry of a stage list: a stage, a guard, or a stage taken only while `when()` holds (`otherwise` runs instead). */
-export type StageEntry = Stage | { readonly guard: Guard } | { readonly when: () => boolean; readonly stage: Stage; readonly otherwise: (d: DeliveryState) => void };
+/**
+ * One entry of a stage list: a stage, a guard, or a stage taken only while `when()` holds (`otherwise` runs instead).
+ */
+export type StageEntry =
+  | Stage
+  | { readonly guard: Guard }
+  | { readonly when: () => boolean; readonly stage: Stage; readonly otherwise: (d: DeliveryState) => void };

@@ -12,7 +12,10 @@ import { checkSchema } from './schema.js';
 import type { DeliveryState, Next } from './state.js';
 import { TimeLimit, within } from './time-limit.js';
 
-/** Stage: an RPC whose handler streams is served here, for as long as its caller reads: no run's time limit, outbox or retry applies. */
+/**
+ * Stage: an RPC whose handler streams is served here, for as long as its caller reads: no run's time limit, outbox or
+ * retry applies.
+ */
 export function* stream(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
   if (d.body!.category === 'rpc') {
     const h = rpcHandler(d.handlers);
@@ -39,14 +42,25 @@ type AnyGenerator = Generator<unknown, unknown, undefined> | AsyncGenerator<unkn
  * (its `finally` runs) when the caller cancels, goes silent for its idle
  * time, or the channel goes; and when the processor closes.
  */
-export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body: MessageBody<object>, h: Registered): Generator<Yielded, Outcome, unknown> {
+export function* dispatchStream(
+  ctx: DispatchContext,
+  scope: DeliveryScope,
+  body: MessageBody<object>,
+  h: Registered,
+): Generator<Yielded, Outcome, unknown> {
   const msg = scope.msg;
   const log = ctx.log;
   const replyTo = msg.properties.replyTo as string | undefined;
   const id = msg.properties.correlationId as string | undefined;
   const what = `${body.type}/${body.name}`;
   if (!replyTo || !id || badReplyTo(replyTo)) {
-    return { kind: 'reject', why: 'malformed', err: new MalformedMessage(`stream request ${what} without a usable reply_to and correlation_id: ask with rpcStream_NAME`) };
+    return {
+      kind: 'reject',
+      why: 'malformed',
+      err: new MalformedMessage(
+        `stream request ${what} without a usable reply_to and correlation_id: ask with rpcStream_NAME`,
+      ),
+    };
   }
   const headers = msg.properties.headers as Record<string, unknown> | undefined;
   const window = Math.min(MAX_WINDOW, Math.floor(numberIn(headers, STREAM.window) ?? DEFAULT_WINDOW));
@@ -75,8 +89,7 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
     if (kind === 'credit') {
       credit += numberIn(hs, STREAM.credit) ?? 0;
       lastCredit = lastHeard;
-    }
-    else if (kind === 'cancel') cancelled = true;
+    } else if (kind === 'cancel') cancelled = true;
     const w = wake;
     wake = undefined;
     w?.();
@@ -101,11 +114,20 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
     if (!send('open')) return { kind: 'done' };
     for (;;) {
       // Wait for credit, hearing from the caller at least once per idle time, and of credit once per stall time.
-      while (credit <= 0 && !cancelled && !ctx.closing.aborted && Date.now() - lastHeard <= idleMs && Date.now() - lastCredit <= stallMs) {
+      while (
+        credit <= 0 &&
+        !cancelled &&
+        !ctx.closing.aborted &&
+        Date.now() - lastHeard <= idleMs &&
+        Date.now() - lastCredit <= stallMs
+      ) {
         yield new Promise<void>((resolve) => {
           wake = resolve;
           const now = Date.now();
-          setTimeout(resolve, Math.max(1, Math.min(idleMs - (now - lastHeard), stallMs - (now - lastCredit)) + 1)).unref();
+          setTimeout(
+            resolve,
+            Math.max(1, Math.min(idleMs - (now - lastHeard), stallMs - (now - lastCredit)) + 1),
+          ).unref();
         });
       }
       if (cancelled) {
@@ -117,12 +139,26 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
         break;
       }
       if (Date.now() - lastHeard > idleMs) {
-        log.warn({ what, correlationId: id, sent, idleMs }, `stream ${what}: nothing heard from its caller for ${idleMs} ms (gone?); stopping it`);
+        log.warn(
+          { what, correlationId: id, sent, idleMs },
+          `stream ${what}: nothing heard from its caller for ${idleMs} ms (gone?); stopping it`,
+        );
         break;
       }
       if (credit <= 0) {
-        log.warn({ what, correlationId: id, sent, streamStallMs: stallMs }, `stream ${what}: its caller took no item for ${stallMs} ms (streamStallMs); cancelling it to free its worker`);
-        send('error', encode(new MessageResultException('StreamStalled', `the caller took no item for ${stallMs} ms (the server's streamStallMs): the stream was cancelled`)));
+        log.warn(
+          { what, correlationId: id, sent, streamStallMs: stallMs },
+          `stream ${what}: its caller took no item for ${stallMs} ms (streamStallMs); cancelling it to free its worker`,
+        );
+        send(
+          'error',
+          encode(
+            new MessageResultException(
+              'StreamStalled',
+              `the caller took no item for ${stallMs} ms (the server's streamStallMs): the stream was cancelled`,
+            ),
+          ),
+        );
         break;
       }
       const g = gen;
@@ -150,7 +186,10 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
     finished = true;
     const e = err as Error;
     log.error({ err, what, correlationId: id, sent }, `stream ${what} failed after ${sent} items`);
-    const result = e?.name === 'ValidationError' ? new MessageResultError(e.message) : new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err));
+    const result =
+      e?.name === 'ValidationError'
+        ? new MessageResultError(e.message)
+        : new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err));
     send('error', encode(result));
   } finally {
     unwatch();
@@ -160,7 +199,8 @@ export function* dispatchStream(ctx: DispatchContext, scope: DeliveryScope, body
       const g = gen;
       try {
         const closing = runIn(scope, () => g.return(undefined), h.isAsync);
-        if (closing instanceof Promise) yield closing.catch((err: unknown) => log.warn({ err, what }, 'stream handler failed while closing'));
+        if (closing instanceof Promise)
+          yield closing.catch((err: unknown) => log.warn({ err, what }, 'stream handler failed while closing'));
       } catch (err) {
         log.warn({ err, what }, 'stream handler failed while closing');
       }

@@ -6,7 +6,10 @@ import { DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
 import type { DeliveryState, Next } from './state.js';
 
-/** Whether spans or metrics are recorded now (an SDK may be registered at any time): the telemetry stage is taken only then. */
+/**
+ * Whether spans or metrics are recorded now (an SDK may be registered at any time): the telemetry stage is taken only
+ * then.
+ */
 export function telemetryOn(): boolean {
   return tracingOn() || instruments() !== undefined;
 }
@@ -67,9 +70,14 @@ function failureOf(outcome: Outcome): unknown {
   return undefined;
 }
 
-/** One count per delivery: handled, failed (its handlers threw), or rejected (malformed, RejectMessage, delivered too often). */
+/**
+ * One count per delivery: handled, failed (its handlers threw), or rejected (malformed, RejectMessage, delivered too
+ * often).
+ */
 function countOutcome(metrics: Instruments, outcome: Outcome, labels: Attributes): void {
-  if (outcome.kind === 'ack' || outcome.kind === 'done' || outcome.kind === 'exit' || outcome.kind === 'restart') metrics.handled.add(1, labels);
-  else if (outcome.kind === 'deadLetter' || (outcome.kind === 'reject' && outcome.why === 'failed')) metrics.failed.add(1, labels);
+  if (outcome.kind === 'ack' || outcome.kind === 'done' || outcome.kind === 'exit' || outcome.kind === 'restart')
+    metrics.handled.add(1, labels);
+  else if (outcome.kind === 'deadLetter' || (outcome.kind === 'reject' && outcome.why === 'failed'))
+    metrics.failed.add(1, labels);
   else if (outcome.kind === 'reject') metrics.rejected.add(1, labels);
 }

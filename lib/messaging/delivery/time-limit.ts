@@ -105,7 +105,13 @@ function abandon(p: PromiseLike<unknown>, log: Logger, about: string): void {
  * a generator handler's included) and the limit's error is thrown: a handler
  * cannot catch its own time limit and go on.
  */
-export function within<T>(limit: TimeLimit, gen: Generator<Yielded, T, unknown>, log: Logger, about: string, first?: IteratorResult<Yielded, T>): Generator<Yielded, T, unknown> {
+export function within<T>(
+  limit: TimeLimit,
+  gen: Generator<Yielded, T, unknown>,
+  log: Logger,
+  about: string,
+  first?: IteratorResult<Yielded, T>,
+): Generator<Yielded, T, unknown> {
   return relay(
     gen,
     direct,
@@ -137,11 +143,17 @@ export function* timeLimit(d: DeliveryState, next: Next): Generator<Yielded, Out
   const ctx = d.parts.dispatch;
   let ms: number | undefined;
   if (body.category === 'rpc') ms = rpcHandler(d.handlers)?.tag.timeoutMs;
-  else for (const h of d.handlers) if (h.tag.timeoutMs !== undefined && (ms === undefined || h.tag.timeoutMs > ms)) ms = h.tag.timeoutMs;
+  else
+    for (const h of d.handlers)
+      if (h.tag.timeoutMs !== undefined && (ms === undefined || h.tag.timeoutMs > ms)) ms = h.tag.timeoutMs;
   const limitMs = ms ?? ctx.handlerTimeoutMs;
   const scope = d.scope!;
   const what = `${body.type}/${body.name}`;
-  const limit = new TimeLimit(limitMs - (Date.now() - started), () => new HandlerTimeout(what, limitMs), (err) => scope.fail(err));
+  const limit = new TimeLimit(
+    limitMs - (Date.now() - started),
+    () => new HandlerTimeout(what, limitMs),
+    (err) => scope.fail(err),
+  );
   try {
     return yield* within(limit, run, ctx.log, `handler for ${what}`, first);
   } finally {

@@ -119,11 +119,15 @@ export function takeSendOptions(args: unknown[], payloads: number): SendOptions 
     args.pop();
     return last as SendOptions;
   }
-  // Some keys are no send option: past the payloads a typo, where a payload may stand the payload itself, or both mixed.
+  // Some keys are no send option: past the payloads a typo, where a payload may stand the payload itself, or both
+  // mixed.
   const keys = Object.keys(last as object);
   const unknown = keys.filter((k) => !SEND_OPTIONS.has(k));
   const list = (ks: string[]) => ks.map((k) => `'${k}'`).join(', ');
-  if (args.length > payloads) throw new TypeError(`unknown send option${unknown.length > 1 ? 's' : ''} ${list(unknown)}: the options are ${[...SEND_OPTIONS].join(', ')}`);
+  if (args.length > payloads)
+    throw new TypeError(
+      `unknown send option${unknown.length > 1 ? 's' : ''} ${list(unknown)}: the options are ${[...SEND_OPTIONS].join(', ')}`,
+    );
   if (unknown.length === keys.length) return {};
   throw new TypeError(
     `an argument mixes send options (${list(keys.filter((k) => SEND_OPTIONS.has(k)))}) with keys that are none (${list(unknown)}): ` +

@@ -59,9 +59,13 @@ export class Publisher {
     return this.#channel !== undefined;
   }
 
-  /** Opens the confirm channel on `model` and declares `exchanges` (the producer's eks) through the connection's `topology`. */
+  /**
+   * Opens the confirm channel on `model` and declares `exchanges` (the producer's eks) through the connection's
+   * `topology`.
+   */
   async open(model: ChannelModel, exchanges: readonly EksEntry[], topology?: TopologyRegistry): Promise<void> {
-    // Opened again on the same connection: its channel was closed by the broker (an exchange deleted under us?): declare anew.
+    // Opened again on the same connection: its channel was closed by the broker (an exchange deleted under us?):
+    // declare anew.
     const again = model === this.#model;
     this.#model = model;
     this.#exchanges = exchanges;
@@ -82,7 +86,15 @@ export class Publisher {
     });
     ch.on('return', (msg: ConsumeMessage) => {
       const id = msg.properties.messageId as string | undefined;
-      if (id) this.#returned.add(returnKey(id, msg.fields.exchange, msg.fields.routingKey, msg.properties.headers as Record<string, unknown> | undefined));
+      if (id)
+        this.#returned.add(
+          returnKey(
+            id,
+            msg.fields.exchange,
+            msg.fields.routingKey,
+            msg.properties.headers as Record<string, unknown> | undefined,
+          ),
+        );
     });
     const topology = this.#topology;
     for (const [exchange] of this.#exchanges) {
@@ -92,7 +104,9 @@ export class Publisher {
     return ch;
   }
 
-  /** The connection or a channel went away: sends in flight were failed by amqplib, new ones fail until open() again. */
+  /**
+   * The connection or a channel went away: sends in flight were failed by amqplib, new ones fail until open() again.
+   */
   lost(): void {
     const ch = this.#channel;
     this.#channel = undefined;
@@ -115,15 +129,27 @@ export class Publisher {
    * queue took, when `mandatory`), `NACK`, `CHANNEL_CLOSED` or `CONFIRM_TIMEOUT`.
    * Throws `NOT_CONNECTED` at once without a channel (`notConnected` says why).
    */
-  publish(targets: readonly EksEntry[], props: Options.Publish & { messageId: string; mandatory: boolean }, content: Buffer, notConnected: () => BrokerError): Promise<void> {
+  publish(
+    targets: readonly EksEntry[],
+    props: Options.Publish & { messageId: string; mandatory: boolean },
+    content: Buffer,
+    notConnected: () => BrokerError,
+  ): Promise<void> {
     const ch = this.#channel;
     if (!ch) return Promise.reject(notConnected());
     // One id per message, whatever its targets: consumers log it, and returns are matched by it.
     const full = props;
     full.persistent = true;
     // One target (the usual case) needs one promise, not one per target plus Promise.all.
-    if (targets.length === 1) return new Promise<void>((resolve, reject) => this.#publishOne(ch, targets[0], content, full, resolve as () => void, reject, true));
-    return Promise.all(targets.map((t) => new Promise<boolean>((resolve, reject) => this.#publishOne(ch, t, content, full, resolve, reject)))).then((routed) => {
+    if (targets.length === 1)
+      return new Promise<void>((resolve, reject) =>
+        this.#publishOne(ch, targets[0], content, full, resolve as () => void, reject, true),
+      );
+    return Promise.all(
+      targets.map(
+        (t) => new Promise<boolean>((resolve, reject) => this.#publishOne(ch, t, content, full, resolve, reject)),
+      ),
+    ).then((routed) => {
       const missed = targets.filter((_, i) => !routed[i]);
       if (missed.length > 0) throw unroutableError(missed);
     });
@@ -136,18 +162,41 @@ export class Publisher {
    * then on it survives the sender, and a broker restart). Whether a queue
    * takes it is known only when it is due, so it is never `UNROUTABLE`.
    */
-  async publishDelayed(targets: readonly EksEntry[], props: Options.Publish & { messageId: string }, content: Buffer, ms: number, notConnected: () => BrokerError): Promise<void> {
+  async publishDelayed(
+    targets: readonly EksEntry[],
+    props: Options.Publish & { messageId: string },
+    content: Buffer,
+    ms: number,
+    notConnected: () => BrokerError,
+  ): Promise<void> {
     const ch = this.#channel;
     if (!ch) throw notConnected();
     for (const [exchange] of targets) {
-      if (exchange.name === '') throw new TypeError("_delay needs a named exchange to deliver to: the default exchange ('') cannot be bound to");
+      if (exchange.name === '')
+        throw new TypeError(
+          "_delay needs a named exchange to deliver to: the default exchange ('') cannot be bound to",
+        );
     }
     await Promise.all(
       targets.map(([exchange, key]) => {
         const to = { exchange: exchange.name };
-        const delayed = { ...props, persistent: true, mandatory: true, headers: { ...props.headers, ...delayHeaders(ms, to) } };
+        const delayed = {
+          ...props,
+          persistent: true,
+          mandatory: true,
+          headers: { ...props.headers, ...delayHeaders(ms, to) },
+        };
         const place = { topology: this.#topology ?? registryOf(this.#model!), model: this.#model!, ch };
-        return sendDelayed(place, to, ms, this.log, () => new Promise<boolean>((resolve, reject) => this.#publishOne(ch, [{ name: DELAY_DOOR }, key], content, delayed, resolve, reject)));
+        return sendDelayed(
+          place,
+          to,
+          ms,
+          this.log,
+          () =>
+            new Promise<boolean>((resolve, reject) =>
+              this.#publishOne(ch, [{ name: DELAY_DOOR }, key], content, delayed, resolve, reject),
+            ),
+        );
       }),
     );
   }
@@ -157,7 +206,15 @@ export class Publisher {
    * queue took it), or, `single`, rejects with UNROUTABLE naming it. One
    * object per publish carries its wait and its settling (no closure per step).
    */
-  #publishOne(ch: ConfirmChannel, target: readonly [{ readonly name: string }, string], content: Buffer, props: Options.Publish & { messageId: string }, done: (routed: boolean) => void, reject: (err: Error) => void, single = false): void {
+  #publishOne(
+    ch: ConfirmChannel,
+    target: readonly [{ readonly name: string }, string],
+    content: Buffer,
+    props: Options.Publish & { messageId: string },
+    done: (routed: boolean) => void,
+    reject: (err: Error) => void,
+    single = false,
+  ): void {
     const p = new PendingPublish(this, ch, target, props, done, reject, single);
     this.#confirms.start(p);
     ch.publish(p.exchange, p.key, content, props, (err) => p.confirmed(err));
@@ -170,9 +227,16 @@ export class Publisher {
     if (err) {
       const closed = this.#channelError;
       if (closed) {
-        p.reject(new BrokerError(`the broker closed the channel before confirming a message to ${exName}/${key}: ${brokerSaid(closed)}`, 'CHANNEL_CLOSED', { cause: closed, amqpCode: amqpCodeOf(closed) }));
+        p.reject(
+          new BrokerError(
+            `the broker closed the channel before confirming a message to ${exName}/${key}: ${brokerSaid(closed)}`,
+            'CHANNEL_CLOSED',
+            { cause: closed, amqpCode: amqpCodeOf(closed) },
+          ),
+        );
       } else if (!isNack(err)) {
-        // The channel went away with the confirm still due (the connection dropped): nobody knows whether the broker has it.
+        // The channel went away with the confirm still due (the connection dropped): nobody knows whether the broker
+        // has it.
         p.reject(
           new BrokerError(
             `the connection went away before the broker confirmed a message to ${exName}/${key}: it may or may not have arrived. Send it again (receivers drop duplicates by message id), or use whileDisconnected: 'buffer', which does`,
@@ -181,12 +245,20 @@ export class Publisher {
           ),
         );
       } else {
-        p.reject(new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', { cause: err }));
+        p.reject(
+          new BrokerError(`the broker refused a message to ${exName}/${key} (nack): send it again`, 'NACK', {
+            cause: err,
+          }),
+        );
         this.#renewAfterNack(p.ch);
       }
       return;
     }
-    const returned = this.#returned.size > 0 && this.#returned.delete(returnKey(p.props.messageId, exName, key, p.props.headers as Record<string, unknown> | undefined));
+    const returned =
+      this.#returned.size > 0 &&
+      this.#returned.delete(
+        returnKey(p.props.messageId, exName, key, p.props.headers as Record<string, unknown> | undefined),
+      );
     p.routed(!returned);
   }
 
@@ -224,7 +296,10 @@ export class Publisher {
       },
       (err) => {
         this.#renewing = false;
-        this.log.warn({ err: (err as Error).message }, 'could not open a new channel after a nack; keeping the old one');
+        this.log.warn(
+          { err: (err as Error).message },
+          'could not open a new channel after a nack; keeping the old one',
+        );
       },
     );
   }
@@ -247,7 +322,10 @@ function returnKey(id: string, exchange: string, key: string, headers: Record<st
   return mark === undefined ? `${id}|${exchange}|${key}` : `${id}|${exchange}|${key}|${String(mark)}`;
 }
 
-/** amqplib calls a confirm callback with 'message nacked' for a broker nack, and 'channel closed' for a confirm lost with its channel. */
+/**
+ * amqplib calls a confirm callback with 'message nacked' for a broker nack, and 'channel closed' for a confirm lost
+ * with its channel.
+ */
 function isNack(err: unknown): boolean {
   return (err as Error)?.message === 'message nacked';
 }

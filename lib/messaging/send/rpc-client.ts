@@ -4,7 +4,14 @@ import type { Logger } from '../../log.js';
 import { openChannel } from '../../transport/channels.js';
 import { flushChannelSoon } from '../../transport/amqplib-adapter.js';
 import type { Encoder } from '../encoder.js';
-import { Message, MessageResult, MessageResultError, MessageResultException, type AnyResult, type MessageBody } from '../messages.js';
+import {
+  Message,
+  MessageResult,
+  MessageResultError,
+  MessageResultException,
+  type AnyResult,
+  type MessageBody,
+} from '../messages.js';
 import { declareQueue, REPLY_TO, type EksEntry } from '../topology.js';
 import { unroutableError } from './publisher.js';
 import { StreamCall } from './rpc-stream.js';
@@ -52,7 +59,6 @@ interface PendingRpc {
   due: number;
 }
 
-
 /**
  * Calls RPCs and matches their replies: one plain channel (a request needs no
  * publisher confirm: its reply is the acknowledgement), RabbitMQ's direct
@@ -67,7 +73,9 @@ export class RpcClient {
   #channel: Channel | undefined;
   readonly #pending = new Map<string, PendingRpc>();
   /** Streams running, by correlation id. */
-  /** Streams in flight, held weakly: an iterator its caller dropped is collected, and its server told (see StreamCall). */
+  /**
+   * Streams in flight, held weakly: an iterator its caller dropped is collected, and its server told (see StreamCall).
+   */
   readonly #streams = new Map<string, { ref: WeakRef<StreamCall>; target: EksEntry }>();
   readonly #idPrefix = `${process.pid}.${Date.now().toString(36)}.`;
   #nextId = 0;
@@ -109,7 +117,9 @@ export class RpcClient {
     this.#channel = ch;
   }
 
-  /** The channel went away: every call in flight rejects (`CHANNEL_CLOSED`); it is not sent again on the next channel. */
+  /**
+   * The channel went away: every call in flight rejects (`CHANNEL_CLOSED`); it is not sent again on the next channel.
+   */
   lost(): void {
     this.#failPending('its channel closed before the reply came', 'CHANNEL_CLOSED');
     const ch = this.#channel;
@@ -128,10 +138,21 @@ export class RpcClient {
     return this.#replyQueue(ch, correlationId).then((queue) => this.#start(ch, c, correlationId, queue));
   }
 
-  #start(ch: Channel, c: RpcCall, correlationId: string, queue: { name: string; consumerTag: string } | undefined): Promise<AnyResult> {
+  #start(
+    ch: Channel,
+    c: RpcCall,
+    correlationId: string,
+    queue: { name: string; consumerTag: string } | undefined,
+  ): Promise<AnyResult> {
     return new Promise<AnyResult>((resolve, reject) => {
-      // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the call.
-      const props = Object.assign(c.properties, { contentType: this.encoder.contentType, replyTo: queue?.name ?? REPLY_TO, correlationId, mandatory: c.mandatory });
+      // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the
+      // call.
+      const props = Object.assign(c.properties, {
+        contentType: this.encoder.contentType,
+        replyTo: queue?.name ?? REPLY_TO,
+        correlationId,
+        mandatory: c.mandatory,
+      });
       const entry: PendingRpc = { resolve, reject, ch, call: c, props, queue, retries: 0, due: 0 };
       this.#pending.set(correlationId, entry);
       try {
@@ -156,13 +177,17 @@ export class RpcClient {
   #arm(due: number): void {
     clearTimeout(this.#timer);
     this.#timerDue = due;
-    // Timers fire on the event loop's clock, which can run a little behind: a sweep a hair early finds nothing due and sets the timer again.
+    // Timers fire on the event loop's clock, which can run a little behind: a sweep a hair early finds nothing due and
+    // sets the timer again.
     this.#timer = setTimeout(this.#sweep, Math.max(0, due - performance.now()));
     // A call in flight keeps the process alive through its connection; this timer alone never does.
     this.#timer.unref();
   }
 
-  /** Sends again each attempt that is due, or ends its call with a `TimeoutError` after its last; then waits for the next. */
+  /**
+   * Sends again each attempt that is due, or ends its call with a `TimeoutError` after its last; then waits for the
+   * next.
+   */
   #sweepDue(): void {
     this.#timer = undefined;
     this.#timerDue = Infinity;
@@ -177,13 +202,26 @@ export class RpcClient {
           try {
             this.#send(entry);
           } catch (err) {
-            // Its channel is going (its close fails every call soon anyway): this call fails now, the others are still swept.
-            this.#fail(correlationId, new BrokerError(`RPC to ${call.target[0].name}/${call.target[1]} could not be sent again: ${(err as Error).message}`, 'CHANNEL_CLOSED'));
+            // Its channel is going (its close fails every call soon anyway): this call fails now, the others are still
+            // swept.
+            this.#fail(
+              correlationId,
+              new BrokerError(
+                `RPC to ${call.target[0].name}/${call.target[1]} could not be sent again: ${(err as Error).message}`,
+                'CHANNEL_CLOSED',
+              ),
+            );
             continue;
           }
         } else {
           const [exchange, key] = call.target;
-          this.#settle(correlationId, new MessageResultException('TimeoutError', `no reply to RPC ${exchange.name}/${key} after ${call.maxRetry + 1} attempts of ${call.timeoutMs / 1000} s`));
+          this.#settle(
+            correlationId,
+            new MessageResultException(
+              'TimeoutError',
+              `no reply to RPC ${exchange.name}/${key} after ${call.maxRetry + 1} attempts of ${call.timeoutMs / 1000} s`,
+            ),
+          );
           continue;
         }
       }
@@ -197,7 +235,12 @@ export class RpcClient {
    * stream), and the values the server yields come back through the
    * iterator returned (see {@link StreamCall}).
    */
-  stream(target: EksEntry, content: Buffer, properties: Options.Publish, o: { window: number; idleMs: number }): AsyncIterableIterator<unknown> {
+  stream(
+    target: EksEntry,
+    content: Buffer,
+    properties: Options.Publish,
+    o: { window: number; idleMs: number },
+  ): AsyncIterableIterator<unknown> {
     const ch = this.#channel;
     if (!ch) throw new BrokerError('the RPC channel is not open', 'NOT_CONNECTED');
     const [exchange, key] = target;
@@ -208,7 +251,10 @@ export class RpcClient {
       idleMs: o.idleMs,
       send: (to, kind, headers) => {
         try {
-          this.#channel?.publish('', to, Buffer.alloc(0), { correlationId, headers: { [STREAM.kind]: kind, ...headers } });
+          this.#channel?.publish('', to, Buffer.alloc(0), {
+            correlationId,
+            headers: { [STREAM.kind]: kind, ...headers },
+          });
         } catch {
           // The channel is going: the server's idle timeout ends its side.
         }
@@ -219,8 +265,19 @@ export class RpcClient {
       },
     });
     this.#streams.set(correlationId, { ref: new WeakRef(call), target });
-    const headers = { ...(properties.headers as Record<string, unknown> | undefined), [STREAM.window]: o.window, [STREAM.idle]: o.idleMs };
-    ch.publish(exchange.name, key, content, { ...properties, headers, contentType: this.encoder.contentType, replyTo: REPLY_TO, correlationId, mandatory: true });
+    const headers = {
+      ...(properties.headers as Record<string, unknown> | undefined),
+      [STREAM.window]: o.window,
+      [STREAM.idle]: o.idleMs,
+    };
+    ch.publish(exchange.name, key, content, {
+      ...properties,
+      headers,
+      contentType: this.encoder.contentType,
+      replyTo: REPLY_TO,
+      correlationId,
+      mandatory: true,
+    });
     return call;
   }
 
@@ -229,7 +286,12 @@ export class RpcClient {
     const ch = this.#channel;
     if (!ch) throw new BrokerError('the RPC channel is not open', 'NOT_CONNECTED');
     const queue = await declareQueue(ch, '', { exclusive: true, autoDelete: true, durable: false });
-    ch.publish(target[0].name, target[1], content, { ...properties, contentType: this.encoder.contentType, replyTo: queue, correlationId: queue });
+    ch.publish(target[0].name, target[1], content, {
+      ...properties,
+      contentType: this.encoder.contentType,
+      replyTo: queue,
+      correlationId: queue,
+    });
     return queue;
   }
 
@@ -275,7 +337,10 @@ export class RpcClient {
     }
     const entry = id === undefined ? undefined : this.#pending.get(id);
     if (id === undefined || !entry) {
-      this.log.debug({ correlationId: id }, 'reply for no pending RPC (already answered, timed out, or uncorrelated while several calls are in flight)');
+      this.log.debug(
+        { correlationId: id },
+        'reply for no pending RPC (already answered, timed out, or uncorrelated while several calls are in flight)',
+      );
       return;
     }
     entry.call.onReply?.((msg.properties.headers ?? {}) as Record<string, unknown>);
@@ -297,8 +362,19 @@ export class RpcClient {
     for (const { ref, target } of [...this.#streams.values()]) {
       ref.deref()?.fail(new BrokerError(`RPC stream from ${target[0].name}/${target[1]} lost: ${why}`, code));
     }
-    for (const [id, { call: { target } }] of [...this.#pending]) {
-      this.#fail(id, new BrokerError(`RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it is safe to`, code));
+    for (const [
+      id,
+      {
+        call: { target },
+      },
+    ] of [...this.#pending]) {
+      this.#fail(
+        id,
+        new BrokerError(
+          `RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it is safe to`,
+          code,
+        ),
+      );
     }
   }
 
@@ -330,7 +406,8 @@ export class RpcClient {
     await done;
     clearTimeout(timer);
     await ch.cancel(consumerTag).catch(() => undefined);
-    if (results.length === 0) results.push(new MessageResultException('TimeoutError', `no reply on ${queue} within ${timeoutMs / 1000} s`));
+    if (results.length === 0)
+      results.push(new MessageResultException('TimeoutError', `no reply on ${queue} within ${timeoutMs / 1000} s`));
     return results;
   }
 

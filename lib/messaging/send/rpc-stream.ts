@@ -8,7 +8,9 @@ export interface StreamCallOptions {
   /** What it is, for messages: `exchange/key name`. */
   what: string;
   window: number;
-  /** Ms without an item (while waiting for one) before the iteration fails; also how often the server must hear from us. */
+  /**
+   * Ms without an item (while waiting for one) before the iteration fails; also how often the server must hear from us.
+   */
   idleMs: number;
   /** Sends a control message to the server's address. */
   send(to: string, kind: StreamKind, headers?: Record<string, unknown>): void;
@@ -63,10 +65,18 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
   #idle: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: StreamCallOptions) {
-    const ticket: StreamTicket = (this.ticket = { control: undefined, keepalive: undefined, send: o.send, finished: o.finished });
+    const ticket: StreamTicket = (this.ticket = {
+      control: undefined,
+      keepalive: undefined,
+      send: o.send,
+      finished: o.finished,
+    });
     // The server stops a stream it hears nothing of: a caller that is slow, not gone, says so. The timer holds
     // the ticket, not the call: a dropped iterator is collected, and its finalizer stops this.
-    ticket.keepalive = setInterval(() => ticket.control && o.send(ticket.control, 'keepalive'), Math.max(50, Math.floor(o.idleMs / 3)));
+    ticket.keepalive = setInterval(
+      () => ticket.control && o.send(ticket.control, 'keepalive'),
+      Math.max(50, Math.floor(o.idleMs / 3)),
+    );
     ticket.keepalive.unref();
     dropped.register(this, ticket, ticket);
   }
@@ -101,8 +111,21 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
     }
     const r = this.o.decode(msg);
     const c = r.body.content;
-    if (kind === 'error') this.#end(new StreamError(`stream ${this.o.what} failed on the server: ${c.type === 'exception' ? `${String(c.value)}: ` : ''}${c.message}`, 'remote', c.type === 'exception' ? String(c.value) : undefined));
-    else this.#end(new StreamError(`stream ${this.o.what}: the server answered with one ${c.type} result, not a stream${c.message ? ` (${c.message})` : ''}: is its handler an async generator (or { stream: true })?`, 'not-a-stream'));
+    if (kind === 'error')
+      this.#end(
+        new StreamError(
+          `stream ${this.o.what} failed on the server: ${c.type === 'exception' ? `${String(c.value)}: ` : ''}${c.message}`,
+          'remote',
+          c.type === 'exception' ? String(c.value) : undefined,
+        ),
+      );
+    else
+      this.#end(
+        new StreamError(
+          `stream ${this.o.what}: the server answered with one ${c.type} result, not a stream${c.message ? ` (${c.message})` : ''}: is its handler an async generator (or { stream: true })?`,
+          'not-a-stream',
+        ),
+      );
   }
 
   /** The stream cannot go on (its request was unroutable, its channel closed). */
@@ -118,12 +141,19 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
       this.#waiter = { resolve, reject };
       this.#idle = setTimeout(() => {
         if (this.#control) this.o.send(this.#control, 'cancel');
-        this.#end(new StreamError(`stream ${this.o.what}: nothing from the server within ${this.o.idleMs / 1000} s (it may have gone): the stream is over`, 'idle'));
+        this.#end(
+          new StreamError(
+            `stream ${this.o.what}: nothing from the server within ${this.o.idleMs / 1000} s (it may have gone): the stream is over`,
+            'idle',
+          ),
+        );
       }, this.o.idleMs);
     });
   }
 
-  /** Stops early: the server is told, and its generator is closed (its `finally` runs). Calling it again does nothing. */
+  /**
+   * Stops early: the server is told, and its generator is closed (its `finally` runs). Calling it again does nothing.
+   */
   return(): Promise<IteratorResult<unknown>> {
     if (!this.#done) {
       this.#cancelled = true;
@@ -131,7 +161,8 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
         this.o.send(this.#control, 'cancel');
         this.#end(undefined);
       } else {
-        // The server's address comes with its first message: the cancel goes then (see deliver), bounded by the idle time.
+        // The server's address comes with its first message: the cancel goes then (see deliver), bounded by the idle
+        // time.
         this.#done = true;
         this.#items.length = 0;
         setTimeout(() => this.#finish(), this.o.idleMs).unref();
