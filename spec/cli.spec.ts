@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import {
   GenericApplication,
   MessageHandler,
@@ -11,28 +10,10 @@ import {
 } from '../lib/index.js';
 import { command } from './support/schema.js';
 import { brokerUrl } from './support/broker.js';
+import { launch, postage } from './support/cli.js';
+import { within } from './support/wait.js';
 import { Harness, deferred } from './support/components.js';
 import { deleteTopology, publishRaw, unique } from './support/topology.js';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the `postage` CLI from source against the specs' broker. */
-async function postage(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const url = await brokerUrl();
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'lib/cli/postage.ts', ...args],
-      { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '', ...env } },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
 
 describe('postage (CLI)', function () {
   this.timeout(30_000);
@@ -89,7 +70,7 @@ describe('postage (CLI)', function () {
   it('exits 3 with one line, and no password, when the broker refuses the login', async () => {
     const u = new URL(await brokerUrl());
     u.password = 'wrong-secret';
-    const r = await postage(['ping'], { POSTAGE_URL: u.toString() });
+    const r = await postage(['ping'], { url: u.toString() });
     expect(r.code).to.equal(3);
     expect(r.stderr.trim().split('\n')).to.have.length(1);
     expect(r.stderr).to.contain('POSTAGE_PASSWORD').and.not.contain('wrong-secret');
@@ -192,7 +173,7 @@ describe('postage (CLI)', function () {
 
   it('keeps library logs off stdout, even at debug', async () => {
     await h.start(new MessageProcessor({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
-    const r = await postage(['send', ex.name, 'k', 'store', '{}'], { POSTAGE_LOG_LEVEL: 'debug' });
+    const r = await postage(['send', ex.name, 'k', 'store', '{}'], { env: { POSTAGE_LOG_LEVEL: 'debug' } });
     expect(r.code).to.equal(0);
     expect(r.stdout.trim().split('\n')).to.deep.equal([
       `sent command 'store' to ${ex.name}/k (confirmed by the broker)`,
@@ -221,23 +202,17 @@ describe('postage (CLI)', function () {
   });
 
   it("does what the README's CLI example says against the RPC echo demo's receiver", async () => {
-    const { spawn } = await import('node:child_process');
-    const receiver = spawn(
-      process.execPath,
-      ['--import', 'tsx', 'lib/cli/postage.ts', 'run', 'demos/rpc_echo/receive.ts'],
-      { env: { ...process.env, POSTAGE_URL: await brokerUrl() } },
-    );
-    const exited = new Promise((r) => receiver.on('exit', r));
+    const receiver = await launch(['run', 'demos/rpc_echo/receive.ts']);
     try {
-      await new Promise<void>((resolve) =>
-        receiver.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve()),
-      );
+      await receiver.line(/ready/);
       const r = await postage(['rpc', 'echo-exchange', 'echo', 'echo', '{"text": "hi"}']);
       expect(r.code).to.equal(0);
       expect(r.stdout.trim()).to.equal('"RPC message received"');
     } finally {
       await postage(['send', 'echo-exchange', 'echo', 'quit']);
-      await exited;
+      await within(receiver.exited, { timeout: 30_000, message: 'the receiver exiting on quit' }).finally(() =>
+        receiver.kill(),
+      );
     }
   });
 
@@ -250,20 +225,9 @@ describe('postage (CLI)', function () {
   });
 
   it('watch prints the messages passing on an exchange: where they went, their ids, conversation, headers and envelope', async () => {
-    const { spawn } = await import('node:child_process');
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', 'lib/cli/postage.ts', 'watch', 'amq.topic', `${queue}.#`, '--count', '1'],
-      {
-        env: { ...process.env, POSTAGE_URL: await brokerUrl() },
-      },
-    );
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c));
+    const watch = await launch(['watch', 'amq.topic', `${queue}.#`, '--count', '1']);
     // The watcher says on stderr when its queue is bound; publish only then.
-    await new Promise<void>((resolve) =>
-      child.stderr.on('data', (c: Buffer) => String(c).includes('watching') && resolve()),
-    );
+    await watch.line(/watching/);
     const body = {
       type: 'command',
       name: 'seen',
@@ -278,9 +242,9 @@ describe('postage (CLI)', function () {
       timestamp: 1_700_000_000,
       headers: { 'postage-conversation-id': 'conv-1', 'postage-causation-id': 'm-1', tenant: 'acme' },
     });
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const [code] = await within(watch.exited, { timeout: 30_000, message: 'the watcher exiting after one message' });
     expect(code).to.equal(0);
-    expect(JSON.parse(out.trim())).to.deep.equal({
+    expect(JSON.parse(watch.lines.join('\n'))).to.deep.equal({
       routingKey: `${queue}.x`,
       messageId: 'm-2',
       conversationId: 'conv-1',

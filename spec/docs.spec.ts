@@ -1,12 +1,12 @@
 import { expect } from 'chai';
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFile } from 'node:child_process';
 import amqp from 'amqplib';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { brokerUrl } from './support/broker.js';
+import { launch, postage } from './support/cli.js';
 
 const exec = promisify(execFile);
 const OUT = 'spec/.docs';
@@ -152,25 +152,14 @@ describe('docs', function () {
     const dir = mkdtempSync(join(tmpdir(), 'postage-doc-'));
     const file = join(dir, 'thumbnailer.mts');
     writeFileSync(file, block!.code.replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`));
-    const env = { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: 'warn' };
-    const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', 'run', file], {
-      env,
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    const exited = once(child, 'exit') as Promise<[number | null]>;
-    const cli = (...args: string[]) =>
-      exec(process.execPath, ['--import', 'tsx', 'lib/cli/postage.ts', ...args], { env, timeout: 30_000 }).then(
-        (r) => r.stdout,
-      );
+    const child = await launch(['run', file], { url, env: { POSTAGE_LOG_LEVEL: 'warn' } });
+    const cli = async (...args: string[]) => {
+      const r = await postage(args, { url, env: { POSTAGE_LOG_LEVEL: 'warn' } });
+      expect(r.code, `postage ${args.join(' ')}: ${r.stderr}`).to.equal(0);
+      return r.stdout;
+    };
     try {
-      let out = '';
-      await new Promise<void>((ready, failed) => {
-        child.stdout!.on('data', (c: Buffer) => {
-          out += String(c);
-          if (/^ready: thumbnailer /m.test(out)) ready();
-        });
-        void exited.then(() => failed(new Error(`postage run ended before the thumbnailer was ready:\n${out}`)));
-      });
+      await child.line(/^ready: thumbnailer /);
       expect(await cli('ping', 'thumbnailer')).to.match(/^thumbnailer\s+processor\s+\d+@/m);
       expect(
         (await cli('rpc', 'images-exchange', 'resize', 'size', '{"path": "/tmp/a.png"}', '--timeout', '2')).trim(),
@@ -178,10 +167,10 @@ describe('docs', function () {
       expect(await cli('describe', 'thumbnailer'))
         .to.match(/command\s+resize/)
         .and.match(/command\s+size/);
-      child.kill('SIGTERM');
-      expect((await exited)[0]).to.equal(0);
+      child.child.kill('SIGTERM');
+      expect((await child.exited)[0]).to.equal(0);
     } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
+      child.kill();
       rmSync(dir, { recursive: true, force: true });
       const conn = await amqp.connect(url);
       await (await conn.createChannel()).deleteQueue('thumbnails').catch(() => undefined);

@@ -12,6 +12,7 @@ import {
 import { brokerUrl } from '../support/broker.js';
 import { Harness } from '../support/components.js';
 import { unique } from '../support/topology.js';
+import { until } from '../support/wait.js';
 
 /**
  * Three components in one process, told apart by their fingerprints:
@@ -39,25 +40,26 @@ describe('GenericApplication', function () {
     @MessageHandler('command', 'hit')
     hit(content: { parameters: { tag: string } }) {
       hits.push(`${content.parameters.tag}:${this.fingerprint.pid}`);
-      for (const w of waiters.splice(0)) w();
     }
   }
-  let waiters: Array<() => void> = [];
 
   /**
-   * Sends a hit to `key` and returns which components got it once `expected` deliveries arrived (plus a short grace for
-   * strays).
+   * Sends a hit to `key`, then a fence the same way, and returns which components got the hit once `expected` of
+   * each arrived. A stray copy of the hit in any queue comes before that queue's fence, so it is counted by then
+   * (no fixed grace period: the fence is the event).
    */
   async function deliveredTo(key: string, expected: number, exchange: 'app' | 'presence' = 'app'): Promise<string[]> {
     const tag = unique('t');
+    const fence = unique('fence');
     const eks = [[exchange === 'app' ? GenericApplicationExchange : PresenceExchange, key] as const];
     await producer.message_hit({ tag }, { _eks: eks });
-    const mine = () => hits.filter((x) => x.startsWith(`${tag}:`));
-    const deadline = Date.now() + 5000;
-    while (mine().length < expected && Date.now() < deadline) await new Promise<void>((r) => waiters.push(r));
-    // No broker event says "nothing else will arrive": wait briefly for strays.
-    await new Promise((r) => setTimeout(r, 150));
-    return mine()
+    await producer.message_hit({ tag: fence }, { _eks: eks });
+    const of = (t: string) => hits.filter((x) => x.startsWith(`${t}:`));
+    await until(() => of(tag).length >= expected && of(fence).length >= expected, {
+      timeout: 10_000,
+      message: () => `${expected} deliveries of a hit to ${key} and of its fence (got ${of(tag)}; ${of(fence)})`,
+    });
+    return of(tag)
       .map((x) => x.split(':')[1])
       .sort();
   }
@@ -68,7 +70,6 @@ describe('GenericApplication', function () {
 
   beforeEach(async () => {
     hits = [];
-    waiters = [];
     h = new Harness();
     alpha = unique('alpha');
     beta = unique('beta');

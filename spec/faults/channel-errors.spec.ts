@@ -15,8 +15,8 @@ import {
   MessageProcessor,
   type ExchangeObject,
 } from '../../lib/index.js';
-import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
+import { capture } from '../support/log.js';
 import { Harness, deferred } from '../support/components.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
 
@@ -128,11 +128,11 @@ describe('fault: the broker closes a channel', function () {
     const ch = await conn.createChannel();
     await ch.assertExchange(ex.name, 'direct', { durable: false });
     const passive: ExchangeObject = { ...ex, passive: true };
-    const lines: string[] = [];
+    const { lines, logger } = capture('warn');
     const c = new GenericConsumer({
       url,
       eqk: [[passive, [[queue, 'k']]]],
-      logger: makeLogger('warn', { write: (l: string) => void lines.push(l) }),
+      logger,
     });
     h.onClose(() => c.close());
     await c.ready();

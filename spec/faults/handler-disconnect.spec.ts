@@ -18,7 +18,7 @@ import {
 } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { counter, dropConnection, exchangeFixture } from '../support/components.js';
-import { deleteTopology, queueState, unique } from '../support/topology.js';
+import { deleteTopology, settledQueue, unique } from '../support/topology.js';
 
 describe('fault: the connection drops while handlers run', function () {
   this.timeout(60_000);
@@ -58,7 +58,7 @@ describe('fault: the connection drops while handlers run', function () {
       .map((r, n) => (r instanceof MessageResult && r.body.content.value === n * 2 ? undefined : n))
       .filter((n) => n !== undefined);
     expect(wrong).to.deep.equal([]);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 
   it('sends every failing message to the error exchange across the drop, and strands none', async () => {
@@ -106,6 +106,6 @@ describe('fault: the connection drops while handlers run', function () {
     await ch.deleteQueue(errorExchange);
     await ch.deleteExchange(errorExchange);
     expect(ids.size).to.equal(N);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 });

@@ -22,7 +22,7 @@ import {
 } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { counter, deferred, dropConnection, exchangeFixture } from '../support/components.js';
-import { deleteTopology, getOne, publishRaw, queueState, unique } from '../support/topology.js';
+import { deleteTopology, getOne, publishRaw, settledQueue, unique } from '../support/topology.js';
 
 /**
  * Passes every syntax check (base64, two segments), but is no address RabbitMQ made: it closes the connection on a
@@ -76,7 +76,7 @@ describe('fault: a delivery that brings its connection down every time', functio
     // The broker did close the connection over the poison reply (else this spec proves nothing), once.
     expect(drops).to.equal(1);
     expect(worker.runs.get(-1)).to.equal(1);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 
   it('does not even try a reply_to RabbitMQ never hands out: the connection stays up', async () => {
@@ -136,7 +136,7 @@ describe('fault: a delivery that brings its connection down every time', functio
     if (dead === false) throw new Error('expected a message in the queue, found none');
     expect(dead.properties.headers?.['x-error-name']).to.equal('DeliveryLimitExceeded');
     expect(dead.properties.headers?.['x-attempts']).to.equal(4);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 
   it('answers an RPC that drops its connection every time with DeliveryLimitExceeded once maxDeliveries is passed', async () => {
@@ -166,6 +166,6 @@ describe('fault: a delivery that brings its connection down every time', functio
     expect((r as MessageResultException).value).to.equal(new DeliveryLimitExceeded(3, 2).name);
     expect((r as MessageResultException).message).to.match(/maxDeliveries \(2\)/);
     expect(worker.runs).to.equal(2);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 });

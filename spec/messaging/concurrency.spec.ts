@@ -3,7 +3,7 @@ import { MessageHandler, MessageProcessor, sleep } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
-import { deleteTopology, getOne, queueState, unique } from '../support/topology.js';
+import { deleteTopology, getOne, queueState, settledQueue, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
 type Job = { parameters: { n: number; key?: string; ms?: number; fail?: boolean } };
@@ -46,7 +46,7 @@ describe('MessageProcessor concurrency', function () {
     await Promise.all(Array.from({ length: 12 }, (_, n) => p.message_job({ n, ms: 120 - n * 8 })));
     await done.promise;
     expect(g.max).to.equal(4);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 
   it('interleaves generator handlers on the scheduler', async () => {

@@ -3,7 +3,7 @@ import { currentDelivery, DeferMessage, MessageHandler, MessageProcessor, RpcHan
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
-import { deleteTopology, getOne, unique } from '../support/topology.js';
+import { deleteTopology, getOne, settledQueue, unique } from '../support/topology.js';
 import { RECHECK_MS } from '../../lib/messaging/delay.js';
 
 const quiet = makeLogger('silent');
@@ -177,6 +177,8 @@ describe('Delayed delivery', function () {
       expect(runs.map((r) => r.deferrals)).to.deep.equal([undefined, 1, 2]);
       expect(runs[1].at - runs[0].at).to.be.at.least(250);
       expect(runs[2].at - runs[1].at).to.be.at.least(250);
+      // Each deferred original was acked once the broker held its copy: nothing is left ready or unacked.
+      expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
     });
 
     it('goes to that queue alone, not to the other queues bound to its exchange', async () => {

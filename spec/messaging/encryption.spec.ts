@@ -13,34 +13,13 @@ import {
 import { makeLogger } from '../../lib/log.js';
 import { defaultEncoder } from '../../lib/messaging/encryption.js';
 import { brokerUrl } from '../support/broker.js';
+import { capture } from '../support/log.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, publishRaw, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
 const k1 = randomBytes(32);
 const k2 = randomBytes(32);
-
-/** A logger whose lines a spec can wait for. */
-function capture() {
-  const lines: string[] = [];
-  const waiting: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
-  const logger = makeLogger('warn', {
-    write: (l: string) => {
-      lines.push(l);
-      for (const w of waiting.filter((x) => x.re.test(l))) {
-        waiting.splice(waiting.indexOf(w), 1);
-        w.resolve(l);
-      }
-    },
-  });
-  return {
-    logger,
-    when: (re: RegExp) =>
-      new Promise<string>((resolve) =>
-        lines.find((l) => re.test(l)) ? resolve(lines.find((l) => re.test(l))!) : waiting.push({ re, resolve }),
-      ),
-  };
-}
 
 describe('EncryptedJsonEncoder', function () {
   this.timeout(20_000);

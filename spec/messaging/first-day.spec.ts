@@ -15,17 +15,9 @@ import {
 import { command } from '../support/schema.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
+import { capture } from '../support/log.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
-
-/** A logger whose JSON lines a spec reads. */
-function capture() {
-  const lines: Array<Record<string, unknown>> = [];
-  return {
-    lines,
-    logger: makeLogger('warn', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) }),
-  };
-}
 
 describe('A first day', function () {
   this.timeout(20_000);
@@ -49,7 +41,7 @@ describe('A first day', function () {
     await send.message_gret({});
     await send.message_greet({});
     await three.promise;
-    const warned = log.lines.filter((l) => String(l.msg).startsWith('no handler takes'));
+    const warned = log.records().filter((l) => String(l.msg).startsWith('no handler takes'));
     expect(warned).to.have.length(1);
     expect(warned[0].msg).to.equal(
       'no handler takes command/gret in Greeter: acked and dropped (said once per name). It handles command/quit, restart, greet, wave',
@@ -70,7 +62,7 @@ describe('A first day', function () {
       expect(command).to.equal('quit');
       expect(from).to.include({ name: 'ops-console', host: 'ops1', pid: '42' });
       await f.h.running;
-      const line = log.lines.find((l) => String(l.msg).startsWith('quit command from'));
+      const line = log.records().find((l) => String(l.msg).startsWith('quit command from'));
       expect(line?.level).to.equal(40);
       expect(line?.msg).to.match(/^quit command from ops-console \(producer\) pid 42@ops1 user \S+: stopping$/);
     });
@@ -104,9 +96,9 @@ describe('A first day', function () {
       expect(outcomes).to.deep.equal(['quit:acked', 'restart:acked', 'work:acked']);
       expect(told).to.equal(0);
       expect(
-        log.lines.filter((l) =>
-          /command from .* refused: this processor has remoteControl: false$/.test(String(l.msg)),
-        ),
+        log
+          .records()
+          .filter((l) => /command from .* refused: this processor has remoteControl: false$/.test(String(l.msg))),
       ).to.have.length(2);
     });
   });
@@ -200,7 +192,7 @@ describe('A first day', function () {
     await f.h.start(p);
     await (await f.producer()).message_resize({ width: 'wide' });
     await ended.promise;
-    const line = log.lines.find((l) => String(l.msg).includes("does not match its handler's schema"));
+    const line = log.records().find((l) => String(l.msg).includes("does not match its handler's schema"));
     expect(line?.level).to.equal(40);
     expect(line?.msg).to.equal(
       "command/resize does not match its handler's schema (parameters.width: expected a number, got string); message rejected",

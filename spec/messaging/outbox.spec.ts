@@ -12,7 +12,7 @@ import {
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
-import { deleteTopology, getOne, queueState, unique } from '../support/topology.js';
+import { deleteTopology, getOne, queueState, settledQueue, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
 
@@ -102,7 +102,7 @@ describe("A handler's sends (the outbox)", function () {
     await c.count(3);
     expect(c.got.map((g) => g.n).sort()).to.deep.equal([0, 1, 2]);
     expect(c.got.every((g) => g.causation === 'job-1' && g.conversation === 'job-1')).to.equal(true);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 
   /** A producer to an exchange of its own that no queue is bound to, closed after the test. */
@@ -122,20 +122,23 @@ describe("A handler's sends (the outbox)", function () {
     const { n, nowhere } = await toNowhere();
     // Gone after the producer declared it: its publish closes the channel with NOT_FOUND, after the handler.
     await deleteTopology([], [nowhere.name]);
-    let runs = 0;
+    const redelivered: boolean[] = [];
     const twice = deferred();
     class SendsNowhere extends MessageProcessor {
       @MessageHandler('command', 'job')
       async job() {
+        redelivered.push(currentDelivery()!.redelivered);
         await n.message_lost({});
-        if (++runs === 2) twice.resolve();
+        if (redelivered.length === 2) twice.resolve();
       }
     }
     await f.h.start(new SendsNowhere({ url: f.url, logger: quiet, maxDeliveries: 2, eqk: [[f.ex, [[f.queue, 'k']]]] }));
     await p.message_job({});
-    // Handled twice: the first delivery was not acked, because its send failed after the handler.
     await twice.promise;
-    expect(runs).to.equal(2);
+    // The broker gave it again: the first delivery was not acked, because its send failed after the handler. The
+    // second failed the same way, and the third was past maxDeliveries: rejected, not handled, nothing left.
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
+    expect(redelivered).to.deep.equal([false, true]);
   });
 
   it('fails a delivery at once whose send no queue takes: to the error exchange as UNROUTABLE naming the target, not after its redeliveries', async () => {
@@ -196,7 +199,7 @@ describe("A handler's sends (the outbox)", function () {
     await p.message_job({});
     await c.count(3);
     // Nothing more is on its way: the handled delivery is acked, and the collector's queue holds no more.
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
     expect(c.got.map((g) => g.n).sort()).to.deep.equal([20, 21, 22]);
   });
 
@@ -250,7 +253,7 @@ describe('deduplicate', function () {
     await p.message_job({ n: 3 }, { _message_id: 'b' });
     await last.promise;
     expect(seen).to.deep.equal([1, 3]);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 
   it('asks a store of its own with <processor name>/<message id> keys, remembering only what succeeded', async () => {

@@ -1,7 +1,5 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import {
   GenericProducer,
   MessageHandler,
@@ -12,12 +10,12 @@ import {
 } from '../../lib/index.js';
 import { partitionTopology, PARTITION_HEADER } from '../../lib/messaging/partitions.js';
 import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
+import { postage } from '../support/cli.js';
 import { counter, Harness } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
 import { FirstHandlings, outOfOrder, sendKeyed } from '../support/ordering.js';
 
 const PARTITIONS = 8;
-const exec = promisify(execFile);
 
 describe('partitioned processors (per-key order across replicas)', function () {
   this.timeout(120_000);
@@ -154,11 +152,8 @@ describe('partitioned processors (per-key order across replicas)', function () {
       expect([...active].sort()).to.deep.equal([...names].sort());
       // And as an operator reads it: postage describe EXCHANGE KEY, answered by the replica active on the keyless
       // partition.
-      const { stdout } = await exec(
-        process.execPath,
-        ['--import', 'tsx', 'lib/cli/postage.ts', 'describe', exchange.name, 'work'],
-        { env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } },
-      );
+      const { code, stdout, stderr } = await postage(['describe', exchange.name, 'work'], { url });
+      expect(code, stderr).to.equal(0);
       expect(stdout).to.contain(`partitions:\n  ${queue}: 8 partitions (${names.join(', ')}); active here: `);
     } finally {
       await sender.close();

@@ -3,7 +3,8 @@ import { currentDelivery, MessageHandler, MessageProcessor, RequeueMessage, RpcH
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
-import { deleteTopology, queueState, unique } from '../support/topology.js';
+import { deleteTopology, settledQueue, unique } from '../support/topology.js';
+import { until } from '../support/wait.js';
 
 describe('RequeueMessage', function () {
   this.timeout(20_000);
@@ -32,7 +33,7 @@ describe('RequeueMessage', function () {
     await (await f.producer()).message_job({});
     await done.promise;
     expect(runs).to.deep.equal([false, true, true]);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 
   it('stops a message requeued forever at maxDeliveries', async () => {
@@ -48,14 +49,10 @@ describe('RequeueMessage', function () {
       new Stubborn({ url: f.url, maxDeliveries: 4, logger: makeLogger('silent'), eqk: [[f.ex, [[f.queue, 'k']]]] }),
     );
     await (await f.producer()).message_job({});
-    // The broker has no "queue drained" event: poll its depth (bounded).
-    const end = Date.now() + 10_000;
-    while (runs < 4 || (await queueState(f.queue)).messages > 0) {
-      if (Date.now() > end) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await until(() => runs >= 4, { timeout: 10_000, message: () => `4 runs (${runs} so far)` });
+    // Rejected at the limit, not left unsettled: the broker holds nothing for it, ready or unacked.
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
     expect(runs).to.equal(4);
-    expect(await queueState(f.queue)).to.deep.equal({ consumers: 1, messages: 0 });
   });
 
   it('answers a requeued RPC when it is handled again', async () => {

@@ -1,29 +1,9 @@
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import { startDashboard, type Dashboard } from '../../lib/index.js';
 import { throwawayVhost, brokerUrl } from '../support/broker.js';
+import { postage } from '../support/cli.js';
+import { until } from '../support/wait.js';
 import { startFleet, type Fleet } from '../support/fleet.js';
-
-function postage(args: string[], url: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'lib/cli/postage.ts', ...args],
-      { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
-
-/** Polls the dashboard's JSON until `ok` holds: the page is fed the same state every refresh. */
-async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('postage dashboard and postage graph (a fleet as a whole)', function () {
   this.timeout(60_000);
@@ -48,6 +28,16 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
       queues: Array<{ name: string; messages: number | null }>;
       errorQueues: string[];
     }>;
+  type State = Awaited<ReturnType<typeof state>>;
+
+  /** Polls the dashboard's JSON until `ok` holds: the page is fed the same state every refresh. */
+  async function stateWhere(ok: (v: State) => boolean, what: string): Promise<State> {
+    let last: State | undefined;
+    return until(async () => ((last = await state()), ok(last) && last), {
+      timeout: 20_000,
+      message: () => `the dashboard's state showing ${what}; it last showed ${JSON.stringify(last)}`,
+    });
+  }
 
   it('serves the page on loopback with the token in its address', async () => {
     expect(d.url).to.match(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[\w-]{20,}$/);
@@ -57,11 +47,11 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
   });
 
   it('shows the components that answer, with the error queue they report, and counts failures there', async () => {
-    const s = await until(state, (v) => v.components.length === 2);
+    const s = await stateWhere((v) => v.components.length === 2, 'two components');
     expect(s.components.map((c) => c.fingerprint.name).sort()).to.deep.equal(['invoices', 'orders']);
     expect(s.errorQueues).to.deep.equal([fleet.errorQueue]);
     await fleet.order(3);
-    await until(state, (v) => v.queues.find((q) => q.name === fleet.errorQueue)?.messages === 3);
+    await stateWhere((v) => v.queues.find((q) => q.name === fleet.errorQueue)?.messages === 3, '3 failed');
   });
 
   it('refuses replay and purge without the token, and does them with it', async () => {
@@ -95,7 +85,7 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
     expect(ok.status).to.equal(200);
     expect(((await ok.json()) as { replayed: string[] }).replayed).to.have.length(3);
     await handled;
-    await until(state, (v) => v.queues.find((q) => q.name === fleet.errorQueue)?.messages === 0);
+    await stateWhere((v) => v.queues.find((q) => q.name === fleet.errorQueue)?.messages === 0, 'none failed');
     fleet.broken = true;
   });
 
@@ -107,15 +97,13 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
       .and.contain('orders (')
       .and.contain('command/order')
       .and.contain(`errors: ${fleet.errorQueue}`);
+    type Seen = Array<{ conversationId: string; what: string; from: string; to: string[] }>;
     const seen = await until(
-      async () =>
-        (await (await fetch(new URL('/api/messages', d.url))).json()) as Array<{
-          conversationId: string;
-          what: string;
-          from: string;
-          to: string[];
-        }>,
-      (v) => v.some((m) => m.what === 'command/order'),
+      async () => {
+        const v = (await (await fetch(new URL('/api/messages', d.url))).json()) as Seen;
+        return v.some((m) => m.what === 'command/order') && v;
+      },
+      { timeout: 20_000, message: 'the dashboard listing a command/order among the messages seen' },
     );
     const order = seen.find((m) => m.what === 'command/order')!;
     expect(order.from).to.equal('shop');
@@ -128,23 +116,23 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
   });
 
   it('postage graph prints the same topology as mermaid, dot or svg', async () => {
-    const mermaid = await postage(['graph'], url);
+    const mermaid = await postage(['graph'], { url });
     expect(mermaid.code, mermaid.stderr).to.equal(0);
     expect(mermaid.stdout)
       .to.match(/^flowchart LR/)
       .and.contain('"orders (')
       .and.contain('|"orders"|');
-    const dot = await postage(['graph', '--format', 'dot'], url);
+    const dot = await postage(['graph', '--format', 'dot'], { url });
     expect(dot.stdout).to.match(/^digraph postage \{/);
-    const bad = await postage(['graph', '--format', 'png'], url);
+    const bad = await postage(['graph', '--format', 'png'], { url });
     expect(bad.code).to.equal(2);
     expect(bad.stderr).to.contain("--format must be mermaid, dot or svg, not 'png'");
   });
 
   it('postage errors list reads the error queues the running components report', async () => {
     await fleet.order(2);
-    await until(state, (v) => v.queues.find((q) => q.name === fleet.errorQueue)?.messages === 2);
-    const r = await postage(['errors', 'list', '--group', '--json'], url);
+    await stateWhere((v) => v.queues.find((q) => q.name === fleet.errorQueue)?.messages === 2, '2 failed');
+    const r = await postage(['errors', 'list', '--group', '--json'], { url });
     expect(r.code, r.stderr).to.equal(0);
     expect(JSON.parse(r.stdout)).to.deep.equal([
       { queue: fleet.errorQueue, errorName: 'TypeError', messageName: 'order', count: 2 },
@@ -153,7 +141,10 @@ describe('postage dashboard and postage graph (a fleet as a whole)', function ()
 
   it('marks a component down once it stops answering, and keeps it on the page', async () => {
     await fleet.stopInvoices();
-    const s = await until(state, (v) => v.components.some((c) => c.fingerprint.name === 'invoices' && !c.up));
+    const s = await stateWhere(
+      (v) => v.components.some((c) => c.fingerprint.name === 'invoices' && !c.up),
+      'invoices down',
+    );
     expect(s.components.find((c) => c.fingerprint.name === 'orders')!.up).to.equal(true);
   });
 });

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import {
   currentDelivery,
@@ -12,27 +12,9 @@ import {
   type MessageSender,
 } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
+import { postage } from '../support/cli.js';
 import { counter, Harness } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function postage(args: string[], url: string, input?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      process.execPath,
-      ['--import', 'tsx', 'lib/cli/postage.ts', ...args],
-      { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-    child.stdin!.end(input ?? '');
-  });
-}
 
 describe('postage errors (error queues you can inspect and replay)', function () {
   this.timeout(90_000);
@@ -114,7 +96,7 @@ describe('postage errors (error queues you can inspect and replay)', function ()
       replayed: 0,
     });
     expect(first[0].failedAt).to.be.instanceOf(Date);
-    const r = await postage(['errors', 'list', errorQueue], url);
+    const r = await postage(['errors', 'list', errorQueue], { url });
     expect(r.code, r.stderr).to.equal(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines[0]).to.match(/^WHEN\s+MESSAGE\s+ORIGIN\s+ERROR\s+ATTEMPTS\s+ID$/);
@@ -131,7 +113,7 @@ describe('postage errors (error queues you can inspect and replay)', function ()
   });
 
   it('counts them by error and message name with --group', async () => {
-    const r = await postage(['errors', 'list', errorQueue, '--group', '--json'], url);
+    const r = await postage(['errors', 'list', errorQueue, '--group', '--json'], { url });
     expect(r.code, r.stderr).to.equal(0);
     expect(JSON.parse(r.stdout)).to.deep.equal([
       { queue: errorQueue, errorName: 'TypeError', messageName: 'resize', count: 60 },
@@ -142,7 +124,7 @@ describe('postage errors (error queues you can inspect and replay)', function ()
   it('shows one message whole: headers, envelope', async () => {
     await using eq = await ErrorQueue.open(errorQueue, { url });
     const [m] = await eq.list();
-    const r = await postage(['errors', 'show', errorQueue, m.id], url);
+    const r = await postage(['errors', 'show', errorQueue, m.id], { url });
     expect(r.code, r.stderr).to.equal(0);
     const shown = JSON.parse(r.stdout) as {
       headers: Record<string, unknown>;
@@ -151,7 +133,7 @@ describe('postage errors (error queues you can inspect and replay)', function ()
     expect(shown.headers['x-error-name']).to.equal('TypeError');
     expect(shown.headers['x-original-exchange']).to.equal(exchange.name);
     expect(shown.envelope).to.deep.include({ type: 'command', name: 'resize', content: { parameters: { i: 0 } } });
-    const missing = await postage(['errors', 'show', errorQueue, 'no-such-id'], url);
+    const missing = await postage(['errors', 'show', errorQueue, 'no-such-id'], { url });
     expect(missing.code).to.equal(1);
     expect(missing.stderr).to.contain(`no message no-such-id in ${errorQueue}`);
   });
@@ -160,14 +142,14 @@ describe('postage errors (error queues you can inspect and replay)', function ()
     await using eq = await ErrorQueue.open(errorQueue, { url });
     const before = await eq.list();
     const typeErrors = before.filter((m) => m.errorName === 'TypeError').map((m) => m.id);
-    const dry = await postage(['errors', 'replay', errorQueue, '--error', 'TypeError', '--dry-run'], url);
+    const dry = await postage(['errors', 'replay', errorQueue, '--error', 'TypeError', '--dry-run'], { url });
     expect(dry.stdout.trim().split('\n')).to.have.length(60);
     expect(await eq.list()).to.have.length(100);
 
     broken = false;
     const took = counter(60);
     settled = took;
-    const r = await postage(['errors', 'replay', errorQueue, '--error', 'TypeError'], url);
+    const r = await postage(['errors', 'replay', errorQueue, '--error', 'TypeError'], { url });
     expect(r.code, r.stderr).to.equal(0);
     await took.done;
     expect([...handled].sort()).to.deep.equal([...typeErrors].sort());
@@ -184,7 +166,7 @@ describe('postage errors (error queues you can inspect and replay)', function ()
       const ch = await conn.createChannel();
       const { queue: spy } = await ch.assertQueue('', { exclusive: true });
       await ch.bindQueue(spy, exchange.name, 'copy');
-      const r = await postage(['errors', 'replay', errorQueue, m.id, '--to', exchange.name, 'copy'], url);
+      const r = await postage(['errors', 'replay', errorQueue, m.id, '--to', exchange.name, 'copy'], { url });
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stdout.trim()).to.equal(`replayed ${m.id} to ${exchange.name}/copy`);
       const got = await ch.get(spy, { noAck: true });
@@ -203,7 +185,7 @@ describe('postage errors (error queues you can inspect and replay)', function ()
   it('keeps a message no queue takes in the error queue and exits 4', async () => {
     await using eq = await ErrorQueue.open(errorQueue, { url });
     const [m] = await eq.list();
-    const r = await postage(['errors', 'replay', errorQueue, m.id, '--to', exchange.name, 'nobody-listens'], url);
+    const r = await postage(['errors', 'replay', errorQueue, m.id, '--to', exchange.name, 'nobody-listens'], { url });
     expect(r.code).to.equal(4);
     expect(r.stderr).to.contain(`${m.id} not replayed: no queue is bound at ${exchange.name}/nobody-listens`);
     expect((await eq.list()).map((x) => x.id)).to.include(m.id);
@@ -237,14 +219,14 @@ describe('postage errors (error queues you can inspect and replay)', function ()
   it('purges only the messages named, after asking (unless --yes)', async () => {
     await using eq = await ErrorQueue.open(errorQueue, { url });
     const [a, b, c] = await eq.list();
-    const refused = await postage(['errors', 'purge', errorQueue, a.id], url, 'n\n');
+    const refused = await postage(['errors', 'purge', errorQueue, a.id], { url, input: 'n\n' });
     expect(refused.code).to.equal(1);
     expect(refused.stderr)
       .to.contain(`remove 1 message(s) from ${errorQueue} for good? [y/N]`)
       .and.contain('nothing purged');
-    const asked = await postage(['errors', 'purge', errorQueue, a.id], url, 'y\n');
+    const asked = await postage(['errors', 'purge', errorQueue, a.id], { url, input: 'y\n' });
     expect(asked.code, asked.stderr).to.equal(0);
-    const r = await postage(['errors', 'purge', errorQueue, b.id, '--yes'], url);
+    const r = await postage(['errors', 'purge', errorQueue, b.id, '--yes'], { url });
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.trim()).to.equal(`purged ${b.id}`);
     const left = (await eq.list()).map((m) => m.id);
@@ -253,10 +235,10 @@ describe('postage errors (error queues you can inspect and replay)', function ()
   });
 
   it('refuses usage it cannot act on, naming the fix', async () => {
-    const none = await postage(['errors', 'replay', errorQueue], url);
+    const none = await postage(['errors', 'replay', errorQueue], { url });
     expect(none.code).to.equal(2);
     expect(none.stderr).to.contain('say which messages: ID..., --all, --error NAME or --name NAME');
-    const gone = await postage(['errors', 'list', 'no-such-queue-here'], url);
+    const gone = await postage(['errors', 'list', 'no-such-queue-here'], { url });
     expect(gone.code).to.equal(2);
     expect(gone.stderr).to.contain("queue 'no-such-queue-here' does not exist");
   });

@@ -131,3 +131,35 @@ export async function closeConnectionsNamed(name: string, reason = 'spec: closed
   for (const pid of pids) await ctl(['close_connection', pid, reason]);
   return pids.length;
 }
+
+/** What the broker holds for a queue, unacked deliveries included (which a queue.declare's count leaves out). */
+export interface QueueCounts {
+  consumers: number;
+  /** Waiting to be delivered. */
+  ready: number;
+  /** Delivered to a consumer and not yet acked or rejected. */
+  unacked: number;
+}
+
+/**
+ * Reads a queue's counts from the broker itself (`rabbitmqctl list_queues`), in the vhost of `url` (the run's own
+ * by default). Undefined when there is no such queue.
+ */
+export async function queueCounts(queue: string, url?: string): Promise<QueueCounts | undefined> {
+  const vhost = decodeURIComponent(new URL(url ?? (await brokerUrl())).pathname.slice(1)) || '/';
+  const out = await ctl([
+    'list_queues',
+    '-p',
+    vhost,
+    '--no-table-headers',
+    'name',
+    'consumers',
+    'messages_ready',
+    'messages_unacknowledged',
+  ]);
+  for (const row of out.split('\n')) {
+    const [name, consumers, ready, unacked] = row.split('\t');
+    if (name === queue) return { consumers: Number(consumers), ready: Number(ready), unacked: Number(unacked) };
+  }
+  return undefined;
+}

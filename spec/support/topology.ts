@@ -1,7 +1,7 @@
 /** Unique names per spec, and a cleaner that deletes what a spec declared on the shared broker. */
 import amqp from 'amqplib';
 import { randomBytes } from 'node:crypto';
-import { brokerUrl } from './broker.js';
+import { brokerUrl, queueCounts, type QueueCounts } from './broker.js';
 
 export function unique(prefix: string): string {
   return `spec.${prefix}.${randomBytes(4).toString('hex')}`;
@@ -61,7 +61,10 @@ export async function getOne(queue: string, deadlineMs = 5000): Promise<amqp.Get
   }
 }
 
-/** How many consumers a queue has and how many messages wait in it. */
+/**
+ * How many consumers a queue has and how many messages wait in it (ready ones only: a delivery a consumer holds
+ * unacked is not counted, so this cannot prove an ack; {@link settledQueue} can).
+ */
 export async function queueState(queue: string): Promise<{ consumers: number; messages: number }> {
   const conn = await amqp.connect(await brokerUrl());
   try {
@@ -69,5 +72,23 @@ export async function queueState(queue: string): Promise<{ consumers: number; me
     return { consumers: ok.consumerCount, messages: ok.messageCount };
   } finally {
     await conn.close();
+  }
+}
+
+/**
+ * The state of a queue once everything delivered from it was settled: waits (bounded) until the broker counts
+ * no message ready and none unacked, then resolves to its counts, or, at the deadline, to the counts it last saw,
+ * so `expect(await settledQueue(q)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 })` fails showing them.
+ * Proves an ack or a reject, which {@link queueState} cannot: it counts only what is ready.
+ */
+export async function settledQueue(
+  queue: string,
+  { timeout = 10_000, url }: { timeout?: number; url?: string } = {},
+): Promise<QueueCounts | undefined> {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const counts = await queueCounts(queue, url);
+    if ((counts && counts.ready === 0 && counts.unacked === 0) || Date.now() >= end) return counts;
+    await new Promise((r) => setTimeout(r, 100));
   }
 }

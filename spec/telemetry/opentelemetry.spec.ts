@@ -23,6 +23,7 @@ import {
 import { brokerUrl } from '../support/broker.js';
 import { Harness, deferred } from '../support/components.js';
 import { publishRaw, unique } from '../support/topology.js';
+import { until } from '../support/wait.js';
 
 /** Collects on demand: the metrics as recorded so far. */
 class SpecReader extends MetricReader {
@@ -122,8 +123,11 @@ describe('OpenTelemetry', function () {
     await done.promise;
     // Spans end as their work settles: give the last ones (B's process span ends after its settle) a turn.
     const spans = await until(
-      () => exporter.getFinishedSpans(),
-      (s) => s.filter((x) => x.kind === SpanKind.CONSUMER).length >= 3 && s.length >= 6,
+      () => {
+        const s = exporter.getFinishedSpans();
+        return s.filter((x) => x.kind === SpanKind.CONSUMER).length >= 3 && s.length >= 6 && s;
+      },
+      { message: () => `3 consumer spans of 6 or more; ended: ${exporter.getFinishedSpans().map((x) => x.name)}` },
     );
     const byName = (kind: SpanKind, name: string) => spans.filter((s) => s.kind === kind && s.name === name);
     const publishB = one(
@@ -197,9 +201,13 @@ describe('OpenTelemetry', function () {
       headers: { traceparent: 'not-a-traceparent', [CONVERSATION_HEADERS.conversationId]: 42 },
     });
     expect(await got.promise).to.equal('not-a-traceparent');
+    // Spans are exported as they end, some a moment after the work a spec awaits.
     const spans = await until(
-      () => exporter.getFinishedSpans(),
-      (s) => s.some((x) => x.kind === SpanKind.CONSUMER),
+      () => {
+        const s = exporter.getFinishedSpans();
+        return s.some((x) => x.kind === SpanKind.CONSUMER) && s;
+      },
+      { message: 'a consumer span' },
     );
     const processed = one(spans.filter((s) => s.kind === SpanKind.CONSUMER));
     expect(parentOf(processed)).to.equal(undefined);
@@ -287,14 +295,4 @@ function parentOf(s: ReadableSpan): string | undefined {
     (s as unknown as { parentSpanContext?: { spanId: string } }).parentSpanContext?.spanId ??
     (s as unknown as { parentSpanId?: string }).parentSpanId
   );
-}
-
-/** Spans are exported as they end, some a moment after the work a spec awaits: wait for them (bounded). */
-async function until<T>(read: () => T, ok: (v: T) => boolean, ms = 5000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = read();
-    if (ok(v) || Date.now() > end) return v;
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }

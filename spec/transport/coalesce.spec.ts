@@ -3,8 +3,8 @@ import amqp from 'amqplib';
 import type { Socket } from 'node:net';
 import { GenericProducer } from '../../lib/index.js';
 import { coalesceWrites } from '../../lib/transport/amqplib-adapter.js';
-import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
+import { capture } from '../support/log.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
 /** Counts what reaches the socket's system-call layer: one _write or _writev is one syscall. */
@@ -67,8 +67,7 @@ describe('coalesced socket writes', () => {
     expect(coalesceWrites(conn)).to.equal(true);
     expect(coalesceWrites(conn)).to.equal(true);
     await conn.close();
-    const lines: string[] = [];
-    const log = makeLogger('info', { write: (l: string) => void lines.push(l) });
+    const { lines, logger: log } = capture('info');
     const stranger = { connection: {} } as unknown as amqp.ChannelModel;
     expect(coalesceWrites(stranger, log)).to.equal(false);
     expect(coalesceWrites(stranger, log)).to.equal(false);

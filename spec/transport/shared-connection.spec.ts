@@ -23,6 +23,7 @@ import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
 import { openChannelCount } from '../../lib/transport/amqplib-adapter.js';
 import { deferred } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
+import { within } from '../support/wait.js';
 
 const quiet = makeLogger('silent');
 
@@ -35,10 +36,13 @@ function follow(conn: Connection): ConnectionStatus['state'][] {
   return seen;
 }
 
-/** Resolves once `conn` reports `state`. */
-async function until(conn: Connection, state: ConnectionStatus['state']): Promise<void> {
-  if (conn.status.state === state) return;
-  for await (const s of conn.statusChanges()) if (s.state === state) return;
+/** Resolves once `conn` reports `state`; rejects after 30 s. */
+function reaches(conn: Connection, state: ConnectionStatus['state']): Promise<void> {
+  const reported = (async () => {
+    if (conn.status.state === state) return;
+    for await (const s of conn.statusChanges()) if (s.state === state) return;
+  })();
+  return within(reported, { timeout: 30_000, message: `the connection reporting ${state}` });
 }
 
 describe('connect() (a shared, managed connection)', function () {
@@ -103,12 +107,12 @@ describe('connect() (a shared, managed connection)', function () {
         if (n === 1500 || n === 3500) {
           // The broker closes the shared connection (an operator, a node going away) while sends are in flight.
           expect(await closeConnectionsNamed(name)).to.equal(1);
-          await until(conn, 'reconnecting');
+          await reaches(conn, 'reconnecting');
         }
         if (n % 250 === 0) await Promise.all(sends.splice(0));
       }
       await Promise.all(sends);
-      await until(conn, 'ready');
+      await reaches(conn, 'ready');
       // Buffered sends are published again on the new connection: every one of them is confirmed.
       expect(confirmed.size).to.equal(N);
       await all.promise;
@@ -170,18 +174,18 @@ describe('connect() (a shared, managed connection)', function () {
     });
     const admin = await amqp.connect(url);
     try {
-      // While the connection is down, an operator redeclares the exchange with another type: setting the sink up again
-      // is refused.
+      // An operator redeclares the exchange with another type, then the connection drops: setting the sink up again
+      // is refused. (Redeclared before the drop: after it, the reconnection could declare it first.)
       const ch = await admin.createChannel();
-      await closeConnectionsNamed(name);
       await ch.deleteExchange(ex.name);
       await ch.assertExchange(ex.name, 'fanout', { durable: false });
+      await closeConnectionsNamed(name);
       await failed.promise;
       expect(failures[0].message).to.match(/PRECONDITION|inequivalent|type/i);
       expect(conn.status.state).to.not.equal('ready');
       // The operator undoes it: the next try sets the sink up, and it serves.
       await ch.deleteExchange(ex.name);
-      await until(conn, 'ready');
+      await reaches(conn, 'ready');
       class Jobs extends GenericProducer {
         static override eks = [[ex, 'k'] as const];
         declare message_job: MessageSender;
