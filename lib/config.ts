@@ -56,6 +56,8 @@ export const DEFAULTS = Object.freeze({
   heartbeat: 10,
   /** Milliseconds a send waits for its confirm (see ProducerOptions.confirmTimeoutMs). */
   confirmTimeoutMs: 15_000,
+  /** Milliseconds between checks that a consumer's exchanges still exist (see ConsumerOptions.exchangeCheckMs). */
+  exchangeCheckMs: 30_000,
 });
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

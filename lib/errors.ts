@@ -12,6 +12,7 @@ export type BrokerErrorCode =
   | 'CONNECT_FAILED'
   | 'NOT_CONNECTED'
   | 'CHANNEL_CLOSED'
+  | 'CONSUMER_CANCELLED'
   | 'CHANNELS_EXHAUSTED'
   | 'CLOSED'
   | 'NACK'

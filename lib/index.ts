@@ -80,7 +80,13 @@ export {
   type SendOptions,
   type ConsumeRpcOptions,
 } from './messaging/producer.js';
-export { GenericConsumer, type ConsumerOptions, type ConsumeMessage } from './messaging/consumer.js';
+export {
+  GenericConsumer,
+  type ConsumerEvent,
+  type ConsumerEvents,
+  type ConsumerOptions,
+  type ConsumeMessage,
+} from './messaging/consumer.js';
 export {
   MessageProcessor,
   type ProcessorOptions,

@@ -6,6 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { openChannel } from '../transport/channels.js';
 import { flushChannel } from '../transport/amqplib-adapter.js';
 import { Link } from '../transport/link.js';
+import { ExchangeWatch } from '../transport/exchange-watch.js';
+import { backoffMs, jittered } from '../backoff.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
 import { AckBatcher } from './acks.js';
@@ -39,7 +41,24 @@ export interface ConsumerOptions extends Omit<ComponentOptions, 'fingerprint'> {
   eqk?: Eqk;
   /** Unacked deliveries the broker may send at once. @default 1 (as Postage) */
   prefetch?: number;
+  /**
+   * How often (ms) the exchanges it is bound to are checked (a passive declare on a channel of its own). A deleted
+   * exchange cancels no consumer, it only takes its bindings with it: the check is how the consumer notices, and it
+   * then declares the exchange and binds its queues again. 0 turns the check off.
+   * @default 30000
+   */
+  exchangeCheckMs?: number;
 }
+
+/** A consumer's events: its connection's, and its own. */
+export interface ConsumerEvents extends ConnectionEvents {
+  /**
+   * The broker cancelled the consumer of a queue (the queue was deleted): the consumer declares it and its bindings
+   * again and consumes it again, with backoff, its status `reconnecting` until then.
+   */
+  consumerCancelled: [queue: string];
+}
+export type ConsumerEvent = keyof ConsumerEvents;
 
 interface Binding {
   exchange: ExchangeLike;
@@ -102,6 +121,8 @@ export class GenericConsumer {
   /** The channel whose direct reply-to is consumed for stream control (see streamControl). */
   #controlOn: Channel | undefined;
   readonly #streamWatchers = new Map<string, (headers: Record<string, unknown> | undefined) => void>();
+  /** Notices an exchange deleted under the consumer (see {@link ConsumerOptions.exchangeCheckMs}). */
+  readonly #exchangeWatch: ExchangeWatch;
 
   constructor(options: ConsumerOptions = {}) {
     const eqk = options.eqk ?? [];
@@ -123,6 +144,16 @@ export class GenericConsumer {
       // consumer.
       close: () => (this.#owner ? this.#owner() : this.close()),
     });
+    const everyMs = options.exchangeCheckMs ?? DEFAULTS.exchangeCheckMs;
+    if (!(typeof everyMs === 'number' && everyMs >= 0))
+      throw new TypeError(`exchangeCheckMs must be a number of milliseconds (0: no check), not ${String(everyMs)}`);
+    this.#exchangeWatch = new ExchangeWatch({
+      everyMs,
+      names: () => this.#exchangeNames(),
+      model: () => (this.#channel ? this.connection : undefined),
+      missing: (names) => this.#exchangesMissing(names),
+      log: this.log,
+    });
   }
 
   /** What closes with a shared connection instead of this consumer alone (its processor). */
@@ -138,15 +169,18 @@ export class GenericConsumer {
     return this.#link.status;
   }
 
-  /** Connection events: 'connected' (after a reconnection), 'disconnected' (err), 'blocked' (reason), 'unblocked'. */
-  on<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
-    this.#link.on(event, listener);
+  /**
+   * Connection events: 'connected' (after a reconnection), 'disconnected' (err), 'blocked' (reason), 'unblocked';
+   * and 'consumerCancelled' (queue): the broker cancelled the consumer of a queue.
+   */
+  on<E extends ConsumerEvent>(event: E, listener: (...args: ConsumerEvents[E]) => void): this {
+    this.#link.on(event as ConnectionEvent, listener as (...args: ConnectionEvents[ConnectionEvent]) => void);
     return this;
   }
 
   /** Removes a listener added with {@link on}. */
-  off<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): this {
-    this.#link.off(event, listener);
+  off<E extends ConsumerEvent>(event: E, listener: (...args: ConsumerEvents[E]) => void): this {
+    this.#link.off(event as ConnectionEvent, listener as (...args: ConnectionEvents[ConnectionEvent]) => void);
     return this;
   }
 
@@ -156,6 +190,7 @@ export class GenericConsumer {
       try {
         await this.#link.connect();
         await this.addEqk(this.#eqk);
+        this.#exchangeWatch.start();
       } catch (err) {
         // Refused (an exchange of another type, a queue with other arguments): nothing stays open (on a shared
         // connection, this consumer's channels), nothing reopens.
@@ -207,6 +242,8 @@ export class GenericConsumer {
       throw err;
     }
     if (this.#callback) for (const q of this.queues) await this.#consume(q);
+    // Everything is declared and consumed again: a queue whose consumer was cancelled too.
+    this.#link.recovered();
   }
 
   get channel(): Channel {
@@ -326,10 +363,130 @@ export class GenericConsumer {
       queue,
       (msg) => {
         if (msg) cb(msg);
+        // amqplib's word for the broker's basic.cancel: the queue was deleted (or its node went).
+        else this.#cancelled(ch, queue, consumerTag);
       },
       { consumerTag },
     );
     this.#tags.set(queue, consumerTag);
+  }
+
+  /**
+   * The broker cancelled the consumer of `queue`: said (a warning, 'consumerCancelled'), then the queue and its
+   * bindings declared again and consumed again, with backoff, the status `reconnecting` meanwhile. Deliveries of
+   * the cancelled consumer still in a handler are settled on the channel as usual (it is still open).
+   */
+  #cancelled(ch: Channel, queue: string, tag: string): void {
+    if (this.#closed || ch !== this.#channel || this.#tags.get(queue) !== tag) return;
+    this.#tags.delete(queue);
+    const why = new BrokerError(
+      `the broker cancelled the consumer of queue '${queue}' (deleted?); declaring it again`,
+      'CONSUMER_CANCELLED',
+    );
+    this.log.warn({ queue }, `the broker cancelled the consumer of queue '${queue}'; declaring it and consuming again`);
+    this.#link.troubled(1, why);
+    this.#link.emit('consumerCancelled', queue);
+    void this.#recoverQueue(ch, queue, why);
+  }
+
+  /** Declares `queue` and its bindings again and consumes it, with backoff, for as long as `ch` is the channel. */
+  async #recoverQueue(ch: Channel, queue: string, why: Error): Promise<void> {
+    let lastError = why;
+    for (let attempt = 0; ; attempt++) {
+      // The channel went meanwhile: its reopen declares and consumes everything again, this queue included.
+      if (this.#closed || ch !== this.#channel) return;
+      try {
+        const names = await this.#rebind(ch, queue);
+        if (ch !== this.#channel) return;
+        if (this.#callback) for (const q of names) if (!this.#tags.has(q)) await this.#consume(q);
+        this.#link.recovered();
+        this.log.info({ queue, attempts: attempt + 1 }, `queue '${queue}' declared and consumed again`);
+        return;
+      } catch (err) {
+        lastError = err as Error;
+      }
+      if (this.#closed || ch !== this.#channel) return;
+      const wait = jittered(backoffMs(attempt, 100, 10_000), 0.2, 10_000);
+      this.#link.troubled(attempt + 2, lastError);
+      this.log.warn(
+        { queue, attempt: attempt + 1, nextInMs: Math.round(wait), err: lastError.message },
+        `could not declare queue '${queue}' again; trying again`,
+      );
+      await new Promise((r) => setTimeout(r, wait).unref());
+    }
+  }
+
+  /**
+   * Declares `queue` again with every binding it had (a server-named queue gets a new name); resolves to the names.
+   * A failure keeps every binding, for the next attempt.
+   */
+  async #rebind(ch: Channel, queue: string): Promise<string[]> {
+    const mine = this.#bindings.filter((b) => this.#queueNames.get(b) === queue);
+    this.#bindings = this.#bindings.filter((b) => !mine.includes(b));
+    const i = this.queues.indexOf(queue);
+    if (i >= 0) this.queues.splice(i, 1);
+    const names = new Set<string>();
+    try {
+      for (const b of mine) names.add(await this.#bind(ch, b));
+    } catch (err) {
+      for (const b of mine) if (!this.#bindings.includes(b)) this.#bindings.push(b);
+      if (!this.queues.includes(queue)) this.queues.push(queue);
+      throw err;
+    }
+    return [...names];
+  }
+
+  /** The exchanges its queues and routes are bound to, by name: those it declares (a passive one is another's). */
+  *#exchangeNames(): Generator<string> {
+    const named = (x: ExchangeLike) => {
+      const r = resolveExchange(x);
+      return r.passive ? [] : [r.name];
+    };
+    for (const b of this.#bindings) yield* named(b.exchange);
+    for (const r of this.#routes) {
+      yield* named(r.source);
+      yield* named(r.destination);
+    }
+  }
+
+  /** Exchanges deleted under the consumer: declared again (through the connection's topology), and bound again. */
+  async #exchangesMissing(names: string[]): Promise<void> {
+    const model = this.connection;
+    if (!this.#channel || !model) return;
+    // A channel of its own: a refusal (the exchange declared again by someone else, of another type) closes it, not
+    // the channel whose deliveries are in the handlers.
+    const ch = await openChannel(model);
+    ch.on('error', () => undefined);
+    try {
+      await this.#bindAgain(model, ch, new Set(names));
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+    this.log.info({ exchanges: names }, 'exchanges declared and bound again');
+  }
+
+  async #bindAgain(model: ChannelModel, ch: Channel, gone: Set<string>): Promise<void> {
+    const topology = this.#link.topology;
+    const declared = new Set<string>();
+    const declare = async (x: ExchangeLike) => {
+      const name = resolveExchange(x).name;
+      if (!gone.has(name) || declared.has(name)) return;
+      await topology.ensure(model, ch, exchangeDeclaration(x), true);
+      declared.add(name);
+    };
+    for (const b of this.#bindings) {
+      const exName = resolveExchange(b.exchange).name;
+      if (!gone.has(exName)) continue;
+      await declare(b.exchange);
+      await ch.bindQueue(this.#queueNames.get(b)!, exName, b.key);
+    }
+    for (const r of this.#routes) {
+      const [dest, src] = [resolveExchange(r.destination).name, resolveExchange(r.source).name];
+      if (!gone.has(dest) && !gone.has(src)) continue;
+      await declare(r.source);
+      await declare(r.destination);
+      await ch.bindExchange(dest, src, r.key);
+    }
   }
 
   async stopConsuming(): Promise<void> {
@@ -630,6 +787,7 @@ export class GenericConsumer {
   /** Stops consuming and closes the channel (and the connection, when it is this consumer's own). */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#exchangeWatch.stop();
     this.#acks?.flush();
     if (this.#holdConsumers) {
       // The channel's close ends its consumers and returns what they hold, in one step on the broker.

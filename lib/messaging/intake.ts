@@ -1,12 +1,13 @@
 import type { ConsumeMessage } from 'amqplib';
 import { WakeList } from '../microthreads/wake-list.js';
+import type { Read } from './delivery/readable.js';
 
 /** A delivery waiting for a worker; `key` is its ordering key (`orderBy`), if it has one. @internal */
 export interface Pending {
   readonly msg: ConsumeMessage;
   readonly key?: unknown;
-  /** What decoding it for its key gave, so that it is not decoded twice. */
-  readonly decoded?: { body: unknown } | { err: unknown };
+  /** What reading it for its key gave, so that it is not read twice. */
+  readonly decoded?: Read;
 }
 
 /**

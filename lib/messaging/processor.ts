@@ -7,7 +7,7 @@ import { asPino, componentLogger, type Logger } from '../log.js';
 import { COMPONENT_KIND, MicroThread, STOP, type StepResult, type Yielded } from '../microthreads/thread.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
-import { GenericConsumer, type ConsumerOptions } from './consumer.js';
+import { GenericConsumer, type ConsumerEvents, type ConsumerOptions } from './consumer.js';
 import { DeliveryCounter } from './deliveries.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { checkDelay } from './delay.js';
@@ -158,7 +158,7 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
 }
 
 /** A processor's own events, besides its connection's. */
-export interface ProcessorEvents extends ConnectionEvents {
+export interface ProcessorEvents extends ConsumerEvents {
   /**
    * A `quit` or `restart` command is about to be carried out, with the sender's fingerprint: a host can shut down its
    * own side.
@@ -209,6 +209,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   streamStallMs: true,
   remoteControl: true,
   partitions: true,
+  exchangeCheckMs: true,
 };
 
 /**

@@ -54,6 +54,11 @@ export class Link {
   #detach: (() => void) | undefined;
   #managed: ManagedConnection | undefined;
   #closed = false;
+  /**
+   * The component's own trouble while its connection is fine (a consumer the broker cancelled): its status until it
+   * has recovered, a shared connection's own status untouched.
+   */
+  #trouble: ConnectionStatus | undefined;
 
   constructor(
     opts: ConnectOptions & { connection?: SharedConnection; reconnect?: ReconnectOptions },
@@ -90,6 +95,7 @@ export class Link {
   /** Where the connection stands (a raw amqplib one: ready while it is open). */
   get status(): ConnectionStatus {
     if (this.#closed) return { state: 'closed' };
+    if (this.#trouble) return this.#trouble;
     if (this.#shared) return this.#shared.status;
     if (this.#raw) return { state: 'ready' };
     return this.#managed?.status ?? { state: 'connecting' };
@@ -164,6 +170,24 @@ export class Link {
         what: this.#what,
       });
     });
+  }
+
+  /**
+   * The component is recovering from trouble of its own on a connection that is fine (attempt counts from 1): its
+   * status says `reconnecting` with the error until {@link recovered}.
+   */
+  troubled(attempt: number, lastError: Error): void {
+    if (!this.#closed) this.#trouble = { state: 'reconnecting', attempt, lastError };
+  }
+
+  /** The component's own trouble is over: its status is its connection's again. */
+  recovered(): void {
+    this.#trouble = undefined;
+  }
+
+  /** Tells the component's listeners of an event of its own (a consumer cancelled). */
+  emit(event: string, ...args: unknown[]): void {
+    this.#events.emit(event, ...args);
   }
 
   on<E extends ConnectionEvent>(event: E, listener: (...args: ConnectionEvents[E]) => void): void {

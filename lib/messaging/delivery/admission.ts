@@ -1,35 +1,30 @@
 import { DeliveryLimitExceeded } from '../../errors.js';
 import { DELIVERIES_HEADER, deliveriesBefore, queueCounts } from '../deliveries.js';
-import { Message, MessageResultException, type MessageBody } from '../messages.js';
+import { MessageResultException } from '../messages.js';
+import { read } from './readable.js';
 import { encodeResult, replyOf } from './reply.js';
 import type { Outcome } from './outcome.js';
 import { handlersFor } from './registry.js';
 import type { DeliveryState } from './state.js';
 
 /**
- * Guard: the envelope, decoded (once, unless its ordering key needed it already), and its handlers; a delivery that
- * holds none is rejected as malformed.
+ * Guard: the envelope, read (once, unless its ordering key needed it already), and its handlers. A delivery that
+ * cannot be read goes to the error exchange whole, where the processor has one (replayed once its cause is mended),
+ * and is rejected otherwise.
  */
 export function decode(d: DeliveryState): Outcome | undefined {
   const { parts, decoded } = d;
-  let body: MessageBody<object>;
-  try {
-    if (decoded && 'err' in decoded) throw decoded.err;
-    body = decoded ? (decoded.body as MessageBody<object>) : decodeBody(d);
-  } catch (err) {
-    return { kind: 'reject', why: 'malformed', err };
+  const got = decoded ?? read(parts.inbox, d.msg.content);
+  if ('err' in got) {
+    const unreadable = got.err;
+    return parts.settle.errorExchange
+      ? { kind: 'deadLetter', err: unreadable.err, attempts: 0, unreadable }
+      : { kind: 'reject', why: 'malformed', err: unreadable.err, unreadable };
   }
+  const body = got.body;
   d.body = body;
   d.handlers = handlersFor(parts.registry, body);
   return undefined;
-}
-
-/** A delivery's envelope, decoded; throws for a delivery that does not hold one. */
-export function decodeBody(d: {
-  parts: { inbox: { decode(content: Buffer): unknown } };
-  msg: { content: Buffer };
-}): MessageBody<object> {
-  return Message.fromBody(d.parts.inbox.decode(d.msg.content)).body as MessageBody<object>;
 }
 
 /**

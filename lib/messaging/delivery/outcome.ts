@@ -1,4 +1,5 @@
 import type { AckAndRestart, ExitScheduler } from '../../errors.js';
+import type { Unreadable } from './readable.js';
 
 /**
  * What is to become of a delivery once its handlers ran, as data: the
@@ -10,9 +11,12 @@ export type Outcome = (
   /** Settled already: an RPC stream acks its request when it starts. */
   | { kind: 'done' }
   /** Rejected without requeue (dead-lettered where its queue has a dead-letter exchange). */
-  | { kind: 'reject'; why: 'rejected' | 'failed' | 'malformed' | 'limit'; err?: unknown }
-  /** Published to the error exchange, then acked; back to its queue if that publish fails. */
-  | { kind: 'deadLetter'; err: unknown; attempts: number }
+  | { kind: 'reject'; why: 'rejected' | 'failed' | 'malformed' | 'limit'; err?: unknown; unreadable?: Unreadable }
+  /**
+   * Published to the error exchange, then acked; back to its queue if that publish fails. `unreadable`: no handler
+   * could be given it (its bytes go as they came, for a replay once the cause is mended).
+   */
+  | { kind: 'deadLetter'; err: unknown; attempts: number; unreadable?: Unreadable }
   /** Not settled: the processor is closing, the broker delivers it again. */
   | { kind: 'leave' }
   /**

@@ -1,8 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
 import { STOP, type StepResult, type Yielded } from '../../microthreads/thread.js';
 import { Intake } from '../intake.js';
-import type { MessageBody } from '../messages.js';
-import { decode, decodeBody, deliveryLimit } from './admission.js';
+import { decode, deliveryLimit } from './admission.js';
 import { deliveryInfo } from './context.js';
 import { dedupe } from './dedupe.js';
 import { dispatch } from './dispatch.js';
@@ -15,6 +14,7 @@ import { schema } from './schema.js';
 import { settleStage } from './settle.js';
 import { DeliveryState, type Next, type StageEntry } from './state.js';
 import type { Outcome } from './outcome.js';
+import { read } from './readable.js';
 import { stream } from './stream.js';
 import { openScope, telemetry, telemetryOn } from './telemetry.js';
 import { timeLimit } from './time-limit.js';
@@ -139,15 +139,14 @@ export class DeliveryPipeline {
       this.intake.push({ msg });
       return;
     }
-    // The key needs the content: decoded now, once (a delivery that cannot be decoded has no key, and is rejected when
-    // its turn comes).
-    let body: MessageBody<object>;
-    try {
-      body = decodeBody({ parts: this.#parts, msg });
-    } catch (err) {
-      this.intake.push({ msg, decoded: { err } });
+    // The key needs the content: read now, once (a delivery that cannot be read has no key, and goes where the decode
+    // stage sends it when its turn comes).
+    const got = read(this.#parts.inbox, msg.content);
+    if ('err' in got) {
+      this.intake.push({ msg, decoded: got });
       return;
     }
+    const body = got.body;
     let key: unknown;
     try {
       key = orderBy(body.content, deliveryInfo(msg));

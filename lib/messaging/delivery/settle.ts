@@ -69,7 +69,8 @@ export function settle(
       return undefined;
     case 'reject': {
       const err = outcome.err;
-      if (outcome.why === 'malformed') {
+      if (outcome.unreadable) sayUnreadable(ctx, msg, outcome.unreadable, undefined);
+      else if (outcome.why === 'malformed') {
         const reason = err instanceof MalformedMessage ? err.reason : String(err);
         ctx.log.warn({ ...about(msg, body), routingKey: msg.fields.routingKey, reason }, 'malformed message rejected');
       } else if (outcome.why === 'rejected') {
@@ -158,7 +159,8 @@ function* settleAfterBroker(
         ctx.settler.reject(msg, true);
         return;
       }
-      if (limit)
+      if (outcome.unreadable) sayUnreadable(ctx, msg, outcome.unreadable, ctx.errorExchange!);
+      else if (limit)
         ctx.log.error(
           { ...about(msg, body), correlationId: msg.properties.correlationId },
           `${what(body)} ${(err as Error).message}; sent to ${ctx.errorExchange}`,
@@ -184,6 +186,59 @@ function* settleAfterBroker(
       ctx.restart();
       return;
   }
+}
+
+/** Per processor (its settle context), each cause of unreadable messages: when it was last said, and since then. */
+const unreadableSaid = new WeakMap<SettleContext, Map<string, { until: number; more: number; bytes: number }>>();
+/** How long one cause of unreadable messages is said once (with a count after). */
+const UNREADABLE_QUIET_MS = 60_000;
+
+/**
+ * An unreadable message, logged with its message id, size and reason: where it went (the error exchange, at warn),
+ * or (at error) that it was rejected, gone unless its queue has a dead-letter exchange. Once per cause and minute: a
+ * flood of one cause is one line, then one with how many more came in that minute.
+ */
+function sayUnreadable(
+  ctx: SettleContext,
+  msg: ConsumeMessage,
+  u: { cause: string; reason: string },
+  sentTo: string | undefined,
+): void {
+  let causes = unreadableSaid.get(ctx);
+  if (!causes) unreadableSaid.set(ctx, (causes = new Map()));
+  const key = `${sentTo ?? ''}|${u.cause}`;
+  const said = causes.get(key);
+  const now = Date.now();
+  if (said && now < said.until) {
+    said.more++;
+    said.bytes += msg.content.length;
+    return;
+  }
+  const then = sentTo
+    ? `sent to ${sentTo}: postage errors replay sends it back once its cause is mended`
+    : 'rejected: without an error exchange it is gone, unless its queue has a dead-letter exchange';
+  const fields = {
+    messageId: msg.properties.messageId,
+    deliveryTag: msg.fields.deliveryTag,
+    exchange: msg.fields.exchange,
+    routingKey: msg.fields.routingKey,
+    size: msg.content.length,
+    cause: u.cause,
+    reason: u.reason,
+  };
+  const line = `malformed message ${sentTo ? `sent to ${sentTo}` : 'rejected'} (${u.cause}): ${u.reason}; ${then}`;
+  if (sentTo) ctx.log.warn(fields, line);
+  else ctx.log.error(fields, line);
+  const entry = { until: now + UNREADABLE_QUIET_MS, more: 0, bytes: 0 };
+  causes.set(key, entry);
+  // The count of the quiet minute is said when it ends, not only when the next one comes (it may never come).
+  setTimeout(() => {
+    if (causes.get(key) !== entry || entry.more === 0) return;
+    const summary = { cause: u.cause, count: entry.more, bytes: entry.bytes, perMs: UNREADABLE_QUIET_MS };
+    const more = `${entry.more} more malformed messages (${u.cause}) ${sentTo ? `sent to ${sentTo}` : 'rejected'}`;
+    if (sentTo) ctx.log.warn(summary, `${more} in the last minute`);
+    else ctx.log.error(summary, `${more} in the last minute, gone`);
+  }, UNREADABLE_QUIET_MS).unref();
 }
 
 /**

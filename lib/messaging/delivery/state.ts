@@ -3,6 +3,7 @@ import type { Yielded } from '../../microthreads/thread.js';
 import type { MessageBody } from '../messages.js';
 import type { DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
+import type { Read } from './readable.js';
 import type { PipelineParts } from './parts.js';
 import type { Registered } from './registry.js';
 
@@ -33,8 +34,8 @@ export class DeliveryState {
   constructor(
     readonly parts: PipelineParts,
     readonly msg: ConsumeMessage,
-    /** Decoded ahead (to find its ordering key), or the error decoding it gave. */
-    readonly decoded: { body: unknown } | { err: unknown } | undefined,
+    /** Read ahead (to find its ordering key): its envelope, or why it cannot be read. */
+    readonly decoded: Read | undefined,
   ) {}
 }
 
