@@ -197,6 +197,36 @@ export class HandlerTimeout extends PostageError {
   }
 }
 
+/**
+ * A handler decorator was put on a method (or a static `Handler` field) named
+ * like a member of the processor machinery (`MicroThread`, `MessageProcessor`,
+ * `GenericApplication`: `step`, `main`, `ready`, `close`, `use`…): the handler
+ * would replace the member the processor itself calls. Thrown when the class
+ * is defined, or at the latest when it is constructed; the message names the
+ * method and suggests another name. The built-in handlers (`rpcDescribe`,
+ * `msgQuit`, `msgRestart`, `rpcPing`…) are handlers, not machinery: they may
+ * be overridden.
+ */
+export class ReservedHandlerName extends PostageError {
+  /** The method (or static field) the decorator was put on. */
+  readonly member: string;
+  /** The class whose member it would replace, as `MicroThread.step`. */
+  readonly shadows: string;
+  /** A name the handler could take instead. */
+  readonly suggestion: string;
+  constructor(member: string, shadows: string, suggestion: string) {
+    super(
+      `a handler named '${member}' would replace ${shadows}, which the processor itself runs: ` +
+        `name the method otherwise (for example '${suggestion}'); the messages it handles stay the same`,
+      'USAGE',
+    );
+    this.name = 'ReservedHandlerName';
+    this.member = member;
+    this.shadows = shadows;
+    this.suggestion = suggestion;
+  }
+}
+
 /** Thrown by a `@MessageFilter` function: the handler it guards is skipped. */
 export class FilterError extends ControlSignal {
   constructor(message = 'message filtered out') {

@@ -60,6 +60,7 @@ export {
   FilterError,
   DeliveryLimitExceeded,
   HandlerTimeout,
+  ReservedHandlerName,
   ValidationError,
   StreamError,
   type ValidationIssue,

@@ -1,7 +1,7 @@
 import type { Hup } from '../config.js';
 import { Exchange } from '../messaging/exchange.js';
 import type { FingerprintDict } from '../messaging/fingerprint.js';
-import { MessageHandler, RpcHandler } from '../messaging/handlers.js';
+import { MessageHandler, registerMachinery, RpcHandler } from '../messaging/handlers.js';
 import { MessageResult } from '../messaging/messages.js';
 import { checkPositional, constructorForm, type Positional } from '../messaging/options.js';
 import { MessageProcessor, PROCESSOR_OPTIONS, type ProcessorOptions } from '../messaging/processor.js';
@@ -169,3 +169,6 @@ export class GenericApplication extends MessageProcessor {
     return this.leaveGroup(String(content.parameters.group_name));
   }
 }
+
+// Its members are the application's own: a handler may not take their names (see handlers.ts).
+registerMachinery(GenericApplication, false);

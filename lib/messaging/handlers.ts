@@ -1,5 +1,6 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
-import { FilterError } from '../errors.js';
+import { FilterError, ReservedHandlerName } from '../errors.js';
+import { MicroThread } from '../microthreads/thread.js';
 import { currentDelivery, type DeliveryInfo } from './delivery/context.js';
 
 /** What a handler tag says: which deliveries it takes and what it is given. */
@@ -115,19 +116,126 @@ function refuse(where: string): never {
   );
 }
 
+type AnyClass = abstract new (...args: never[]) => unknown;
+
+/**
+ * The library's classes whose members a handler may not take the name of
+ * (the processor itself calls them: `step`, `main`, `ready`, `close`, `use`…).
+ * `everyProcessor`: every processor has its members (MicroThread,
+ * MessageProcessor), so a TC39 method decorator, which does not see its class,
+ * can refuse their names at once; the others' (GenericApplication's) are
+ * refused at construction.
+ */
+const machinery: Array<{ cls: AnyClass; everyProcessor: boolean }> = [{ cls: MicroThread, everyProcessor: true }];
+/** Each machinery class's reserved member names, by prototype ('p') and static ('s'): read off the class, once. */
+const reservedOf = new WeakMap<AnyClass, { p: Set<string>; s: Set<string> }>();
+
+/** Adds a library class to the machinery handlers may not shadow. @internal */
+export function registerMachinery(cls: AnyClass, everyProcessor: boolean): void {
+  machinery.push({ cls, everyProcessor });
+}
+
+/** Whether a prototype member or static carries a handler decorator's marks. */
+function isTagged(v: unknown): boolean {
+  return typeof v === 'function' && ((v as Tagged)[HANDLER_TAGS] !== undefined || (v as Tagged)[FILTERS] !== undefined);
+}
+
+/**
+ * A machinery class's member names, computed from the class: its methods and
+ * accessors, less its built-in handlers (describe, quit, restart, ping…), which
+ * are handlers a subclass may override, not machinery.
+ */
+function reserved(cls: AnyClass): { p: Set<string>; s: Set<string> } {
+  let r = reservedOf.get(cls);
+  if (!r) {
+    const own = (o: object, skip: readonly string[]) =>
+      Object.getOwnPropertyNames(o).filter((k) => {
+        if (skip.includes(k)) return false;
+        const d = Object.getOwnPropertyDescriptor(o, k);
+        return !(d && 'value' in d && isTagged(d.value));
+      });
+    r = {
+      p: new Set(own(cls.prototype as object, ['constructor'])),
+      s: new Set(own(cls, ['length', 'name', 'prototype'])),
+    };
+    reservedOf.set(cls, r);
+  }
+  return r;
+}
+
+/**
+ * Refuses a handler named like a member of the machinery `target` (a class,
+ * or its prototype) inherits; without a target (a TC39 method decorator),
+ * like one every processor has. The library's own classes declare theirs.
+ */
+function refuseShadowing(target: object | undefined, name: string, isStatic: boolean, prefix: string): void {
+  // The most derived first: a name MessageProcessor overrides is told as MessageProcessor's.
+  for (const { cls, everyProcessor } of [...machinery].reverse()) {
+    if (target === undefined ? !everyProcessor : target === cls || target === cls.prototype) continue;
+    if (target !== undefined && !Object.prototype.isPrototypeOf.call(isStatic ? cls : cls.prototype, target)) continue;
+    if (!(isStatic ? reserved(cls).s : reserved(cls).p).has(name)) continue;
+    const member = `${cls.name}${isStatic ? '.' : '.prototype.'}${name}${isStatic ? '' : '()'}`;
+    throw new ReservedHandlerName(name, member, suggest(target, name, prefix, isStatic));
+  }
+}
+
+/** A name for a handler that shadows nothing: the house's `msgQuit` / `rpcDescribe` shape. */
+function suggest(target: object | undefined, name: string, prefix: string, isStatic: boolean): string {
+  const base = `${prefix}${name.charAt(0).toUpperCase()}${name.slice(1)}`;
+  for (let i = 1; ; i++) {
+    const candidate = i === 1 ? base : `${base}${i}`;
+    const taken = machinery.some(({ cls }) => (isStatic ? reserved(cls).s : reserved(cls).p).has(candidate));
+    if (!taken && (target === undefined || !(candidate in target))) return candidate;
+  }
+}
+
+/**
+ * At construction, at the latest: refuses a class (anything under the
+ * machinery) that has a handler on a machinery member's name. A TC39 method
+ * decorator cannot see its class, so a name only some processors have
+ * (GenericApplication's `joinGroup`) is caught here. @internal
+ */
+export function refuseShadowingIn(cls: AnyClass): void {
+  const mine = new Set(machinery.map((m) => m.cls as unknown));
+  for (let c: unknown = cls; typeof c === 'function' && !mine.has(c); c = Object.getPrototypeOf(c)) {
+    const proto = (c as { prototype: object }).prototype;
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      const d = Object.getOwnPropertyDescriptor(proto, key);
+      if (key !== 'constructor' && d && 'value' in d && isTagged(d.value))
+        refuseShadowing(proto, key, false, prefixOf(d.value));
+    }
+    for (const key of Object.getOwnPropertyNames(c)) {
+      const d = Object.getOwnPropertyDescriptor(c, key);
+      if (d && 'value' in d && isHandlerClass(d.value) && isTagged(d.value))
+        refuseShadowing(c as object, key, true, prefixOf(d.value));
+    }
+  }
+}
+
+/** `rpc` for an RPC handler, `msg` for the others: the house's names for handlers. */
+function prefixOf(v: unknown): string {
+  return tagsOf(v)?.some((t) => t.category === 'rpc') ? 'rpc' : 'msg';
+}
+
 /**
  * The one tagging core behind every handler decorator: it marks a method (or
  * the `Handler` class held by a static field) and changes nothing else, in
  * either decorator flavour. The processor reads the marks up its class chain.
+ * A handler named like the machinery is refused here (see refuseShadowing).
  */
-function tagging(apply: (target: Tagged) => void): HandlerDecorator {
+function tagging(apply: (target: Tagged) => void, prefix = 'msg'): HandlerDecorator {
   return ((value: unknown, context: unknown, descriptor?: PropertyDescriptor) => {
     if (isTc39Context(context)) {
       const name = String(context.name);
-      if (context.kind === 'method' && !context.static) return void apply(value as Tagged);
+      if (context.kind === 'method' && !context.static) {
+        refuseShadowing(undefined, name, false, prefix);
+        return void apply(value as Tagged);
+      }
       if (context.kind === 'field' && context.static) {
-        return (initial: unknown) => {
+        return function (this: unknown, initial: unknown) {
           if (!isHandlerClass(initial)) refuse(`static field '${name}' (it does not hold a Handler class)`);
+          // A static field's initializer runs as the class is defined, with the class as `this`.
+          if (typeof this === 'function') refuseShadowing(this, name, true, prefix);
           apply(initial as Tagged);
           return initial;
         };
@@ -142,6 +250,7 @@ function tagging(apply: (target: Tagged) => void): HandlerDecorator {
     if (typeof target === 'function') {
       if (!isHandlerClass(fn)) refuse(`static member '${key}' (it does not hold a Handler class)`);
     } else if (typeof fn !== 'function') refuse(descriptor ? `accessor '${key}'` : `field '${key}'`);
+    refuseShadowing(target, key, typeof target === 'function', prefix);
     apply(fn as Tagged);
   }) as HandlerDecorator;
 }
@@ -152,10 +261,13 @@ export function isHandlerClass(v: unknown): boolean {
 }
 
 function handlerTag<C = unknown>(tag: HandlerTag): HandlerDecorator<C> {
-  return tagging((t) => {
-    // A handler keeps its own tags: copying avoids sharing an inherited array.
-    t[HANDLER_TAGS] = [...(Object.hasOwn(t, HANDLER_TAGS) ? t[HANDLER_TAGS]! : []), tag];
-  }) as unknown as HandlerDecorator<C>;
+  return tagging(
+    (t) => {
+      // A handler keeps its own tags: copying avoids sharing an inherited array.
+      t[HANDLER_TAGS] = [...(Object.hasOwn(t, HANDLER_TAGS) ? t[HANDLER_TAGS]! : []), tag];
+    },
+    tag.category === 'rpc' ? 'rpc' : 'msg',
+  ) as unknown as HandlerDecorator<C>;
 }
 
 /** Runs the method (or `Handler` class) for every message of this type and name; it gets `body.content`. */

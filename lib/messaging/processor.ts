@@ -19,7 +19,7 @@ import { DeliveryPipeline } from './delivery/pipeline.js';
 import { registryFor, type Registry } from './delivery/registry.js';
 import { ack } from './delivery/settle.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
-import { MessageHandlerFullBody, RpcHandler } from './handlers.js';
+import { MessageHandlerFullBody, registerMachinery, RpcHandler } from './handlers.js';
 import type { MessageBody } from './messages.js';
 import { describeProcessor, type ProcessorDescription } from './describe.js';
 import { checkPositional, constructorForm, type ComponentOptions, type Positional } from './options.js';
@@ -605,6 +605,9 @@ export class MessageProcessor extends MicroThread {
     return true;
   }
 }
+
+// Its members are the processor's own: a handler may not take their names (see handlers.ts).
+registerMachinery(MessageProcessor, true);
 
 Object.defineProperty(MessageProcessor.prototype, COMPONENT_KIND, { value: 'processor', writable: true });
 

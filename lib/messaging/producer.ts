@@ -437,7 +437,7 @@ export class GenericProducer {
         result = r;
       });
     };
-    return compose(list, send, inner, 'producer middleware').then(() => (sent ? (result as R) : dropped()));
+    return compose(list, send, inner, 'producer middleware', this.log).then(() => (sent ? (result as R) : dropped()));
   }
 
   /**

@@ -1,4 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
+import { GenericConsumer } from '../messaging/consumer.js';
+import { resolveExchange, type ExchangeLike } from '../messaging/exchange.js';
+import { eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from '../messaging/topology.js';
 import {
   PORTS,
   type ConfirmedCopies,
@@ -124,6 +127,56 @@ class HarnessPorts implements DeliveryPorts, Inbox, Settler, ConfirmedCopies, Re
 }
 
 /**
+ * The consumer a harnessed processor holds instead of its own: what a
+ * processor (or a subclass the library ships, `GenericApplication` joining
+ * groups) asks of its consumer beyond its deliveries (declaring and binding
+ * its queues, consuming, cancelling, closing) is recorded here and never
+ * reaches a broker, so its connection is never opened. Its deliveries go
+ * through {@link HarnessPorts}.
+ */
+class HarnessConsumer extends GenericConsumer {
+  readonly #bound: Array<{ exchange: string; key: string; queue: string }> = [];
+  #serverNamed = 0;
+
+  override ready(): Promise<void> {
+    return Promise.resolve();
+  }
+  override async addEqk(eqk: Eqk): Promise<void> {
+    for (const [exchange, qks] of eqkEntries(eqk))
+      for (const [queue, key] of qks) await this.queueBind(exchange, queue, key);
+  }
+  override bindings(): Array<{ exchange: string; key: string; queue: string }> {
+    return this.#bound.map((b) => ({ ...b }));
+  }
+  override async queueBind(
+    exchange: ExchangeLike,
+    queue: QueueSpec,
+    key: string,
+    _flags?: QueueFlags,
+  ): Promise<string> {
+    const given = typeof queue === 'string' ? queue : queue.name;
+    // A server-named queue gets a name as the broker would give one.
+    const name = given === '' ? `amq.gen-harness.${++this.#serverNamed}` : given;
+    this.#bound.push({ exchange: resolveExchange(exchange).name, key, queue: name });
+    if (!this.queues.includes(name)) this.queues.push(name);
+    return name;
+  }
+  override async exchangeBind(): Promise<void> {}
+  override async queueUnbind(exchange: ExchangeLike, queue: string, key: string): Promise<void> {
+    const ex = resolveExchange(exchange).name;
+    const i = this.#bound.findIndex((b) => b.exchange === ex && b.queue === queue && b.key === key);
+    if (i >= 0) this.#bound.splice(i, 1);
+  }
+  override async queueCancel(queue: string): Promise<void> {
+    const i = this.queues.indexOf(queue);
+    if (i >= 0) this.queues.splice(i, 1);
+  }
+  override async startConsuming(): Promise<void> {}
+  override async stopConsuming(): Promise<void> {}
+  override async close(): Promise<void> {}
+}
+
+/**
  * Runs a processor class without a broker: `deliver()` hands it an envelope
  * and resolves with what became of it. The processor is the real one (its
  * decorators, filters, schemas, retries, outbox, concurrency, generator
@@ -173,6 +226,8 @@ export class ProcessorHarness<P extends MessageProcessor> {
     const Harnessed = class extends (Cls as unknown as new (...a: A) => MessageProcessor) {
       // The processor's deliveries depend on these instead of its consumer (which never connects).
       static [PORTS] = (): DeliveryPorts => (ports = new HarnessPorts(encoderOf(args)));
+      // And what it asks of its consumer besides (its topology, a GenericApplication's groups) is recorded.
+      static consumerClass = HarnessConsumer;
     } as unknown as new (
       ...a: A
     ) => P;

@@ -22,7 +22,7 @@ export function* middleware(d: DeliveryState, next: Next): Generator<Yielded, Ou
   const inner = async (): Promise<void> => {
     outcome = await drive(next(d), scope);
   };
-  yield runIn(scope, () => compose(d.parts.middleware, ctx, inner, 'middleware'), true);
+  yield runIn(scope, () => compose(d.parts.middleware, ctx, inner, 'middleware', d.parts.log), true);
   if (outcome !== undefined) return outcome;
   if (d.body!.category !== 'rpc') return { kind: 'ack' };
   answer(d, null);

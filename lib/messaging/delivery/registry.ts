@@ -1,5 +1,5 @@
 import { MicroThread } from '../../microthreads/thread.js';
-import { isHandlerClass, tagsOf, type HandlerTag } from '../handlers.js';
+import { isHandlerClass, refuseShadowingIn, tagsOf, type HandlerTag } from '../handlers.js';
 import type { MessageBody } from '../messages.js';
 import { isAsyncFunction } from './context.js';
 
@@ -53,6 +53,8 @@ function appendCatchAll(index: Index): void {
 export function registryFor(cls: abstract new (...args: never[]) => unknown): Registry {
   const cached = registries.get(cls);
   if (cached) return cached;
+  // At the latest here, as it is constructed: a handler named like the machinery would replace it.
+  refuseShadowingIn(cls);
   const chain: Array<{ prototype: object }> = [];
   for (
     let c: unknown = cls;
