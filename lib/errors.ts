@@ -21,6 +21,7 @@ export type BrokerErrorCode =
   | 'UNCONFIRMED'
   | 'PRECONDITION_FAILED'
   | 'NOT_FOUND'
+  | 'RESOURCE_LOCKED'
   | 'DECLARE_FAILED'
   | 'BROKER_ERROR';
 

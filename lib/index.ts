@@ -136,6 +136,7 @@ export { serve, type Served, type ServeOptions } from './lifecycle/serve.js';
 export type { StandardSchemaV1 } from '@standard-schema/spec';
 export {
   ErrorQueue,
+  type ErrorQueueView,
   type FailedMessage,
   type FailedSelection,
   type ReplayOptions,

@@ -6,6 +6,7 @@ import {
   groupFailed,
   printableHeaders,
   selects,
+  text,
   type FailedMessage,
   type FailedSelection,
 } from '../operations/error-queue.js';
@@ -31,9 +32,17 @@ replay   sends each selected message back where it came from (--to: to
 purge    removes the selected messages; asks first unless --yes.
 Selections combine: --error TypeError --name resize takes those that are both.
 Reading changes nothing: every message is taken unacked and given back, in
-its place, when the command ends. Exit codes: 0 done, 1 nothing matched (or
-purge not confirmed), 2 bad usage, 3 broker unreachable, 4 a replayed
-message had no queue at its destination (it stays in the error queue).`;
+its place, when the command ends. Replay and purge work in batches of 100,
+settling each before taking more, through what the queue held when they
+began. Each command locks the queue while it works (an exclusive queue named
+QUEUE.lock, gone with its connection): a second one is refused, and list
+reads anyway and says the queue is locked (what the other tool holds is not
+shown). purge asks on stdin; input that ends unanswered is a no.
+Exit codes: 0 done, 1 nothing matched (or purge not confirmed), 2 bad usage,
+3 broker unreachable, or another tool is working on the queue, 4 a selected
+message was not replayed (no queue at its destination, a destination header
+that is not a string, an exchange that is gone, or another reader held it):
+it stays in the error queue.`;
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -91,7 +100,8 @@ async function reportedErrorQueues(timeout: number): Promise<string[]> {
 function line(m: FailedMessage): string[] {
   const error = `${m.errorName}${m.errorMessage ? `: ${m.errorMessage.length > 60 ? `${m.errorMessage.slice(0, 59)}…` : m.errorMessage}` : ''}`;
   return [
-    m.failedAt?.toISOString() ?? '-',
+    // A header that is not a date is shown as it is.
+    m.failedAt?.toISOString() ?? text(m.headers['x-failed-at']) ?? '-',
     `${m.messageType ?? '?'}/${m.messageName ?? '?'}`,
     `${m.originalExchange || '(default)'}/${m.originalRoutingKey}`,
     error,
@@ -123,7 +133,15 @@ export async function errors(
     if (queues.length === 0)
       throw new UsageError('no running component reports an error queue: name one, postage errors list QUEUE');
     const lists = new Map<string, FailedMessage[]>();
-    for (const q of queues) lists.set(q, await withQueue(q, (eq) => eq.list()));
+    for (const q of queues) {
+      const view = await withQueue(q, (eq) => eq.inspect());
+      lists.set(q, view.messages);
+      if (view.locked)
+        console.error(
+          `postage: another tool (postage errors or a dashboard) is working on ${q}: ` +
+            `what it holds is not listed, so ${view.messages.length} may be only part of the queue`,
+        );
+    }
     const all = [...lists].flatMap(([q, list]) => list.map((m) => ({ queue: q, m })));
     if (values.group) {
       // Most first over every queue listed, as each queue's own groups are.
@@ -151,9 +169,11 @@ export async function errors(
   }
   if (sub === 'show') {
     if (queue === undefined || ids.length !== 1) throw new UsageError('errors show needs QUEUE ID');
-    const m = await withQueue(queue, (eq) => eq.show(ids[0]));
+    const view = await withQueue(queue, (eq) => eq.inspect());
+    const m = view.messages.find((x) => x.id === ids[0]);
     if (!m) {
-      console.error(`no message ${ids[0]} in ${queue} (postage errors list ${queue} shows the ids)`);
+      const held = view.locked ? ', or another tool working on the queue holds it: try again once it is done' : '';
+      console.error(`no message ${ids[0]} in ${queue} (postage errors list ${queue} shows the ids)${held}`);
       return 1;
     }
     console.log(JSON.stringify(asJson(m, queue), null, values.json ? undefined : 2));
@@ -172,9 +192,16 @@ export async function errors(
     for (const m of r.replayed) console.log(`replayed ${m.id} to ${where(m)}`);
     for (const m of r.unroutable)
       console.error(`postage: ${m.id} not replayed: no queue is bound at ${where(m)} (it stays in ${queue})`);
-    const any = r.replayed.length + r.wouldReplay.length + r.unroutable.length;
-    if (any === 0) console.error(`nothing in ${queue} matches`);
-    if (r.unroutable.length > 0) return 4;
+    for (const { message, reason } of r.refused)
+      console.error(`postage: ${message.id} not replayed: ${reason} (it stays in ${queue})`);
+    if (r.notTaken > 0)
+      console.error(
+        `postage: ${r.notTaken} message(s) ${queue} counted when the replay began could not be taken: ` +
+          'another reader holds them unacked; run the replay again once it is done',
+      );
+    const any = r.replayed.length + r.wouldReplay.length + r.unroutable.length + r.refused.length;
+    if (any === 0 && r.notTaken === 0) console.error(`nothing in ${queue} matches`);
+    if (r.unroutable.length + r.refused.length + r.notTaken > 0) return 4;
     return any === 0 ? 1 : 0;
   }
   if (sub === 'purge') {
@@ -187,10 +214,14 @@ export async function errors(
           console.error(`nothing in ${queue} matches`);
           return 1;
         }
+        // Nothing is held while it asks (list gave everything back), and input that ends unanswered is a no.
         const rl = createInterface({ input: process.stdin, output: process.stderr });
-        const answer = await rl
-          .question(`remove ${chosen.length} message(s) from ${queue} for good? [y/N] `)
-          .catch(() => '');
+        const answer = await new Promise<string>((resolve) => {
+          rl.once('close', () => resolve(''));
+          rl.question(`remove ${chosen.length} message(s) from ${queue} for good? [y/N] `).then(resolve, () =>
+            resolve(''),
+          );
+        });
         rl.close();
         if (!/^y(es)?$/i.test(answer.trim())) {
           console.error('nothing purged');

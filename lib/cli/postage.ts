@@ -43,7 +43,7 @@ commands:
   watch EXCHANGE [KEY]                  print the envelopes that pass on EXCHANGE
   errors list|show|replay|purge         inspect an error queue, send failed messages back
   graph [--format mermaid|dot|svg]      the topology the running components make
-  dashboard [--port N]                  a live page of the system, on http://127.0.0.1
+  dashboard [--port N]                  a live page of the system, on http://127.0.0.1 (with a token)
 
 The broker comes from POSTAGE_URL or POSTAGE_HOST/PORT/USER/PASSWORD/VHOST.
 Run 'postage help <command>' (or 'postage <command> --help') for a command's
@@ -398,6 +398,7 @@ const CLI_OPTIONS = {
   format: { type: 'string' },
   port: { type: 'string' },
   host: { type: 'string' },
+  'allow-host': { type: 'string', multiple: true },
 } as const;
 
 export async function main(argv: string[]): Promise<number> {
@@ -425,7 +426,11 @@ export async function main(argv: string[]): Promise<number> {
       `${bad ? `unknown option '${bad}'` : (err as Error).message.split('\n')[0]}: see postage help${where && where in HELP ? ` ${where}` : ''}`,
     );
   }
-  const { values, positionals } = parsed;
+  // The one option that may repeat, kept apart so every other is a plain string or flag.
+  const {
+    values: { 'allow-host': allowHosts = [], ...values },
+    positionals,
+  } = parsed;
   if (values.version) {
     console.log(VERSION);
     return 0;
@@ -469,12 +474,36 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'rpc') return rpc(args, values);
   if (command === 'errors') return errors(args, values, target.to, table);
   if (command === 'graph') return graph(values, seconds);
-  if (command === 'dashboard') return dashboard(values);
+  if (command === 'dashboard') return dashboard(values, allowHosts);
   return watch(args, values);
 }
 
+/**
+ * Ends the process with `code` once stdout and stderr have written everything: to a pipe they write asynchronously,
+ * and `process.exit` at once would cut what a slow reader (`| jq`, `| less`) has not taken yet.
+ */
+async function finish(code: number): Promise<never> {
+  process.exitCode = code;
+  const drained = (stream: NodeJS.WriteStream) =>
+    new Promise<void>((resolve) => {
+      if (stream.destroyed || !stream.writable) return resolve();
+      // The callback of an empty write runs once everything written before it is out (or the stream failed).
+      stream.write('', () => resolve());
+    });
+  await Promise.all([drained(process.stdout), drained(process.stderr)]);
+  // Exits even where a library handle (a socket closing, a timer) would keep the loop alive a while.
+  process.exit(code);
+}
+
+// A reader that stops early (`| head`) closes the pipe: the rest is not wanted, which is no failure of ours.
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => finish(code),
   (err: unknown) => {
     const e = err as Error & { code?: string };
     // One line, no stack: scripts read the exit code, people read the line.
@@ -485,6 +514,6 @@ main(process.argv.slice(2)).then(
       e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ||
       e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' ||
       e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE';
-    process.exit(usage ? 2 : err instanceof BrokerError ? (err.code === 'UNROUTABLE' ? 4 : 3) : 1);
+    return finish(usage ? 2 : err instanceof BrokerError ? (err.code === 'UNROUTABLE' ? 4 : 3) : 1);
   },
 );

@@ -51,7 +51,6 @@ export const DASHBOARD_PAGE = `<!doctype html>
 <script>
 (function () {
   'use strict';
-  var token = new URLSearchParams(location.search).get('token') || '';
   var lastGraph = '';
   var openQueue = null;
   function el(tag, attrs, children) {
@@ -66,7 +65,8 @@ export const DASHBOARD_PAGE = `<!doctype html>
   }
   function notice(text) { document.getElementById('notice').textContent = text || ''; }
   function post(path, body) {
-    return fetch(path, { method: 'POST', headers: { 'content-type': 'application/json', 'x-postage-token': token }, body: JSON.stringify(body) })
+    // The token travels as the cookie the page's address set (same origin only, unreadable to scripts).
+    return fetch(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
       .then(function (r) { return r.json().then(function (j) { if (!r.ok) throw new Error(j.error || r.statusText); return j; }); });
   }
   function renderComponents(list) {
@@ -107,7 +107,7 @@ export const DASHBOARD_PAGE = `<!doctype html>
       box.appendChild(el('div', { 'class': 'error-queue', 'data-queue': name }, [
         el('strong', { text: name }), el('span', { text: '  ' }), el('span', { 'class': 'count', text: String(count) }), el('span', { 'class': 'muted', text: ' failed  ' }),
         el('button', { 'class': 'inspect', text: 'inspect', onclick: function () { openQueue = name; loadErrors(name); } }), el('span', { text: ' ' }),
-        el('button', { 'class': 'replay-all', text: 'replay all', onclick: function () { post('/api/errors/replay', { queue: name, all: true }).then(function (r) { notice('replayed ' + r.replayed.length + (r.unroutable.length ? ', ' + r.unroutable.length + ' unroutable' : '')); if (openQueue === name) loadErrors(name); }, function (e) { notice(e.message); }); } }), el('span', { text: ' ' }),
+        el('button', { 'class': 'replay-all', text: 'replay all', onclick: function () { post('/api/errors/replay', { queue: name, all: true }).then(function (r) { notice('replayed ' + r.replayed.length + (r.unroutable.length ? ', ' + r.unroutable.length + ' unroutable' : '') + (r.refused.length ? ', ' + r.refused.length + ' refused (' + r.refused[0].reason + ')' : '') + (r.notTaken ? ', ' + r.notTaken + ' held by another reader' : '')); if (openQueue === name) loadErrors(name); }, function (e) { notice(e.message); }); } }), el('span', { text: ' ' }),
         el('button', { 'class': 'purge-all danger', text: 'purge all', onclick: function () { if (!confirm('Remove every message from ' + name + ' for good?')) return; post('/api/errors/purge', { queue: name, all: true }).then(function (r) { notice('purged ' + r.purged.length); if (openQueue === name) loadErrors(name); }, function (e) { notice(e.message); }); } })
       ]));
     });
@@ -136,6 +136,7 @@ export const DASHBOARD_PAGE = `<!doctype html>
       });
       list.appendChild(lb);
       box.appendChild(el('h2', { text: name + ': ' + d.count + ' failed' }));
+      if (d.locked) box.appendChild(el('div', { 'class': 'locked muted', text: 'another tool (postage errors or a dashboard) is working on this queue: what it holds is not shown' }));
       box.appendChild(groups);
       box.appendChild(list);
       box.appendChild(el('pre', { id: 'error-whole', text: 'show a message to see it whole' }));

@@ -5,6 +5,8 @@ import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { JsonEncoder } from '../messaging/encoder.js';
 import type { ProcessorDescription } from '../messaging/describe.js';
 import { HEADERS } from '../messaging/delivery/context.js';
+import { BrokerError } from '../errors.js';
+import { openChannel } from '../transport/channels.js';
 import { openConnection, type ConnectOptions } from '../transport/connection.js';
 import { ComponentDirectory, componentId } from './directory.js';
 import {
@@ -23,11 +25,21 @@ export interface DashboardOptions extends ConnectOptions {
   /** @default 0: any free port */
   port?: number;
   /**
-   * Where it listens. Anything but loopback lets others reach it (state changes still need the token). @default
-   * '127.0.0.1'
+   * Where it listens. Anything but loopback lets others on the network reach it; every request still needs the token,
+   * and a `Host` it answers to (see `allowHosts`). @default '127.0.0.1'
    */
   host?: string;
-  /** The token a state-changing request must carry (X-Postage-Token); made at random when left out. */
+  /**
+   * Host names it answers to besides its own address, `localhost` and the loopback addresses: the names others reach it
+   * by when it listens on another interface (`0.0.0.0` answers to none of its own). A request for any other `Host`
+   * is refused (421), which keeps a web page that rebinds its DNS name to this address from reading it.
+   * @default []
+   */
+  allowHosts?: readonly string[];
+  /**
+   * The token every request must carry: the `X-Postage-Token` header, or the cookie the page's address (`?token=`)
+   * sets. Made at random when left out.
+   */
   token?: string;
   /** How often it asks components and queues. @default 1000 */
   refreshMs?: number;
@@ -74,6 +86,32 @@ function keyMatches(binding: string, key: string): boolean {
   return match(0, 0);
 }
 
+/** Addresses that mean every interface: no one reaches the dashboard by them, so they name no host it answers to. */
+const WILDCARDS = new Set(['0.0.0.0', '::', '']);
+
+/** The host name of a `Host` header or an origin, without its port or an IPv6 address's brackets. */
+function hostOf(value: string): string {
+  let v = value.trim().toLowerCase();
+  const scheme = v.indexOf('://');
+  if (scheme !== -1) v = v.slice(scheme + 3).split('/')[0];
+  if (v.startsWith('[')) return v.slice(1, v.indexOf(']'));
+  return v.replace(/:\d+$/, '');
+}
+
+/**
+ * Why a request is refused for its `Host`, or undefined: a name the dashboard does not answer to is what a page that
+ * rebinds its own DNS name to this address sends.
+ */
+function misdirected(req: { headers: { host?: string } }, answersTo: ReadonlySet<string>): string | undefined {
+  const host = req.headers.host;
+  if (host === undefined) return 'a request needs a Host header';
+  if (answersTo.has(hostOf(host))) return undefined;
+  return (
+    `this dashboard does not answer to the host '${hostOf(host)}': ` +
+    'use its own address or localhost, or start it with --allow-host NAME'
+  );
+}
+
 /**
  * The live page: components as they come and go, queues with depth and
  * rates, error queues with replay and purge, the topology drawn, and a
@@ -108,7 +146,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   let closed = false;
 
   // The dashboard's own view of the traffic: one exclusive queue with a copy of every binding.
-  const watch = await conn.createChannel();
+  const watch = await openChannel(conn);
   watch.on('error', () => undefined);
   const { queue: watchQueue } = await watch.assertQueue('', { exclusive: true, autoDelete: true });
   const watched = new Set<string>();
@@ -150,7 +188,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   const check = async (queue: string): Promise<{ messageCount: number; consumerCount: number } | undefined> => {
     try {
       if (!probe) {
-        probe = await conn.createChannel();
+        probe = await openChannel(conn);
         probe.on('error', () => undefined);
         probe.on('close', () => (probe = undefined));
       }
@@ -226,7 +264,8 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
 
   const summary = (m: FailedMessage) => ({
     id: m.id,
-    failedAt: m.failedAt,
+    // A header that is not a date is shown as it is.
+    failedAt: m.failedAt ?? text(m.headers['x-failed-at']),
     message: `${m.messageType ?? '?'}/${m.messageName ?? '?'}`,
     origin: `${m.originalExchange || '(default)'}/${m.originalRoutingKey}`,
     errorName: m.errorName,
@@ -246,11 +285,19 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
     const q = await ErrorQueue.open(name, { connection: conn });
     return work(q);
   };
-  const tokenOk = (req: IncomingMessage) => {
-    const given = Buffer.from(String(req.headers['x-postage-token'] ?? ''));
+  const same = (given: string | undefined) => {
+    const a = Buffer.from(given ?? '');
     const want = Buffer.from(token);
-    return given.length === want.length && timingSafeEqual(given, want);
+    return a.length === want.length && timingSafeEqual(a, want);
   };
+  // One cookie per port: browsers send a host's cookies to every port on it, and two dashboards must not mix theirs.
+  let cookieName = 'postage-dashboard';
+  const cookieOf = (req: IncomingMessage) =>
+    String(req.headers.cookie ?? '')
+      .split(';')
+      .map((c) => c.trim().split('='))
+      .find(([k]) => k === cookieName)?.[1];
+  const tokenOk = (req: IncomingMessage) => same(String(req.headers['x-postage-token'] ?? '')) || same(cookieOf(req));
   const readJson = async (req: IncomingMessage): Promise<Record<string, unknown>> => {
     let raw = '';
     for await (const chunk of req) {
@@ -284,6 +331,24 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
     void (async () => {
       const u = new URL(req.url ?? '/', 'http://dashboard');
       const path = u.pathname;
+      const refusedHost = misdirected(req, answersTo);
+      if (refusedHost) return json(res, 421, { error: refusedHost });
+      // The page's address carries the token once: it becomes a cookie no script can read and no other site's request
+      // carries, and the address bar loses it.
+      if (req.method === 'GET' && path === '/' && same(u.searchParams.get('token') ?? undefined)) {
+        res.writeHead(303, {
+          location: '/',
+          'set-cookie': `${cookieName}=${token}; HttpOnly; SameSite=Strict; Path=/`,
+          'cache-control': 'no-store',
+        });
+        return res.end();
+      }
+      if (!tokenOk(req))
+        return json(res, 403, {
+          error:
+            'this needs the token: open the address postage dashboard printed (with ?token=…), ' +
+            'or send the X-Postage-Token header',
+        });
       if (req.method === 'GET' && path === '/') return send(res, 200, 'text/html; charset=utf-8', DASHBOARD_PAGE);
       if (req.method === 'GET' && path === '/api/state') return json(res, 200, state());
       if (req.method === 'GET' && path === '/api/events') {
@@ -307,9 +372,11 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       if (req.method === 'GET' && path === '/api/messages') return json(res, 200, seen.slice(-100).reverse());
       if (req.method === 'GET' && path === '/api/errors') {
         const name = u.searchParams.get('queue') ?? '';
-        const list = await withQueue(name, async (q) => q.list());
+        const { messages: list, locked } = await withQueue(name, async (q) => q.inspect());
         return json(res, 200, {
           queue: name,
+          // Another tool is working on the queue: what it holds is not in the list.
+          locked,
           count: list.length,
           groups: groupFailed(list),
           messages: list.map(summary),
@@ -317,15 +384,15 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       }
       if (req.method === 'GET' && path === '/api/errors/message') {
         const name = u.searchParams.get('queue') ?? '';
-        const m = await withQueue(name, (q) => q.show(u.searchParams.get('id') ?? ''));
+        const id = u.searchParams.get('id') ?? '';
+        const m = (await withQueue(name, (q) => q.inspect())).messages.find((x) => x.id === id);
         return m ? json(res, 200, whole(m)) : json(res, 404, { error: 'no such message' });
       }
       if (req.method === 'POST' && (path === '/api/errors/replay' || path === '/api/errors/purge')) {
-        // Anything that changes state carries the token: a page elsewhere cannot send the header without it.
-        if (!tokenOk(req))
-          return json(res, 403, {
-            error: 'a state-changing request needs the X-Postage-Token header printed when the dashboard started',
-          });
+        // A page elsewhere that got this far (a proxy forwarding its Host) still cannot name itself as this one.
+        const origin = req.headers.origin;
+        if (origin !== undefined && misdirected({ headers: { host: hostOf(origin) } }, answersTo))
+          return json(res, 403, { error: `a request from ${origin} may not change state here` });
         const body = await readJson(req);
         const sel = selectionOf(body);
         if (!sel.all && !sel.ids?.length && sel.errorName === undefined && sel.messageName === undefined)
@@ -333,7 +400,12 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
         const name = String(body['queue'] ?? '');
         if (path.endsWith('replay')) {
           const r = await withQueue(name, (q) => q.replay(sel));
-          return json(res, 200, { replayed: r.replayed.map((m) => m.id), unroutable: r.unroutable.map((m) => m.id) });
+          return json(res, 200, {
+            replayed: r.replayed.map((m) => m.id),
+            unroutable: r.unroutable.map((m) => m.id),
+            refused: r.refused.map(({ message, reason }) => ({ id: message.id, reason })),
+            notTaken: r.notTaken,
+          });
         }
         const gone = await withQueue(name, (q) => q.purge(sel));
         return json(res, 200, { purged: gone.map((m) => m.id) });
@@ -341,16 +413,23 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       return json(res, 404, { error: `no ${req.method} ${path}` });
     })().catch((err: unknown) => {
       const e = err as Error & { status?: number };
-      if (!res.headersSent) json(res, e.status ?? 500, { error: e.message });
+      const status = err instanceof BrokerError && err.code === 'RESOURCE_LOCKED' ? 409 : (e.status ?? 500);
+      if (!res.headersSent) json(res, status, { error: e.message });
       else res.end();
     });
   });
   const host = options.host ?? '127.0.0.1';
+  const answersTo = new Set(
+    ['localhost', '127.0.0.1', '::1', ...(WILDCARDS.has(host) ? [] : [host]), ...(options.allowHosts ?? [])].map((h) =>
+      h.toLowerCase().replace(/^\[(.*)\]$/, '$1'),
+    ),
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, host, () => resolve());
   });
   const { port } = server.address() as AddressInfo;
+  cookieName = `postage-dashboard-${port}`;
   const shownHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
   return {
     url: `http://${shownHost}:${port}/?token=${token}`,

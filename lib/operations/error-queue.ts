@@ -5,6 +5,7 @@ import { JsonEncoder } from '../messaging/encoder.js';
 import { RETRY_HEADERS } from '../messaging/delivery/parts.js';
 import { countIn } from '../messaging/delivery/context.js';
 import { withoutDelay } from '../messaging/delay.js';
+import { openChannel } from '../transport/channels.js';
 import { openConnection, type ConnectOptions } from '../transport/connection.js';
 
 /** One failed message in an error queue, as `postage errors list` shows it. */
@@ -54,8 +55,29 @@ export interface ReplayReport {
   replayed: FailedMessage[];
   /** Not sent: no queue is bound for its destination (left in the error queue). */
   unroutable: FailedMessage[];
+  /**
+   * Not sent, and why: a destination header that is missing or not a string, an exchange that does not exist (left in
+   * the error queue).
+   */
+  refused: Array<{ message: FailedMessage; reason: string }>;
+  /**
+   * How many of the messages the queue counted when the replay began it could not take, because another reader held
+   * them unacked (they were not looked at).
+   */
+  notTaken: number;
   /** With `dryRun`: what would be sent. */
   wouldReplay: FailedMessage[];
+}
+
+/** What `ErrorQueue.inspect` read. */
+export interface ErrorQueueView {
+  /** Every failed message it could read, oldest first. */
+  messages: FailedMessage[];
+  /**
+   * Another tool held the queue's lock: what that tool holds unacked is not among `messages`, so they may be only part
+   * of the queue.
+   */
+  locked: boolean;
 }
 
 export interface ReplayOptions {
@@ -124,7 +146,7 @@ function describeFailed(m: GetMessage): FailedMessage {
   return {
     id: text(m.properties.messageId) ?? `sha1:${createHash('sha1').update(m.content).digest('hex').slice(0, 16)}`,
     failedAt: failedAt
-      ? new Date(failedAt)
+      ? validDate(failedAt)
       : typeof m.properties.timestamp === 'number'
         ? new Date(m.properties.timestamp * (m.properties.timestamp < 1e12 ? 1000 : 1))
         : undefined,
@@ -152,6 +174,40 @@ function describeFailed(m: GetMessage): FailedMessage {
     content: m.content,
     properties,
   };
+}
+
+/** A header's date, or undefined where it is not one (the header itself still shows what it says). */
+function validDate(v: string): Date | undefined {
+  const d = new Date(v);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
+/**
+ * Where a replay sends a message: `to`, else its `x-original-exchange` and `x-original-routing-key`, which must be
+ * strings (a number there would go to the default exchange, as '' does). A reason where it cannot tell.
+ */
+function destination(
+  m: FailedMessage,
+  to: ReplayOptions['to'],
+): { exchange: string; routingKey: string } | { reason: string } {
+  const shown = (v: unknown) => (typeof v === 'object' ? JSON.stringify(v) : String(v));
+  const exchange = to?.exchange ?? m.headers['x-original-exchange'];
+  const routingKey = to?.routingKey ?? m.headers['x-original-routing-key'] ?? '';
+  if (exchange === undefined)
+    return { reason: 'it has no x-original-exchange header: say where it goes with --to EXCHANGE [KEY]' };
+  if (text(exchange) === undefined)
+    return {
+      reason:
+        `its x-original-exchange is ${shown(exchange)} (${typeof exchange}), not an exchange name: ` +
+        'say where it goes with --to EXCHANGE [KEY]',
+    };
+  if (text(routingKey) === undefined)
+    return {
+      reason:
+        `its x-original-routing-key is ${shown(routingKey)} (${typeof routingKey}), not a routing key: ` +
+        'say where it goes with --to EXCHANGE KEY',
+    };
+  return { exchange: text(exchange)!, routingKey: text(routingKey)! };
 }
 
 /** Failed messages of one error name and message name, counted. */
@@ -191,15 +247,53 @@ function checkSelection(sel: FailedSelection): void {
   if (!named && !sel.all) throw new TypeError('say which failed messages: ids, all, errorName or messageName');
 }
 
+/** How many messages a replay or purge takes before it settles them and takes more. */
+const BATCH = 100;
+
+/**
+ * The error queues an `ErrorQueue` of this process is working on, per connection: the broker's lock is per connection,
+ * so two tools sharing one (the dashboard's requests) would both get it.
+ */
+const workingHere = new WeakMap<ChannelModel, Set<string>>();
+
+/** The name of the queue whose exclusive declaration is the lock on `queue`. @internal */
+export function lockQueueName(queue: string): string {
+  return `${queue}.lock`;
+}
+
+/** The error a tool gets when another holds the lock on `queue`. */
+function lockedError(queue: string, cause?: unknown): BrokerError {
+  return new BrokerError(
+    `another tool (postage errors or a dashboard, on another connection) is working on queue '${queue}': ` +
+      `try again once it is done (its lock is the exclusive queue '${lockQueueName(queue)}')`,
+    'RESOURCE_LOCKED',
+    { cause, amqpCode: 405 },
+  );
+}
+
+interface Held {
+  raw: GetMessage;
+  failed: FailedMessage;
+}
+
 /**
  * An error queue (where a processor's `errorExchange` puts what failed for
  * good), read and worked on without losing or reordering anything.
+ *
+ * Each operation first takes the queue's lock: an exclusive queue named
+ * `<queue>.lock`, which the broker keeps for the connection that declared it
+ * (and deletes when that connection goes, however it goes). A second tool is
+ * refused (`BrokerError` with code `RESOURCE_LOCKED`) instead of reading a
+ * queue the first holds part of unacked and taking it for the whole.
  *
  * Reading takes every message with `basic.get`, unacked, and gives back the
  * ones it does not remove by closing its channel: the broker puts them back
  * where they were, in their order. postage-ts declares error queues as
  * classic queues, which count no delivery attempts, so reading does not bring
- * a message nearer to any limit. A replay publishes each copy with a confirm
+ * a message nearer to any limit. Replay and purge go through the queue in
+ * batches of 100, settling each batch's messages before taking the next; they
+ * stop at the count the queue had when they began, so what fails while they
+ * work waits for the next run. A replay publishes each copy with a confirm
  * and only then acks the original: a crash in between leaves a duplicate,
  * never a loss.
  */
@@ -240,9 +334,21 @@ export class ErrorQueue {
     return this.close();
   }
 
-  /** Every failed message, oldest first; the queue is left as it was. */
+  /** Every failed message, oldest first; the queue is left as it was. Refused while another tool holds the lock. */
   async list(): Promise<FailedMessage[]> {
-    return this.#holding(async (held) => held.map((h) => h.failed));
+    return this.#locked(() => this.#holding(async (held) => held.map((h) => h.failed)));
+  }
+
+  /**
+   * Every failed message it can read, oldest first, and whether another tool held the lock: then it reads anyway, and
+   * what that tool holds is missing (what `postage errors list` shows, saying so).
+   */
+  async inspect(): Promise<ErrorQueueView> {
+    const read = () => this.#holding(async (held) => held.map((h) => h.failed));
+    return this.#locked<ErrorQueueView>(
+      async () => ({ messages: await read(), locked: false }),
+      async () => ({ messages: await read(), locked: true }),
+    );
   }
 
   /** How many failed with each error name and message name, most first. */
@@ -260,73 +366,171 @@ export class ErrorQueue {
    * confirmed by the broker before its original leaves the error queue. A copy
    * keeps its message id, conversation headers and properties, counts
    * `x-replayed`, and drops the failure's headers and any retry state. One no
-   * queue takes (its destination is gone) stays in the error queue.
+   * queue takes (its destination is gone) stays in the error queue, as does
+   * one whose destination headers are not strings or whose exchange is gone
+   * (`refused`, with the reason).
    */
   async replay(selection: FailedSelection, options: ReplayOptions = {}): Promise<ReplayReport> {
     checkSelection(selection);
-    const report: ReplayReport = { replayed: [], unroutable: [], wouldReplay: [] };
-    await this.#holding(async (held, ch) => {
-      const chosen = held.filter((h) => selects(selection, h.failed));
-      if (options.dryRun) {
-        report.wouldReplay = chosen.map((h) => h.failed);
-        return;
-      }
-      if (chosen.length === 0) return;
-      const out = await this.#conn.createConfirmChannel();
-      let returned = false;
-      let closedBy: Error | undefined;
-      out.on('return', () => (returned = true));
-      out.on('error', (e: Error) => (closedBy = e));
-      try {
-        for (const h of chosen) {
-          const m = h.failed;
-          const exchange = options.to?.exchange ?? m.originalExchange;
-          const routingKey = options.to?.routingKey ?? m.originalRoutingKey;
-          returned = false;
-          await publishConfirmed(out, exchange, routingKey, m.content, replayProperties(m)).catch((err: unknown) => {
-            // The broker closes the channel on a publish to an exchange that is gone: say which, and what to do.
-            if (/NOT_FOUND/.test(String(closedBy?.message)))
-              throw new BrokerError(
-                `exchange '${exchange}' does not exist: declare it again (start its component), or replay elsewhere with --to EXCHANGE [KEY]`,
-                'NOT_FOUND',
-                { cause: closedBy },
-              );
-            throw err;
-          });
-          if (returned) {
-            report.unroutable.push(m);
-            continue;
+    const report: ReplayReport = { replayed: [], unroutable: [], refused: [], notTaken: 0, wouldReplay: [] };
+    let out: ConfirmChannel | undefined;
+    let returned = false;
+    let closedBy: Error | undefined;
+    const exchanges = new Map<string, boolean>();
+    try {
+      const { counted, taken } = await this.#locked(() =>
+        this.#inBatches(async (batch, ch) => {
+          for (const h of batch) {
+            const m = h.failed;
+            if (!selects(selection, m)) continue;
+            const target = destination(m, options.to);
+            if ('reason' in target) {
+              report.refused.push({ message: m, reason: target.reason });
+              continue;
+            }
+            if (options.dryRun) {
+              report.wouldReplay.push(m);
+              continue;
+            }
+            const { exchange, routingKey } = target;
+            if (!(await this.#exchangeExists(exchange, exchanges))) {
+              report.refused.push({
+                message: m,
+                reason:
+                  `exchange '${exchange}' does not exist: declare it again (start its component), ` +
+                  'or replay elsewhere with --to EXCHANGE [KEY]',
+              });
+              continue;
+            }
+            if (!out) {
+              out = await openChannel(this.#conn, true);
+              out.on('return', () => (returned = true));
+              out.on('error', (e: Error) => (closedBy = e));
+            }
+            returned = false;
+            await publishConfirmed(out, exchange, routingKey, m.content, replayProperties(m)).catch((err: unknown) => {
+              // The exchange went after it was checked: the broker closes the channel on such a publish.
+              if (/NOT_FOUND/.test(String(closedBy?.message)))
+                throw new BrokerError(
+                  `exchange '${exchange}' does not exist: declare it again (start its component), ` +
+                    'or replay elsewhere with --to EXCHANGE [KEY]',
+                  'NOT_FOUND',
+                  { cause: closedBy },
+                );
+              throw err;
+            });
+            if (returned) {
+              report.unroutable.push(m);
+              continue;
+            }
+            options.onConfirmed?.(m);
+            ch.ack(h.raw);
+            report.replayed.push(m);
           }
-          options.onConfirmed?.(m);
-          ch.ack(h.raw);
-          report.replayed.push(m);
-        }
-      } finally {
-        if (!closedBy) await out.close().catch(() => undefined);
-      }
-    });
+        }),
+      );
+      report.notTaken = Math.max(0, counted - taken);
+    } finally {
+      if (out && !closedBy) await out.close().catch(() => undefined);
+    }
     return report;
   }
 
   /** Removes the selected messages for good; returns them. */
   async purge(selection: FailedSelection): Promise<FailedMessage[]> {
     checkSelection(selection);
-    return this.#holding(async (held, ch) => {
-      const chosen = held.filter((h) => selects(selection, h.failed));
-      for (const h of chosen) ch.ack(h.raw);
-      return chosen.map((h) => h.failed);
+    const gone: FailedMessage[] = [];
+    await this.#locked(() =>
+      this.#inBatches(async (batch, ch) => {
+        for (const h of batch)
+          if (selects(selection, h.failed)) {
+            ch.ack(h.raw);
+            gone.push(h.failed);
+          }
+      }),
+    );
+    return gone;
+  }
+
+  /**
+   * Runs `work` holding the queue's lock; where another tool holds it, runs `otherwise`, or refuses with a
+   * `BrokerError` (`RESOURCE_LOCKED`).
+   */
+  async #locked<T>(work: () => Promise<T>, otherwise?: () => Promise<T>): Promise<T> {
+    let here = workingHere.get(this.#conn);
+    if (!here) workingHere.set(this.#conn, (here = new Set()));
+    const lock = lockQueueName(this.queue);
+    let mine = !here.has(this.queue);
+    if (mine) {
+      // Marked before the declare, which yields: a second operation on this connection sees it at once.
+      here.add(this.queue);
+      try {
+        await this.#withChannel((ch) => ch.assertQueue(lock, { exclusive: true, durable: false, autoDelete: false }));
+      } catch (err) {
+        here.delete(this.queue);
+        if (!/RESOURCE_LOCKED|405/.test(String((err as Error).message))) throw err;
+        mine = false;
+      }
+    }
+    if (!mine) {
+      if (otherwise) return otherwise();
+      throw lockedError(this.queue);
+    }
+    try {
+      return await work();
+    } finally {
+      here.delete(this.queue);
+      // A connection of its own takes the lock with it as it closes; a shared one keeps it until it is deleted.
+      await this.#withChannel((ch) => ch.deleteQueue(lock)).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Takes the messages the queue counts now, `BATCH` at a time, and hands each batch to `act`, which settles what it
+   * acts on before the next is taken. What `act` leaves unacked goes back in its place when the channel closes.
+   * `counted` less `taken` is what another reader held.
+   */
+  async #inBatches(act: (batch: Held[], ch: Channel) => Promise<void>): Promise<{ counted: number; taken: number }> {
+    return this.#withChannel(async (ch) => {
+      const { messageCount: counted } = await ch.checkQueue(this.queue);
+      let taken = 0;
+      while (taken < counted) {
+        const batch: Held[] = [];
+        while (batch.length < BATCH && taken + batch.length < counted) {
+          const m = await ch.get(this.queue, { noAck: false });
+          if (m === false) break;
+          batch.push({ raw: m, failed: describeFailed(m) });
+        }
+        if (batch.length === 0) break;
+        taken += batch.length;
+        await act(batch, ch);
+      }
+      return { counted, taken };
     });
+  }
+
+  /** Whether an exchange exists (asked once per replay; the default exchange always does). */
+  async #exchangeExists(name: string, known: Map<string, boolean>): Promise<boolean> {
+    if (name === '') return true;
+    let exists = known.get(name);
+    if (exists === undefined) {
+      // A passive declare of a missing exchange closes its channel: a channel of its own.
+      exists = await this.#withChannel((ch) => ch.checkExchange(name)).then(
+        () => true,
+        () => false,
+      );
+      known.set(name, exists);
+    }
+    return exists;
   }
 
   /**
    * Runs `work` with every message of the queue held unacked; what it did not ack goes back, in order, when the channel
    * closes.
    */
-  async #holding<T>(
-    work: (held: Array<{ raw: GetMessage; failed: FailedMessage }>, ch: Channel) => Promise<T>,
-  ): Promise<T> {
+  async #holding<T>(work: (held: Held[], ch: Channel) => Promise<T>): Promise<T> {
     return this.#withChannel(async (ch) => {
-      const held: Array<{ raw: GetMessage; failed: FailedMessage }> = [];
+      const held: Held[] = [];
       for (;;) {
         const m = await ch.get(this.queue, { noAck: false });
         if (m === false) break;
@@ -337,7 +541,7 @@ export class ErrorQueue {
   }
 
   async #withChannel<T>(work: (ch: Channel) => Promise<T>): Promise<T> {
-    const ch = await this.#conn.createChannel();
+    const ch = await openChannel(this.#conn);
     let failed: Error | undefined;
     ch.on('error', (e: Error) => (failed = e));
     try {

@@ -40,6 +40,9 @@ describe('the dashboard page, in Chromium', function () {
 
   it('shows both running components appear, the error count rise as a handler fails, and fall after replay', async () => {
     await page.goto(d.url);
+    // The token became a cookie scripts cannot read, and left the address bar (and so history and Referer).
+    expect(page.url()).to.equal(new URL('/', d.url).href);
+    expect(await page.evaluate('document.cookie')).to.equal('');
     await page.locator('.component.up[data-name="orders"]').waitFor();
     await page.locator('.component.up[data-name="invoices"]').waitFor();
     await page.locator('#graph svg .node.component').first().waitFor();
