@@ -164,7 +164,7 @@ describe('postage (CLI)', function () {
   it('describe exits 1 with one line for an address nobody answers, 4 for a key no queue takes, 2 without one', async () => {
     const nobody = await postage(['describe', unique('nobody'), '--timeout', '0.5']);
     expect(nobody.code).to.equal(1);
-    expect(nobody.stderr.trim()).to.match(/^no processor answered describe on .* within 0.5 s$/);
+    expect(nobody.stderr.trim()).to.match(/^no processor answered describe on .* within 0.5 s: [^\n]*presence: false/);
     await h.start(new MessageProcessor({ url: await brokerUrl(), eqk: [[ex, [[queue, 'k']]]] }));
     const unroutable = await postage(['describe', ex.name, 'nobody']);
     expect(unroutable.code).to.equal(4);

@@ -1,13 +1,15 @@
 import type { Hup } from '../config.js';
-import { Exchange } from '../messaging/exchange.js';
+import type { Exchange } from '../messaging/exchange.js';
 import type { FingerprintDict } from '../messaging/fingerprint.js';
 import { MessageHandler, registerMachinery, RpcHandler } from '../messaging/handlers.js';
 import { MessageResult } from '../messaging/messages.js';
 import { checkPositional, constructorForm, type Positional } from '../messaging/options.js';
 import { MessageProcessor, PROCESSOR_OPTIONS, type ProcessorOptions } from '../messaging/processor.js';
+import { GenericApplicationExchange, OWN_PRESENCE, PresenceExchange } from '../messaging/presence.js';
 import type { Eqk, QueueFlags, QueueSpec } from '../messaging/topology.js';
 
-/** Where components send each other commands, addressed by Postage's standard keys. */
+export { GenericApplicationExchange, PresenceExchange };
+
 /** Postage's positional form of a GenericApplication. */
 const APPLICATION_FORM: readonly Positional[] = [
   ['fingerprint', 'object'],
@@ -15,17 +17,6 @@ const APPLICATION_FORM: readonly Positional[] = [
   ['groups', 'array'],
   ['hup', 'object'],
 ];
-
-export class GenericApplicationExchange extends Exchange {
-  static override name = 'generic-application-exchange';
-  static override type = 'direct';
-}
-
-/** Where pings and discovery go: `presence` and `presence@HOST`. */
-export class PresenceExchange extends Exchange {
-  static override name = 'presence-exchange';
-  static override type = 'direct';
-}
 
 export interface ApplicationOptions extends Omit<ProcessorOptions, 'eqk'> {
   /** Groups joined at start (more with the `join_group` command). */
@@ -58,7 +49,9 @@ const shared = (name: string): QueueSpec => ({ name, flags: { durable: false, au
  * A `MessageProcessor` addressable the Postage way: by name (round robin or
  * fanout), by host, by name and host, uniquely by pid@host, by presence, and
  * by groups joined and left at run time. Answers the `ping` RPC with its
- * fingerprint.
+ * fingerprint. Its presence is its own queue's (`pid@host`, bound with
+ * `presence` and `presence@H`; not with `presence: false`), where it also
+ * takes `quit` and `restart`.
  */
 export class GenericApplication extends MessageProcessor {
   static exchangeClass: typeof Exchange = GenericApplicationExchange;
@@ -102,13 +95,17 @@ export class GenericApplication extends MessageProcessor {
           [this.uid, keys.unique],
         ],
       ],
-      [
-        PresenceExchange,
-        [
-          [this.uid, keys.presence],
-          [this.uid, keys.hostPresence],
-        ],
-      ],
+      ...(opts.presence === false
+        ? []
+        : [
+            [
+              PresenceExchange,
+              [
+                [this.uid, keys.presence],
+                [this.uid, keys.hostPresence],
+              ],
+            ] as const,
+          ]),
       ...(opts.eqk ?? []),
     ];
     this.#initial = { eqk, groups: [...(opts.groups ?? [])] };
@@ -172,3 +169,5 @@ export class GenericApplication extends MessageProcessor {
 
 // Its members are the application's own: a handler may not take their names (see handlers.ts).
 registerMachinery(GenericApplication, false);
+// Its presence is its own queue's: the processor adds none (a static, so subclasses inherit it; not a public name).
+Object.defineProperty(GenericApplication, OWN_PRESENCE, { value: true });

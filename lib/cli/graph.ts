@@ -1,4 +1,4 @@
-import { ComponentDirectory } from '../operations/directory.js';
+import { ComponentDirectory, whyNoneAnswered } from '../operations/directory.js';
 import { toDot, toMermaid, toSvg, topologyGraph } from '../operations/topology-graph.js';
 import { UsageError } from './usage.js';
 
@@ -23,7 +23,7 @@ export async function graph(
   try {
     const found = await directory.describeAll(timeout);
     if (found.length === 0) {
-      console.error(`no component answered describe on presence within ${timeout} s`);
+      console.error(`no component answered describe on presence within ${timeout} s: ${whyNoneAnswered()}`);
       return 1;
     }
     console.log(draw(topologyGraph(found)));

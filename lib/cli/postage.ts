@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { SUPERVISED } from '../lifecycle/restart.js';
 import { runModule, superviseModule } from './run.js';
 import { UsageError } from './usage.js';
+import { whyNoneAnswered } from '../operations/directory.js';
 import { errors, ERRORS_HELP, takeReplayTarget } from './errors.js';
 import { graph, GRAPH_HELP } from './graph.js';
 import { dashboard, DASHBOARD_HELP } from './dashboard.js';
@@ -54,9 +55,9 @@ stderr; library logs go to stderr too (POSTAGE_LOG_LEVEL, default error).`,
   ping: `usage: postage ping [ADDRESS] [--timeout SECONDS]
 
 Broadcasts the ping RPC and lists every component that answers under a
-header, one a line: NAME TYPE PID@HOST USER VHOST. ADDRESS is a GenericApplication key (NAME,
-@HOST, NAME@HOST, PID@HOST, NAME#GROUP); without it every component is asked
-through 'presence'. Waits --timeout seconds (default 2) for answers.
+header, one a line: NAME TYPE PID@HOST USER VHOST. ADDRESS is a component's
+address (NAME, @HOST, NAME@HOST, PID@HOST; NAME#GROUP for GenericApplications);
+without it every component is asked through 'presence'. Waits --timeout seconds (default 2) for answers.
 Exits 1 when nobody answers.`,
   describe: `usage: postage describe ADDRESS [--timeout SECONDS] [--json]
        postage describe EXCHANGE KEY [--timeout SECONDS] [--json]
@@ -64,9 +65,9 @@ Exits 1 when nobody answers.`,
 Asks processors the built-in describe RPC and prints, for each that answers,
 its fingerprint and library version, its bindings (exchange, key, queue),
 and a table of its handlers: KIND CATEGORY TYPE NAME SCHEMA DESCRIPTION.
-ADDRESS is a GenericApplication key (NAME, NAME/rr, NAME@HOST, PID@HOST,
-NAME#GROUP…): every component it reaches answers within --timeout seconds
-(default 2). EXCHANGE KEY asks the one processor behind them. --json prints
+ADDRESS is a component's address (NAME, NAME@HOST, PID@HOST; NAME/rr and
+NAME#GROUP… for GenericApplications): every component it reaches answers
+within --timeout seconds (default 2). EXCHANGE KEY asks the one processor behind them. --json prints
 the descriptions as one JSON array. Exits 1 when nobody answers; with
 EXCHANGE KEY, 4 when no queue takes the question.`,
   run: `usage: postage run MODULE
@@ -164,7 +165,10 @@ async function ping(args: string[], values: Record<string, string | boolean | un
         ),
       );
     if (found.length === 0)
-      console.error(`no component answered a ping on ${exchange.name}/${address ?? 'presence'} within ${timeout} s`);
+      console.error(
+        `no component answered a ping on ${exchange.name}/${address ?? 'presence'} within ${timeout} s: ` +
+          whyNoneAnswered(),
+      );
     return found.length > 0 ? 0 : 1;
   } finally {
     await p.close();
@@ -206,7 +210,11 @@ async function describe(args: string[], values: Record<string, string | boolean 
     }
   }
   if (found.length === 0) {
-    console.error(`no processor answered describe on ${where} within ${timeout} s`);
+    // Behind EXCHANGE KEY is one processor's own queue: presence has nothing to do with it.
+    console.error(
+      `no processor answered describe on ${where} within ${timeout} s` +
+        (args.length === 1 ? `: ${whyNoneAnswered()}` : ''),
+    );
     return 1;
   }
   if (values.json) {

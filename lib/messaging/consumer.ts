@@ -96,6 +96,8 @@ export class GenericConsumer {
   #bindings: Binding[] = [];
   /** The name the broker gave each binding's queue (a server-named queue has one only once declared). */
   readonly #queueNames = new WeakMap<Binding, string>();
+  /** Server-named queues by the spec object their bindings share, with the channel they were declared on. */
+  readonly #serverNamed = new WeakMap<object, { ch: Channel; name: string }>();
   /** Settles deliveries on the current channel, batching acks. */
   #acks: AckBatcher | undefined;
   /**
@@ -286,7 +288,7 @@ export class GenericConsumer {
     // The exchange is the connection's (others may bind to it too): declared through its topology, once.
     const exName = resolveExchange(b.exchange).name;
     await this.#link.topology.ensure(this.connection!, ch, exchangeDeclaration(b.exchange), force);
-    const name = await declareQueue(ch, b.queue, b.flags);
+    const name = await this.#declareQueue(ch, b);
     if (exName !== '') {
       await ch.bindQueue(name, exName, b.key).catch((err: unknown) => {
         throw new BrokerError(
@@ -301,6 +303,28 @@ export class GenericConsumer {
     if (!this.queues.includes(name)) this.queues.push(name);
     this.log.debug({ exchange: exName, queue: name, key: b.key }, 'queue bound');
     return name;
+  }
+
+  /**
+   * Bindings given one server-named spec object share one queue: declared once per channel, so a new name after each
+   * restore (a server name cannot be declared again by name).
+   */
+  async #declareQueue(ch: Channel, b: Binding): Promise<string> {
+    const spec = b.queue;
+    if (typeof spec === 'string' || spec.name !== '') return declareQueue(ch, spec, b.flags);
+    const known = this.#serverNamed.get(spec);
+    if (known?.ch === ch) return known.name;
+    const name = await declareQueue(ch, spec, b.flags);
+    this.#serverNamed.set(spec, { ch, name });
+    return name;
+  }
+
+  /** The name a queue spec has on the current channel (the broker's, for a server-named spec object). @internal */
+  nameOf(spec: QueueSpec): string | undefined {
+    if (typeof spec === 'string') return spec || undefined;
+    if (spec.name !== '') return spec.name;
+    const known = this.#serverNamed.get(spec);
+    return known && known.ch === this.#channel ? known.name : undefined;
   }
 
   /**

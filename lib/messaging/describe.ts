@@ -19,9 +19,14 @@ export interface HandlerDescription {
 export interface ProcessorDescription {
   fingerprint: FingerprintDict;
   library: { name: 'postage-ts'; version: string };
-  /** Where it takes messages from: exchange, routing key, queue. */
+  /** Where it takes messages from: exchange, routing key, queue (its presence queue apart). */
   bindings: Array<{ exchange: string; key: string; queue: string }>;
   handlers: HandlerDescription[];
+  /**
+   * The queue it answers `ping` and `describe` on (`presence-exchange`, and the fanout addresses of
+   * `generic-application-exchange`), where it has one of its own: a plain processor's, unless `presence: false`.
+   */
+  presence?: string;
   /** The queue its failed messages go to (its `errorExchange`), where it has one: what `postage errors list` reads. */
   errorQueue?: string;
   /** Deliveries it handles at once. */

@@ -25,6 +25,7 @@ import { describeProcessor, type ProcessorDescription } from './describe.js';
 import { checkPositional, constructorForm, type ComponentOptions, type Positional } from './options.js';
 import type { Eqk } from './topology.js';
 import { PARTITION_HEADER, partitionTopology, type PartitionedTopology } from './partitions.js';
+import { OWN_PRESENCE, Presence } from './presence.js';
 
 export type { DeliveryEvent, RetryOptions, ProcessorMiddleware, MiddlewareContext } from './delivery/public.js';
 
@@ -155,6 +156,19 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * plugin. Queues must be named and durable.
    */
   partitions?: number;
+  /**
+   * Answer `ping` and `describe` on `presence-exchange` (keys `presence` and
+   * `presence@HOST`) and on the fanout addresses of
+   * `generic-application-exchange` (`NAME`, `@HOST`, `NAME@HOST`,
+   * `PID@HOST`), from a server-named, exclusive, auto-delete queue of the
+   * processor's own, so that `postage ping`, `describe NAME`, `graph`,
+   * `dashboard` and `errors list` see it. Only those two are answered there:
+   * a `quit` or `restart` sent to presence is not acted on (a
+   * `GenericApplication` takes them, on its own queue). `false` for a
+   * processor that must not be seen or asked.
+   * @default true
+   */
+  presence?: boolean;
 }
 
 /** A processor's own events, besides its connection's. */
@@ -210,6 +224,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   remoteControl: true,
   partitions: true,
   exchangeCheckMs: true,
+  presence: true,
 };
 
 /**
@@ -252,6 +267,8 @@ export class MessageProcessor extends MicroThread {
   readonly #partitioned: PartitionedTopology | undefined;
   /** Partition queues this replica has had a delivery from: where it is (or was) the active consumer. */
   readonly #activeOn = new Set<string>();
+  /** Its presence queue and what answers there (none with `presence: false`, or for a GenericApplication). */
+  readonly #presence: Presence | undefined;
 
   constructor(options?: ProcessorOptions);
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
@@ -370,6 +387,9 @@ export class MessageProcessor extends MicroThread {
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
     const intake = this.#pipeline.intake;
     this.consumer.on('disconnected', () => intake.drop());
+    const ownPresence = (this.constructor as { [OWN_PRESENCE]?: boolean })[OWN_PRESENCE] === true;
+    if (opts.presence !== false && !ownPresence && !makePorts)
+      this.#presence = new Presence(this.consumer, this.fingerprint, this.log, () => this.rpcDescribe());
   }
 
   /**
@@ -395,12 +415,15 @@ export class MessageProcessor extends MicroThread {
         if (this.#errorExchange) await copies.declareErrorExchange(this.#errorExchange);
         const pipeline = this.#pipeline;
         const partitioned = this.#partitioned;
+        const presence = inbox === this.consumer ? this.#presence : undefined;
+        await presence?.bind();
         if (partitioned && inbox === this.consumer) {
           for (const r of partitioned.routes) await this.consumer.exchangeBind(r.hash, r.source, r.key);
           const consumer = this.consumer;
           const activeOn = this.#activeOn;
           let keylessSaid = false;
           await inbox.startConsuming((msg) => {
+            if (presence?.take(msg)) return;
             // Single active consumer tells a standby nothing: a delivery is how a replica learns it is the active one.
             const q = consumer.queueOf(msg);
             if (q !== undefined) activeOn.add(q);
@@ -416,7 +439,11 @@ export class MessageProcessor extends MicroThread {
             }
             pipeline.deliver(msg);
           });
-        } else await inbox.startConsuming((msg) => pipeline.deliver(msg));
+        } else if (presence)
+          await inbox.startConsuming((msg) => {
+            if (!presence.take(msg)) pipeline.deliver(msg);
+          });
+        else await inbox.startConsuming((msg) => pipeline.deliver(msg));
       } catch (err) {
         // Nothing stays open and nothing reopens: the process can exit, or try again with a new processor.
         this.#pipeline.stop();
@@ -552,13 +579,17 @@ export class MessageProcessor extends MicroThread {
   /** The built-in `describe` RPC: this processor's fingerprint, library version, bindings and handlers. */
   @RpcHandler('command', 'describe', { description: 'what this processor is, where it listens, and what it handles' })
   rpcDescribe(): ProcessorDescription {
+    // Where it takes work from: its presence queue is told of apart.
+    const presenceQueue = this.#presence?.queue;
+    const bindings = this.consumer.bindings();
     const d = describeProcessor(
       this.fingerprint,
-      this.consumer.bindings(),
+      presenceQueue === undefined ? bindings : bindings.filter((b) => b.queue !== presenceQueue),
       this.#registry,
       this.#errorExchange,
       this.#concurrency,
     );
+    if (presenceQueue !== undefined) d.presence = presenceQueue;
     if (this.#partitioned)
       d.partitions = [...this.#partitioned.partitions].map(([queue, names]) => ({
         queue,

@@ -127,6 +127,14 @@ describe('talking to Python Postage on one broker', function () {
     expect(out.content).to.deep.equal({ type: 'success', value: 'SHOUT', message: '' });
   });
 
+  it("answers a Python component's ping on presence, as a plain processor", async () => {
+    const echo = new Echo({ url, eqk: [[exchange, [[{ name: unique('py-q'), flags: { exclusive: true } }, 'k']]]] });
+    await h.start(echo);
+    const out = JSON.parse(await peer('rpc', 'presence-exchange', `presence@${echo.fingerprint.host}`, 'ping', '{}'));
+    expect(out.content.type).to.equal('success');
+    expect(out.content.value).to.include({ name: echo.fingerprint.name, pid: echo.fingerprint.pid });
+  });
+
   it('sends a message a Python component handles', async () => {
     const py = await pythonServer(unique('py-srv'), 'k');
     const key = 'k';
