@@ -125,6 +125,12 @@ export class GenericConsumer {
     });
   }
 
+  /**
+   * Where a delivery consumed on a channel of someone else's came from (a partitioned processor's partition
+   * channels), so that a delay sends it back there. @internal
+   */
+  foreignQueueOf: ((msg: ConsumeMessage) => string | undefined) | undefined;
+
   /** What closes with a shared connection instead of this consumer alone (its processor). */
   #owner: (() => Promise<void>) | undefined;
 
@@ -489,7 +495,7 @@ export class GenericConsumer {
   /** The queue a delivery came from, while its channel is the current one. @internal */
   queueOf(msg: ConsumeMessage): string | undefined {
     const tag = msg.fields.consumerTag as string | undefined;
-    if (tag === undefined || !this.#channelTags.has(tag)) return undefined;
+    if (tag === undefined || !this.#channelTags.has(tag)) return this.foreignQueueOf?.(msg);
     for (const [queue, t] of this.#tags) if (t === tag) return queue;
     return undefined;
   }

@@ -1,0 +1,241 @@
+/**
+ * Partitions spread over the replicas running, and move as replicas come and go: scale-out and scale-in are both
+ * moves, and a move keeps each key's order. Against the shared broker, in the spec's own vhost.
+ */
+import { expect } from 'chai';
+import {
+  GenericProducer,
+  MessageHandler,
+  MessageProcessor,
+  PartitionCountMismatch,
+  type ExchangeObject,
+  type MessageSender,
+  type PartitionMove,
+} from '../../lib/index.js';
+import { brokerUrl } from '../support/broker.js';
+import { counter, Harness } from '../support/components.js';
+import { FirstHandlings, outOfOrder, sendKeyed } from '../support/ordering.js';
+import { settledSpread } from '../support/partitions.js';
+import { deleteTopology, unique } from '../support/topology.js';
+
+const PARTITIONS = 8;
+
+describe('partitions spread over the replicas', function () {
+  this.timeout(180_000);
+
+  it('moves partitions as replicas start and stop under a flow of keyed messages, keeping every key in order', async () => {
+    const url = await brokerUrl();
+    const exchange: ExchangeObject = { name: unique('scale-ex'), type: 'direct' };
+    const queue = unique('scale-q');
+    const names = Array.from({ length: PARTITIONS }, (_, i) => `${queue}.p${i}`);
+    const KEYS = 40;
+    const BACKLOG = 2000;
+    const FLOW = 4000;
+    const handled = new FirstHandlings();
+    const all = counter(BACKLOG + FLOW);
+    const byReplica = new Map<string, number>();
+    const moves: PartitionMove[] = [];
+    class Worker extends MessageProcessor {
+      @MessageHandler('command', 'work')
+      async work(content: { parameters: { key: string; seq: number } }) {
+        if (!handled.take(content.parameters)) return;
+        // A handler that waits, so that work is in flight at every move.
+        await new Promise((r) => setTimeout(r, 1));
+        byReplica.set(this.fingerprint.pid, (byReplica.get(this.fingerprint.pid) ?? 0) + 1);
+        all.hit();
+      }
+    }
+    let made = 0;
+    const replica = () => {
+      const w = new Worker({
+        url,
+        fingerprint: { name: 'worker', pid: `${process.pid}-${++made}` },
+        concurrency: 2,
+        partitions: PARTITIONS,
+        handleSignals: false,
+        eqk: [[exchange, [[queue, 'work']]]],
+      });
+      w.on('partitionMove', (m) => moves.push(m));
+      return w;
+    };
+    const h = new Harness();
+    class Sender extends GenericProducer {
+      static override eks = [[exchange, 'work'] as const];
+      declare message_work: MessageSender;
+    }
+    const sender = await Sender.create({ url });
+    try {
+      const a = replica();
+      await a.ready();
+      // A backlog for the first replica alone; the keys go on from where it ends.
+      let sent = 0;
+      const next = new Map<string, number>();
+      const send = (n: number, batch: number) =>
+        sendKeyed(
+          (p, o) => {
+            const { key } = p as { key: string };
+            const seq = next.get(key) ?? 0;
+            next.set(key, seq + 1);
+            sent++;
+            return sender.message_work({ key, seq }, o);
+          },
+          n,
+          KEYS,
+          batch,
+        );
+      await send(BACKLOG, 500);
+      await h.start(a);
+      expect((await settledSpread([a], PARTITIONS))[0].partitions![0].activeHere).to.have.length(PARTITIONS);
+      const flowing = send(FLOW, 20);
+      // Scale out: two more.
+      const b = replica();
+      const c = replica();
+      await h.start(b, c);
+      await settledSpread([a, b, c], PARTITIONS);
+      // Scale in: one stops.
+      await b.close();
+      await settledSpread([a, c], PARTITIONS);
+      // And out again.
+      const d = replica();
+      await h.start(d);
+      await settledSpread([a, c, d], PARTITIONS);
+      await flowing;
+      await all.done;
+      expect(sent).to.equal(BACKLOG + FLOW);
+      expect(handled.seen.size).to.equal(BACKLOG + FLOW);
+      expect(outOfOrder(handled.starts)).to.deep.equal([]);
+      expect([...byReplica.values()].filter((n) => n > 0).length).to.be.at.least(2);
+      // Every move was told: the first replica gave partitions up when the others came, and took some back.
+      const aId = (await a.rpcDescribe()).partitions![0].replica;
+      expect(moves.some((m) => m.replica === aId && m.direction === 'released' && m.reason === 'join')).to.equal(true);
+      expect(moves.some((m) => m.replica === aId && m.direction === 'acquired' && m.reason === 'leave')).to.equal(true);
+      for (const m of moves) expect(names).to.include(m.partition);
+    } finally {
+      await sender.close();
+      await h.close();
+      await deleteTopology(names, [`${queue}.partitions`, `${queue}.replicas`, exchange.name]);
+    }
+  });
+
+  it('leaves the replicas past the number of partitions idle, and says so', async () => {
+    const url = await brokerUrl();
+    const exchange: ExchangeObject = { name: unique('idle-ex'), type: 'direct' };
+    const queue = unique('idle-q');
+    const h = new Harness();
+    class Worker extends MessageProcessor {}
+    const replicas = [1, 2, 3].map(
+      (i) =>
+        new Worker({
+          url,
+          fingerprint: { name: 'worker', pid: `${process.pid}-${i}` },
+          partitions: 2,
+          handleSignals: false,
+          eqk: [[exchange, [[queue, 'work']]]],
+        }),
+    );
+    try {
+      await h.start(...replicas);
+      const deadline = Date.now() + 15_000;
+      let active: number[] = [];
+      for (;;) {
+        const described = await Promise.all(replicas.map((r) => r.rpcDescribe()));
+        active = described.map((d) => d.partitions![0].activeHere.length);
+        const seen = described[0].partitions![0].replicas;
+        if (seen.length === 3 && active.sort().join() === '0,1,1') {
+          expect(seen.map((r) => r.partitions.length).sort()).to.deep.equal([0, 1, 1]);
+          break;
+        }
+        if (Date.now() > deadline) throw new Error(`no spread of 2 partitions over 3 replicas: ${active.join(', ')}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      await h.close();
+      await deleteTopology([`${queue}.p0`, `${queue}.p1`], [`${queue}.partitions`, `${queue}.replicas`, exchange.name]);
+    }
+  });
+
+  it('with rebalance: false, leaves every partition active on the first replica, as before', async () => {
+    const url = await brokerUrl();
+    const exchange: ExchangeObject = { name: unique('norebalance-ex'), type: 'direct' };
+    const queue = unique('norebalance-q');
+    const names = Array.from({ length: 4 }, (_, i) => `${queue}.p${i}`);
+    const handledBy = new Set<string>();
+    const all = counter(200);
+    const h = new Harness();
+    class Worker extends MessageProcessor {
+      @MessageHandler('command', 'work')
+      work() {
+        handledBy.add(this.fingerprint.pid);
+        all.hit();
+      }
+    }
+    const replicas = [1, 2].map(
+      (i) =>
+        new Worker({
+          url,
+          fingerprint: { name: 'worker', pid: `${process.pid}-${i}` },
+          partitions: 4,
+          rebalance: false,
+          handleSignals: false,
+          eqk: [[exchange, [[queue, 'work']]]],
+        }),
+    );
+    class Sender extends GenericProducer {
+      static override eks = [[exchange, 'work'] as const];
+      declare message_work: MessageSender;
+    }
+    const sender = await Sender.create({ url });
+    try {
+      await h.start(...replicas);
+      await sendKeyed((p, o) => sender.message_work(p, o), 200, 20, 50);
+      await all.done;
+      expect([...handledBy]).to.deep.equal([`${process.pid}-1`]);
+      const d = (await replicas[0].rpcDescribe()).partitions![0];
+      expect(d.rebalance).to.equal(false);
+      expect(d.activeHere.sort()).to.deep.equal([...names].sort());
+    } finally {
+      await sender.close();
+      await h.close();
+      await deleteTopology(names, [`${queue}.partitions`, exchange.name]);
+    }
+  });
+
+  it("refuses at ready() a replica whose partitions differ from the broker's, naming both numbers and the way to change", async () => {
+    const url = await brokerUrl();
+    const exchange: ExchangeObject = { name: unique('count-ex'), type: 'direct' };
+    const queue = unique('count-q');
+    class Worker extends MessageProcessor {}
+    const make = (partitions: number) =>
+      new Worker({ url, partitions, handleSignals: false, eqk: [[exchange, [[queue, 'work']]]] });
+    const first = make(8);
+    try {
+      await first.ready();
+      for (const [n, message] of [
+        [4, /has 8 partitions on the broker but this processor has partitions: 4/],
+        [12, /has 8 partitions on the broker but this processor has partitions: 12/],
+      ] as const) {
+        const other = make(n);
+        const err = await other.ready().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        await other.close();
+        expect(err).to.be.instanceOf(PartitionCountMismatch);
+        expect(err).to.deep.include({ queue, expected: n, found: 8 });
+        expect((err as Error).message)
+          .to.match(message)
+          .and.contain(`delete those queues and ${queue}.partitions`);
+      }
+      // The same number is welcome.
+      const same = make(8);
+      await same.ready();
+      await same.close();
+    } finally {
+      await first.close();
+      await deleteTopology(
+        Array.from({ length: 8 }, (_, i) => `${queue}.p${i}`),
+        [`${queue}.partitions`, `${queue}.replicas`, exchange.name],
+      );
+    }
+  });
+});
