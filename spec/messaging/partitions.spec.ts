@@ -8,7 +8,6 @@ import {
   MessageProcessor,
   type ExchangeObject,
   type MessageSender,
-  type ProcessorDescription,
 } from '../../lib/index.js';
 import { partitionTopology, PARTITION_HEADER } from '../../lib/messaging/partitions.js';
 import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
