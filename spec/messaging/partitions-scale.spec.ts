@@ -3,6 +3,8 @@
  * moves, and a move keeps each key's order. Against the shared broker, in the spec's own vhost.
  */
 import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import {
   GenericProducer,
   MessageHandler,
@@ -236,6 +238,90 @@ describe('partitions spread over the replicas', function () {
         Array.from({ length: 8 }, (_, i) => `${queue}.p${i}`),
         [`${queue}.partitions`, `${queue}.replicas`, exchange.name],
       );
+    }
+  });
+});
+
+describe('fault: a replica that goes silent', function () {
+  this.timeout(120_000);
+
+  it('has its partitions spread over the others within two beats and a half, and handled once the broker drops it', async () => {
+    // The fault: a replica's process is frozen (SIGSTOP) with its partitions; its connection stays open until the
+    // broker misses two heartbeats (2 s each here). What must hold: the others take its partitions over, every message
+    // sent after the freeze is handled, each key's first handlings in order.
+    const url = await brokerUrl();
+    const exchange: ExchangeObject = { name: unique('silent-ex'), type: 'direct' };
+    const queue = unique('silent-q');
+    const names = Array.from({ length: PARTITIONS }, (_, i) => `${queue}.p${i}`);
+    const N = 1000;
+    const handled = new FirstHandlings();
+    const all = counter(N);
+    class Worker extends MessageProcessor {
+      @MessageHandler('command', 'work')
+      work(content: { parameters: { key: string; seq: number } }) {
+        if (handled.take(content.parameters)) all.hit();
+      }
+    }
+    const replicas = [1, 2].map(
+      (i) =>
+        new Worker({
+          url,
+          fingerprint: { name: 'worker', pid: `${process.pid}-${i}` },
+          partitions: PARTITIONS,
+          rebalance: { heartbeatMs: 1000 },
+          heartbeat: 2,
+          handleSignals: false,
+          eqk: [[exchange, [[queue, 'work']]]],
+        }),
+    );
+    const h = new Harness();
+    let child: ChildProcess | undefined;
+    class Sender extends GenericProducer {
+      static override eks = [[exchange, 'work'] as const];
+      declare message_work: MessageSender;
+    }
+    const sender = await Sender.create({ url });
+    try {
+      await h.start(...replicas);
+      child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/partition-replica.ts'], {
+        env: {
+          ...process.env,
+          POSTAGE_URL: url,
+          EXCHANGE: exchange.name,
+          QUEUE: queue,
+          PARTITIONS: String(PARTITIONS),
+          POSTAGE_LOG_LEVEL: 'silent',
+        },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+      expect(String(line)).to.equal('ready\n');
+      // The three share the partitions: the two here hold five or six of the eight between them.
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const d = await Promise.all(replicas.map((r) => r.rpcDescribe()));
+        const here = d.reduce((n, x) => n + x.partitions![0].activeHere.length, 0);
+        if (d.every((x) => x.partitions![0].replicas.length === 3) && here <= 6) break;
+        if (Date.now() > deadline) throw new Error('the child replica never got a share');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      child.kill('SIGSTOP');
+      const frozen = Date.now();
+      await sendKeyed((p, o) => sender.message_work(p, o), N, 50, 100);
+      await settledSpread(replicas, PARTITIONS, 10_000);
+      const spreadMs = Date.now() - frozen;
+      await all.done;
+      const handledMs = Date.now() - frozen;
+      // Two beats and a half (2.5 s) to be forgotten; the broker's two missed heartbeats (4 s and up) to let go.
+      expect(spreadMs, 'spread over the others').to.be.below(2 * 1000 + 10_000);
+      expect(handledMs, 'all handled').to.be.below(2 * 2000 + 10_000 + 5000);
+      expect(outOfOrder(handled.starts)).to.deep.equal([]);
+      console.log(`      silent replica: spread over the others in ${spreadMs} ms, all handled in ${handledMs} ms`);
+    } finally {
+      child?.kill('SIGKILL');
+      await sender.close();
+      await h.close();
+      await deleteTopology(names, [`${queue}.partitions`, `${queue}.replicas`, exchange.name]);
     }
   });
 });

@@ -412,12 +412,12 @@ export class PartitionSpread {
     }
     const ch = lease.ch;
     const acks = lease.acks;
+    // Closed or lost meanwhile: that told its own story.
+    if (!ch) return;
     this.#drop(lease);
-    if (ch) {
-      acks?.flush();
-      // The broker returns what the channel still holds and makes the next consumer active in one step.
-      await ch.close().catch(() => undefined);
-    }
+    acks?.flush();
+    // The broker returns what the channel still holds and makes the next consumer active in one step.
+    await ch.close().catch(() => undefined);
     const drainedMs = Date.now() - started;
     const replicas = this.#ids().length;
     this.#log.info(
