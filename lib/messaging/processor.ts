@@ -474,9 +474,6 @@ export class MessageProcessor extends MicroThread {
           for (const r of partitioned.routes) await consumer.exchangeBind(r.hash, r.source, r.key);
           // The partitions are consumed on channels of their own; the consumer's channel only declares.
           await spread.start();
-        } else if (partitioned) {
-          await this.consumer.addEqk(partitioned.eqk);
-          await inbox.startConsuming((msg) => pipeline.deliver(msg));
         } else await inbox.startConsuming((msg) => pipeline.deliver(msg));
       } catch (err) {
         // Nothing stays open and nothing reopens: the process can exit, or try again with a new processor.

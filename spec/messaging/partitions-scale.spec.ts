@@ -89,18 +89,36 @@ describe('partitions spread over the replicas', function () {
       await h.start(a);
       expect((await settledSpread([a], PARTITIONS))[0].partitions![0].activeHere).to.have.length(PARTITIONS);
       const flowing = send(FLOW, 20);
+      // How long each change takes to settle, from the change to every replica active on its share.
+      const took: string[] = [];
+      const timed = async (what: string, change: () => Promise<void>, after: () => MessageProcessor[]) => {
+        const t0 = Date.now();
+        await change();
+        await settledSpread(after(), PARTITIONS, 10_000);
+        took.push(`${what} ${Date.now() - t0} ms`);
+      };
       // Scale out: two more.
       const b = replica();
       const c = replica();
-      await h.start(b, c);
-      await settledSpread([a, b, c], PARTITIONS);
+      await timed(
+        'two join',
+        () => h.start(b, c),
+        () => [a, b, c],
+      );
       // Scale in: one stops.
-      await b.close();
-      await settledSpread([a, c], PARTITIONS);
+      await timed(
+        'one leaves',
+        () => b.close(),
+        () => [a, c],
+      );
       // And out again.
       const d = replica();
-      await h.start(d);
-      await settledSpread([a, c, d], PARTITIONS);
+      await timed(
+        'one joins',
+        () => h.start(d),
+        () => [a, c, d],
+      );
+      console.log(`      settled: ${took.join(', ')}`);
       await flowing;
       await all.done;
       expect(sent).to.equal(BACKLOG + FLOW);

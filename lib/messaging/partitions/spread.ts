@@ -380,6 +380,11 @@ export class PartitionSpread {
     this.#leases.set(partition, lease);
     this.#byTag.set(lease.tag, lease);
     await ch.consume(partition, (msg) => msg && this.#arrived(lease, msg), { consumerTag: lease.tag });
+    if (this.#closing && lease.ch === ch) {
+      // Closed while this consume was on its way: close() did not see it.
+      this.#drop(lease);
+      await ch.close().catch(() => undefined);
+    }
   }
 
   #arrived(lease: Lease, msg: ConsumeMessage): void {
