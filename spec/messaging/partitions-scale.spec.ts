@@ -25,7 +25,7 @@ const PARTITIONS = 8;
 describe('partitions spread over the replicas', function () {
   this.timeout(180_000);
 
-  it('moves partitions as replicas start and stop under a flow of keyed messages, keeping every key in order', async () => {
+  it('moves partitions as replicas start and stop under keyed traffic, every key in order', async () => {
     const url = await brokerUrl();
     const exchange: ExchangeObject = { name: unique('scale-ex'), type: 'direct' };
     const queue = unique('scale-q');
@@ -220,7 +220,7 @@ describe('partitions spread over the replicas', function () {
     }
   });
 
-  it("refuses at ready() a replica whose partitions differ from the broker's, naming both numbers and the way to change", async () => {
+  it("refuses at ready() a partition count unlike the broker's, naming both and how to change it", async () => {
     const url = await brokerUrl();
     const exchange: ExchangeObject = { name: unique('count-ex'), type: 'direct' };
     const queue = unique('count-q');
@@ -263,7 +263,7 @@ describe('partitions spread over the replicas', function () {
 describe('fault: a replica that goes silent', function () {
   this.timeout(120_000);
 
-  it('has its partitions spread over the others within two beats and a half, and handled once the broker drops it', async () => {
+  it('has its partitions spread over the others after two beats and a half, handled once dropped', async () => {
     // The fault: a replica's process is frozen (SIGSTOP) with its partitions; its connection stays open until the
     // broker misses two heartbeats (2 s each here). What must hold: the others take its partitions over, every message
     // sent after the freeze is handled, each key's first handlings in order.

@@ -88,7 +88,7 @@ describe('partitioned processors (per-key order across replicas)', function () {
     }
   });
 
-  it('spreads the partitions over three replicas and keeps each key in order while one loses its connection and another closes', async () => {
+  it('spreads over three replicas, each key in order while one loses its connection and one closes', async () => {
     const url = await brokerUrl();
     const exchange: ExchangeObject = { name: unique('parts-ex'), type: 'direct' };
     const queue = unique('parts-q');

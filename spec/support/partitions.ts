@@ -21,7 +21,8 @@ export async function settledSpread(
     if (agree && total === n && counts.every((c) => c >= lo && c <= hi)) return described;
     if (Date.now() > deadline)
       throw new Error(
-        `the partitions did not settle over ${replicas.length} replicas within ${withinMs} ms: active on ${counts.join(', ')}`,
+        `the partitions did not settle over ${replicas.length} replicas within ${withinMs} ms: ` +
+          `active on ${counts.join(', ')}`,
       );
     await new Promise((r) => setTimeout(r, 100));
   }
