@@ -25,6 +25,7 @@ import {
   type ConsumeKnobs,
 } from './cases.js';
 import { schedulerStepsPerSecond } from './scheduler.js';
+import { partitionedRate } from './partitions.js';
 import { callerOwnCost, serverOwnCost } from './own-cost.js';
 import { metrics, propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -503,6 +504,26 @@ if (only?.split(',').includes('scaling')) {
       '(reported)',
       () => true,
     );
+}
+
+// Partitions spread over replicas (not run by default: a minute of 5 ms handlers): BENCH_ONLY=partitions. The
+// median of the runs for 1, 2 and 3 replicas, run alternately; 3 replicas are to go at least 2.5 times as fast as one.
+if (only?.split(',').includes('partitions')) {
+  const n = Number(process.env.BENCH_PARTITION_MESSAGES ?? 2000);
+  const rates: number[][] = [[], [], []];
+  for (let i = 0; i < rounds; i++) for (const r of [1, 2, 3]) rates[r - 1].push(await partitionedRate(url, r, n));
+  const one = median(rates[0]);
+  for (const r of [1, 2, 3]) {
+    const rate = median(rates[r - 1]);
+    add(
+      `partitions: 12 over ${r} replica${r === 1 ? '' : 's'}, 5 ms handler, concurrency 1, 1,200 keys`,
+      r === 1 ? null : one,
+      rate,
+      'msg/s',
+      r === 3 ? '>= 2.5x one replica' : '(reported)',
+      (ratio) => r !== 3 || (ratio ?? 0) >= 2.5,
+    );
+  }
 }
 
 console.table(rows);

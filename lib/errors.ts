@@ -307,3 +307,25 @@ export class StreamError extends PostageError {
     this.remoteName = remoteName;
   }
 }
+
+/**
+ * A partitioned processor's `partitions` differs from the number of partition queues its queue already has on the
+ * broker: keys would hash to other partitions, and their order would break. Refused at `ready()`.
+ */
+export class PartitionCountMismatch extends TopologyError {
+  constructor(
+    readonly queue: string,
+    /** What the processor was given. */
+    readonly expected: number,
+    /** What the broker has. */
+    readonly found: number,
+  ) {
+    super(
+      `queue '${queue}' has ${found} partitions on the broker but this processor has partitions: ${expected}. ` +
+        'Keys would hash to other partitions and lose their order. To change the number: stop the senders, ' +
+        `let the replicas drain ${queue}.p0 … ${queue}.p${found - 1}, stop them, delete those queues and ` +
+        `${queue}.partitions, then start the replicas with the new number (docs/scaling.md).`,
+    );
+    this.name = 'PartitionCountMismatch';
+  }
+}

@@ -66,6 +66,7 @@ export {
   type ValidationIssue,
   BrokerError,
   TopologyError,
+  PartitionCountMismatch,
   type SendTarget,
 } from './errors.js';
 export {
@@ -131,6 +132,7 @@ export {
   type ApplicationOptions,
 } from './application/generic_application.js';
 export type { ProcessorDescription, HandlerDescription } from './messaging/describe.js';
+export type { PartitionMove, PartitionsDescription } from './messaging/partitions/spread.js';
 export { VERSION } from './version.js';
 export { serve, type Served, type ServeOptions } from './lifecycle/serve.js';
 export type { StandardSchemaV1 } from '@standard-schema/spec';

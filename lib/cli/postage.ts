@@ -21,6 +21,7 @@ import { configureLogging } from '../log.js';
 import { pino } from 'pino';
 import { deliveryInfo } from '../messaging/delivery/context.js';
 import type { ProcessorDescription } from '../messaging/describe.js';
+import type { PartitionsDescription } from '../messaging/partitions/spread.js';
 import { fileURLToPath } from 'node:url';
 import { SUPERVISED } from '../lifecycle/restart.js';
 import { runModule, superviseModule } from './run.js';
@@ -233,19 +234,35 @@ async function describe(args: string[], values: Record<string, string | boolean 
           ['KIND', 'CATEGORY', 'TYPE', 'NAME', 'SCHEMA', 'DESCRIPTION'],
           d.handlers.map((h) => [h.kind, h.category, h.type, h.name, h.schema ? 'yes' : '-', h.description ?? '']),
         );
-        // A standby replica hears nothing from the broker: "active here" lists the partitions this one has had
-        // deliveries from.
-        const partitions = (d.partitions ?? [])
-          .map(
-            (p) =>
-              `  ${p.queue}: ${p.partitions.length} partitions (${p.partitions.join(', ')}); active here: ${p.activeHere.join(', ') || 'none yet'}`,
-          )
-          .join('\n');
+        const partitions = (d.partitions ?? []).map((p) => describePartitions(p, f)).join('\n');
         return `${head}\nbindings:\n${bindings || '  (none)'}\n${partitions ? `partitions:\n${partitions}\n` : ''}${handlers}`;
       })
       .join('\n\n'),
   );
   return 0;
+}
+
+/**
+ * One partitioned queue as `describe` prints it: every replica the answering one knows of and the partitions each
+ * has (or idle), then the messages waiting in each partition.
+ */
+function describePartitions(p: PartitionsDescription, f: ProcessorDescription['fingerprint']): string {
+  const head = `  ${p.queue}: ${p.partitions.length} partitions (${p.partitions.join(', ')}); active here: ${
+    p.activeHere.join(', ') || 'none'
+  }`;
+  const lines = [head];
+  if (p.rebalance) {
+    lines.push(`    spread over ${p.replicas.length} replica${p.replicas.length === 1 ? '' : 's'}:`);
+    for (const r of p.replicas) {
+      const self = r.id === p.replica ? ' (this one)' : '';
+      lines.push(`      ${r.pid}@${r.host} ${r.id}${self}: ${r.partitions.join(', ') || 'idle'}`);
+    }
+  } else
+    lines.push(
+      `    not spread (rebalance: false): the broker keeps the first replica active; ${f.pid}@${f.host} is one`,
+    );
+  if (p.waiting) lines.push(`    waiting: ${p.partitions.map((n) => `${n} ${p.waiting?.[n] ?? 0}`).join(', ')}`);
+  return lines.join('\n');
 }
 
 async function send(args: string[]): Promise<number> {

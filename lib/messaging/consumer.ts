@@ -88,6 +88,8 @@ export class GenericConsumer {
   #ready: Promise<void> | undefined;
   #tags = new Map<string, string>();
   #callback: ((msg: ConsumeMessage) => void) | undefined;
+  /** Which of its queues this consumer consumes (a partitioned processor consumes its partitions elsewhere). */
+  #only: ((queue: string) => boolean) | undefined;
   /** Exchange-to-exchange bindings made (a partitioned processor's way in), replayed after a reconnection. */
   #routes: Array<{ destination: ExchangeLike; source: ExchangeLike; key: string }> = [];
   /** close() leaves cancelling to the channel's close (see holdConsumersUntilClose). */
@@ -157,6 +159,12 @@ export class GenericConsumer {
       log: this.log,
     });
   }
+
+  /**
+   * Where a delivery consumed on a channel of someone else's came from (a partitioned processor's partition
+   * channels), so that a delay sends it back there. @internal
+   */
+  foreignQueueOf: ((msg: ConsumeMessage) => string | undefined) | undefined;
 
   /** What closes with a shared connection instead of this consumer alone (its processor). */
   #owner: (() => Promise<void>) | undefined;
@@ -370,13 +378,19 @@ export class GenericConsumer {
     );
   }
 
-  async startConsuming(callback: (msg: ConsumeMessage) => void): Promise<void> {
+  /**
+   * Consumes every queue it has bound, or with `only` just those `only` accepts (the others stay declared and bound,
+   * for channels of their own to consume), now and after every reconnection.
+   */
+  async startConsuming(callback: (msg: ConsumeMessage) => void, only?: (queue: string) => boolean): Promise<void> {
     await this.ready();
     this.#callback = callback;
+    this.#only = only;
     for (const q of this.queues) if (!this.#tags.has(q)) await this.#consume(q);
   }
 
   async #consume(queue: string): Promise<void> {
+    if (this.#only && !this.#only(queue)) return;
     const cb = this.#callback!;
     const ch = this.channel;
     // Our own tag, known before the first delivery: deliveries can arrive in the same read as consume-ok, before the
@@ -670,7 +684,7 @@ export class GenericConsumer {
   /** The queue a delivery came from, while its channel is the current one. @internal */
   queueOf(msg: ConsumeMessage): string | undefined {
     const tag = msg.fields.consumerTag as string | undefined;
-    if (tag === undefined || !this.#channelTags.has(tag)) return undefined;
+    if (tag === undefined || !this.#channelTags.has(tag)) return this.foreignQueueOf?.(msg);
     for (const [queue, t] of this.#tags) if (t === tag) return queue;
     return undefined;
   }

@@ -2,6 +2,7 @@ import type { StandardJSONSchemaV1 } from '@standard-schema/spec';
 import { VERSION } from '../version.js';
 import type { Registry } from './delivery/registry.js';
 import type { FingerprintDict } from './fingerprint.js';
+import type { PartitionsDescription } from './partitions/spread.js';
 
 /** One handler, as `describe` tells of it. */
 export interface HandlerDescription {
@@ -32,11 +33,11 @@ export interface ProcessorDescription {
   /** Deliveries it handles at once. */
   concurrency?: number;
   /**
-   * With `partitions`: each queue's partition queues, and those this replica
-   * has had deliveries from (where it is, or was, the single active consumer;
-   * a standby hears nothing from the broker, so an idle partition shows on no replica).
+   * With `partitions`: each queue's partition queues, those this replica
+   * consumes (`activeHere`), every replica it knows of with the partitions
+   * each one has (none: idle), and how many messages wait in each partition.
    */
-  partitions?: Array<{ queue: string; partitions: string[]; activeHere: string[] }>;
+  partitions?: PartitionsDescription[];
 }
 
 /** The JSON Schema of a schema's input, if its library implements Standard JSON Schema; undefined when it cannot. */

@@ -102,11 +102,10 @@ export class Presence {
     this.consumer.ack(msg);
     const asked = body?.type === 'command' && body.category === 'rpc' ? body.name : undefined;
     if (asked === 'ping' || asked === 'describe') {
-      try {
-        this.consumer.rpcReply(msg, asked === 'ping' ? this.fingerprint : this.describe());
-      } catch (err) {
-        this.log.warn({ err: (err as Error).message }, `cannot answer ${asked} on presence`);
-      }
+      // describe may ask the broker (a partitioned processor counts what waits in each partition).
+      Promise.resolve(asked === 'ping' ? this.fingerprint : this.describe())
+        .then((answer) => this.consumer.rpcReply(msg, answer))
+        .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, `cannot answer ${asked} on presence`));
       return;
     }
     const name = body?.name;

@@ -26,6 +26,9 @@ import { checkPositional, constructorForm, type ComponentOptions, type Positiona
 import type { Eqk } from './topology.js';
 import { PARTITION_HEADER, partitionTopology, type PartitionedTopology } from './partitions.js';
 import { OWN_PRESENCE, Presence } from './presence.js';
+import { checkPartitionCount } from './partitions/count.js';
+import { PartitionSpread, type PartitionMove, type SpreadSettings } from './partitions/spread.js';
+import type { Replier } from './delivery/ports.js';
 
 export type { DeliveryEvent, RetryOptions, ProcessorMiddleware, MiddlewareContext } from './delivery/public.js';
 
@@ -148,12 +151,14 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * Splits each queue of the eqk into this many partition queues
    * (`QUEUE.p0` …), each with single active consumer, behind a consistent-hash
    * exchange that routes every message of one `_partition_key` to the same
-   * partition. Run the component as several replicas: each consumes every
-   * partition, the broker keeps one active consumer per partition, and when
-   * a replica goes its partitions move to the others, its unhandled messages
-   * first. Per-key order (`orderBy`, by default the partition key) then holds
-   * across replicas. Needs RabbitMQ's `rabbitmq_consistent_hash_exchange`
-   * plugin. Queues must be named and durable.
+   * partition. Run the component as several replicas: they spread the
+   * partitions over themselves (see `rebalance`), the broker keeps one active
+   * consumer per partition, and when a replica comes or goes partitions move,
+   * each one's unhandled messages first. Per-key order (`orderBy`, by default
+   * the partition key) then holds across replicas. Needs RabbitMQ's
+   * `rabbitmq_consistent_hash_exchange` plugin. Queues must be named and
+   * durable. `ready()` refuses a number that differs from the partitions the
+   * broker already has (`PartitionCountMismatch`).
    */
   partitions?: number;
   /**
@@ -169,6 +174,18 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * @default true
    */
   presence?: boolean;
+  /**
+   * With `partitions`: whether the replicas spread the partitions over
+   * themselves. They find each other on a fanout exchange `QUEUE.replicas`
+   * (a hello, a beat every `heartbeatMs`, a bye) and each consumes its share
+   * of a shared, deterministic assignment (⌊N/R⌋ or ⌈N/R⌉ partitions each); a
+   * replica not heard for two beats and a half is taken for gone. `false`:
+   * every replica consumes every partition and the broker makes the first one
+   * active on all of them (hot standbys, no spread).
+   * @default true (heartbeatMs 5000)
+   * @example rebalance: { heartbeatMs: 2000 }
+   */
+  rebalance?: boolean | { heartbeatMs?: number };
 }
 
 /** A processor's own events, besides its connection's. */
@@ -178,6 +195,8 @@ export interface ProcessorEvents extends ConsumerEvents {
    * own side.
    */
   remoteCommand: [command: 'quit' | 'restart', from: Partial<FingerprintDict>];
+  /** A partitioned processor took up a partition or let one go (`partitions` with `rebalance`). */
+  partitionMove: [move: PartitionMove];
 }
 export type ProcessorEvent = keyof ProcessorEvents;
 
@@ -225,6 +244,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   partitions: true,
   exchangeCheckMs: true,
   presence: true,
+  rebalance: true,
 };
 
 /**
@@ -265,10 +285,10 @@ export class MessageProcessor extends MicroThread {
   #closing: Promise<void> | undefined;
   /** With `partitions`: the partition queues and the routes into them. */
   readonly #partitioned: PartitionedTopology | undefined;
-  /** Partition queues this replica has had a delivery from: where it is (or was) the active consumer. */
-  readonly #activeOn = new Set<string>();
   /** Its presence queue and what answers there (none with `presence: false`, or for a GenericApplication). */
   readonly #presence: Presence | undefined;
+  /** With `partitions`: the partition channels, and (with rebalancing) this replica's share of them. */
+  readonly #spread: PartitionSpread | undefined;
 
   constructor(options?: ProcessorOptions);
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
@@ -309,7 +329,8 @@ export class MessageProcessor extends MicroThread {
     const Consumer = (this.constructor as typeof MessageProcessor).consumerClass;
     this.consumer = new Consumer({
       ...opts,
-      ...(this.#partitioned ? { eqk: this.#partitioned.eqk } : {}),
+      // Partitioned, the queues are declared once ready() has checked the partition count against the broker's.
+      ...(this.#partitioned ? { eqk: [] } : {}),
       prefetch,
       connectionName:
         opts.connectionName ?? `${this.fingerprint.name}@${this.fingerprint.host}:${this.fingerprint.pid}`,
@@ -328,9 +349,13 @@ export class MessageProcessor extends MicroThread {
     // harness).
     const consumer = this.consumer;
     const makePorts = (this.constructor as { [PORTS]?: () => DeliveryPorts })[PORTS];
+    const spread = (this.#spread =
+      this.#partitioned && !makePorts ? this.#makeSpread(opts, this.#partitioned, consumer) : undefined);
     const ports: DeliveryPorts = (this.#ports = makePorts
       ? makePorts()
-      : { inbox: consumer, settler: consumer, copies: consumer, replier: consumer });
+      : spread
+        ? { inbox: consumer, settler: spread, copies: consumer, replier: partitionReplier(consumer, spread) }
+        : { inbox: consumer, settler: consumer, copies: consumer, replier: consumer });
     const { replier } = ports;
     const settleCtx: SettleContext = {
       settler: ports.settler,
@@ -386,10 +411,55 @@ export class MessageProcessor extends MicroThread {
     this.consumer.closeWith(() => this.close());
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
     const intake = this.#pipeline.intake;
-    this.consumer.on('disconnected', () => intake.drop());
+    this.consumer.on('disconnected', () => {
+      intake.drop();
+      spread?.lost();
+    });
     const ownPresence = (this.constructor as { [OWN_PRESENCE]?: boolean })[OWN_PRESENCE] === true;
     if (opts.presence !== false && !ownPresence && !makePorts)
       this.#presence = new Presence(this.consumer, this.fingerprint, this.log, () => this.rpcDescribe());
+    if (spread) {
+      this.consumer.foreignQueueOf = (msg) => spread.queueOf(msg);
+      this.consumer.on('connected', () => {
+        spread.restored().catch((err: unknown) => this.log.warn({ err }, 'could not rejoin the replicas'));
+      });
+    }
+  }
+
+  #makeSpread(opts: ProcessorOptions, partitioned: PartitionedTopology, consumer: GenericConsumer): PartitionSpread {
+    const r = opts.rebalance ?? true;
+    const settings: SpreadSettings = {
+      rebalance: r !== false,
+      heartbeatMs: (typeof r === 'object' ? r.heartbeatMs : undefined) ?? 5000,
+    };
+    if (!(settings.heartbeatMs > 0))
+      throw new TypeError(
+        `rebalance.heartbeatMs must be a positive number of milliseconds, not ${settings.heartbeatMs}`,
+      );
+    let keylessSaid = false;
+    return new PartitionSpread({
+      consumer,
+      queues: partitioned.partitions,
+      settings,
+      drainMs: opts.drainTimeoutMs ?? DEFAULT_DRAIN_MS,
+      log: this.log,
+      fingerprint: this.fingerprint,
+      told: (move) => this.#host.emit('partitionMove', move),
+      deliver: (msg) => {
+        if (
+          !keylessSaid &&
+          (msg.properties.headers as Record<string, unknown> | undefined)?.[PARTITION_HEADER] === undefined
+        ) {
+          keylessSaid = true;
+          this.log.warn(
+            { messageId: msg.properties.messageId, queue: msg.fields.routingKey },
+            'a message came without _partition_key: every keyless message goes to one partition (the same one), ' +
+              'so one replica handles them all. Send with { _partition_key: key } (said once)',
+          );
+        }
+        this.#pipeline.deliver(msg);
+      },
+    });
   }
 
   /**
@@ -417,28 +487,21 @@ export class MessageProcessor extends MicroThread {
         const partitioned = this.#partitioned;
         const presence = inbox === this.consumer ? this.#presence : undefined;
         await presence?.bind();
-        if (partitioned && inbox === this.consumer) {
-          for (const r of partitioned.routes) await this.consumer.exchangeBind(r.hash, r.source, r.key);
+        const spread = this.#spread;
+        if (partitioned && spread) {
           const consumer = this.consumer;
-          const activeOn = this.#activeOn;
-          let keylessSaid = false;
-          await inbox.startConsuming((msg) => {
-            if (presence?.take(msg)) return;
-            // Single active consumer tells a standby nothing: a delivery is how a replica learns it is the active one.
-            const q = consumer.queueOf(msg);
-            if (q !== undefined) activeOn.add(q);
-            if (
-              !keylessSaid &&
-              (msg.properties.headers as Record<string, unknown> | undefined)?.[PARTITION_HEADER] === undefined
-            ) {
-              keylessSaid = true;
-              this.log.warn(
-                { messageId: msg.properties.messageId, queue: q },
-                `a message came without _partition_key: every keyless message goes to one partition (the same one), so one replica handles them all. Send with { _partition_key: key } (said once)`,
-              );
-            }
-            pipeline.deliver(msg);
-          });
+          const model = consumer.connection!;
+          const n = partitioned.partitions.values().next().value!.length;
+          for (const queue of partitioned.partitions.keys()) await checkPartitionCount(model, queue, n);
+          await consumer.addEqk(partitioned.eqk);
+          for (const r of partitioned.routes) await consumer.exchangeBind(r.hash, r.source, r.key);
+          // The partitions are consumed on channels of their own; the consumer's channel declares, and serves presence.
+          if (presence)
+            await consumer.startConsuming(
+              (msg) => void presence.take(msg),
+              (queue) => queue === presence.queue,
+            );
+          await spread.start();
         } else if (presence)
           await inbox.startConsuming((msg) => {
             if (!presence.take(msg)) pipeline.deliver(msg);
@@ -461,14 +524,16 @@ export class MessageProcessor extends MicroThread {
    * 'restoreFailed' (err), and 'remoteCommand' (command, from): a quit or restart about to be carried out.
    */
   on<E extends ProcessorEvent>(event: E, listener: (...args: ProcessorEvents[E]) => void): this {
-    if (event === 'remoteCommand') this.#host.on(event, listener as (...args: unknown[]) => void);
+    if (event === 'remoteCommand' || event === 'partitionMove')
+      this.#host.on(event, listener as (...args: unknown[]) => void);
     else this.consumer.on(event as ConnectionEvent, listener as (...args: ConnectionEvents[ConnectionEvent]) => void);
     return this;
   }
 
   /** Removes a listener added with {@link on}. */
   off<E extends ProcessorEvent>(event: E, listener: (...args: ProcessorEvents[E]) => void): this {
-    if (event === 'remoteCommand') this.#host.off(event, listener as (...args: unknown[]) => void);
+    if (event === 'remoteCommand' || event === 'partitionMove')
+      this.#host.off(event, listener as (...args: unknown[]) => void);
     else this.consumer.off(event as ConnectionEvent, listener as (...args: ConnectionEvents[ConnectionEvent]) => void);
     return this;
   }
@@ -560,12 +625,15 @@ export class MessageProcessor extends MicroThread {
     this.#closing ??= (async () => {
       this.#forgetSignal?.();
       await this.#ready?.catch(() => undefined);
-      // A partition's consumer stays until the channel closes: cancelled first, the broker would make another
+      // A partition's consumer stays until its channel closes: cancelled first, the broker would make another
       // replica active while this one still holds unhandled messages of a key, and hand it that key's later ones first.
-      if (!this.#partitioned) await this.#ports.inbox.stopConsuming();
+      // The others hear the bye now and queue up behind this replica as standbys.
+      if (this.#spread) this.#spread.leave();
+      else if (!this.#partitioned) await this.#ports.inbox.stopConsuming();
       else this.consumer.holdConsumersUntilClose();
       // Waiting workers stop; those in a handler finish it and settle.
       await this.#pipeline.intake.close();
+      await this.#spread?.close();
       await this.#ports.inbox.close();
     })();
     return this.#closing;
@@ -578,7 +646,7 @@ export class MessageProcessor extends MicroThread {
 
   /** The built-in `describe` RPC: this processor's fingerprint, library version, bindings and handlers. */
   @RpcHandler('command', 'describe', { description: 'what this processor is, where it listens, and what it handles' })
-  rpcDescribe(): ProcessorDescription {
+  async rpcDescribe(): Promise<ProcessorDescription> {
     // Where it takes work from: its presence queue is told of apart.
     const presenceQueue = this.#presence?.queue;
     const bindings = this.consumer.bindings();
@@ -590,12 +658,7 @@ export class MessageProcessor extends MicroThread {
       this.#concurrency,
     );
     if (presenceQueue !== undefined) d.presence = presenceQueue;
-    if (this.#partitioned)
-      d.partitions = [...this.#partitioned.partitions].map(([queue, names]) => ({
-        queue,
-        partitions: names,
-        activeHere: names.filter((n) => this.#activeOn.has(n)),
-      }));
+    if (this.#spread) d.partitions = await this.#spread.describe(true);
     return d;
   }
 
@@ -657,6 +720,17 @@ export function isProcessorClass(v: unknown): v is typeof MessageProcessor {
     (v.prototype instanceof MessageProcessor ||
       (v.prototype as Record<symbol, unknown> | undefined)?.[COMPONENT_KIND] === 'processor')
   );
+}
+
+/** The consumer's replier, but for replies to deliveries that came on a partition channel: those go on it. */
+function partitionReplier(consumer: GenericConsumer, spread: PartitionSpread): Replier {
+  return {
+    encodeReply: (r) => consumer.encodeReply(r),
+    sendReply: (msg, content, headers) => spread.sendReply(msg, content, headers),
+    streamControl: () => consumer.streamControl(),
+    streamSend: (msg, content, headers) => consumer.streamSend(msg, content, headers),
+    watchStream: (id, listener) => consumer.watchStream(id, listener),
+  };
 }
 
 /** A partitioned processor's default ordering key: the partition key the message was sent with. */

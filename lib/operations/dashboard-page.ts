@@ -83,7 +83,20 @@ export const DASHBOARD_PAGE = `<!doctype html>
         el('div', {}, [el('strong', { text: f.name }), el('span', { 'class': 'muted', text: '  ' + f.type + ' · ' + f.pid + '@' + f.host + ' · ' + c.library.name + ' ' + c.library.version + ' · concurrency ' + (c.concurrency || 1) + '  ' }), el('span', { 'class': 'state', text: c.up ? 'up' : 'down' })]),
         el('div', { 'class': 'muted', text: 'handles: ' + (handlers || '—') }),
         el('div', { 'class': 'muted', text: 'bindings: ' + (binds || '—') })
-      ]));
+      ].concat((c.partitions || []).map(function (p) {
+        // A partitioned processor: where this replica is active, and how the partitions spread over the others.
+        var spread = p.rebalance
+          ? p.replicas.map(function (r) {
+              return r.pid + '@' + r.host + ' ' + (r.partitions.length ? r.partitions.join(', ') : 'idle');
+            }).join('; ')
+          : 'not spread';
+        var waiting = p.waiting
+          ? ' · waiting: ' + p.partitions.map(function (n) { return n + ' ' + (p.waiting[n] || 0); }).join(', ')
+          : '';
+        var here = p.activeHere.join(', ') || 'none (idle)';
+        var text = 'partitions of ' + p.queue + ': active here ' + here + ' · replicas: ' + spread + waiting;
+        return el('div', { 'class': 'muted partitions', text: text });
+      }))));
     });
   }
   function renderQueues(queues) {

@@ -25,6 +25,8 @@ export interface Instruments {
   rpcDuration: Histogram;
   /** Deliveries being handled now. */
   inFlight: UpDownCounter;
+  /** Partitions a replica took up or let go of (a partitioned processor's rebalancing), by queue and direction. */
+  partitionMoves: Counter;
 }
 
 let cached: { provider: MeterProvider; instruments: Instruments | undefined } | undefined;
@@ -66,6 +68,9 @@ function make(meter: Meter): Instruments {
     }),
     inFlight: meter.createUpDownCounter('postage.deliveries.in_flight', {
       description: 'Deliveries being handled now',
+    }),
+    partitionMoves: meter.createCounter('postage.partitions.moves', {
+      description: 'Partitions a replica took up or let go of',
     }),
   };
 }

@@ -117,8 +117,9 @@ describe('presence (every processor answers ping and describe)', function () {
       [a, 'processor', self],
       [b, 'processor', self],
     ]);
-    const queues = (pa.rpcDescribe().presence ?? '') + (pb.rpcDescribe().presence ?? '');
-    expect(pa.rpcDescribe().presence).to.not.equal(pb.rpcDescribe().presence);
+    const [da, db] = [await pa.rpcDescribe(), await pb.rpcDescribe()];
+    const queues = (da.presence ?? '') + (db.presence ?? '');
+    expect(da.presence).to.not.equal(db.presence);
     expect(queues).to.not.contain(self);
     // Presence is not a consumer of the work queue, which holds the two processors' consumers only.
     expect((await queueState(queue)).consumers).to.equal(2);
@@ -162,11 +163,11 @@ describe('presence (every processor answers ping and describe)', function () {
     const name = unique('comeback');
     const p = new Worker({ url, fingerprint: { name }, eqk: [[ex, [[queue, 'k']]]] });
     await h.start(p);
-    const before = p.rpcDescribe().presence!;
+    const before = (await p.rpcDescribe()).presence!;
     const back = new Promise<void>((resolve) => p.on('connected', () => resolve()));
     dropConnection(p);
     await back;
-    const after = p.rpcDescribe().presence!;
+    const after = (await p.rpcDescribe()).presence!;
     expect(after).to.be.a('string').and.not.equal(before);
     expect(pinged(await postage(['ping', name, '--timeout', '1']))).to.have.length(1);
     await p.close();

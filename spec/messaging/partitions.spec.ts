@@ -6,7 +6,6 @@ import {
   MessageProcessor,
   type ExchangeObject,
   type MessageSender,
-  type ProcessorDescription,
 } from '../../lib/index.js';
 import { partitionTopology, PARTITION_HEADER } from '../../lib/messaging/partitions.js';
 import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
@@ -14,6 +13,7 @@ import { postage } from '../support/cli.js';
 import { counter, Harness } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
 import { FirstHandlings, outOfOrder, sendKeyed } from '../support/ordering.js';
+import { settledSpread } from '../support/partitions.js';
 
 const PARTITIONS = 8;
 
@@ -86,7 +86,7 @@ describe('partitioned processors (per-key order across replicas)', function () {
     }
   });
 
-  it('keeps each key in order across three replicas while one loses its connection and another closes, and leaves every partition consumed', async () => {
+  it('spreads over three replicas, each key in order while one loses its connection and one closes', async () => {
     const url = await brokerUrl();
     const exchange: ExchangeObject = { name: unique('parts-ex'), type: 'direct' };
     const queue = unique('parts-q');
@@ -95,10 +95,12 @@ describe('partitioned processors (per-key order across replicas)', function () {
     const handled = new FirstHandlings();
     let all = counter(N);
     const h = new Harness();
+    const share = new Map<string, number>();
     class Worker extends MessageProcessor {
       @MessageHandler('command', 'work')
       async work(content: { parameters: { key: string; seq: number } }) {
         const first = handled.take(content.parameters);
+        if (first) share.set(this.fingerprint.pid, (share.get(this.fingerprint.pid) ?? 0) + 1);
         // A handler that waits (I/O), so that a replica holds work in flight when it goes.
         await new Promise((r) => setImmediate(r));
         if (first) all.hit();
@@ -137,6 +139,15 @@ describe('partitioned processors (per-key order across replicas)', function () {
       expect(handled.seen.size).to.equal(N);
       // Each key's messages were first taken up in the order they were sent, across the moves.
       expect(outOfOrder(handled.starts)).to.deep.equal([]);
+      // The work was shared, not left to the first replica.
+      expect([...share.values()].filter((n) => n > 0).length, JSON.stringify([...share])).to.be.at.least(2);
+      // describe says where each replica is active: the two survivors on four partitions each, all eight between them.
+      const survivors = replicas.slice(0, 2);
+      const described = await settledSpread(survivors, PARTITIONS);
+      expect(described[0].partitions![0]).to.deep.include({ queue, partitions: names, rebalance: true });
+      const active = described.flatMap((d) => d.partitions![0].activeHere);
+      expect([...active].sort()).to.deep.equal([...names].sort());
+      expect(described[0].partitions![0].replicas.map((r) => r.partitions.length)).to.deep.equal([4, 4]);
       // Every partition has a consumer: the survivors took over the closed replica's.
       const conn = await amqp.connect(url);
       try {
@@ -145,20 +156,16 @@ describe('partitioned processors (per-key order across replicas)', function () {
       } finally {
         await conn.close();
       }
-      // describe says where each replica is active: together, the survivors on every partition that had work.
-      const described = replicas.slice(0, 2).map((r) => r.rpcDescribe() as ProcessorDescription);
-      expect(described[0].partitions![0]).to.deep.include({ queue, partitions: names });
-      const active = new Set(described.flatMap((d) => d.partitions![0].activeHere));
-      expect([...active].sort()).to.deep.equal([...names].sort());
       // And as an operator reads it: postage describe EXCHANGE KEY, answered by the replica active on the keyless
       // partition.
       const { code, stdout, stderr } = await postage(['describe', exchange.name, 'work'], { url });
       expect(code, stderr).to.equal(0);
       expect(stdout).to.contain(`partitions:\n  ${queue}: 8 partitions (${names.join(', ')}); active here: `);
+      expect(stdout).to.contain('spread over 2 replicas:').and.contain('(this one): ').and.contain('waiting: ');
     } finally {
       await sender.close();
       await h.close();
-      await deleteTopology(names, [`${queue}.partitions`, exchange.name]);
+      await deleteTopology(names, [`${queue}.partitions`, `${queue}.replicas`, exchange.name]);
     }
   });
 });
