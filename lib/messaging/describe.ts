@@ -32,6 +32,11 @@ export interface ProcessorDescription {
    * a standby hears nothing from the broker, so an idle partition shows on no replica).
    */
   partitions?: Array<{ queue: string; partitions: string[]; activeHere: string[] }>;
+  /**
+   * With `store`: its outbox's backlog as the last sweep saw it (rows waiting,
+   * age of the oldest in ms, rows failed for good).
+   */
+  outbox?: { waiting: number; oldestMs: number; failed: number };
 }
 
 /** The JSON Schema of a schema's input, if its library implements Standard JSON Schema; undefined when it cannot. */
