@@ -30,7 +30,8 @@ export interface MemoryOutboxRow extends StoredOutboxMessage {
 export interface MemoryStoreOptions extends OutboxSettings {
   /**
    * What `db.query()` answers in a run (it runs no SQL): called with each
-   * statement, its result is the query's. Default: no rows.
+   * statement, its result is the query's; what it throws, the query rejects
+   * with (a `{ code: '40001' }` plays a serialization failure). Default: no rows.
    */
   answer?: (text: string, values: readonly unknown[]) => StoreResult;
   /** @internal */
@@ -85,8 +86,13 @@ export class MemoryStore implements MessageStore {
     const db: StoreClient = {
       query: <R extends object>(text: string, values: readonly unknown[] = []) => {
         if (!open) return Promise.reject(new Error('the transaction has ended'));
-        statements.push({ text, values });
-        return Promise.resolve((answer?.(text, values) ?? { rows: [], rowCount: 0 }) as StoreResult<R>);
+        try {
+          const r = (answer?.(text, values) ?? { rows: [], rowCount: 0 }) as StoreResult<R>;
+          statements.push({ text, values });
+          return Promise.resolve(r);
+        } catch (err) {
+          return Promise.reject(err);
+        }
       },
     };
     const finish = (commit: boolean) => {

@@ -9,6 +9,7 @@ import {
   currentDelivery,
   type DeliveryEvent,
   GenericProducer,
+  MessageCommand,
   MessageHandler,
   MessageProcessor,
   type MessageSender,
@@ -17,7 +18,7 @@ import {
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { PostgresStore } from '../../lib/stores/postgres/index.js';
-import { MemoryStore } from '../../lib/testing/index.js';
+import { MemoryStore, ProcessorHarness, testProducer } from '../../lib/testing/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
@@ -370,5 +371,76 @@ describe('PostgresStore', function () {
     await p.ready();
     await p.close();
     expect((await pool.query('SELECT 1 AS one')).rows).to.deep.equal([{ one: 1 }]);
+  });
+});
+
+describe('MemoryStore', function () {
+  this.timeout(30_000);
+  const f = exchangeFixture('memstore', brokerUrl, unique, deleteTopology);
+
+  it('runs a handler again as a new run when the database reports a serialization failure', async () => {
+    let failures = 1;
+    const store = new MemoryStore({
+      answer: () => {
+        if (failures-- > 0) throw Object.assign(new Error('could not serialize access'), { code: '40001' });
+        return { rows: [], rowCount: 1 };
+      },
+    });
+    let runs = 0;
+    class Orders extends MessageProcessor {
+      @MessageHandler('command', 'k')
+      async order() {
+        runs++;
+        await currentDelivery()!.db!.query('INSERT INTO orders (item) VALUES ($1)', ['book']);
+      }
+    }
+    const proc = new Orders({
+      url: f.url,
+      logger: quiet,
+      handleSignals: false,
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+      store,
+    });
+    await f.h.start(proc);
+    const done = new Promise<DeliveryEvent>((resolve) => proc.observe(resolve));
+    const p = await f.producer();
+    await p.message_k({});
+    expect((await done).outcome).to.equal('acked');
+    expect(runs).to.equal(2);
+    expect(store.statements.map((s) => s.text)).to.deep.equal(['INSERT INTO orders (item) VALUES ($1)']);
+    expect(store.inbox.size).to.equal(1);
+  });
+});
+
+describe('MemoryStore in the ProcessorHarness', () => {
+  it("records a run's outbox rows, and drops a message whose id a run committed already", async () => {
+    const store = new MemoryStore();
+    class Out extends GenericProducer {
+      static override eks = [[{ name: 'harness-out', type: 'direct' }, 'placed'] as const];
+      declare message_placed: MessageSender<{ item: string }>;
+    }
+    const out = testProducer(Out);
+    let runs = 0;
+    class Orders extends MessageProcessor {
+      @MessageHandler('command', 'order')
+      async order(c: { parameters: { item: string } }) {
+        runs++;
+        await currentDelivery()!.db!.query('INSERT INTO orders (item) VALUES ($1)', [c.parameters.item]);
+        await out.message_placed({ item: c.parameters.item });
+      }
+    }
+    const h = await ProcessorHarness.start(Orders, { handleSignals: false, store });
+    try {
+      const first = await h.deliver(new MessageCommand('order', { item: 'book' }), { messageId: 'o-1' });
+      const again = await h.deliver(new MessageCommand('order', { item: 'book' }), { messageId: 'o-1' });
+      expect([first.outcome, again.outcome]).to.deep.equal(['acked', 'acked']);
+      expect(runs).to.equal(1);
+      expect(store.outbox.map((r) => JSON.parse(r.body.toString()).content.parameters)).to.deep.equal([
+        { item: 'book' },
+      ]);
+      await until(() => out.sent.length === 1 && store.waiting.length === 0, 'the relay published the row');
+    } finally {
+      await h.close();
+    }
   });
 });
