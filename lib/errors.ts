@@ -37,7 +37,8 @@ export type PostageErrorCode =
   | 'USAGE'
   | 'VALIDATION'
   | 'STREAM'
-  | 'SEND_AFTER_FAILURE';
+  | 'SEND_AFTER_FAILURE'
+  | 'STORE';
 
 /** The root of every postage-ts failure: a stable `code` plus the usual `cause`. */
 export class PostageError extends Error {
@@ -327,5 +328,21 @@ export class PartitionCountMismatch extends TopologyError {
         `${queue}.partitions, then start the replicas with the new number (docs/scaling.md).`,
     );
     this.name = 'PartitionCountMismatch';
+  }
+}
+
+/**
+ * A processor's `store` (the database outbox and inbox) cannot work as asked:
+ * `reason` says which way. `'deduplicate'`: `deduplicate` given beside
+ * `store`, whose inbox does the same in the run's transaction; `'pool'`: the
+ * pool cannot serve `concurrency` runs plus the relay; `'ended'`: a run's
+ * client used after its run ended; `'unavailable'`: the database did not answer.
+ */
+export class StoreError extends PostageError {
+  readonly reason: 'deduplicate' | 'pool' | 'ended' | 'unavailable';
+  constructor(message: string, reason: StoreError['reason'], options?: { cause?: unknown }) {
+    super(message, 'STORE', options);
+    this.name = 'StoreError';
+    this.reason = reason;
   }
 }

@@ -63,6 +63,7 @@ export {
   ReservedHandlerName,
   ValidationError,
   StreamError,
+  StoreError,
   type ValidationIssue,
   BrokerError,
   TopologyError,
@@ -104,6 +105,19 @@ export {
   type IdempotencyStore,
   type MemoryIdempotencyOptions,
 } from './messaging/idempotency.js';
+export type {
+  MessageStore,
+  StoreClient,
+  StoreResult,
+  StoreRow,
+  StoreTransaction,
+  OutboxMessage,
+  OutboxTarget,
+  StoredOutboxMessage,
+  OutboxBacklog,
+  SweepVerdict,
+} from './stores/store.js';
+export type { OutboxSettings } from './stores/relay.js';
 export { currentDelivery, HEADERS as CONVERSATION_HEADERS, type DeliveryInfo } from './messaging/delivery/context.js';
 export { configureTelemetry, type TelemetryOptions } from './telemetry/settings.js';
 export {

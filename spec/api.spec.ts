@@ -10,7 +10,11 @@ import { expect } from 'chai';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import ts from 'typescript';
 
-const ENTRIES = { 'postage-ts': 'dist/index.d.ts', 'postage-ts/testing': 'dist/testing/index.d.ts' };
+const ENTRIES = {
+  'postage-ts': 'dist/index.d.ts',
+  'postage-ts/testing': 'dist/testing/index.d.ts',
+  'postage-ts/postgres': 'dist/stores/postgres/index.d.ts',
+};
 const REPORT = 'spec/api-surface.txt';
 
 function surface(): string {

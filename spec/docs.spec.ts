@@ -74,7 +74,11 @@ describe('docs', function () {
         extends: '../../tsconfig.json',
         // As a user's project would: `postage-ts` is the package; the project's own strictness.
         compilerOptions: {
-          paths: { 'postage-ts': ['../../lib/index.ts'], 'postage-ts/testing': ['../../lib/testing/index.ts'] },
+          paths: {
+            'postage-ts': ['../../lib/index.ts'],
+            'postage-ts/testing': ['../../lib/testing/index.ts'],
+            'postage-ts/postgres': ['../../lib/stores/postgres/index.ts'],
+          },
           allowImportingTsExtensions: true,
         },
         include: ['*.ts'],

@@ -1,4 +1,5 @@
-import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
+import type { OutboxMessage } from '../stores/store.js';
 import { DEFAULTS } from '../config.js';
 import { BrokerError, ValidationError } from '../errors.js';
 import { asPino, componentLogger, type Logger } from '../log.js';
@@ -666,6 +667,23 @@ export class GenericConsumer {
         },
       ),
     );
+  }
+
+  /**
+   * Publishes a message a store's outbox kept (its sweeper: a process died
+   * before its relay did), as its producer would have: same message id and
+   * properties, to each of its targets, with confirms. @internal
+   */
+  async publishStored(m: OutboxMessage): Promise<void> {
+    const { publisher } = await this.#copiesPlace();
+    const targets: EksEntry[] = m.targets.map((t) => [{ name: t.exchange, type: t.type }, t.routingKey]);
+    const props = {
+      ...(m.properties as Options.Publish),
+      messageId: m.messageId,
+      mandatory: m.properties.mandatory === true,
+    };
+    if (m.delayMs > 0) await publisher.publishDelayed(targets, props, m.body, m.delayMs, notConnected);
+    else await publisher.publish(targets, props, m.body, notConnected);
   }
 
   /** The copies' publisher, open on the current connection, and where delayed copies are declared from. */

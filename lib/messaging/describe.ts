@@ -38,6 +38,11 @@ export interface ProcessorDescription {
    * each one has (none: idle), and how many messages wait in each partition.
    */
   partitions?: PartitionsDescription[];
+  /**
+   * With `store`: its outbox's backlog as the last sweep saw it (rows waiting,
+   * age of the oldest in ms, rows failed for good).
+   */
+  outbox?: { waiting: number; oldestMs: number; failed: number };
 }
 
 /** The JSON Schema of a schema's input, if its library implements Standard JSON Schema; undefined when it cannot. */

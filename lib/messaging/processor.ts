@@ -1,6 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { Hup } from '../config.js';
-import { AckAndRestart, ExitScheduler } from '../errors.js';
+import { AckAndRestart, ExitScheduler, StoreError } from '../errors.js';
+import { OutboxRelay } from '../stores/relay.js';
+import type { MessageStore } from '../stores/store.js';
+import type { StoreRuntime } from './delivery/outbox.js';
 import { restartProcess } from '../lifecycle/restart.js';
 import { closeOnSignal, DEFAULT_DRAIN_MS } from '../lifecycle/signals.js';
 import { asPino, componentLogger, type Logger } from '../log.js';
@@ -110,6 +113,16 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * @default false
    */
   deduplicate?: boolean | IdempotencyStore;
+  /**
+   * A database for the outbox and the inbox (a `PostgresStore` from
+   * `postage-ts/postgres`, a `MemoryStore` from `postage-ts/testing`): each
+   * run in one transaction, its client `currentDelivery().db`; the message id
+   * recorded in the inbox in it (a message some run committed already is acked
+   * without running); what the handlers send written to the outbox table in it
+   * and published after the commit. Replaces the in-memory outbox; refused
+   * beside `deduplicate`, which the inbox does. See docs/database.md.
+   */
+  store?: MessageStore;
   /**
    * Deliveries handled at once, each in its own microthread on the
    * processor's scheduler, so that async and generator handlers interleave.
@@ -237,6 +250,7 @@ export const PROCESSOR_OPTIONS: Readonly<Record<keyof ProcessorOptions, true>> =
   tls: true,
   outbox: true,
   deduplicate: true,
+  store: true,
   concurrency: true,
   orderBy: true,
   streamStallMs: true,
@@ -289,6 +303,8 @@ export class MessageProcessor extends MicroThread {
   readonly #presence: Presence | undefined;
   /** With `partitions`: the partition channels, and (with rebalancing) this replica's share of them. */
   readonly #spread: PartitionSpread | undefined;
+  /** With `store`: the store, and the relay and sweeper of its outbox. */
+  readonly #store: StoreRuntime | undefined;
 
   constructor(options?: ProcessorOptions);
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
@@ -345,6 +361,19 @@ export class MessageProcessor extends MicroThread {
     if (opts.redeliveryCount !== undefined && opts.redeliveryCount !== 'broker' && opts.redeliveryCount !== 'header')
       throw new TypeError(`redeliveryCount must be 'broker' or 'header', not ${String(opts.redeliveryCount)}`);
     for (const d of opts.retry?.delays ?? []) checkDelay('retry.delays: each delay', d);
+    if (opts.store !== undefined) {
+      if (typeof opts.store?.begin !== 'function')
+        throw new TypeError(
+          'store must be a PostgresStore (postage-ts/postgres), a MemoryStore, or the same interface',
+        );
+      if (opts.deduplicate)
+        throw new StoreError(
+          "deduplicate cannot go beside store: the store's inbox already drops a message handled before, " +
+            "in the run's own transaction (remove deduplicate)",
+          'deduplicate',
+        );
+      this.#store = { store: opts.store, relay: new OutboxRelay(opts.store, this.log) };
+    }
     // Deliveries depend on four small interfaces; the consumer is all four, unless the class makes its own (the test
     // harness).
     const consumer = this.consumer;
@@ -400,7 +429,8 @@ export class MessageProcessor extends MicroThread {
       component: this.fingerprint.name,
       maxDeliveries,
       countInHeader: opts.redeliveryCount === 'header',
-      outbox: opts.outbox ?? true,
+      outbox: this.#store !== undefined || (opts.outbox ?? true),
+      store: this.#store,
       dedupe: opts.deduplicate === true ? new MemoryIdempotencyStore() : opts.deduplicate || undefined,
       orderBy,
       middleware: [],
@@ -480,6 +510,7 @@ export class MessageProcessor extends MicroThread {
     this.#ready ??= (async () => {
       try {
         const { inbox, copies } = this.#ports;
+        if (this.#store) await this.#readyStore();
         await inbox.ready();
         // The error exchange and its queue exist from the start, not from the first failure.
         if (this.#errorExchange) await copies.declareErrorExchange(this.#errorExchange);
@@ -517,6 +548,25 @@ export class MessageProcessor extends MicroThread {
       if (this.#signals) this.#forgetSignal = closeOnSignal(this);
     })();
     return this.#ready;
+  }
+
+  /**
+   * The store's tables exist, its pool can serve `concurrency` runs plus the
+   * relay, and its sweeper runs (where deliveries come from a broker).
+   */
+  async #readyStore(): Promise<void> {
+    const { store, relay } = this.#store!;
+    const need = this.#concurrency + 1;
+    if (store.capacity !== undefined && store.capacity < need)
+      throw new StoreError(
+        `the store's pool opens at most ${store.capacity} connection(s), and this processor needs ${need}: ` +
+          `one per concurrent run (concurrency ${this.#concurrency}) plus one for the outbox relay. ` +
+          "Raise the pool's max, or lower concurrency",
+        'pool',
+      );
+    await store.migrate();
+    const publishStored = this.#ports.copies.publishStored?.bind(this.#ports.copies);
+    if (publishStored) relay.start((m) => publishStored(m));
   }
 
   /**
@@ -633,6 +683,8 @@ export class MessageProcessor extends MicroThread {
       else this.consumer.holdConsumersUntilClose();
       // Waiting workers stop; those in a handler finish it and settle.
       await this.#pipeline.intake.close();
+      // What the relay holds goes out before the channel closes (the user's pool is never closed here).
+      await this.#store?.relay.stop();
       await this.#spread?.close();
       await this.#ports.inbox.close();
     })();
@@ -659,6 +711,8 @@ export class MessageProcessor extends MicroThread {
     );
     if (presenceQueue !== undefined) d.presence = presenceQueue;
     if (this.#spread) d.partitions = await this.#spread.describe(true);
+    const backlog = this.#store?.relay.backlog;
+    if (backlog) d.outbox = { ...backlog };
     return d;
   }
 

@@ -36,6 +36,8 @@ import { Publisher } from './send/publisher.js';
 import { TRANSPORT, type Transport } from './send/transport.js';
 import { RpcClient, type ConsumeRpcOptions } from './send/rpc-client.js';
 import { eksEntries, type Eks, type EksEntry } from './topology.js';
+import { type HeldSend, holdingTransaction } from '../stores/held.js';
+import type { OutboxMessage } from '../stores/store.js';
 
 export type { SendOptions } from './send/options.js';
 
@@ -450,7 +452,11 @@ export class GenericProducer {
     try {
       refuseAfterFailure(scope);
       const send = this.#prepare(body, opts, scope);
-      return scope?.holding && opts._outbox !== false ? scope.hold(send) : send();
+      if (opts._outbox === false) return send();
+      // Inside store.transaction(): held by it, written to its outbox, published after its commit.
+      const tx = holdingTransaction();
+      if (tx) return tx.hold(send);
+      return scope?.holding ? scope.hold(send) : send();
     } catch (err) {
       return Promise.reject(err);
     }
@@ -460,7 +466,7 @@ export class GenericProducer {
    * Validates and encodes a send now (its properties read the delivery being handled); the function returned publishes
    * it.
    */
-  #prepare(body: object, opts: SendOptions, scope: DeliveryScope | undefined): () => Promise<void> {
+  #prepare(body: object, opts: SendOptions, scope: DeliveryScope | undefined): HeldSend {
     const delay = opts._delay === undefined ? 0 : checkDelay('_delay', opts._delay);
     if (delay > 0 && opts._expiration !== undefined)
       throw new TypeError('_delay and _expiration cannot go together: the expiration would end the delay early');
@@ -474,7 +480,7 @@ export class GenericProducer {
       (this.constructor as typeof GenericProducer).mandatory ??
       (body as { type?: unknown }).type === 'command';
     props.contentType = this.encoder.contentType;
-    const send = (): Promise<void> => {
+    const send: HeldSend = (): Promise<void> => {
       if (
         !this.#publisher.isOpen &&
         this.#link.recovers &&
@@ -519,6 +525,19 @@ export class GenericProducer {
           throw err;
         },
       );
+    };
+    // What a database outbox writes of it (only asked there): the same id and properties a publish now would use,
+    // with the trace headers of the delivery being handled, so that a sweeper's later publish stays in its trace.
+    send.outgoing = (): OutboxMessage => {
+      const headers = { ...props.headers };
+      if (scope) passTraceOn({ headers }, scope);
+      return {
+        messageId: props.messageId,
+        targets: targets.map(([e, key]) => ({ exchange: e.name, type: e.type ?? 'direct', routingKey: key })),
+        properties: { ...props, headers },
+        body: content,
+        delayMs: delay,
+      };
     };
     return send;
   }

@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ConsumeMessage } from 'amqplib';
 import { context as otelContext, type Context } from '@opentelemetry/api';
 import type { Yielded } from '../../microthreads/thread.js';
+import type { StoreClient } from '../../stores/store.js';
 import { relay } from './relay.js';
 
 /** The headers postage-ts reads and writes to follow a conversation across components. */
@@ -42,6 +43,13 @@ export interface DeliveryInfo {
    * `fetch`, a database client, a `setTimeout` from `node:timers/promises`.
    */
   readonly signal: AbortSignal;
+  /**
+   * With a processor's `store`: the run's database transaction, pg's
+   * `query(text, values)`; the handler's own writes go through it, so they
+   * commit (with the inbox row and the outbox's sends) or roll back together.
+   * Undefined without a store, and outside a run.
+   */
+  readonly db: StoreClient | undefined;
 }
 
 /**
@@ -65,6 +73,9 @@ export class DeliveryScope {
   /** Made when somebody asks for the signal: most handlers never do. */
   #controller: AbortController | undefined;
   #onClosing: (() => void) | undefined;
+  /** With a processor's `store`: the run's transaction client, and the store it belongs to. */
+  db: StoreClient | undefined = undefined;
+  dbOwner: object | undefined = undefined;
   constructor(
     readonly msg: ConsumeMessage,
     /** The handler's trace context (its span's), when spans are recorded. */
@@ -221,6 +232,9 @@ export function deliveryInfo(msg: ConsumeMessage, scope?: DeliveryScope): Delive
     causationId: text(headers[HEADERS.causationId]),
     get signal(): AbortSignal {
       return scope ? scope.signal : NEVER;
+    },
+    get db(): StoreClient | undefined {
+      return scope?.db;
     },
   });
 }

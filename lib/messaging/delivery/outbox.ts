@@ -1,9 +1,15 @@
-import { BrokerError } from '../../errors.js';
+import { AckAndRestart, BrokerError, ExitScheduler, HandlerTimeout } from '../../errors.js';
+import { type HeldSend, outgoingOf } from '../../stores/held.js';
+import type { OutboxRelay } from '../../stores/relay.js';
+import { isSerializationFailure, type MessageStore, type StoreTransaction } from '../../stores/store.js';
+import { guardClient } from '../../stores/transaction.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import { MessageResultException } from '../messages.js';
 import type { Outcome } from './outcome.js';
 import { encodeResult, replyOf } from './reply.js';
 import type { DeliveryState, Next } from './state.js';
+
+const ACK: Outcome = Object.freeze({ kind: 'ack' });
 
 /** Outcomes after which what the handlers sent goes out: they succeeded (an exit or a restart acks too). */
 export function succeeded(outcome: Outcome): boolean {
@@ -51,4 +57,115 @@ export function* outbox(d: DeliveryState, next: Next): Generator<Yielded, Outcom
     );
     return { kind: 'requeue', reason: `a send failed: ${(err as Error)?.message ?? String(err)}` };
   }
+}
+
+/** What a processor with `store` gives its pipeline: the store, and the relay that publishes its outbox. @internal */
+export interface StoreRuntime {
+  readonly store: MessageStore;
+  readonly relay: OutboxRelay;
+}
+
+/** Serialization failures (40001) and deadlocks run again as new runs, this many runs in all. */
+const SERIALIZATION_RUNS = 5;
+/** A database that does not answer: the delivery comes back through the broker's delays after this long. */
+const UNAVAILABLE_DEFER_MS = 5_000;
+
+/**
+ * Stage (with `store`): each run in one database transaction. The inbox row
+ * (the message id, for this processor) is written first: a message some run
+ * committed already is acked without running its handlers. The handlers'
+ * writes go through `currentDelivery().db`; what they send is held, then
+ * written to the outbox in the same transaction. A run that succeeds commits,
+ * the delivery is acked, and the relay publishes the run's outbox rows with
+ * confirms and marks them sent; a run that fails or passes its time limit
+ * rolls back (its writes, its inbox row and its sends vanish together) and
+ * goes on to retries as any failed run. Sits inside the retry stage, so that
+ * a retry is a new transaction.
+ */
+export function* transactional(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+  const { store, relay } = d.parts.store!;
+  const { log, component } = d.parts;
+  const body = d.body!;
+  for (let run = 1; ; run++) {
+    const scope = d.scope!;
+    const id = scope.messageId;
+    let tx: StoreTransaction;
+    try {
+      tx = (yield store.begin()) as StoreTransaction;
+    } catch (err) {
+      return unavailable(d, err);
+    }
+    const client = guardClient(tx.db, `the run of ${body.type}/${body.name}`);
+    scope.db = client.db;
+    scope.dbOwner = store;
+    let stage: 'inbox' | 'run' | 'commit' = 'inbox';
+    try {
+      if (body.category !== 'rpc' && id !== undefined && !((yield tx.receive(component, id)) as boolean)) {
+        client.end();
+        yield tx.rollback();
+        log.info(
+          { messageType: body.type, messageName: body.name, messageId: id },
+          `${body.type}/${body.name} was handled already (its message id is in the inbox); dropped`,
+        );
+        return ACK;
+      }
+      stage = 'run';
+      let outcome: Outcome | undefined;
+      let signal: ExitScheduler | AckAndRestart | undefined;
+      try {
+        outcome = yield* next(d);
+      } catch (err) {
+        // Exit and restart ack the delivery: what the run did commits.
+        if (!(err instanceof ExitScheduler || err instanceof AckAndRestart)) throw err;
+        signal = err;
+      }
+      stage = 'commit';
+      const held = scope.takeHeld() as readonly HeldSend[];
+      const keys = held.length > 0 ? ((yield tx.send(held.map(outgoingOf), component)) as string[]) : [];
+      client.end();
+      yield tx.commit();
+      void relay.relay(keys.map((key, i) => ({ key, send: held[i] })));
+      if (signal) throw signal;
+      return outcome!;
+    } catch (err) {
+      if (err instanceof ExitScheduler || err instanceof AckAndRestart) throw err;
+      client.end();
+      // A run past its time limit may still be in a query: its connection is closed rather than waited for.
+      yield tx
+        .rollback({ discard: err instanceof HandlerTimeout })
+        .catch((e: unknown) => log.debug({ err: e }, 'rollback failed (the transaction is gone with its connection)'));
+      if (isSerializationFailure(err) && run < SERIALIZATION_RUNS) {
+        log.info(
+          { messageType: body.type, messageName: body.name, messageId: id, run, code: (err as { code?: string }).code },
+          `the run of ${body.type}/${body.name} met a serialization failure; running it again`,
+        );
+        scope.fail(err);
+        d.scope = scope.rerun();
+        d.answer = undefined;
+        continue;
+      }
+      // The database failed us, not the handler: the message comes back later instead of counting as a failure.
+      if (stage !== 'run') return unavailable(d, err);
+      throw err;
+    } finally {
+      scope.db = undefined;
+    }
+  }
+}
+
+function unavailable(d: DeliveryState, err: unknown): Outcome {
+  const body = d.body!;
+  d.parts.log.warn(
+    { err, messageType: body.type, messageName: body.name, messageId: d.scope!.messageId },
+    `the store failed around the run of ${body.type}/${body.name}; ` +
+      `the message comes back in ${UNAVAILABLE_DEFER_MS} ms`,
+  );
+  d.scope!.fail(err);
+  return {
+    kind: 'defer',
+    ms: UNAVAILABLE_DEFER_MS,
+    reason: 'the store did not answer',
+    headers: {},
+    err,
+  };
 }

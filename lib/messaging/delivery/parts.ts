@@ -1,6 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../log.js';
 import type { Inbox } from './ports.js';
+import type { StoreRuntime } from './outbox.js';
 import type { FingerprintDict } from '../fingerprint.js';
 import type { IdempotencyStore } from '../idempotency.js';
 import type { DeliveryInfo } from './context.js';
@@ -78,7 +79,10 @@ export interface PipelineParts {
   readonly maxDeliveries: number;
   /** `redeliveryCount: 'header'`. */
   readonly countInHeader: boolean;
+  /** Whether runs hold their sends (true with a store, whose stage writes them to its outbox table). */
   readonly outbox: boolean;
+  /** With `store`: the database outbox and inbox, and its relay. */
+  readonly store: StoreRuntime | undefined;
   readonly dedupe: IdempotencyStore | undefined;
   readonly orderBy: ((content: unknown, delivery: DeliveryInfo) => unknown) | undefined;
   /** `processor.use()`, in the order added. */

@@ -7,7 +7,7 @@ import { dedupe } from './dedupe.js';
 import { dispatch } from './dispatch.js';
 import { middleware } from './middleware.js';
 import { observe, type DeliveryEvent } from './observe.js';
-import { outbox } from './outbox.js';
+import { outbox, transactional } from './outbox.js';
 import type { PipelineParts, ProcessorMiddleware } from './parts.js';
 import { retry } from './retry.js';
 import { schema } from './schema.js';
@@ -37,8 +37,9 @@ function stagesFor(parts: PipelineParts, has: { schema: boolean; streams: boolea
     { guard: deliveryLimit }, // too many deliveries: error exchange or reject
     has.streams && stream, //              an RPC stream is served here, for as long as its caller reads
     parts.dedupe !== undefined && dedupe, // a message handled already is acked
-    parts.outbox && outbox, //             the run's sends, confirmed before the ack
+    parts.outbox && !parts.store && outbox, // the run's sends, confirmed before the ack
     retry, //         failures to outcomes: runs again, delayed retries, error exchange
+    parts.store !== undefined && transactional, // with a store: each run one transaction (inbox, writes, outbox)
     timeLimit, //     the run's time limit, over all that follows
     has.schema && schema, //                each handler's content checked
     parts.middleware.length > 0 && middleware, // processor.use()

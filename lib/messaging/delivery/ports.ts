@@ -1,4 +1,5 @@
 import type { ConsumeMessage } from 'amqplib';
+import type { OutboxMessage } from '../../stores/store.js';
 
 /**
  * The small interfaces a processor's deliveries depend on, instead of the
@@ -31,6 +32,8 @@ export interface ConfirmedCopies {
   declareErrorExchange(exchange: string): Promise<void>;
   deadLetter(msg: ConsumeMessage, exchange: string, err: unknown, attempts: number): Promise<void>;
   delay(msg: ConsumeMessage, ms: number, headers: Record<string, unknown>): Promise<void>;
+  /** Publishes a stored outbox message with confirms (the outbox sweeper); absent where nothing can (the harness). */
+  publishStored?(message: OutboxMessage): Promise<void>;
 }
 
 /** How answers go back: RPC replies, and an RPC stream's messages and control. */

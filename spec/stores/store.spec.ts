@@ -1,0 +1,446 @@
+/**
+ * A processor's `store`: each run one database transaction with the handler's
+ * writes, its inbox row and its sends. The same specs run against the real
+ * PostgreSQL (`PostgresStore`) and in memory (`MemoryStore`), on the broker.
+ */
+import { expect } from 'chai';
+import type pg from 'pg';
+import {
+  currentDelivery,
+  type DeliveryEvent,
+  GenericProducer,
+  MessageCommand,
+  MessageHandler,
+  MessageProcessor,
+  type MessageSender,
+  type MessageStore,
+  StoreError,
+} from '../../lib/index.js';
+import { makeLogger } from '../../lib/log.js';
+import { PostgresStore } from '../../lib/stores/postgres/index.js';
+import { MemoryStore, ProcessorHarness, testProducer } from '../../lib/testing/index.js';
+import { brokerUrl } from '../support/broker.js';
+import { exchangeFixture } from '../support/components.js';
+import { deleteTopology, getOne, unique } from '../support/topology.js';
+import { dropSchema, pgPool, uniqueSchema, until } from './support.js';
+
+const quiet = makeLogger('silent');
+
+/** One store under test: made fresh per test, with the rows the handlers wrote counted its own way. */
+interface Kind {
+  name: string;
+  make(): Promise<{ store: MessageStore; table: string; rows(): Promise<number>; waiting(): Promise<number> }>;
+  cleanup(): Promise<void>;
+}
+
+function postgres(): Kind {
+  let pool: pg.Pool | undefined;
+  const schemas: string[] = [];
+  return {
+    name: 'PostgresStore',
+    async make() {
+      pool ??= await pgPool();
+      const p = pool;
+      const schema = uniqueSchema('postage_spec');
+      schemas.push(schema);
+      await p.query(`CREATE SCHEMA "${schema}"`);
+      const table = `"${schema}".orders`;
+      await p.query(`CREATE TABLE ${table} (id serial PRIMARY KEY, item text NOT NULL)`);
+      const store = new PostgresStore({ pool: p, schema, sweepAfterMs: 500, sweepEveryMs: 100 });
+      return {
+        store,
+        table,
+        rows: async () => (await p.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n as number,
+        waiting: async () => (await store.backlog()).waiting,
+      };
+    },
+    async cleanup() {
+      if (!pool) return;
+      for (const s of schemas.splice(0)) await dropSchema(pool, s);
+      await pool.end();
+      pool = undefined;
+    },
+  };
+}
+
+function memory(): Kind {
+  return {
+    name: 'MemoryStore',
+    async make() {
+      const store = new MemoryStore({ sweepAfterMs: 500, sweepEveryMs: 100 });
+      return {
+        store,
+        table: 'orders',
+        rows: async () => store.statements.filter((s) => s.text.startsWith('INSERT INTO orders')).length,
+        waiting: async () => store.waiting.length,
+      };
+    },
+    async cleanup() {},
+  };
+}
+
+for (const kind of [postgres(), memory()]) {
+  describe(`${kind.name} as a processor's store`, function () {
+    this.timeout(30_000);
+    const f = exchangeFixture('store', brokerUrl, unique, deleteTopology);
+    let out: { name: string; type: 'direct'; durable: false };
+    let outQueue: string;
+    after(() => kind.cleanup());
+
+    beforeEach(async () => {
+      out = { name: unique('store-out'), type: 'direct', durable: false };
+      outQueue = unique('store-out-q');
+      f.h.onClose(() => deleteTopology([outQueue], [out.name]));
+    });
+
+    /** The input producer, the output producer, and the output queue declared (nobody consumes it). */
+    async function wire() {
+      const input = f.ex;
+      const output = out;
+      class In extends GenericProducer {
+        static override eks = [[input, 'k'] as const];
+        declare message_order: MessageSender<{ item: string }>;
+      }
+      class Out extends GenericProducer {
+        static override eks = [[output, 'placed'] as const];
+        declare message_placed: MessageSender<{ item: string }>;
+      }
+      const p = await In.create({ url: f.url });
+      const o = await Out.create({ url: f.url });
+      f.h.onClose(() => p.close());
+      f.h.onClose(() => o.close());
+      class Idle extends MessageProcessor {}
+      const idle = new Idle({ url: f.url, logger: quiet, handleSignals: false, eqk: [[out, [[outQueue, 'placed']]]] });
+      await idle.consumer.ready();
+      f.h.onClose(() => idle.close());
+      return { p, o };
+    }
+
+    /** A processor whose handler writes an order row, sends `placed`, and then does `then`. */
+    function orders(o: { message_placed: MessageSender<{ item: string }> }, table: string, then = () => {}) {
+      return class Orders extends MessageProcessor {
+        @MessageHandler('command', 'order')
+        async order(c: { parameters: { item: string } }) {
+          await currentDelivery()!.db!.query(`INSERT INTO ${table} (item) VALUES ($1)`, [c.parameters.item]);
+          await o.message_placed({ item: c.parameters.item });
+          then();
+        }
+      };
+    }
+
+    function settled(p: MessageProcessor, n = 1): Promise<DeliveryEvent[]> {
+      const seen: DeliveryEvent[] = [];
+      return new Promise((resolve) => {
+        const stop = p.observe((e) => {
+          seen.push(e);
+          if (seen.length >= n) {
+            stop();
+            resolve(seen);
+          }
+        });
+      });
+    }
+
+    it('commits the row and publishes the message once a handler succeeds, and marks its outbox row sent', async () => {
+      const { store, table, rows, waiting } = await kind.make();
+      const { p, o } = await wire();
+      const Orders = orders(o, table);
+      const proc = new Orders({
+        url: f.url,
+        logger: quiet,
+        handleSignals: false,
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+        store,
+      });
+      await f.h.start(proc);
+      const done = settled(proc);
+      await p.message_order({ item: 'book' });
+      expect((await done)[0].outcome).to.equal('acked');
+      const m = await getOne(outQueue);
+      expect(m && JSON.parse(m.content.toString()).content.parameters).to.deep.equal({ item: 'book' });
+      expect(await rows()).to.equal(1);
+      await until(async () => (await waiting()) === 0, 'the outbox row marked sent');
+      expect(await getOne(outQueue, 300)).to.equal(false);
+    });
+
+    it('leaves no row and sends nothing when the handler throws after writing and sending', async () => {
+      const { store, table, rows, waiting } = await kind.make();
+      const { p, o } = await wire();
+      const Orders = orders(o, table, () => {
+        throw new Error('after the write and the send');
+      });
+      const proc = new Orders({
+        url: f.url,
+        logger: quiet,
+        handleSignals: false,
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+        store,
+      });
+      await f.h.start(proc);
+      const done = settled(proc);
+      await p.message_order({ item: 'book' });
+      expect((await done)[0].outcome).to.equal('rejected');
+      expect(await rows()).to.equal(0);
+      expect(await waiting()).to.equal(0);
+      expect(await getOne(outQueue, 500)).to.equal(false);
+    });
+
+    it('rolls back a run that passes its time limit', async () => {
+      const { store, table, rows } = await kind.make();
+      const { p, o } = await wire();
+      const Orders = orders(o, table);
+      class Slow extends Orders {
+        @MessageHandler('command', 'order')
+        async late() {
+          await new Promise((r) => setTimeout(r, 1_000));
+        }
+      }
+      const proc = new Slow({
+        url: f.url,
+        logger: quiet,
+        handleSignals: false,
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+        store,
+        handlerTimeoutMs: 200,
+      });
+      await f.h.start(proc);
+      const done = settled(proc);
+      await p.message_order({ item: 'book' });
+      expect((await done)[0].outcome).to.equal('rejected');
+      expect(await rows()).to.equal(0);
+      expect(await getOne(outQueue, 500)).to.equal(false);
+    });
+
+    it('handles a message delivered twice to two replicas once: one row, one message', async () => {
+      const { store, table, rows } = await kind.make();
+      const { p, o } = await wire();
+      const Orders = orders(o, table);
+      const opts = { url: f.url, logger: quiet, handleSignals: false, eqk: [[f.ex, [[f.queue, 'k']]]] as const, store };
+      const a = new Orders({ ...opts, eqk: [[f.ex, [[f.queue, 'k']]]] });
+      const b = new Orders({ ...opts, eqk: [[f.ex, [[f.queue, 'k']]]] });
+      await f.h.start(a, b);
+      const events: DeliveryEvent[] = [];
+      const both = new Promise<void>((resolve) => {
+        const see = (e: DeliveryEvent) => {
+          events.push(e);
+          if (events.length === 2) resolve();
+        };
+        a.observe(see);
+        b.observe(see);
+      });
+      await Promise.all([
+        p.message_order({ item: 'book' }, { _message_id: 'order-1' }),
+        p.message_order({ item: 'book' }, { _message_id: 'order-1' }),
+      ]);
+      await both;
+      expect(events.map((e) => e.outcome)).to.deep.equal(['acked', 'acked']);
+      expect(await rows()).to.equal(1);
+      expect(await getOne(outQueue)).to.not.equal(false);
+      expect(await getOne(outQueue, 300)).to.equal(false);
+    });
+
+    it('publishes what store.transaction() sent once it commits, and nothing when it rolls back', async () => {
+      const { store, table, rows } = await kind.make();
+      const { o } = await wire();
+      await store.migrate();
+      await store.transaction(async (db) => {
+        await db.query(`INSERT INTO ${table} (item) VALUES ($1)`, ['kept']);
+        await o.message_placed({ item: 'kept' });
+      });
+      const m = await getOne(outQueue);
+      expect(m && JSON.parse(m.content.toString()).content.parameters).to.deep.equal({ item: 'kept' });
+      let thrown: unknown;
+      try {
+        await store.transaction(async (db) => {
+          await db.query(`INSERT INTO ${table} (item) VALUES ($1)`, ['dropped']);
+          await o.message_placed({ item: 'dropped' });
+          throw new Error('rolled back');
+        });
+      } catch (err) {
+        thrown = err;
+      }
+      expect((thrown as Error).message).to.equal('rolled back');
+      expect(await rows()).to.equal(1);
+      expect(await getOne(outQueue, 500)).to.equal(false);
+    });
+
+    it('has its sweeper publish an outbox row a dead process left behind', async () => {
+      const { store, waiting } = await kind.make();
+      await wire();
+      // A run that committed and died before its relay: the row is there, nothing was published.
+      await store.migrate();
+      const tx = await store.begin();
+      await tx.send(
+        [
+          {
+            messageId: 'left-behind-1',
+            targets: [{ exchange: out.name, type: 'direct', routingKey: 'placed' }],
+            properties: { contentType: 'application/json', mandatory: true, headers: {} },
+            body: Buffer.from(
+              JSON.stringify({
+                type: 'command',
+                name: 'placed',
+                category: 'message',
+                version: '2',
+                fingerprint: {},
+                content: { parameters: { item: 'orphan' } },
+                _reserved: {},
+              }),
+            ),
+            delayMs: 0,
+          },
+        ],
+        'dead',
+      );
+      await tx.commit();
+      class Sweeps extends MessageProcessor {}
+      const proc = new Sweeps({
+        url: f.url,
+        logger: quiet,
+        handleSignals: false,
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+        store,
+      });
+      await f.h.start(proc);
+      const m = await getOne(outQueue, 10_000);
+      expect(m ? m.properties.messageId : undefined).to.equal('left-behind-1');
+      await until(async () => (await waiting()) === 0, 'the swept row marked sent');
+      const d = await proc.rpcDescribe();
+      expect(d.outbox).to.deep.include({ waiting: 0, failed: 0 });
+    });
+
+    it('refuses deduplicate beside store, saying why', async () => {
+      const { store } = await kind.make();
+      class P extends MessageProcessor {}
+      expect(() => new P({ url: f.url, logger: quiet, handleSignals: false, store, deduplicate: true }))
+        .to.throw(StoreError, /inbox already drops/)
+        .with.property('reason', 'deduplicate');
+    });
+  });
+}
+
+describe('PostgresStore', function () {
+  this.timeout(30_000);
+  let pool: pg.Pool;
+  const schemas: string[] = [];
+  before(async () => {
+    pool = await pgPool(2);
+  });
+  after(async () => {
+    for (const s of schemas) await dropSchema(pool, s);
+    await pool.end();
+  });
+
+  it('creates its tables once when replicas migrate at the same moment', async () => {
+    const schema = uniqueSchema('postage_spec');
+    schemas.push(schema);
+    const stores = [1, 2, 3].map(() => new PostgresStore({ pool, schema, prefix: 'px_' }));
+    await Promise.all(stores.map((s) => s.migrate()));
+    const { rows } = await pool.query(
+      `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`,
+      [schema],
+    );
+    expect(rows.map((r) => r.table_name)).to.deep.equal(['px_inbox', 'px_outbox', 'px_schema_version']);
+    const v = await pool.query(`SELECT version FROM "${schema}".px_schema_version`);
+    expect(v.rows).to.deep.equal([{ version: 1 }]);
+  });
+
+  it('refuses at ready() a pool too small for concurrency runs plus the relay', async () => {
+    const url = await brokerUrl();
+    const store = new PostgresStore({ pool, schema: uniqueSchema('postage_spec') });
+    class P extends MessageProcessor {}
+    const p = new P({ url, logger: quiet, handleSignals: false, concurrency: 4, store });
+    let err: unknown;
+    try {
+      await p.ready();
+    } catch (e) {
+      err = e;
+    }
+    await p.close();
+    expect(err).to.be.instanceOf(StoreError).with.property('reason', 'pool');
+    expect((err as Error).message).to.match(/at most 2 connection\(s\), and this processor needs 5/);
+  });
+
+  it("never ends the application's pool", async () => {
+    const url = await brokerUrl();
+    const schema = uniqueSchema('postage_spec');
+    schemas.push(schema);
+    const store = new PostgresStore({ pool, schema });
+    class P extends MessageProcessor {}
+    const p = new P({ url, logger: quiet, handleSignals: false, store });
+    await p.ready();
+    await p.close();
+    expect((await pool.query('SELECT 1 AS one')).rows).to.deep.equal([{ one: 1 }]);
+  });
+});
+
+describe('MemoryStore', function () {
+  this.timeout(30_000);
+  const f = exchangeFixture('memstore', brokerUrl, unique, deleteTopology);
+
+  it('runs a handler again as a new run when the database reports a serialization failure', async () => {
+    let failures = 1;
+    const store = new MemoryStore({
+      answer: () => {
+        if (failures-- > 0) throw Object.assign(new Error('could not serialize access'), { code: '40001' });
+        return { rows: [], rowCount: 1 };
+      },
+    });
+    let runs = 0;
+    class Orders extends MessageProcessor {
+      @MessageHandler('command', 'k')
+      async order() {
+        runs++;
+        await currentDelivery()!.db!.query('INSERT INTO orders (item) VALUES ($1)', ['book']);
+      }
+    }
+    const proc = new Orders({
+      url: f.url,
+      logger: quiet,
+      handleSignals: false,
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+      store,
+    });
+    await f.h.start(proc);
+    const done = new Promise<DeliveryEvent>((resolve) => proc.observe(resolve));
+    const p = await f.producer();
+    await p.message_k({});
+    expect((await done).outcome).to.equal('acked');
+    expect(runs).to.equal(2);
+    expect(store.statements.map((s) => s.text)).to.deep.equal(['INSERT INTO orders (item) VALUES ($1)']);
+    expect(store.inbox.size).to.equal(1);
+  });
+});
+
+describe('MemoryStore in the ProcessorHarness', () => {
+  it("records a run's outbox rows, and drops a message whose id a run committed already", async () => {
+    const store = new MemoryStore();
+    class Out extends GenericProducer {
+      static override eks = [[{ name: 'harness-out', type: 'direct' }, 'placed'] as const];
+      declare message_placed: MessageSender<{ item: string }>;
+    }
+    const out = testProducer(Out);
+    let runs = 0;
+    class Orders extends MessageProcessor {
+      @MessageHandler('command', 'order')
+      async order(c: { parameters: { item: string } }) {
+        runs++;
+        await currentDelivery()!.db!.query('INSERT INTO orders (item) VALUES ($1)', [c.parameters.item]);
+        await out.message_placed({ item: c.parameters.item });
+      }
+    }
+    const h = await ProcessorHarness.start(Orders, { handleSignals: false, store });
+    try {
+      const first = await h.deliver(new MessageCommand('order', { item: 'book' }), { messageId: 'o-1' });
+      const again = await h.deliver(new MessageCommand('order', { item: 'book' }), { messageId: 'o-1' });
+      expect([first.outcome, again.outcome]).to.deep.equal(['acked', 'acked']);
+      expect(runs).to.equal(1);
+      expect(store.outbox.map((r) => JSON.parse(r.body.toString()).content.parameters)).to.deep.equal([
+        { item: 'book' },
+      ]);
+      await until(() => out.sent.length === 1 && store.waiting.length === 0, 'the relay published the row');
+    } finally {
+      await h.close();
+    }
+  });
+});
