@@ -5,6 +5,8 @@ import { encodeResult, replyOf } from './reply.js';
 import type { Outcome } from './outcome.js';
 import { handlersFor } from './registry.js';
 import type { DeliveryState } from './state.js';
+import { UNREAD } from '../../formats/cloudevents.js';
+import { admitForeign } from '../../formats/foreign.js';
 
 /**
  * Guard: the envelope, decoded (once, unless its ordering key needed it already), and its handlers; a delivery that
@@ -13,11 +15,19 @@ import type { DeliveryState } from './state.js';
 export function decode(d: DeliveryState): Outcome | undefined {
   const { parts, decoded } = d;
   let body: MessageBody<object>;
+  let parsed: unknown = UNREAD;
   try {
     if (decoded && 'err' in decoded) throw decoded.err;
-    body = decoded ? (decoded.body as MessageBody<object>) : decodeBody(d);
+    if (decoded) body = decoded.body as MessageBody<object>;
+    else {
+      parsed = parts.inbox.decode(d.msg.content);
+      body = Message.fromBody(parsed).body as MessageBody<object>;
+    }
   } catch (err) {
-    return { kind: 'reject', why: 'malformed', err };
+    // No envelope: foreign JSON or a CloudEvent that one of the processor's handlers takes is read as such.
+    const unreadable = admitForeign(d, parsed, err);
+    if (unreadable === undefined) return undefined;
+    return { kind: 'reject', why: 'malformed', err: unreadable };
   }
   d.body = body;
   d.handlers = handlersFor(parts.registry, body);
