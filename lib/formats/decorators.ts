@@ -18,7 +18,8 @@ export interface JsonHandlerOptions<S extends StandardSchemaV1 | undefined = Sta
   extends Omit<HandlerOptions<S>, 'stream'> {
   /**
    * The key a message is deduplicated by (the processor's `deduplicate`) when its publisher set no `message_id`:
-   * given the parsed body (before its schema) and the delivery. Undefined (or a throw, logged) handles it undeduplicated.
+   * given the parsed body (before its schema) and the delivery. Undefined (or a throw, logged) handles it
+   * without deduplication.
    * @example { idempotencyKey: (body) => (body as { orderId?: string }).orderId }
    */
   idempotencyKey?: (body: unknown, delivery: DeliveryInfo) => string | undefined;

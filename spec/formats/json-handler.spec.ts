@@ -63,7 +63,7 @@ describe('JsonHandler', function () {
     extra.exchanges = [];
   });
 
-  it('hands a raw publisher’s plain JSON to the handler of its routing key, with the delivery and its headers', async () => {
+  it('hands a raw publisher’s plain JSON to its routing key’s handler, with the delivery and its headers', async () => {
     const got = deferred<{ body: unknown; delivery: DeliveryInfo }>();
     const envelope = deferred<unknown>();
     class Orders extends MessageProcessor {
