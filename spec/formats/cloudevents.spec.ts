@@ -105,7 +105,7 @@ describe('CloudEventHandler', function () {
     expect(got[2].event).to.not.have.property('data');
   });
 
-  it('runs only the handlers of the event’s type; an event no CloudEvent handler takes may still be taken as JSON', async () => {
+  it('runs only the handlers of the event’s type; an event none takes may still be taken as JSON', async () => {
     const seen: string[] = [];
     const two = counter(2);
     class Orders extends MessageProcessor {
@@ -135,7 +135,7 @@ describe('CloudEventHandler', function () {
     expect(seen).to.deep.equal(['order com.example.order.shipped', 'json {"n":2}']);
   });
 
-  it('sends with _cloudevent a binary-mode event a raw consumer reads: the required attributes, the data, traceparent', async () => {
+  it('sends with _cloudevent an event a raw consumer reads: required attributes, data, traceparent', async () => {
     const sink = unique('ce-sink');
     h.onClose(() => deleteTopology([sink]));
     const exchange = ex;
@@ -187,7 +187,7 @@ describe('CloudEventHandler', function () {
     });
   });
 
-  it('round-trips: a postage-ts CloudEvent reaches a postage-ts CloudEvent handler with the parameters as data', async () => {
+  it('round-trips: a postage-ts CloudEvent reaches a @CloudEventHandler with the parameters as data', async () => {
     const got = deferred<{ data: unknown; event: CloudEventAttributes }>();
     class Orders extends MessageProcessor {
       @CloudEventHandler('placed')
