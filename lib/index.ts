@@ -131,6 +131,13 @@ export {
   type HandlerOptions,
   type ContentOf,
 } from './messaging/handlers.js';
+export {
+  JsonHandler,
+  CloudEventHandler,
+  type JsonHandlerOptions,
+  type CloudEventHandlerOptions,
+} from './formats/decorators.js';
+export type { CloudEventAttributes, CloudEventSendOption } from './formats/cloudevents.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { ConnectOptions } from './transport/connection.js';
 export type { TlsOptions } from './transport/tls.js';

@@ -13,7 +13,8 @@ import { promisify } from 'node:util';
 const exec = promisify(execFile);
 
 const HANDLERS = `
-import { MessageHandler, MessageProcessor, MessageFilter, Handler } from '${resolve('lib/index.ts')}';
+import { MessageHandler, MessageProcessor, MessageFilter, Handler, JsonHandler, CloudEventHandler,
+  type DeliveryInfo, type CloudEventAttributes } from '${resolve('lib/index.ts')}';
 import { command } from '${resolve('spec/support/schema.ts')}';
 const Resize = command({ width: 'number', height: 'number' });
 export class Resizer extends MessageProcessor {
@@ -35,6 +36,17 @@ export class Resizer extends MessageProcessor {
 }
 class Plain extends MessageProcessor { echo(): void {} }
 MessageHandler('command', 'echo')(Plain.prototype, 'echo');
+export class Foreign extends MessageProcessor {
+  @JsonHandler('orders.*', { schema: Resize })
+  placed(body: { parameters: { width: number } }, delivery: DeliveryInfo): string { return delivery.routingKey; }
+  @CloudEventHandler('com.example.placed')
+  event(data: unknown, event: CloudEventAttributes): string { return event.id; }
+  // @ts-expect-error: a JSON handler that does not take its schema's output
+  @JsonHandler('orders.*', { schema: Resize })
+  wrongJson(body: { parameters: { depth: string } }): string { return body.parameters.depth; }
+  plain(body: unknown): void {}
+}
+JsonHandler('orders.#')(Foreign.prototype, 'plain');
 `;
 
 async function compile(legacy: boolean): Promise<string> {

@@ -18,6 +18,13 @@ export interface HandlerTag {
   description?: string;
   /** An RPC handler whose yields are a stream's items (an async generator is one without saying). */
   stream?: boolean;
+  /**
+   * A handler of bodies that are not envelopes (`@JsonHandler`, `@CloudEventHandler`): `name` is then its binding key
+   * or event type, and the registry keeps it out of the envelope lookup.
+   */
+  format?: 'json' | 'cloudevent';
+  /** Where a foreign message carries no message id: the key it is deduplicated by. */
+  idempotencyKey?: (body: unknown, delivery: DeliveryInfo) => string | undefined;
 }
 
 /** What a handler decorator may say besides the type and name. */
@@ -45,7 +52,8 @@ export interface HandlerOptions<S extends StandardSchemaV1 | undefined = Standar
   stream?: boolean;
 }
 
-function withOptions(tag: HandlerTag, options: HandlerOptions | undefined): HandlerTag {
+/** @internal */
+export function withOptions(tag: HandlerTag, options: HandlerOptions | undefined): HandlerTag {
   if (options?.timeoutMs !== undefined) {
     if (!(options.timeoutMs > 0))
       throw new TypeError(`timeoutMs must be a positive number of milliseconds, not ${String(options.timeoutMs)}`);
@@ -260,7 +268,8 @@ export function isHandlerClass(v: unknown): boolean {
   return typeof v === 'function' && v.prototype instanceof Handler;
 }
 
-function handlerTag<C = unknown>(tag: HandlerTag): HandlerDecorator<C> {
+/** @internal */
+export function handlerTag<C = unknown>(tag: HandlerTag): HandlerDecorator<C> {
   return tagging(
     (t) => {
       // A handler keeps its own tags: copying avoids sharing an inherited array.

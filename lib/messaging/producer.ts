@@ -17,6 +17,7 @@ import { assertJsonable } from './jsonable.js';
 import { compose } from './compose.js';
 import { DEFAULT_WINDOW, MAX_WINDOW } from './stream-protocol.js';
 import { sendProperties } from './send/properties.js';
+import { asCloudEvent, carryTrace, CE_PREFIX } from '../formats/cloudevents.js';
 import { currentScope, HEADERS, type DeliveryScope } from './delivery/context.js';
 import { instruments } from '../telemetry/metrics.js';
 import {
@@ -40,6 +41,8 @@ import { type HeldSend, holdingTransaction } from '../stores/held.js';
 import type { OutboxMessage } from '../stores/store.js';
 
 export type { SendOptions } from './send/options.js';
+
+const CE_SPECVERSION = `${CE_PREFIX}specversion`;
 
 /** A send on its way through a producer's middleware (`producer.use`). */
 export interface OutgoingSend {
@@ -470,16 +473,19 @@ export class GenericProducer {
     const delay = opts._delay === undefined ? 0 : checkDelay('_delay', opts._delay);
     if (delay > 0 && opts._expiration !== undefined)
       throw new TypeError('_delay and _expiration cannot go together: the expiration would end the delay early');
-    const content = this.encoder.encode(body) as Buffer;
     const targets = this.#targets(opts);
     const props = sendProperties(opts, scope, this.#newId(), false);
+    // A CloudEvent's body is its data as plain JSON, no envelope, its attributes in headers (lib/formats).
+    const content = opts._cloudevent
+      ? asCloudEvent(body, opts._cloudevent, props, this.fingerprint)
+      : (this.encoder.encode(body) as Buffer);
     // Mandatory: a message no queue takes comes back (basic.return, always before its confirm) instead of vanishing.
     // Commands must reach a queue; other messages (statuses, results, events) are publish/subscribe.
     props.mandatory =
       opts._mandatory ??
       (this.constructor as typeof GenericProducer).mandatory ??
       (body as { type?: unknown }).type === 'command';
-    props.contentType = this.encoder.contentType;
+    props.contentType ??= this.encoder.contentType;
     const send: HeldSend = (): Promise<void> => {
       if (
         !this.#publisher.isOpen &&
@@ -554,6 +560,7 @@ export class GenericProducer {
     content: Buffer,
     delay = 0,
   ): Promise<void> {
+    if (props.headers?.[CE_SPECVERSION] !== undefined) carryTrace(props.headers);
     const sent =
       delay > 0
         ? this.#publisher.publishDelayed(targets, props, content, delay, this.#notConnected)

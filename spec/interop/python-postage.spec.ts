@@ -8,6 +8,7 @@ import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child
 import { promisify } from 'node:util';
 import {
   GenericProducer,
+  JsonHandler,
   MessageCommand,
   MessageHandler,
   MessageProcessor,
@@ -15,6 +16,7 @@ import {
   RpcCommand,
   RpcHandler,
   type CommandContent,
+  type DeliveryInfo,
   type ExchangeObject,
   type MessageSender,
 } from '../../lib/index.js';
@@ -118,6 +120,23 @@ describe('talking to Python Postage on one broker', function () {
     await h.start(echo);
     await peer('send', exchange.name, 'k', 'hello', JSON.stringify({ text: 'from python' }));
     expect(await echo.heard.promise).to.deep.equal({ parameters: { text: 'from python' } });
+  });
+
+  it('hands plain JSON a pika publisher sends (no envelope) to a @JsonHandler', async () => {
+    const got = deferred<{ body: unknown; delivery: DeliveryInfo }>();
+    class Orders extends MessageProcessor {
+      @JsonHandler('orders.placed')
+      placed(body: unknown, delivery: DeliveryInfo) {
+        got.resolve({ body, delivery });
+      }
+    }
+    const q = { name: unique('py-q'), flags: { exclusive: true } };
+    await h.start(new Orders({ url, eqk: [[exchange, [[q, 'orders.placed']]]] }));
+    await peer('send-json', exchange.name, 'orders.placed', JSON.stringify({ orderId: 'P-1', qty: 3 }));
+    const { body, delivery } = await got.promise;
+    expect(body).to.deep.equal({ orderId: 'P-1', qty: 3 });
+    expect(delivery.messageId).to.equal('py-1');
+    expect(delivery.headers).to.include({ 'x-origin': 'pika' });
   });
 
   it("answers a Python component's RPC (its own reply queue, no correlation id)", async () => {

@@ -31,6 +31,7 @@ function sendOptionNames(): Record<keyof SendOptions, true> {
     _outbox: true,
     _window: true,
     _partition_key: true,
+    _cloudevent: true,
   };
 }
 

@@ -1,11 +1,13 @@
 import { DeliveryLimitExceeded } from '../../errors.js';
 import { DELIVERIES_HEADER, deliveriesBefore, queueCounts } from '../deliveries.js';
 import { MessageResultException } from '../messages.js';
-import { read } from './readable.js';
+import { notAnEnvelope, read } from './readable.js';
 import { encodeResult, replyOf } from './reply.js';
 import type { Outcome } from './outcome.js';
 import { handlersFor } from './registry.js';
 import type { DeliveryState } from './state.js';
+import { UNREAD } from '../../formats/cloudevents.js';
+import { admitForeign } from '../../formats/foreign.js';
 
 /**
  * Guard: the envelope, read (once, unless its ordering key needed it already), and its handlers. A delivery that
@@ -16,7 +18,10 @@ export function decode(d: DeliveryState): Outcome | undefined {
   const { parts, decoded } = d;
   const got = decoded ?? read(parts.inbox, d.msg.content);
   if ('err' in got) {
-    const unreadable = got.err;
+    // No envelope: foreign JSON or a CloudEvent that one of the processor's handlers takes is read as such.
+    const refused = admitForeign(d, got.parsed ?? UNREAD, got.err.err);
+    if (refused === undefined) return undefined;
+    const unreadable = refused === got.err.err ? got.err : notAnEnvelope(refused);
     return parts.settle.errorExchange
       ? { kind: 'deadLetter', err: unreadable.err, attempts: 0, unreadable }
       : { kind: 'reject', why: 'malformed', err: unreadable.err, unreadable };

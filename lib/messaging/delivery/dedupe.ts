@@ -14,7 +14,7 @@ const ACK: Outcome = Object.freeze({ kind: 'ack' });
  */
 export function* dedupe(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
   const body = d.body!;
-  const id = d.scope!.messageId;
+  const id = d.scope!.messageId ?? d.foreign?.key;
   if (body.category === 'rpc' || id === undefined) return yield* next(d);
   const key = `${d.parts.component}/${id}`;
   if (yield* ask(d, key, 'seen')) {

@@ -1,3 +1,5 @@
+import { foreignArgument } from '../../formats/foreign.js';
+import { plainReply } from '../../formats/json.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import { applyFilters, SKIP, type Handler } from '../handlers.js';
 import { Message, MessageResult, MessageResultError } from '../messages.js';
@@ -63,14 +65,25 @@ export function* dispatch(d: DeliveryState): Generator<Yielded, Outcome, unknown
   const handlers = d.handlers;
   if (handlers.length === 0) unhandled(d);
   // A plain message that carries reply_to can be answered too (PikaBus's bus.Reply): the first answer of a successful
-  // run goes out after the ack.
-  const reply = d.msg.properties.replyTo ? (r: unknown) => answer(d, r) : noReply;
-  for (let i = 0; i < handlers.length; i++)
-    yield* invoke(d, handlers[i], reply, d.lastRun && i === handlers.length - 1);
+  // run goes out after the ack. A foreign request's answer is plain JSON: the first value a handler returns.
+  const replyTo = d.msg.properties.replyTo;
+  const foreign = d.foreign !== undefined;
+  const reply = !replyTo ? noReply : foreign ? (r: unknown) => answerPlain(d, r) : (r: unknown) => answer(d, r);
+  for (let i = 0; i < handlers.length; i++) {
+    const run = yield* invoke(d, handlers[i], reply, d.lastRun && i === handlers.length - 1);
+    if (foreign && replyTo && run.value !== undefined) answerPlain(d, run.value);
+  }
+  // Its caller waits for an answer whatever the handlers returned: null when none returned a value.
+  if (foreign && replyTo) answerPlain(d, null);
   return d.answer ? { kind: 'ack', reply: replyOf(scope, d.answer) } : ACK;
 }
 
 const noReply = (): void => undefined;
+
+/** A foreign request's answer, once: the value as plain JSON, no envelope (its caller is no Postage component). */
+function answerPlain(d: DeliveryState, r: unknown): void {
+  if (!d.answer) d.answer = plainReply(r);
+}
 
 /**
  * A message no handler takes is acked (as in Postage), and said once per
@@ -122,7 +135,8 @@ function* invoke(
         const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
         return new Cls(ctx.owner, arg, reply).call();
       }
-      return h.fn.call(ctx.owner, arg, reply);
+      // A JSON handler gets the delivery after the body, a CloudEvent handler the event's attributes after the data.
+      return h.fn.call(ctx.owner, arg, h.tag.format ? foreignArgument(d) : reply);
     },
     h.isAsync,
   );

@@ -23,7 +23,13 @@ export interface Unreadable {
 }
 
 /** What reading a delivery gave: its envelope, or why there is none. */
-export type Read = { readonly body: MessageBody<object> } | { readonly err: Unreadable };
+export type Read =
+  | { readonly body: MessageBody<object> }
+  | {
+      readonly err: Unreadable;
+      /** The body as the decoder gave it, where it decoded (JSON that is no envelope: foreign handlers may take it). */
+      readonly parsed?: unknown;
+    };
 
 /**
  * The one place that decides whether a delivery can be read, and if not, why. Every path that needs a delivery's
@@ -45,6 +51,7 @@ export function read(decoder: { decode(content: Buffer): unknown }, content: Buf
     const versionOf = versioned ? (decoded as { version: unknown }).version : undefined;
     return {
       err: unreadable(versioned && versionOf !== '2' ? 'unsupported version' : 'not an envelope', malformed(err)),
+      parsed: decoded,
     };
   }
 }
@@ -56,6 +63,11 @@ function undecodable(err: unknown): Unreadable {
   // The JSON decoders refuse for these three reasons only; the size is the one said before parsing.
   if (/over the limit/.test(err.reason)) return unreadable('too large', err);
   return unreadable('encryption', err);
+}
+
+/** A body no foreign handler takes either (`err` says so, naming its routing key). */
+export function notAnEnvelope(err: unknown): Unreadable {
+  return unreadable('not an envelope', malformed(err));
 }
 
 function unreadable(cause: UnreadableCause, err: MalformedMessage): Unreadable {

@@ -84,11 +84,12 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
   const index: Index = new Map();
   for (const { value, isClass } of members.values()) {
     for (const tag of tagsOf(value) ?? []) {
-      const key = `${tag.category}|${tag.type}|${tag.name ?? '*'}`;
+      // A foreign handler (JSON, CloudEvent) is matched by its own index (lib/formats), never taken for an envelope's.
+      const key = `${tag.format ? `${tag.format}:` : ''}${tag.category}|${tag.type}|${tag.name ?? '*'}`;
       let list = reg.get(key);
       if (!list) {
         reg.set(key, (list = []));
-        place(index, tag, list);
+        if (!tag.format) place(index, tag, list);
       }
       const fn = value as Registered['fn'];
       const isAsyncGenerator = !isClass && fn.constructor?.name === 'AsyncGeneratorFunction';

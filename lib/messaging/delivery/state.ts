@@ -1,4 +1,5 @@
 import type { ConsumeMessage } from 'amqplib';
+import type { Foreign } from '../../formats/foreign.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import type { MessageBody } from '../messages.js';
 import type { DeliveryScope } from './context.js';
@@ -18,6 +19,8 @@ const LEAVE: Outcome = Object.freeze({ kind: 'leave' });
 export class DeliveryState {
   /** The decoded envelope (the decode stage). */
   body: MessageBody<object> | undefined = undefined;
+  /** What a delivery without an envelope was taken as (JSON, a CloudEvent), by its foreign handlers. */
+  foreign: Foreign | undefined = undefined;
   /** Its handlers, looked up once (the decode stage). */
   handlers: Registered[] = NONE;
   /** The current run's scope: a retry gets a new one. */

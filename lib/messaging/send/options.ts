@@ -1,3 +1,4 @@
+import type { CloudEventSendOption } from '../../formats/cloudevents.js';
 import { Message } from '../messages.js';
 import type { Eks } from '../topology.js';
 
@@ -58,6 +59,14 @@ export interface SendOptions {
    * partition, the same for every keyless message.
    */
   _partition_key?: string | number;
+  /**
+   * Sends the message as a CloudEvent (the CloudEvents AMQP binding, binary mode), for consumers that read
+   * CloudEvents and no Postage envelopes: the body is the message's parameters as plain JSON, and the attributes
+   * travel in `cloudEvents_` headers: `id` the message id, `source` the sender's (`postage://HOST/NAME`), `type`
+   * the one given or the message's name, `time` now, and `traceparent` when the send has one. Messages only.
+   * @example await producer.message_placed({ id: 7 }, { _cloudevent: { type: 'com.example.order.placed' } })
+   */
+  _cloudevent?: CloudEventSendOption;
 }
 
 /** Every send option there is; anything else starting with `_` is a typo. */
@@ -79,6 +88,7 @@ const SEND_OPTIONS: ReadonlySet<string> = new Set(
     _outbox: true,
     _window: true,
     _partition_key: true,
+    _cloudevent: true,
   } satisfies Record<keyof SendOptions, true>),
 );
 

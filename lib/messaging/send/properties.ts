@@ -109,6 +109,10 @@ export function sendProperties(
     if (cause !== undefined) headers[HEADERS.causationId] ??= cause;
   }
   if (headers) props.headers = headers;
+  if (rpc && opts._cloudevent)
+    throw new TypeError(
+      '_cloudevent is for messages: an RPC caller waits for a Postage result, and a CloudEvent carries no envelope',
+    );
   if (opts._correlation_id !== undefined) {
     if (rpc)
       throw new TypeError('_correlation_id cannot be set on an RPC: its correlation id is how its reply is matched');
