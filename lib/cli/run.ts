@@ -128,7 +128,10 @@ function runnables(mod: Record<string, unknown>, path: string): MicroThread[] {
 /** One line for a ready component: its name, type, and where it takes messages from. */
 function readyLine(t: MicroThread): string {
   if (!isProcessor(t)) return `ready: ${t.name} (microthread)`;
-  const where = t.consumer.bindings().map((b) => `${b.exchange || '(default)'}/${b.key} -> ${b.queue}`);
+  const where = t.consumer
+    .bindings()
+    .filter((b) => b.queue !== t.presenceQueue)
+    .map((b) => `${b.exchange || '(default)'}/${b.key} -> ${b.queue}`);
   return `ready: ${t.fingerprint.name} (${t.fingerprint.type}) ${where.length > 0 ? `on ${where.join(', ')}` : 'with no bindings'}`;
 }
 

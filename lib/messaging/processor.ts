@@ -691,6 +691,14 @@ export class MessageProcessor extends MicroThread {
     return this.#closing;
   }
 
+  /**
+   * The current name of its presence queue (server-named, so new after each reconnection), where it answers `ping`
+   * and `describe`; undefined with `presence: false` and for a `GenericApplication`, which answers on its own queue.
+   */
+  get presenceQueue(): string | undefined {
+    return this.#presence?.queue;
+  }
+
   /** `await using processor = new P(…)`: closed when the scope ends. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
@@ -700,7 +708,7 @@ export class MessageProcessor extends MicroThread {
   @RpcHandler('command', 'describe', { description: 'what this processor is, where it listens, and what it handles' })
   async rpcDescribe(): Promise<ProcessorDescription> {
     // Where it takes work from: its presence queue is told of apart.
-    const presenceQueue = this.#presence?.queue;
+    const presenceQueue = this.presenceQueue;
     const bindings = this.consumer.bindings();
     const d = describeProcessor(
       this.fingerprint,
