@@ -224,8 +224,9 @@ describe('connect() (a shared, managed connection)', function () {
         static override eks = [[ex, 'k0'] as const];
       }
       await Jobs.create({ connection: conn, logger: quiet });
-      // The exchange (the same declaration from 21 components) and the error exchange: two, not 41.
-      expect((conn as unknown as { topology: { size: number } }).topology.size).to.equal(2);
+      // The exchange (the same declaration from 21 components), the error exchange, and the two exchanges every
+      // processor answers presence on (presence-exchange, generic-application-exchange): four, not 81.
+      expect((conn as unknown as { topology: { size: number } }).topology.size).to.equal(4);
     } finally {
       await conn.close();
       await deleteTopology([...procs.map((_, i) => `${ex.name}-q${i}`), errors], [ex.name, errors]).catch(
