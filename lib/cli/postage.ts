@@ -17,6 +17,7 @@ import type { FingerprintDict } from '../messaging/fingerprint.js';
 import { MessageCommand } from '../messaging/messages.js';
 import { GenericProducer, type Producer } from '../messaging/producer.js';
 import { openConnection } from '../transport/connection.js';
+import { openChannel } from '../transport/channels.js';
 import { configureLogging } from '../log.js';
 import { pino } from 'pino';
 import { deliveryInfo } from '../messaging/delivery/context.js';
@@ -309,7 +310,7 @@ async function watch(args: string[], values: Record<string, string | boolean | u
   const count = values.count === undefined ? Infinity : Number(values.count);
   if (!(count > 0)) throw new UsageError(`--count must be a positive number, not '${values.count}'`);
   const conn = await openConnection({ connectionName: 'postage-cli watch' });
-  const ch = await conn.createChannel();
+  const ch = await openChannel(conn);
   let channelError: Error | undefined;
   ch.on('error', (e: Error) => (channelError = e));
   const decoder = new JsonEncoder();
@@ -361,7 +362,7 @@ async function exchangeType(
   conn: Awaited<ReturnType<typeof openConnection>>,
   exchange: string,
 ): Promise<string | undefined> {
-  const probe = await conn.createChannel();
+  const probe = await openChannel(conn);
   probe.on('error', () => undefined);
   try {
     await probe.checkExchange(exchange);

@@ -168,6 +168,7 @@ export class Link {
         events: this.#events,
         log: this.#log,
         what: this.#what,
+        backoff: this.#shared?.reconnect ?? this.#opts.reconnect,
       });
     });
   }

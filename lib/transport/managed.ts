@@ -1,23 +1,13 @@
 import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
-import { backoffMs, jittered } from '../backoff.js';
+import { type ReconnectOptions, retrying } from '../backoff.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { openConnection, type ConnectOptions } from './connection.js';
 import { StatusBoard, type ConnectionStatus } from './status.js';
 import { TopologyRegistry } from './topology-registry.js';
 
-/** Reconnection timing. Delays grow by `factor` from `initialMs` up to `maxMs`, each with ±`jitter`. */
-export interface ReconnectOptions {
-  /** @default 100 */
-  initialMs?: number;
-  /** @default 10000 */
-  maxMs?: number;
-  /** @default 2 */
-  factor?: number;
-  /** @default 0.2 */
-  jitter?: number;
-}
+export type { ReconnectOptions } from '../backoff.js';
 
 /** A component's connection events, and what each listener gets. */
 export interface ConnectionEvents {
@@ -48,6 +38,8 @@ export type ConnectionEvent = keyof ConnectionEvents;
 export class ManagedConnection extends EventEmitter {
   #model: ChannelModel | undefined;
   #closing = false;
+  /** Aborted by close(): ends every wait of this connection's retry loops at once. */
+  readonly #stop = new AbortController();
   /** Where the connection stands; its owner marks it ready once what is on it is set up. */
   readonly board = new StatusBoard();
   /** What is declared on this connection, replayed after each reconnection before the components set up again. */
@@ -73,6 +65,11 @@ export class ManagedConnection extends EventEmitter {
     return this.#closing;
   }
 
+  /** The reconnection timing it was given, which restoring and reopening on it follow too. */
+  get reconnect(): ReconnectOptions | undefined {
+    return this.#opts.reconnect;
+  }
+
   /**
    * The first connection. While no broker answers it tries again with backoff
    * for up to `waitForBrokerMs` (a component started before its broker); any
@@ -81,30 +78,34 @@ export class ManagedConnection extends EventEmitter {
   async connect(): Promise<ChannelModel> {
     const waitMs = this.#opts.waitForBrokerMs ?? 60_000;
     const giveUpAt = Date.now() + waitMs;
-    for (let attempt = 0; ; attempt++) {
-      try {
+    // A first connection waits at least 250 ms between tries: a broker still starting is not helped by more.
+    const backoff = { ...this.#opts.reconnect, initialMs: Math.max(this.#opts.reconnect?.initialMs ?? 100, 250) };
+    const model = await retrying(
+      async (attempt) => {
         const model = await openConnection(this.#opts, this.#log);
         this.#attach(model);
         if (attempt > 0) this.#log.info({ attempts: attempt + 1 }, 'connected: the broker answers');
         return model;
-      } catch (err) {
-        const { initialMs = 100, maxMs = 10_000, factor = 2, jitter = 0.2 } = this.#opts.reconnect ?? {};
-        const wait = jittered(backoffMs(attempt, Math.max(initialMs, 250), maxMs, factor), jitter, maxMs);
-        if (
-          !(err instanceof BrokerError && err.code === 'UNREACHABLE') ||
-          this.#closing ||
-          Date.now() + wait > giveUpAt
-        ) {
-          this.board.set({ state: 'closed' });
-          throw err;
-        }
-        this.#log.warn(
-          { attempt: attempt + 1, nextInMs: Math.round(wait), err: err.message },
-          'no broker answers yet; trying again',
-        );
-        await new Promise((r) => setTimeout(r, wait));
-      }
-    }
+      },
+      {
+        backoff,
+        signal: this.#stop.signal,
+        onFailure: (err, attempt, wait) => {
+          const unreachable = err instanceof BrokerError && err.code === 'UNREACHABLE';
+          if (!unreachable || this.#closing || Date.now() + wait > giveUpAt) {
+            this.board.set({ state: 'closed' });
+            throw err;
+          }
+          this.#log.warn(
+            { attempt: attempt + 1, nextInMs: Math.round(wait), err: (err as Error).message },
+            'no broker answers yet; trying again',
+          );
+        },
+      },
+    );
+    if (model) return model;
+    this.board.set({ state: 'closed' });
+    throw new BrokerError('the connection was closed while it was connecting', 'CLOSED');
   }
 
   #attach(model: ChannelModel): void {
@@ -132,27 +133,30 @@ export class ManagedConnection extends EventEmitter {
   }
 
   async #reconnect(lost: Error): Promise<void> {
-    const { initialMs = 100, maxMs = 10_000, factor = 2, jitter = 0.2 } = this.#opts.reconnect ?? {};
     let lastError = lost;
-    for (let attempt = 0; !this.#closing; attempt++) {
-      if (attempt > 0) this.board.set({ state: 'reconnecting', attempt: attempt + 1, lastError });
-      await new Promise((r) => setTimeout(r, jittered(backoffMs(attempt, initialMs, maxMs, factor), jitter, maxMs)));
-      if (this.#closing) return;
-      try {
+    const model = await retrying(
+      async (attempt) => {
         const model = await openConnection(this.#opts, this.#log);
         if (this.#closing) {
           await model.close().catch(() => undefined);
-          return;
+          return undefined;
         }
         this.#attach(model);
         this.#log.info({ attempt: attempt + 1 }, 'reconnected');
-        this.emit('connected', model);
-        return;
-      } catch (err) {
-        lastError = err as Error;
-        this.#log.debug({ attempt: attempt + 1, err: (err as Error).message }, 'reconnect failed');
-      }
-    }
+        return model;
+      },
+      {
+        backoff: this.#opts.reconnect,
+        signal: this.#stop.signal,
+        delayFirst: true,
+        onFailure: (err, attempt) => {
+          lastError = err as Error;
+          this.#log.debug({ attempt: attempt + 1, err: lastError.message }, 'reconnect failed');
+          this.board.set({ state: 'reconnecting', attempt: attempt + 2, lastError });
+        },
+      },
+    );
+    if (model) this.emit('connected', model);
   }
 
   /**
@@ -171,7 +175,10 @@ export class ManagedConnection extends EventEmitter {
         await this.topology.replay(model);
         await restore(model);
       };
-      void restoreAndAnnounce(m, setUp, events, this.#log, () => this.#model === m && !this.#closing).then((ok) => {
+      void restoreAndAnnounce(m, setUp, events, this.#log, {
+        keepTrying: () => this.#model === m && !this.#closing,
+        backoff: this.#opts.reconnect,
+      }).then((ok) => {
         if (ok) this.board.set({ state: 'ready' });
       });
     });
@@ -180,6 +187,7 @@ export class ManagedConnection extends EventEmitter {
 
   async close(): Promise<void> {
     this.#closing = true;
+    this.#stop.abort();
     this.board.set({ state: 'closed' });
     const m = this.#model;
     this.#model = undefined;
@@ -187,11 +195,24 @@ export class ManagedConnection extends EventEmitter {
   }
 }
 
+/** How {@link restoreAndAnnounce} tries. @internal */
+export interface RestoreOptions {
+  /** Tried again after a failure while this holds (asked before each try); without it, one try. */
+  keepTrying?: () => boolean;
+  /** The timing between tries: the connection's `reconnect` option. */
+  backoff?: ReconnectOptions;
+  /** Wait before the first try, starting at wait number `firstWait` (a reopen that carries on a streak). */
+  delayFirst?: boolean;
+  firstWait?: number;
+  /** A wait is about to begin (numbered from 0, across `firstWait`). */
+  onWait?: (wait: number, waitMs: number) => void;
+}
+
 /**
  * Restores a component on `model`, then emits 'connected'. A restore that
  * fails is reported ('restoreFailed', with the error) and, with
- * `keepTrying`, tried again with backoff (100 ms doubling to 10 s) while it
- * holds; resolves to whether it was restored.
+ * `keepTrying`, tried again with backoff while it holds; resolves to whether
+ * it was restored.
  * @internal
  */
 export async function restoreAndAnnounce(
@@ -199,35 +220,48 @@ export async function restoreAndAnnounce(
   restore: (model: ChannelModel) => Promise<void>,
   events: EventEmitter,
   log: Logger,
-  keepTrying?: () => boolean,
+  options: RestoreOptions = {},
 ): Promise<boolean> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await restore(model);
-      events.emit('connected');
-      return true;
-    } catch (err) {
-      if (events.listenerCount('restoreFailed') > 0) events.emit('restoreFailed', err as Error);
-      if (!keepTrying?.()) {
-        log.error({ err }, 'could not restore the component on its connection');
-        return false;
-      }
-      const wait = backoffMs(attempt, 100, 10_000);
-      log.error(
-        { err, attempt: attempt + 1, nextInMs: wait },
-        'could not restore the component on its connection; trying again',
-      );
-      await new Promise((r) => setTimeout(r, wait).unref());
-      if (!keepTrying()) return false;
-    }
+  const { keepTrying } = options;
+  try {
+    const done = await retrying(
+      async () => {
+        await restore(model);
+        return true;
+      },
+      {
+        ...options,
+        keepGoing: keepTrying,
+        // Nobody awaits these waits, and what they restore may be closed meanwhile: they must not hold the process.
+        unref: true,
+        onFailure: (err, attempt, wait) => {
+          if (events.listenerCount('restoreFailed') > 0) events.emit('restoreFailed', err as Error);
+          if (!keepTrying?.()) {
+            log.error({ err }, 'could not restore the component on its connection');
+            throw err;
+          }
+          log.error(
+            { err, attempt: attempt + 1, nextInMs: Math.round(wait) },
+            'could not restore the component on its connection; trying again',
+          );
+        },
+      },
+    );
+    if (!done) return false;
+  } catch {
+    return false;
   }
+  events.emit('connected');
+  return true;
 }
 
 /**
  * After the broker closed one of a component's channels: restore it on the
- * same connection shortly, unless by then the component has a channel again,
- * is closed, or has no connection (a connection loss, left to the reconnection,
- * also closes its channels: the delay lets that be noticed first).
+ * same connection shortly, and again with backoff while the broker keeps
+ * closing it, until the component has a channel again, is closed, or has no
+ * connection (a connection loss, left to the reconnection, also closes its
+ * channels: the first wait lets that be noticed first). One such loop per
+ * component: a channel closed again while one runs is left to it.
  * @internal
  */
 export function reopenSoon(opts: {
@@ -237,23 +271,47 @@ export function reopenSoon(opts: {
   events: EventEmitter;
   log: Logger;
   what: string;
+  backoff?: ReconnectOptions;
 }): void {
-  // A restore the broker keeps refusing (a passive exchange that is gone) closes the channel again at once:
-  // reopen with backoff, 50 ms doubling up to 5 s, starting over once a reopen has lasted REOPEN_CALM_MS.
-  const now = Date.now();
+  const model = opts.model();
+  if (reopening.has(opts.events) || opts.settled() || !model) return;
+  reopening.add(opts.events);
+  // A restore that lasted less than REOPEN_CALM_MS before the broker closed the channel again does not start the
+  // backoff over: the next loop carries on from the wait the last one reached.
   const last = reopens.get(opts.events);
-  const streak = last && now - last.at < REOPEN_CALM_MS ? last.streak + 1 : 0;
-  reopens.set(opts.events, { at: now, streak });
-  const delay = backoffMs(streak, 50, 5000);
-  setTimeout(() => {
-    const model = opts.model();
-    if (opts.settled() || !model) return;
-    opts.log.warn({ attempt: streak + 1, delayMs: delay }, `${opts.what} channel closed by the broker; reopening it`);
-    // One try: a restore the broker refuses closes the channel again, and that schedules the next, with backoff.
-    void restoreAndAnnounce(model, opts.restore, opts.events, opts.log);
-  }, delay);
+  let wait = last && Date.now() - last.at < REOPEN_CALM_MS ? last.nextWait : 0;
+  let delayMs = 0;
+  void restoreAndAnnounce(
+    model,
+    (m) => {
+      opts.log.warn(
+        { attempt: wait, delayMs: Math.round(delayMs) },
+        `${opts.what} channel closed by the broker; reopening it`,
+      );
+      return opts.restore(m);
+    },
+    opts.events,
+    opts.log,
+    {
+      keepTrying: () => !opts.settled() && opts.model() === model,
+      backoff: opts.backoff,
+      delayFirst: true,
+      firstWait: wait,
+      onWait: (n, ms) => {
+        wait = n + 1;
+        delayMs = ms;
+      },
+    },
+  ).finally(() => {
+    reopens.set(opts.events, { at: Date.now(), nextWait: wait });
+    reopening.delete(opts.events);
+    // A channel lost again as the loop ended was left to it: start the next one.
+    if (!opts.settled() && opts.model() === model) reopenSoon(opts);
+  });
 }
 
-/** When each component (by its events emitter) last had a channel reopened, and how many times in a row. */
-const reopens = new WeakMap<EventEmitter, { at: number; streak: number }>();
+/** The components (by their events emitter) whose channel a reopen loop is restoring now. */
+const reopening = new WeakSet<EventEmitter>();
+/** When each component's last reopen loop ended, and which wait its next one starts at. */
+const reopens = new WeakMap<EventEmitter, { at: number; nextWait: number }>();
 const REOPEN_CALM_MS = 10_000;

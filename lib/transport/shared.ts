@@ -72,16 +72,17 @@ export class Connection {
       const current = () => m.model === model && !m.closing;
       void (async () => {
         // What the components declared, once, on a channel of its own; then each component sets itself up again.
+        const trying = { keepTrying: current, backoff: m.reconnect };
         const replayed = await restoreAndAnnounce(
           model,
           (x) => m.topology.replay(x),
           new EventEmitter().on('restoreFailed', (err: Error) => this.#events.emit('restoreFailed', err)),
           this.#log,
-          current,
+          trying,
         );
         if (!replayed) return;
         const done = await Promise.all(
-          [...this.#attached].map((a) => restoreAndAnnounce(model, (x) => a.setup(x), a.events, this.#log, current)),
+          [...this.#attached].map((a) => restoreAndAnnounce(model, (x) => a.setup(x), a.events, this.#log, trying)),
         );
         if (done.every(Boolean) && current()) {
           m.board.set({ state: 'ready' });
@@ -124,6 +125,11 @@ export class Connection {
    */
   get topology(): TopologyRegistry {
     return this.#managed.topology;
+  }
+
+  /** The reconnection timing it was given: the components on it reopen their channels by it too. @internal */
+  get reconnect(): ReconnectOptions | undefined {
+    return this.#managed.reconnect;
   }
 
   /** The amqplib connection now (undefined while reconnecting): the advanced case, for channels of your own. */
