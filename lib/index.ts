@@ -1,4 +1,6 @@
-// The public surface of postage-ts: exactly the names in CONTRACT.md, and nothing internal.
+// The public surface of postage-ts, and nothing internal: spec/api-surface.txt lists every name each subpath
+// (`postage-ts`, `/testing`, `/nestjs`, `/postgres`) exports, and spec/api.spec.ts fails when this file and that list
+// differ.
 export {
   MicroThread,
   MicroScheduler,
@@ -139,7 +141,7 @@ export {
 } from './formats/decorators.js';
 export type { CloudEventAttributes, CloudEventSendOption } from './formats/cloudevents.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
-export type { ConnectOptions } from './transport/connection.js';
+export type { BrokerOptions, ConnectOptions } from './transport/connection.js';
 export type { TlsOptions } from './transport/tls.js';
 export type { ConnectionEvent, ConnectionEvents, ReconnectOptions } from './transport/managed.js';
 export { connect, Connection, type ConnectionOptions } from './transport/shared.js';

@@ -1,7 +1,8 @@
 /**
- * The public surface, checked mechanically: every name `postage-ts` and
- * `postage-ts/testing` export, and the public members of each exported
- * class, as the published declaration files (dist/) show them to a user.
+ * The public surface, checked mechanically: every name each subpath of the
+ * package exports (`postage-ts`, `/testing`, `/nestjs`, `/postgres`: all of
+ * package.json's `exports`), and the public members of each exported class,
+ * as the published declaration files (dist/) show them to a user.
  * A change to it is a change to what users program against: it shows up
  * here as a diff against spec/api-surface.txt, to be made on purpose
  * (`UPDATE_API=1 npx mocha spec/api.spec.ts` writes the file anew).
@@ -10,11 +11,15 @@ import { expect } from 'chai';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import ts from 'typescript';
 
-const ENTRIES = {
-  'postage-ts': 'dist/index.d.ts',
-  'postage-ts/testing': 'dist/testing/index.d.ts',
-  'postage-ts/postgres': 'dist/stores/postgres/index.d.ts',
-};
+type Exports = Record<string, string | { import?: { types?: string } }>;
+const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { name: string; exports: Exports };
+/** Every subpath users import, by its name, and the ESM declaration file it resolves to. */
+const ENTRIES: Record<string, string> = Object.fromEntries(
+  Object.entries(pkg.exports).flatMap(([path, target]) => {
+    const types = typeof target === 'object' ? target.import?.types : undefined;
+    return types ? [[`${pkg.name}${path.slice(1)}`, types.replace(/^\.\//, '')]] : [];
+  }),
+);
 const REPORT = 'spec/api-surface.txt';
 
 function surface(): string {
@@ -61,6 +66,15 @@ function surface(): string {
 }
 
 describe('the public surface', () => {
+  it('covers every subpath the package exports', () => {
+    expect(Object.keys(ENTRIES)).to.have.members([
+      'postage-ts',
+      'postage-ts/testing',
+      'postage-ts/nestjs',
+      'postage-ts/postgres',
+    ]);
+  });
+
   it(`is what ${REPORT} says: the exports, and the public members of exported classes`, () => {
     const now = surface();
     if (process.env.UPDATE_API === '1' || !existsSync(REPORT)) writeFileSync(REPORT, now);

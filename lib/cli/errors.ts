@@ -6,7 +6,7 @@ import {
   groupFailed,
   printableHeaders,
   selects,
-  text,
+  headerText,
   type FailedMessage,
   type FailedSelection,
 } from '../operations/error-queue.js';
@@ -101,7 +101,7 @@ function line(m: FailedMessage): string[] {
   const error = `${m.errorName}${m.errorMessage ? `: ${m.errorMessage.length > 60 ? `${m.errorMessage.slice(0, 59)}…` : m.errorMessage}` : ''}`;
   return [
     // A header that is not a date is shown as it is.
-    m.failedAt?.toISOString() ?? text(m.headers['x-failed-at']) ?? '-',
+    m.failedAt?.toISOString() ?? headerText(m.headers['x-failed-at']) ?? '-',
     `${m.messageType ?? '?'}/${m.messageName ?? '?'}`,
     `${m.originalExchange || '(default)'}/${m.originalRoutingKey}`,
     error,

@@ -1,12 +1,12 @@
 import type { AnyLogger } from '../log.js';
-import type { ConnectOptions } from '../transport/connection.js';
+import type { BrokerOptions } from '../transport/connection.js';
 import type { ReconnectOptions } from '../transport/managed.js';
 import type { SharedConnection } from '../transport/link.js';
 import type { Encoder } from './encoder.js';
 import type { FingerprintDict } from './fingerprint.js';
 
 /** What every component (producer, consumer, processor) is built from. */
-export interface ComponentOptions extends ConnectOptions {
+export interface ComponentOptions extends BrokerOptions {
   /** Merged over the fingerprint taken from the OS and the class name. */
   fingerprint?: Partial<FingerprintDict>;
   /**

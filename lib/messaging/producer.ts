@@ -11,7 +11,7 @@ import { defaultEncoder } from './encryption.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { Message, MessageCommand, MessageResultError, RpcCommand, type AnyResult } from './messages.js';
 import type { ComponentOptions } from './options.js';
-import { takeSendOptions, type SendOptions } from './send/options.js';
+import { takeSendOptions, type SendOptions } from './send/send-options.js';
 import { checkDelay } from './delay.js';
 import { assertJsonable } from './jsonable.js';
 import { compose } from './compose.js';
@@ -40,7 +40,7 @@ import { eksEntries, type Eks, type EksEntry } from './topology.js';
 import { type HeldSend, holdingTransaction } from '../stores/held.js';
 import type { OutboxMessage } from '../stores/store.js';
 
-export type { SendOptions } from './send/options.js';
+export type { SendOptions } from './send/send-options.js';
 
 const CE_SPECVERSION = `${CE_PREFIX}specversion`;
 

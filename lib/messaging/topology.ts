@@ -245,18 +245,18 @@ export async function declareQueue(ch: Channel, spec: QueueSpec, extra?: QueueFl
   }
   flags.autoDelete ??= flags.auto_delete;
   const anonymous = name === '';
-  const settled = {
+  const resolved = {
     ...flags,
     durable: flags.durable ?? !anonymous,
     exclusive: flags.exclusive ?? anonymous,
     autoDelete: flags.autoDelete ?? anonymous,
   };
-  const args = queueArguments(name, settled, config().queueType);
+  const args = queueArguments(name, resolved, config().queueType);
   try {
     const ok = await ch.assertQueue(name, {
-      durable: settled.durable,
-      exclusive: settled.exclusive,
-      autoDelete: settled.autoDelete,
+      durable: resolved.durable,
+      exclusive: resolved.exclusive,
+      autoDelete: resolved.autoDelete,
       arguments: args,
     });
     return ok.queue;

@@ -1,4 +1,4 @@
-const settled = Promise.resolve();
+const resolved = Promise.resolve();
 
 /**
  * Runs `fn` once the code running now is done, before any I/O: what
@@ -8,5 +8,5 @@ const settled = Promise.resolve();
  * @internal
  */
 export function microtask(fn: () => void): void {
-  void settled.then(fn);
+  void resolved.then(fn);
 }

@@ -1,6 +1,6 @@
 import { ExitScheduler, StopThread } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
-import { MicroThread, type Yielded } from './thread.js';
+import { isThenable, MicroThread, type Yielded } from './thread.js';
 import { microtask } from './microtask.js';
 import { WakeList } from './wake-list.js';
 
@@ -30,14 +30,6 @@ interface Entry {
 }
 
 const CHECK_EVERY = 4096;
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return (
-    (typeof v === 'object' || typeof v === 'function') &&
-    v !== null &&
-    typeof (v as PromiseLike<unknown>).then === 'function'
-  );
-}
 
 /**
  * A round-robin scheduler for {@link MicroThread}s on Node's event loop.

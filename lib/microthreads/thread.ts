@@ -8,8 +8,31 @@ export type Yielded = void | undefined | PromiseLike<unknown>;
 /** A step may return nothing, `STOP`, or be a generator that yields promises. */
 export type StepResult = void | undefined | Stop | Generator<Yielded, unknown, unknown>;
 
-function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
-  return typeof v === 'object' && v !== null && typeof (v as Generator).next === 'function';
+/**
+ * Whether `v` is a thenable (Promises/A+: an object or a function with a
+ * `then` method): what a thread yields to wait on, and what a handler or a
+ * middleware may return. The one test of it in the library. @internal
+ */
+export function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (
+    (typeof v === 'object' || typeof v === 'function') &&
+    v !== null &&
+    typeof (v as PromiseLike<unknown>).then === 'function'
+  );
+}
+
+/**
+ * Whether `v` is a generator to drive: `next` and `throw` both (a handler's
+ * result that merely has a `next` method, a linked-list node, is a value).
+ * The one test of it in the library. @internal
+ */
+export function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as Generator).next === 'function' &&
+    typeof (v as Generator).throw === 'function'
+  );
 }
 
 /**

@@ -13,7 +13,7 @@ import {
   ErrorQueue,
   groupFailed,
   printableHeaders,
-  text,
+  headerText as text,
   type FailedMessage,
   type FailedSelection,
 } from './error-queue.js';

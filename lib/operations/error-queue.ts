@@ -6,7 +6,7 @@ import { RETRY_HEADERS } from '../messaging/delivery/parts.js';
 import { countIn } from '../messaging/delivery/context.js';
 import { withoutDelay } from '../messaging/delay.js';
 import { openChannel } from '../transport/channels.js';
-import { openConnection, type ConnectOptions } from '../transport/connection.js';
+import { openConnection, type BrokerOptions } from '../transport/connection.js';
 
 /** One failed message in an error queue, as `postage errors list` shows it. */
 export interface FailedMessage {
@@ -118,7 +118,7 @@ const DROPPED_ON_REPLAY = new Set<string>([
 const decoder = new JsonEncoder();
 
 /** A header or property as a string (AMQP long strings may arrive as Buffers). @internal */
-export function text(v: unknown): string | undefined {
+export function headerText(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
   if (Buffer.isBuffer(v)) return v.toString('utf8');
   return undefined;
@@ -134,8 +134,8 @@ function describeFailed(m: GetMessage): FailedMessage {
     envelope = undefined;
   }
   const body = (envelope ?? {}) as { type?: unknown; name?: unknown; content?: { type?: unknown; name?: unknown } };
-  const failedAt = text(headers['x-failed-at']);
-  const issues = text(headers['x-validation-issues']);
+  const failedAt = headerText(headers['x-failed-at']);
+  const issues = headerText(headers['x-validation-issues']);
   let validationIssues: unknown = issues;
   try {
     if (issues !== undefined) validationIssues = JSON.parse(issues);
@@ -144,7 +144,7 @@ function describeFailed(m: GetMessage): FailedMessage {
   }
   const attempts = Number(headers['x-attempts']);
   return {
-    id: text(m.properties.messageId) ?? `sha1:${createHash('sha1').update(m.content).digest('hex').slice(0, 16)}`,
+    id: headerText(m.properties.messageId) ?? `sha1:${createHash('sha1').update(m.content).digest('hex').slice(0, 16)}`,
     failedAt: failedAt
       ? validDate(failedAt)
       : typeof m.properties.timestamp === 'number'
@@ -162,10 +162,10 @@ function describeFailed(m: GetMessage): FailedMessage {
         : typeof body.content?.name === 'string'
           ? body.content.name
           : undefined,
-    originalExchange: text(headers['x-original-exchange']) ?? '',
-    originalRoutingKey: text(headers['x-original-routing-key']) ?? '',
-    errorName: text(headers['x-error-name']) ?? '(none)',
-    errorMessage: text(headers['x-error-message']) ?? '',
+    originalExchange: headerText(headers['x-original-exchange']) ?? '',
+    originalRoutingKey: headerText(headers['x-original-routing-key']) ?? '',
+    errorName: headerText(headers['x-error-name']) ?? '(none)',
+    errorMessage: headerText(headers['x-error-message']) ?? '',
     attempts: Number.isFinite(attempts) ? attempts : undefined,
     replayed: countIn(headers, 'x-replayed'),
     validationIssues,
@@ -195,19 +195,19 @@ function destination(
   const routingKey = to?.routingKey ?? m.headers['x-original-routing-key'] ?? '';
   if (exchange === undefined)
     return { reason: 'it has no x-original-exchange header: say where it goes with --to EXCHANGE [KEY]' };
-  if (text(exchange) === undefined)
+  if (headerText(exchange) === undefined)
     return {
       reason:
         `its x-original-exchange is ${shown(exchange)} (${typeof exchange}), not an exchange name: ` +
         'say where it goes with --to EXCHANGE [KEY]',
     };
-  if (text(routingKey) === undefined)
+  if (headerText(routingKey) === undefined)
     return {
       reason:
         `its x-original-routing-key is ${shown(routingKey)} (${typeof routingKey}), not a routing key: ` +
         'say where it goes with --to EXCHANGE KEY',
     };
-  return { exchange: text(exchange)!, routingKey: text(routingKey)! };
+  return { exchange: headerText(exchange)!, routingKey: headerText(routingKey)! };
 }
 
 /** Failed messages of one error name and message name, counted. */
@@ -309,7 +309,7 @@ export class ErrorQueue {
   }
 
   /** Opens an error queue on the `POSTAGE_*` broker (or the options'); refuses one that does not exist. */
-  static async open(queue: string, options: ConnectOptions & { connection?: ChannelModel } = {}): Promise<ErrorQueue> {
+  static async open(queue: string, options: BrokerOptions & { connection?: ChannelModel } = {}): Promise<ErrorQueue> {
     const conn =
       options.connection ?? (await openConnection({ connectionName: `postage errors ${queue}`, ...options }));
     const q = new ErrorQueue(conn, options.connection === undefined, queue);

@@ -6,8 +6,11 @@ import { tlsFailure, tlsSocketOptions, type TlsOptions } from './tls.js';
 import { rootLogger, type Logger } from '../log.js';
 import { coalesceWrites, takeHandshakeRefusal, watchHandshakes } from './amqplib-adapter.js';
 
-/** How a component reaches its broker; every field falls back to `POSTAGE_*`. */
-export interface ConnectOptions {
+/**
+ * How a component reaches its broker (address, credentials, TLS, timeouts); every field falls back to `POSTAGE_*`.
+ * What `connect()` takes on top of it is `ConnectionOptions`.
+ */
+export interface BrokerOptions {
   /** Host, user, password (and port), as in Postage. */
   hup?: Partial<Hup>;
   vhost?: string;
@@ -38,8 +41,15 @@ export interface ConnectOptions {
   tls?: TlsOptions;
 }
 
+/**
+ * The old name of {@link BrokerOptions}, kept for one release: it read too
+ * much like `ConnectionOptions` (what `connect()` takes) for a different thing.
+ * @deprecated Use `BrokerOptions`.
+ */
+export type ConnectOptions = BrokerOptions;
+
 /** The URLs to try for these options, in order. @internal */
-export function urlsFor(opts: ConnectOptions): string[] {
+export function urlsFor(opts: BrokerOptions): string[] {
   if (opts.url !== undefined) {
     // A URL given in code needs no POSTAGE_* variable, nor that they be valid.
     checkBrokerUrls(opts.url, 'url');
@@ -142,7 +152,7 @@ function shellQuote(s: string): string {
  * costs ~44 ms without it, ~0.3 ms with it), heartbeats, a readable name.
  * Tries each broker URL in turn and reports the last failure.
  */
-export async function openConnection(opts: ConnectOptions, log?: Logger): Promise<ChannelModel> {
+export async function openConnection(opts: BrokerOptions, log?: Logger): Promise<ChannelModel> {
   const urls = spread(urlsFor(opts));
   const timeout = opts.connectTimeoutMs ?? 10_000;
   let last: BrokerError | undefined;

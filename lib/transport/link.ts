@@ -3,7 +3,7 @@ import type { ChannelModel } from 'amqplib';
 import { BrokerError } from '../errors.js';
 import { expectsSocketClose } from './amqplib-adapter.js';
 import type { Logger } from '../log.js';
-import type { ConnectOptions } from './connection.js';
+import type { BrokerOptions } from './connection.js';
 import {
   ManagedConnection,
   reopenSoon,
@@ -43,7 +43,7 @@ export interface LinkHooks {
  */
 export class Link {
   readonly #events = new EventEmitter();
-  readonly #opts: ConnectOptions & { reconnect?: ReconnectOptions };
+  readonly #opts: BrokerOptions & { reconnect?: ReconnectOptions };
   readonly #log: Logger;
   readonly #what: string;
   readonly #hooks: LinkHooks;
@@ -61,7 +61,7 @@ export class Link {
   #trouble: ConnectionStatus | undefined;
 
   constructor(
-    opts: ConnectOptions & { connection?: SharedConnection; reconnect?: ReconnectOptions },
+    opts: BrokerOptions & { connection?: SharedConnection; reconnect?: ReconnectOptions },
     log: Logger,
     what: string,
     hooks: LinkHooks,
@@ -130,7 +130,7 @@ export class Link {
       } else if (!model) {
         const managed = (this.#managed ??= new ManagedConnection(this.#opts, this.#log));
         model = await managed.connect();
-        managed.serve(
+        managed.wireComponent(
           this.#events,
           () => this.#hooks.lost(),
           (m) => this.#hooks.open(m),
@@ -163,7 +163,7 @@ export class Link {
       );
       reopenSoon({
         model: () => this.model,
-        settled: () => this.#hooks.isOpen() || this.#closed,
+        recovered: () => this.#hooks.isOpen() || this.#closed,
         restore: (m) => this.#hooks.open(m),
         events: this.#events,
         log: this.#log,

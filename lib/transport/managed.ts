@@ -3,7 +3,7 @@ import type { ChannelModel } from 'amqplib';
 import { type ReconnectOptions, retrying } from '../backoff.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { openConnection, type ConnectOptions } from './connection.js';
+import { openConnection, type BrokerOptions } from './connection.js';
 import { StatusBoard, type ConnectionStatus } from './status.js';
 import { TopologyRegistry } from './topology-registry.js';
 
@@ -44,10 +44,10 @@ export class ManagedConnection extends EventEmitter {
   readonly board = new StatusBoard();
   /** What is declared on this connection, replayed after each reconnection before the components set up again. */
   readonly topology = new TopologyRegistry();
-  readonly #opts: ConnectOptions & { reconnect?: ReconnectOptions };
+  readonly #opts: BrokerOptions & { reconnect?: ReconnectOptions };
   readonly #log: Logger;
 
-  constructor(opts: ConnectOptions & { reconnect?: ReconnectOptions }, log: Logger) {
+  constructor(opts: BrokerOptions & { reconnect?: ReconnectOptions }, log: Logger) {
     super();
     this.#opts = opts;
     this.#log = log;
@@ -164,7 +164,7 @@ export class ManagedConnection extends EventEmitter {
    * 'disconnected' is re-emitted on `events`; after a reconnection
    * `restore(model)` runs, then 'connected'; 'blocked' and 'unblocked' pass through.
    */
-  serve(events: EventEmitter, lost: () => void, restore: (model: ChannelModel) => Promise<void>): void {
+  wireComponent(events: EventEmitter, lost: () => void, restore: (model: ChannelModel) => Promise<void>): void {
     this.on('disconnected', (err) => {
       lost();
       events.emit('disconnected', err);
@@ -266,7 +266,8 @@ export async function restoreAndAnnounce(
  */
 export function reopenSoon(opts: {
   model: () => ChannelModel | undefined;
-  settled: () => boolean;
+  /** Whether nothing is left to reopen: the component has its channel again, or is closed. */
+  recovered: () => boolean;
   restore: (model: ChannelModel) => Promise<void>;
   events: EventEmitter;
   log: Logger;
@@ -274,7 +275,7 @@ export function reopenSoon(opts: {
   backoff?: ReconnectOptions;
 }): void {
   const model = opts.model();
-  if (reopening.has(opts.events) || opts.settled() || !model) return;
+  if (reopening.has(opts.events) || opts.recovered() || !model) return;
   reopening.add(opts.events);
   // A restore that lasted less than REOPEN_CALM_MS before the broker closed the channel again does not start the
   // backoff over: the next loop carries on from the wait the last one reached.
@@ -293,7 +294,7 @@ export function reopenSoon(opts: {
     opts.events,
     opts.log,
     {
-      keepTrying: () => !opts.settled() && opts.model() === model,
+      keepTrying: () => !opts.recovered() && opts.model() === model,
       backoff: opts.backoff,
       delayFirst: true,
       firstWait: wait,
@@ -306,7 +307,7 @@ export function reopenSoon(opts: {
     reopens.set(opts.events, { at: Date.now(), nextWait: wait });
     reopening.delete(opts.events);
     // A channel lost again as the loop ended was left to it: start the next one.
-    if (!opts.settled() && opts.model() === model) reopenSoon(opts);
+    if (!opts.recovered() && opts.model() === model) reopenSoon(opts);
   });
 }
 

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
 import { BrokerError } from '../errors.js';
 import { asPino, componentLogger, type AnyLogger, type Logger } from '../log.js';
-import type { ConnectOptions } from './connection.js';
+import type { BrokerOptions } from './connection.js';
 import {
   ManagedConnection,
   restoreAndAnnounce,
@@ -17,7 +17,7 @@ import type { TopologyRegistry } from './topology-registry.js';
 const BRAND = Symbol.for('postage-ts.Connection');
 
 /** What `connect()` takes: the options a component takes to connect. */
-export interface ConnectionOptions extends ConnectOptions {
+export interface ConnectionOptions extends BrokerOptions {
   /** Reconnection timing after a loss. */
   reconnect?: ReconnectOptions;
   /** Logs the connection's life (pino, or any logger of its shape). @default the library's, named 'connection' */

@@ -294,7 +294,4 @@ export function driveIn(
   return relay(gen, (step) => runIn(scope, step));
 }
 
-/** @internal */
-export function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return typeof v === 'object' && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
-}
+export { isThenable } from '../../microthreads/thread.js';

@@ -1,6 +1,6 @@
 import { foreignArgument } from '../../formats/foreign.js';
 import { plainReply } from '../../formats/json.js';
-import type { Yielded } from '../../microthreads/thread.js';
+import { isGenerator, type Yielded } from '../../microthreads/thread.js';
 import { applyFilters, SKIP, type Handler } from '../handlers.js';
 import { Message, MessageResult, MessageResultError } from '../messages.js';
 import { driveIn, isThenable, runIn, type DeliveryScope } from './context.js';
@@ -22,15 +22,6 @@ export function answer(d: DeliveryState, r: unknown): void {
   if (d.answer) return;
   const ctx = d.parts.dispatch;
   d.answer = encodeResult(ctx, r instanceof Message ? r : new MessageResult(r));
-}
-
-function isGenerator(v: unknown): v is Generator<Yielded, unknown, unknown> {
-  return (
-    typeof v === 'object' &&
-    v !== null &&
-    typeof (v as Generator).next === 'function' &&
-    typeof (v as Generator).throw === 'function'
-  );
 }
 
 /**

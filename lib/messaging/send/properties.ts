@@ -1,6 +1,6 @@
 import type { Options } from 'amqplib';
 import { HEADERS, type DeliveryScope } from '../delivery/context.js';
-import type { SendOptions } from './options.js';
+import type { SendOptions } from './send-options.js';
 import { PARTITION_HEADER } from '../partitions.js';
 
 /** A send's AMQP properties, with the fields the send path sets after they are made. @internal */

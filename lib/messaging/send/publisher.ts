@@ -221,7 +221,7 @@ export class Publisher {
   }
 
   /** How a pending publish learns what the broker said. @internal */
-  settle(p: PendingPublish, err: unknown): void {
+  complete(p: PendingPublish, err: unknown): void {
     this.#confirms.end(p);
     const { exchange: exName, key } = p;
     if (err) {
@@ -330,7 +330,7 @@ function isNack(err: unknown): boolean {
   return (err as Error)?.message === 'message nacked';
 }
 
-/** One publish waiting for its confirm: its own wait on the confirm bound, and how it settles. */
+/** One publish waiting for its confirm: its own wait on the confirm bound, and how it completes. */
 class PendingPublish implements Wait {
   since = 0;
   #timedOut = false;
@@ -358,7 +358,7 @@ class PendingPublish implements Wait {
 
   confirmed(err: unknown): void {
     if (this.#timedOut) return;
-    this.publisher.settle(this, err);
+    this.publisher.complete(this, err);
   }
 
   routed(ok: boolean): void {

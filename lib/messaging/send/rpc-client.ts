@@ -215,7 +215,7 @@ export class RpcClient {
           }
         } else {
           const [exchange, key] = call.target;
-          this.#settle(
+          this.#complete(
             correlationId,
             new MessageResultException(
               'TimeoutError',
@@ -302,7 +302,7 @@ export class RpcClient {
     return { name, consumerTag };
   }
 
-  #settle(id: string, result: AnyResult): void {
+  #complete(id: string, result: AnyResult): void {
     this.#release(id)?.resolve(result);
   }
 
@@ -344,7 +344,7 @@ export class RpcClient {
       return;
     }
     entry.call.onReply?.((msg.properties.headers ?? {}) as Record<string, unknown>);
-    this.#settle(id, this.#toResult(msg.content));
+    this.#complete(id, this.#toResult(msg.content));
   }
 
   #toResult(content: Buffer): AnyResult {
