@@ -55,7 +55,7 @@ async function startWorker(
         POSTAGE_URL: url,
         POSTAGE_TEST_PG_URL: PG_URL,
         PAUSE_AT: pauseAt,
-        POSTAGE_LOG_LEVEL: 'error',
+        POSTAGE_LOG_LEVEL: process.env.WORKER_LOG ?? 'error',
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     },
