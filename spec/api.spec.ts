@@ -14,6 +14,7 @@ const ENTRIES = {
   'postage-ts': 'dist/index.d.ts',
   'postage-ts/testing': 'dist/testing/index.d.ts',
   'postage-ts/postgres': 'dist/stores/postgres/index.d.ts',
+  'postage-ts/contract': 'dist/contract/index.d.ts',
 };
 const REPORT = 'spec/api-surface.txt';
 
