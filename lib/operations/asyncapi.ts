@@ -218,7 +218,9 @@ export function asyncApiDocument(input: AsyncApiInput): Json {
       channels[qid] ??= {
         address: queue,
         title: `queue ${queue}`,
-        description: `Consumed by ${who}; bound to ${bound.map((b) => `${b.exchange || '(default exchange)'} with key '${b.key}'`).join(', ')}`,
+        description: `Consumed by ${who}; bound to ${bound
+          .map((b) => `${b.exchange || '(default exchange)'} with key '${b.key}'`)
+          .join(', ')}`,
         bindings: {
           amqp: {
             is: 'queue',

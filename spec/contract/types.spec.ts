@@ -61,7 +61,7 @@ describe('the contract form, as the compiler sees it', function () {
     ['standard (TC39) decorators', false],
     ['experimentalDecorators', true],
   ] as const) {
-    it(`under ${flavour}, refuses a misspelled name, a wrong argument and a handler of the wrong shape, saying why`, async () => {
+    it(`under ${flavour}, refuses a misspelled name, a wrong argument, a wrong handler, saying why`, async () => {
       const out = await compile(legacy);
       const lines = new Set(
         out
