@@ -140,6 +140,19 @@ export {
   type CloudEventHandlerOptions,
 } from './formats/decorators.js';
 export type { CloudEventAttributes, CloudEventSendOption } from './formats/cloudevents.js';
+export * from './contract/index.js';
+export {
+  ContractHandler,
+  type ContractHandlerDecorator,
+  type ContractHandlerOptions,
+  type ContractContent,
+  type ContractReturn,
+} from './contract/handler.js';
+export {
+  ContractProducer,
+  type ContractProducerClass,
+  type ContractProducerOptions,
+} from './contract/producer.js';
 export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
 export type { BrokerOptions, ConnectOptions } from './transport/connection.js';
 export type { TlsOptions } from './transport/tls.js';

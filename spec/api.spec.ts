@@ -72,6 +72,7 @@ describe('the public surface', () => {
       'postage-ts/testing',
       'postage-ts/nestjs',
       'postage-ts/postgres',
+      'postage-ts/contract',
     ]);
   });
 

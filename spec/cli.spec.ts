@@ -48,7 +48,7 @@ describe('postage (CLI)', function () {
     const none = await postage(['help', 'fly']);
     expect(none.code).to.equal(2);
     expect(none.stderr.trim()).to.equal(
-      "postage: no help for 'fly': the commands are ping, describe, run, send, rpc, watch, errors, graph and dashboard",
+      "postage: no help for 'fly': the commands are ping, describe, run, send, rpc, watch, errors, graph, dashboard and asyncapi",
     );
   });
 

@@ -31,6 +31,7 @@ import { whyNoneAnswered } from '../operations/directory.js';
 import { errors, ERRORS_HELP, takeReplayTarget } from './errors.js';
 import { graph, GRAPH_HELP } from './graph.js';
 import { dashboard, DASHBOARD_HELP } from './dashboard.js';
+import { asyncapi, ASYNCAPI_HELP } from './asyncapi.js';
 import { VERSION } from '../version.js';
 import type { ConsumeMessage } from 'amqplib';
 
@@ -47,6 +48,7 @@ commands:
   errors list|show|replay|purge         inspect an error queue, send failed messages back
   graph [--format mermaid|dot|svg]      the topology the running components make
   dashboard [--port N]                  a live page of the system, on http://127.0.0.1 (with a token)
+  asyncapi [MODULE] [--format yaml|json] the AsyncAPI 3.0 document of a module's components, or of the fleet
 
 The broker comes from POSTAGE_URL or POSTAGE_HOST/PORT/USER/PASSWORD/VHOST.
 Run 'postage help <command>' (or 'postage <command> --help') for a command's
@@ -108,6 +110,7 @@ messages, or on Ctrl-C.`,
 HELP.errors = ERRORS_HELP;
 HELP.graph = GRAPH_HELP;
 HELP.dashboard = DASHBOARD_HELP;
+HELP.asyncapi = ASYNCAPI_HELP;
 
 const fingerprint = { name: 'postage-cli', type: 'cli' };
 
@@ -471,7 +474,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (!(topic in HELP) || topic === 'main')
       throw new UsageError(
-        `no help for '${topic}': the commands are ping, describe, run, send, rpc, watch, errors, graph and dashboard`,
+        `no help for '${topic}': the commands are ping, describe, run, send, rpc, watch, errors, graph, dashboard and asyncapi`,
       );
     console.log(HELP[topic as keyof typeof HELP]);
     return 0;
@@ -482,7 +485,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (!(command in HELP) || command === 'main')
     throw new UsageError(
-      `unknown command '${command}': use ping, describe, run, send, rpc, watch, errors, graph or dashboard (postage --help)`,
+      `unknown command '${command}': use ping, describe, run, send, rpc, watch, errors, graph, dashboard or asyncapi (postage --help)`,
     );
   if (values.help) {
     console.log(HELP[command]);
@@ -501,6 +504,7 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'errors') return errors(args, values, target.to, table);
   if (command === 'graph') return graph(values, seconds);
   if (command === 'dashboard') return dashboard(values, allowHosts);
+  if (command === 'asyncapi') return asyncapi(args, values, seconds);
   return watch(args, values);
 }
 

@@ -57,7 +57,7 @@ const TYPESCRIPT = /\.[cm]?ts$/;
  * holding the failure for that URL). A module that cannot be loaded, or throws
  * while loading, is a usage error (exit 2), with its own error as the cause.
  */
-async function load(path: string): Promise<Record<string, unknown>> {
+export async function load(path: string): Promise<Record<string, unknown>> {
   const file = resolve(path);
   if (!existsSync(file)) throw new UsageError(`no module at ${file}`);
   const url = pathToFileURL(file).href;

@@ -39,6 +39,7 @@ import { RpcClient, type ConsumeRpcOptions } from './send/rpc-client.js';
 import { eksEntries, type Eks, type EksEntry } from './topology.js';
 import { type HeldSend, holdingTransaction } from '../stores/held.js';
 import type { OutboxMessage } from '../stores/store.js';
+import type { ContractBrand, ContractSenders } from '../contract/senders.js';
 
 export type { SendOptions } from './send/send-options.js';
 
@@ -164,13 +165,17 @@ type BuilderNames<T> = {
  * from its builders. Where a producer declares builders, a name it does not
  * declare is a compile error (a typo is caught there, not at run time); a name
  * without a builder is declared with `declare message_NAME: MessageSender` (or
- * `RpcSender`). A producer with no builder at all takes every name.
+ * `RpcSender`). A producer with no builder at all takes every name, unless it
+ * is typed from a contract (`ContractProducer`): then it takes the contract's.
  */
 export type Producer<T> = T &
   MessageMethods<T> &
   RpcMethods<T> &
   StreamMethods<T> &
-  ([BuilderNames<T>] extends [never] ? FallbackMethods : unknown);
+  ContractMethods<T> &
+  ([BuilderNames<T>] extends [never] ? ('~contract' extends keyof T ? unknown : FallbackMethods) : unknown);
+/** A producer typed from a contract (`ContractProducer`): its names' senders, and no others. */
+type ContractMethods<T> = T extends ContractBrand<infer C> ? ContractSenders<C> : unknown;
 
 /**
  * Sends Postage envelopes. Subclass it, declare `static eks` and
