@@ -78,6 +78,7 @@ describe('docs', function () {
             'postage-ts': ['../../lib/index.ts'],
             'postage-ts/testing': ['../../lib/testing/index.ts'],
             'postage-ts/postgres': ['../../lib/stores/postgres/index.ts'],
+            'postage-ts/redis': ['../../lib/stores/redis/index.ts'],
           },
           allowImportingTsExtensions: true,
         },
