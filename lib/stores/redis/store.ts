@@ -14,7 +14,7 @@ export interface RedisCommander {
 }
 
 export interface RedisIdempotencyOptions {
-  /** A connected node-redis client (`createClient({ url })` then `await client.connect()`); never closed by the store. */
+  /** A connected node-redis client; never closed by the store. */
   client: RedisCommander;
   /** What every key starts with; the rest is `<processor name>/<message id>`. @default 'postage:seen:' */
   prefix?: string;
