@@ -27,6 +27,7 @@ import {
 import { schedulerStepsPerSecond } from './scheduler.js';
 import { partitionedRate } from './partitions.js';
 import { callerOwnCost, serverOwnCost } from './own-cost.js';
+import { storeRelay } from './store.js';
 import { metrics, propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
@@ -42,7 +43,7 @@ if (!(Number.isInteger(rounds) && rounds >= 1))
   throw new Error(`--runs (BENCH_RUNS) must be a whole number of at least 1, not ${rounds}`);
 /** Calls per side per round in the RPC latency rows: enough that 1% of them is a tail, not a handful. */
 const LATENCY_CALLS = 5000;
-// BENCH_ONLY=rpc (or cpu, throughput, latency, own, telemetry, outbox, service, consume, scheduler, memory) runs one
+// BENCH_ONLY=rpc (or cpu, throughput, latency, own, telemetry, outbox, store, service, consume, scheduler, memory) runs one
 // group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
 const only = process.env.BENCH_ONLY;
 const wanted = (group: string) => !only || only.split(',').includes(group);
@@ -316,6 +317,34 @@ if (wanted('outbox')) {
     median(r.raw),
     median(r.postage),
     'msg/s',
+    '(reported)',
+    () => true,
+  );
+}
+
+// The price of the PostgreSQL store (docs/database.md): a relay that writes one row and sends one message per delivery,
+// with the in-memory outbox and the row written through the pool, against the store and the row in the run's
+// transaction (BENCH_ONLY=store; needs PostgreSQL).
+if (wanted('store')) {
+  const r = await sideBySide(
+    () => storeRelay(url, 2_000, 'memory'),
+    () => storeRelay(url, 2_000, 'postgres'),
+  );
+  const rate = (xs: { perSecond: number }[]) => median(xs.map((x) => x.perSecond));
+  const cpu = (xs: { cpuUsPerMessage: number }[]) => median(xs.map((x) => x.cpuUsPerMessage));
+  add(
+    'relay writing a row per delivery: PostgreSQL store (against the in-memory outbox)',
+    rate(r.raw),
+    rate(r.postage),
+    'msg/s',
+    '(reported)',
+    () => true,
+  );
+  add(
+    '  client CPU per message: store (against in-memory)',
+    cpu(r.raw),
+    cpu(r.postage),
+    'µs',
     '(reported)',
     () => true,
   );

@@ -105,6 +105,7 @@ export {
 export {
   MemoryIdempotencyStore,
   type IdempotencyStore,
+  type IdempotencyClaim,
   type MemoryIdempotencyOptions,
 } from './messaging/idempotency.js';
 export type {

@@ -1,6 +1,6 @@
 /**
  * The public surface, checked mechanically: every name each subpath of the
- * package exports (`postage-ts`, `/testing`, `/nestjs`, `/postgres`: all of
+ * package exports (`postage-ts`, `/testing`, `/nestjs`, `/postgres`, `/redis`: all of
  * package.json's `exports`), and the public members of each exported class,
  * as the published declaration files (dist/) show them to a user.
  * A change to it is a change to what users program against: it shows up
@@ -73,6 +73,7 @@ describe('the public surface', () => {
       'postage-ts/nestjs',
       'postage-ts/postgres',
       'postage-ts/contract',
+      'postage-ts/redis',
     ]);
   });
 

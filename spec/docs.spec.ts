@@ -79,6 +79,7 @@ describe('docs', function () {
             'postage-ts/testing': ['../../lib/testing/index.ts'],
             'postage-ts/postgres': ['../../lib/stores/postgres/index.ts'],
             'postage-ts/contract': ['../../lib/contract/index.ts'],
+            'postage-ts/redis': ['../../lib/stores/redis/index.ts'],
           },
           allowImportingTsExtensions: true,
         },

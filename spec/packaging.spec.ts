@@ -3,16 +3,18 @@
  * (plain JavaScript ESM without decorators, CommonJS TypeScript with standard
  * decorators, and a NestJS-style CommonJS project with experimentalDecorators),
  * each compiled with its own tsconfig and run against the broker, sending and
- * handling a message and an RPC.
+ * handling a message and an RPC; without the optional peers (pg, redis) it
+ * loads and runs, and postage-ts/postgres works once pg is installed.
  */
 import { expect } from 'chai';
 import amqp from 'amqplib';
 import { execFile, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { brokerUrl } from './support/broker.js';
+import { PG_URL } from './stores/support.js';
 
 const exec = promisify(execFile);
 const ROOT = resolve('.');
@@ -92,8 +94,37 @@ describe('the npm package', function () {
       'package/dist/cjs/index.js',
       'package/dist/cjs/index.d.ts',
       'package/dist/cjs/package.json',
+      'package/dist/stores/redis/index.js',
+      'package/dist/cjs/stores/redis/index.js',
     ]);
     expect(files.filter((f) => f.startsWith('package/lib/') || f.startsWith('package/spec/'))).to.deep.equal([]);
+  });
+
+  it('loads and runs without pg or a Redis client installed (both optional peers), postage-ts/redis included', async () => {
+    // npm installs no optional peer by itself: the project has neither, as a user who needs no store has.
+    for (const m of ['pg', 'redis', '@redis/client'])
+      expect(existsSync(join(dir, 'node_modules', m)), `${m} in the project`).to.equal(false);
+    const probe = (type: string, code: string) => run(process.execPath, [`--input-type=${type}`, '-e', code], dir);
+    expect(
+      (
+        await probe(
+          'module',
+          "const m = await import('postage-ts'); const r = await import('postage-ts/redis');" +
+            'console.log(typeof m.MessageProcessor, typeof r.RedisIdempotencyStore)',
+        )
+      ).trim(),
+    ).to.equal('function function');
+    expect(
+      (
+        await probe(
+          'commonjs',
+          "const m = require('postage-ts'); const r = require('postage-ts/redis');" +
+            'console.log(typeof m.MessageProcessor, typeof r.RedisIdempotencyStore)',
+        )
+      ).trim(),
+    ).to.equal('function function');
+    // And a component sends and handles a message and an RPC on the broker with neither installed.
+    expect(await component('plain-esm/component.mjs')).to.include.members(['handled: from plain ESM', 'rpc: RPC']);
   });
 
   it('serves postage-ts/testing to ESM and CommonJS alike', async () => {
@@ -311,5 +342,28 @@ describe('the npm package', function () {
       await (await conn.createChannel()).deleteQueue(queue).catch(() => undefined);
       await conn.close().catch(() => undefined);
     }
+  });
+
+  it('loads postage-ts/postgres once pg is installed, and its store makes its tables on the real PostgreSQL', async () => {
+    await run(
+      'npm',
+      ['install', '--prefer-offline', '--no-audit', '--no-fund', '--silent', `pg@${installed('pg')}`],
+      dir,
+    );
+    const schema = `postage_pack_${process.pid}`;
+    const code =
+      "const pg = require('pg'); const { PostgresStore } = require('postage-ts/postgres');" +
+      `const pool = new pg.Pool({ connectionString: ${JSON.stringify(PG_URL)} });` +
+      `const store = new PostgresStore({ pool, schema: ${JSON.stringify(schema)} });` +
+      'store.migrate().then(() => store.backlog()).then((b) => console.log(JSON.stringify(b)))' +
+      `.finally(() => pool.query('DROP SCHEMA IF EXISTS ${schema} CASCADE').finally(() => pool.end()));`;
+    const out = await run(process.execPath, ['--input-type=commonjs', '-e', code], dir);
+    expect(JSON.parse(out.trim())).to.deep.equal({ waiting: 0, oldestMs: 0, failed: 0 });
+    const esm = await run(
+      process.execPath,
+      ['--input-type=module', '-e', "import('postage-ts/postgres').then((m) => console.log(typeof m.PostgresStore))"],
+      dir,
+    );
+    expect(esm.trim()).to.equal('function');
   });
 });

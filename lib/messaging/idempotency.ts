@@ -10,7 +10,25 @@ export interface IdempotencyStore {
   seen(key: string): boolean | PromiseLike<boolean>;
   /** Remembers `key`: its delivery was handled, and what it sent was confirmed; its ack comes next. */
   remember(key: string): void | PromiseLike<void>;
+  /**
+   * Optional: takes `key` for one run, atomically, so that two replicas given
+   * the same message id at once do not both run its handlers (`seen` then
+   * `remember` leaves a gap between them). A store with `claim` is asked
+   * `claim` instead of `seen`; after the run, `remember(key)` when it
+   * succeeded, `release(key, token)` when it failed (so a retry runs it).
+   */
+  claim?(key: string): IdempotencyClaim | PromiseLike<IdempotencyClaim>;
+  /** Gives up a claim `claim` made, only if it is still that claim (`token`): the run failed. */
+  release?(key: string, token: string): void | PromiseLike<void>;
 }
+
+/**
+ * What `claim` found: `claimed`, this run has the key (run the handlers);
+ * `seen`, a run handled it already (ack, do not run); `busy`, another run
+ * holds it now (the message comes back later, when that run has succeeded
+ * or given it up).
+ */
+export type IdempotencyClaim = { state: 'claimed'; token: string } | { state: 'seen' } | { state: 'busy' };
 
 export interface MemoryIdempotencyOptions {
   /** Keys kept at most; the oldest go first. @default 100000 */

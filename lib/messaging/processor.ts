@@ -372,7 +372,7 @@ export class MessageProcessor extends MicroThread {
             "in the run's own transaction (remove deduplicate)",
           'deduplicate',
         );
-      this.#store = { store: opts.store, relay: new OutboxRelay(opts.store, this.log) };
+      this.#store = { store: opts.store, relay: new OutboxRelay(opts.store, this.log, this.fingerprint.name) };
     }
     // Deliveries depend on four small interfaces; the consumer is all four, unless the class makes its own (the test
     // harness).
@@ -702,6 +702,11 @@ export class MessageProcessor extends MicroThread {
   /** `await using processor = new P(…)`: closed when the scope ends. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /** With `store`: its outbox's backlog as the last sweep saw it (the NestJS health indicator reads it). @internal */
+  get outboxBacklog(): { waiting: number; oldestMs: number; failed: number } | undefined {
+    return this.#store?.relay.backlog;
   }
 
   /** The built-in `describe` RPC: this processor's fingerprint, library version, bindings and handlers. */

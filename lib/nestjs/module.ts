@@ -9,6 +9,7 @@ import {
 import { DiscoveryModule, DiscoveryService } from '@nestjs/core';
 import { asPino, type AnyLogger } from '../log.js';
 import type { GenericProducer, ProducerOptions } from '../messaging/producer.js';
+import type { MessageStore } from '../stores/store.js';
 import { connect, Connection, type ConnectionOptions } from '../transport/shared.js';
 import { PostageHealthIndicator } from './health.js';
 import { PostageRuntime, type ProcessorSelection } from './runtime.js';
@@ -44,6 +45,17 @@ export interface PostageModuleOptions extends ConnectionOptions {
   remoteControl?: boolean;
   /** Which processor providers are started: every one in the app (the default), or only these classes. */
   processors?: ProcessorSelection;
+  /**
+   * A store for the transactional outbox and inbox (a `PostgresStore` from `postage-ts/postgres`), handed to every
+   * processor that spreads the module's options (`super({ ...postage, eqk })`): each delivery runs in one of its
+   * transactions. The health indicator then also reads each processor's outbox backlog.
+   */
+  store?: MessageStore;
+  /**
+   * With `store`: how long the oldest outbox row may wait before the health indicator says down (the relay and the
+   * sweeper cannot publish). @default 60000
+   */
+  outboxMaxAgeMs?: number;
 }
 
 /** The parts of the module that are known before DI runs (they decide which providers exist). */
@@ -124,7 +136,7 @@ export class PostageModule {
               throw new TypeError('PostageModule: connection must be a postage-ts connection from connect()');
             return options.connection;
           }
-          const { remoteControl: _r, processors: _p, ...connectOptions } = options;
+          const { remoteControl: _r, processors: _p, store: _s, outboxMaxAgeMs: _o, ...connectOptions } = options;
           return connect({ ...connectOptions, logger });
         },
         inject: [RESOLVED],
@@ -136,6 +148,7 @@ export class PostageModule {
           logger,
           handleSignals: false,
           remoteControl: options.remoteControl ?? false,
+          ...(options.store === undefined ? {} : { store: options.store }),
         }),
         inject: [RESOLVED, POSTAGE_CONNECTION],
       },
@@ -166,9 +179,9 @@ export class PostageModule {
       },
       {
         provide: PostageHealthIndicator,
-        useFactory: (connection: Connection, runtime: PostageRuntime) =>
-          new PostageHealthIndicator(connection, runtime),
-        inject: [POSTAGE_CONNECTION, PostageRuntime],
+        useFactory: (connection: Connection, runtime: PostageRuntime, { options }: Resolved) =>
+          new PostageHealthIndicator(connection, runtime, { outboxMaxAgeMs: options.outboxMaxAgeMs }),
+        inject: [POSTAGE_CONNECTION, PostageRuntime, RESOLVED],
       },
     ];
     return {

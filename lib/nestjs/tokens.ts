@@ -1,6 +1,7 @@
 import { Inject } from '@nestjs/common';
 import type { AnyLogger } from '../log.js';
 import type { GenericProducer } from '../messaging/producer.js';
+import type { MessageStore } from '../stores/store.js';
 import type { Connection } from '../transport/shared.js';
 
 /** Symbol.for, so that an ESM and a CommonJS copy of postage-ts in one Nest app name the same providers. */
@@ -12,13 +13,16 @@ export const POSTAGE_COMPONENT_OPTIONS = Symbol.for('postage-ts.nestjs.component
  * What the module hands each component: spread it into a processor's options,
  * `super({ ...postage, eqk })`, so the processor shares the module's
  * connection, logs through Nest, leaves signals to Nest, and refuses remote
- * `quit` / `restart` unless the module allows them.
+ * `quit` / `restart` unless the module allows them, and runs each delivery
+ * in the module's `store` where it has one.
  */
 export interface PostageComponentOptions {
   readonly connection: Connection;
   readonly logger: AnyLogger;
   readonly handleSignals: false;
   readonly remoteControl: boolean;
+  /** The module's `store` (`PostageModule.forRoot({ store })`), where it has one: each processor's runs in it. */
+  readonly store?: MessageStore;
 }
 
 type NestInjectDecorator = ReturnType<typeof Inject>;

@@ -25,6 +25,7 @@ export const DASHBOARD_PAGE = `<!doctype html>
   .component.down { border-left: 5px solid #9ca3af; opacity: .6; }
   .state { font-size: 12px; font-weight: 600; }
   .up .state { color: #16a34a; } .down .state { color: #6b7280; }
+  .outbox.failing { color: #b91c1c; }
   .muted { color: #6b7280; font-size: 12px; }
   .count { font-weight: 700; font-size: 16px; }
   .error-queue { border: 1px solid #fecaca; background: #fef2f2; border-radius: 6px; padding: 8px 10px; margin-bottom: 8px; }
@@ -96,8 +97,13 @@ export const DASHBOARD_PAGE = `<!doctype html>
         var here = p.activeHere.join(', ') || 'none (idle)';
         var text = 'partitions of ' + p.queue + ': active here ' + here + ' · replicas: ' + spread + waiting;
         return el('div', { 'class': 'muted partitions', text: text });
-      }))));
+      })).concat(c.outbox ? [outboxLine(c.outbox)] : [])));
     });
+  }
+  function outboxLine(o) {
+    // A processor with a store: its outbox backlog as its last sweep saw it; failed rows need an operator.
+    var text = 'outbox: ' + o.waiting + ' waiting · oldest ' + (o.oldestMs / 1000).toFixed(1) + ' s · ' + o.failed + ' failed';
+    return el('div', { 'class': 'muted outbox' + (o.failed > 0 ? ' failing' : ''), text: text });
   }
   function renderQueues(queues) {
     var rows = document.getElementById('queue-rows');

@@ -1,6 +1,7 @@
 import { backoffMs } from '../backoff.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { observeOutbox } from '../telemetry/metrics.js';
 import type { MessageStore, OutboxBacklog, StoredOutboxMessage, SweepVerdict } from './store.js';
 
 /** How the outbox's rows are published, retried, and kept. */
@@ -72,6 +73,7 @@ export class OutboxRelay {
   #sweeping: Promise<void> | undefined;
   #stopped = false;
   #sweeps = 0;
+  #unobserve: (() => void) | undefined;
   /** The last backlog a sweep saw. */
   backlog: OutboxBacklog | undefined;
   /** Rows the sweeper published (left behind by a process that died). */
@@ -80,6 +82,8 @@ export class OutboxRelay {
   constructor(
     readonly store: MessageStore,
     readonly log: Logger,
+    /** Whose outbox it is (the processor's name): the backlog gauges' `postage.component`. */
+    readonly component = 'store',
   ) {
     this.settings = { ...OUTBOX_DEFAULTS, ...(store as Configured).settings };
   }
@@ -123,6 +127,7 @@ export class OutboxRelay {
   /** Sweeps every `sweepEveryMs` until `stop()`, publishing rows through `publishRow`. */
   start(publishRow: (m: StoredOutboxMessage) => Promise<void>): void {
     if (this.#timer || this.#stopped) return;
+    this.#unobserve = observeOutbox(this.component, () => this.backlog);
     const tick = () => {
       this.#sweeping = this.sweepOnce(publishRow).finally(() => {
         this.#sweeping = undefined;
@@ -170,6 +175,7 @@ export class OutboxRelay {
   /** Stops sweeping; the relays in flight finish (`drain()`). */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#unobserve?.();
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.drain();

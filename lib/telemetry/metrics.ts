@@ -5,6 +5,7 @@ import {
   type Histogram,
   type Meter,
   type MeterProvider,
+  type ObservableGauge,
   type UpDownCounter,
 } from '@opentelemetry/api';
 import { telemetry } from './settings.js';
@@ -27,6 +28,28 @@ export interface Instruments {
   inFlight: UpDownCounter;
   /** Partitions a replica took up or let go of (a partitioned processor's rebalancing), by queue and direction. */
   partitionMoves: Counter;
+  /** With `store`: outbox rows waiting to be published, by processor, as its last sweep saw them. */
+  outboxWaiting: ObservableGauge;
+  /** With `store`: how long the oldest waiting outbox row has waited, in seconds. */
+  outboxOldestAge: ObservableGauge;
+  /** With `store`: outbox rows given up on (the broker refused them past the limit); they need an operator. */
+  outboxFailed: ObservableGauge;
+}
+
+/** What one processor's outbox holds now, for the backlog gauges; undefined before its first sweep. */
+type BacklogSource = () => { waiting: number; oldestMs: number; failed: number } | undefined;
+
+/** The outboxes the backlog gauges read, by processor name; read by one callback when the metrics are collected. */
+const outboxes = new Map<BacklogSource, string>();
+
+/**
+ * Reports a processor's outbox backlog to the `postage.outbox.*` gauges until
+ * the returned function is called (its relay stopped). @internal
+ */
+export function observeOutbox(component: string, backlog: BacklogSource): () => void {
+  outboxes.set(backlog, component);
+  instruments(); // the gauges exist once a MeterProvider is registered, with or without a delivery yet
+  return () => outboxes.delete(backlog);
 }
 
 let cached: { provider: MeterProvider; instruments: Instruments | undefined } | undefined;
@@ -47,7 +70,7 @@ export function instruments(): Instruments | undefined {
 }
 
 function make(meter: Meter): Instruments {
-  return {
+  const made: Instruments = {
     sent: meter.createCounter('postage.messages.sent', {
       description: 'Messages published and confirmed by the broker',
     }),
@@ -72,5 +95,29 @@ function make(meter: Meter): Instruments {
     partitionMoves: meter.createCounter('postage.partitions.moves', {
       description: 'Partitions a replica took up or let go of',
     }),
+    outboxWaiting: meter.createObservableGauge('postage.outbox.waiting', {
+      description: 'Outbox rows waiting to be published',
+    }),
+    outboxOldestAge: meter.createObservableGauge('postage.outbox.oldest_age', {
+      description: 'How long the oldest waiting outbox row has waited',
+      unit: 's',
+    }),
+    outboxFailed: meter.createObservableGauge('postage.outbox.failed', {
+      description: 'Outbox rows given up on: the broker refused them past the limit',
+    }),
   };
+  meter.addBatchObservableCallback(
+    (r) => {
+      for (const [backlog, component] of outboxes) {
+        const b = backlog();
+        if (!b) continue;
+        const at = { 'postage.component': component };
+        r.observe(made.outboxWaiting, b.waiting, at);
+        r.observe(made.outboxOldestAge, b.oldestMs / 1000, at);
+        r.observe(made.outboxFailed, b.failed, at);
+      }
+    },
+    [made.outboxWaiting, made.outboxOldestAge, made.outboxFailed],
+  );
+  return made;
 }
