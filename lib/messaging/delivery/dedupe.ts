@@ -2,7 +2,7 @@ import type { Yielded } from '../../microthreads/thread.js';
 import { isThenable } from './context.js';
 import type { Outcome } from './outcome.js';
 import { succeeded } from './outbox.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, Scoped } from './state.js';
 import { TimeLimit } from './time-limit.js';
 
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
@@ -12,9 +12,9 @@ const ACK: Outcome = Object.freeze({ kind: 'ack' });
  * already is acked without running its handlers; one handled now is
  * remembered once its sends are confirmed. An RPC is always answered.
  */
-export function* dedupe(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
-  const body = d.body!;
-  const id = d.scope!.messageId ?? d.foreign?.key;
+export function* dedupe(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+  const body = d.body;
+  const id = d.scope.messageId ?? d.foreign?.key;
   if (body.category === 'rpc' || id === undefined) return yield* next(d);
   const key = `${d.parts.component}/${id}`;
   if (yield* ask(d, key, 'seen')) {
@@ -34,9 +34,11 @@ export function* dedupe(d: DeliveryState, next: Next): Generator<Yielded, Outcom
  * fails, or does not answer in time, counts as "not seen": the message is
  * handled twice rather than lost, and the processor goes on.
  */
-function* ask(d: DeliveryState, key: string, what: 'seen' | 'remember'): Generator<Yielded, boolean, unknown> {
+function* ask(d: Scoped, key: string, what: 'seen' | 'remember'): Generator<Yielded, boolean, unknown> {
   const { log, dispatch } = d.parts;
-  const store = d.parts.dedupe!;
+  const store = d.parts.dedupe;
+  // In the stage list only with a store.
+  if (!store) return false;
   const ms = dispatch.handlerTimeoutMs;
   const limit = new TimeLimit(ms, () => new Error(`the idempotency store did not answer ${what}() within ${ms} ms`));
   try {
