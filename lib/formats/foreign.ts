@@ -8,7 +8,7 @@
 import { MalformedMessage } from '../errors.js';
 import { deliveryInfo } from '../messaging/delivery/context.js';
 import type { Registered, Registry } from '../messaging/delivery/registry.js';
-import type { DeliveryState } from '../messaging/delivery/state.js';
+import type { RawDelivery, Scoped } from '../messaging/delivery/state.js';
 import type { MessageBody } from '../messaging/messages.js';
 import { readCloudEvent, UNREAD, type CloudEventAttributes } from './cloudevents.js';
 import { isEnvelopeShaped, topicMatcher } from './json.js';
@@ -80,14 +80,14 @@ export function takesForeign(reg: Registry): boolean {
  * own, or one that says no handler takes it). `parsed` is the body as the inbox decoded it, or UNREAD.
  * @internal
  */
-export function admitForeign(d: DeliveryState, parsed: unknown, err: unknown): unknown {
+export function admitForeign(d: RawDelivery, parsed: unknown, err: unknown): unknown {
   const idx = indexOf(d.parts.registry);
   if (!idx) return err;
   const { msg } = d;
   if (parsed === UNREAD && !(err instanceof MalformedMessage && err.reason.startsWith('body is not valid JSON'))) {
     // Decoded ahead (an ordering key) or refused before parsing: read it again here.
     try {
-      parsed = d.parts.inbox.decode(msg.content);
+      parsed = d.parts.source.decode(msg.content);
     } catch {
       parsed = UNREAD;
     }
@@ -115,7 +115,7 @@ export function admitForeign(d: DeliveryState, parsed: unknown, err: unknown): u
 }
 
 function admit(
-  d: DeliveryState,
+  d: RawDelivery,
   format: Foreign['format'],
   name: string,
   content: unknown,
@@ -139,7 +139,7 @@ function admit(
 }
 
 /** The dedupe key of a message without a message id: the first of its handlers' `idempotencyKey` that gives one. */
-function idempotencyKey(d: DeliveryState, handlers: Registered[], body: unknown): string | undefined {
+function idempotencyKey(d: RawDelivery, handlers: Registered[], body: unknown): string | undefined {
   if (d.msg.properties.messageId) return undefined;
   for (const h of handlers) {
     const fn = h.tag.idempotencyKey;
@@ -155,7 +155,7 @@ function idempotencyKey(d: DeliveryState, handlers: Registered[], body: unknown)
 }
 
 /** What a foreign handler gets after its body or data: the delivery (JSON), or the event's attributes. @internal */
-export function foreignArgument(d: DeliveryState): unknown {
-  const f = d.foreign!;
-  return f.format === 'cloudevent' ? f.attributes : d.scope!.info;
+export function foreignArgument(d: Scoped): unknown {
+  const f = d.foreign;
+  return f?.format === 'cloudevent' ? f.attributes : d.scope.info;
 }

@@ -2,7 +2,7 @@ import type { Channel, ChannelModel } from 'amqplib';
 import type { Declaration, TopologyRegistry } from '../transport/topology-registry.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { amqpCodeOf, brokerSaid } from './topology.js';
+import { amqpCodeOf, brokerSaid, ERROR_HEADERS } from './topology.js';
 
 /**
  * Delayed delivery on a stock RabbitMQ, held by the broker and not by any
@@ -128,7 +128,7 @@ export function withoutDelay(headers: Record<string, unknown> | undefined): Reco
 /** The exchange a delivered message was published to, before any delay or redelivery moved it. */
 export function originalExchange(fields: { exchange: string }, headers: Record<string, unknown> | undefined): string {
   const h = headers ?? {};
-  const v = h['x-original-exchange'] ?? h[DELAY_HEADERS.exchange];
+  const v = h[ERROR_HEADERS.originalExchange] ?? h[DELAY_HEADERS.exchange];
   return typeof v === 'string' ? v : fields.exchange;
 }
 

@@ -1,6 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
 import type { Logger } from '../log.js';
 import type { GenericConsumer } from './consumer.js';
+import { consumerInternals } from './consumer-internals.js';
 import { Exchange } from './exchange.js';
 import type { FingerprintDict } from './fingerprint.js';
 import type { MessageBody } from './messages.js';
@@ -70,7 +71,7 @@ export class Presence {
 
   /** The presence queue's name on the current channel (a new one after each reconnection). */
   get queue(): string | undefined {
-    return this.consumer.nameOf(this.#queue);
+    return consumerInternals(this.consumer).nameOf(this.#queue);
   }
 
   /** Declares the queue and binds it; the consumer consumes it with its other queues. */
@@ -82,7 +83,7 @@ export class Presence {
   take(msg: ConsumeMessage): boolean {
     const exchange = msg.fields.exchange;
     if (exchange !== PresenceExchange.name && exchange !== GenericApplicationExchange.name) return false;
-    const from = this.consumer.queueOf(msg);
+    const from = consumerInternals(this.consumer).queueOf(msg);
     // Came on a lost channel: it cannot be settled anyway, and a presence `quit` must never reach the handlers.
     if (from === undefined) return this.#routingKeys.has(msg.fields.routingKey);
     if (from !== this.queue) return false;

@@ -11,6 +11,7 @@ import { COMPONENT_KIND, MicroThread, STOP, type StepResult, type Yielded } from
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
 import { GenericConsumer, type ConsumerEvents, type ConsumerOptions } from './consumer.js';
+import { consumerInternals } from './consumer-internals.js';
 import { DeliveryCounter } from './deliveries.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { checkDelay } from './delay.js';
@@ -374,17 +375,18 @@ export class MessageProcessor extends MicroThread {
         );
       this.#store = { store: opts.store, relay: new OutboxRelay(opts.store, this.log, this.fingerprint.name) };
     }
-    // Deliveries depend on four small interfaces; the consumer is all four, unless the class makes its own (the test
+    // Deliveries depend on four small interfaces: the consumer's AMQP ports, unless the class makes its own (the test
     // harness).
     const consumer = this.consumer;
+    const inside = consumerInternals(consumer);
     const makePorts = (this.constructor as { [PORTS]?: () => DeliveryPorts })[PORTS];
     const spread = (this.#spread =
       this.#partitioned && !makePorts ? this.#makeSpread(opts, this.#partitioned, consumer) : undefined);
     const ports: DeliveryPorts = (this.#ports = makePorts
       ? makePorts()
       : spread
-        ? { inbox: consumer, settler: spread, copies: consumer, replier: partitionReplier(consumer, spread) }
-        : { inbox: consumer, settler: consumer, copies: consumer, replier: consumer });
+        ? { ...inside.ports, settler: spread, replier: partitionReplier(inside.ports.replier, spread) }
+        : inside.ports);
     const { replier } = ports;
     const settleCtx: SettleContext = {
       settler: ports.settler,
@@ -421,7 +423,7 @@ export class MessageProcessor extends MicroThread {
     this.#errorExchange = opts.errorExchange;
     this.#remoteControl = opts.remoteControl ?? true;
     this.#pipeline = new DeliveryPipeline({
-      inbox: ports.inbox,
+      source: ports.source,
       registry: this.#registry,
       dispatch,
       settle: settleCtx,
@@ -438,7 +440,7 @@ export class MessageProcessor extends MicroThread {
       unhandled: new Set(),
     });
     // A shared connection that closes closes this processor as its own close() does: drained.
-    this.consumer.closeWith(() => this.close());
+    inside.closeWith(() => this.close());
     // Deliveries waiting in the inbox came on the lost channel: the broker redelivers them.
     const intake = this.#pipeline.intake;
     this.consumer.on('disconnected', () => {
@@ -449,7 +451,7 @@ export class MessageProcessor extends MicroThread {
     if (opts.presence !== false && !ownPresence && !makePorts)
       this.#presence = new Presence(this.consumer, this.fingerprint, this.log, () => this.rpcDescribe());
     if (spread) {
-      this.consumer.foreignQueueOf = (msg) => spread.queueOf(msg);
+      inside.foreignQueueOf = (msg) => spread.queueOf(msg);
       this.consumer.on('connected', () => {
         spread.restored().catch((err: unknown) => this.log.warn({ err }, 'could not rejoin the replicas'));
       });
@@ -509,14 +511,14 @@ export class MessageProcessor extends MicroThread {
   ready(): Promise<void> {
     this.#ready ??= (async () => {
       try {
-        const { inbox, copies } = this.#ports;
+        const { source, copies } = this.#ports;
         if (this.#store) await this.#readyStore();
-        await inbox.ready();
+        await source.ready();
         // The error exchange and its queue exist from the start, not from the first failure.
         if (this.#errorExchange) await copies.declareErrorExchange(this.#errorExchange);
         const pipeline = this.#pipeline;
         const partitioned = this.#partitioned;
-        const presence = inbox === this.consumer ? this.#presence : undefined;
+        const presence = source === this.consumer ? this.#presence : undefined;
         await presence?.bind();
         const spread = this.#spread;
         if (partitioned && spread) {
@@ -525,7 +527,8 @@ export class MessageProcessor extends MicroThread {
           const n = partitioned.partitions.values().next().value!.length;
           for (const queue of partitioned.partitions.keys()) await checkPartitionCount(model, queue, n);
           await consumer.addEqk(partitioned.eqk);
-          for (const r of partitioned.routes) await consumer.exchangeBind(r.hash, r.source, r.key);
+          const inside = consumerInternals(consumer);
+          for (const r of partitioned.routes) await inside.exchangeBind(r.hash, r.source, r.key);
           // The partitions are consumed on channels of their own; the consumer's channel declares, and serves presence.
           if (presence)
             await consumer.startConsuming(
@@ -534,14 +537,14 @@ export class MessageProcessor extends MicroThread {
             );
           await spread.start();
         } else if (presence)
-          await inbox.startConsuming((msg) => {
+          await source.startConsuming((msg) => {
             if (!presence.take(msg)) pipeline.deliver(msg);
           });
-        else await inbox.startConsuming((msg) => pipeline.deliver(msg));
+        else await source.startConsuming((msg) => pipeline.deliver(msg));
       } catch (err) {
         // Nothing stays open and nothing reopens: the process can exit, or try again with a new processor.
         this.#pipeline.stop();
-        await this.#ports.inbox.close().catch(() => undefined);
+        await this.#ports.source.close().catch(() => undefined);
         throw err;
       }
       // On SIGTERM / SIGINT: stop taking deliveries, finish the one in flight, ack it, close.
@@ -679,14 +682,14 @@ export class MessageProcessor extends MicroThread {
       // replica active while this one still holds unhandled messages of a key, and hand it that key's later ones first.
       // The others hear the bye now and queue up behind this replica as standbys.
       if (this.#spread) this.#spread.leave();
-      else if (!this.#partitioned) await this.#ports.inbox.stopConsuming();
-      else this.consumer.holdConsumersUntilClose();
+      else if (!this.#partitioned) await this.#ports.source.stopConsuming();
+      else consumerInternals(this.consumer).holdConsumersUntilClose();
       // Waiting workers stop; those in a handler finish it and settle.
       await this.#pipeline.intake.close();
       // What the relay holds goes out before the channel closes (the user's pool is never closed here).
       await this.#store?.relay.stop();
       await this.#spread?.close();
-      await this.#ports.inbox.close();
+      await this.#ports.source.close();
     })();
     return this.#closing;
   }
@@ -790,13 +793,13 @@ export function isProcessorClass(v: unknown): v is typeof MessageProcessor {
 }
 
 /** The consumer's replier, but for replies to deliveries that came on a partition channel: those go on it. */
-function partitionReplier(consumer: GenericConsumer, spread: PartitionSpread): Replier {
+function partitionReplier(replier: Replier, spread: PartitionSpread): Replier {
   return {
-    encodeReply: (r) => consumer.encodeReply(r),
+    encodeReply: (r) => replier.encodeReply(r),
     sendReply: (msg, content, headers) => spread.sendReply(msg, content, headers),
-    streamControl: () => consumer.streamControl(),
-    streamSend: (msg, content, headers) => consumer.streamSend(msg, content, headers),
-    watchStream: (id, listener) => consumer.watchStream(id, listener),
+    streamControl: () => replier.streamControl(),
+    streamSend: (msg, content, headers) => replier.streamSend(msg, content, headers),
+    watchStream: (id, listener) => replier.watchStream(id, listener),
   };
 }
 

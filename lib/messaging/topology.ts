@@ -264,3 +264,39 @@ export async function declareQueue(ch: Channel, spec: QueueSpec, extra?: QueueFl
     throw declareError(err, 'queue', name);
   }
 }
+
+/**
+ * Headers a failed delivery's copy carries in the error exchange: written where it is dead-lettered (the delivery
+ * ports), read where an operator lists and replays the error queue (operations/error-queue.ts).
+ */
+export const ERROR_HEADERS = Object.freeze({
+  /** The error's name (a broker's refusal: its code, UNROUTABLE, NACK…). */
+  name: 'x-error-name',
+  message: 'x-error-message',
+  /** The exchange it was first published to, before any delay or redelivery moved it. */
+  originalExchange: 'x-original-exchange',
+  originalRoutingKey: 'x-original-routing-key',
+  /** Handler runs before it failed for good. */
+  attempts: 'x-attempts',
+  /** A `ValidationError`'s issues, as JSON. */
+  validationIssues: 'x-validation-issues',
+  /** When it failed, ISO 8601. */
+  failedAt: 'x-failed-at',
+  /** How often it was replayed from the error queue. */
+  replayed: 'x-replayed',
+});
+
+/**
+ * An error exchange (durable fanout) and its durable queue of the same name, as the connection's topology holds them:
+ * declared before the first failure, and again after a reconnection.
+ */
+export function errorExchangeDeclaration(exchange: string): Declaration {
+  return {
+    key: `error exchange ${exchange}`,
+    async declare(ch) {
+      await ch.assertExchange(exchange, 'fanout', { durable: true });
+      await ch.assertQueue(exchange, { durable: true });
+      await ch.bindQueue(exchange, exchange, '');
+    },
+  };
+}

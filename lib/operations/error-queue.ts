@@ -5,6 +5,7 @@ import { JsonEncoder } from '../messaging/encoder.js';
 import { RETRY_HEADERS } from '../messaging/delivery/parts.js';
 import { countIn } from '../messaging/delivery/context.js';
 import { withoutDelay } from '../messaging/delay.js';
+import { ERROR_HEADERS } from '../messaging/topology.js';
 import { openChannel } from '../transport/channels.js';
 import { openConnection, type BrokerOptions } from '../transport/connection.js';
 
@@ -97,13 +98,13 @@ export interface ReplayOptions {
  * goes with withoutDelay).
  */
 const DROPPED_ON_REPLAY = new Set<string>([
-  'x-error-name',
-  'x-error-message',
-  'x-original-exchange',
-  'x-original-routing-key',
-  'x-attempts',
-  'x-validation-issues',
-  'x-failed-at',
+  ERROR_HEADERS.name,
+  ERROR_HEADERS.message,
+  ERROR_HEADERS.originalExchange,
+  ERROR_HEADERS.originalRoutingKey,
+  ERROR_HEADERS.attempts,
+  ERROR_HEADERS.validationIssues,
+  ERROR_HEADERS.failedAt,
   'x-death',
   'x-first-death-exchange',
   'x-first-death-queue',
@@ -134,15 +135,15 @@ function describeFailed(m: GetMessage): FailedMessage {
     envelope = undefined;
   }
   const body = (envelope ?? {}) as { type?: unknown; name?: unknown; content?: { type?: unknown; name?: unknown } };
-  const failedAt = headerText(headers['x-failed-at']);
-  const issues = headerText(headers['x-validation-issues']);
+  const failedAt = headerText(headers[ERROR_HEADERS.failedAt]);
+  const issues = headerText(headers[ERROR_HEADERS.validationIssues]);
   let validationIssues: unknown = issues;
   try {
     if (issues !== undefined) validationIssues = JSON.parse(issues);
   } catch {
     // Kept as the text it was.
   }
-  const attempts = Number(headers['x-attempts']);
+  const attempts = Number(headers[ERROR_HEADERS.attempts]);
   return {
     id: headerText(m.properties.messageId) ?? `sha1:${createHash('sha1').update(m.content).digest('hex').slice(0, 16)}`,
     failedAt: failedAt
@@ -162,12 +163,12 @@ function describeFailed(m: GetMessage): FailedMessage {
         : typeof body.content?.name === 'string'
           ? body.content.name
           : undefined,
-    originalExchange: headerText(headers['x-original-exchange']) ?? '',
-    originalRoutingKey: headerText(headers['x-original-routing-key']) ?? '',
-    errorName: headerText(headers['x-error-name']) ?? '(none)',
-    errorMessage: headerText(headers['x-error-message']) ?? '',
+    originalExchange: headerText(headers[ERROR_HEADERS.originalExchange]) ?? '',
+    originalRoutingKey: headerText(headers[ERROR_HEADERS.originalRoutingKey]) ?? '',
+    errorName: headerText(headers[ERROR_HEADERS.name]) ?? '(none)',
+    errorMessage: headerText(headers[ERROR_HEADERS.message]) ?? '',
     attempts: Number.isFinite(attempts) ? attempts : undefined,
-    replayed: countIn(headers, 'x-replayed'),
+    replayed: countIn(headers, ERROR_HEADERS.replayed),
     validationIssues,
     headers,
     envelope,
@@ -191,8 +192,8 @@ function destination(
   to: ReplayOptions['to'],
 ): { exchange: string; routingKey: string } | { reason: string } {
   const shown = (v: unknown) => (typeof v === 'object' ? JSON.stringify(v) : String(v));
-  const exchange = to?.exchange ?? m.headers['x-original-exchange'];
-  const routingKey = to?.routingKey ?? m.headers['x-original-routing-key'] ?? '';
+  const exchange = to?.exchange ?? m.headers[ERROR_HEADERS.originalExchange];
+  const routingKey = to?.routingKey ?? m.headers[ERROR_HEADERS.originalRoutingKey] ?? '';
   if (exchange === undefined)
     return { reason: 'it has no x-original-exchange header: say where it goes with --to EXCHANGE [KEY]' };
   if (headerText(exchange) === undefined)
@@ -558,7 +559,7 @@ function replayProperties(m: FailedMessage): Options.Publish {
   const headers: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(withoutDelay(m.headers as Record<string, unknown>)))
     if (!DROPPED_ON_REPLAY.has(k)) headers[k] = v;
-  headers['x-replayed'] = m.replayed + 1;
+  headers[ERROR_HEADERS.replayed] = m.replayed + 1;
   const p = m.properties;
   const out: Options.Publish = { headers, mandatory: true, persistent: true };
   if (p.contentType) out.contentType = p.contentType as string;

@@ -6,7 +6,7 @@ import {
   PORTS,
   type ConfirmedCopies,
   type DeliveryPorts,
-  type Inbox,
+  type DeliverySource,
   type Replier,
   type Settler,
 } from '../messaging/delivery/ports.js';
@@ -61,8 +61,8 @@ interface Recorded {
  * them (ack, reject, dead letter, delay, reply) is recorded instead of sent.
  * Everything above it is the real processor.
  */
-class HarnessPorts implements DeliveryPorts, Inbox, Settler, ConfirmedCopies, Replier {
-  readonly inbox = this;
+class HarnessPorts implements DeliveryPorts, DeliverySource, Settler, ConfirmedCopies, Replier {
+  readonly source = this;
   readonly settler = this;
   readonly copies = this;
   readonly replier = this;
@@ -77,7 +77,7 @@ class HarnessPorts implements DeliveryPorts, Inbox, Settler, ConfirmedCopies, Re
     return r;
   }
 
-  // Inbox
+  // DeliverySource
   async ready(): Promise<void> {}
   async startConsuming(callback: (msg: ConsumeMessage) => void): Promise<void> {
     this.callback = callback;
@@ -161,7 +161,6 @@ class HarnessConsumer extends GenericConsumer {
     if (!this.queues.includes(name)) this.queues.push(name);
     return name;
   }
-  override async exchangeBind(): Promise<void> {}
   override async queueUnbind(exchange: ExchangeLike, queue: string, key: string): Promise<void> {
     const ex = resolveExchange(exchange).name;
     const i = this.#bound.findIndex((b) => b.exchange === ex && b.queue === queue && b.key === key);

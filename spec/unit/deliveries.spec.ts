@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { ConsumeMessage } from 'amqplib';
-import { badReplyTo } from '../../lib/messaging/consumer.js';
+import { badReplyTo } from '../../lib/messaging/delivery/replier.js';
 import { DeliveryCounter } from '../../lib/messaging/deliveries.js';
 
 function redelivery(o: {

@@ -5,31 +5,30 @@ import { notAnEnvelope, read } from './readable.js';
 import { encodeResult, replyOf } from './reply.js';
 import type { Outcome } from './outcome.js';
 import { handlersFor } from './registry.js';
-import type { DeliveryState } from './state.js';
+import { isDecoded, type Decoded, type RawDelivery, type Scoped } from './state.js';
 import { UNREAD } from '../../formats/cloudevents.js';
 import { admitForeign } from '../../formats/foreign.js';
 
 /**
- * Guard: the envelope, read (once, unless its ordering key needed it already), and its handlers. A delivery that
+ * Connector (raw to decoded): the envelope, read (once, unless its ordering key needed it already), and its handlers. A delivery that
  * cannot be read goes to the error exchange whole, where the processor has one (replayed once its cause is mended),
  * and is rejected otherwise.
  */
-export function decode(d: DeliveryState): Outcome | undefined {
+export function decode(d: RawDelivery): Outcome | Decoded {
   const { parts, decoded } = d;
-  const got = decoded ?? read(parts.inbox, d.msg.content);
+  const got = decoded ?? read(parts.source, d.msg.content);
   if ('err' in got) {
     // No envelope: foreign JSON or a CloudEvent that one of the processor's handlers takes is read as such.
     const refused = admitForeign(d, got.parsed ?? UNREAD, got.err.err);
-    if (refused === undefined) return undefined;
-    const unreadable = refused === got.err.err ? got.err : notAnEnvelope(refused);
-    return parts.settle.errorExchange
-      ? { kind: 'deadLetter', err: unreadable.err, attempts: 0, unreadable }
+    if (refused === undefined && isDecoded(d)) return d;
+    const unreadable = refused === undefined || refused === got.err.err ? got.err : notAnEnvelope(refused);
+    const exchange = parts.settle.errorExchange;
+    return exchange
+      ? { kind: 'deadLetter', exchange, err: unreadable.err, attempts: 0, unreadable }
       : { kind: 'reject', why: 'malformed', err: unreadable.err, unreadable };
   }
   const body = got.body;
-  d.body = body;
-  d.handlers = handlersFor(parts.registry, body);
-  return undefined;
+  return Object.assign(d, { body, handlers: handlersFor(parts.registry, body) });
 }
 
 /**
@@ -38,7 +37,7 @@ export function decode(d: DeliveryState): Outcome | undefined {
  * that counts nothing, with `redeliveryCount: 'header'`, a redelivery is
  * counted in a header of a copy instead.
  */
-export function deliveryLimit(d: DeliveryState): Outcome | undefined {
+export function deliveryLimit(d: Scoped): Outcome | undefined {
   const { msg, parts } = d;
   const redelivered = msg.fields.redelivered;
   const n = Math.max(
@@ -49,11 +48,11 @@ export function deliveryLimit(d: DeliveryState): Outcome | undefined {
     const err = new DeliveryLimitExceeded(n, parts.maxDeliveries);
     const ctx = parts.dispatch;
     const reply =
-      d.body!.category === 'rpc'
-        ? replyOf(d.scope!, encodeResult(ctx, new MessageResultException(err.name, err.message)))
+      d.body.category === 'rpc'
+        ? replyOf(d.scope, encodeResult(ctx, new MessageResultException(err.name, err.message)))
         : undefined;
     return ctx.errorExchange
-      ? { kind: 'deadLetter', err, attempts: err.deliveries, reply }
+      ? { kind: 'deadLetter', exchange: ctx.errorExchange, err, attempts: err.deliveries, reply }
       : { kind: 'reject', why: 'limit', err, reply };
   }
   if (redelivered && parts.countInHeader && !queueCounts(msg)) {
@@ -69,7 +68,7 @@ export function deliveryLimit(d: DeliveryState): Outcome | undefined {
   }
   const log = parts.log;
   if (log.isLevelEnabled('debug')) {
-    const body = d.body!;
+    const body = d.body;
     log.debug(
       {
         exchange: msg.fields.exchange,
@@ -77,8 +76,8 @@ export function deliveryLimit(d: DeliveryState): Outcome | undefined {
         category: body.category,
         messageType: body.type,
         messageName: body.name,
-        messageId: d.scope!.messageId,
-        conversationId: d.scope!.conversationId,
+        messageId: d.scope.messageId,
+        conversationId: d.scope.conversationId,
       },
       'delivery',
     );

@@ -142,7 +142,7 @@ export class DeliveryScope {
   /** The delivery is settled: the scope stops listening to its processor's close. */
   release(): void {
     if (this.#onClosing) {
-      this.closing!.removeEventListener('abort', this.#onClosing);
+      this.closing?.removeEventListener('abort', this.#onClosing);
       this.#onClosing = undefined;
     }
   }

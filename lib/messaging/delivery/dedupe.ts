@@ -3,7 +3,7 @@ import type { IdempotencyClaim } from '../idempotency.js';
 import { isThenable } from './context.js';
 import type { Outcome } from './outcome.js';
 import { succeeded } from './outbox.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, Scoped } from './state.js';
 import { TimeLimit } from './time-limit.js';
 
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
@@ -26,13 +26,12 @@ const FAIL_OPEN: IdempotencyClaim = Object.freeze({ state: 'claimed', token: '' 
  * never run it at once, and given back when the run fails. An RPC is always
  * answered.
  */
-export function* dedupe(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
-  const body = d.body!;
-  const id = d.scope!.messageId ?? d.foreign?.key;
+export function* dedupe(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+  const body = d.body;
+  const id = d.scope.messageId ?? d.foreign?.key;
   if (body.category === 'rpc' || id === undefined) return yield* next(d);
   const key = `${d.parts.component}/${id}`;
-  const store = d.parts.dedupe!;
-  if (typeof store.claim === 'function') return yield* claimed(d, key, id, next);
+  if (typeof d.parts.dedupe?.claim === 'function') return yield* claimed(d, key, id, next);
   if (yield* ask(d, key, 'seen')) return dropped(d, id);
   const outcome = yield* next(d);
   if (succeeded(outcome)) yield* ask(d, key, 'remember');
@@ -40,7 +39,7 @@ export function* dedupe(d: DeliveryState, next: Next): Generator<Yielded, Outcom
 }
 
 /** The claiming way: claim, run, then remember (success) or release (failure). */
-function* claimed(d: DeliveryState, key: string, id: string, next: Next): Generator<Yielded, Outcome, unknown> {
+function* claimed(d: Scoped, key: string, id: string, next: Next): Generator<Yielded, Outcome, unknown> {
   const claim = yield* ask(d, key, 'claim');
   if (claim.state === 'seen') return dropped(d, id);
   if (claim.state === 'busy')
@@ -63,8 +62,8 @@ function* claimed(d: DeliveryState, key: string, id: string, next: Next): Genera
   return outcome;
 }
 
-function dropped(d: DeliveryState, id: string): Outcome {
-  const body = d.body!;
+function dropped(d: Scoped, id: string): Outcome {
+  const body = d.body;
   d.parts.log.info(
     { messageType: body.type, messageName: body.name, messageId: id },
     `${body.type}/${body.name} was handled already (same message id); dropped`,
@@ -95,13 +94,15 @@ const FAILURE_LINE: { [W in keyof Asked]: string } = {
  * goes on.
  */
 function* ask<W extends keyof Asked>(
-  d: DeliveryState,
+  d: Scoped,
   key: string,
   what: W,
   token?: string,
 ): Generator<Yielded, Asked[W], unknown> {
   const { log, dispatch } = d.parts;
-  const store = d.parts.dedupe!;
+  const store = d.parts.dedupe;
+  // In the stage list only with a store.
+  if (!store) return FAILED[what];
   const ms = dispatch.handlerTimeoutMs;
   const limit = new TimeLimit(ms, () => new Error(`the idempotency store did not answer ${what}() within ${ms} ms`));
   try {
@@ -111,8 +112,8 @@ function* ask<W extends keyof Asked>(
         : what === 'remember'
           ? store.remember(key)
           : what === 'claim'
-            ? store.claim!(key)
-            : store.release!(key, token!);
+            ? store.claim?.(key)
+            : store.release?.(key, token ?? '');
     const v = isThenable(r) ? yield limit.wait(r as PromiseLike<unknown>, log, `idempotency ${what}()`) : r;
     if (what === 'claim') return checkClaim(v) as Asked[W];
     return (what === 'seen' && Boolean(v)) as Asked[W];

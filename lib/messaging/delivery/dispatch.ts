@@ -8,7 +8,7 @@ import type { Outcome } from './outcome.js';
 import type { DispatchContext } from './parts.js';
 import { namesHandled, rpcHandler, type Registered } from './registry.js';
 import { encodeResult, replyOf } from './reply.js';
-import type { DeliveryState } from './state.js';
+import type { Scoped } from './state.js';
 
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
 
@@ -18,10 +18,10 @@ const ACK: Outcome = Object.freeze({ kind: 'ack' });
  * a result that cannot be encoded (a BigInt, a cycle) fails the handler.
  * Later answers of the same run are ignored.
  */
-export function answer(d: DeliveryState, r: unknown): void {
-  if (d.answer) return;
+export function answer(d: Scoped, r: unknown): Buffer {
+  if (d.answer) return d.answer;
   const ctx = d.parts.dispatch;
-  d.answer = encodeResult(ctx, r instanceof Message ? r : new MessageResult(r));
+  return (d.answer = encodeResult(ctx, r instanceof Message ? r : new MessageResult(r)));
 }
 
 /**
@@ -29,9 +29,9 @@ export function answer(d: DeliveryState, r: unknown): void {
  * throws, for the retry stage to judge); an RPC's one answers; a success is
  * acked, with the answer when there is one.
  */
-export function* dispatch(d: DeliveryState): Generator<Yielded, Outcome, unknown> {
-  const body = d.body!;
-  const scope = d.scope!;
+export function* dispatch(d: Scoped): Generator<Yielded, Outcome, unknown> {
+  const body = d.body;
+  const scope = d.scope;
   const ctx = d.parts.dispatch;
   if (body.category === 'rpc') {
     const handler = rpcHandler(d.handlers);
@@ -50,8 +50,7 @@ export function* dispatch(d: DeliveryState): Generator<Yielded, Outcome, unknown
       };
     const reply = (r: unknown) => answer(d, r);
     const { ran, value } = yield* invoke(d, handler, reply, true);
-    answer(d, ran && value !== undefined ? value : null);
-    return { kind: 'ack', reply: replyOf(scope, d.answer!) };
+    return { kind: 'ack', reply: replyOf(scope, answer(d, ran && value !== undefined ? value : null)) };
   }
   const handlers = d.handlers;
   if (handlers.length === 0) unhandled(d);
@@ -72,7 +71,7 @@ export function* dispatch(d: DeliveryState): Generator<Yielded, Outcome, unknown
 const noReply = (): void => undefined;
 
 /** A foreign request's answer, once: the value as plain JSON, no envelope (its caller is no Postage component). */
-function answerPlain(d: DeliveryState, r: unknown): void {
+function answerPlain(d: Scoped, r: unknown): void {
   if (!d.answer) d.answer = plainReply(r);
 }
 
@@ -81,8 +80,8 @@ function answerPlain(d: DeliveryState, r: unknown): void {
  * name per processor at warn, with the names it does handle: a typo in a
  * command name ('gret' for 'greet') shows in the logs instead of vanishing.
  */
-function unhandled(d: DeliveryState): void {
-  const body = d.body!;
+function unhandled(d: Scoped): void {
+  const body = d.body;
   const { parts } = d;
   const key = `${body.category}|${body.type}|${body.name}`;
   if (parts.unhandled.has(key)) return;
@@ -101,13 +100,13 @@ function unhandled(d: DeliveryState): void {
  * itself instead of a copy. Its time limit is the run's (the time-limit stage).
  */
 function* invoke(
-  d: DeliveryState,
+  d: Scoped,
   h: Registered,
   reply: (r: unknown) => void,
   last: boolean,
 ): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
-  const body = d.body!;
-  const scope: DeliveryScope = d.scope!;
+  const body = d.body;
+  const scope: DeliveryScope = d.scope;
   const ctx: DispatchContext = d.parts.dispatch;
   // Each handler (and its filters) gets its own copy, so one cannot change what the next sees;
   // the body was freshly decoded for this delivery, so the last handler can take it without copying.

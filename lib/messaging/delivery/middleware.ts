@@ -5,7 +5,7 @@ import type { Outcome } from './outcome.js';
 import { compose } from '../compose.js';
 import type { MiddlewareContext } from './parts.js';
 import { replyOf } from './reply.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, Scoped } from './state.js';
 
 /**
  * Stage (once `processor.use()` added one): the user's middleware, in the
@@ -15,18 +15,17 @@ import type { DeliveryState, Next } from './state.js';
  * delivery as handled without running its handlers (an RPC is answered with
  * null, as when a filter skips its handler).
  */
-export function* middleware(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
-  const scope = d.scope!;
+export function* middleware(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+  const scope = d.scope;
   let outcome: Outcome | undefined;
-  const ctx: MiddlewareContext = { delivery: scope.info, message: d.body! };
+  const ctx: MiddlewareContext = { delivery: scope.info, message: d.body };
   const inner = async (): Promise<void> => {
     outcome = await drive(next(d), scope);
   };
   yield runIn(scope, () => compose(d.parts.middleware, ctx, inner, 'middleware', d.parts.log), true);
   if (outcome !== undefined) return outcome;
-  if (d.body!.category !== 'rpc') return { kind: 'ack' };
-  answer(d, null);
-  return { kind: 'ack', reply: replyOf(scope, d.answer!) };
+  if (d.body.category !== 'rpc') return { kind: 'ack' };
+  return { kind: 'ack', reply: replyOf(scope, answer(d, null)) };
 }
 
 /**

@@ -3,10 +3,10 @@ import type { Outcome } from './outcome.js';
 import type { DeliveryEvent } from './public.js';
 
 export type { DeliveryEvent } from './public.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, RawDelivery } from './state.js';
 
 /** Stage: once the delivery is settled (or settling threw an exit), its observers are told what became of it. */
-export function* observe(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+export function* observe(d: RawDelivery, next: Next<RawDelivery>): Generator<Yielded, Outcome, unknown> {
   try {
     return yield* next(d);
   } finally {
@@ -14,7 +14,7 @@ export function* observe(d: DeliveryState, next: Next): Generator<Yielded, Outco
   }
 }
 
-function tell(d: DeliveryState): void {
+function tell(d: RawDelivery): void {
   const { body, outcome } = d;
   const event: DeliveryEvent = {
     category: body?.category,

@@ -7,7 +7,7 @@ import type { Yielded } from '../../microthreads/thread.js';
 import { MessageResultException } from '../messages.js';
 import type { Outcome } from './outcome.js';
 import { encodeResult, replyOf } from './reply.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, Scoped } from './state.js';
 
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
 
@@ -27,28 +27,28 @@ export function succeeded(outcome: Outcome): boolean {
  * queue takes (`UNROUTABLE`) would fail the same way every time: the delivery
  * fails at once, to the error exchange (or a reject) with that error.
  */
-export function* outbox(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+export function* outbox(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
   const outcome = yield* next(d);
   // From now on the run's sends (work its handler left running) go out at once.
-  const held = d.scope!.takeHeld();
+  const held = d.scope.takeHeld();
   if (held.length === 0 || !succeeded(outcome)) return outcome;
-  const body = d.body!;
+  const body = d.body;
   try {
     yield Promise.all(held.map((send) => send()));
     return outcome;
   } catch (err) {
     const { log, dispatch } = d.parts;
-    const about = { messageType: body.type, messageName: body.name, messageId: d.scope!.messageId, sends: held.length };
+    const about = { messageType: body.type, messageName: body.name, messageId: d.scope.messageId, sends: held.length };
     if (err instanceof BrokerError && err.code === 'UNROUTABLE') {
       log.error(
         { ...about, err },
         `a message the handler for ${body.type}/${body.name} sent reaches no queue: ${err.message}; the delivery fails`,
       );
       const reply = outcome.reply
-        ? replyOf(d.scope!, encodeResult(dispatch, new MessageResultException(err.code, err.message)))
+        ? replyOf(d.scope, encodeResult(dispatch, new MessageResultException(err.code, err.message)))
         : undefined;
       return dispatch.errorExchange
-        ? { kind: 'deadLetter', err, attempts: 1, reply }
+        ? { kind: 'deadLetter', exchange: dispatch.errorExchange, err, attempts: 1, reply }
         : { kind: 'reject', why: 'failed', err, reply };
     }
     log.error(
@@ -82,12 +82,15 @@ const UNAVAILABLE_DEFER_MS = 5_000;
  * goes on to retries as any failed run. Sits inside the retry stage, so that
  * a retry is a new transaction.
  */
-export function* transactional(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
-  const { store, relay } = d.parts.store!;
+export function* transactional(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+  const runtime = d.parts.store;
+  // In the stage list only with a store.
+  if (!runtime) return yield* next(d);
+  const { store, relay } = runtime;
   const { log, component } = d.parts;
-  const body = d.body!;
+  const body = d.body;
   for (let run = 1; ; run++) {
-    const scope = d.scope!;
+    const scope = d.scope;
     const id = scope.messageId;
     let tx: StoreTransaction;
     try {
@@ -110,14 +113,14 @@ export function* transactional(d: DeliveryState, next: Next): Generator<Yielded,
         return ACK;
       }
       stage = 'run';
-      let outcome: Outcome | undefined;
-      let signal: ExitScheduler | AckAndRestart | undefined;
+      // The run's outcome, or the exit or restart it asked for.
+      let ran: Outcome | ExitScheduler | AckAndRestart;
       try {
-        outcome = yield* next(d);
+        ran = yield* next(d);
       } catch (err) {
         // Exit and restart ack the delivery: what the run did commits.
         if (!(err instanceof ExitScheduler || err instanceof AckAndRestart)) throw err;
-        signal = err;
+        ran = err;
       }
       stage = 'commit';
       const held = scope.takeHeld() as readonly HeldSend[];
@@ -125,8 +128,8 @@ export function* transactional(d: DeliveryState, next: Next): Generator<Yielded,
       client.end();
       yield tx.commit();
       void relay.relay(keys.map((key, i) => ({ key, send: held[i] })));
-      if (signal) throw signal;
-      return outcome!;
+      if (ran instanceof ExitScheduler || ran instanceof AckAndRestart) throw ran;
+      return ran;
     } catch (err) {
       if (err instanceof ExitScheduler || err instanceof AckAndRestart) throw err;
       client.end();
@@ -153,14 +156,14 @@ export function* transactional(d: DeliveryState, next: Next): Generator<Yielded,
   }
 }
 
-function unavailable(d: DeliveryState, err: unknown): Outcome {
-  const body = d.body!;
+function unavailable(d: Scoped, err: unknown): Outcome {
+  const body = d.body;
   d.parts.log.warn(
-    { err, messageType: body.type, messageName: body.name, messageId: d.scope!.messageId },
+    { err, messageType: body.type, messageName: body.name, messageId: d.scope.messageId },
     `the store failed around the run of ${body.type}/${body.name}; ` +
       `the message comes back in ${UNAVAILABLE_DEFER_MS} ms`,
   );
-  d.scope!.fail(err);
+  d.scope.fail(err);
   return {
     kind: 'defer',
     ms: UNAVAILABLE_DEFER_MS,

@@ -16,7 +16,8 @@ export type Outcome = (
    * Published to the error exchange, then acked; back to its queue if that publish fails. `unreadable`: no handler
    * could be given it (its bytes go as they came, for a replay once the cause is mended).
    */
-  | { kind: 'deadLetter'; err: unknown; attempts: number; unreadable?: Unreadable }
+  /** To the error exchange `exchange` (a processor with one), confirmed before the ack. */
+  | { kind: 'deadLetter'; exchange: string; err: unknown; attempts: number; unreadable?: Unreadable }
   /** Not settled: the processor is closing, the broker delivers it again. */
   | { kind: 'leave' }
   /**

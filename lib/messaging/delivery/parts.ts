@@ -1,6 +1,6 @@
 import type { ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../log.js';
-import type { Inbox } from './ports.js';
+import type { DeliverySource } from './ports.js';
 import type { StoreRuntime } from './outbox.js';
 import type { FingerprintDict } from '../fingerprint.js';
 import type { IdempotencyStore } from '../idempotency.js';
@@ -69,7 +69,7 @@ export interface DispatchContext {
 /** What a processor gives its pipeline, once. */
 export interface PipelineParts {
   /** Where deliveries come from (its decoder reads their bodies). */
-  readonly inbox: Inbox;
+  readonly source: DeliverySource;
   readonly registry: Registry;
   readonly dispatch: DispatchContext;
   readonly settle: SettleContext;

@@ -4,13 +4,17 @@ import type { OutboxMessage } from '../../stores/store.js';
 /**
  * The small interfaces a processor's deliveries depend on, instead of the
  * whole `GenericConsumer`: where they come from, how they are settled, the
- * confirmed copies settling may publish, and how answers go back. The
- * consumer implements all four; `ProcessorHarness` implements them with
- * records, no broker behind.
+ * confirmed copies settling may publish, and how answers go back. On a broker
+ * the consumer is the source and settles, and `AmqpPorts` (amqp-ports.ts)
+ * publishes the copies and the answers on its connection; `ProcessorHarness`
+ * implements all four with records, no broker behind.
  */
 
-/** Where deliveries come from: bindings declared, consuming started and stopped, bodies decoded. */
-export interface Inbox {
+/**
+ * Where deliveries come from: bindings declared, consuming started and stopped, bodies decoded. (Not the inbox: that
+ * is a store's table of messages handled, nor the intake: that is where deliveries wait for a worker.)
+ */
+export interface DeliverySource {
   ready(): Promise<void>;
   startConsuming(callback: (msg: ConsumeMessage) => void): Promise<void>;
   stopConsuming(): Promise<void>;
@@ -48,7 +52,7 @@ export interface Replier {
 }
 
 export interface DeliveryPorts {
-  readonly inbox: Inbox;
+  readonly source: DeliverySource;
   readonly settler: Settler;
   readonly copies: ConfirmedCopies;
   readonly replier: Replier;

@@ -15,7 +15,7 @@ import { countIn } from './context.js';
 import type { Outcome } from './outcome.js';
 import { RETRY_HEADERS } from './parts.js';
 import { replyOf } from './reply.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, Scoped } from './state.js';
 
 /**
  * Stage: turns how a run ended into an {@link Outcome}. A message's failing
@@ -26,24 +26,24 @@ import type { DeliveryState, Next } from './state.js';
  * `RequeueMessage`, `DeferMessage`, `ExitScheduler`, `AckAndRestart`) become
  * their outcomes.
  */
-export function* retry(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
-  if (d.body!.category === 'rpc') return yield* runRpc(d, next);
+export function* retry(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+  if (d.body.category === 'rpc') return yield* runRpc(d, next);
   const ctx = d.parts.dispatch;
   const attempts = ctx.retry?.attempts ?? 1;
   const { msg } = d;
-  const body = d.body!;
+  const body = d.body;
   // With retries, every run needs the body untouched: no handler may take the original.
   d.lastRun = attempts === 1;
   for (let attempt = 1; ; attempt++) {
     // A failed run's scope is over (its late sends are refused): the next run has its own.
-    if (attempt > 1) d.scope = d.scope!.rerun();
+    if (attempt > 1) d.scope = d.scope.rerun();
     d.answer = undefined;
     try {
       return yield* next(d);
     } catch (err) {
       if (err instanceof ExitScheduler) return { kind: 'exit', signal: err };
       if (err instanceof AckAndRestart) return { kind: 'restart', signal: err };
-      d.scope!.fail(err);
+      d.scope.fail(err);
       if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
       if (err instanceof DeferMessage) return deferred(d, err);
       const permanent = err instanceof RejectMessage || err instanceof ValidationError;
@@ -86,22 +86,21 @@ export function* retry(d: DeliveryState, next: Next): Generator<Yielded, Outcome
           },
         };
       }
-      if (ctx.errorExchange) return { kind: 'deadLetter', err, attempts: runs };
+      if (ctx.errorExchange) return { kind: 'deadLetter', exchange: ctx.errorExchange, err, attempts: runs };
       return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err };
     }
   }
 }
 
 /** An RPC's one run: its failure (or its time limit) is the caller's answer. */
-function* runRpc(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
-  const scope = d.scope!;
+function* runRpc(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+  const scope = d.scope;
   d.answer = undefined;
   try {
     return yield* next(d);
   } catch (err) {
     if (err instanceof ExitScheduler || err instanceof AckAndRestart) {
-      answer(d, null);
-      const reply = replyOf(scope, d.answer!);
+      const reply = replyOf(scope, answer(d, null));
       return err instanceof ExitScheduler
         ? { kind: 'exit', signal: err, reply }
         : { kind: 'restart', signal: err, reply };
@@ -110,7 +109,7 @@ function* runRpc(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unkn
     if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
     if (err instanceof DeferMessage) return deferred(d, err);
     const e = err as Error;
-    answer(
+    const answered = answer(
       d,
       err instanceof ValidationError
         ? new MessageResultError(err.message)
@@ -120,13 +119,13 @@ function* runRpc(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unkn
       kind: 'reject',
       why: err instanceof RejectMessage ? 'rejected' : 'failed',
       err,
-      reply: replyOf(scope, d.answer!),
+      reply: replyOf(scope, answered),
     };
   }
 }
 
 /** A handler's `DeferMessage`: back to its queue in its delay, with its defers counted. */
-function deferred(d: DeliveryState, signal: DeferMessage): Outcome {
+function deferred(d: Scoped, signal: DeferMessage): Outcome {
   const deferrals =
     countIn(d.msg.properties.headers as Record<string, unknown> | undefined, RETRY_HEADERS.deferrals) + 1;
   return {

@@ -5,7 +5,7 @@ import type { MessageBody } from '../messages.js';
 import { isThenable } from './context.js';
 import type { Outcome } from './outcome.js';
 import { rpcHandler, type Registered } from './registry.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, Scoped } from './state.js';
 
 /** A Standard Schema issue as postage-ts reports it: a message and a path of strings. */
 function issueOf(issue: StandardSchemaV1.Issue): ValidationIssue {
@@ -25,16 +25,19 @@ export function* checkSchema(
 ): Generator<Yielded, { value: unknown; fresh: boolean }, unknown> {
   const given: unknown = h.tag.pass === 'body' ? body : body.content;
   // The handler gets what its schema returns (a transform's output), or never runs.
-  let checked = h.tag.schema!['~standard'].validate(given);
+  const schema = h.tag.schema;
+  // Called for handlers with a schema only: one without takes what it is given.
+  if (!schema) return { value: given, fresh: false };
+  let checked = schema['~standard'].validate(given);
   if (isThenable(checked)) checked = (yield checked) as Awaited<typeof checked>;
   if (checked.issues) throw new ValidationError(`${body.type}/${body.name}`, checked.issues.map(issueOf));
   return { value: checked.value, fresh: checked.value !== given };
 }
 
 /** Stage (where a handler of the processor has a schema): each handler's content is checked before any handler runs. */
-export function* schema(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
-  const body = d.body!;
-  let inputs: DeliveryState['inputs'];
+export function* schema(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+  const body = d.body;
+  let inputs: Scoped['inputs'];
   if (body.category === 'rpc') {
     const h = rpcHandler(d.handlers);
     if (h?.tag.schema) (inputs = new Map()).set(h, yield* checkSchema(h, body));

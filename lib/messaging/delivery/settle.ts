@@ -4,7 +4,7 @@ import type { Yielded } from '../../microthreads/thread.js';
 import type { SettleContext } from './parts.js';
 import type { MessageBody } from '../messages.js';
 import type { Outcome } from './outcome.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, RawDelivery } from './state.js';
 
 /** What a log line about a delivery names. */
 function about(msg: ConsumeMessage, body: MessageBody<object> | undefined) {
@@ -26,7 +26,7 @@ function sendReply(ctx: SettleContext, msg: ConsumeMessage, outcome: Outcome): v
 }
 
 /** Stage: the rest decides the delivery's {@link Outcome}; this carries it out. */
-export function* settleStage(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+export function* settleStage(d: RawDelivery, next: Next<RawDelivery>): Generator<Yielded, Outcome, unknown> {
   try {
     const outcome = (d.outcome = yield* next(d));
     const waiting = settle(d.parts.settle, d.msg, d.body, outcome);
@@ -133,17 +133,17 @@ function* settleAfterBroker(
       return;
     }
     case 'deadLetter': {
-      const { err, attempts } = outcome;
+      const { exchange, err, attempts } = outcome;
       const limit = err instanceof DeliveryLimitExceeded;
       try {
-        yield ctx.copies.deadLetter(msg, ctx.errorExchange!, err, attempts);
+        yield ctx.copies.deadLetter(msg, exchange, err, attempts);
       } catch (dlErr) {
         if (limit) {
           // Back to its queue would only bring it here again: rejected (dead-lettered where its queue has a dead-letter
           // exchange).
           ctx.log.warn(
             { ...about(msg, body), err: dlErr },
-            `could not publish the message to ${ctx.errorExchange}; rejecting it instead`,
+            `could not publish the message to ${exchange}; rejecting it instead`,
           );
           ctx.log.error(about(msg, body), `${what(body)} ${(err as Error).message}; rejected`);
           reject(ctx, msg);
@@ -154,22 +154,22 @@ function* settleAfterBroker(
         // acked. Back to its queue (on a lost channel the broker does that by itself) for another try.
         ctx.log.warn(
           { ...about(msg, body), err: dlErr },
-          `could not publish the failed message to ${ctx.errorExchange}; it goes back to its queue`,
+          `could not publish the failed message to ${exchange}; it goes back to its queue`,
         );
         ctx.settler.reject(msg, true);
         return;
       }
-      if (outcome.unreadable) sayUnreadable(ctx, msg, outcome.unreadable, ctx.errorExchange!);
+      if (outcome.unreadable) sayUnreadable(ctx, msg, outcome.unreadable, exchange);
       else if (limit)
         ctx.log.error(
           { ...about(msg, body), correlationId: msg.properties.correlationId },
-          `${what(body)} ${(err as Error).message}; sent to ${ctx.errorExchange}`,
+          `${what(body)} ${(err as Error).message}; sent to ${exchange}`,
         );
-      else if (err instanceof ValidationError) invalid(ctx, msg, body, err, `sent to ${ctx.errorExchange}`);
+      else if (err instanceof ValidationError) invalid(ctx, msg, body, err, `sent to ${exchange}`);
       else
         ctx.log.error(
           { ...about(msg, body), err, attempts },
-          `handler for ${what(body)} failed; message sent to ${ctx.errorExchange}`,
+          `handler for ${what(body)} failed; message sent to ${exchange}`,
         );
       ack(ctx, msg);
       sendReply(ctx, msg, outcome);

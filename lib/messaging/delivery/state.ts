@@ -13,8 +13,11 @@ const LEAVE: Outcome = Object.freeze({ kind: 'leave' });
 
 /**
  * One delivery on its way through the stages: what each stage learned of it
- * that a later one needs. One class, every field set in the constructor, so
- * the stages only ever see one shape.
+ * that a later one needs. One object of one class from arrival to settle, so
+ * the stages only ever see one shape; what a stage may read of it is said by
+ * the view it is given: {@link RawDelivery} before decode, {@link Decoded}
+ * after it, {@link Scoped} once its run has a scope (typed stage connectors,
+ * as NServiceBus's `IBehavior<TFrom, TTo>`).
  */
 export class DeliveryState {
   /** The decoded envelope (the decode stage). */
@@ -27,7 +30,7 @@ export class DeliveryState {
   scope: DeliveryScope | undefined = undefined;
   /** What each handler with a schema gets (the schema stage), and whether the schema made a new value. */
   inputs: Map<Registered, { value: unknown; fresh: boolean }> | undefined = undefined;
-  /** The current run's answer, encoded (an RPC's result, or a message's reply). */
+  /** The current run's answer, encoded (an RPC's result, or a message's reply), once a handler gave one. */
   answer: Buffer | undefined = undefined;
   /** No run comes after this one: its last handler may take the decoded body itself instead of a copy. */
   lastRun = true;
@@ -42,26 +45,64 @@ export class DeliveryState {
   ) {}
 }
 
-/** The rest of a delivery's way, from the next stage on. */
-export type Next = (d: DeliveryState) => Generator<Yielded, Outcome, unknown>;
+/**
+ * A delivery as it arrived: what the stages before decode see (the observers, the settle). Its `body` and `scope`
+ * are there only if a later stage made them, which an outer stage can tell once the rest has returned.
+ */
+export type RawDelivery = DeliveryState;
+
+/** A delivery whose envelope is read (or taken by a foreign handler) and whose handlers are looked up. */
+export interface Decoded extends DeliveryState {
+  readonly body: MessageBody<object>;
+}
+
+/** A decoded delivery whose run has a scope: what every stage from the delivery limit to the handlers sees. */
+export interface Scoped extends Decoded {
+  scope: DeliveryScope;
+}
+
+/** Whether the decode stage (or a foreign format) has read `d`. */
+export function isDecoded(d: DeliveryState): d is Decoded {
+  return d.body !== undefined;
+}
+
+/** The rest of a delivery's way, from the next stage on, for a delivery seen as `D`. */
+export type Next<D extends DeliveryState = Scoped> = (d: D) => Generator<Yielded, Outcome, unknown>;
 
 /**
  * One stage of a delivery's way (`(ctx, next)`, as a middleware): it may act
  * before and after `next`, or return an {@link Outcome} without calling it.
  */
-export type Stage = (d: DeliveryState, next: Next) => Generator<Yielded, Outcome, unknown>;
+export type Stage<D extends DeliveryState = Scoped> = (d: D, next: Next<D>) => Generator<Yielded, Outcome, unknown>;
 
 /**
- * A stage that only decides whether the way goes on (the envelope decoded,
- * the delivery limit): an outcome ends it, undefined lets it go on. It does
- * nothing after the rest, so it takes no generator of its own per delivery.
+ * A stage that only decides whether the way goes on (the delivery limit): an
+ * outcome ends it, undefined lets it go on. It does nothing after the rest,
+ * so it takes no generator of its own per delivery.
  */
-export type Guard = (d: DeliveryState) => Outcome | undefined;
+export type Guard<D extends DeliveryState = Scoped> = (d: D) => Outcome | undefined;
 
 /**
- * One entry of a stage list: a stage, a guard, or a stage taken only while `when()` holds (`otherwise` runs instead).
+ * A guard that moves a delivery on to its next view (decode: raw to decoded): an outcome ends the way, the delivery
+ * seen as `To` goes on.
  */
-export type StageEntry =
-  | Stage
-  | { readonly guard: Guard }
-  | { readonly when: () => boolean; readonly stage: Stage; readonly otherwise: (d: DeliveryState) => void };
+export type Connector<From extends DeliveryState, To extends From> = (d: From) => Outcome | To;
+
+/**
+ * A stage that moves a delivery on to its next view, with work around the rest (the scope, opened inside the
+ * telemetry's span): it may act before and after `next`, or end the way.
+ */
+export type ConnectorStage<From extends DeliveryState, To extends From> = (
+  d: From,
+  next: Next<To>,
+) => Generator<Yielded, Outcome, unknown>;
+
+/** One entry of a stage list: a stage, or a guard. */
+export type StageEntry<D extends DeliveryState = Scoped> = Stage<D> | { readonly guard: Guard<D> };
+
+/** A connector stage taken only while `when()` holds; `otherwise` moves the delivery on instead. */
+export interface ConnectorWhen<From extends DeliveryState, To extends From> {
+  readonly when: () => boolean;
+  readonly stage: ConnectorStage<From, To>;
+  readonly otherwise: (d: From) => To;
+}

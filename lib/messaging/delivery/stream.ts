@@ -1,6 +1,6 @@
 import { HandlerTimeout, MalformedMessage } from '../../errors.js';
 import type { Yielded } from '../../microthreads/thread.js';
-import { badReplyTo } from '../consumer.js';
+import { badReplyTo } from './replier.js';
 import { MessageResult, MessageResultError, MessageResultException, type MessageBody } from '../messages.js';
 import { DEFAULT_WINDOW, MAX_WINDOW, STREAM, type StreamKind } from '../stream-protocol.js';
 import { runIn, type DeliveryScope } from './context.js';
@@ -9,17 +9,17 @@ import type { DispatchContext } from './parts.js';
 import { rpcHandler, type Registered } from './registry.js';
 import { encodeResult } from './reply.js';
 import { checkSchema } from './schema.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, Scoped } from './state.js';
 import { TimeLimit, within } from './time-limit.js';
 
 /**
  * Stage: an RPC whose handler streams is served here, for as long as its caller reads: no run's time limit, outbox or
  * retry applies.
  */
-export function* stream(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
-  if (d.body!.category === 'rpc') {
+export function* stream(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+  if (d.body.category === 'rpc') {
     const h = rpcHandler(d.handlers);
-    if (h?.isStream) return yield* dispatchStream(d.parts.dispatch, d.scope!, d.body!, h);
+    if (h?.isStream) return yield* dispatchStream(d.parts.dispatch, d.scope, d.body, h);
   }
   return yield* next(d);
 }

@@ -4,7 +4,7 @@ import { instruments, type Instruments } from '../../telemetry/metrics.js';
 import { ATTR, endSpan, extractContext, startProcessSpan, tracingOn, trace } from '../../telemetry/tracing.js';
 import { DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Decoded, Next, Scoped } from './state.js';
 
 /**
  * Whether spans or metrics are recorded now (an SDK may be registered at any time): the telemetry stage is taken only
@@ -15,8 +15,8 @@ export function telemetryOn(): boolean {
 }
 
 /** The first run's scope, in the span's context where one is recorded. */
-export function openScope(d: DeliveryState, trace?: Context): void {
-  d.scope = new DeliveryScope(d.msg, trace, d.parts.outbox, d.parts.dispatch.closing);
+export function openScope(d: Decoded, trace?: Context): Scoped {
+  return Object.assign(d, { scope: new DeliveryScope(d.msg, trace, d.parts.outbox, d.parts.dispatch.closing) });
 }
 
 /**
@@ -24,9 +24,9 @@ export function openScope(d: DeliveryState, trace?: Context): void {
  * child of its sender's) and its metrics, around the rest; and its first
  * run's scope, made here because it runs in the span's context.
  */
-export function* telemetry(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+export function* telemetry(d: Decoded, next: Next<Scoped>): Generator<Yielded, Outcome, unknown> {
   const { msg, parts } = d;
-  const body = d.body!;
+  const body = d.body;
   let span: Span | undefined;
   let ctx: Context | undefined;
   if (tracingOn()) {
@@ -41,23 +41,22 @@ export function* telemetry(d: DeliveryState, next: Next): Generator<Yielded, Out
     });
     ctx = trace.setSpan(sender, span);
   }
-  openScope(d, ctx);
-  const scope = d.scope!;
-  if (span) span.setAttribute(ATTR.conversationId, scope.conversationId ?? '');
+  const scoped = openScope(d, ctx);
+  if (span) span.setAttribute(ATTR.conversationId, scoped.scope.conversationId ?? '');
   const counters = instruments();
-  if (!counters && !span) return yield* next(d);
+  if (!counters && !span) return yield* next(scoped);
   const labels = counters ? { [ATTR.destination]: msg.fields.exchange, [ATTR.messageName]: body.name } : undefined;
   if (counters) counters.inFlight.add(1, labels);
   const started = counters ? performance.now() : 0;
   let outcome: Outcome = d.outcome;
   try {
-    outcome = yield* next(d);
+    outcome = yield* next(scoped);
     counters?.handlerDuration.record((performance.now() - started) / 1000, labels);
     return outcome;
   } finally {
-    if (counters) {
+    if (counters && labels) {
       counters.inFlight.add(-1, labels);
-      countOutcome(counters, outcome, labels!);
+      countOutcome(counters, outcome, labels);
     }
     if (span) endSpan(span, failureOf(outcome));
   }

@@ -5,7 +5,7 @@ import { isThenable } from './context.js';
 import { direct, relay } from './relay.js';
 import type { Outcome } from './outcome.js';
 import { rpcHandler } from './registry.js';
-import type { DeliveryState, Next } from './state.js';
+import type { Next, Scoped } from './state.js';
 
 /**
  * How long something run on a delivery's behalf may take: a whole run
@@ -132,14 +132,14 @@ export function within<T>(
  * the longest `timeoutMs` among the handlers of the message (an RPC's: its
  * handler's), else the processor's `handlerTimeoutMs`.
  */
-export function* timeLimit(d: DeliveryState, next: Next): Generator<Yielded, Outcome, unknown> {
+export function* timeLimit(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
   const started = Date.now();
   const run = next(d);
   // Most runs never wait (a plain handler): they end in this first step, and need no timer, no limit object.
   // Only a run that waits is driven under the limit, counted from its start.
   const first = run.next();
   if (first.done) return first.value;
-  const body = d.body!;
+  const body = d.body;
   const ctx = d.parts.dispatch;
   let ms: number | undefined;
   if (body.category === 'rpc') ms = rpcHandler(d.handlers)?.tag.timeoutMs;
@@ -147,7 +147,7 @@ export function* timeLimit(d: DeliveryState, next: Next): Generator<Yielded, Out
     for (const h of d.handlers)
       if (h.tag.timeoutMs !== undefined && (ms === undefined || h.tag.timeoutMs > ms)) ms = h.tag.timeoutMs;
   const limitMs = ms ?? ctx.handlerTimeoutMs;
-  const scope = d.scope!;
+  const scope = d.scope;
   const what = `${body.type}/${body.name}`;
   const limit = new TimeLimit(
     limitMs - (Date.now() - started),

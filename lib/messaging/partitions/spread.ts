@@ -5,7 +5,9 @@ import { instruments } from '../../telemetry/metrics.js';
 import { flushChannel } from '../../transport/amqplib-adapter.js';
 import { openChannel } from '../../transport/channels.js';
 import { AckBatcher } from '../acks.js';
-import { badReplyTo, type GenericConsumer } from '../consumer.js';
+import type { GenericConsumer } from '../consumer.js';
+import { consumerInternals } from '../consumer-internals.js';
+import { badReplyTo } from '../delivery/replier.js';
 import type { FingerprintDict } from '../fingerprint.js';
 import { assignPartitions } from './assignment.js';
 
@@ -496,7 +498,7 @@ export class PartitionSpread {
   async settled(): Promise<void> {
     const prefetch = this.#consumer.prefetch;
     await Promise.all([
-      this.#consumer.settled(),
+      consumerInternals(this.#consumer).ports.settler.settled(),
       ...[...this.#leases.values()].map((l) => {
         const ch = l.ch;
         if (!ch) return undefined;
@@ -516,7 +518,7 @@ export class PartitionSpread {
   sendReply(msg: ConsumeMessage, content: Buffer, headers?: Record<string, unknown>): void {
     const lease = this.#byTag.get(msg.fields.consumerTag as string);
     if (!lease) {
-      this.#consumer.sendReply(msg, content, headers);
+      consumerInternals(this.#consumer).ports.replier.sendReply(msg, content, headers);
       return;
     }
     const replyTo = msg.properties.replyTo as string | undefined;
