@@ -2,10 +2,10 @@
  * What each half of an RPC costs in code, with the socket taken out: a
  * caller's request is answered by a reply made up in this process, and a
  * server is handed made-up requests, on a real amqplib channel of a real
- * connection. No broker and no other process in the figure, only the code
- * and the speed of the machine at that moment (on the bench's 2 cores the
- * broker's share of a round trip is several times both halves' together).
- * amqplib's framing is left out on both sides.
+ * connection. No broker and no other process in the figure, only the code:
+ * CPU time of this process per call (not wall time, which a machine shared
+ * with other processes stretches at random). amqplib's framing is left out
+ * on both sides.
  *
  * Leans on amqplib's channel internals (`dispatchMessage`, `consumers`),
  * checked before use: a release that renames them fails this case with a
@@ -56,10 +56,15 @@ const reply = Buffer.from(
 /** A turn of the event loop, as the bytes of a reply or a request would take to come. */
 const later = (fn: () => void) => setImmediate(fn);
 
+/**
+ * µs of this process's CPU (user + system, every thread) per call: with no socket in the way the calls only compute,
+ * and CPU time, unlike wall time, does not grow while other processes hold the machine's cores.
+ */
 async function time(n: number, one: () => Promise<unknown>): Promise<number> {
-  const t = performance.now();
+  const t = process.cpuUsage();
   for (let i = 0; i < n; i++) await one();
-  return ((performance.now() - t) * 1000) / n;
+  const d = process.cpuUsage(t);
+  return (d.user + d.system) / n;
 }
 
 /**
@@ -119,9 +124,28 @@ export async function callerOwnCost(kind: 'raw' | 'postage', url: string): Promi
 export async function serverOwnCost(kind: 'raw' | 'postage', url: string): Promise<number> {
   const q = `bench.own.${randomBytes(4).toString('hex')}`;
   let channel: amqp.Channel | undefined;
-  const stop = await (kind === 'raw' ? startRawEcho : startPostageEcho)(url, q, (ch) => (channel = ch));
+  // The server's channel may consume more than its queue (a processor's presence queue): the consumer of `q` is the
+  // one its `consume` answered with.
+  const probe = await amqp.connect(url);
+  const proto = Object.getPrototypeOf(await probe.createChannel()) as Pick<amqp.Channel, 'consume'>;
+  await probe.close();
+  const consume = proto.consume;
+  let ofQueue: string | undefined;
+  proto.consume = async function (this: amqp.Channel, queue, onMessage, options) {
+    const ok = await consume.call(this, queue, onMessage, options);
+    if (queue === q) ofQueue = ok.consumerTag;
+    return ok;
+  };
+  let stop: () => Promise<void>;
+  try {
+    stop = await (kind === 'raw' ? startRawEcho : startPostageEcho)(url, q, (ch) => (channel = ch));
+  } finally {
+    proto.consume = consume;
+  }
   const ch = dispatching(channel!);
-  const consumerTag = oneConsumer(ch);
+  if (ofQueue === undefined || !ch.consumers.has(ofQueue))
+    throw new Error(`no consumer of ${q} on the server's channel (${ch.consumers.size} consumers there)`);
+  const consumerTag = ofQueue;
   // As the bench's postage-ts caller sends it.
   const content = Buffer.from(
     JSON.stringify(
