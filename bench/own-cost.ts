@@ -13,7 +13,15 @@
  */
 import amqp from 'amqplib';
 import { randomBytes } from 'node:crypto';
-import { Fingerprint, RpcCommand } from '../dist/index.js';
+import {
+  Fingerprint,
+  MessageCommand,
+  MessageHandler,
+  MessageProcessor,
+  MicroScheduler,
+  RpcCommand,
+  type ExchangeObject,
+} from '../dist/index.js';
 import { postageCaller, rawCaller, startPostageEcho, startRawEcho } from './cases.js';
 
 /** Calls run before timing, and timed. */
@@ -118,14 +126,15 @@ export async function callerOwnCost(kind: 'raw' | 'postage', url: string): Promi
 }
 
 /**
- * µs of a `kind` echo server's own code per request: a request handed to its consumer, to the reply's `publish` (its
- * ack included).
+ * Starts a server on `q` and finds its consumer of `q` on its channel: the channel may consume more than `q` (a
+ * processor's presence queue), so the consumer is the one its `consume` of `q` answered with.
  */
-export async function serverOwnCost(kind: 'raw' | 'postage', url: string): Promise<number> {
-  const q = `bench.own.${randomBytes(4).toString('hex')}`;
+async function consumerOf(
+  url: string,
+  q: string,
+  start: (onChannel: (ch: amqp.Channel) => void) => Promise<() => Promise<void>>,
+): Promise<{ channel: amqp.Channel; ch: Dispatching; consumerTag: string; stop: () => Promise<void> }> {
   let channel: amqp.Channel | undefined;
-  // The server's channel may consume more than its queue (a processor's presence queue): the consumer of `q` is the
-  // one its `consume` answered with.
   const probe = await amqp.connect(url);
   const proto = Object.getPrototypeOf(await probe.createChannel()) as Pick<amqp.Channel, 'consume'>;
   await probe.close();
@@ -138,14 +147,25 @@ export async function serverOwnCost(kind: 'raw' | 'postage', url: string): Promi
   };
   let stop: () => Promise<void>;
   try {
-    stop = await (kind === 'raw' ? startRawEcho : startPostageEcho)(url, q, (ch) => (channel = ch));
+    stop = await start((c) => (channel = c));
   } finally {
     proto.consume = consume;
   }
   const ch = dispatching(channel!);
   if (ofQueue === undefined || !ch.consumers.has(ofQueue))
     throw new Error(`no consumer of ${q} on the server's channel (${ch.consumers.size} consumers there)`);
-  const consumerTag = ofQueue;
+  return { channel: channel!, ch, consumerTag: ofQueue, stop };
+}
+
+/**
+ * µs of a `kind` echo server's own code per request: a request handed to its consumer, to the reply's `publish` (its
+ * ack included).
+ */
+export async function serverOwnCost(kind: 'raw' | 'postage', url: string): Promise<number> {
+  const q = `bench.own.${randomBytes(4).toString('hex')}`;
+  const { channel, ch, consumerTag, stop } = await consumerOf(url, q, (onChannel) =>
+    (kind === 'raw' ? startRawEcho : startPostageEcho)(url, q, onChannel),
+  );
   // As the bench's postage-ts caller sends it.
   const content = Buffer.from(
     JSON.stringify(
@@ -156,7 +176,7 @@ export async function serverOwnCost(kind: 'raw' | 'postage', url: string): Promi
   let tag = 0;
   let answered: () => void = () => undefined;
   // Neither reaches the broker: its tags are made up, and the replies have nowhere to go.
-  Object.assign(channel!, {
+  Object.assign(channel, {
     ack: () => undefined,
     publish: () => {
       answered();
@@ -174,6 +194,82 @@ export async function serverOwnCost(kind: 'raw' | 'postage', url: string): Promi
         messageId: `own.${deliveryTag}`,
         timestamp: 1,
         contentType: 'application/json',
+        headers: {},
+      };
+      later(() => ch.dispatchMessage(fields, { fields, properties, content }));
+    });
+  try {
+    await time(WARM, one);
+    return await time(TIMED, one);
+  } finally {
+    await stop();
+  }
+}
+
+class Drain extends MessageProcessor {
+  @MessageHandler('command', 'payload')
+  payload(): void {}
+}
+
+/**
+ * µs of a `kind` consumer's own code per delivery at prefetch 1 (a processor with its defaults; raw amqplib parsing
+ * each body and acking it): a delivery handed to its consumer, to its ack; the next comes a turn after that ack, as it
+ * would from the broker.
+ */
+export async function consumerOwnCost(kind: 'raw' | 'postage', url: string): Promise<number> {
+  const q = `bench.own.${randomBytes(4).toString('hex')}`;
+  const { channel, ch, consumerTag, stop } = await consumerOf(url, q, async (onChannel) => {
+    if (kind === 'raw') {
+      const conn = await amqp.connect(url, { noDelay: true });
+      const sub = await conn.createChannel();
+      await sub.assertQueue(q, { exclusive: true, durable: false });
+      await sub.prefetch(1);
+      await sub.consume(q, (m) => {
+        if (!m) return;
+        JSON.parse(m.content.toString());
+        sub.ack(m);
+      });
+      onChannel(sub);
+      return () => conn.close();
+    }
+    const ex: ExchangeObject = { name: '', type: 'direct' };
+    const proc = new Drain({
+      url,
+      handleSignals: false,
+      eqk: [[ex, [[{ name: q, flags: { exclusive: true, durable: false } }, q]]]],
+    });
+    await proc.ready();
+    onChannel(proc.consumer.channel);
+    const s = new MicroScheduler();
+    s.addMicrothread(proc);
+    const running = s.run();
+    return async () => {
+      s.stop();
+      await running;
+      await proc.close();
+    };
+  });
+  const content = Buffer.from(
+    JSON.stringify(
+      new MessageCommand('payload', { text: 'x'.repeat(100) }).setFingerprint(
+        new Fingerprint('bench-client', 'producer').asDict(),
+      ).body,
+    ),
+  );
+  let tag = 0;
+  let acked: () => void = () => undefined;
+  // Its tags are made up: no ack reaches the broker.
+  Object.assign(channel, { ack: () => acked() });
+  const one = () =>
+    new Promise<void>((resolve) => {
+      acked = resolve;
+      const deliveryTag = ++tag;
+      const fields = { consumerTag, deliveryTag, redelivered: false, exchange: '', routingKey: q };
+      const properties = {
+        messageId: `own.${deliveryTag}`,
+        timestamp: 1,
+        contentType: 'application/json',
+        deliveryMode: 2,
         headers: {},
       };
       later(() => ch.dispatchMessage(fields, { fields, properties, content }));
