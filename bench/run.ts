@@ -27,7 +27,7 @@ import {
 import { schedulerStepsPerSecond } from './scheduler.js';
 import { postageSteady, rawSteady } from './steady.js';
 import { partitionedRate } from './partitions.js';
-import { callerOwnCost, serverOwnCost } from './own-cost.js';
+import { callerOwnCost, consumerOwnCost, serverOwnCost } from './own-cost.js';
 import { metrics, propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
@@ -294,6 +294,18 @@ if (wanted('own')) {
     'µs',
     'ratio <= 1.5',
     (ratio) => ratio <= 1.5,
+  );
+  const consumer = await sideBySide(
+    () => consumerOwnCost('raw', url),
+    () => consumerOwnCost('postage', url),
+  );
+  addRuns(
+    'consumer at prefetch 1 (a processor with its defaults), own code per delivery (no socket)',
+    consumer.raw,
+    consumer.postage,
+    'µs',
+    '(reported)',
+    () => true,
   );
 }
 
