@@ -16,13 +16,14 @@ if (half === 'steady' || half === 'steady1') {
   const run = side === 'raw' ? rawSteady : postageSteady;
   await run(url, 5_000, prefetch);
   const r = await run(url, Number(n), prefetch);
+  const broker = `${r.brokerUs.toFixed(2)} broker`;
   console.log(
-    `${side} ${half}: ${r.clientUs.toFixed(2)} µs client CPU per message, ${r.brokerUs.toFixed(2)} broker, ${Math.round(r.perSecond)} msg/s`,
+    `${side} ${half}: ${r.clientUs.toFixed(2)} µs client CPU per message, ${broker}, ${Math.round(r.perSecond)} msg/s`,
   );
 } else {
   const run = side === 'raw' ? rawCpu : postageCpu;
   await run(url, 5_000, half as Half);
-  console.log(
-    `${side} ${half}: ${(await run(url, Number(n), half as Half)).toFixed(2)} µs per message (user ${lastSplit.user.toFixed(2)}, system ${lastSplit.system.toFixed(2)})`,
-  );
+  const us = (await run(url, Number(n), half as Half)).toFixed(2);
+  const split = `user ${lastSplit.user.toFixed(2)}, system ${lastSplit.system.toFixed(2)}`;
+  console.log(`${side} ${half}: ${us} µs per message (${split})`);
 }

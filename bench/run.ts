@@ -43,8 +43,8 @@ if (!(Number.isInteger(rounds) && rounds >= 1))
   throw new Error(`--runs (BENCH_RUNS) must be a whole number of at least 1, not ${rounds}`);
 /** Calls per side per round in the RPC latency rows: enough that 1% of them is a tail, not a handful. */
 const LATENCY_CALLS = 5000;
-// BENCH_ONLY=rpc (or steady, cpu, throughput, latency, own, telemetry, outbox, service, consume, scheduler, memory) runs one
-// group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
+// BENCH_ONLY=rpc (or steady, cpu, throughput, latency, own, telemetry, outbox, service, consume, scheduler, memory)
+// runs one group of cases; BENCH_ONLY=knobs prices prefetch, confirms and durability.
 const only = process.env.BENCH_ONLY;
 const wanted = (group: string) => !only || only.split(',').includes(group);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
