@@ -79,6 +79,9 @@ export function sendProperties(
     mandatory: false,
     contentType: undefined,
     headers: undefined,
+    // Set on an RPC request (and by _correlation_id): present from the start, so requests and messages share a shape.
+    correlationId: undefined,
+    replyTo: undefined,
   };
   let headers: Record<string, unknown> | undefined;
   if (opts._headers !== undefined) {

@@ -147,12 +147,13 @@ export class RpcClient {
     return new Promise<AnyResult>((resolve, reject) => {
       // Every attempt keeps the correlation id (and reply queue), so a late reply to an earlier one still completes the
       // call.
-      const props = Object.assign(c.properties, {
-        contentType: this.encoder.contentType,
-        replyTo: queue?.name ?? REPLY_TO,
-        correlationId,
-        mandatory: c.mandatory,
-      });
+      // Set in place, not copied from an object made for it: one object per call less, and the properties keep the
+      // one shape every send's are made in (see sendProperties), which amqplib reads on every publish.
+      const props = c.properties;
+      props.contentType = this.encoder.contentType;
+      props.replyTo = queue?.name ?? REPLY_TO;
+      props.correlationId = correlationId;
+      props.mandatory = c.mandatory;
       const entry: PendingRpc = { resolve, reject, ch, call: c, props, queue, retries: 0, due: 0 };
       this.#pending.set(correlationId, entry);
       try {
