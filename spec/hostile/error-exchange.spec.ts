@@ -63,7 +63,6 @@ describe('Hostile: the error exchange deleted under a processor', function () {
         logger: makeLogger('silent'),
         eqk: [[ex, [[queue, 'k']]]],
         errorExchange: errors,
-        retries: 0,
       });
       p.observe((e) => {
         events.push(e);

@@ -80,7 +80,13 @@ describe('Hostile: a store run that sends 1,000 messages', function () {
         sentBeforeCommit = (await queueState(outQueue)).messages;
       }
     }
-    const proc = new Flood({ url, logger: makeLogger('silent'), handleSignals: false, eqk: [[input, [[inQueue, 'k']]]], store });
+    const proc = new Flood({
+      url,
+      logger: makeLogger('silent'),
+      handleSignals: false,
+      eqk: [[input, [[inQueue, 'k']]]],
+      store,
+    });
     const events: DeliveryEvent[] = [];
     proc.observe((e) => void events.push(e));
     await h.start(proc);
