@@ -1,0 +1,122 @@
+/**
+ * Hostile: an operator deletes the queue and its exchange together (one after the other, in either order) under a
+ * running processor. It must come back: queue, exchange and binding declared again, status ready, new messages
+ * handled.
+ */
+import { expect } from 'chai';
+import amqp from 'amqplib';
+import { MessageHandler, MessageProcessor } from '../../lib/index.js';
+import { makeLogger } from '../../lib/log.js';
+import { brokerUrl } from '../support/broker.js';
+import { Harness } from '../support/components.js';
+import { deleteTopology, publishRaw, unique } from '../support/topology.js';
+import { until } from '../support/wait.js';
+
+const envelope = (id: string) =>
+  Buffer.from(
+    JSON.stringify({
+      type: 'command',
+      name: 'place',
+      category: 'message',
+      version: '2',
+      fingerprint: { name: 'hostile' },
+      content: { parameters: { id } },
+      _reserved: {},
+    }),
+  );
+
+async function asOperator(url: string, work: (ch: amqp.Channel) => Promise<unknown>): Promise<void> {
+  const conn = await amqp.connect(url);
+  try {
+    const ch = await conn.createChannel();
+    await work(ch);
+    await ch.close();
+  } finally {
+    await conn.close();
+  }
+}
+
+/** Publishes with mandatory and says whether the broker routed it (an unroutable one comes back as basic.return). */
+async function routed(url: string, exchange: string, key: string, body: Buffer): Promise<boolean> {
+  const conn = await amqp.connect(url);
+  try {
+    const ch = await conn.createConfirmChannel();
+    ch.on('error', () => undefined);
+    let returned = false;
+    ch.on('return', () => {
+      returned = true;
+    });
+    try {
+      ch.publish(exchange, key, body, { mandatory: true });
+      await ch.waitForConfirms();
+    } catch {
+      return false;
+    }
+    return !returned;
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+}
+
+describe('Hostile: queue and exchange deleted together', function () {
+  this.timeout(60_000);
+  let url: string;
+  let h: Harness;
+  let ex: { name: string; type: 'direct'; durable: false };
+  let queue: string;
+
+  before(async () => {
+    url = await brokerUrl();
+  });
+  beforeEach(() => {
+    h = new Harness();
+    ex = { name: unique('hd-ex'), type: 'direct', durable: false };
+    queue = unique('hd-q');
+  });
+  afterEach(async () => {
+    await h.close();
+    await deleteTopology([queue], [ex.name]).catch(() => undefined);
+  });
+
+  class Orders extends MessageProcessor {
+    handled: string[] = [];
+    @MessageHandler('command', 'place')
+    place(content: { parameters: { id: string } }) {
+      this.handled.push(content.parameters.id);
+    }
+  }
+
+  for (const order of ['queue first', 'exchange first'] as const) {
+    it(`comes back, bound and consuming, when both are deleted (${order})`, async () => {
+      const p = new Orders({
+        url,
+        handleSignals: false,
+        logger: makeLogger('silent'),
+        eqk: [[ex, [[queue, 'k']]]],
+        exchangeCheckMs: 500,
+      });
+      await h.start(p);
+      await publishRaw(ex.name, 'k', envelope('before'));
+      await until(() => p.handled.includes('before'), { message: 'the first order handled' });
+      await asOperator(url, async (ch) => {
+        if (order === 'queue first') {
+          await ch.deleteQueue(queue);
+          await ch.deleteExchange(ex.name);
+        } else {
+          await ch.deleteExchange(ex.name);
+          await ch.deleteQueue(queue);
+        }
+      });
+      await until(() => routed(url, ex.name, 'k', envelope('after')), {
+        timeout: 20_000,
+        message: () => `exchange and binding back (status ${p.status.state})`,
+        every: 250,
+      });
+      await until(() => p.handled.includes('after'), {
+        timeout: 10_000,
+        message: () => `the order sent after handled (status ${p.status.state})`,
+      });
+      expect(p.status.state).to.equal('ready');
+    });
+  }
+});
