@@ -59,6 +59,36 @@ export const UNREAD: unique symbol = Symbol('postage.unread');
  * its required attributes). `parsed` is the body as JSON, or UNREAD.
  * @internal
  */
+/**
+ * What is wrong with a delivery that means to be a CloudEvent (structured mode, or `cloudEvents_` headers) but that
+ * `readCloudEvent` refuses: the first required attribute missing, empty or not a string. Undefined when it does not
+ * mean to be one. The unreadable reason an operator reads in the error queue.
+ * @internal
+ */
+export function cloudEventFault(
+  properties: { headers?: unknown; contentType?: unknown },
+  parsed: unknown,
+): string | undefined {
+  let get: (k: string) => unknown;
+  if (mediaType(properties.contentType) === STRUCTURED) {
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      return 'a structured CloudEvent whose body is not a JSON object';
+    const o = parsed as Record<string, unknown>;
+    get = (k) => (Object.hasOwn(o, k) ? o[k] : undefined);
+  } else {
+    const h = properties.headers as Record<string, unknown> | undefined;
+    if (!h || !Object.keys(h).some((k) => k.startsWith(CE_PREFIX) || k.startsWith(OLD_PREFIX))) return undefined;
+    get = (k) => h[CE_PREFIX + k] ?? h[OLD_PREFIX + k];
+  }
+  for (const k of REQUIRED) {
+    const v = get(k);
+    if (v === undefined) return `a CloudEvent without its required attribute '${k}'`;
+    if (typeof v !== 'string') return `a CloudEvent whose attribute '${k}' is a ${typeof v}, not a string`;
+    if (v === '') return `a CloudEvent whose attribute '${k}' is empty`;
+  }
+  return undefined;
+}
+
 export function readCloudEvent(
   properties: { headers?: unknown; contentType?: unknown },
   content: Buffer,
@@ -67,7 +97,8 @@ export function readCloudEvent(
   const media = mediaType(properties.contentType);
   if (media === STRUCTURED) {
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
-    const attrs: Record<string, unknown> = {};
+    // No prototype: a '__proto__' key in the body is an attribute like any other.
+    const attrs: Record<string, unknown> = Object.create(null);
     let data: unknown;
     for (const [k, v] of Object.entries(parsed)) {
       if (k === 'data') data = v;
@@ -83,7 +114,7 @@ export function readCloudEvent(
     const prefix = k.startsWith(CE_PREFIX) ? CE_PREFIX : k.startsWith(OLD_PREFIX) ? OLD_PREFIX : undefined;
     if (prefix === undefined) continue;
     const name = k.slice(prefix.length).toLowerCase();
-    (attrs ??= {})[name] ??= attributeValue(name, v);
+    (attrs ??= Object.create(null) as Record<string, unknown>)[name] ??= attributeValue(name, v);
   }
   if (!attrs) return undefined;
   if (media !== '') attrs.datacontenttype = properties.contentType;

@@ -10,7 +10,7 @@ import { deliveryInfo } from '../messaging/delivery/context.js';
 import type { Registered, Registry } from '../messaging/delivery/registry.js';
 import type { RawDelivery, Scoped } from '../messaging/delivery/state.js';
 import type { MessageBody } from '../messaging/messages.js';
-import { readCloudEvent, UNREAD, type CloudEventAttributes } from './cloudevents.js';
+import { cloudEventFault, readCloudEvent, UNREAD, type CloudEventAttributes } from './cloudevents.js';
 import { isEnvelopeShaped, topicMatcher } from './json.js';
 
 /** What a delivery without an envelope was taken as. @internal */
@@ -100,6 +100,10 @@ export function admitForeign(d: RawDelivery, parsed: unknown, err: unknown): unk
         admit(d, 'cloudevent', event.attributes.type, event.data, handlers, event.attributes, undefined);
         return undefined;
       }
+    } else {
+      // Meant as a CloudEvent and not one: the reason names the attribute at fault, not the JSON handlers' keys.
+      const fault = cloudEventFault(msg.properties, parsed);
+      if (fault !== undefined) return new MalformedMessage(fault, { cause: err });
     }
   }
   if (parsed === UNREAD || isEnvelopeShaped(parsed)) return err;

@@ -7,14 +7,16 @@
 const ENVELOPE_KEYS = ['type', 'name', 'category', 'version', 'fingerprint', 'content'] as const;
 
 /**
- * Whether a decoded body claims to be a Postage envelope: an object with the envelope's keys and version `'2'`. One
+ * Whether a decoded body claims to be a Postage envelope: an object with the envelope's keys (any version). One
  * that claims it and fails the envelope's checks is malformed; anything else is foreign, for the JSON handlers.
  * @internal
  */
 export function isEnvelopeShaped(v: unknown): boolean {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
   const o = v as Record<string, unknown>;
-  if (o.version !== '2') return false;
+  // Any version: a body with every envelope key is an envelope, of another version if not '2' (unreadable, kept in the
+  // error queue), not plain JSON for a catch-all JSON handler.
+  if (o.version === undefined) return false;
   for (const k of ENVELOPE_KEYS) if (!Object.hasOwn(o, k)) return false;
   return true;
 }

@@ -7,7 +7,7 @@ import { Link } from '../transport/link.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
 import type { Encoder } from './encoder.js';
-import { defaultEncoder } from './encryption.js';
+import { defaultEncoder, EncryptedJsonEncoder } from './encryption.js';
 import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { Message, MessageCommand, MessageResultError, RpcCommand, type AnyResult } from './messages.js';
 import type { ComponentOptions } from './options.js';
@@ -481,6 +481,11 @@ export class GenericProducer {
     const targets = this.#targets(opts);
     const props = sendProperties(opts, scope, this.#newId(), false);
     // A CloudEvent's body is its data as plain JSON, no envelope, its attributes in headers (lib/formats).
+    if (opts._cloudevent && this.encoder instanceof EncryptedJsonEncoder)
+      throw new TypeError(
+        "_cloudevent sends the data as plain JSON, which would bypass this producer's encryption: " +
+          'send it as an envelope, or from a producer without EncryptedJsonEncoder',
+      );
     const content = opts._cloudevent
       ? asCloudEvent(body, opts._cloudevent, props, this.fingerprint)
       : (this.encoder.encode(body) as Buffer);

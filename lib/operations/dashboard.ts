@@ -102,6 +102,17 @@ function hostOf(value: string): string {
  * Why a request is refused for its `Host`, or undefined: a name the dashboard does not answer to is what a page that
  * rebinds its own DNS name to this address sends.
  */
+/** Whether an `Origin` header names this dashboard itself: http, a host it answers to, and its own port. */
+function ownOrigin(origin: string, answersTo: ReadonlySet<string>, port: number): boolean {
+  let u: URL;
+  try {
+    u = new URL(origin);
+  } catch {
+    return false;
+  }
+  return u.protocol === 'http:' && (u.port || '80') === String(port) && answersTo.has(hostOf(u.host));
+}
+
 function misdirected(req: { headers: { host?: string } }, answersTo: ReadonlySet<string>): string | undefined {
   const host = req.headers.host;
   if (host === undefined) return 'a request needs a Host header';
@@ -391,7 +402,8 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
       if (req.method === 'POST' && (path === '/api/errors/replay' || path === '/api/errors/purge')) {
         // A page elsewhere that got this far (a proxy forwarding its Host) still cannot name itself as this one.
         const origin = req.headers.origin;
-        if (origin !== undefined && misdirected({ headers: { host: hostOf(origin) } }, answersTo))
+        // The whole origin, port included: a page on another port of localhost is the same site, and gets the cookie.
+        if (origin !== undefined && !ownOrigin(origin, answersTo, (server.address() as AddressInfo).port))
           return json(res, 403, { error: `a request from ${origin} may not change state here` });
         const body = await readJson(req);
         const sel = selectionOf(body);
