@@ -293,5 +293,3 @@ export function driveIn(
 ): Generator<Yielded, unknown, unknown> {
   return relay(gen, (step) => runIn(scope, step));
 }
-
-export { isThenable } from '../../microthreads/thread.js';

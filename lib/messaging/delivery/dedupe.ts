@@ -1,6 +1,7 @@
+import { isThenable } from '../../microthreads/thread.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import type { IdempotencyClaim } from '../idempotency.js';
-import { isThenable } from './context.js';
+
 import type { Outcome } from './outcome.js';
 import { succeeded } from './outbox.js';
 import type { Next, Scoped } from './state.js';

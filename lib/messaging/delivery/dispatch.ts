@@ -1,9 +1,10 @@
+import { isThenable } from '../../microthreads/thread.js';
 import { foreignArgument } from '../../formats/foreign.js';
 import { plainReply } from '../../formats/json.js';
 import { isGenerator, type Yielded } from '../../microthreads/thread.js';
 import { applyFilters, SKIP, type Handler } from '../handlers.js';
 import { Message, MessageResult, MessageResultError } from '../messages.js';
-import { driveIn, isThenable, runIn, type DeliveryScope } from './context.js';
+import { driveIn, runIn, type DeliveryScope } from './context.js';
 import type { Outcome } from './outcome.js';
 import type { DispatchContext } from './parts.js';
 import { namesHandled, rpcHandler, type Registered } from './registry.js';

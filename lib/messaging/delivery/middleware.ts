@@ -1,5 +1,6 @@
+import { isThenable } from '../../microthreads/thread.js';
 import type { Yielded } from '../../microthreads/thread.js';
-import { isThenable, runIn, type DeliveryScope } from './context.js';
+import { runIn, type DeliveryScope } from './context.js';
 import { answer } from './dispatch.js';
 import type { Outcome } from './outcome.js';
 import { compose } from '../compose.js';

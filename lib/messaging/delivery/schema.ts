@@ -1,8 +1,9 @@
+import { isThenable } from '../../microthreads/thread.js';
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { ValidationError, type ValidationIssue } from '../../errors.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import type { MessageBody } from '../messages.js';
-import { isThenable } from './context.js';
+
 import type { Outcome } from './outcome.js';
 import { rpcHandler, type Registered } from './registry.js';
 import type { Next, Scoped } from './state.js';

@@ -1,7 +1,8 @@
+import { isThenable } from '../../microthreads/thread.js';
 import { HandlerTimeout } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Yielded } from '../../microthreads/thread.js';
-import { isThenable } from './context.js';
+
 import { direct, relay } from './relay.js';
 import type { Outcome } from './outcome.js';
 import { rpcHandler } from './registry.js';
