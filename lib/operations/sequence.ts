@@ -6,6 +6,10 @@ export interface SeenMessage {
   messageId?: string;
   conversationId?: string;
   causationId?: string;
+  /** An RPC's: its reply carries it back. */
+  correlationId?: string;
+  /** An RPC's: the queue its reply goes to (through the default exchange, which no binding can copy). */
+  replyTo?: string;
   /** `command/resize`, from the envelope. */
   what: string;
   /** The sender's fingerprint name, from the envelope. */
