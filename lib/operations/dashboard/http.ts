@@ -53,7 +53,7 @@ export function misdirected(req: { headers: { host?: string } }, answersTo: Read
 
 /** The token every request carries: the `X-Postage-Token` header, or a cookie named for the dashboard's port. */
 export class TokenCheck {
-  /** One cookie per port: browsers send a host's cookies to every port on it, and two dashboards must not mix theirs. */
+  /** One cookie per port: browsers send a host's cookies to every port on it; two dashboards must not mix theirs. */
   cookieName = 'postage-dashboard';
 
   constructor(readonly token: string) {}
