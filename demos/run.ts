@@ -22,7 +22,11 @@ const node = (file: string, ...args: string[]) =>
 const receiver = spawn(
   process.execPath,
   ['--import', 'tsx', fileURLToPath(new URL('../lib/cli/postage.ts', import.meta.url)), 'run', here('receive.ts')],
-  { stdio: ['ignore', 'pipe', 'inherit'] },
+  // The sender's quit is the demo's plan, not news: the receiver logs only what went wrong, unless asked for more.
+  {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, POSTAGE_LOG_LEVEL: process.env.POSTAGE_LOG_LEVEL || 'error' },
+  },
 );
 // Listen for the exit at once: the receiver may quit before the sender does.
 const receiverExit = once(receiver, 'exit') as Promise<[number | null]>;

@@ -1,4 +1,5 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { isatty } from 'node:tty';
 import { config } from './config.js';
 
 export type { Logger, DestinationStream };
@@ -42,6 +43,11 @@ export interface LoggingOptions {
   level?: string;
   /** Where the library's own logger writes. @default standard output */
   destination?: DestinationStream;
+  /**
+   * How the library's own logger writes each line: pino's JSON (for a log collector), or `pretty`, one line a person
+   * reads (`14:02:07.311 WARN  orders (processor): …`). @default 'json'
+   */
+  format?: 'json' | 'pretty';
 }
 
 /**
@@ -56,7 +62,73 @@ export interface LoggingOptions {
 export function configureLogging(options: LoggingOptions): void {
   root = options.logger
     ? asPino(options.logger, undefined, options.level)
-    : makeLogger(options.level ?? levelFromConfig(), options.destination);
+    : makeLogger(
+        options.level ?? levelFromConfig(),
+        options.format === 'pretty' ? prettyDestination(options.destination) : options.destination,
+      );
+}
+
+const PRETTY_LEVELS: Record<number, string> = {
+  10: 'TRACE',
+  20: 'DEBUG',
+  30: 'INFO ',
+  40: 'WARN ',
+  50: 'ERROR',
+  60: 'FATAL',
+};
+const COLOURS: Record<number, string> = { 10: '90', 20: '90', 30: '32', 40: '33', 50: '31', 60: '31' };
+/** Fields every line has, or that the line's head already shows. */
+const SHOWN = new Set(['level', 'time', 'pid', 'hostname', 'msg', 'component', 'componentName']);
+
+/** A field's value as `key=value` shows it: a string bare unless it has spaces, an error by its message. */
+function shown(v: unknown): string {
+  if (typeof v === 'string') return /[\s="]/.test(v) || v === '' ? JSON.stringify(v) : v;
+  if (v !== null && typeof v === 'object' && typeof (v as { message?: unknown }).message === 'string')
+    return JSON.stringify((v as { message: string }).message);
+  return JSON.stringify(v);
+}
+
+/**
+ * One of pino's JSON lines as one line a person reads: the local time (24-hour, with milliseconds), the level, who
+ * said it, the message, then the other fields as `key=value`. A line that is not pino's JSON is kept as it is.
+ * @internal
+ */
+export function prettyLine(line: string, colour = false): string {
+  let o: Record<string, unknown> & { level?: number; time?: number; msg?: string };
+  try {
+    o = JSON.parse(line) as typeof o;
+  } catch {
+    return line.endsWith('\n') ? line : `${line}\n`;
+  }
+  const t = new Date(typeof o.time === 'number' ? o.time : Date.now());
+  const two = (n: number) => String(n).padStart(2, '0');
+  const ms = String(t.getMilliseconds()).padStart(3, '0');
+  const time = `${two(t.getHours())}:${two(t.getMinutes())}:${two(t.getSeconds())}.${ms}`;
+  const n = o.level ?? 30;
+  const level = PRETTY_LEVELS[n] ?? String(n);
+  const who =
+    o.componentName !== undefined
+      ? `${String(o.componentName)} (${String(o.component ?? '?')}): `
+      : o.component !== undefined
+        ? `${String(o.component)}: `
+        : '';
+  const fields = Object.entries(o)
+    .filter(([k]) => !SHOWN.has(k))
+    .map(([k, v]) => `${k}=${shown(v)}`)
+    .join(' ');
+  const head = colour ? `\u001b[${COLOURS[n] ?? '0'}m${level}\u001b[0m` : level;
+  return `${time} ${head} ${who}${o.msg ?? ''}${fields ? `  ${fields}` : ''}\n`;
+}
+
+/**
+ * A destination that writes {@link prettyLine}s to `to` (standard output by default), in colour where it is a terminal
+ * and `NO_COLOR` is not set.
+ */
+function prettyDestination(to?: DestinationStream): DestinationStream {
+  const target = to ?? pino.destination({ dest: 1, sync: true });
+  const fd = (target as { fd?: unknown }).fd;
+  const colour = !process.env.NO_COLOR && typeof fd === 'number' && isatty(fd);
+  return { write: (line: string) => target.write(prettyLine(line, colour)) };
 }
 
 const LEVEL_NAMES: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
@@ -97,12 +169,18 @@ export function asPino(l: AnyLogger, bindings?: Record<string, string>, level?: 
     const message = msg ?? '';
     if (nest) {
       const target = l as NestLoggerService;
-      const context = String(fields.componentName ?? fields.component ?? 'postage-ts');
-      const text = Object.keys(fields).length > 0 ? `${message} ${JSON.stringify(fields)}` : message;
-      if (name === 'error' || name === 'fatal') target.error(text, undefined, context);
-      else if (name === 'warn') target.warn(text, context);
-      else if (name === 'info') target.log(text, context);
-      else (target.debug ?? target.verbose ?? target.log).call(target, text, context);
+      const { component, componentName, ...rest } = fields;
+      const who = String(componentName ?? component ?? 'postage-ts');
+      const extra = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
+      // A Nest Logger made with a context (`new Logger('postage')`) appends it after what it is given, and its
+      // ConsoleLogger then prints every argument but the last as a line of its own: the component goes into the
+      // message there, and is the context only for a logger that has none.
+      const owned = typeof (target as { context?: unknown }).context === 'string';
+      const args: unknown[] = owned ? [`${who}: ${message}${extra}`] : [`${message}${extra}`, who];
+      if (name === 'error' || name === 'fatal') target.error(...(args as [unknown]));
+      else if (name === 'warn') target.warn(...(args as [unknown]));
+      else if (name === 'info') target.log(...(args as [unknown]));
+      else (target.debug ?? target.verbose ?? target.log).apply(target, args as [unknown]);
     } else if (isConsole) {
       const c = l as Console;
       const method = name === 'fatal' ? 'error' : name === 'trace' ? 'debug' : name;

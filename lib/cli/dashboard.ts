@@ -1,5 +1,6 @@
 import { startDashboard } from '../operations/dashboard.js';
 import { UsageError } from './usage.js';
+import type { Command } from './command.js';
 
 export const DASHBOARD_HELP = `usage: postage dashboard [--port N] [--host ADDRESS [--allow-host NAME]...]
 
@@ -46,3 +47,12 @@ export async function dashboard(
   await d.close();
   return 0;
 }
+
+export const dashboardCommand: Command = {
+  name: 'dashboard',
+  synopsis: 'dashboard [--port N]',
+  summary: 'a live page of the system, on http://127.0.0.1 (with a token)',
+  help: DASHBOARD_HELP,
+  options: { port: { type: 'string' }, host: { type: 'string' }, 'allow-host': { type: 'string', multiple: true } },
+  run: ({ values, allowHosts }) => dashboard(values, allowHosts),
+};

@@ -11,6 +11,7 @@ import {
   type FailedSelection,
 } from '../operations/error-queue.js';
 import { UsageError } from './usage.js';
+import { type Command, table } from './command.js';
 
 export const ERRORS_HELP = `usage: postage errors list [QUEUE] [--group] [--json]
        postage errors show QUEUE ID [--json]
@@ -98,7 +99,8 @@ async function reportedErrorQueues(timeout: number): Promise<string[]> {
 }
 
 function line(m: FailedMessage): string[] {
-  const error = `${m.errorName}${m.errorMessage ? `: ${m.errorMessage.length > 60 ? `${m.errorMessage.slice(0, 59)}…` : m.errorMessage}` : ''}`;
+  const short = m.errorMessage && m.errorMessage.length > 60 ? `${m.errorMessage.slice(0, 59)}…` : m.errorMessage;
+  const error = `${m.errorName}${short ? `: ${short}` : ''}`;
   return [
     // A header that is not a date is shown as it is.
     m.failedAt?.toISOString() ?? headerText(m.headers['x-failed-at']) ?? '-',
@@ -236,3 +238,20 @@ export async function errors(
   }
   throw new UsageError(`errors needs list, show, replay or purge, not '${sub ?? ''}': see postage help errors`);
 }
+
+export const errorsCommand: Command = {
+  name: 'errors',
+  synopsis: 'errors list|show|replay|purge',
+  summary: 'inspect an error queue, send failed messages back',
+  help: ERRORS_HELP,
+  options: {
+    group: { type: 'boolean' },
+    json: { type: 'boolean' },
+    all: { type: 'boolean' },
+    error: { type: 'string' },
+    name: { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    yes: { type: 'boolean', short: 'y' },
+  },
+  run: ({ args, values, replayTo }) => errors(args, values, replayTo, table),
+};

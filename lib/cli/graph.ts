@@ -1,6 +1,7 @@
 import { ComponentDirectory, whyNoneAnswered } from '../operations/directory.js';
 import { toDot, toMermaid, toSvg, topologyGraph } from '../operations/topology-graph.js';
 import { UsageError } from './usage.js';
+import { type Command, seconds } from './command.js';
 
 export const GRAPH_HELP = `usage: postage graph [--format mermaid|dot|svg] [--timeout SECONDS]
 
@@ -32,3 +33,12 @@ export async function graph(
     await directory.close();
   }
 }
+
+export const graphCommand: Command = {
+  name: 'graph',
+  synopsis: 'graph [--format mermaid|dot|svg]',
+  summary: 'the topology the running components make',
+  help: GRAPH_HELP,
+  options: { format: { type: 'string' }, timeout: { type: 'string' } },
+  run: ({ values }) => graph(values, seconds),
+};

@@ -11,11 +11,14 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BrokerError } from '../errors.js';
+import { componentLogger, type Logger } from '../log.js';
 import { RESTART_EXIT, restartRequested, SUPERVISED } from '../lifecycle/restart.js';
 import { UsageError } from './usage.js';
 import { isProcessor, isProcessorClass, type MessageProcessor } from '../messaging/processor.js';
+import { GenericApplicationExchange, PresenceExchange } from '../application/generic_application.js';
 import { MicroScheduler } from '../microthreads/scheduler.js';
 import { isMicroThread, type MicroThread } from '../microthreads/thread.js';
+import type { Command } from './command.js';
 
 /** Exit codes, as process managers read them (`restart`: between the launcher and the process it runs). */
 export const RUN_EXIT = Object.freeze({ stopped: 0, crashed: 1, usage: 2, broker: 3, restart: RESTART_EXIT });
@@ -30,10 +33,13 @@ export const RUN_EXIT = Object.freeze({ stopped: 0, crashed: 1, usage: 2, broker
 export async function superviseModule(
   cli: string,
   path: string,
-  err: (line: string) => void = console.error,
+  logFormat?: 'pretty' | 'json',
+  log: Logger = componentLogger('postage run'),
 ): Promise<number> {
+  // The child's stderr is ours: it logs as the launcher was asked to, or as it would decide for that stream.
+  const format = logFormat === undefined ? [] : ['--log-format', logFormat];
   for (;;) {
-    const child = spawn(process.execPath, [...process.execArgv, cli, 'run', path], {
+    const child = spawn(process.execPath, [...process.execArgv, cli, 'run', ...format, path], {
       stdio: 'inherit',
       env: { ...process.env, [SUPERVISED]: '1' },
     });
@@ -45,7 +51,7 @@ export async function superviseModule(
     process.off('SIGINT', forward);
     // A child ended by a signal (an OOM kill) exits the launcher as a shell reports it: 128 + the signal's number.
     if (code !== RUN_EXIT.restart) return code ?? 128 + (signal ? (constants.signals[signal] ?? 15) : 15);
-    err(`postage run: ${path} asked to restart: starting it again`);
+    log.info({ module: path }, `${path} asked to restart: starting it again`);
   }
 }
 
@@ -96,7 +102,12 @@ async function registerTypeScript(): Promise<boolean> {
   return true;
 }
 
-/** What a module exports that can run: thread instances, and processor classes built with no arguments. */
+/**
+ * What a module exports that can run: thread instances, and processor classes built with no arguments. A class that
+ * declares constructor parameters is refused with the fix (built without them it would run nameless: `ready:
+ * undefined`);
+ * a class exported beside an instance of it is left to the instance (both would consume, each message going to either).
+ */
 function runnables(mod: Record<string, unknown>, path: string): MicroThread[] {
   const found = new Set<MicroThread>();
   // A CommonJS module's exports arrive as its default export too: both are looked at.
@@ -104,35 +115,55 @@ function runnables(mod: Record<string, unknown>, path: string): MicroThread[] {
     typeof mod.default === 'object' && mod.default !== null && !isMicroThread(mod.default)
       ? (mod.default as Record<string, unknown>)
       : {};
-  const exports = { ...cjs, ...mod };
-  for (const [name, v] of Object.entries(exports)) {
-    // By brand, not instanceof: a CommonJS component (a Nest build) brings its own copy of postage-ts.
-    if (isMicroThread(v)) found.add(v);
-    else if (isProcessorClass(v)) {
-      try {
-        found.add(new (v as new () => MessageProcessor)());
-      } catch (err) {
-        throw new UsageError(
-          `${path}: export '${name}' is a processor class that cannot be built without arguments (${(err as Error).message}): export an instance instead`,
-        );
-      }
+  const exports = Object.entries({ ...cjs, ...mod });
+  // By brand, not instanceof: a CommonJS component (a Nest build) brings its own copy of postage-ts.
+  for (const [, v] of exports) if (isMicroThread(v)) found.add(v);
+  const instances = [...found];
+  for (const [name, v] of exports) {
+    if (!isProcessorClass(v)) continue;
+    const Class = v as new () => MessageProcessor;
+    if (instances.some((t) => t instanceof Class)) continue;
+    if (Class.length > 0)
+      throw new UsageError(
+        `${path}: export '${name}' is a processor class whose constructor takes arguments, which postage run cannot ` +
+          `know: export an instance instead (export const ${lowerFirst(name)} = new ${Class.name || name}(…)), ` +
+          'or give the class a constructor that needs none',
+      );
+    try {
+      found.add(new Class());
+    } catch (err) {
+      throw new UsageError(
+        `${path}: export '${name}' is a processor class that cannot be built without arguments ` +
+          `(${(err as Error).message}): export an instance instead`,
+      );
     }
   }
   if (found.size === 0)
     throw new UsageError(
-      `${path} exports nothing to run: export a MessageProcessor (or any MicroThread) instance, or a processor class whose constructor needs no arguments`,
+      `${path} exports nothing to run: export a MessageProcessor (or any MicroThread) instance, ` +
+        'or a processor class whose constructor needs no arguments',
     );
   return [...found];
 }
 
+const lowerFirst = (s: string) => s.charAt(0).toLowerCase() + s.slice(1);
+
 /** One line for a ready component: its name, type, and where it takes messages from. */
 function readyLine(t: MicroThread): string {
   if (!isProcessor(t)) return `ready: ${t.name} (microthread)`;
+  // Its work bindings: not its presence queue's, nor the keys a GenericApplication is bound with for ping (presence,
+  // and the N@H, @H, P@H addresses), which made the line several times longer and said nothing of this one.
   const where = t.consumer
     .bindings()
-    .filter((b) => b.queue !== t.presenceQueue)
+    .filter(
+      (b) =>
+        b.queue !== t.presenceQueue &&
+        b.exchange !== PresenceExchange.name &&
+        !(b.exchange === GenericApplicationExchange.name && b.key.includes('@')),
+    )
     .map((b) => `${b.exchange || '(default)'}/${b.key} -> ${b.queue}`);
-  return `ready: ${t.fingerprint.name} (${t.fingerprint.type}) ${where.length > 0 ? `on ${where.join(', ')}` : 'with no bindings'}`;
+  const on = where.length > 0 ? `on ${where.join(', ')}` : 'with no bindings';
+  return `ready: ${t.fingerprint.name} (${t.fingerprint.type}) ${on}`;
 }
 
 /**
@@ -143,7 +174,7 @@ function readyLine(t: MicroThread): string {
 export async function runModule(
   path: string,
   out: (line: string) => void = console.log,
-  err: (line: string) => void = console.error,
+  log: Logger = componentLogger('postage run'),
 ): Promise<number> {
   const threads = runnables(await load(path), path);
   let crashed: unknown;
@@ -152,7 +183,7 @@ export async function runModule(
     autoquit: true,
     onThreadError: (thread, e) => {
       crashed ??= e;
-      err(`postage run: ${thread.name} failed: ${(e as Error)?.message ?? String(e)}`);
+      log.error({ err: e }, `${thread.name} failed: ${(e as Error)?.message ?? String(e)}`);
       void scheduler.stop();
     },
   });
@@ -162,7 +193,7 @@ export async function runModule(
   } catch (e) {
     await Promise.allSettled(processors.map((p) => p.close()));
     if (e instanceof BrokerError || (e as { name?: unknown })?.name === 'BrokerError') {
-      err(`postage run: ${(e as Error).message}`);
+      log.error((e as Error).message);
       return RUN_EXIT.broker;
     }
     throw e;
@@ -173,7 +204,8 @@ export async function runModule(
     // A second signal: stop waiting for handlers, as a process manager's kill would.
     if (signalled) process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
     signalled = sig;
-    err(`postage run: ${sig}: closing ${threads.length} component${threads.length === 1 ? '' : 's'} gracefully`);
+    const n = threads.length;
+    log.info({ signal: sig, components: n }, `${sig}: closing ${n} component${n === 1 ? '' : 's'} gracefully`);
     void Promise.allSettled(threads.map((t) => t.close())).then(() => scheduler.stop());
   };
   // Kept until the process exits: while one is installed, a processor's own signal handling closes it
@@ -201,3 +233,35 @@ export async function runModule(
   if (crashed !== undefined) return RUN_EXIT.crashed;
   return restartRequested() ? RUN_EXIT.restart : RUN_EXIT.stopped;
 }
+
+export const RUN_HELP = `usage: postage run MODULE [--log-format pretty|json]
+
+Loads MODULE (.js, or .ts where tsx is installed) and starts every
+MessageProcessor (and MicroThread) it exports, and every processor class
+whose constructor needs no arguments, under one scheduler with the POSTAGE_*
+configuration. Prints one line per component once all are ready, then runs
+until they stop: SIGTERM or SIGINT closes them gracefully (handlers in flight
+finish and are acked; a second signal ends at once), as does a quit command.
+Exits 0 once they closed, 1 when one crashed, 2 when the module cannot be
+loaded or exports nothing to run, 3 when the broker cannot be reached.
+A class that takes constructor arguments is refused (export an instance);
+a class exported beside an instance of it is left to the instance.
+
+Logs go to stderr, one line per event: readable lines on a terminal, JSON
+lines elsewhere (a pipe, a file, a log collector); --log-format pretty|json
+chooses. POSTAGE_LOG_LEVEL sets how much: error and warn, what went wrong;
+info (the default) adds signals, restarts and what each component says it
+does; debug adds every message.`;
+
+export const runCommand: Command = {
+  name: 'run',
+  synopsis: 'run MODULE',
+  summary: 'start the processors a module exports',
+  help: RUN_HELP,
+  async run({ args, cli, logFormat }) {
+    if (args.length !== 1) throw new UsageError('run needs MODULE');
+    // The launcher runs the module in a child it owns (restarts happen there); the child runs it.
+    if (process.env[SUPERVISED] === '1') return runModule(args[0]);
+    return superviseModule(cli, args[0], logFormat);
+  },
+};

@@ -33,7 +33,9 @@ export function closeOnSignal(c: Closable): () => void {
 
 async function shutdown(sig: (typeof SIGNALS)[number]): Promise<void> {
   const log = componentLogger('shutdown');
-  log.info({ signal: sig, components: live.size }, 'closing components gracefully');
+  // A host that listens for the signal too (postage run) says what it does with it: one line for one event.
+  const hosted = process.listenerCount(sig) > 0;
+  log[hosted ? 'debug' : 'info']({ signal: sig, components: live.size }, 'closing components gracefully');
   // The longest drain any live component asked for; past it, close anyway (unacked deliveries go back to their queue).
   const shutdownTimeoutMs = Math.max(0, ...[...live].map((c) => c.drainTimeoutMs ?? DEFAULT_DRAIN_MS));
   const all = Promise.allSettled([...live].map((c) => c.close()));

@@ -308,8 +308,12 @@ export class GenericProducer {
   /** Connects (once) and declares the eks exchanges. */
   async connect(): Promise<void> {
     if (this.#publisher.isOpen) return;
+    this.#connecting = true;
     await this.#link.connect();
   }
+
+  /** Whether connect() (or create()) was ever called: a send before it is a mistake to name, not a lost connection. */
+  #connecting = false;
 
   /** Both channels on a connection (the first, or after a loss), then the sends held meanwhile go out. */
   async #open(model: ChannelModel): Promise<void> {
@@ -344,9 +348,12 @@ export class GenericProducer {
 
   #notConnected = (): BrokerError =>
     new BrokerError(
-      this.#link.recovers
-        ? 'producer is not connected to RabbitMQ (reconnecting): send again once it is back'
-        : 'producer is not connected: use `await Producer.create()` or `await producer.connect()`',
+      !this.#connecting
+        ? `${this.constructor.name} was never connected: build it with \`await ${this.constructor.name}.create()\` ` +
+            '(or call `await producer.connect()` after new)'
+        : this.#link.recovers
+          ? 'producer is not connected to RabbitMQ (reconnecting): send again once it is back'
+          : 'producer is not connected: use `await Producer.create()` or `await producer.connect()`',
       'NOT_CONNECTED',
     );
 

@@ -34,8 +34,8 @@ export interface PostageModuleOptions extends ConnectionOptions {
   /** A connection to share instead of opening one (`connect()`); the module then leaves closing it to you. */
   connection?: Connection;
   /**
-   * Where postage-ts logs: Nest's logger (`new Logger('postage')`) unless given pino, a `(fields, message)` logger, or
-   * another `LoggerService`.
+   * Where postage-ts logs: Nest's logger (`new Logger()`, each line in the context of its component) unless given
+   * pino, a `(fields, message)` logger, or another `LoggerService`.
    */
   logger?: AnyLogger;
   /**
@@ -124,7 +124,8 @@ export class PostageModule {
         provide: RESOLVED,
         useFactory: (options: PostageModuleOptions): Resolved => ({
           options,
-          logger: options.logger ?? new NestLogger('postage'),
+          // No context of its own: each line's context is then the component that said it, as Nest's own are.
+          logger: options.logger ?? new NestLogger(),
         }),
         inject: [POSTAGE_MODULE_OPTIONS],
       },

@@ -120,7 +120,9 @@ function xml(s: string): string {
 export function toSvg(g: TopologyGraph): string {
   const boxW = 210;
   const boxH = 34;
-  const gapX = 90;
+  // Room between the columns for a binding key's label.
+  const gapX = 160;
+  const LINE = 13;
   const gapY = 14;
   const pad = 20;
   const column = (n: GraphNode) => (n.kind === 'errors' ? 3 : COLUMNS.indexOf(n.kind));
@@ -146,7 +148,17 @@ export function toSvg(g: TopologyGraph): string {
       (t, i) => `<text x="${pad + i * (boxW + gapX)}" y="${pad + 8}" font-weight="bold" fill="#374151">${t}</text>`,
     ),
   ];
+  // One arrow per pair of boxes: the keys of every binding between them stacked in one label (a GenericApplication is
+  // bound with several), which used to be drawn one over the other at the same point.
+  const pairs = new Map<string, { e: GraphEdge; labels: string[] }>();
   for (const e of g.edges) {
+    const k = `${e.from}>${e.to}>${e.kind}`;
+    const p = pairs.get(k) ?? pairs.set(k, { e, labels: [] }).get(k)!;
+    if (e.label !== undefined) p.labels.push(e.label);
+  }
+  const labels: string[] = [];
+  const blocks: Array<{ x: number; y: number; shown: string[]; all: string[] }> = [];
+  for (const { e, labels: keys } of pairs.values()) {
     const a = at.get(e.from);
     const b = at.get(e.to);
     if (!a || !b) continue;
@@ -156,13 +168,33 @@ export function toSvg(g: TopologyGraph): string {
     const y2 = b.y + boxH / 2;
     const mid = (x1 + x2) / 2;
     const colour = e.kind === 'fails' ? '#dc2626' : '#555';
+    const dash = e.kind === 'fails' ? ' stroke-dasharray="4 3"' : '';
     parts.push(
-      `<path class="edge ${e.kind}" d="M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2} ${y2}" fill="none" stroke="${colour}"${e.kind === 'fails' ? ' stroke-dasharray="4 3"' : ''} marker-end="url(#arrow)"/>`,
+      `<path class="edge ${e.kind}" d="M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2} ${y2}" fill="none" ` +
+        `stroke="${colour}"${dash} marker-end="url(#arrow)"/>`,
     );
-    if (e.label)
-      parts.push(
-        `<text x="${mid}" y="${(y1 + y2) / 2 - 4}" text-anchor="middle" fill="#6b7280">${xml(e.label)}</text>`,
-      );
+    if (keys.length === 0) continue;
+    // Beside the queue the arrow ends at (each queue has a row of its own); at most two keys, the rest counted; every
+    // key is in the label's tooltip.
+    const shown = keys.length > 2 ? [keys[0], `+${keys.length - 1} more`] : keys;
+    blocks.push({ x: x2 - 10, y: y2 - 3 - ((shown.length - 1) * LINE) / 2, shown, all: keys });
+  }
+  // Labels that would overlap (arrows from two exchanges meeting at one queue) are moved down, below each other.
+  blocks.sort((p, q) => p.x - q.x || p.y - q.y);
+  let bottom = Number.NEGATIVE_INFINITY;
+  let band = Number.NaN;
+  for (const b of blocks) {
+    if (b.x !== band) bottom = Number.NEGATIVE_INFINITY;
+    band = b.x;
+    b.y = Math.max(b.y, bottom + LINE);
+    bottom = b.y + (b.shown.length - 1) * LINE;
+    const lines = b.shown
+      .map((l, i) => `<tspan x="${b.x}" y="${b.y + i * LINE}">${xml(l.length > 24 ? `${l.slice(0, 23)}…` : l)}</tspan>`)
+      .join('');
+    labels.push(
+      '<text class="key" text-anchor="end" fill="#4b5563" stroke="#fff" stroke-width="3" paint-order="stroke">' +
+        `<title>${xml(b.all.join('\n'))}</title>${lines}</text>`,
+    );
   }
   for (const n of g.nodes) {
     const p = at.get(n.id)!;
@@ -170,10 +202,18 @@ export function toSvg(g: TopologyGraph): string {
     const down = n.up === false;
     parts.push(
       `<g class="node ${n.kind}${down ? ' down' : ''}" data-id="${xml(n.id)}"><title>${xml(n.label)}</title>` +
-        `<rect x="${p.x}" y="${p.y}" width="${boxW}" height="${boxH}" rx="${n.kind === 'component' ? 12 : 4}" fill="${down ? '#e5e7eb' : fill[n.kind]}" stroke="${down ? '#9ca3af' : '#374151'}"${down ? ' stroke-dasharray="4 3"' : ''}/>` +
+        `<rect x="${p.x}" y="${p.y}" width="${boxW}" height="${boxH}" rx="${n.kind === 'component' ? 12 : 4}" ` +
+        `fill="${down ? '#e5e7eb' : fill[n.kind]}" stroke="${down ? '#9ca3af' : '#374151'}"` +
+        `${down ? ' stroke-dasharray="4 3"' : ''}/>` +
         `<text x="${p.x + 8}" y="${p.y + boxH / 2 + 4}">${xml(label)}${down ? ' (down)' : ''}</text></g>`,
     );
   }
-  parts.push('</svg>');
+  // Labels last, over every arrow and box edge; the picture grows to hold any pushed below the last box.
+  const tall = Math.max(height, ...blocks.map((b) => b.y + (b.shown.length - 1) * LINE + pad));
+  parts[0] = parts[0].replace(
+    `height="${height}" viewBox="0 0 ${width} ${height}"`,
+    `height="${tall}" viewBox="0 0 ${width} ${tall}"`,
+  );
+  parts.push(...labels, '</svg>');
   return parts.join('\n');
 }

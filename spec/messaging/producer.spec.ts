@@ -92,6 +92,23 @@ describe('GenericProducer', () => {
     }
   });
 
+  it('says to use create() when a send comes before it ever connected (new without create)', async () => {
+    const Pinger = producerClass();
+    const p = new Pinger({ url });
+    const err = await p.message_anything({}).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(BrokerError).and.include({ code: 'NOT_CONNECTED' });
+    expect((err as Error).message)
+      .to.equal(
+        'Pinger was never connected: build it with `await Pinger.create()` ' +
+          '(or call `await producer.connect()` after new)',
+      )
+      .and.not.contain('reconnecting');
+    await p.close();
+  });
+
   it('names its fingerprint after its class, type producer, when none is given', async () => {
     const p = await producerClass().create({ url });
     try {

@@ -8,6 +8,8 @@ import {
   GenericProducer,
   MessageHandler,
   type MessageSender,
+  RpcHandler,
+  type RpcSender,
 } from '../../lib/index.js';
 import { counter, Harness } from './components.js';
 import { deleteTopology, unique } from './topology.js';
@@ -19,6 +21,8 @@ export interface Fleet {
   /** Orders handled since the last `expect(n)`. */
   expect(n: number): Promise<void>;
   order(n: number): Promise<void>;
+  /** Calls the invoices component's `quote` RPC, which answers 42. */
+  quote(): Promise<unknown>;
   /** Closes the invoices component, as a crash or a deploy would take it away. */
   stopInvoices(): Promise<void>;
   close(): Promise<void>;
@@ -37,6 +41,9 @@ export async function startFleet(url: string): Promise<Fleet> {
     },
     async order(n: number) {
       for (let i = 0; i < n; i++) await client.message_order({ i });
+    },
+    async quote() {
+      return (await client.rpc_quote({}, { _key: 'invoices', _timeout: 10, _max_retry: 0 })).body.content.value;
     },
     async stopInvoices() {
       await invoices.close();
@@ -57,6 +64,10 @@ export async function startFleet(url: string): Promise<Fleet> {
   class Invoices extends GenericApplication {
     @MessageHandler('command', 'invoice')
     invoice(): void {}
+    @RpcHandler('command', 'quote')
+    quote(): number {
+      return 42;
+    }
   }
   const invoices = new Invoices({ url, fingerprint: { name: 'invoices', pid: `${process.pid}2` } });
   await h.start(
@@ -66,6 +77,7 @@ export async function startFleet(url: string): Promise<Fleet> {
   class Shop extends GenericProducer {
     static override eks = [[GenericApplicationExchange, 'orders'] as const];
     declare message_order: MessageSender;
+    declare rpc_quote: RpcSender;
   }
   const client = await Shop.create({ url, fingerprint: { name: 'shop' } });
   return fleet;

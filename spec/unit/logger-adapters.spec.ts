@@ -1,7 +1,9 @@
 /** Any logger: postage-ts logs through pino, a (fields, message) logger, Nest's LoggerService or console. */
+import { Logger as NestLogger } from '@nestjs/common';
 import { expect } from 'chai';
 import { pino } from 'pino';
-import { asPino } from '../../lib/log.js';
+import sinon from 'sinon';
+import { asPino, prettyLine } from '../../lib/log.js';
 
 describe('A logger handed to postage-ts', () => {
   it('is used as it is when it is pino', () => {
@@ -43,9 +45,24 @@ describe('A logger handed to postage-ts', () => {
     log.error({ err: 'boom' }, 'handler failed');
     log.debug('not at info');
     expect(calls).to.deep.equal([
-      ['log', 'ready {"component":"processor","componentName":"orders"}', 'orders'],
-      ['error', 'handler failed {"component":"processor","componentName":"orders","err":"boom"}', undefined, 'orders'],
+      ['log', 'ready', 'orders'],
+      ['error', 'handler failed {"err":"boom"}', 'orders'],
     ]);
+  });
+
+  it("puts the component in the message, once, when Nest's Logger has a context of its own", () => {
+    const calls: unknown[][] = [];
+    // Nest's Logger appends its own context after what it is given; its ConsoleLogger prints every argument but the
+    // last as a line of its own, so a second argument would be a second line.
+    const nest = {
+      context: 'postage',
+      log: (...a: unknown[]) => calls.push(['log', ...a]),
+      error: (...a: unknown[]) => calls.push(['error', ...a]),
+      warn: (...a: unknown[]) => calls.push(['warn', ...a]),
+    };
+    const log = asPino(nest, { component: 'processor', componentName: 'orders' }, 'info');
+    log.warn({ attempt: 2 }, 'reconnecting');
+    expect(calls).to.deep.equal([['warn', 'orders: reconnecting {"attempt":2}']]);
   });
 
   it('gets the message and the fields when it is console', () => {
@@ -60,5 +77,55 @@ describe('A logger handed to postage-ts', () => {
     } as unknown as Console;
     asPino(fake, undefined, 'info').warn({ attempt: 2 }, 'reconnecting');
     expect(calls).to.deep.equal([['reconnecting', { attempt: 2 }]]);
+  });
+
+  it("writes one line per event through Nest's own Logger, with a context of its own or none", () => {
+    const written: string[] = [];
+    const keep = (chunk: unknown) => {
+      written.push(String(chunk));
+      return true;
+    };
+    const out = sinon.stub(process.stdout, 'write').callsFake(keep);
+    const err = sinon.stub(process.stderr, 'write').callsFake(keep);
+    try {
+      const fields = { component: 'processor', componentName: 'orders' };
+      asPino(new NestLogger('postage'), fields, 'info').warn('quit command: stopping');
+      asPino(new NestLogger(), fields, 'info').error({ err: 'boom' }, 'handler failed');
+    } finally {
+      out.restore();
+      err.restore();
+    }
+    const lines = written
+      .join('')
+      .replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g'), '')
+      .trim()
+      .split('\n');
+    expect(lines).to.have.length(2);
+    expect(lines[0]).to.match(/WARN \[postage\] orders: quit command: stopping$/);
+    expect(lines[1]).to.match(/ERROR \[orders\] handler failed \{"err":"boom"\}$/);
+  });
+});
+
+describe('prettyLine', () => {
+  it('turns a JSON log line into one line a person reads: 24-hour time, level, who, message, fields', () => {
+    const time = new Date(2026, 0, 2, 15, 4, 5, 67).getTime();
+    const line = JSON.stringify({
+      level: 40,
+      time,
+      pid: 1,
+      hostname: 'h',
+      component: 'processor',
+      componentName: 'orders',
+      command: 'quit',
+      from: { name: 'shop' },
+      msg: 'quit command from shop: stopping',
+    });
+    expect(prettyLine(line)).to.equal(
+      '15:04:05.067 WARN  orders (processor): quit command from shop: stopping  command=quit from={"name":"shop"}\n',
+    );
+  });
+
+  it('keeps a line that is not JSON as it is', () => {
+    expect(prettyLine('plain words')).to.equal('plain words\n');
   });
 });
