@@ -1,5 +1,5 @@
 /** Any logger: postage-ts logs through pino, a (fields, message) logger, Nest's LoggerService or console. */
-import { Logger as NestLogger } from '@nestjs/common';
+import { ConsoleLogger, Logger as NestLogger } from '@nestjs/common';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import sinon from 'sinon';
@@ -85,6 +85,9 @@ describe('A logger handed to postage-ts', () => {
       written.push(String(chunk));
       return true;
     };
+    // Nest's Logger writes through a static instance an earlier app may have silenced (logger: false): a fresh one.
+    NestLogger.overrideLogger(new ConsoleLogger());
+    NestLogger.overrideLogger(['log', 'error', 'warn', 'debug', 'verbose', 'fatal']);
     const out = sinon.stub(process.stdout, 'write').callsFake(keep);
     const err = sinon.stub(process.stderr, 'write').callsFake(keep);
     try {
