@@ -145,7 +145,7 @@ export class RequeueMessage extends ControlSignal {
 export class DeferMessage extends ControlSignal {
   readonly delayMs: number;
   constructor(delayMs: number, message = `message deferred by a handler for ${delayMs} ms`) {
-    // The delay levels hold up to 2^32 - 1 ms (lib/messaging/delay.ts).
+    // The delay levels hold up to 2^32 - 1 ms (lib/topology/delay.ts).
     if (typeof delayMs !== 'number' || !Number.isInteger(delayMs) || delayMs < 0 || delayMs > 2 ** 32 - 1) {
       throw new TypeError(
         `DeferMessage needs a whole number of milliseconds from 0 to ${2 ** 32 - 1} (about 49.7 days), not ${String(delayMs)}`,

@@ -15,9 +15,9 @@ export {
   type FingerprintDict,
   type FingerprintTuple,
   type FingerprintOverrides,
-} from './messaging/fingerprint.js';
-export { Encoder, JsonEncoder, type JsonEncoderOptions } from './messaging/encoder.js';
-export { EncryptedJsonEncoder, type EncryptionOptions } from './messaging/encryption.js';
+} from './envelope/fingerprint.js';
+export { Encoder, JsonEncoder, type JsonEncoderOptions } from './envelope/encoder.js';
+export { EncryptedJsonEncoder, type EncryptionOptions } from './envelope/encryption.js';
 export {
   Message,
   MessageCommand,
@@ -34,8 +34,8 @@ export {
   type ResultType,
   type AnyMessage,
   type AnyResult,
-} from './messaging/messages.js';
-export { Exchange, type ExchangeObject, type ExchangeLike, type ExchangeParameters } from './messaging/exchange.js';
+} from './envelope/messages.js';
+export { Exchange, type ExchangeObject, type ExchangeLike, type ExchangeParameters } from './topology/exchange.js';
 export { loadConfig, DEFAULTS, type PostageConfig, type Hup } from './config.js';
 export {
   configureLogging,
@@ -84,14 +84,14 @@ export {
   type ProducerOptions,
   type SendOptions,
   type ConsumeRpcOptions,
-} from './messaging/producer.js';
+} from './send/producer.js';
 export {
   GenericConsumer,
   type ConsumerEvent,
   type ConsumerEvents,
   type ConsumerOptions,
   type ConsumeMessage,
-} from './messaging/consumer.js';
+} from './receive/consumer.js';
 export {
   MessageProcessor,
   type ProcessorOptions,
@@ -101,13 +101,13 @@ export {
   type MiddlewareContext,
   type ProcessorEvents,
   type ProcessorEvent,
-} from './messaging/processor.js';
+} from './receive/processor.js';
 export {
   MemoryIdempotencyStore,
   type IdempotencyStore,
   type IdempotencyClaim,
   type MemoryIdempotencyOptions,
-} from './messaging/idempotency.js';
+} from './stores/idempotency.js';
 export type {
   MessageStore,
   StoreClient,
@@ -120,8 +120,8 @@ export type {
   OutboxBacklog,
   SweepVerdict,
 } from './stores/store.js';
-export type { OutboxSettings } from './stores/relay.js';
-export { currentDelivery, HEADERS as CONVERSATION_HEADERS, type DeliveryInfo } from './messaging/delivery/context.js';
+export type { OutboxSettings } from './stores/outbox-relay.js';
+export { currentDelivery, HEADERS as CONVERSATION_HEADERS, type DeliveryInfo } from './scope/context.js';
 export { configureTelemetry, type TelemetryOptions } from './telemetry/settings.js';
 export {
   MessageHandler,
@@ -133,13 +133,13 @@ export {
   type HandlerTag,
   type HandlerOptions,
   type ContentOf,
-} from './messaging/handlers.js';
+} from './receive/handlers.js';
 export {
   JsonHandler,
   CloudEventHandler,
   type JsonHandlerOptions,
   type CloudEventHandlerOptions,
-} from './formats/decorators.js';
+} from './receive/format-handlers.js';
 export type { CloudEventAttributes, CloudEventSendOption } from './formats/cloudevents.js';
 export * from './contract/index.js';
 export {
@@ -153,8 +153,8 @@ export {
   ContractProducer,
   type ContractProducerClass,
   type ContractProducerOptions,
-} from './contract/producer.js';
-export type { Eks, Eqk, QueueSpec, QueueFlags } from './messaging/topology.js';
+} from './contract/contract-producer.js';
+export type { Eks, Eqk, QueueSpec, QueueFlags } from './topology/topology.js';
 export type { BrokerOptions, ConnectOptions } from './transport/connection.js';
 export type { TlsOptions } from './transport/tls.js';
 export type { ConnectionEvent, ConnectionEvents, ReconnectOptions } from './transport/managed.js';
@@ -168,10 +168,10 @@ export {
   applicationKeys,
   type ApplicationOptions,
 } from './application/generic_application.js';
-export type { ProcessorDescription, HandlerDescription } from './messaging/describe.js';
-export type { PartitionMove, PartitionsDescription } from './messaging/partitions/spread.js';
+export type { ProcessorDescription, HandlerDescription } from './receive/description.js';
+export type { PartitionMove, PartitionsDescription } from './receive/partitions/spread.js';
 export { VERSION } from './version.js';
-export { serve, type Served, type ServeOptions } from './lifecycle/serve.js';
+export { serve, type Served, type ServeOptions } from './application/serve.js';
 export type { StandardSchemaV1 } from '@standard-schema/spec';
 export {
   ErrorQueue,
@@ -181,7 +181,7 @@ export {
   type ReplayOptions,
   type ReplayReport,
 } from './operations/error-queue.js';
-export { startDashboard, type Dashboard, type DashboardOptions } from './operations/dashboard.js';
+export { startDashboard, type Dashboard, type DashboardOptions } from './operations/dashboard/start.js';
 export {
   topologyGraph,
   toMermaid,

@@ -1,12 +1,12 @@
 import type { Hup } from '../config.js';
-import type { Exchange } from '../messaging/exchange.js';
-import type { FingerprintDict } from '../messaging/fingerprint.js';
-import { MessageHandler, registerMachinery, RpcHandler } from '../messaging/handlers.js';
-import { MessageResult } from '../messaging/messages.js';
-import { checkPositional, constructorForm, type Positional } from '../messaging/options.js';
-import { MessageProcessor, PROCESSOR_OPTIONS, type ProcessorOptions } from '../messaging/processor.js';
-import { GenericApplicationExchange, OWN_PRESENCE, PresenceExchange } from '../messaging/presence.js';
-import type { Eqk, QueueFlags, QueueSpec } from '../messaging/topology.js';
+import type { Exchange } from '../topology/exchange.js';
+import type { FingerprintDict } from '../envelope/fingerprint.js';
+import { MessageHandler, registerMachinery, RpcHandler } from '../receive/handlers.js';
+import { MessageResult } from '../envelope/messages.js';
+import { checkPositional, constructorForm, type Positional } from '../component-options.js';
+import { MessageProcessor, PROCESSOR_OPTIONS, type ProcessorOptions } from '../receive/processor.js';
+import { GenericApplicationExchange, OWN_PRESENCE, PresenceExchange } from '../receive/presence.js';
+import type { Eqk, QueueFlags, QueueSpec } from '../topology/topology.js';
 
 export { GenericApplicationExchange, PresenceExchange };
 

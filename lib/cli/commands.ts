@@ -6,7 +6,7 @@ import { asyncapi, ASYNCAPI_HELP } from './asyncapi.js';
 import { type Command, seconds } from './command.js';
 import { dashboardCommand } from './dashboard.js';
 import { describeCommand } from './describe.js';
-import { errorsCommand } from './errors.js';
+import { errorsCommand } from './errors-command.js';
 import { graphCommand } from './graph.js';
 import { pingCommand } from './ping.js';
 import { rpcCommand } from './rpc.js';

@@ -1,4 +1,4 @@
-import { startDashboard } from '../operations/dashboard.js';
+import { startDashboard } from '../operations/dashboard/start.js';
 import { UsageError } from './usage.js';
 import type { Command } from './command.js';
 

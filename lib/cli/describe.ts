@@ -1,8 +1,8 @@
 /** `postage describe`: what a processor is, listens to and handles. */
 import { GenericApplicationExchange } from '../application/generic_application.js';
-import type { ProcessorDescription } from '../messaging/describe.js';
-import type { PartitionsDescription } from '../messaging/partitions/spread.js';
-import { GenericProducer } from '../messaging/producer.js';
+import type { ProcessorDescription } from '../receive/description.js';
+import type { PartitionsDescription } from '../receive/partitions/spread.js';
+import { GenericProducer } from '../send/producer.js';
 import { whyNoneAnswered } from '../operations/directory.js';
 import { type Command, seconds, table, type Values } from './command.js';
 import { existing, fingerprint, producerFor } from './remote.js';

@@ -1,7 +1,7 @@
 /** `postage ping`: who answers, on presence or at an address. */
 import { GenericApplicationExchange, PresenceExchange } from '../application/generic_application.js';
-import type { FingerprintDict } from '../messaging/fingerprint.js';
-import { GenericProducer } from '../messaging/producer.js';
+import type { FingerprintDict } from '../envelope/fingerprint.js';
+import { GenericProducer } from '../send/producer.js';
 import { whyNoneAnswered } from '../operations/directory.js';
 import { type Command, seconds, table, type Values } from './command.js';
 import { fingerprint } from './remote.js';

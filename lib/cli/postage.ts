@@ -16,7 +16,7 @@ import { configureLogging } from '../log.js';
 import { VERSION } from '../version.js';
 import type { Command, OptionConfig, Values } from './command.js';
 import { COMMANDS } from './commands.js';
-import { takeReplayTarget } from './errors.js';
+import { takeReplayTarget } from './errors-command.js';
 import { UsageError } from './usage.js';
 
 const byName = new Map<string, Command>(COMMANDS.map((c) => [c.name, c]));

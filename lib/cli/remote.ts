@@ -1,6 +1,6 @@
 /** What the commands that talk to components share: the CLI's fingerprint, a producer on an existing exchange. */
-import type { ExchangeObject } from '../messaging/exchange.js';
-import { GenericProducer, type Producer } from '../messaging/producer.js';
+import type { ExchangeObject } from '../topology/exchange.js';
+import { GenericProducer, type Producer } from '../send/producer.js';
 import { UsageError } from './usage.js';
 
 export const fingerprint = { name: 'postage-cli', type: 'cli' };

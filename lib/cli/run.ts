@@ -14,7 +14,7 @@ import { BrokerError } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
 import { RESTART_EXIT, restartRequested, SUPERVISED } from '../lifecycle/restart.js';
 import { UsageError } from './usage.js';
-import { isProcessor, isProcessorClass, type MessageProcessor } from '../messaging/processor.js';
+import { isProcessor, isProcessorClass, type MessageProcessor } from '../receive/processor.js';
 import { GenericApplicationExchange, PresenceExchange } from '../application/generic_application.js';
 import { MicroScheduler } from '../microthreads/scheduler.js';
 import { isMicroThread, type MicroThread } from '../microthreads/thread.js';

@@ -1,5 +1,5 @@
 /** `postage send`: one command, confirmed by the broker. */
-import { MessageCommand } from '../messaging/messages.js';
+import { MessageCommand } from '../envelope/messages.js';
 import type { Command } from './command.js';
 import { existing, parseJson, producerFor } from './remote.js';
 import { UsageError } from './usage.js';

@@ -1,7 +1,7 @@
 /** `postage watch`: the envelopes that pass on an exchange, one JSON line each. */
 import type { ConsumeMessage } from 'amqplib';
-import { deliveryInfo } from '../messaging/delivery/context.js';
-import { JsonEncoder } from '../messaging/encoder.js';
+import { deliveryInfo } from '../scope/context.js';
+import { JsonEncoder } from '../envelope/encoder.js';
 import { openChannel } from '../transport/channels.js';
 import { openConnection } from '../transport/connection.js';
 import type { Command, Values } from './command.js';

@@ -5,7 +5,7 @@
  * handler's schema, so a content that fails it never reaches the handler.
  */
 import type { StandardJSONSchemaV1, StandardSchemaV1 } from '@standard-schema/spec';
-import { handlerTag, withOptions, type HandlerOptions } from '../messaging/handlers.js';
+import { handlerTag, withOptions, type HandlerOptions } from '../receive/handlers.js';
 import {
   isTypeOnly,
   type Contract,

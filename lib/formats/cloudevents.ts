@@ -4,7 +4,7 @@
  * the older `cloudEvents:`), `datacontenttype` in the content-type property, the body the data as it is. Structured
  * mode: content type `application/cloudevents+json`, the whole event in the body.
  */
-import type { FingerprintDict } from '../messaging/fingerprint.js';
+import type { FingerprintDict } from '../envelope/fingerprint.js';
 
 /** A CloudEvent's attributes, as a `@CloudEventHandler` gets them beside the data. */
 export interface CloudEventAttributes {

@@ -8,7 +8,7 @@ import {
 } from '@nestjs/common';
 import { DiscoveryModule, DiscoveryService } from '@nestjs/core';
 import { asPino, type AnyLogger } from '../log.js';
-import type { GenericProducer, ProducerOptions } from '../messaging/producer.js';
+import type { GenericProducer, ProducerOptions } from '../send/producer.js';
 import type { MessageStore } from '../stores/store.js';
 import { connect, Connection, type ConnectionOptions } from '../transport/shared.js';
 import { PostageHealthIndicator } from './health.js';

@@ -1,8 +1,8 @@
 import type { DiscoveryService } from '@nestjs/core';
 import type { Logger } from '../log.js';
-import { isProcessor, type MessageProcessor } from '../messaging/processor.js';
-import type { GenericProducer } from '../messaging/producer.js';
-import { serve, type Served } from '../lifecycle/serve.js';
+import { isProcessor, type MessageProcessor } from '../receive/processor.js';
+import type { GenericProducer } from '../send/producer.js';
+import { serve, type Served } from '../application/serve.js';
 import type { Connection } from '../transport/shared.js';
 
 /** Which processor classes the module runs: every processor provider in the app, or only these. */

@@ -1,6 +1,6 @@
 import { Inject } from '@nestjs/common';
 import type { AnyLogger } from '../log.js';
-import type { GenericProducer } from '../messaging/producer.js';
+import type { GenericProducer } from '../send/producer.js';
 import type { MessageStore } from '../stores/store.js';
 import type { Connection } from '../transport/shared.js';
 

@@ -1,7 +1,7 @@
 import { config } from '../config.js';
-import type { ProcessorDescription } from '../messaging/describe.js';
-import { PresenceExchange } from '../messaging/presence.js';
-import { GenericProducer, type Producer, type ProducerOptions } from '../messaging/producer.js';
+import type { ProcessorDescription } from '../receive/description.js';
+import { PresenceExchange } from '../receive/presence.js';
+import { GenericProducer, type Producer, type ProducerOptions } from '../send/producer.js';
 
 class Asker extends GenericProducer {
   static override eks = [[PresenceExchange, 'presence'] as const];

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { Channel, ChannelModel, ConfirmChannel, GetMessage, Options } from 'amqplib';
 import { BrokerError } from '../errors.js';
-import { JsonEncoder } from '../messaging/encoder.js';
-import { RETRY_HEADERS } from '../messaging/delivery/parts.js';
-import { countIn } from '../messaging/delivery/context.js';
-import { withoutDelay } from '../messaging/delay.js';
-import { ERROR_HEADERS } from '../messaging/topology.js';
+import { JsonEncoder } from '../envelope/encoder.js';
+import { RETRY_HEADERS } from '../receive/delivery/parts.js';
+import { countIn } from '../scope/context.js';
+import { withoutDelay } from '../topology/delay.js';
+import { ERROR_HEADERS } from '../topology/topology.js';
 import { openChannel } from '../transport/channels.js';
 import { openConnection, type BrokerOptions } from '../transport/connection.js';
 

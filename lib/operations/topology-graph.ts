@@ -1,4 +1,4 @@
-import type { ProcessorDescription } from '../messaging/describe.js';
+import type { ProcessorDescription } from '../receive/description.js';
 
 /** One box of the topology picture. */
 export interface GraphNode {

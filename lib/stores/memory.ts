@@ -1,5 +1,5 @@
 import { componentLogger } from '../log.js';
-import { OutboxRelay, type OutboxSettings, type RelayStep } from './relay.js';
+import { OutboxRelay, type OutboxSettings, type RelayStep } from './outbox-relay.js';
 import type {
   MessageStore,
   OutboxBacklog,

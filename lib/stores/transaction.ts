@@ -1,7 +1,7 @@
 import { StoreError } from '../errors.js';
-import { currentScope } from '../messaging/delivery/context.js';
+import { currentScope } from '../scope/context.js';
 import { type HeldSend, holdingTransaction, outgoingOf, runHolding, type SendHolder } from './held.js';
-import type { OutboxRelay } from './relay.js';
+import type { OutboxRelay } from './outbox-relay.js';
 import type { MessageStore, StoreClient } from './store.js';
 
 /**

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { brokerUrls, config, redactUrl } from '../config.js';
-import type { DeliveryEvent, MessageProcessor } from '../messaging/processor.js';
+import type { DeliveryEvent, MessageProcessor } from '../receive/processor.js';
 
 const exec = promisify(execFile);
 

@@ -1,7 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
-import { GenericConsumer } from '../messaging/consumer.js';
-import { resolveExchange, type ExchangeLike } from '../messaging/exchange.js';
-import { eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from '../messaging/topology.js';
+import { GenericConsumer } from '../receive/consumer.js';
+import { resolveExchange, type ExchangeLike } from '../topology/exchange.js';
+import { eqkEntries, type Eqk, type QueueFlags, type QueueSpec } from '../topology/topology.js';
 import {
   PORTS,
   type ConfirmedCopies,
@@ -9,13 +9,13 @@ import {
   type DeliverySource,
   type Replier,
   type Settler,
-} from '../messaging/delivery/ports.js';
-import type { Encoder } from '../messaging/encoder.js';
-import { defaultEncoder } from '../messaging/encryption.js';
-import { Message, MessageResult, type MessageBody } from '../messaging/messages.js';
-import type { MessageProcessor, DeliveryEvent, ProcessorOptions } from '../messaging/processor.js';
+} from '../receive/delivery/ports.js';
+import type { Encoder } from '../envelope/encoder.js';
+import { defaultEncoder } from '../envelope/encryption.js';
+import { Message, MessageResult, type MessageBody } from '../envelope/messages.js';
+import type { MessageProcessor, DeliveryEvent, ProcessorOptions } from '../receive/processor.js';
 import { MicroScheduler } from '../microthreads/scheduler.js';
-import { HEADERS } from '../messaging/delivery/context.js';
+import { HEADERS } from '../scope/context.js';
 import { captured, type SentMessage } from './producers.js';
 
 /** What a delivery handed to a harness carries besides its envelope. */

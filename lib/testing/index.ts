@@ -24,4 +24,4 @@ export {
   type MemoryStatement,
   type MemoryOutboxRow,
 } from '../stores/memory.js';
-export type { DeliveryEvent } from '../messaging/processor.js';
+export type { DeliveryEvent } from '../receive/processor.js';

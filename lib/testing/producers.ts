@@ -1,6 +1,6 @@
 import type { ChannelModel, Options } from 'amqplib';
 import { componentLogger } from '../log.js';
-import { JsonEncoder, type Encoder } from '../messaging/encoder.js';
+import { JsonEncoder, type Encoder } from '../envelope/encoder.js';
 import {
   Message,
   MessageResult,
@@ -8,12 +8,12 @@ import {
   MessageResultException,
   type AnyResult,
   type MessageBody,
-} from '../messaging/messages.js';
-import type { GenericProducer, Producer, ProducerOptions } from '../messaging/producer.js';
-import { Publisher, unroutableError } from '../messaging/send/publisher.js';
-import { RpcClient, type RpcCall } from '../messaging/send/rpc-client.js';
-import { TRANSPORT, type Transport } from '../messaging/send/transport.js';
-import type { EksEntry } from '../messaging/topology.js';
+} from '../envelope/messages.js';
+import type { GenericProducer, Producer, ProducerOptions } from '../send/producer.js';
+import { Publisher, unroutableError } from '../send/publisher.js';
+import { RpcClient, type RpcCall } from '../send/rpc-client.js';
+import { TRANSPORT, type Transport } from '../send/transport.js';
+import type { EksEntry } from '../topology/topology.js';
 
 /** One message a test producer sent: where, what (decoded), and its AMQP properties. */
 export interface SentMessage {

@@ -7,7 +7,7 @@ import { Ajv } from 'ajv';
 import formats from 'ajv-formats';
 import specs from '@asyncapi/specs';
 import { parse } from 'yaml';
-import { asyncApiDocument, toYaml } from '../../lib/operations/asyncapi.js';
+import { asyncApiDocument, toYaml } from '../../lib/operations/asyncapi-document.js';
 import { makeLogger } from '../../lib/log.js';
 import { postage } from '../support/cli.js';
 import { Harness } from '../support/components.js';

@@ -4,7 +4,7 @@ import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, settledQueue, unique } from '../support/topology.js';
-import { RECHECK_MS } from '../../lib/messaging/delay.js';
+import { RECHECK_MS } from '../../lib/topology/delay.js';
 
 const quiet = makeLogger('silent');
 

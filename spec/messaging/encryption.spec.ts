@@ -11,7 +11,7 @@ import {
   type RpcSender,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { defaultEncoder } from '../../lib/messaging/encryption.js';
+import { defaultEncoder } from '../../lib/envelope/encryption.js';
 import { brokerUrl } from '../support/broker.js';
 import { capture } from '../support/log.js';
 import { deferred, exchangeFixture } from '../support/components.js';

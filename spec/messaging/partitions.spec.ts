@@ -7,7 +7,7 @@ import {
   type ExchangeObject,
   type MessageSender,
 } from '../../lib/index.js';
-import { partitionTopology, PARTITION_HEADER } from '../../lib/messaging/partitions.js';
+import { partitionTopology, PARTITION_HEADER } from '../../lib/topology/partitions.js';
 import { brokerUrl, closeConnectionsNamed } from '../support/broker.js';
 import { postage } from '../support/cli.js';
 import { counter, Harness } from '../support/components.js';

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import sinon from 'sinon';
 import type { ConsumeMessage } from 'amqplib';
-import { AckBatcher, type SettleChannel } from '../../lib/messaging/acks.js';
+import { AckBatcher, type SettleChannel } from '../../lib/receive/acks.js';
 import { nextTurn } from '../support/components.js';
 
 const tagged = (tag: number) => ({ fields: { deliveryTag: tag } }) as ConsumeMessage;

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { ConsumeMessage } from 'amqplib';
-import { badReplyTo } from '../../lib/messaging/delivery/replier.js';
-import { DeliveryCounter } from '../../lib/messaging/deliveries.js';
+import { badReplyTo } from '../../lib/receive/delivery/replier.js';
+import { DeliveryCounter } from '../../lib/receive/delivery/deliveries.js';
 
 function redelivery(o: {
   redelivered?: boolean;

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { Exchange, TopologyError, type ExchangeObject } from '../../lib/index.js';
-import { resolveExchange } from '../../lib/messaging/exchange.js';
+import { resolveExchange } from '../../lib/topology/exchange.js';
 
 class CustomExchange extends Exchange {
   static override name = 'custom_exchange';

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { assignPartitions } from '../../lib/messaging/partitions/assignment.js';
+import { assignPartitions } from '../../lib/receive/partitions/assignment.js';
 
 const parts = (n: number) => Array.from({ length: n }, (_, i) => `orders.p${i}`);
 const ids = (r: number) => Array.from({ length: r }, (_, i) => `replica-${i}`);

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { TopologyError } from '../../lib/index.js';
-import { queueArguments } from '../../lib/messaging/topology.js';
+import { queueArguments } from '../../lib/topology/topology.js';
 
 const named = { durable: true, exclusive: false, autoDelete: false };
 

@@ -1,9 +1,9 @@
 import { expect } from 'chai';
 import type { ChannelModel } from 'amqplib';
-import { JsonEncoder } from '../../lib/messaging/encoder.js';
+import { JsonEncoder } from '../../lib/envelope/encoder.js';
 import { MessageResultException } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { RpcClient, type RpcCall } from '../../lib/messaging/send/rpc-client.js';
+import { RpcClient, type RpcCall } from '../../lib/send/rpc-client.js';
 
 /**
  * RpcClient's bookkeeping on a fake channel (pure logic; the real broker's

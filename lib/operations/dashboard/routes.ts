@@ -7,7 +7,7 @@ import { toSvg, topologyGraph } from '../topology-graph.js';
 import type { ErrorViews } from './error-views.js';
 import type { StateEvents } from './events.js';
 import { HttpError, json, misdirected, ownOrigin, readJson, send, type TokenCheck } from './http.js';
-import type { DashboardState } from './state.js';
+import type { DashboardState } from './page-state.js';
 
 export interface Routes {
   readonly answersTo: ReadonlySet<string>;

@@ -4,7 +4,7 @@
  * the application's own `pg.Pool`, and imports nothing of pg itself).
  * See docs/database.md.
  */
-export { PostgresStore, type PostgresStoreOptions, type PgPool, type PgClient } from './store.js';
+export { PostgresStore, type PostgresStoreOptions, type PgPool, type PgClient } from './postgres-store.js';
 export type {
   MessageStore,
   StoreClient,
@@ -17,4 +17,4 @@ export type {
   OutboxBacklog,
   SweepVerdict,
 } from '../store.js';
-export type { OutboxSettings } from '../relay.js';
+export type { OutboxSettings } from '../outbox-relay.js';

@@ -4,5 +4,5 @@
  * dependency: the application makes and connects it, and this subpath imports
  * nothing of it. See docs/database.md.
  */
-export { RedisIdempotencyStore, type RedisIdempotencyOptions, type RedisCommander } from './store.js';
-export type { IdempotencyStore, IdempotencyClaim } from '../../messaging/idempotency.js';
+export { RedisIdempotencyStore, type RedisIdempotencyOptions, type RedisCommander } from './redis-store.js';
+export type { IdempotencyStore, IdempotencyClaim } from '../idempotency.js';

@@ -1,0 +1,138 @@
+import { isThenable } from '../../microthreads/thread.js';
+import { foreignArgument } from './foreign.js';
+import { plainReply } from '../../formats/json.js';
+import { isGenerator, type Yielded } from '../../microthreads/thread.js';
+import { applyFilters, SKIP, type Handler } from '../handlers.js';
+import { Message, MessageResult, MessageResultError } from '../../envelope/messages.js';
+import { driveIn, runIn, type DeliveryScope } from '../../scope/context.js';
+import type { Outcome } from './outcome.js';
+import type { DispatchContext } from './parts.js';
+import { namesHandled, rpcHandler, type Registered } from './registry.js';
+import { encodeResult, replyOf } from './reply.js';
+import type { Scoped } from './state.js';
+
+const ACK: Outcome = Object.freeze({ kind: 'ack' });
+
+/**
+ * Gives the run its answer, once: `r` (a `Message`, or a bare value wrapped
+ * in `MessageResult`) with the processor's fingerprint, encoded now, so that
+ * a result that cannot be encoded (a BigInt, a cycle) fails the handler.
+ * Later answers of the same run are ignored.
+ */
+export function answer(d: Scoped, r: unknown): Buffer {
+  if (d.answer) return d.answer;
+  const ctx = d.parts.dispatch;
+  return (d.answer = encodeResult(ctx, r instanceof Message ? r : new MessageResult(r)));
+}
+
+/**
+ * The last stage: the handlers. A message's all run, in order (a failure
+ * throws, for the retry stage to judge); an RPC's one answers; a success is
+ * acked, with the answer when there is one.
+ */
+export function* dispatch(d: Scoped): Generator<Yielded, Outcome, unknown> {
+  const body = d.body;
+  const scope = d.scope;
+  const ctx = d.parts.dispatch;
+  if (body.category === 'rpc') {
+    const handler = rpcHandler(d.handlers);
+    if (!handler)
+      return {
+        kind: 'ack',
+        reply: replyOf(
+          scope,
+          encodeResult(
+            ctx,
+            new MessageResultError(
+              `No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`,
+            ),
+          ),
+        ),
+      };
+    const reply = (r: unknown) => answer(d, r);
+    const { ran, value } = yield* invoke(d, handler, reply, true);
+    return { kind: 'ack', reply: replyOf(scope, answer(d, ran && value !== undefined ? value : null)) };
+  }
+  const handlers = d.handlers;
+  if (handlers.length === 0) unhandled(d);
+  // A plain message that carries reply_to can be answered too (PikaBus's bus.Reply): the first answer of a successful
+  // run goes out after the ack. A foreign request's answer is plain JSON: the first value a handler returns.
+  const replyTo = d.msg.properties.replyTo;
+  const foreign = d.foreign !== undefined;
+  const reply = !replyTo ? noReply : foreign ? (r: unknown) => answerPlain(d, r) : (r: unknown) => answer(d, r);
+  for (let i = 0; i < handlers.length; i++) {
+    const run = yield* invoke(d, handlers[i], reply, d.lastRun && i === handlers.length - 1);
+    if (foreign && replyTo && run.value !== undefined) answerPlain(d, run.value);
+  }
+  // Its caller waits for an answer whatever the handlers returned: null when none returned a value.
+  if (foreign && replyTo) answerPlain(d, null);
+  return d.answer ? { kind: 'ack', reply: replyOf(scope, d.answer) } : ACK;
+}
+
+const noReply = (): void => undefined;
+
+/** A foreign request's answer, once: the value as plain JSON, no envelope (its caller is no Postage component). */
+function answerPlain(d: Scoped, r: unknown): void {
+  if (!d.answer) d.answer = plainReply(r);
+}
+
+/**
+ * A message no handler takes is acked (as in Postage), and said once per
+ * name per processor at warn, with the names it does handle: a typo in a
+ * command name ('gret' for 'greet') shows in the logs instead of vanishing.
+ */
+function unhandled(d: Scoped): void {
+  const body = d.body;
+  const { parts } = d;
+  const key = `${body.category}|${body.type}|${body.name}`;
+  if (parts.unhandled.has(key)) return;
+  parts.unhandled.add(key);
+  const known = namesHandled(parts.registry, body.category, body.type).filter((n) => n !== body.name);
+  parts.log.warn(
+    { messageType: body.type, messageName: body.name, handles: known },
+    `no handler takes ${body.type}/${body.name} in ${parts.dispatch.fingerprint.name}: acked and dropped (said once per name). ${known.length > 0 ? `It handles ${body.type}/${known.join(', ')}` : `It handles no ${body.type} at all`}`,
+  );
+}
+
+/**
+ * Runs one handler (its filters first) inside its run's scope, so that
+ * `currentDelivery()` and the trace context are right in it, across `await`
+ * and `yield`. `last`: nothing runs after it, so it may have the decoded body
+ * itself instead of a copy. Its time limit is the run's (the time-limit stage).
+ */
+function* invoke(
+  d: Scoped,
+  h: Registered,
+  reply: (r: unknown) => void,
+  last: boolean,
+): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
+  const body = d.body;
+  const scope: DeliveryScope = d.scope;
+  const ctx: DispatchContext = d.parts.dispatch;
+  // Each handler (and its filters) gets its own copy, so one cannot change what the next sees;
+  // the body was freshly decoded for this delivery, so the last handler can take it without copying.
+  let given: unknown = h.tag.pass === 'body' ? body : body.content;
+  const checked = h.tag.schema ? d.inputs?.get(h) : undefined;
+  if (checked) {
+    given = checked.value;
+    if (checked.fresh) last = true;
+  }
+  let r = runIn(
+    scope,
+    () => {
+      const arg = applyFilters(h.fn, last ? given : structuredClone(given));
+      if (arg === SKIP) return SKIP;
+      if (h.isClass) {
+        const Cls = h.fn as unknown as new (p: unknown, d: unknown, reply: (r: unknown) => void) => Handler;
+        return new Cls(ctx.owner, arg, reply).call();
+      }
+      // A JSON handler gets the delivery after the body, a CloudEvent handler the event's attributes after the data.
+      return h.fn.call(ctx.owner, arg, h.tag.format ? foreignArgument(d) : reply);
+    },
+    h.isAsync,
+  );
+  if (r === SKIP) return { ran: false, value: undefined };
+  if (isGenerator(r)) r = yield* driveIn(scope, r);
+  else if (isThenable(r)) r = yield r;
+  return { ran: true, value: r };
+}

@@ -1,0 +1,308 @@
+import { StoreError } from '../../errors.js';
+import { componentLogger } from '../../log.js';
+import { OutboxRelay, type OutboxSettings, type RelayStep } from '../outbox-relay.js';
+import type {
+  MessageStore,
+  OutboxBacklog,
+  OutboxMessage,
+  OutboxTarget,
+  StoreClient,
+  StoredOutboxMessage,
+  StoreTransaction,
+  SweepVerdict,
+} from '../store.js';
+import { runTransaction } from '../transaction.js';
+import { migrations, sql, type Tables, tables } from './sql.js';
+
+/** A connection of a `pg.Pool`, as `PostgresStore` uses it. */
+export interface PgClient extends StoreClient {
+  release(err?: Error | boolean): void;
+}
+
+/** A `pg.Pool`, as `PostgresStore` uses it (the application's own: the store never ends it). */
+export interface PgPool {
+  connect(): Promise<PgClient>;
+  /** pg's pool options: `max` is checked against the processors' `concurrency`. */
+  readonly options?: { readonly max?: number };
+}
+
+export interface PostgresStoreOptions extends OutboxSettings {
+  /** The application's `pg.Pool`. Never ended by the store. */
+  pool: PgPool;
+  /** The PostgreSQL schema of the tables. @default 'public' */
+  schema?: string;
+  /** What the tables' names start with: `PREFIXoutbox`, `PREFIXinbox`. @default 'postage_' */
+  prefix?: string;
+  /** Transactions' isolation level. @default 'read committed' */
+  isolation?: 'read committed' | 'repeatable read' | 'serializable';
+  /**
+   * Create the tables on first use when missing. False: call `migrate()`
+   * yourself (or run docs/database.md's SQL). @default true
+   */
+  autoMigrate?: boolean;
+  /** @internal */
+  onRelay?: (step: RelayStep, keys: readonly string[]) => void | Promise<void>;
+}
+
+/**
+ * The transactional outbox and inbox on PostgreSQL, over the application's
+ * own `pg.Pool`: give it to a processor as `store`, and each delivery runs in
+ * one transaction with the handler's writes, its inbox row and its sends;
+ * `store.transaction()` does the same for code outside handlers.
+ *
+ * @example
+ * const store = new PostgresStore({ pool: new pg.Pool({ connectionString }) });
+ * class Orders extends MessageProcessor {
+ *   constructor() { super({ eqk, store }); }
+ *   @MessageHandler('command', 'place')
+ *   async place(content) {
+ *     await currentDelivery()!.db!.query('INSERT INTO orders (item) VALUES ($1)', [content.parameters.item]);
+ *     await events.message_order_placed({ item: content.parameters.item }); // written to the outbox
+ *   }
+ * }
+ */
+export class PostgresStore implements MessageStore {
+  readonly pool: PgPool;
+  readonly settings: OutboxSettings;
+  /** @internal */
+  readonly onRelay: PostgresStoreOptions['onRelay'];
+  readonly #t: Tables;
+  readonly #begin: string;
+  readonly #autoMigrate: boolean;
+  #migrated: Promise<void> | undefined;
+  #relay: OutboxRelay | undefined;
+
+  constructor(options: PostgresStoreOptions) {
+    const {
+      pool,
+      schema = 'public',
+      prefix = 'postage_',
+      isolation,
+      autoMigrate = true,
+      onRelay,
+      ...settings
+    } = options ?? ({} as PostgresStoreOptions);
+    if (!pool || typeof pool.connect !== 'function')
+      throw new TypeError('PostgresStore needs { pool }: a pg.Pool (new pg.Pool({ connectionString }))');
+    this.pool = pool;
+    this.#t = tables(schema, prefix);
+    this.#begin = isolation ? `BEGIN ISOLATION LEVEL ${isolationOf(isolation)}` : 'BEGIN';
+    this.#autoMigrate = autoMigrate;
+    this.onRelay = onRelay;
+    this.settings = settings;
+  }
+
+  /** Connections the pool opens at most (pg's default: 10). */
+  get capacity(): number {
+    return this.pool.options?.max ?? 10;
+  }
+
+  /**
+   * Creates the tables (and the schema's version table) where missing and
+   * applies the migrations they lack, under an advisory lock: replicas that
+   * start at once wait for each other. Run once per process on first use.
+   */
+  migrate(): Promise<void> {
+    this.#migrated ??= this.#migrate().catch((err: unknown) => {
+      this.#migrated = undefined;
+      throw err;
+    });
+    return this.#migrated;
+  }
+
+  async #migrate(): Promise<void> {
+    const t = this.#t;
+    const c = await this.#connect();
+    try {
+      await c.query('BEGIN');
+      await c.query(sql.lock, [t.lockKey]);
+      await c.query(`CREATE SCHEMA IF NOT EXISTS ${t.schema}`);
+      await c.query(sql.versionTable(t));
+      const { rows } = await c.query<{ version: number | null }>(sql.version(t));
+      const at = rows[0]?.version ?? 0;
+      const all = migrations(t);
+      for (let v = at + 1; v <= all.length; v++) {
+        await c.query(all[v - 1]);
+        await c.query(sql.setVersion(t), [v]);
+      }
+      await c.query('COMMIT');
+      c.release();
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      c.release(err as Error);
+      throw err;
+    }
+  }
+
+  async #connect(): Promise<PgClient> {
+    try {
+      return await this.pool.connect();
+    } catch (err) {
+      throw new StoreError(
+        `PostgreSQL did not answer (${(err as Error)?.message ?? String(err)}): the store's pool cannot connect`,
+        'unavailable',
+        { cause: err },
+      );
+    }
+  }
+
+  /** A connection in a transaction; the tables made first if they are missing. */
+  async #open(): Promise<PgClient> {
+    if (this.#autoMigrate) await this.migrate();
+    const c = await this.#connect();
+    try {
+      await c.query(this.#begin);
+    } catch (err) {
+      c.release(err as Error);
+      throw err;
+    }
+    return c;
+  }
+
+  async begin(): Promise<StoreTransaction> {
+    const c = await this.#open();
+    const t = this.#t;
+    let open = true;
+    const end = async (statement: string | undefined, discard = false): Promise<void> => {
+      if (!open) return;
+      open = false;
+      if (discard || statement === undefined) {
+        // Closing the connection rolls the transaction back on the server, whatever the connection was doing.
+        c.release(new Error('postage-ts: transaction discarded'));
+        return;
+      }
+      try {
+        await c.query(statement);
+        c.release();
+      } catch (err) {
+        c.release(err as Error);
+        throw err;
+      }
+    };
+    return {
+      db: c,
+      receive: async (consumer, messageId) => (await c.query(sql.receive(t), [consumer, messageId])).rowCount === 1,
+      send: async (messages, source) => {
+        if (messages.length === 0) return [];
+        const values: unknown[] = [];
+        for (const m of messages)
+          values.push(m.messageId, source, JSON.stringify(m.targets), JSON.stringify(m.properties), m.body, m.delayMs);
+        const { rows } = await c.query<{ seq: string }>(sql.send(t, messages.length), values);
+        return rows.map((r) => String(r.seq));
+      },
+      commit: () => end('COMMIT'),
+      rollback: (options) => end('ROLLBACK', options?.discard),
+    };
+  }
+
+  /**
+   * Runs `fn` in a transaction and commits it (rolls back when `fn` throws).
+   * Producer sends made inside it are written to the outbox and published
+   * after the commit, nothing on a rollback; inside a handler of a processor
+   * with this store, `fn` runs in the run's own transaction.
+   */
+  transaction<T>(fn: (db: StoreClient) => Promise<T> | T): Promise<T> {
+    return runTransaction(
+      this,
+      () => (this.#relay ??= new OutboxRelay(this, componentLogger('store', 'postgres'))),
+      fn,
+    );
+  }
+
+  async #run<T>(fn: (c: PgClient) => Promise<T>): Promise<T> {
+    if (this.#autoMigrate) await this.migrate();
+    const c = await this.#connect();
+    try {
+      const r = await fn(c);
+      c.release();
+      return r;
+    } catch (err) {
+      c.release(err as Error);
+      throw err;
+    }
+  }
+
+  markSent(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return Promise.resolve();
+    return this.#run(async (c) => {
+      await c.query(sql.markSent(this.#t), [keys]);
+    });
+  }
+
+  markUnsent(key: string, error: string, retryAt?: Date): Promise<void> {
+    return this.#run(async (c) => {
+      await c.query(sql.markUnsent(this.#t), [key, error, retryAt ?? null]);
+    });
+  }
+
+  async sweep(
+    options: { olderThanMs: number; limit: number },
+    publish: (message: StoredOutboxMessage) => Promise<SweepVerdict>,
+  ): Promise<number> {
+    const c = await this.#open();
+    const t = this.#t;
+    try {
+      const { rows } = await c.query<DueRow>(sql.due(t), [options.olderThanMs, options.limit]);
+      let sent = 0;
+      const done: string[] = [];
+      for (const r of rows) {
+        const key = String(r.seq);
+        const v = await publish({
+          key,
+          messageId: r.message_id,
+          targets: r.targets,
+          properties: r.properties,
+          body: r.body,
+          delayMs: r.delay_ms,
+          attempts: r.attempts,
+          createdAt: r.created_at,
+        });
+        if (v.sent) {
+          done.push(key);
+          sent++;
+        } else await c.query(sql.markUnsent(t), [key, v.error, v.retryAt ?? null]);
+      }
+      if (done.length > 0) await c.query(sql.markSent(t), [done]);
+      await c.query('COMMIT');
+      c.release();
+      return sent;
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      c.release(err as Error);
+      throw err;
+    }
+  }
+
+  backlog(): Promise<OutboxBacklog> {
+    return this.#run(async (c) => {
+      const { rows } = await c.query<{ waiting: number; oldest_ms: number; failed: number }>(sql.backlog(this.#t));
+      const r = rows[0];
+      return { waiting: r?.waiting ?? 0, oldestMs: Math.max(0, Math.round(r?.oldest_ms ?? 0)), failed: r?.failed ?? 0 };
+    });
+  }
+
+  prune(options: { sentOlderThanMs: number; inboxOlderThanMs: number }): Promise<void> {
+    return this.#run(async (c) => {
+      await c.query(sql.pruneSent(this.#t), [options.sentOlderThanMs]);
+      await c.query(sql.pruneInbox(this.#t), [options.inboxOlderThanMs]);
+    });
+  }
+}
+
+interface DueRow {
+  seq: string;
+  message_id: string;
+  targets: OutboxTarget[];
+  properties: OutboxMessage['properties'];
+  body: Buffer;
+  delay_ms: number;
+  attempts: number;
+  created_at: Date;
+}
+
+function isolationOf(level: string): string {
+  const l = level.toUpperCase();
+  if (l !== 'READ COMMITTED' && l !== 'REPEATABLE READ' && l !== 'SERIALIZABLE')
+    throw new TypeError(`isolation must be 'read committed', 'repeatable read' or 'serializable', not ${level}`);
+  return l;
+}
