@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import type { StandardJSONSchemaV1 } from '@standard-schema/spec';
 import { brokerUrls, loadConfig } from '../config.js';
-import { isContract, isTypeOnly, type ContractEntry } from '../contract/define.js';
+import { isContract, isTypeOnly, type ContractEntry } from '../envelope/contract.js';
 import { resolveExchange, type ExchangeLike } from '../topology/exchange.js';
 import type { ProcessorDescription } from '../receive/description.js';
 import { isProcessor, isProcessorClass, MessageProcessor } from '../receive/processor.js';

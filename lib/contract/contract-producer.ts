@@ -6,8 +6,8 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { ValidationError } from '../errors.js';
 import { GenericProducer, type ProducerOptions } from '../send/producer.js';
-import { isContract, isTypeOnly, type Contract, type ContractEntry } from './define.js';
-import type { ContractBrand } from './senders.js';
+import { isContract, isTypeOnly, type Contract, type ContractEntry } from '../envelope/contract.js';
+import type { ContractBrand } from '../send/contract-senders.js';
 
 /** What `ContractProducer` may say besides the contract. */
 export interface ContractProducerOptions {

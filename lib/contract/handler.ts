@@ -12,7 +12,7 @@ import {
   type ContractEntry,
   type ContractParamsOut,
   type ContractResultValue,
-} from './define.js';
+} from '../envelope/contract.js';
 
 /** What an RPC handler of a contract may return: the result (or a promise of it), or nothing when it calls `reply`. */
 export type ContractReturn<R> =

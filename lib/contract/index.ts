@@ -10,5 +10,10 @@ export {
   type ContractParamsOut,
   type ContractResultValue,
   type ContractResult,
-} from './define.js';
-export type { ContractMessageSender, ContractRpcSender, ContractSenders, ContractBrand } from './senders.js';
+} from '../envelope/contract.js';
+export type {
+  ContractMessageSender,
+  ContractRpcSender,
+  ContractSenders,
+  ContractBrand,
+} from '../send/contract-senders.js';

@@ -39,7 +39,7 @@ import { RpcClient, type ConsumeRpcOptions } from './rpc-client.js';
 import { eksEntries, type Eks, type EksEntry } from '../topology/topology.js';
 import { type HeldSend, holdingTransaction } from '../stores/held.js';
 import type { OutboxMessage } from '../stores/store.js';
-import type { ContractBrand, ContractSenders } from '../contract/senders.js';
+import type { ContractBrand, ContractSenders } from './contract-senders.js';
 
 export type { SendOptions } from './send-options.js';
 

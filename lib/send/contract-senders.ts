@@ -2,8 +2,8 @@
  * The senders a contract gives a producer: `message_NAME` for its messages, `rpc_NAME` for its RPCs, typed from the
  * entries. Types only: `Producer<T>` adds them where `T` carries a contract (`ContractProducer`).
  */
-import type { SendOptions } from '../send/send-options.js';
-import type { ContractEntry, ContractParams, ContractResult, ContractResultValue } from './define.js';
+import type { SendOptions } from './send-options.js';
+import type { ContractEntry, ContractParams, ContractResult, ContractResultValue } from '../envelope/contract.js';
 
 /** A sender's arguments: the parameters (optional where the entry takes none, or only optional ones), then options. */
 type SendArgs<P, O> = {} extends P ? [params?: P, options?: O] : [params: P, options?: O];

@@ -7,7 +7,7 @@
  * shared between services loads no amqplib and starts nothing.
  */
 import type { StandardSchemaV1 } from '@standard-schema/spec';
-import type { MessageResult, MessageResultError, MessageResultException } from '../envelope/messages.js';
+import type { MessageResult, MessageResultError, MessageResultException } from './messages.js';
 
 /** One name of a contract. */
 export interface ContractEntry {
