@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ConsumeMessage } from 'amqplib';
 import { context as otelContext, type Context } from '@opentelemetry/api';
 import type { Yielded } from '../microthreads/thread.js';
-import type { StoreClient } from '../stores/store.js';
+import type { StoreClient } from './store-client.js';
 import { relay } from '../microthreads/relay.js';
 
 /** The headers postage-ts reads and writes to follow a conversation across components. */

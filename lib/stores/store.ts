@@ -4,24 +4,9 @@
  * unit tests; a store for MySQL or SQLite implements the same (docs/database.md).
  */
 
-/** One row a query gave back. */
-export type StoreRow = Record<string, unknown>;
-
-/** What a query resolves to: node-postgres's shape (`rows`, `rowCount`). */
-export interface StoreResult<R extends object = StoreRow> {
-  rows: R[];
-  rowCount: number | null;
-}
-
-/**
- * A run's database client: the transaction's connection, with pg's
- * `query(text, values)`. With `PostgresStore` it is the pool's client itself
- * (wrapped so that it refuses queries once its run has ended), so libraries
- * that take a node-postgres client take it too.
- */
-export interface StoreClient {
-  query<R extends object = StoreRow>(text: string, values?: readonly unknown[]): Promise<StoreResult<R>>;
-}
+// The run's client is part of a delivery's scope, which sits below the stores: its types live there.
+import type { StoreClient } from '../scope/store-client.js';
+export type { StoreClient, StoreResult, StoreRow } from '../scope/store-client.js';
 
 /** One exchange and routing key a message goes to. */
 export interface OutboxTarget {
