@@ -1,5 +1,4 @@
 import type { ConsumeMessage } from 'amqplib';
-import type { GenericConsumer } from './consumer.js';
 import type { AmqpPorts } from './delivery/amqp-ports.js';
 import type { ExchangeLike } from '../topology/exchange.js';
 import type { QueueSpec } from '../topology/topology.js';
@@ -32,16 +31,17 @@ export interface ConsumerInternals {
   holdConsumersUntilClose(): void;
 }
 
-const kept = new WeakMap<GenericConsumer, ConsumerInternals>();
+// Keyed by any object, not by GenericConsumer: the consumer imports this module, and this one stays below it.
+const kept = new WeakMap<object, ConsumerInternals>();
 
 /** What the library's own parts reach of `consumer` (see {@link ConsumerInternals}). */
-export function consumerInternals(consumer: GenericConsumer): ConsumerInternals {
+export function consumerInternals(consumer: object): ConsumerInternals {
   const internals = kept.get(consumer);
   if (!internals) throw new TypeError('not a GenericConsumer (or one still being constructed)');
   return internals;
 }
 
 /** Called once by each consumer's constructor. */
-export function keepInternals(consumer: GenericConsumer, internals: ConsumerInternals): void {
+export function keepInternals(consumer: object, internals: ConsumerInternals): void {
   kept.set(consumer, internals);
 }
