@@ -12,7 +12,7 @@ import {
 } from '../../topology/delay.js';
 import { Publisher, RETURN_MARK } from '../../send/publisher.js';
 import { ERROR_HEADERS, errorExchangeDeclaration, type EksEntry } from '../../topology/topology.js';
-import type { ConsumerLine } from './amqp-ports.js';
+import type { ConsumerLine } from './consumer-line.js';
 import type { ConfirmedCopies } from './ports.js';
 
 /**

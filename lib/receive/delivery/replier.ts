@@ -2,7 +2,7 @@ import type { Channel, ConsumeMessage } from 'amqplib';
 import { BrokerError } from '../../errors.js';
 import { MessageResult, type Message } from '../../envelope/messages.js';
 import { REPLY_TO } from '../../topology/topology.js';
-import type { ConsumerLine } from './amqp-ports.js';
+import type { ConsumerLine } from './consumer-line.js';
 import type { Replier } from './ports.js';
 
 /**
