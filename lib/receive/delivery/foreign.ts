@@ -8,19 +8,10 @@
 import { MalformedMessage } from '../../errors.js';
 import { deliveryInfo } from '../../scope/context.js';
 import type { Registered, Registry } from './registry.js';
-import type { RawDelivery, Scoped } from './state.js';
+import type { Foreign, RawDelivery, Scoped } from './state.js';
 import type { MessageBody } from '../../envelope/messages.js';
 import { cloudEventFault, readCloudEvent, UNREAD, type CloudEventAttributes } from '../../formats/cloudevents.js';
 import { isEnvelopeShaped, topicMatcher } from '../../formats/json.js';
-
-/** What a delivery without an envelope was taken as. @internal */
-export interface Foreign {
-  readonly format: 'json' | 'cloudevent';
-  /** A CloudEvent's attributes. */
-  readonly attributes: CloudEventAttributes | undefined;
-  /** What dedupe keys it by when it carries no message id (the handler's `idempotencyKey`). */
-  readonly key: string | undefined;
-}
 
 interface Entry {
   readonly h: Registered;

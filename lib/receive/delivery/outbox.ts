@@ -1,7 +1,6 @@
 import { AckAndRestart, BrokerError, ExitScheduler, HandlerTimeout } from '../../errors.js';
 import { type HeldSend, outgoingOf } from '../../stores/held.js';
-import type { OutboxRelay } from '../../stores/outbox-relay.js';
-import { isSerializationFailure, type MessageStore, type StoreTransaction } from '../../stores/store.js';
+import { isSerializationFailure, type StoreTransaction } from '../../stores/store.js';
 import { guardClient } from '../../stores/transaction.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import { MessageResultException } from '../../envelope/messages.js';
@@ -57,12 +56,6 @@ export function* outbox(d: Scoped, next: Next): Generator<Yielded, Outcome, unkn
     );
     return { kind: 'requeue', reason: `a send failed: ${(err as Error)?.message ?? String(err)}` };
   }
-}
-
-/** What a processor with `store` gives its pipeline: the store, and the relay that publishes its outbox. @internal */
-export interface StoreRuntime {
-  readonly store: MessageStore;
-  readonly relay: OutboxRelay;
 }
 
 /** Serialization failures (40001) and deadlocks run again as new runs, this many runs in all. */

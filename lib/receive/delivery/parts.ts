@@ -1,7 +1,8 @@
 import type { ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../log.js';
 import type { DeliverySource } from './ports.js';
-import type { StoreRuntime } from './outbox.js';
+import type { OutboxRelay } from '../../stores/outbox-relay.js';
+import type { MessageStore } from '../../stores/store.js';
 import type { FingerprintDict } from '../../envelope/fingerprint.js';
 import type { IdempotencyStore } from '../../stores/idempotency.js';
 import type { DeliveryInfo } from '../../scope/context.js';
@@ -11,6 +12,12 @@ import type { DeliveryEvent, ProcessorMiddleware, RetryOptions } from './public.
 import type { Registry } from './registry.js';
 import type { DeliveryCounter } from './deliveries.js';
 import type { ConfirmedCopies, Replier, Settler } from './ports.js';
+
+/** What a processor with `store` gives its pipeline: the store, and the relay that publishes its outbox. @internal */
+export interface StoreRuntime {
+  readonly store: MessageStore;
+  readonly relay: OutboxRelay;
+}
 
 /** Headers a delayed retry or a defer carries, read when the copy comes back. */
 export const RETRY_HEADERS = Object.freeze({

@@ -1,5 +1,5 @@
 import type { ConsumeMessage } from 'amqplib';
-import type { Foreign } from './foreign.js';
+import type { CloudEventAttributes } from '../../formats/cloudevents.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import type { MessageBody } from '../../envelope/messages.js';
 import type { DeliveryScope } from '../../scope/context.js';
@@ -10,6 +10,15 @@ import type { Registered } from './registry.js';
 
 const NONE: Registered[] = [];
 const LEAVE: Outcome = Object.freeze({ kind: 'leave' });
+
+/** What a delivery without an envelope was taken as. @internal */
+export interface Foreign {
+  readonly format: 'json' | 'cloudevent';
+  /** A CloudEvent's attributes. */
+  readonly attributes: CloudEventAttributes | undefined;
+  /** What dedupe keys it by when it carries no message id (the handler's `idempotencyKey`). */
+  readonly key: string | undefined;
+}
 
 /**
  * One delivery on its way through the stages: what each stage learned of it
