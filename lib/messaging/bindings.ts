@@ -166,7 +166,9 @@ export class Bindings {
     }
   }
 
-  /** Exchanges deleted under the consumer (`gone`): declared again on `ch`, and everything bound to them bound again. */
+  /**
+   * Exchanges deleted under the consumer (`gone`): declared again on `ch`, and everything bound to them bound again.
+   */
   async bindAgain(model: ChannelModel, ch: Channel, gone: Set<string>): Promise<void> {
     const topology = this.topology();
     const declared = new Set<string>();

@@ -75,7 +75,8 @@ export function checkPositional(what: string, args: readonly unknown[], form: re
     const at = form[i];
     if (!at)
       throw new TypeError(
-        `${call} takes ${form.length} arguments, not ${args.length}: use the options form, new ${what}({ fingerprint, … })`,
+        `${call} takes ${form.length} arguments, not ${args.length}: use the options form, new ${what}({ ` +
+          'fingerprint, … })',
       );
     const [name, kind] = at;
     const ok =
@@ -92,11 +93,14 @@ export function checkPositional(what: string, args: readonly unknown[], form: re
         : typeof a === 'object'
           ? 'an object'
           : `a ${typeof a}`;
+    const wanted = kind === 'object' ? 'an object' : kind === 'array' ? 'an array' : 'a string';
+    const others = form
+      .filter(([n]) => n !== 'fingerprint')
+      .map(([n]) => n)
+      .join(', ');
     throw new TypeError(
-      `${call}: argument ${i + 1} is the ${name} (${kind === 'object' ? 'an object' : kind === 'array' ? 'an array' : 'a string'}), not ${got}. Or use the options form, new ${what}({ fingerprint, ${form
-        .filter(([n]) => n !== 'fingerprint')
-        .map(([n]) => n)
-        .join(', ')} })`,
+      `${call}: argument ${i + 1} is the ${name} (${wanted}), not ${got}. ` +
+        `Or use the options form, new ${what}({ fingerprint, ${others} })`,
     );
   });
 }

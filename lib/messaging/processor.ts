@@ -644,7 +644,8 @@ export class MessageProcessor extends MicroThread {
     const scheduler = this.scheduler;
     if (!scheduler) {
       this.log.warn(
-        `concurrency ${this.#concurrency} needs the processor to run on a MicroScheduler; handling one delivery at a time`,
+        `concurrency ${this.#concurrency} needs the processor to run on a MicroScheduler; handling one delivery at a ` +
+          'time',
       );
       return;
     }
@@ -753,7 +754,9 @@ export class MessageProcessor extends MicroThread {
   /** Logs a remote lifecycle command with who sent it, tells the host, and says whether it is carried out. */
   #remoteCommand(command: 'quit' | 'restart', body: MessageBody<object>): boolean {
     const from = (body.fingerprint ?? {}) as Partial<FingerprintDict>;
-    const who = `${from.name ?? '?'} (${from.type ?? '?'}) pid ${from.pid ?? '?'}@${from.host ?? '?'} user ${from.user ?? '?'}`;
+    const who =
+      `${from.name ?? '?'} (${from.type ?? '?'}) ` +
+      `pid ${from.pid ?? '?'}@${from.host ?? '?'} user ${from.user ?? '?'}`;
     if (!this.#remoteControl) {
       this.log.warn(
         { command, from },

@@ -783,7 +783,10 @@ function refuseAfterFailure(scope: DeliveryScope | undefined): void {
   if (!scope?.failed) return;
   const why = scope.failure as Error | undefined;
   throw new PostageError(
-    `not sent: the handler run this send comes from has ended (${why?.name ?? 'Error'}: ${why?.message ?? String(why)}), so what it does now is dropped. Work meant to outlive its delivery must not run inside the handler: hand it to a microthread of your own (see "Work that outlives a delivery" in docs/processors.md)`,
+    `not sent: the handler run this send comes from has ended (${why?.name ?? 'Error'}: ` +
+      `${why?.message ?? String(why)}), so what it does now is dropped. Work meant to outlive its delivery must not ` +
+      'run inside the handler: hand it to a microthread of your own (see "Work that outlives a delivery" in ' +
+      'docs/processors.md)',
     'SEND_AFTER_FAILURE',
     { cause: why },
   );
