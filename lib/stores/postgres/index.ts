@@ -5,16 +5,4 @@
  * See docs/database.md.
  */
 export { PostgresStore, type PostgresStoreOptions, type PgPool, type PgClient } from './store.js';
-export type {
-  MessageStore,
-  StoreClient,
-  StoreResult,
-  StoreRow,
-  StoreTransaction,
-  OutboxMessage,
-  OutboxTarget,
-  StoredOutboxMessage,
-  OutboxBacklog,
-  SweepVerdict,
-} from '../store.js';
-export type { OutboxSettings } from '../relay.js';
+export type * from '../public.js';
