@@ -1,14 +1,8 @@
 import type { ChannelModel, Options } from 'amqplib';
 import { componentLogger } from '../log.js';
 import { JsonEncoder, type Encoder } from '../messaging/encoder.js';
-import {
-  Message,
-  MessageResult,
-  MessageResultError,
-  MessageResultException,
-  type AnyResult,
-  type MessageBody,
-} from '../messaging/messages.js';
+import { Message, MessageResult, MessageResultError, MessageResultException } from '../messaging/messages.js';
+import type { AnyResult, MessageBody } from '../messaging/messages.js';
 import type { GenericProducer, Producer, ProducerOptions } from '../messaging/producer.js';
 import { Publisher, unroutableError } from '../messaging/send/publisher.js';
 import { RpcClient, type RpcCall } from '../messaging/send/rpc-client.js';
