@@ -58,6 +58,23 @@ export function constructorForm(
   return 'positional';
 }
 
+/**
+ * The options a component's constructor was given, in either of its forms: the options object as it is, or the
+ * positional arguments, checked against `form`, made into options by `toOptions`.
+ * @internal
+ */
+export function constructorOptions<O extends object, P extends unknown[]>(
+  what: string,
+  args: readonly unknown[],
+  names: Readonly<Record<string, true>>,
+  form: readonly Positional[],
+  toOptions: (...positional: P) => O,
+): O {
+  if (constructorForm(args, names, what) === 'options') return (args[0] === undefined ? {} : args[0]) as O;
+  checkPositional(what, args, form);
+  return toOptions(...(args as P));
+}
+
 /** What one positional constructor argument must be. */
 export type Positional = readonly [name: string, kind: 'object' | 'array' | 'string'];
 

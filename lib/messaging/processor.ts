@@ -26,7 +26,7 @@ import { Fingerprint, type FingerprintDict } from './fingerprint.js';
 import { MessageHandlerFullBody, registerMachinery, RpcHandler } from './handlers.js';
 import type { MessageBody } from './messages.js';
 import { describeProcessor, type ProcessorDescription } from './describe.js';
-import { checkPositional, constructorForm, type ComponentOptions, type Positional } from './options.js';
+import { constructorOptions, type ComponentOptions, type Positional } from './options.js';
 import type { Eqk } from './topology.js';
 import { PARTITION_HEADER, partitionTopology, type PartitionedTopology } from './partitions.js';
 import { OWN_PRESENCE, Presence } from './presence.js';
@@ -315,13 +315,23 @@ export class MessageProcessor extends MicroThread {
       | [fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string]
   ) {
     super();
-    const [first = {}, eqk, hup, vhost] = args as [object | undefined, Eqk?, Partial<Hup>?, string?];
-    const form = constructorForm(args, PROCESSOR_OPTIONS, this.constructor.name);
-    if (form === 'positional') checkPositional(this.constructor.name, args, PROCESSOR_FORM);
-    const opts: ProcessorOptions =
-      form === 'options'
-        ? (first as ProcessorOptions)
-        : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
+    const opts = constructorOptions(
+      this.constructor.name,
+      args,
+      PROCESSOR_OPTIONS,
+      PROCESSOR_FORM,
+      (
+        fingerprint: Partial<FingerprintDict> = {},
+        eqk?: Eqk,
+        hup?: Partial<Hup>,
+        vhost?: string,
+      ): ProcessorOptions => ({
+        fingerprint,
+        eqk,
+        hup,
+        vhost,
+      }),
+    );
     this.fingerprint = {
       ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(),
       ...(opts.fingerprint as FingerprintDict),
