@@ -37,7 +37,8 @@ function dispatching(ch: object): Dispatching {
   const c = ch as Partial<Dispatching>;
   if (typeof c.dispatchMessage !== 'function' || !(c.consumers instanceof Map)) {
     throw new Error(
-      'this amqplib release has no Channel#dispatchMessage or #consumers: bench/own-cost.ts cannot hand a channel made-up deliveries',
+      'this amqplib release has no Channel#dispatchMessage or #consumers: bench/own-cost.ts cannot hand a channel ' +
+        'made-up deliveries',
     );
   }
   return c as Dispatching;

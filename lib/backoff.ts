@@ -1,8 +1,9 @@
 /**
  * Waiting between attempts, one way for the whole library: the delay
  * arithmetic ({@link backoffMs}, {@link jittered}) and the one loop that
- * every retry in transport/ runs ({@link retrying}): the first connection,
- * reconnection, restoring a component on a connection, reopening a channel.
+ * every retry over a broker runs ({@link retrying}): the first connection,
+ * reconnection, restoring a component on a connection, reopening a channel,
+ * declaring again a queue deleted under its consumer.
  */
 
 /** Reconnection timing. Delays grow by `factor` from `initialMs` up to `maxMs`, each with ±`jitter`. */
@@ -83,8 +84,8 @@ export interface RetryingOptions {
  * Runs `attempt` until it resolves, waiting with backoff and jitter between
  * tries: resolves to its value, or to `undefined` once the signal is aborted
  * or `keepGoing` says no. `onFailure` may end it with an error. The one
- * retry loop of transport/: every loop that waits for a broker runs here, so
- * each honours the `reconnect` option the same way.
+ * retry loop of the library: every loop that waits for a broker runs here,
+ * so each honours the `reconnect` option the same way.
  * @internal
  */
 export async function retrying<T>(

@@ -58,6 +58,23 @@ export function constructorForm(
   return 'positional';
 }
 
+/**
+ * The options a component's constructor was given, in either of its forms: the options object as it is, or the
+ * positional arguments, checked against `form`, made into options by `toOptions`.
+ * @internal
+ */
+export function constructorOptions<O extends object, P extends unknown[]>(
+  what: string,
+  args: readonly unknown[],
+  names: Readonly<Record<string, true>>,
+  form: readonly Positional[],
+  toOptions: (...positional: P) => O,
+): O {
+  if (constructorForm(args, names, what) === 'options') return (args[0] === undefined ? {} : args[0]) as O;
+  checkPositional(what, args, form);
+  return toOptions(...(args as P));
+}
+
 /** What one positional constructor argument must be. */
 export type Positional = readonly [name: string, kind: 'object' | 'array' | 'string'];
 
@@ -75,7 +92,8 @@ export function checkPositional(what: string, args: readonly unknown[], form: re
     const at = form[i];
     if (!at)
       throw new TypeError(
-        `${call} takes ${form.length} arguments, not ${args.length}: use the options form, new ${what}({ fingerprint, … })`,
+        `${call} takes ${form.length} arguments, not ${args.length}: use the options form, new ${what}({ ` +
+          'fingerprint, … })',
       );
     const [name, kind] = at;
     const ok =
@@ -92,11 +110,14 @@ export function checkPositional(what: string, args: readonly unknown[], form: re
         : typeof a === 'object'
           ? 'an object'
           : `a ${typeof a}`;
+    const wanted = kind === 'object' ? 'an object' : kind === 'array' ? 'an array' : 'a string';
+    const others = form
+      .filter(([n]) => n !== 'fingerprint')
+      .map(([n]) => n)
+      .join(', ');
     throw new TypeError(
-      `${call}: argument ${i + 1} is the ${name} (${kind === 'object' ? 'an object' : kind === 'array' ? 'an array' : 'a string'}), not ${got}. Or use the options form, new ${what}({ fingerprint, ${form
-        .filter(([n]) => n !== 'fingerprint')
-        .map(([n]) => n)
-        .join(', ')} })`,
+      `${call}: argument ${i + 1} is the ${name} (${wanted}), not ${got}. ` +
+        `Or use the options form, new ${what}({ fingerprint, ${others} })`,
     );
   });
 }

@@ -121,7 +121,8 @@ export function loadConfig(rawEnv: Env = process.env): PostageConfig {
     if (/[:/@]/.test(h) && !/^\[[0-9a-f:.]+\]$/i.test(h)) {
       throw new ConfigError(
         'POSTAGE_HOST',
-        `POSTAGE_HOST: '${h}' is not a host name: give the host alone (the port goes in POSTAGE_PORT, a whole address in POSTAGE_URL).`,
+        `POSTAGE_HOST: '${h}' is not a host name: give the host alone (the port goes in POSTAGE_PORT, a whole ` +
+          'address in POSTAGE_URL).',
       );
     }
   }
@@ -175,7 +176,8 @@ export function checkBrokerUrls(urls: string, source: 'POSTAGE_URL' | 'url'): vo
     } catch {
       throw new ConfigError(
         source,
-        `${source}: '${redactUrl(url)}' is not a valid URL (a password with / # ? or % must be percent-encoded). ${fix}`,
+        `${source}: '${redactUrl(url)}' is not a valid URL (a password with / # ? or % must be percent-encoded). ` +
+          `${fix}`,
       );
     }
     if (u.hostname === '')
@@ -190,7 +192,8 @@ export function checkBrokerUrls(urls: string, source: 'POSTAGE_URL' | 'url'): vo
     } catch {
       throw new ConfigError(
         source,
-        `${source}: '${redactUrl(url)}' has a % that starts no escape in its user, password or vhost (write % as %25). ${fix}`,
+        `${source}: '${redactUrl(url)}' has a % that starts no escape in its user, password or vhost (write % as ` +
+          `%25). ${fix}`,
       );
     }
   }

@@ -148,7 +148,8 @@ export class DeferMessage extends ControlSignal {
     // The delay levels hold up to 2^32 - 1 ms (lib/topology/delay.ts).
     if (typeof delayMs !== 'number' || !Number.isInteger(delayMs) || delayMs < 0 || delayMs > 2 ** 32 - 1) {
       throw new TypeError(
-        `DeferMessage needs a whole number of milliseconds from 0 to ${2 ** 32 - 1} (about 49.7 days), not ${String(delayMs)}`,
+        `DeferMessage needs a whole number of milliseconds from 0 to ${2 ** 32 - 1} (about 49.7 days), not ` +
+          `${String(delayMs)}`,
       );
     }
     super(message, 'DEFER_MESSAGE');
@@ -174,7 +175,8 @@ export class DeliveryLimitExceeded extends PostageError {
   readonly deliveries: number;
   constructor(deliveries: number, limit: number) {
     super(
-      `delivered ${deliveries} times, more than maxDeliveries (${limit}): each time it was not settled before its connection or process went down`,
+      `delivered ${deliveries} times, more than maxDeliveries (${limit}): each time it was not settled before its ` +
+        'connection or process went down',
       'DELIVERY_LIMIT',
     );
     this.name = 'DeliveryLimitExceeded';
@@ -191,7 +193,8 @@ export class HandlerTimeout extends PostageError {
   readonly timeoutMs: number;
   constructor(what: string, timeoutMs: number) {
     super(
-      `handler for ${what} ran longer than ${timeoutMs} ms: its delivery failed (a promise it awaits never settled?). Raise handlerTimeoutMs, or the handler's timeoutMs, if it needs longer`,
+      `handler for ${what} ran longer than ${timeoutMs} ms: its delivery failed (a promise it awaits never ` +
+        `settled?). Raise handlerTimeoutMs, or the handler's timeoutMs, if it needs longer`,
       'HANDLER_TIMEOUT',
     );
     this.name = 'HandlerTimeout';
@@ -284,7 +287,8 @@ export class ValidationError extends PostageError {
   readonly issues: readonly ValidationIssue[];
   constructor(what: string, issues: readonly ValidationIssue[]) {
     super(
-      `${what} failed its schema: ${issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ')}`,
+      `${what} failed its schema: ` +
+        `${issues.map((i) => (i.path.length > 0 ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ')}`,
       'VALIDATION',
     );
     this.name = 'ValidationError';

@@ -1,6 +1,6 @@
-// The public surface of postage-ts, and nothing internal: spec/api-surface.txt lists every name each subpath
-// (`postage-ts`, `/testing`, `/nestjs`, `/postgres`) exports, and spec/api.spec.ts fails when this file and that list
-// differ.
+// The public surface of postage-ts, and nothing internal: spec/api-surface.txt lists every name each subpath of
+// package.json's `exports` (`postage-ts`, `/testing`, `/nestjs`, `/postgres`, `/redis`, `/contract`) exports, and
+// spec/api.spec.ts fails when a subpath is missing from it or differs from that list.
 export {
   MicroThread,
   MicroScheduler,
@@ -108,19 +108,7 @@ export {
   type IdempotencyClaim,
   type MemoryIdempotencyOptions,
 } from './stores/idempotency.js';
-export type {
-  MessageStore,
-  StoreClient,
-  StoreResult,
-  StoreRow,
-  StoreTransaction,
-  OutboxMessage,
-  OutboxTarget,
-  StoredOutboxMessage,
-  OutboxBacklog,
-  SweepVerdict,
-} from './stores/store.js';
-export type { OutboxSettings } from './stores/outbox-relay.js';
+export type * from './stores/public.js';
 export { currentDelivery, HEADERS as CONVERSATION_HEADERS, type DeliveryInfo } from './scope/context.js';
 export { configureTelemetry, type TelemetryOptions } from './telemetry/settings.js';
 export {

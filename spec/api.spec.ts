@@ -55,10 +55,11 @@ function surface(): string {
             !(ts.getCombinedModifierFlags(m) & (ts.ModifierFlags.Private | ts.ModifierFlags.Protected)) &&
             !ts.isPrivateIdentifier(m.name),
         )
-        .map(
-          (m) =>
-            `${ts.getCombinedModifierFlags(m) & ts.ModifierFlags.Static ? 'static ' : ''}${m.name!.getText(source.fileName === decl.getSourceFile().fileName ? source : decl.getSourceFile())}`,
-        );
+        .map((m) => {
+          const isStatic = ts.getCombinedModifierFlags(m) & ts.ModifierFlags.Static;
+          const from = source.fileName === decl.getSourceFile().fileName ? source : decl.getSourceFile();
+          return `${isStatic ? 'static ' : ''}${m.name!.getText(from)}`;
+        });
       for (const m of [...new Set(members)].sort()) lines.push(`${entry}   ${exp.name}.${m}`);
     }
   }

@@ -48,7 +48,8 @@ describe('postage (CLI)', function () {
     const none = await postage(['help', 'fly']);
     expect(none.code).to.equal(2);
     expect(none.stderr.trim()).to.equal(
-      "postage: no help for 'fly': the commands are ping, describe, run, send, rpc, watch, errors, graph, dashboard and asyncapi",
+      "postage: no help for 'fly': the commands are ping, describe, run, send, rpc, watch, errors, graph, dashboard " +
+        'and asyncapi',
     );
   });
 
@@ -220,7 +221,8 @@ describe('postage (CLI)', function () {
     const r = await postage(['watch', 'amq.direct']);
     expect(r.code).to.equal(2);
     expect(r.stderr.trim()).to.equal(
-      "postage: exchange 'amq.direct' is direct: the default key '#' would only match messages sent with the key '#', so nothing would show. Give the key to watch: postage watch amq.direct KEY",
+      "postage: exchange 'amq.direct' is direct: the default key '#' would only match messages sent with the key " +
+        "'#', so nothing would show. Give the key to watch: postage watch amq.direct KEY",
     );
   });
 

@@ -129,10 +129,10 @@ describe('docs', function () {
         try {
           const file = join(dir, 'example.mts');
           // The package name resolves to the library's source, as it would to the installed package.
-          writeFileSync(
-            file,
-            `${b.code.replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`).replaceAll("from 'postage-ts/testing'", `from '${resolve('lib/testing/index.ts')}'`)}\nexport {};\n`,
-          );
+          const code = b.code
+            .replaceAll("from 'postage-ts'", `from '${resolve('lib/index.ts')}'`)
+            .replaceAll("from 'postage-ts/testing'", `from '${resolve('lib/testing/index.ts')}'`);
+          writeFileSync(file, `${code}\nexport {};\n`);
           const { stdout } = await exec(process.execPath, ['--import', 'tsx', file], {
             timeout: 60_000,
             env: { ...process.env, POSTAGE_URL: await brokerUrl() },

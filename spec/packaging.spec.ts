@@ -134,11 +134,13 @@ describe('the npm package', function () {
     const probe = (type: string, code: string) => run(process.execPath, [`--input-type=${type}`, '-e', code], dir);
     const esm = await probe(
       'module',
-      "import('postage-ts/testing').then((t) => console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof t.PrivateBroker))",
+      "import('postage-ts/testing').then((t) => console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof " +
+        't.PrivateBroker))',
     );
     const cjs = await probe(
       'commonjs',
-      "const t = require('postage-ts/testing'); console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof t.PrivateBroker)",
+      "const t = require('postage-ts/testing'); console.log(typeof t.ProcessorHarness, typeof t.testProducer, typeof " +
+        't.PrivateBroker)',
     );
     expect(esm.trim()).to.equal('function function function');
     expect(cjs.trim()).to.equal('function function function');
@@ -327,8 +329,8 @@ describe('the npm package', function () {
         'It handles command/quit, restart, order',
       );
       expect(lines).to.include(
-        "warn [nestjs]: Audit opened its own connection instead of the module's: inject the module's options and spread them, " +
-          'constructor(@InjectPostage() postage: PostageComponentOptions) { super({ ...postage, eqk }) }',
+        "warn [nestjs]: Audit opened its own connection instead of the module's: inject the module's options and " +
+          'spread them, constructor(@InjectPostage() postage: PostageComponentOptions) { super({ ...postage, eqk }) }',
       );
       expect(lines.some((l) => l.startsWith('failed') || l.startsWith('error'))).to.equal(false);
       // Every order was acked before the app ended: nothing waits in its queue for a redelivery.

@@ -3,7 +3,7 @@ import type { Exchange } from '../topology/exchange.js';
 import type { FingerprintDict } from '../envelope/fingerprint.js';
 import { MessageHandler, registerMachinery, RpcHandler } from '../receive/handlers.js';
 import { MessageResult } from '../envelope/messages.js';
-import { checkPositional, constructorForm, type Positional } from '../component-options.js';
+import { constructorOptions, type Positional } from '../component-options.js';
 import { MessageProcessor, PROCESSOR_OPTIONS, type ProcessorOptions } from '../receive/processor.js';
 import { GenericApplicationExchange, OWN_PRESENCE, PresenceExchange } from '../receive/presence.js';
 import type { Eqk, QueueFlags, QueueSpec } from '../topology/topology.js';
@@ -67,15 +67,16 @@ export class GenericApplication extends MessageProcessor {
       | [options?: ApplicationOptions]
       | [fingerprint: Partial<FingerprintDict>, vhost?: string, groups?: string[], hup?: Partial<Hup>]
   ) {
-    const [first = {}, vhost, groups = [], hup] = args as [object | undefined, string?, string[]?, Partial<Hup>?];
-    const form = constructorForm(args, APPLICATION_OPTIONS, new.target.name);
     // Not a processor's (fingerprint, eqk, hup, vhost): an eqk passed on from a subclass that was one is refused here,
     // by name.
-    if (form === 'positional') checkPositional(new.target.name, args, APPLICATION_FORM);
-    const opts: ApplicationOptions =
-      form === 'options'
-        ? (first as ApplicationOptions)
-        : { fingerprint: first as Partial<FingerprintDict>, vhost, groups, hup };
+    const opts = constructorOptions(
+      new.target.name,
+      args,
+      APPLICATION_OPTIONS,
+      APPLICATION_FORM,
+      (fingerprint: Partial<FingerprintDict> = {}, vhost?: string, groups: string[] = [], hup?: Partial<Hup>) =>
+        ({ fingerprint, vhost, groups, hup }) as ApplicationOptions,
+    );
     // The standard bindings need the full fingerprint, which the processor builds: declare them in ready().
     super({ ...opts, eqk: [] });
     const { name, pid, host } = this.fingerprint;

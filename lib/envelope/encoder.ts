@@ -53,7 +53,8 @@ export class JsonEncoder extends Encoder {
     const content = typeof v === 'object' && v !== null ? (v as { content?: unknown }).content : undefined;
     if (typeof content === 'object' && content !== null && ENCRYPTED in content) {
       throw new MalformedMessage(
-        `the message is encrypted (${ENCRYPTED}), and this component has no keys: give it the sender's key in POSTAGE_ENCRYPTION_KEYS (or an EncryptedJsonEncoder)`,
+        `the message is encrypted (${ENCRYPTED}), and this component has no keys: give it the sender's key in ` +
+          'POSTAGE_ENCRYPTION_KEYS (or an EncryptedJsonEncoder)',
       );
     }
     return v;

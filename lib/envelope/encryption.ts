@@ -34,7 +34,8 @@ function keyBytes(id: string, v: Buffer | string, source: string): Buffer {
   const refuse = (why: string) =>
     new ConfigError(
       source,
-      `${source}: key '${id}' ${why} (AES-256): give 32 random bytes as base64 (openssl rand -base64 32) or 64 hex characters.`,
+      `${source}: key '${id}' ${why} (AES-256): give 32 random bytes as base64 (openssl rand -base64 32) or 64 hex ` +
+        'characters.',
     );
   if (Buffer.isBuffer(v)) {
     if (v.length !== 32) throw refuse(`is ${v.length} bytes, not 32`);
@@ -122,7 +123,8 @@ export class EncryptedJsonEncoder extends JsonEncoder {
     const key = this.#keys.get(sealed.kid);
     if (!key)
       throw new MalformedMessage(
-        `the message is encrypted with key '${sealed.kid}', which this component does not have: add it to its keys (POSTAGE_ENCRYPTION_KEYS)`,
+        `the message is encrypted with key '${sealed.kid}', which this component does not have: add it to its keys ` +
+          '(POSTAGE_ENCRYPTION_KEYS)',
       );
     let plain: Buffer;
     try {
@@ -132,7 +134,8 @@ export class EncryptedJsonEncoder extends JsonEncoder {
       plain = Buffer.concat([decipher.update(Buffer.from(sealed.data, 'base64')), decipher.final()]);
     } catch (err) {
       throw new MalformedMessage(
-        `the encrypted content fails authentication under key '${sealed.kid}': it was changed on the way, or sealed with another key of that name`,
+        `the encrypted content fails authentication under key '${sealed.kid}': it was changed on the way, or sealed ` +
+          'with another key of that name',
         { cause: err },
       );
     }

@@ -170,7 +170,8 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
 function validateEnvelope(body: unknown): MessageBody<Record<string, unknown>> {
   if (!isPlainObject(body))
     throw new MalformedMessage(
-      `body is ${Array.isArray(body) ? 'an array' : typeof body === 'object' ? 'null' : `a ${typeof body}`}, not an object`,
+      `body is ${Array.isArray(body) ? 'an array' : typeof body === 'object' ? 'null' : `a ${typeof body}`}, not an ` +
+        'object',
     );
   if (!('version' in body)) throw new MalformedMessage('no "version" key');
   if (body.version !== '2')
@@ -207,7 +208,8 @@ function classFor(b: MessageBody<Record<string, unknown>>): MessageClass {
       if (t === 'error') return MessageResultError;
       if (t === 'exception') return MessageResultException;
       throw new MalformedMessage(
-        `result content type ${JSON.stringify(t) ?? 'is missing'}${t === undefined ? '' : ' is not success, error or exception'}`,
+        'result content type ' +
+          `${JSON.stringify(t) ?? 'is missing'}${t === undefined ? '' : ' is not success, error or exception'}`,
       );
     }
     default:

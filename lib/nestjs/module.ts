@@ -99,7 +99,8 @@ export class PostageModule {
   static forRootAsync(options: PostageModuleAsyncOptions): DynamicModule {
     if (typeof options?.useFactory !== 'function')
       throw new TypeError(
-        'PostageModule.forRootAsync({ useFactory, inject }): useFactory must be a function that returns the module options',
+        'PostageModule.forRootAsync({ useFactory, inject }): useFactory must be a function that returns the module ' +
+          'options',
       );
     return PostageModule.#build(
       {

@@ -41,7 +41,8 @@ export class PostageRuntime {
       if (this.selection !== 'all' && !this.selection.some((c) => instance instanceof c)) continue;
       if (!wrapper.isDependencyTreeStatic()) {
         this.log.warn(
-          `${instance.constructor.name} is request- or transient-scoped: a processor must be a singleton to consume, so it is not started`,
+          `${instance.constructor.name} is request- or transient-scoped: a processor must be a singleton to consume, ` +
+            'so it is not started',
         );
         continue;
       }
@@ -56,7 +57,8 @@ export class PostageRuntime {
       if (p.consumer.connection !== this.connection.model) {
         this.log.warn(
           `${p.constructor.name} opened its own connection instead of the module's: ` +
-            "inject the module's options and spread them, constructor(@InjectPostage() postage: PostageComponentOptions) { super({ ...postage, eqk }) }",
+            "inject the module's options and spread them, constructor(@InjectPostage() postage: " +
+            'PostageComponentOptions) { super({ ...postage, eqk }) }',
         );
       }
     }

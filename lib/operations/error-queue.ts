@@ -134,7 +134,7 @@ function describeFailed(m: GetMessage): FailedMessage {
   } catch {
     envelope = undefined;
   }
-  const body = (envelope ?? {}) as { type?: unknown; name?: unknown; content?: { type?: unknown; name?: unknown } };
+  const body = (envelope ?? {}) as EnvelopeLike;
   const failedAt = headerText(headers[ERROR_HEADERS.failedAt]);
   const issues = headerText(headers[ERROR_HEADERS.validationIssues]);
   let validationIssues: unknown = issues;
@@ -151,18 +151,8 @@ function describeFailed(m: GetMessage): FailedMessage {
       : typeof m.properties.timestamp === 'number'
         ? new Date(m.properties.timestamp * (m.properties.timestamp < 1e12 ? 1000 : 1))
         : undefined,
-    messageType:
-      typeof body.type === 'string'
-        ? body.type
-        : typeof body.content?.type === 'string'
-          ? body.content.type
-          : undefined,
-    messageName:
-      typeof body.name === 'string'
-        ? body.name
-        : typeof body.content?.name === 'string'
-          ? body.content.name
-          : undefined,
+    messageType: bodyField(body, 'type'),
+    messageName: bodyField(body, 'name'),
     originalExchange: headerText(headers[ERROR_HEADERS.originalExchange]) ?? '',
     originalRoutingKey: headerText(headers[ERROR_HEADERS.originalRoutingKey]) ?? '',
     errorName: headerText(headers[ERROR_HEADERS.name]) ?? '(none)',
@@ -175,6 +165,14 @@ function describeFailed(m: GetMessage): FailedMessage {
     content: m.content,
     properties,
   };
+}
+
+type EnvelopeLike = { type?: unknown; name?: unknown; content?: { type?: unknown; name?: unknown } };
+
+/** The envelope's message type or name where it is a string, or else its content's. */
+function bodyField(body: EnvelopeLike, field: 'type' | 'name'): string | undefined {
+  const v = typeof body[field] === 'string' ? body[field] : body.content?.[field];
+  return typeof v === 'string' ? v : undefined;
 }
 
 /** A header's date, or undefined where it is not one (the header itself still shows what it says). */

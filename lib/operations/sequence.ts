@@ -47,12 +47,15 @@ export function sequenceSvg(messages: readonly SeenMessage[]): string {
   const height = top + arrows.length * rowH + 40;
   const x = (p: string) => 20 + participants.indexOf(p) * colW + colW / 2;
   const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
-    '<defs><marker id="seq-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M 0 0 L 10 5 L 0 10 z" fill="#1f2937"/></marker></defs>',
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ` +
+      'font-family="Helvetica, Arial, sans-serif" font-size="12">',
+    '<defs><marker id="seq-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" ' +
+      'orient="auto"><path d="M 0 0 L 10 5 L 0 10 z" fill="#1f2937"/></marker></defs>',
   ];
   for (const p of participants) {
     parts.push(
-      `<rect x="${x(p) - 80}" y="8" width="160" height="26" rx="4" fill="#bbf7d0" stroke="#374151"/><text x="${x(p)}" y="25" text-anchor="middle">${xml(p)}</text>`,
+      `<rect x="${x(p) - 80}" y="8" width="160" height="26" rx="4" fill="#bbf7d0" stroke="#374151"/><text ` +
+        `x="${x(p)}" y="25" text-anchor="middle">${xml(p)}</text>`,
     );
     parts.push(`<line x1="${x(p)}" y1="34" x2="${x(p)}" y2="${height - 10}" stroke="#9ca3af" stroke-dasharray="4 3"/>`);
   }

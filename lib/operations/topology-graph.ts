@@ -80,7 +80,8 @@ export function toMermaid(g: TopologyGraph): string {
   const lines = ['flowchart LR', ...g.nodes.map((n) => `  ${ids.get(n.id)}${shape(n)}`)];
   for (const e of g.edges)
     lines.push(
-      `  ${ids.get(e.from)} ${e.kind === 'fails' ? '-.->' : '-->'}${e.label ? `|"${quoted(e.label)}"|` : ''} ${ids.get(e.to)}`,
+      `  ${ids.get(e.from)} ${e.kind === 'fails' ? '-.->' : '-->'}${e.label ? `|"${quoted(e.label)}"|` : ''} ` +
+        `${ids.get(e.to)}`,
     );
   return lines.join('\n');
 }
@@ -98,11 +99,13 @@ export function toDot(g: TopologyGraph): string {
   const lines = ['digraph postage {', '  rankdir=LR;', '  node [fontname="Helvetica"];'];
   for (const n of g.nodes)
     lines.push(
-      `  "${esc(n.id)}" [label="${esc(n.label)}", shape=${shape[n.kind]}${n.kind === 'errors' ? ', color=red' : ''}${n.up === false ? ', style=dashed' : ''}];`,
+      `  "${esc(n.id)}" [label="${esc(n.label)}", ` +
+        `shape=${shape[n.kind]}${n.kind === 'errors' ? ', color=red' : ''}${n.up === false ? ', style=dashed' : ''}];`,
     );
   for (const e of g.edges)
     lines.push(
-      `  "${esc(e.from)}" -> "${esc(e.to)}"${e.label ? ` [label="${esc(e.label)}"]` : ''}${e.kind === 'fails' ? ' [style=dashed, color=red]' : ''};`,
+      `  "${esc(e.from)}" -> "${esc(e.to)}"${e.label ? ` [label="${esc(e.label)}"]` : ''}` +
+        `${e.kind === 'fails' ? ' [style=dashed, color=red]' : ''};`,
     );
   lines.push('}');
   return lines.join('\n');
@@ -142,8 +145,10 @@ export function toSvg(g: TopologyGraph): string {
     handler: '#f3f4f6',
   };
   const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
-    '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ` +
+      'font-family="Helvetica, Arial, sans-serif" font-size="12">',
+    '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" ' +
+      'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
     ...['exchanges', 'queues', 'components', 'handlers'].map(
       (t, i) => `<text x="${pad + i * (boxW + gapX)}" y="${pad + 8}" font-weight="bold" fill="#374151">${t}</text>`,
     ),

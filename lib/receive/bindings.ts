@@ -62,13 +62,9 @@ export class Bindings {
     await this.topology().ensure(this.#model(), ch, exchangeDeclaration(b.exchange), force);
     const name = await this.#declareQueue(ch, b);
     if (exName !== '') {
-      await ch.bindQueue(name, exName, b.key).catch((err: unknown) => {
-        throw new BrokerError(
-          `cannot bind queue '${name}' to exchange '${exName}' with key '${b.key}': ${brokerSaid(err)}`,
-          'DECLARE_FAILED',
-          { cause: err, amqpCode: amqpCodeOf(err) },
-        );
-      });
+      await ch
+        .bindQueue(name, exName, b.key)
+        .catch(bindRefused(`queue '${name}' to exchange '${exName}' with key '${b.key}'`));
     }
     this.#bindings.push(b);
     this.#queueNames.set(b, name);
@@ -83,13 +79,9 @@ export class Bindings {
     await topology.ensure(this.#model(), ch, exchangeDeclaration(r.source), force);
     await topology.ensure(this.#model(), ch, exchangeDeclaration(r.destination), force);
     const [dest, src] = [resolveExchange(r.destination).name, resolveExchange(r.source).name];
-    await ch.bindExchange(dest, src, r.key).catch((err: unknown) => {
-      throw new BrokerError(
-        `cannot bind exchange '${dest}' to exchange '${src}' with key '${r.key}': ${brokerSaid(err)}`,
-        'DECLARE_FAILED',
-        { cause: err, amqpCode: amqpCodeOf(err) },
-      );
-    });
+    await ch
+      .bindExchange(dest, src, r.key)
+      .catch(bindRefused(`exchange '${dest}' to exchange '${src}' with key '${r.key}'`));
     this.#routes.push(r);
   }
 
@@ -166,7 +158,9 @@ export class Bindings {
     }
   }
 
-  /** Exchanges deleted under the consumer (`gone`): declared again on `ch`, and everything bound to them bound again. */
+  /**
+   * Exchanges deleted under the consumer (`gone`): declared again on `ch`, and everything bound to them bound again.
+   */
   async bindAgain(model: ChannelModel, ch: Channel, gone: Set<string>): Promise<void> {
     const topology = this.topology();
     const declared = new Set<string>();
@@ -220,4 +214,14 @@ export class Bindings {
 
 function nameIn(spec: QueueSpec): string {
   return typeof spec === 'string' ? spec : spec.name;
+}
+
+/** A bind the broker refused (`what`: what was bound to what), as the BrokerError that says so. */
+function bindRefused(what: string): (err: unknown) => never {
+  return (err) => {
+    throw new BrokerError(`cannot bind ${what}: ${brokerSaid(err)}`, 'DECLARE_FAILED', {
+      cause: err,
+      amqpCode: amqpCodeOf(err),
+    });
+  };
 }

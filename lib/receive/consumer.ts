@@ -5,7 +5,7 @@ import { asPino, componentLogger, type Logger } from '../log.js';
 import { openChannel } from '../transport/channels.js';
 import { Link } from '../transport/link.js';
 import { ExchangeWatch } from '../transport/exchange-watch.js';
-import { backoffMs, jittered } from '../backoff.js';
+import { retrying } from '../backoff.js';
 import type { ConnectionEvent, ConnectionEvents } from '../transport/managed.js';
 import type { ConnectionStatus } from '../transport/status.js';
 import type { AckBatcher } from './acks.js';
@@ -303,34 +303,39 @@ export class GenericConsumer {
     this.log.warn({ queue }, `the broker cancelled the consumer of queue '${queue}'; declaring it and consuming again`);
     this.#link.troubled(1, why);
     this.#link.emit('consumerCancelled', queue);
-    void this.#recoverQueue(c, queue, why);
+    void this.#recoverQueue(c, queue);
   }
 
-  /** Declares `queue` and its bindings again and consumes it, with backoff, for as long as `c` is the channel. */
-  async #recoverQueue(c: ConsumerChannel, queue: string, why: Error): Promise<void> {
-    let lastError = why;
-    for (let attempt = 0; ; attempt++) {
-      // The channel went meanwhile: its reopen declares and consumes everything again, this queue included.
-      if (this.#closed || c !== this.#current) return;
-      try {
+  /**
+   * Declares `queue` and its bindings again and consumes it, with backoff (the connection's `reconnect` option), for
+   * as long as `c` is the channel.
+   */
+  async #recoverQueue(c: ConsumerChannel, queue: string): Promise<void> {
+    // The channel went meanwhile: its reopen declares and consumes everything again, this queue included.
+    const live = () => !this.#closed && c === this.#current;
+    await retrying(
+      async (attempt) => {
         const names = await this.#bindings.rebind(c.ch, queue);
         if (c !== this.#current) return;
         for (const q of names) if (!c.tags.has(q)) await this.#consume(c, q);
         this.#link.recovered();
         this.log.info({ queue, attempts: attempt + 1 }, `queue '${queue}' declared and consumed again`);
-        return;
-      } catch (err) {
-        lastError = err as Error;
-      }
-      if (this.#closed || c !== this.#current) return;
-      const wait = jittered(backoffMs(attempt, 100, 10_000), 0.2, 10_000);
-      this.#link.troubled(attempt + 2, lastError);
-      this.log.warn(
-        { queue, attempt: attempt + 1, nextInMs: Math.round(wait), err: lastError.message },
-        `could not declare queue '${queue}' again; trying again`,
-      );
-      await new Promise((r) => setTimeout(r, wait).unref());
-    }
+      },
+      {
+        backoff: this.#link.reconnect,
+        keepGoing: live,
+        // Nobody awaits this loop, and the consumer may be closed meanwhile: its waits must not hold the process.
+        unref: true,
+        onFailure: (err, attempt, wait) => {
+          if (!live()) return;
+          this.#link.troubled(attempt + 2, err as Error);
+          this.log.warn(
+            { queue, attempt: attempt + 1, nextInMs: Math.round(wait), err: (err as Error).message },
+            `could not declare queue '${queue}' again; trying again`,
+          );
+        },
+      },
+    );
   }
 
   /** Exchanges deleted under the consumer: declared again (through the connection's topology), and bound again. */

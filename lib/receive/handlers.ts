@@ -120,7 +120,8 @@ function isTc39Context(v: unknown): v is DecoratorContext {
 
 function refuse(where: string): never {
   throw new TypeError(
-    `postage-ts handler decorators go on methods, or on static fields holding a Handler class; ${where} is neither. Move the decorator to a method (or make the field \`static X = class extends Handler {…}\`).`,
+    `postage-ts handler decorators go on methods, or on static fields holding a Handler class; ${where} is neither. ` +
+      `Move the decorator to a method (or make the field \`static X = class extends Handler {…}\`).`,
   );
 }
 

@@ -25,7 +25,7 @@ import { Fingerprint, type FingerprintDict } from '../envelope/fingerprint.js';
 import { MessageHandlerFullBody, registerMachinery, RpcHandler } from './handlers.js';
 import type { MessageBody } from '../envelope/messages.js';
 import { describeProcessor, type ProcessorDescription } from './description.js';
-import { checkPositional, constructorForm, type ComponentOptions, type Positional } from '../component-options.js';
+import { constructorOptions, type ComponentOptions, type Positional } from '../component-options.js';
 import type { Eqk } from '../topology/topology.js';
 import { PARTITION_HEADER, partitionTopology, type PartitionedTopology } from '../topology/partitions.js';
 import { OWN_PRESENCE, Presence } from './presence.js';
@@ -314,13 +314,23 @@ export class MessageProcessor extends MicroThread {
       | [fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string]
   ) {
     super();
-    const [first = {}, eqk, hup, vhost] = args as [object | undefined, Eqk?, Partial<Hup>?, string?];
-    const form = constructorForm(args, PROCESSOR_OPTIONS, this.constructor.name);
-    if (form === 'positional') checkPositional(this.constructor.name, args, PROCESSOR_FORM);
-    const opts: ProcessorOptions =
-      form === 'options'
-        ? (first as ProcessorOptions)
-        : { fingerprint: first as Partial<FingerprintDict>, eqk, hup, vhost };
+    const opts = constructorOptions(
+      this.constructor.name,
+      args,
+      PROCESSOR_OPTIONS,
+      PROCESSOR_FORM,
+      (
+        fingerprint: Partial<FingerprintDict> = {},
+        eqk?: Eqk,
+        hup?: Partial<Hup>,
+        vhost?: string,
+      ): ProcessorOptions => ({
+        fingerprint,
+        eqk,
+        hup,
+        vhost,
+      }),
+    );
     this.fingerprint = {
       ...new Fingerprint(this.constructor.name, 'processor', { vhost: opts.vhost }).asDict(),
       ...(opts.fingerprint as FingerprintDict),
@@ -643,7 +653,8 @@ export class MessageProcessor extends MicroThread {
     const scheduler = this.scheduler;
     if (!scheduler) {
       this.log.warn(
-        `concurrency ${this.#concurrency} needs the processor to run on a MicroScheduler; handling one delivery at a time`,
+        `concurrency ${this.#concurrency} needs the processor to run on a MicroScheduler; handling one delivery at a ` +
+          'time',
       );
       return;
     }
@@ -752,7 +763,9 @@ export class MessageProcessor extends MicroThread {
   /** Logs a remote lifecycle command with who sent it, tells the host, and says whether it is carried out. */
   #remoteCommand(command: 'quit' | 'restart', body: MessageBody<object>): boolean {
     const from = (body.fingerprint ?? {}) as Partial<FingerprintDict>;
-    const who = `${from.name ?? '?'} (${from.type ?? '?'}) pid ${from.pid ?? '?'}@${from.host ?? '?'} user ${from.user ?? '?'}`;
+    const who =
+      `${from.name ?? '?'} (${from.type ?? '?'}) ` +
+      `pid ${from.pid ?? '?'}@${from.host ?? '?'} user ${from.user ?? '?'}`;
     if (!this.#remoteControl) {
       this.log.warn(
         { command, from },

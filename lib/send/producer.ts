@@ -95,13 +95,15 @@ export interface ProducerOptions extends ComponentOptions {
   confirmTimeoutMs?: number;
 }
 
-type MessageMethods<T> = {
-  [K in keyof T as K extends `build_message_${infer N}` ? `message_${N}` : never]: T[K] extends (
+/** Each builder `build_${From}_NAME` of `T` as a sender `${To}_NAME`: its arguments, then send options, giving `R`. */
+type Senders<T, From extends string, To extends string, R> = {
+  [K in keyof T as K extends `build_${From}_${infer N}` ? `${To}_${N}` : never]: T[K] extends (
     ...args: infer A
   ) => unknown
-    ? (...args: [...A, SendOptions?]) => Promise<void>
+    ? (...args: [...A, SendOptions?]) => R
     : never;
 };
+type MessageMethods<T> = Senders<T, 'message', 'message', Promise<void>>;
 type RpcMethods<T> = {
   [K in keyof T as K extends `build_rpc_${infer N}` ? `rpc_${N}` : never]: T[K] extends (...args: infer A) => unknown
     ? {
@@ -143,13 +145,7 @@ export type StreamSender<P extends object = Record<string, unknown>> = (
   params?: P,
   options?: SendOptions,
 ) => AsyncIterableIterator<unknown>;
-type StreamMethods<T> = {
-  [K in keyof T as K extends `build_rpc_${infer N}` ? `rpcStream_${N}` : never]: T[K] extends (
-    ...args: infer A
-  ) => unknown
-    ? (...args: [...A, SendOptions?]) => AsyncIterableIterator<unknown>
-    : never;
-};
+type StreamMethods<T> = Senders<T, 'rpc', 'rpcStream', AsyncIterableIterator<unknown>>;
 /** Every name, for producers that declare no builder at all (a bare `GenericProducer`, as in Postage). */
 interface FallbackMethods {
   [name: `message_${string}`]: MessageSender;
@@ -397,27 +393,15 @@ export class GenericProducer {
     try {
       const { msg, opts } = this.#build(name, category, args);
       const scope = currentScope();
-      if (this.#middleware) {
-        if (category === 'rpc')
-          return this.#around(
-            'rpc',
-            msg.body,
-            opts,
-            scope,
-            (o) => this.#call(msg.body, o, scope),
-            () =>
-              new MessageResultError(`RPC '${name}' not sent: a producer middleware returned without calling next()`),
-          );
-        return this.#around(
-          'message',
-          msg.body,
-          opts,
-          scope,
-          (o) => this.#publish(msg.body, o, scope),
-          () => undefined,
-        );
-      }
-      return category === 'rpc' ? this.#call(msg.body, opts, scope) : this.#publish(msg.body, opts, scope);
+      const rpc = category === 'rpc';
+      const core = (o: SendOptions): Promise<unknown> =>
+        rpc ? this.#call(msg.body, o, scope) : this.#publish(msg.body, o, scope);
+      if (!this.#middleware) return core(opts);
+      const dropped = () =>
+        rpc
+          ? new MessageResultError(`RPC '${name}' not sent: a producer middleware returned without calling next()`)
+          : undefined;
+      return this.#around(category, msg.body, opts, scope, core, dropped);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -783,7 +767,10 @@ function refuseAfterFailure(scope: DeliveryScope | undefined): void {
   if (!scope?.failed) return;
   const why = scope.failure as Error | undefined;
   throw new PostageError(
-    `not sent: the handler run this send comes from has ended (${why?.name ?? 'Error'}: ${why?.message ?? String(why)}), so what it does now is dropped. Work meant to outlive its delivery must not run inside the handler: hand it to a microthread of your own (see "Work that outlives a delivery" in docs/processors.md)`,
+    `not sent: the handler run this send comes from has ended (${why?.name ?? 'Error'}: ` +
+      `${why?.message ?? String(why)}), so what it does now is dropped. Work meant to outlive its delivery must not ` +
+      'run inside the handler: hand it to a microthread of your own (see "Work that outlives a delivery" in ' +
+      'docs/processors.md)',
     'SEND_AFTER_FAILURE',
     { cause: why },
   );

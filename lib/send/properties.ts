@@ -50,7 +50,8 @@ function checkHeaderValue(path: string, v: unknown, depth = 0): void {
     return;
   }
   throw new TypeError(
-    `_headers: ${path} is ${describe(v)}, which AMQP cannot carry: use a string, a number, a boolean, null, a Buffer, or arrays and plain objects of those`,
+    `_headers: ${path} is ${describe(v)}, which AMQP cannot carry: use a string, a number, a boolean, null, a ` +
+      'Buffer, or arrays and plain objects of those',
   );
 }
 
@@ -125,7 +126,8 @@ export function sendProperties(
   if (opts._priority !== undefined) {
     if (!Number.isInteger(opts._priority) || opts._priority < 0 || opts._priority > 255)
       throw new TypeError(
-        `_priority must be a whole number from 0 to 255 (RabbitMQ uses up to the queue's x-max-priority), not ${describe(opts._priority)}`,
+        `_priority must be a whole number from 0 to 255 (RabbitMQ uses up to the queue's x-max-priority), not ` +
+          `${describe(opts._priority)}`,
       );
     props.priority = opts._priority;
   }

@@ -18,7 +18,9 @@ export function unroutableError(missed: readonly EksEntry[]): BrokerError {
   const unroutable = missed.map(([e, key]) => ({ exchange: e.name, key }));
   const list = unroutable.map((t) => `exchange '${t.exchange}' with key '${t.key}'`).join(', ');
   return new BrokerError(
-    `no queue is bound to ${list}: the broker returned the message${missed.length > 1 ? ' for each of these' : ''}. Start the component that consumes it (if it is started, await its ready() before sending: until then its queue may not be bound), or check the exchange and key.`,
+    `no queue is bound to ${list}: the broker returned the message${missed.length > 1 ? ' for each of these' : ''}. ` +
+      'Start the component that consumes it (if it is started, await its ready() before sending: until then its ' +
+      'queue may not be bound), or check the exchange and key.',
     'UNROUTABLE',
     { unroutable },
   );
@@ -239,7 +241,9 @@ export class Publisher {
         // has it.
         p.reject(
           new BrokerError(
-            `the connection went away before the broker confirmed a message to ${exName}/${key}: it may or may not have arrived. Send it again (receivers drop duplicates by message id), or use whileDisconnected: 'buffer', which does`,
+            `the connection went away before the broker confirmed a message to ${exName}/${key}: it may or may not ` +
+              'have arrived. Send it again (receivers drop duplicates by message id), or use whileDisconnected: ' +
+              `'buffer', which does`,
             'UNCONFIRMED',
             { cause: err },
           ),
@@ -265,7 +269,9 @@ export class Publisher {
   /** The bound on a confirm, as a message a user can act on. @internal */
   timeoutError(p: PendingPublish): BrokerError {
     return new BrokerError(
-      `no confirm from the broker for a message to ${p.exchange}/${p.key} within ${this.#confirms.ms / 1000} s: the connection may be dead (its heartbeat will tell). The message may or may not have arrived: send it again (or raise confirmTimeoutMs)`,
+      `no confirm from the broker for a message to ${p.exchange}/${p.key} within ${this.#confirms.ms / 1000} s: the ` +
+        'connection may be dead (its heartbeat will tell). The message may or may not have arrived: send it again ' +
+        '(or raise confirmTimeoutMs)',
       'CONFIRM_TIMEOUT',
     );
   }

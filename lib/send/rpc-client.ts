@@ -220,7 +220,8 @@ export class RpcClient {
             correlationId,
             new MessageResultException(
               'TimeoutError',
-              `no reply to RPC ${exchange.name}/${key} after ${call.maxRetry + 1} attempts of ${call.timeoutMs / 1000} s`,
+              `no reply to RPC ${exchange.name}/${key} after ${call.maxRetry + 1} attempts of ` +
+                `${call.timeoutMs / 1000} s`,
             ),
           );
           continue;
@@ -372,7 +373,8 @@ export class RpcClient {
       this.#fail(
         id,
         new BrokerError(
-          `RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it is safe to`,
+          `RPC to ${target[0].name}/${target[1]} lost: ${why}. It may or may not have been handled: call again if it ` +
+            'is safe to',
           code,
         ),
       );

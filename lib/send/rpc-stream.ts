@@ -114,7 +114,8 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
     if (kind === 'error')
       this.#end(
         new StreamError(
-          `stream ${this.o.what} failed on the server: ${c.type === 'exception' ? `${String(c.value)}: ` : ''}${c.message}`,
+          `stream ${this.o.what} failed on the server: ` +
+            `${c.type === 'exception' ? `${String(c.value)}: ` : ''}${c.message}`,
           'remote',
           c.type === 'exception' ? String(c.value) : undefined,
         ),
@@ -122,7 +123,8 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
     else
       this.#end(
         new StreamError(
-          `stream ${this.o.what}: the server answered with one ${c.type} result, not a stream${c.message ? ` (${c.message})` : ''}: is its handler an async generator (or { stream: true })?`,
+          `stream ${this.o.what}: the server answered with one ${c.type} result, not a ` +
+            `stream${c.message ? ` (${c.message})` : ''}: is its handler an async generator (or { stream: true })?`,
           'not-a-stream',
         ),
       );
@@ -143,7 +145,8 @@ export class StreamCall implements AsyncIterableIterator<unknown> {
         if (this.#control) this.o.send(this.#control, 'cancel');
         this.#end(
           new StreamError(
-            `stream ${this.o.what}: nothing from the server within ${this.o.idleMs / 1000} s (it may have gone): the stream is over`,
+            `stream ${this.o.what}: nothing from the server within ${this.o.idleMs / 1000} s (it may have gone): the ` +
+              'stream is over',
             'idle',
           ),
         );

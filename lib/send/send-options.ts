@@ -136,11 +136,14 @@ export function takeSendOptions(args: unknown[], payloads: number): SendOptions 
   const list = (ks: string[]) => ks.map((k) => `'${k}'`).join(', ');
   if (args.length > payloads)
     throw new TypeError(
-      `unknown send option${unknown.length > 1 ? 's' : ''} ${list(unknown)}: the options are ${[...SEND_OPTIONS].join(', ')}`,
+      `unknown send option${unknown.length > 1 ? 's' : ''} ${list(unknown)}: the options are ` +
+        `${[...SEND_OPTIONS].join(', ')}`,
     );
   if (unknown.length === keys.length) return {};
   throw new TypeError(
-    `an argument mixes send options (${list(keys.filter((k) => SEND_OPTIONS.has(k)))}) with keys that are none (${list(unknown)}): ` +
-      `if it is the payload, pass the options after it; if it is options, the options are ${[...SEND_OPTIONS].join(', ')}`,
+    `an argument mixes send options (${list(keys.filter((k) => SEND_OPTIONS.has(k)))}) with keys that are none ` +
+      `(${list(unknown)}): ` +
+      'if it is the payload, pass the options after it; if it is options, the options are ' +
+      `${[...SEND_OPTIONS].join(', ')}`,
   );
 }

@@ -36,7 +36,8 @@ export async function throwawayVhost(base: string = brokerUrls(config())[0]): Pr
   } catch (err) {
     await ctl('delete_vhost', name).catch(() => undefined);
     throw new Error(
-      `cannot make a throwaway vhost on ${redactUrl(base)} (${(err as Error).message.split('\n')[0]}): run the tests where rabbitmqctl reaches that broker (as root or the rabbitmq user)`,
+      `cannot make a throwaway vhost on ${redactUrl(base)} (${(err as Error).message.split('\n')[0]}): run the tests ` +
+        'where rabbitmqctl reaches that broker (as root or the rabbitmq user)',
     );
   }
   u.pathname = `/${encodeURIComponent(name)}`;
@@ -95,7 +96,8 @@ export function received(
       stop();
       reject(
         new Error(
-          `${processor.name} received no ${type}${name ? `/${name}` : ''}${options.outcome ? ` (${options.outcome})` : ''} within ${ms} ms`,
+          `${processor.name} received no ` +
+            `${type}${name ? `/${name}` : ''}${options.outcome ? ` (${options.outcome})` : ''} within ${ms} ms`,
         ),
       );
     }, ms);

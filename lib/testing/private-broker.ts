@@ -69,13 +69,15 @@ export class PrivateBroker {
     // A node left over from a killed run would answer in this one's place.
     if (await portAnswers(this.port))
       throw new Error(
-        `port ${this.port} is taken (a private node left over from a killed run?): stop it with \`rabbitmqctl -n ${this.node} stop\` or kill it`,
+        `port ${this.port} is taken (a private node left over from a killed run?): stop it with \`rabbitmqctl -n ` +
+          `${this.node} stop\` or kill it`,
       );
     try {
       await exec('rabbitmq-server', ['-detached'], { env: this.#env });
     } catch (err) {
       throw new Error(
-        `cannot start a private RabbitMQ node (is rabbitmq-server installed? apt-get install rabbitmq-server): ${(err as Error).message}`,
+        'cannot start a private RabbitMQ node (is rabbitmq-server installed? apt-get install rabbitmq-server): ' +
+          `${(err as Error).message}`,
       );
     }
     await this.#ctl('await_startup', '--timeout', '60');

@@ -1,14 +1,8 @@
 import type { ChannelModel, Options } from 'amqplib';
 import { componentLogger } from '../log.js';
 import { JsonEncoder, type Encoder } from '../envelope/encoder.js';
-import {
-  Message,
-  MessageResult,
-  MessageResultError,
-  MessageResultException,
-  type AnyResult,
-  type MessageBody,
-} from '../envelope/messages.js';
+import { Message, MessageResult, MessageResultError, MessageResultException } from '../envelope/messages.js';
+import type { AnyResult, MessageBody } from '../envelope/messages.js';
 import type { GenericProducer, Producer, ProducerOptions } from '../send/producer.js';
 import { Publisher, unroutableError } from '../send/publisher.js';
 import { RpcClient, type RpcCall } from '../send/rpc-client.js';

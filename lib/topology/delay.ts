@@ -65,7 +65,8 @@ function level(i: number): string {
 export function checkDelay(what: string, ms: unknown): number {
   if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0 || ms > MAX_DELAY_MS) {
     throw new TypeError(
-      `${what} must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS} (about 49.7 days), not ${typeof ms === 'number' || typeof ms === 'bigint' ? String(ms) : (JSON.stringify(ms) ?? String(ms))}`,
+      `${what} must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS} (about 49.7 days), not ` +
+        `${typeof ms === 'number' || typeof ms === 'bigint' ? String(ms) : (JSON.stringify(ms) ?? String(ms))}`,
     );
   }
   return ms;
@@ -162,7 +163,8 @@ const LEVELS: Declaration = {
       }
     } catch (err) {
       throw new BrokerError(
-        `cannot declare the delay exchanges and queues (postage.delay.*): ${brokerSaid(err)}. If they exist with other arguments, delete them (they hold delayed messages)`,
+        `cannot declare the delay exchanges and queues (postage.delay.*): ${brokerSaid(err)}. If they exist with ` +
+          'other arguments, delete them (they hold delayed messages)',
         'DECLARE_FAILED',
         {
           cause: err,
@@ -220,12 +222,14 @@ export async function sendDelayed(
   if (await publish()) return;
   log.warn(
     { level: entryQueue(ms), delayMs: ms },
-    `delay level ${entryQueue(ms)} is missing (deleted?): declaring the delay levels again and sending the message again`,
+    `delay level ${entryQueue(ms)} is missing (deleted?): declaring the delay levels again and sending the message ` +
+      'again',
   );
   await delayTo(place, to, true);
   if (await publish()) return;
   throw new BrokerError(
-    `delay level ${entryQueue(ms)} took no message even after the levels were declared again: check the postage.delay.* queues and the bindings of ${DELAY_DOOR}`,
+    `delay level ${entryQueue(ms)} took no message even after the levels were declared again: check the ` +
+      `postage.delay.* queues and the bindings of ${DELAY_DOOR}`,
     'UNROUTABLE',
   );
 }

@@ -104,7 +104,8 @@ function pick(name: string, ts: string, py: string, tsValue: unknown, pyValue: u
   if (pyValue === undefined) return tsValue;
   if (tsValue !== undefined && tsValue !== pyValue) {
     throw new TopologyError(
-      `exchange '${name}' sets both ${ts} (${String(tsValue)}) and Postage's ${py} (${String(pyValue)}): keep ${ts}, the TypeScript spelling`,
+      `exchange '${name}' sets both ${ts} (${String(tsValue)}) and Postage's ${py} (${String(pyValue)}): keep ${ts}, ` +
+        'the TypeScript spelling',
     );
   }
   return pyValue;

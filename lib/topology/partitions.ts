@@ -50,11 +50,13 @@ export function partitionTopology(eqk: Eqk, n: number): PartitionedTopology {
       const flags = typeof queue === 'string' ? {} : (queue.flags ?? {});
       if (name === '')
         throw new TopologyError(
-          "a partitioned processor needs named queues: its replicas share them (a server-named queue is one replica's own)",
+          'a partitioned processor needs named queues: its replicas share them (a server-named queue is one ' +
+            "replica's own)",
         );
       if (flags.exclusive || flags.autoDelete || flags.durable === false)
         throw new TopologyError(
-          `queue '${name}': partitions are shared by every replica and outlive each one: they cannot be exclusive, auto-delete or non-durable`,
+          `queue '${name}': partitions are shared by every replica and outlive each one: they cannot be exclusive, ` +
+            'auto-delete or non-durable',
         );
       let q = byQueue.get(name);
       if (!q) {

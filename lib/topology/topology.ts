@@ -160,14 +160,16 @@ export function declareError(err: unknown, kind: 'exchange' | 'queue', name: str
   if (code === 406) {
     const remove = kind === 'queue' ? `rabbitmqctl delete_queue ${name}` : `rabbitmqadmin delete exchange name=${name}`;
     return new BrokerError(
-      `cannot declare ${what}: ${said}. It exists with other flags or arguments: declare it with the same ones, or delete it first (${remove}; add -p VHOST outside the default vhost).`,
+      `cannot declare ${what}: ${said}. It exists with other flags or arguments: declare it with the same ones, or ` +
+        `delete it first (${remove}; add -p VHOST outside the default vhost).`,
       'PRECONDITION_FAILED',
       { cause: err, amqpCode: 406 },
     );
   }
   if (code === 404) {
     return new BrokerError(
-      `cannot declare ${what}: ${said}. A passive declaration needs it to exist already: start the component that declares it first.`,
+      `cannot declare ${what}: ${said}. A passive declaration needs it to exist already: start the component that ` +
+        'declares it first.',
       'NOT_FOUND',
       { cause: err, amqpCode: 404 },
     );
@@ -183,7 +185,9 @@ export function declareError(err: unknown, kind: 'exchange' | 'queue', name: str
     // A partitioned processor's exchange: the broker routes keys to partitions with a plugin it ships but does not
     // enable.
     return new BrokerError(
-      `cannot declare ${what}: ${said}. Partitions route by key with RabbitMQ's consistent-hash exchange, a plugin it ships but does not enable: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (on every node of a cluster).`,
+      `cannot declare ${what}: ${said}. Partitions route by key with RabbitMQ's consistent-hash exchange, a plugin ` +
+        'it ships but does not enable: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (on every node of a ' +
+        'cluster).',
       'DECLARE_FAILED',
       { cause: err, amqpCode: code },
     );
@@ -204,7 +208,9 @@ export async function declareExchange(ch: Channel, ex: ExchangeLike): Promise<st
     // Without the plugin, RabbitMQ ends the whole connection (503) and the channel only hears that it ended.
     if (r.type === 'x-consistent-hash' && !/rabbitmq-plugins enable/.test(e.message)) {
       throw new BrokerError(
-        `${e.message}. The broker ended the connection on a consistent-hash exchange (a partitioned processor's): most likely it lacks the plugin partitions need, which RabbitMQ ships but does not enable: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (on every node of a cluster).`,
+        `${e.message}. The broker ended the connection on a consistent-hash exchange (a partitioned processor's): ` +
+          'most likely it lacks the plugin partitions need, which RabbitMQ ships but does not enable: ' +
+          'rabbitmq-plugins enable rabbitmq_consistent_hash_exchange (on every node of a cluster).',
         e.code,
         { cause: err, amqpCode: e.amqpCode },
       );
@@ -234,7 +240,8 @@ export async function declareQueue(ch: Channel, spec: QueueSpec, extra?: QueueFl
     if (!QUEUE_FLAGS.has(key)) {
       const camel = key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
       throw new TopologyError(
-        `queue '${name}': unknown flag '${key}'${QUEUE_FLAGS.has(camel) ? `: write it '${camel}'` : ''} (the flags are durable, exclusive, autoDelete, arguments)`,
+        `queue '${name}': unknown flag '${key}'${QUEUE_FLAGS.has(camel) ? `: write it '${camel}'` : ''} (the flags ` +
+          'are durable, exclusive, autoDelete, arguments)',
       );
     }
   }

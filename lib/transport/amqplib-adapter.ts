@@ -63,7 +63,8 @@ export function coalesceWrites(model: ChannelModel, log?: Logger): boolean {
     if (log && !warned) {
       warned = true;
       log.warn(
-        'this amqplib release is not one postage-ts was proven on: frames are written one by one, which works but costs throughput (install the amqplib range package.json names)',
+        'this amqplib release is not one postage-ts was proven on: frames are written one by one, which works but ' +
+          'costs throughput (install the amqplib range package.json names)',
       );
     }
     return false;

@@ -17,7 +17,9 @@ export async function openChannel(model: ChannelModel, confirm = false): Promise
     // amqplib allocates channel numbers itself and throws before asking the broker when none is free.
     if (max !== undefined && openChannelCount(model) >= max) {
       throw new BrokerError(
-        `this connection has no channel left (all ${max} are open): each producer takes two and each consumer one. Give some components a connection of their own, close the ones you no longer use, or raise the broker's channel_max.`,
+        `this connection has no channel left (all ${max} are open): each producer takes two and each consumer one. ` +
+          `Give some components a connection of their own, close the ones you no longer use, or raise the broker's ` +
+          'channel_max.',
         'CHANNELS_EXHAUSTED',
         { cause: err },
       );

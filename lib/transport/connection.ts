@@ -98,7 +98,8 @@ function explain(err: unknown, url: string, timeoutMs: number | undefined): Brok
   const refusal = takeHandshakeRefusal();
   if (refusal?.replyCode === 403) {
     return new BrokerError(
-      `RabbitMQ at ${safe} refused user '${user}' (${refusal.replyText}): check POSTAGE_USER / POSTAGE_PASSWORD (or the URL's credentials).`,
+      `RabbitMQ at ${safe} refused user '${user}' (${refusal.replyText}): check POSTAGE_USER / POSTAGE_PASSWORD (or ` +
+        `the URL's credentials).`,
       'ACCESS_REFUSED',
       { amqpCode: 403 },
     );
@@ -106,7 +107,8 @@ function explain(err: unknown, url: string, timeoutMs: number | undefined): Brok
   if (refusal?.replyCode === 530) {
     return new BrokerError(
       `RabbitMQ at ${safe} refused virtual host '${vhost}' (${refusal.replyText}): create it and let the user in ` +
-        `(rabbitmqctl add_vhost ${shellQuote(vhost)} && rabbitmqctl set_permissions -p ${shellQuote(vhost)} ${shellQuote(user)} '.*' '.*' '.*'), or fix POSTAGE_VHOST.`,
+        `(rabbitmqctl add_vhost ${shellQuote(vhost)} && rabbitmqctl set_permissions -p ${shellQuote(vhost)} ` +
+        `${shellQuote(user)} '.*' '.*' '.*'), or fix POSTAGE_VHOST.`,
       'VHOST_REFUSED',
       { amqpCode: 530 },
     );
@@ -123,14 +125,16 @@ function explain(err: unknown, url: string, timeoutMs: number | undefined): Brok
   const code = (err as { code?: unknown })?.code;
   if (typeof code === 'string' && UNREACHABLE.has(code)) {
     return new BrokerError(
-      `No RabbitMQ answers at ${safe} (${code}): start one (rabbitmq-server -detached) or fix POSTAGE_HOST / POSTAGE_PORT / POSTAGE_URL.`,
+      `No RabbitMQ answers at ${safe} (${code}): start one (rabbitmq-server -detached) or fix POSTAGE_HOST / ` +
+        'POSTAGE_PORT / POSTAGE_URL.',
       'UNREACHABLE',
       { cause: err },
     );
   }
   if (timeoutMs !== undefined) {
     return new BrokerError(
-      `${where.host} accepted the connection but did not speak AMQP within ${timeoutMs / 1000} s: is it RabbitMQ's AMQP port (5672, or 5671 for amqps)? Fix POSTAGE_HOST / POSTAGE_PORT / POSTAGE_URL.`,
+      `${where.host} accepted the connection but did not speak AMQP within ${timeoutMs / 1000} s: is it RabbitMQ's ` +
+        'AMQP port (5672, or 5671 for amqps)? Fix POSTAGE_HOST / POSTAGE_PORT / POSTAGE_URL.',
       'UNREACHABLE',
       { cause: err },
     );

@@ -168,9 +168,14 @@ export class Link {
         events: this.#events,
         log: this.#log,
         what: this.#what,
-        backoff: this.#shared?.reconnect ?? this.#opts.reconnect,
+        backoff: this.reconnect,
       });
     });
+  }
+
+  /** The timing of every retry on this link: the shared connection's `reconnect` option, or the component's own. */
+  get reconnect(): ReconnectOptions | undefined {
+    return this.#shared?.reconnect ?? this.#opts.reconnect;
   }
 
   /**

@@ -40,7 +40,8 @@ function pem(v: string | Buffer, source: string): string | Buffer {
   } catch (err) {
     throw new ConfigError(
       source,
-      `${source}: cannot read '${v}' (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of a PEM file, or its contents.`,
+      `${source}: cannot read '${v}' (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the ` +
+        'path of a PEM file, or its contents.',
     );
   }
 }
@@ -66,7 +67,8 @@ export function tlsSocketOptions(
     const missing = o.cert === undefined ? ['cert', 'POSTAGE_TLS_CERT'] : ['key', 'POSTAGE_TLS_KEY'];
     throw new ConfigError(
       missing[1],
-      `${missing[1]}: a client certificate needs both its certificate and its key; set tls.${missing[0]} or ${missing[1]}.`,
+      `${missing[1]}: a client certificate needs both its certificate and its key; set tls.${missing[0]} or ` +
+        `${missing[1]}.`,
     );
   }
   const passphrase = tls?.passphrase ?? env.passphrase;
@@ -98,7 +100,8 @@ export function tlsFailure(err: unknown, where: string): BrokerError | undefined
     new BrokerError(`TLS with the broker at ${where} failed: ${message}`, 'TLS', { cause: err });
   if (UNTRUSTED.has(code))
     return tls(
-      `its certificate is not trusted (${code}). Set POSTAGE_TLS_CA (or the tls.ca option) to the CA certificate that signed it.`,
+      `its certificate is not trusted (${code}). Set POSTAGE_TLS_CA (or the tls.ca option) to the CA certificate ` +
+        'that signed it.',
     );
   if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID')
     return tls(
@@ -106,11 +109,13 @@ export function tlsFailure(err: unknown, where: string): BrokerError | undefined
     );
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
     return tls(
-      `its certificate does not name the host connected to (${said}). Connect by a name the certificate carries, or set POSTAGE_TLS_SERVERNAME to it.`,
+      `its certificate does not name the host connected to (${said}). Connect by a name the certificate carries, or ` +
+        'set POSTAGE_TLS_SERVERNAME to it.',
     );
   if (/CERTIFICATE_REQUIRED|HANDSHAKE_FAILURE|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN/.test(code)) {
     return tls(
-      `the broker refused the handshake (${code}): it asks for a client certificate it trusts. Set POSTAGE_TLS_CERT and POSTAGE_TLS_KEY (or tls.cert and tls.key) to one signed by a CA the broker trusts.`,
+      `the broker refused the handshake (${code}): it asks for a client certificate it trusts. Set POSTAGE_TLS_CERT ` +
+        'and POSTAGE_TLS_KEY (or tls.cert and tls.key) to one signed by a CA the broker trusts.',
     );
   }
   if (code === 'ERR_OSSL_BAD_DECRYPT' || /bad decrypt/i.test(said))
@@ -119,12 +124,14 @@ export function tlsFailure(err: unknown, where: string): BrokerError | undefined
   // the garbage passes it and OpenSSL fails to decode the result instead.
   if (code === 'ERR_OSSL_UNSUPPORTED' && /DECODER/i.test(said)) {
     return tls(
-      'the client key cannot be read: it is not decrypted by the passphrase given, or is in a form OpenSSL cannot load. Check POSTAGE_TLS_PASSPHRASE (or tls.passphrase) and POSTAGE_TLS_KEY (or tls.key).',
+      'the client key cannot be read: it is not decrypted by the passphrase given, or is in a form OpenSSL cannot ' +
+        'load. Check POSTAGE_TLS_PASSPHRASE (or tls.passphrase) and POSTAGE_TLS_KEY (or tls.key).',
     );
   }
   if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/i.test(said))
     return tls(
-      `the port does not speak TLS (${code}). amqps:// goes to RabbitMQ's TLS listener (5671 by default); use amqp:// for 5672.`,
+      `the port does not speak TLS (${code}). amqps:// goes to RabbitMQ's TLS listener (5671 by default); use ` +
+        'amqp:// for 5672.',
     );
   if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_OSSL_') || code.startsWith('ERR_TLS_') || code === 'EPROTO')
     return tls(`${said} (${code}).`);

@@ -242,7 +242,8 @@ describe('fault: a component with a database outbox is killed mid-stream', funct
     await running;
 
     console.log(
-      `      outbox crash oracle: ${kills} kills (${pauses.join('; ')}), ${rows} rows upstream (${distinct} distinct), ` +
+      `      outbox crash oracle: ${kills} kills (${pauses.join('; ')}), ${rows} rows upstream (${distinct} ` +
+        'distinct), ' +
         `${deliveries} deliveries downstream of which ${deliveries - received} duplicate(s) dropped by its inbox, ` +
         `${received} recorded; ${left} row(s) left unpublished by the last kill (${before} rows in), ` +
         `published ${drainedMs} ms after the restart (worker start included); ` +

@@ -1,6 +1,7 @@
 /**
- * Hostile: `_cloudevent` on a producer whose encoder seals every envelope (`EncryptedJsonEncoder`). A user who configured encryption must not find plaintext on the wire because one
- * send asked for a CloudEvent: the send is refused (or sealed), never sent in clear.
+ * Hostile: `_cloudevent` on a producer whose encoder seals every envelope (`EncryptedJsonEncoder`). A user who
+ * configured encryption must not find plaintext on the wire because one send asked for a CloudEvent: the send is
+ * refused (or sealed), never sent in clear.
  */
 import { expect } from 'chai';
 import amqp from 'amqplib';

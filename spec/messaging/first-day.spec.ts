@@ -44,7 +44,8 @@ describe('A first day', function () {
     const warned = log.records().filter((l) => String(l.msg).startsWith('no handler takes'));
     expect(warned).to.have.length(1);
     expect(warned[0].msg).to.equal(
-      'no handler takes command/gret in Greeter: acked and dropped (said once per name). It handles command/quit, restart, greet, wave',
+      'no handler takes command/gret in Greeter: acked and dropped (said once per name). It handles command/quit, ' +
+        'restart, greet, wave',
     );
   });
 
@@ -172,7 +173,8 @@ describe('A first day', function () {
     }
     expect(() => new Thumbnailer({ name: 'thumbnailer' })).to.throw(
       TypeError,
-      'new Thumbnailer(fingerprint, vhost, groups, hup): argument 2 is the vhost (a string), not an array (an eqk?). Or use the options form, new Thumbnailer({ fingerprint, vhost, groups, hup })',
+      'new Thumbnailer(fingerprint, vhost, groups, hup): argument 2 is the vhost (a string), not an array (an eqk?). ' +
+        'Or use the options form, new Thumbnailer({ fingerprint, vhost, groups, hup })',
     );
     expect(() => new MessageProcessor({ name: 'x' }, 'orders' as never)).to.throw(
       TypeError,
@@ -195,7 +197,8 @@ describe('A first day', function () {
     const line = log.records().find((l) => String(l.msg).includes("does not match its handler's schema"));
     expect(line?.level).to.equal(40);
     expect(line?.msg).to.equal(
-      "command/resize does not match its handler's schema (parameters.width: expected a number, got string); message rejected",
+      "command/resize does not match its handler's schema (parameters.width: expected a number, got string); message " +
+        'rejected',
     );
     expect(JSON.stringify(line)).to.not.contain('stack');
   });

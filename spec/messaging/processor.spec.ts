@@ -799,7 +799,9 @@ describe('MessageProcessor', () => {
       // json.dumps(MessageCommand('echo', {'text': 'hi'}).body) after fingerprint(**Fingerprint(...).as_dict()), Python
       // 3.
       const python =
-        '{"type": "command", "name": "echo", "category": "message", "version": "2", "fingerprint": {"name": "echo_send", "type": "controller", "pid": "4242", "host": "pyhost", "user": "py", "vhost": "/"}, "content": {"parameters": {"text": "hi"}}, "_reserved": {}}';
+        '{"type": "command", "name": "echo", "category": "message", "version": "2", "fingerprint": {"name": ' +
+        '"echo_send", "type": "controller", "pid": "4242", "host": "pyhost", "user": "py", "vhost": "/"}, ' +
+        '"content": {"parameters": {"text": "hi"}}, "_reserved": {}}';
       await publishRaw(ex.name, 'k', Buffer.from(python), { contentType: 'application/json' });
       expect(await got.promise).to.deep.equal({ parameters: { text: 'hi' } });
     });

@@ -76,8 +76,10 @@ export async function throwawayVhost(base: string, suffix: string): Promise<stri
     await ctl(['set_permissions', '-p', name, user, '.*', '.*', '.*']);
   } catch (err) {
     throw new Error(
-      `The specs make a virtual host of their own on the broker at ${redactUrl(base)} and could not (${(err as Error).message.split('\n')[0]}). ` +
-        `Run them where \`rabbitmqctl\` reaches that broker (as root or the rabbitmq user), or create it yourself: rabbitmqctl add_vhost ${name} && rabbitmqctl set_permissions -p ${name} ${user} '.*' '.*' '.*'`,
+      `The specs make a virtual host of their own on the broker at ${redactUrl(base)} and could not ` +
+        `(${(err as Error).message.split('\n')[0]}). ` +
+        `Run them where \`rabbitmqctl\` reaches that broker (as root or the rabbitmq user), or create it yourself: ` +
+        `rabbitmqctl add_vhost ${name} && rabbitmqctl set_permissions -p ${name} ${user} '.*' '.*' '.*'`,
     );
   }
   u.pathname = `/${encodeURIComponent(name)}`;
@@ -100,7 +102,8 @@ export function brokerUrl(): Promise<string> {
     else base = await fromDocker();
     if (!base) {
       throw new Error(
-        `No RabbitMQ answers at ${redactUrl(url)} and no Docker engine is reachable: start one with \`rabbitmq-server -detached\` (or set POSTAGE_URL) and run the tests again.`,
+        `No RabbitMQ answers at ${redactUrl(url)} and no Docker engine is reachable: start one with ` +
+          `\`rabbitmq-server -detached\` (or set POSTAGE_URL) and run the tests again.`,
       );
     }
     await sweep().catch(() => undefined);

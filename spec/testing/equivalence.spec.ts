@@ -127,11 +127,13 @@ const CASES: Array<[string, string, { replyTo?: boolean }?]> = [
   ['a status to a catch-all handler', env('status', 'anything', { value: 3 })],
   [
     'a content with __proto__ keys',
-    '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},"content":{"parameters":{"__proto__":{"polluted":true}}},"_reserved":{}}',
+    '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},' +
+      '"content":{"parameters":{"__proto__":{"polluted":true}}},"_reserved":{}}',
   ],
   [
     'an escaped __proto__ key',
-    '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},"content":{"\\u005f_proto__":{"polluted":true}},"_reserved":{}}',
+    '{"type":"command","name":"ok","category":"message","version":"2","fingerprint":{},' +
+      '"content":{"\\u005f_proto__":{"polluted":true}},"_reserved":{}}',
   ],
   ['a 10 KiB content', env('command', 'ok', { parameters: { data: 'x'.repeat(10 * 1024) } })],
   ['unicode', env('command', 'ok', { parameters: { text: 'héllo 世界 🚀' } })],

@@ -137,7 +137,8 @@ describe('.env.example', () => {
         '--import',
         'tsx',
         '-e',
-        "import('./lib/config.ts').then((m) => console.log(JSON.stringify([m.loadConfig(), Object.keys(process.env).filter((k) => k.startsWith('POSTAGE_')).sort()])))",
+        "import('./lib/config.ts').then((m) => console.log(JSON.stringify([m.loadConfig(), " +
+          "Object.keys(process.env).filter((k) => k.startsWith('POSTAGE_')).sort()])))",
       ],
       { env: clean },
     );

@@ -84,7 +84,8 @@ describe('JsonEncoder', () => {
 
   it('drops __proto__, constructor and prototype keys however they are spelled, JSON escapes included', () => {
     const text =
-      '{"a":{"\\u005f_proto__":{"polluted":true}},"b":{"constr\\u0075ctor":{"x":1}},"c":{"prot\\u006ftype":{"y":2}},"ok":"caf\\u00e9"}';
+      '{"a":{"\\u005f_proto__":{"polluted":true}},"b":{"constr\\u0075ctor":{"x":1}},' +
+      '"c":{"prot\\u006ftype":{"y":2}},"ok":"caf\\u00e9"}';
     const decoded = e.decode(Buffer.from(text)) as Record<string, Record<string, unknown>>;
     for (const k of ['a', 'b', 'c']) expect(Object.keys(decoded[k]), k).to.deep.equal([]);
     expect(Object.hasOwn(decoded.a, '__proto__')).to.equal(false);

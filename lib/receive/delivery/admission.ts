@@ -10,9 +10,9 @@ import { UNREAD } from '../../formats/cloudevents.js';
 import { admitForeign } from './foreign.js';
 
 /**
- * Connector (raw to decoded): the envelope, read (once, unless its ordering key needed it already), and its handlers. A delivery that
- * cannot be read goes to the error exchange whole, where the processor has one (replayed once its cause is mended),
- * and is rejected otherwise.
+ * Connector (raw to decoded): the envelope, read (once, unless its ordering key needed it already), and its
+ * handlers. A delivery that cannot be read goes to the error exchange whole, where the processor has one (replayed
+ * once its cause is mended), and is rejected otherwise.
  */
 export function decode(d: RawDelivery): Outcome | Decoded {
   const { parts, decoded } = d;

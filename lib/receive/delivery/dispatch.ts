@@ -88,9 +88,12 @@ function unhandled(d: Scoped): void {
   if (parts.unhandled.has(key)) return;
   parts.unhandled.add(key);
   const known = namesHandled(parts.registry, body.category, body.type).filter((n) => n !== body.name);
+  const handles =
+    known.length > 0 ? `It handles ${body.type}/${known.join(', ')}` : `It handles no ${body.type} at all`;
   parts.log.warn(
     { messageType: body.type, messageName: body.name, handles: known },
-    `no handler takes ${body.type}/${body.name} in ${parts.dispatch.fingerprint.name}: acked and dropped (said once per name). ${known.length > 0 ? `It handles ${body.type}/${known.join(', ')}` : `It handles no ${body.type} at all`}`,
+    `no handler takes ${body.type}/${body.name} in ${parts.dispatch.fingerprint.name}: ` +
+      `acked and dropped (said once per name). ${handles}`,
   );
 }
 

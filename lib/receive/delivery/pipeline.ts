@@ -48,7 +48,8 @@ function wayFor(parts: PipelineParts, has: { schema: boolean; streams: boolean }
       settleStage, //   carry out the outcome: ack, reject, dead letter, defer, reply
     ]),
     decode, // → Decoded: the envelope and its handlers, or a reject as malformed
-    scope: { when: telemetryOn, stage: telemetry, otherwise: openScope }, // → Scoped: span, metrics; the first run's scope
+    // → Scoped: span, metrics; the first run's scope
+    scope: { when: telemetryOn, stage: telemetry, otherwise: openScope },
     // In its run's scope (Scoped):
     run: present<Scoped>([
       { guard: deliveryLimit }, // too many deliveries: error exchange or reject

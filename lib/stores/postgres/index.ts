@@ -5,16 +5,4 @@
  * See docs/database.md.
  */
 export { PostgresStore, type PostgresStoreOptions, type PgPool, type PgClient } from './postgres-store.js';
-export type {
-  MessageStore,
-  StoreClient,
-  StoreResult,
-  StoreRow,
-  StoreTransaction,
-  OutboxMessage,
-  OutboxTarget,
-  StoredOutboxMessage,
-  OutboxBacklog,
-  SweepVerdict,
-} from '../store.js';
-export type { OutboxSettings } from '../outbox-relay.js';
+export type * from '../public.js';
