@@ -106,6 +106,7 @@ export {
   MemoryIdempotencyStore,
   type IdempotencyStore,
   type IdempotencyClaim,
+  type IdempotencyClaimOptions,
   type MemoryIdempotencyOptions,
 } from './messaging/idempotency.js';
 export type {
