@@ -269,6 +269,51 @@ describe('PostgresStore on the real PostgreSQL', function () {
     expect((await pool.query(`SELECT count(*)::int AS n FROM "${schema}".postage_outbox`)).rows[0].n).to.equal(0);
   });
 
+  it('calls an RPC from a run at once, not through the outbox, and writes no outbox row of it', async () => {
+    const store = new PostgresStore({ pool, schema });
+    const counters = `"${schema}".counters`;
+    const ask = { name: unique('pgstore-ask'), type: 'direct' as const, durable: false };
+    const askQueue = unique('pgstore-ask-q');
+    f.h.onClose(() => deleteTopology([askQueue], [ask.name]));
+    class Answers extends MessageProcessor {
+      @RpcHandler('command', 'price')
+      price() {
+        return 42;
+      }
+    }
+    class Asker extends GenericProducer {
+      static override eks = [[ask, 'price'] as const];
+      declare rpc_price: RpcSender;
+    }
+    const asker = await Asker.create({ url: f.url, logger: quiet });
+    f.h.onClose(() => asker.close());
+    class Prices extends MessageProcessor {
+      @MessageHandler('command', 'k')
+      async job() {
+        // Held until the commit, the call would wait for its answer for ever: it goes out now.
+        const r = await asker.rpc_price({}, { _timeout: 5 });
+        await currentDelivery()!.db!.query(`UPDATE ${counters} SET n = $1 WHERE id = 1`, [r.ok ? r.value : -1]);
+      }
+    }
+    const proc = new Prices({
+      url: f.url,
+      logger: quiet,
+      handleSignals: false,
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+      store,
+    });
+    await f.h.start(
+      new Answers({ url: f.url, logger: quiet, handleSignals: false, eqk: [[ask, [[askQueue, 'price']]]] }),
+      proc,
+    );
+    const done = settled(proc);
+    const p = await f.producer();
+    await p.message_k({});
+    expect((await done).outcome).to.equal('acked');
+    expect((await pool.query(`SELECT n FROM ${counters} WHERE id = 1`)).rows[0].n).to.equal(42);
+    expect((await pool.query(`SELECT count(*)::int AS n FROM "${schema}".postage_outbox`)).rows[0].n).to.equal(0);
+  });
+
   it('lets close() wait for the relay to publish what it holds, and mark it sent', async () => {
     const gate = deferred();
     const holding = deferred();
