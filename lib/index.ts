@@ -106,6 +106,7 @@ export {
   MemoryIdempotencyStore,
   type IdempotencyStore,
   type IdempotencyClaim,
+  type IdempotencyClaimOptions,
   type MemoryIdempotencyOptions,
 } from './stores/idempotency.js';
 export type * from './stores/public.js';

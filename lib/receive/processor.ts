@@ -90,6 +90,7 @@ export interface ProcessorOptions extends ConsumerOptions, ComponentOptions {
    * processor goes on; a generator handler is closed, so its `finally` runs.
    * Below RabbitMQ's own `consumer_timeout` (30 min by default), which would
    * close the channel instead. A decorator's `timeoutMs` wins for its handler.
+   * `Infinity`: no limit.
    * @default 1200000 (20 minutes)
    */
   handlerTimeoutMs?: number;

@@ -534,10 +534,12 @@ export class GenericProducer {
       );
     };
     // What a database outbox writes of it (only asked there): the same id and properties a publish now would use,
-    // with the trace headers of the delivery being handled, so that a sweeper's later publish stays in its trace.
+    // with the trace context of the run (its span, where spans are recorded; else the delivery's trace headers), so
+    // that a sweeper's later publish is a child of the run's span as the relay's is.
     send.outgoing = (): OutboxMessage => {
       const headers = { ...props.headers };
-      if (scope) passTraceOn({ headers }, scope);
+      if (tracingOn()) injectContext(scope?.trace ?? activeContext(), headers, scope?.headers);
+      else if (scope) passTraceOn({ headers }, scope);
       return {
         messageId: props.messageId,
         targets: targets.map(([e, key]) => ({ exchange: e.name, type: e.type ?? 'direct', routingKey: key })),

@@ -53,6 +53,8 @@ export class MemoryStore implements MessageStore {
   readonly outbox: MemoryOutboxRow[] = [];
   /** `consumer/messageId` of every message an inbox has recorded. */
   readonly inbox = new Set<string>();
+  /** When each inbox entry was committed, for `inboxRetentionMs`. */
+  readonly #received = new Map<string, number>();
   readonly settings: OutboxSettings;
   /** @internal */
   readonly onRelay: MemoryStoreOptions['onRelay'];
@@ -101,7 +103,11 @@ export class MemoryStore implements MessageStore {
       if (commit) {
         this.statements.push(...statements);
         this.outbox.push(...rows);
-        for (const k of claimed) this.inbox.add(k);
+        const now = Date.now();
+        for (const k of claimed) {
+          this.inbox.add(k);
+          this.#received.set(k, now);
+        }
       }
       for (const k of claimed) this.#claims.delete(k);
       end();
@@ -206,6 +212,12 @@ export class MemoryStore implements MessageStore {
       const sentAt = this.outbox[i].sentAt;
       if (sentAt && sentAt.getTime() < before) this.outbox.splice(i, 1);
     }
+    const received = Date.now() - options.inboxOlderThanMs;
+    for (const [k, at] of this.#received)
+      if (at < received || !this.inbox.has(k)) {
+        this.#received.delete(k);
+        this.inbox.delete(k);
+      }
     return Promise.resolve();
   }
 }

@@ -2,6 +2,15 @@ import { backoffMs } from '../backoff.js';
 import { BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { observeOutbox } from '../telemetry/metrics.js';
+import {
+  ATTR,
+  endSpan,
+  extractContext,
+  injectContext,
+  startPublishSpan,
+  trace,
+  tracingOn,
+} from '../telemetry/tracing.js';
 import type { MessageStore, OutboxBacklog, StoredOutboxMessage, SweepVerdict } from './store.js';
 
 /** How the outbox's rows are published, retried, and kept. */
@@ -143,7 +152,7 @@ export class OutboxRelay {
     try {
       const n = await this.store.sweep({ olderThanMs: sweepAfterMs, limit: 100 }, async (m): Promise<SweepVerdict> => {
         try {
-          await publishRow(m);
+          await publishTraced(m, this.component, publishRow);
           return { sent: true };
         } catch (err) {
           const e = err as Error;
@@ -180,4 +189,35 @@ export class OutboxRelay {
     this.#timer = undefined;
     await this.drain();
   }
+}
+
+/**
+ * The sweeper's publish of a row, in the trace the row stored when it was
+ * written (the run's span, or the caller's of a `store.transaction()`): its
+ * span is that span's child, as the relay's publish would have been, and the
+ * message carries the new span on to its receivers.
+ */
+async function publishTraced(
+  m: StoredOutboxMessage,
+  component: string,
+  publishRow: (m: StoredOutboxMessage) => Promise<void>,
+): Promise<void> {
+  if (!tracingOn()) return publishRow(m);
+  const headers: Record<string, unknown> = { ...(m.properties.headers as Record<string, unknown> | undefined) };
+  const parent = extractContext(headers);
+  const first = m.targets[0];
+  const span = startPublishSpan(parent, first?.exchange ?? '', {
+    [ATTR.messageId]: m.messageId,
+    [ATTR.bodySize]: m.body.length,
+    [ATTR.routingKey]: first?.routingKey ?? '',
+    [ATTR.component]: component,
+  });
+  injectContext(trace.setSpan(parent, span), headers);
+  try {
+    await publishRow({ ...m, properties: { ...m.properties, headers } });
+  } catch (err) {
+    endSpan(span, err);
+    throw err;
+  }
+  endSpan(span);
 }

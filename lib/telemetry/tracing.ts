@@ -12,6 +12,7 @@ import {
   type TextMapGetter,
   type TextMapSetter,
   type Tracer,
+  type TracerProvider,
 } from '@opentelemetry/api';
 import { telemetry } from './settings.js';
 
@@ -46,11 +47,17 @@ export function tracingOn(): boolean {
   return !(p instanceof ProxyTracerProvider) || p.getDelegate() !== NOOP_PROVIDER;
 }
 
-let tracer: Tracer | undefined;
-/** postage-ts's tracer: the application's SDK when it registered one, else a no-op. */
+let cached: { provider: TracerProvider; tracer: Tracer } | undefined;
+/**
+ * postage-ts's tracer: the application's SDK when it registered one, else a
+ * no-op. Taken anew when the registered provider changes (`trace.disable()`
+ * then another SDK, as tests do): a tracer kept from the one before would
+ * still record into it, and the new SDK would see no span.
+ */
 function tracerOf(): Tracer {
-  tracer ??= trace.getTracer('postage-ts');
-  return tracer;
+  const provider = trace.getTracerProvider();
+  if (cached?.provider !== provider) cached = { provider, tracer: provider.getTracer('postage-ts') };
+  return cached.tracer;
 }
 
 const getter: TextMapGetter<Record<string, unknown>> = {

@@ -13,6 +13,7 @@ import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, queueState, settledQueue, unique } from '../support/topology.js';
+import { within } from '../support/wait.js';
 
 const quiet = makeLogger('silent');
 
@@ -256,6 +257,53 @@ describe('deduplicate', function () {
     expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
   });
 
+  it('runs a message id once when a copy of it arrives while its first run is in flight (concurrency 2)', async () => {
+    const runs: number[] = [];
+    const gate = deferred();
+    const started = deferred();
+    class Once extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      async job(c: { parameters: { n: number } }) {
+        runs.push(c.parameters.n);
+        started.resolve();
+        await gate.promise;
+      }
+    }
+    const proc = new Once({
+      url: f.url,
+      logger: quiet,
+      deduplicate: true,
+      concurrency: 2,
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
+    const events: DeliveryEvent[] = [];
+    const copySettled = deferred();
+    const allSettled = deferred();
+    proc.observe((e) => {
+      events.push(e);
+      if (events.length === 1) copySettled.resolve();
+      if (events.length === 3) allSettled.resolve();
+    });
+    await f.h.start(proc);
+    const p = await f.producer();
+    await p.message_job({ n: 1 }, { _message_id: 'twice' });
+    await started.promise;
+    // The copy (a redelivery, a publish repeated after a lost confirm) while the first run holds the id.
+    await p.message_job({ n: 2 }, { _message_id: 'twice' });
+    await within(copySettled.promise, {
+      timeout: 10_000,
+      message: () => `the copy settled unrun while the first run is in flight (runs so far: ${runs})`,
+    });
+    expect(events[0].outcome, 'the copy that found the id claimed').to.equal('deferred');
+    expect(runs).to.deep.equal([1]);
+    gate.resolve();
+    // The first run acks; the copy comes back, finds the id handled, and is dropped (acked unrun).
+    await within(allSettled.promise, { timeout: 10_000, message: 'the first run and the returning copy settled' });
+    expect(events.map((e) => e.outcome)).to.deep.equal(['deferred', 'acked', 'acked']);
+    expect(runs, 'the handler ran once').to.deep.equal([1]);
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
+  });
+
   it('asks a store of its own with <processor name>/<message id> keys, remembering only what succeeded', async () => {
     const calls: string[] = [];
     const mem = new MemoryIdempotencyStore();
@@ -301,6 +349,23 @@ describe('MemoryIdempotencyStore', () => {
     const until = Date.now() + 5;
     while (Date.now() < until);
     expect(t.seen('a')).to.equal(false);
+  });
+
+  it('claims an id for one run: busy to others until released, seen once remembered', () => {
+    const s = new MemoryIdempotencyStore();
+    const first = s.claim('p/1', { runMs: 200 });
+    expect(first.state).to.equal('claimed');
+    expect(s.claim('p/1')).to.deep.equal({ state: 'busy' });
+    s.release('p/1', 'not-its-token');
+    expect(s.claim('p/1'), 'a release by another claim does nothing').to.deep.equal({ state: 'busy' });
+    s.release('p/1', (first as { token: string }).token);
+    expect(s.claimed).to.equal(0);
+    const again = s.claim('p/1');
+    expect(again.state).to.equal('claimed');
+    expect(s.seen('p/1'), 'a claim is not a handled id').to.equal(false);
+    s.remember('p/1');
+    expect([s.claimed, s.size]).to.deep.equal([0, 1]);
+    expect(s.claim('p/1')).to.deep.equal({ state: 'seen' });
   });
 
   it('refuses a size or time it cannot use', () => {

@@ -14,11 +14,13 @@ import type pg from 'pg';
 import {
   currentDelivery,
   GenericProducer,
+  startDashboard,
   MessageHandler,
   MessageProcessor,
   type MessageSender,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
+import type { DashboardState } from '../../lib/operations/dashboard/page-state.js';
 import {
   POSTAGE_COMPONENT_OPTIONS,
   PostageHealthIndicator,
@@ -106,7 +108,7 @@ describe('an outbox row no queue takes', function () {
     return rows[0];
   }
 
-  it('is retried with backoff and, past maxAttempts, marked failed and reported (log, describe)', async () => {
+  it('is retried with backoff and, past maxAttempts, marked failed and reported (log, describe, the dashboard)', async () => {
     const log = capture('warn');
     const Orders = orders(await nowhereProducer());
     const proc = new Orders({
@@ -147,6 +149,23 @@ describe('an outbox row no queue takes', function () {
       { message: 'describe reporting the failed row' },
     );
     expect(described.outbox).to.deep.equal({ waiting: 0, oldestMs: 0, failed: 1 });
+    // The dashboard's state, what its page draws the outbox line from (red while rows have failed).
+    const dashboard = await startDashboard({ url: f.url, refreshMs: 200 });
+    try {
+      const shown = await awaitValue(
+        async () => {
+          const res = await fetch(new URL('/api/state', dashboard.url), {
+            headers: { 'x-postage-token': dashboard.token },
+          });
+          const state = (await res.json()) as DashboardState;
+          return state.components.find((c) => c.fingerprint.name === 'orders-ops' && c.outbox);
+        },
+        { timeout: 10_000, message: 'the dashboard showing the processor with its outbox' },
+      );
+      expect(shown.outbox).to.deep.equal({ waiting: 0, oldestMs: 0, failed: 1 });
+    } finally {
+      await dashboard.close();
+    }
   });
 
   it('is reported by the metrics and the NestJS health indicator of PostageModule.forRoot({ store })', async () => {

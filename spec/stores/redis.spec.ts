@@ -98,6 +98,92 @@ describe('RedisIdempotencyStore', function () {
     expect(ttl).to.be.within(30_001, 60_000);
   });
 
+  it("gives a run's claim the processor's time limit and a margin: a 200 ms limit, a TTL of 200 ms + the margin", async () => {
+    const store = new RedisIdempotencyStore({ client, prefix, logger: quiet, claimMarginMs: 1_000 });
+    const pttl = deferred<number>();
+    class Quick extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      async job() {
+        // Read inside the run, under the claim it guards.
+        pttl.resolve(await client.pTTL(`${prefix}quick/q-1`));
+      }
+    }
+    await f.h.start(
+      new Quick({
+        url: f.url,
+        logger: quiet,
+        fingerprint: { name: 'quick' },
+        deduplicate: store,
+        handlerTimeoutMs: 200,
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      }),
+    );
+    const p = await f.producer();
+    await p.message_job({}, { _message_id: 'q-1' });
+    const ttl = await within(pttl.promise, { timeout: 10_000, message: 'the handler read its claim' });
+    // Set at most 200 ms ago (the run's limit): between the margin and the limit plus the margin.
+    expect(ttl).to.be.within(1_000, 1_200);
+  });
+
+  it('gives a claim the runs retries make in the process, and the default margin, by the default time limit', async () => {
+    const store = new RedisIdempotencyStore({ client, prefix, logger: quiet });
+    const pttl = deferred<number>();
+    class Patient extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      async job() {
+        pttl.resolve(await client.pTTL(`${prefix}patient/r-1`));
+      }
+    }
+    await f.h.start(
+      new Patient({
+        url: f.url,
+        logger: quiet,
+        fingerprint: { name: 'patient' },
+        deduplicate: store,
+        retry: { attempts: 3, backoffMs: 100, maxBackoffMs: 5_000 },
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      }),
+    );
+    const p = await f.producer();
+    await p.message_job({}, { _message_id: 'r-1' });
+    const ttl = await within(pttl.promise, { timeout: 10_000, message: 'the handler read its claim' });
+    // Three runs of 20 minutes each (the default limit), 100 + 200 ms between them, and 20 s of margin.
+    const expected = 3 * 1_200_000 + 300 + 20_000;
+    expect(ttl).to.be.within(expected - 2_000, expected);
+    expect(store.claimTtlFor({ runMs: 3 * 1_200_000 + 300 })).to.equal(expected);
+  });
+
+  it('gives a claim claimTtlMs when the processor has no time limit (handlerTimeoutMs: Infinity)', async () => {
+    const store = new RedisIdempotencyStore({ client, prefix, logger: quiet, claimTtlMs: 45_000 });
+    expect([store.claimTtlFor(), store.claimTtlFor({ runMs: Number.POSITIVE_INFINITY })]).to.deep.equal([
+      45_000, 45_000,
+    ]);
+    const pttl = deferred<number>();
+    class Unlimited extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      async job() {
+        // A run that waits: under a limit of Infinity it is never cut short.
+        await new Promise((r) => setTimeout(r, 50));
+        pttl.resolve(await client.pTTL(`${prefix}unlimited/u-1`));
+      }
+    }
+    const proc = new Unlimited({
+      url: f.url,
+      logger: quiet,
+      fingerprint: { name: 'unlimited' },
+      deduplicate: store,
+      handlerTimeoutMs: Number.POSITIVE_INFINITY,
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
+    await f.h.start(proc);
+    const events = settled(proc, 1);
+    const p = await f.producer();
+    await p.message_job({}, { _message_id: 'u-1' });
+    const ttl = await within(pttl.promise, { timeout: 10_000, message: 'the handler read its claim' });
+    expect(ttl).to.be.within(43_000, 45_000);
+    expect((await events).map((e) => e.outcome)).to.deep.equal(['acked']);
+  });
+
   it('runs a message id once when two replicas on one queue are each given it at the same moment', async () => {
     const runs: string[] = [];
     const gate = deferred();

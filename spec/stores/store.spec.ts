@@ -412,6 +412,36 @@ describe('MemoryStore', function () {
   });
 });
 
+describe('MemoryStore retention', () => {
+  it('removes sent outbox rows and inbox entries past their retention, as PostgresStore does', async () => {
+    const store = new MemoryStore();
+    const tx = await store.begin();
+    expect(await tx.receive('c', 'm-1')).to.equal(true);
+    const [sent, unsent] = await tx.send(
+      ['a', 'b'].map((id) => ({
+        messageId: id,
+        targets: [{ exchange: 'x', type: 'direct', routingKey: 'k' }],
+        properties: {},
+        body: Buffer.from('{}'),
+        delayMs: 0,
+      })),
+      'spec',
+    );
+    await tx.commit();
+    await store.markSent([sent]);
+    await store.prune({ sentOlderThanMs: 60_000, inboxOlderThanMs: 60_000 });
+    expect([store.outbox.length, store.inbox.size], 'young: kept').to.deep.equal([2, 1]);
+    const later = Date.now() + 5;
+    while (Date.now() < later);
+    await store.prune({ sentOlderThanMs: 1, inboxOlderThanMs: 1 });
+    expect(
+      store.outbox.map((r) => r.key),
+      'the unsent row stays',
+    ).to.deep.equal([unsent]);
+    expect(store.inbox.size).to.equal(0);
+  });
+});
+
 describe('MemoryStore in the ProcessorHarness', () => {
   it("records a run's outbox rows, and drops a message whose id a run committed already", async () => {
     const store = new MemoryStore();

@@ -1,11 +1,12 @@
 import { isThenable } from '../../microthreads/thread.js';
 import type { Yielded } from '../../microthreads/thread.js';
-import type { IdempotencyClaim } from '../../stores/idempotency.js';
+import type { IdempotencyClaim, IdempotencyClaimOptions } from '../../stores/idempotency.js';
 
 import type { Outcome } from './outcome.js';
 import { succeeded } from './outbox.js';
 import type { Next, Scoped } from './state.js';
-import { TimeLimit } from './time-limit.js';
+import { longestRunsMs } from './retry.js';
+import { runLimitMs, TimeLimit } from './time-limit.js';
 
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
 
@@ -41,7 +42,7 @@ export function* dedupe(d: Scoped, next: Next): Generator<Yielded, Outcome, unkn
 
 /** The claiming way: claim, run, then remember (success) or release (failure). */
 function* claimed(d: Scoped, key: string, id: string, next: Next): Generator<Yielded, Outcome, unknown> {
-  const claim = yield* ask(d, key, 'claim');
+  const claim = yield* ask(d, key, 'claim', undefined, claimOptions(d));
   if (claim.state === 'seen') return dropped(d, id);
   if (claim.state === 'busy')
     return {
@@ -61,6 +62,18 @@ function* claimed(d: Scoped, key: string, id: string, next: Next): Generator<Yie
   if (succeeded(outcome)) yield* ask(d, key, 'remember');
   else if (claim.token !== '') yield* ask(d, key, 'release', claim.token);
   return outcome;
+}
+
+/**
+ * What the claim is told of the runs it guards: how long they can take at
+ * most (the message's time limit, over its runs in this process), so that
+ * the store keeps it longer; nothing when they have no time limit.
+ */
+function claimOptions(d: Scoped): IdempotencyClaimOptions {
+  const limit = runLimitMs(d);
+  // No limit (handlerTimeoutMs: Infinity): the store's default applies.
+  if (!Number.isFinite(limit)) return {};
+  return { runMs: longestRunsMs(d, limit) };
 }
 
 function dropped(d: Scoped, id: string): Outcome {
@@ -99,6 +112,7 @@ function* ask<W extends keyof Asked>(
   key: string,
   what: W,
   token?: string,
+  claimOptions?: IdempotencyClaimOptions,
 ): Generator<Yielded, Asked[W], unknown> {
   const { log, dispatch } = d.parts;
   const store = d.parts.dedupe;
@@ -113,7 +127,7 @@ function* ask<W extends keyof Asked>(
         : what === 'remember'
           ? store.remember(key)
           : what === 'claim'
-            ? store.claim?.(key)
+            ? store.claim?.(key, claimOptions ?? {})
             : store.release?.(key, token ?? '');
     const v = isThenable(r) ? yield limit.wait(r as PromiseLike<unknown>, log, `idempotency ${what}()`) : r;
     if (what === 'claim') return checkClaim(v) as Asked[W];

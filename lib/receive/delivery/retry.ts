@@ -13,7 +13,7 @@ import { MessageResultError, MessageResultException } from '../../envelope/messa
 import { answer } from './dispatch.js';
 import { countIn } from '../../scope/context.js';
 import type { Outcome } from './outcome.js';
-import { RETRY_HEADERS } from './parts.js';
+import { RETRY_HEADERS, type RetryOptions } from './parts.js';
 import { replyOf } from './reply.js';
 import type { Next, Scoped } from './state.js';
 
@@ -48,7 +48,7 @@ export function* retry(d: Scoped, next: Next): Generator<Yielded, Outcome, unkno
       if (err instanceof DeferMessage) return deferred(d, err);
       const permanent = err instanceof RejectMessage || err instanceof ValidationError;
       if (!permanent && attempt < attempts) {
-        const wait = backoffMs(attempt - 1, ctx.retry?.backoffMs ?? 100, ctx.retry?.maxBackoffMs ?? 5000);
+        const wait = retryWaitMs(ctx.retry, attempt - 1);
         ctx.log.warn(
           {
             err,
@@ -90,6 +90,25 @@ export function* retry(d: Scoped, next: Next): Generator<Yielded, Outcome, unkno
       return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err };
     }
   }
+}
+
+/** The wait before in-process run number `n + 2` (`n` 0: between the first run and the second). */
+function retryWaitMs(retry: RetryOptions | undefined, n: number): number {
+  return backoffMs(n, retry?.backoffMs ?? 100, retry?.maxBackoffMs ?? 5000);
+}
+
+/**
+ * How long a message's runs in this process can take at most, each within
+ * `limitMs`: its `retry.attempts` runs and the waits between them (an RPC:
+ * one run). What a claim on its message id must outlive.
+ */
+export function longestRunsMs(d: Scoped, limitMs: number): number {
+  if (d.body.category === 'rpc') return limitMs;
+  const retry = d.parts.dispatch.retry;
+  const attempts = retry?.attempts ?? 1;
+  let ms = limitMs * attempts;
+  for (let n = 0; n < attempts - 1; n++) ms += retryWaitMs(retry, n);
+  return ms;
 }
 
 /** An RPC's one run: its failure (or its time limit) is the caller's answer. */

@@ -8,6 +8,9 @@ import type { Outcome } from './outcome.js';
 import { rpcHandler } from './registry.js';
 import type { Next, Scoped } from './state.js';
 
+/** The longest delay a Node timer takes (a longer one fires after 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * How long something run on a delivery's behalf may take: a whole run
  * (idempotency store, schema, middleware, handlers) or one step of a stream.
@@ -67,7 +70,7 @@ export class TimeLimit {
         return;
       }
       this.#reject = reject;
-      this.#timer ??= setTimeout(() => this.#expire(), Math.max(0, this.endAt - Date.now()));
+      if (!this.#timer) this.#arm();
       p.then(
         (v) => {
           if (this.#reject === reject) this.#reject = undefined;
@@ -80,6 +83,24 @@ export class TimeLimit {
         },
       );
     });
+  }
+
+  /**
+   * The timer of the expiry. A limit of `Infinity` (no limit) has none; one
+   * past what a timer holds (2^31 - 1 ms) waits in steps, since Node fires a
+   * longer timer after 1 ms.
+   */
+  #arm(): void {
+    const left = this.endAt - Date.now();
+    if (left === Number.POSITIVE_INFINITY) return;
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = undefined;
+        if (Date.now() < this.endAt) this.#arm();
+        else this.#expire();
+      },
+      Math.min(MAX_TIMER_MS, Math.max(0, left)),
+    );
   }
 
   /** The run ended: no expiry from now on. */
@@ -127,6 +148,20 @@ export function within<T>(
 }
 
 /**
+ * A run's time limit for `d` (ms): the longest `timeoutMs` among the handlers
+ * of the message (an RPC's: its handler's), else the processor's
+ * `handlerTimeoutMs`.
+ */
+export function runLimitMs(d: Scoped): number {
+  let ms: number | undefined;
+  if (d.body.category === 'rpc') ms = rpcHandler(d.handlers)?.tag.timeoutMs;
+  else
+    for (const h of d.handlers)
+      if (h.tag.timeoutMs !== undefined && (ms === undefined || h.tag.timeoutMs > ms)) ms = h.tag.timeoutMs;
+  return ms ?? d.parts.dispatch.handlerTimeoutMs;
+}
+
+/**
  * Stage: the run's time limit, around everything done in the run (schema,
  * middleware, handlers). At expiry the run's scope fails (its signal aborts,
  * its sends are refused) and the run ends with `HandlerTimeout`. The limit is
@@ -142,12 +177,7 @@ export function* timeLimit(d: Scoped, next: Next): Generator<Yielded, Outcome, u
   if (first.done) return first.value;
   const body = d.body;
   const ctx = d.parts.dispatch;
-  let ms: number | undefined;
-  if (body.category === 'rpc') ms = rpcHandler(d.handlers)?.tag.timeoutMs;
-  else
-    for (const h of d.handlers)
-      if (h.tag.timeoutMs !== undefined && (ms === undefined || h.tag.timeoutMs > ms)) ms = h.tag.timeoutMs;
-  const limitMs = ms ?? ctx.handlerTimeoutMs;
+  const limitMs = runLimitMs(d);
   const scope = d.scope;
   const what = `${body.type}/${body.name}`;
   const limit = new TimeLimit(

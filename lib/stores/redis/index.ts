@@ -5,4 +5,4 @@
  * nothing of it. See docs/database.md.
  */
 export { RedisIdempotencyStore, type RedisIdempotencyOptions, type RedisCommander } from './redis-store.js';
-export type { IdempotencyStore, IdempotencyClaim } from '../idempotency.js';
+export type { IdempotencyStore, IdempotencyClaim, IdempotencyClaimOptions } from '../idempotency.js';

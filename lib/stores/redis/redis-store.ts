@@ -1,7 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { type AnyLogger, asPino, componentLogger, type Logger } from '../../log.js';
-import type { IdempotencyClaim, IdempotencyStore } from '../idempotency.js';
+import {
+  CLAIM_MARGIN_MS,
+  CLAIM_TTL_MS,
+  type IdempotencyClaim,
+  type IdempotencyClaimOptions,
+  type IdempotencyStore,
+} from '../idempotency.js';
 
 /**
  * The one method of a Redis client the store uses: node-redis's
@@ -21,11 +27,21 @@ export interface RedisIdempotencyOptions {
   /** How long a handled message id is remembered (ms): longer than a duplicate can take to arrive. @default 86400000 */
   ttlMs?: number;
   /**
-   * How long a run's claim on a message id lasts (ms) when the run neither
-   * finishes nor gives it back (its process died): a copy of the message
-   * waits until then. Keep it above your handlers' longest run (retries in
-   * the process included): a claim that expires mid-run lets another
-   * replica run the message too. @default 60000
+   * How long a run's claim on a message id lasts past the longest its runs
+   * can take (ms). The processor tells the store that length: its time
+   * limit (`handlerTimeoutMs`, or the handlers' `timeoutMs`) times the runs
+   * in the process (`retry.attempts`), plus the waits between them. The
+   * margin covers what comes after the last run, still under the claim: the
+   * sends' confirms (15 s at most by default) and the store's own commands.
+   * A claim that expires mid-run lets another replica run the message too;
+   * one whose process died holds a copy of the message back until it
+   * expires (a shorter time limit shortens that wait). @default 20000
+   */
+  claimMarginMs?: number;
+  /**
+   * How long a claim lasts (ms) when the processor gives no time limit (a
+   * `handlerTimeoutMs` of `Infinity`), or the store is used by code that
+   * says nothing of its runs: keep it above the longest run. @default 60000
    */
   claimTtlMs?: number;
   /** How long a command may take before Redis counts as not answering (the message is handled). @default 1000 */
@@ -63,6 +79,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   readonly prefix: string;
   readonly ttlMs: number;
   readonly claimTtlMs: number;
+  readonly claimMarginMs: number;
   readonly timeoutMs: number;
   readonly #client: RedisCommander;
   readonly #owner = `${hostname()}:${process.pid}:`;
@@ -74,7 +91,8 @@ export class RedisIdempotencyStore implements IdempotencyStore {
       client,
       prefix = 'postage:seen:',
       ttlMs = 86_400_000,
-      claimTtlMs = 60_000,
+      claimTtlMs = CLAIM_TTL_MS,
+      claimMarginMs = CLAIM_MARGIN_MS,
       timeoutMs = 1_000,
     } = options ?? ({} as RedisIdempotencyOptions);
     if (!client || typeof client.sendCommand !== 'function')
@@ -84,6 +102,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     for (const [name, v] of [
       ['ttlMs', ttlMs],
       ['claimTtlMs', claimTtlMs],
+      ['claimMarginMs', claimMarginMs],
       ['timeoutMs', timeoutMs],
     ] as const)
       if (!(Number.isInteger(v) && v > 0))
@@ -92,6 +111,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     this.prefix = prefix;
     this.ttlMs = ttlMs;
     this.claimTtlMs = claimTtlMs;
+    this.claimMarginMs = claimMarginMs;
     this.timeoutMs = timeoutMs;
     this.#log = options.logger ? asPino(options.logger, { component: 'store' }) : componentLogger('store', 'redis');
   }
@@ -109,10 +129,21 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     await this.#send(['SET', this.prefix + key, DONE, 'PX', String(this.ttlMs)], null);
   }
 
-  async claim(key: string): Promise<IdempotencyClaim> {
+  /**
+   * How long a claim lasts (ms) for runs that take `runMs` at most: that and
+   * `claimMarginMs`, or `claimTtlMs` when they have no time limit.
+   */
+  claimTtlFor(options: IdempotencyClaimOptions = {}): number {
+    const runMs = options.runMs;
+    if (runMs === undefined || !(Number.isFinite(runMs) && runMs >= 0)) return this.claimTtlMs;
+    return Math.ceil(runMs) + this.claimMarginMs;
+  }
+
+  async claim(key: string, options?: IdempotencyClaimOptions): Promise<IdempotencyClaim> {
     const token = `claim:${this.#owner}${randomUUID()}`;
     const k = this.prefix + key;
-    const took = await this.#send(['SET', k, token, 'NX', 'PX', String(this.claimTtlMs)], undefined);
+    const ttl = String(this.claimTtlFor(options));
+    const took = await this.#send(['SET', k, token, 'NX', 'PX', ttl], undefined);
     // Fail open: a Redis that does not answer lets the run go on, with no claim to give back.
     if (took === undefined) return { state: 'claimed', token: '' };
     if (took !== null) return { state: 'claimed', token };
