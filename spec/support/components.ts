@@ -2,10 +2,16 @@
 import {
   GenericProducer,
   MicroScheduler,
+  type DeliveryEvent,
   type MessageProcessor,
+  type ProcessorOptions,
   type Producer,
   type ProducerOptions,
 } from '../../lib/index.js';
+import { makeLogger } from '../../lib/log.js';
+import { brokerUrl } from './broker.js';
+import { deleteTopology, unique } from './topology.js';
+import { within } from './wait.js';
 
 export class Harness {
   readonly scheduler = new MicroScheduler({ name: 'spec' });
@@ -85,9 +91,9 @@ export interface ExchangeFixture {
  */
 export function exchangeFixture(
   prefix: string,
-  brokerUrl: () => Promise<string>,
-  unique: (p: string) => string,
-  deleteTopology: (q: string[], e: string[]) => Promise<void>,
+  url: () => Promise<string> = brokerUrl,
+  name: (p: string) => string = unique,
+  deleteAll: (q: string[], e: string[]) => Promise<void> = deleteTopology,
 ): ExchangeFixture {
   const f = {
     async producer(options: ProducerOptions = {}) {
@@ -101,16 +107,88 @@ export function exchangeFixture(
     },
   } as ExchangeFixture;
   before(async () => {
-    f.url = await brokerUrl();
+    f.url = await url();
   });
   beforeEach(() => {
-    f.ex = { name: unique(`${prefix}-ex`), type: 'direct', durable: false };
-    f.queue = unique(`${prefix}-q`);
+    f.ex = { name: name(`${prefix}-ex`), type: 'direct', durable: false };
+    f.queue = name(`${prefix}-q`);
     f.h = new Harness();
   });
   afterEach(async () => {
     await f.h.close();
-    await deleteTopology([f.queue], [f.ex.name]).catch(() => undefined);
+    await deleteAll([f.queue], [f.ex.name]).catch(() => undefined);
   });
   return f;
+}
+
+/** What a spec of one processor on one exchange, its work queue and its error exchange works with. */
+export interface ProcessorFixture {
+  url: string;
+  ex: { name: string; type: 'direct' | 'topic'; durable: false };
+  queue: string;
+  /** The error exchange (and the queue of the same name bound to it). */
+  errors: string;
+  /** A fresh Harness for each test, closed after it. */
+  h: Harness;
+  /**
+   * A processor's options for the fixture: the spec's broker, no signal handling, no log lines, the work queue
+   * bound with `key`, failures sent to the error exchange; `extra` is laid over them.
+   */
+  options(key: string, extra?: ProcessorOptions): ProcessorOptions;
+}
+
+/**
+ * Registers the hooks of a spec whose tests each run a processor on one exchange (names from `prefix`, made once
+ * per describe), with a Harness closed after each test and the queue, the exchange and the error exchange deleted
+ * after it. Read the fields inside tests, not at describe time.
+ */
+export function processorFixture(prefix: string, type: 'direct' | 'topic' = 'direct'): ProcessorFixture {
+  const f: ProcessorFixture = {
+    url: '',
+    ex: { name: unique(`${prefix}-ex`), type, durable: false },
+    queue: unique(`${prefix}-q`),
+    errors: unique(`${prefix}-errors`),
+    h: new Harness(),
+    options: (key, extra = {}) => ({
+      url: f.url,
+      handleSignals: false,
+      logger: makeLogger('silent'),
+      eqk: [[f.ex, [[f.queue, key]]]],
+      errorExchange: f.errors,
+      ...extra,
+    }),
+  };
+  before(async () => {
+    f.url = await brokerUrl();
+  });
+  beforeEach(() => {
+    f.h = new Harness();
+  });
+  afterEach(async () => {
+    await f.h.close();
+    await deleteTopology([f.queue, f.errors], [f.ex.name, f.errors]).catch(() => undefined);
+  });
+  return f;
+}
+
+/**
+ * Records what became of each delivery `p` takes (its `observe()` events, in order); `settled()` resolves once `n`
+ * are in, or rejects at its deadline saying how many it saw. Await it before asserting on `events`.
+ */
+export function observed(
+  p: MessageProcessor,
+  n: number,
+): { events: DeliveryEvent[]; settled: (timeout?: number) => Promise<void> } {
+  const events: DeliveryEvent[] = [];
+  const all = counter(n);
+  p.observe((e) => {
+    events.push(e);
+    all.hit();
+  });
+  const settled = (timeout = 10_000) =>
+    within(all.done, {
+      timeout,
+      message: () => `${n} deliveries settled (saw ${events.length}: ${events.map((e) => e.outcome).join(', ')})`,
+    });
+  return { events, settled };
 }

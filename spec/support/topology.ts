@@ -8,11 +8,18 @@ export function unique(prefix: string): string {
 }
 
 export async function deleteTopology(queues: string[], exchanges: string[] = []): Promise<void> {
-  const conn = await amqp.connect(await brokerUrl());
-  try {
-    const ch = await conn.createChannel();
+  await asOperator(async (ch) => {
     for (const q of queues) await ch.deleteQueue(q);
     for (const e of exchanges) await ch.deleteExchange(e);
+  });
+}
+
+/** Does `work` on a channel of a connection of its own, as an operator (or another program) would, then closes both. */
+export async function asOperator(work: (ch: amqp.Channel) => Promise<unknown>, url?: string): Promise<void> {
+  const conn = await amqp.connect(url ?? (await brokerUrl()));
+  try {
+    const ch = await conn.createChannel();
+    await work(ch);
     await ch.close();
   } finally {
     await conn.close();
