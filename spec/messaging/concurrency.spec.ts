@@ -1,7 +1,6 @@
 import { expect } from 'chai';
 import { MessageHandler, MessageProcessor, sleep } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, queueState, settledQueue, unique } from '../support/topology.js';
 
@@ -10,7 +9,7 @@ type Job = { parameters: { n: number; key?: string; ms?: number; fail?: boolean 
 
 describe('MessageProcessor concurrency', function () {
   this.timeout(30_000);
-  const f = exchangeFixture('conc', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('conc');
 
   /** Counts the handlers running at once. */
   function gauge() {

@@ -20,7 +20,6 @@ import {
   type RpcSender,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { capture } from '../support/log.js';
 import { deferred, exchangeFixture, nextTurn } from '../support/components.js';
 import { deleteTopology, getOne, settledQueue, unique } from '../support/topology.js';
@@ -31,7 +30,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe("A delivery's scope", function () {
   this.timeout(30_000);
-  const f = exchangeFixture('scope', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('scope');
   let out: { name: string; type: 'direct'; durable: false };
   let outQueue: string;
 
@@ -289,7 +288,7 @@ describe("A delivery's scope", function () {
 
 describe('processor.use (middleware)', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('mw', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('mw');
 
   it("runs middlewares in the order added, around the handler, inside the delivery's scope", async () => {
     const trace: string[] = [];
@@ -392,7 +391,7 @@ describe('processor.use (middleware)', function () {
 
 describe('producer.use (middleware)', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('pmw', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('pmw');
 
   it('runs around every send in the order added; a header it sets is read by the consumer through currentDelivery().headers', async () => {
     const got = deferred<Readonly<Record<string, unknown>>>();

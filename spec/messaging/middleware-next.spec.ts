@@ -14,7 +14,6 @@ import {
   type MessageSender,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, queueState, unique } from '../support/topology.js';
 
@@ -69,7 +68,7 @@ function watchUnhandled(): { seen: unknown[] } {
 
 describe('processor.use: next() and the outcome', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('mwnext', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('mwnext');
   const unhandled = watchUnhandled();
 
   it('waits for a next() not awaited: a handler failing 200 ms later sends it to the error queue', async () => {
@@ -239,7 +238,7 @@ describe('processor.use: next() and the outcome', function () {
 
 describe('producer.use: next() and the outcome', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('pmwnext', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('pmwnext');
   const unhandled = watchUnhandled();
 
   it('settles a send by its publish, not by a middleware that left next() unawaited: unroutable rejects', async () => {

@@ -82,7 +82,7 @@ function memory(): Kind {
 for (const kind of [postgres(), memory()]) {
   describe(`${kind.name} as a processor's store`, function () {
     this.timeout(30_000);
-    const f = exchangeFixture('store', brokerUrl, unique, deleteTopology);
+    const f = exchangeFixture('store');
     let out: { name: string; type: 'direct'; durable: false };
     let outQueue: string;
     after(() => kind.cleanup());
@@ -376,7 +376,7 @@ describe('PostgresStore', function () {
 
 describe('MemoryStore', function () {
   this.timeout(30_000);
-  const f = exchangeFixture('memstore', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('memstore');
 
   it('runs a handler again as a new run when the database reports a serialization failure', async () => {
     let failures = 1;

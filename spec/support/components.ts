@@ -74,7 +74,7 @@ export function nextTurn(): Promise<void> {
 /** What a spec of one exchange and one queue works with, fresh for each test. */
 export interface ExchangeFixture {
   url: string;
-  ex: { name: string; type: 'direct'; durable: false };
+  ex: { name: string; type: 'direct' | 'topic'; durable: false };
   queue: string;
   h: Harness;
   /**
@@ -89,12 +89,7 @@ export interface ExchangeFixture {
  * queue per test (names from `prefix`), with a Harness closed and the topology
  * deleted after each test. Read the fields inside tests, not at describe time.
  */
-export function exchangeFixture(
-  prefix: string,
-  url: () => Promise<string> = brokerUrl,
-  name: (p: string) => string = unique,
-  deleteAll: (q: string[], e: string[]) => Promise<void> = deleteTopology,
-): ExchangeFixture {
+export function exchangeFixture(prefix: string, type: 'direct' | 'topic' = 'direct'): ExchangeFixture {
   const f = {
     async producer(options: ProducerOptions = {}) {
       const exchange = f.ex;
@@ -107,16 +102,16 @@ export function exchangeFixture(
     },
   } as ExchangeFixture;
   before(async () => {
-    f.url = await url();
+    f.url = await brokerUrl();
   });
   beforeEach(() => {
-    f.ex = { name: name(`${prefix}-ex`), type: 'direct', durable: false };
-    f.queue = name(`${prefix}-q`);
+    f.ex = { name: unique(`${prefix}-ex`), type, durable: false };
+    f.queue = unique(`${prefix}-q`);
     f.h = new Harness();
   });
   afterEach(async () => {
     await f.h.close();
-    await deleteAll([f.queue], [f.ex.name]).catch(() => undefined);
+    await deleteTopology([f.queue], [f.ex.name]).catch(() => undefined);
   });
   return f;
 }
