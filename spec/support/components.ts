@@ -82,6 +82,14 @@ export interface ExchangeFixture {
    * test.
    */
   producer(options?: ProducerOptions): Promise<Producer<GenericProducer>>;
+  /**
+   * Starts a `P` on the fixture's queue, bound with key 'k' (silent, no signal handling, `options` laid over), closed
+   * after the test, with what becomes of its deliveries recorded (see {@link observed}: `settled()` waits for one).
+   */
+  start<P extends MessageProcessor>(
+    P: new (options: ProcessorOptions) => P,
+    options?: ProcessorOptions,
+  ): Promise<{ proc: P; events: DeliveryEvent[]; settled: (timeout?: number) => Promise<void> }>;
 }
 
 /**
@@ -99,6 +107,18 @@ export function exchangeFixture(prefix: string, type: 'direct' | 'topic' = 'dire
       const p = await SpecProducer.create({ url: f.url, ...options });
       f.h.onClose(() => p.close());
       return p;
+    },
+    async start(P, options = {}) {
+      const proc = new P({
+        url: f.url,
+        logger: makeLogger('silent'),
+        handleSignals: false,
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+        ...options,
+      });
+      const seen = observed(proc, 1);
+      await f.h.start(proc);
+      return { proc, ...seen };
     },
   } as ExchangeFixture;
   before(async () => {
