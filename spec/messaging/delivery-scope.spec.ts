@@ -21,7 +21,7 @@ import {
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { capture } from '../support/log.js';
-import { deferred, exchangeFixture, nextTurn } from '../support/components.js';
+import { deferred, exchangeFixture, nextTurn, observed } from '../support/components.js';
 import { deleteTopology, getOne, settledQueue, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
@@ -31,45 +31,15 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 describe("A delivery's scope", function () {
   this.timeout(30_000);
   const f = exchangeFixture('scope');
-  let out: { name: string; type: 'direct'; durable: false };
-  let outQueue: string;
-
-  beforeEach(() => {
-    out = { name: unique('scope-out'), type: 'direct', durable: false };
-    outQueue = unique('scope-out-q');
-    f.h.onClose(() => deleteTopology([outQueue], [out.name]));
-  });
-
-  /** A producer to the output exchange, whose queue is declared (and read with getOne). */
-  async function output() {
-    const output = out;
-    class Out extends GenericProducer {
-      static override eks = [[output, 'out'] as const];
-      declare message_late: MessageSender;
-    }
-    const o = await Out.create({ url: f.url });
-    f.h.onClose(() => o.close());
-    const ch = await o.connection!.createChannel();
-    await ch.assertQueue(outQueue, { durable: false });
-    await ch.bindQueue(outQueue, output.name, 'out');
-    await ch.close();
-    return o;
-  }
-
-  /** Resolves with each delivery's event, in order. */
-  function events(p: MessageProcessor, n: number): Promise<DeliveryEvent[]> {
-    const seen: DeliveryEvent[] = [];
-    return new Promise((resolve) => {
-      p.observe((e) => {
-        seen.push(e);
-        if (seen.length === n) resolve(seen);
-      });
-    });
-  }
+  /** Resolves with each delivery's event, in order, once `n` are in (under a deadline that says how many came). */
+  const events = (p: MessageProcessor, n: number): Promise<DeliveryEvent[]> => {
+    const seen = observed(p, n);
+    return seen.settled(20_000).then(() => seen.events);
+  };
 
   describe('a run past its time limit', () => {
     it('publishes nothing it sends later: the send rejects with SEND_AFTER_FAILURE, also when a retry runs meanwhile', async () => {
-      const o = await output();
+      const { producer: o, queue: outQueue } = await f.output();
       const lateSends: Array<Promise<PromiseSettledResult<unknown>>> = [];
       const settledLate = deferred<PromiseSettledResult<unknown>[]>();
       let runs = 0;
@@ -331,12 +301,12 @@ describe('processor.use (middleware)', function () {
     p.use(() => {
       throw new Error('tenant unknown');
     });
-    const ended = deferred<DeliveryEvent>();
-    p.observe((e) => ended.resolve(e));
+    const seen = observed(p, 1);
     await f.h.start(p);
     const send = await f.producer();
     await send.message_job({});
-    const e = await ended.promise;
+    await seen.settled();
+    const [e] = seen.events;
     expect(e.outcome).to.equal('dead-lettered');
     expect(ran).to.equal(false);
     const copy = await getOne(errors);
@@ -355,12 +325,12 @@ describe('processor.use (middleware)', function () {
       await new Promise<void>((resolve) => ctx.delivery.signal.addEventListener('abort', () => resolve()));
       sawAbort.resolve(ctx.delivery.signal.aborted);
     });
-    const ended = deferred<DeliveryEvent>();
-    p.observe((e) => ended.resolve(e));
+    const seen = observed(p, 1);
     await f.h.start(p);
     const send = await f.producer();
     await send.message_job({});
-    const e = await ended.promise;
+    await seen.settled();
+    const [e] = seen.events;
     expect(e.error).to.be.instanceOf(HandlerTimeout);
     expect(await sawAbort.promise).to.equal(true);
   });

@@ -13,6 +13,7 @@ import {
   MessageHandler,
   MessageProcessor,
   type MessageSender,
+  type Producer,
   type MessageStore,
   StoreError,
 } from '../../lib/index.js';
@@ -22,7 +23,7 @@ import { MemoryStore, ProcessorHarness, testProducer } from '../../lib/testing/i
 import { brokerUrl } from '../support/broker.js';
 import { exchangeFixture } from '../support/components.js';
 import { envelopeBytes } from '../support/envelopes.js';
-import { aheadOfFence, deleteTopology, getOne, unique } from '../support/topology.js';
+import { aheadOfFence, getOne } from '../support/topology.js';
 import { dropSchema, pgPool, uniqueSchema, until } from './support.js';
 
 const quiet = makeLogger('silent');
@@ -84,41 +85,18 @@ for (const kind of [postgres(), memory()]) {
   describe(`${kind.name} as a processor's store`, function () {
     this.timeout(30_000);
     const f = exchangeFixture('store');
-    let out: { name: string; type: 'direct'; durable: false };
     let outQueue: string;
     after(() => kind.cleanup());
 
-    beforeEach(async () => {
-      out = { name: unique('store-out'), type: 'direct', durable: false };
-      outQueue = unique('store-out-q');
-      f.h.onClose(() => deleteTopology([outQueue], [out.name]));
-    });
-
-    /** The input producer, the output producer, and the output queue declared (nobody consumes it). */
+    /** The input producer, and the output producer with its queue declared (nobody consumes it). */
     async function wire() {
-      const input = f.ex;
-      const output = out;
-      class In extends GenericProducer {
-        static override eks = [[input, 'k'] as const];
-        declare message_order: MessageSender<{ item: string }>;
-      }
-      class Out extends GenericProducer {
-        static override eks = [[output, 'placed'] as const];
-        declare message_placed: MessageSender<{ item: string }>;
-      }
-      const p = await In.create({ url: f.url });
-      const o = await Out.create({ url: f.url });
-      f.h.onClose(() => p.close());
-      f.h.onClose(() => o.close());
-      class Idle extends MessageProcessor {}
-      const idle = new Idle({ url: f.url, logger: quiet, handleSignals: false, eqk: [[out, [[outQueue, 'placed']]]] });
-      await idle.consumer.ready();
-      f.h.onClose(() => idle.close());
-      return { p, o };
+      const { producer: o, queue, ex } = await f.output('placed');
+      outQueue = queue;
+      return { p: await f.producer(), o, out: ex.name };
     }
 
     /** A processor whose handler writes an order row, sends `placed`, and then does `then`. */
-    function orders(o: { message_placed: MessageSender<{ item: string }> }, table: string, then = () => {}) {
+    function orders(o: Producer<GenericProducer>, table: string, then = () => {}) {
       return class Orders extends MessageProcessor {
         @MessageHandler('command', 'order')
         async order(c: { parameters: { item: string } }) {
@@ -235,7 +213,7 @@ for (const kind of [postgres(), memory()]) {
 
     it('has its sweeper publish an outbox row a dead process left behind', async () => {
       const { store, waiting } = await kind.make();
-      await wire();
+      const { out } = await wire();
       // A run that committed and died before its relay: the row is there, nothing was published.
       await store.migrate();
       const tx = await store.begin();
@@ -243,7 +221,7 @@ for (const kind of [postgres(), memory()]) {
         [
           {
             messageId: 'left-behind-1',
-            targets: [{ exchange: out.name, type: 'direct', routingKey: 'placed' }],
+            targets: [{ exchange: out, type: 'direct', routingKey: 'placed' }],
             properties: { contentType: 'application/json', mandatory: true, headers: {} },
             body: envelopeBytes('placed', { item: 'orphan' }),
             delayMs: 0,

@@ -10,7 +10,7 @@ import {
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from './broker.js';
-import { deleteTopology, unique } from './topology.js';
+import { asOperator, deleteTopology, unique } from './topology.js';
 import { within } from './wait.js';
 
 export class Harness {
@@ -83,6 +83,11 @@ export interface ExchangeFixture {
    */
   producer(options?: ProducerOptions): Promise<Producer<GenericProducer>>;
   /**
+   * A second exchange (direct) with a queue bound to it by `key`, both deleted after the test, and a producer sending
+   * to it with `key`: where a handler's own sends go, read with getOne / aheadOfFence.
+   */
+  output(key?: string): Promise<{ ex: ExchangeFixture['ex']; queue: string; producer: Producer<GenericProducer> }>;
+  /**
    * Starts a `P` on the fixture's queue, bound with key 'k' (silent, no signal handling, `options` laid over), closed
    * after the test, with what becomes of its deliveries recorded (see {@link observed}: `settled()` waits for one).
    */
@@ -107,6 +112,22 @@ export function exchangeFixture(prefix: string, type: 'direct' | 'topic' = 'dire
       const p = await SpecProducer.create({ url: f.url, ...options });
       f.h.onClose(() => p.close());
       return p;
+    },
+    async output(key = 'out') {
+      const ex = { name: unique(`${prefix}-out`), type: 'direct' as const, durable: false as const };
+      const queue = unique(`${prefix}-out-q`);
+      f.h.onClose(() => deleteTopology([queue], [ex.name]));
+      await asOperator(async (ch) => {
+        await ch.assertExchange(ex.name, 'direct', { durable: false });
+        await ch.assertQueue(queue, { durable: false });
+        await ch.bindQueue(queue, ex.name, key);
+      });
+      class Out extends GenericProducer {
+        static override eks = [[ex, key] as const];
+      }
+      const producer = await Out.create({ url: f.url });
+      f.h.onClose(() => producer.close());
+      return { ex, queue, producer };
     },
     async start(P, options = {}) {
       const proc = new P({
