@@ -4,6 +4,7 @@
  * plus the burst it works through and what is left in its queue afterwards.
  */
 import amqp from 'amqplib';
+import { envelopeBytes } from './envelopes.js';
 import { spawn } from 'node:child_process';
 
 export interface SlowReceiver {
@@ -63,22 +64,7 @@ export async function publishItems(url: string, queue: string, n: number): Promi
   const conn = await amqp.connect(url);
   const ch = await conn.createConfirmChannel();
   for (let id = 0; id < n; id++) {
-    ch.publish(
-      '',
-      queue,
-      Buffer.from(
-        JSON.stringify({
-          type: 'command',
-          name: 'item',
-          category: 'message',
-          version: '2',
-          fingerprint: {},
-          content: { parameters: { id } },
-          _reserved: {},
-        }),
-      ),
-      { persistent: true },
-    );
+    ch.publish('', queue, envelopeBytes('item', { id }), { persistent: true });
   }
   await ch.waitForConfirms();
   await conn.close();
