@@ -7,7 +7,6 @@ import { expect } from 'chai';
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import {
   currentDelivery,
-  GenericProducer,
   Handler,
   HandlerTimeout,
   MessageHandler,
@@ -16,8 +15,6 @@ import {
   RpcHandler,
   type DeliveryEvent,
   type IdempotencyStore,
-  type MessageSender,
-  type RpcSender,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { capture } from '../support/log.js';
@@ -238,14 +235,7 @@ describe("A delivery's scope", function () {
       const p = new Checked({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] });
       const first = events(p, 1);
       await f.h.start(p);
-      const exchange = f.ex;
-      class Caller extends GenericProducer {
-        static override eks = [[exchange, 'k'] as const];
-        declare message_job: MessageSender;
-        declare rpc_ping: RpcSender;
-      }
-      const c = await Caller.create({ url: f.url });
-      f.h.onClose(() => c.close());
+      const c = await f.producer();
       await c.message_job({});
       const [e] = await first;
       expect(e.outcome).to.equal('rejected');

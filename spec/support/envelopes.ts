@@ -18,3 +18,6 @@ export function envelope(fields: Record<string, unknown> = {}): Record<string, u
 export function envelopeBytes(name: string, parameters: Record<string, unknown> = {}): Buffer {
   return Buffer.from(JSON.stringify(envelope({ name, content: { parameters } })));
 }
+
+/** A Postage envelope's keys, in the order Python Postage writes them. */
+export const ENVELOPE_KEYS = ['type', 'name', 'category', 'version', 'fingerprint', 'content', '_reserved'];
