@@ -71,6 +71,18 @@ export function nextTurn(): Promise<void> {
   return new Promise<void>((r) => setImmediate(r));
 }
 
+/**
+ * A producer sending to the direct exchange `exchange` with `key` (any message_/rpc_ name), for a spec that talks to
+ * a component it did not declare itself (one `postage run` started); the caller closes it.
+ */
+export async function producerTo(url: string, exchange: string, key: string): Promise<Producer<GenericProducer>> {
+  const ex = { name: exchange, type: 'direct', durable: false } as const;
+  class Client extends GenericProducer {
+    static override eks = [[ex, key] as const];
+  }
+  return Client.create({ url });
+}
+
 /** What a spec of one exchange and one queue works with, fresh for each test. */
 export interface ExchangeFixture {
   url: string;
