@@ -110,11 +110,21 @@ export interface ExchangeFixture {
 }
 
 /**
- * Registers the hooks of a spec that works on one fresh direct exchange and
- * queue per test (names from `prefix`), with a Harness closed and the topology
- * deleted after each test. Read the fields inside tests, not at describe time.
+ * Registers the hooks of a spec that works on one fresh exchange (direct, or `type`) and queue per test (names from
+ * `prefix`), with a Harness closed and the topology deleted after each test. Read the fields inside tests, not at
+ * describe time.
  */
-export function exchangeFixture(prefix: string, type: 'direct' | 'topic' = 'direct'): ExchangeFixture {
+export function exchangeFixture(prefix: string, type?: 'direct' | 'topic'): ExchangeFixture;
+/** @deprecated The fixture finds the broker, names and cleaner itself: pass the prefix (and the type) only. */
+export function exchangeFixture(
+  prefix: string,
+  url: () => Promise<string>,
+  name: (p: string) => string,
+  deleteAll: (q: string[], e: string[]) => Promise<void>,
+): ExchangeFixture;
+export function exchangeFixture(prefix: string, kind?: unknown): ExchangeFixture {
+  // Specs written before the fixture found the broker itself pass it (and two helpers) here: a direct exchange.
+  const type = kind === 'topic' ? 'topic' : 'direct';
   const f = {
     async producer(options: ProducerOptions = {}) {
       const exchange = f.ex;
