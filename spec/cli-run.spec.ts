@@ -1,7 +1,7 @@
 import { expect } from 'chai';
-import { GenericProducer, type MessageSender, type RpcSender } from '../lib/index.js';
 import { brokerUrl } from './support/broker.js';
 import { launch, type Launched } from './support/cli.js';
+import { producerTo } from './support/components.js';
 import { until } from './support/wait.js';
 import { deleteTopology, queueState, unique } from './support/topology.js';
 
@@ -29,13 +29,7 @@ describe('postage run', function () {
         `ready: greeter (processor) on ${exchange}/greet -> ${exchange}.greet`,
         `ready: slow (processor) on ${exchange}/slow -> ${exchange}.slow`,
       ]);
-      const ex = { name: exchange, type: 'direct', durable: false } as const;
-      class Client extends GenericProducer {
-        static override eks = [[ex, 'greet'] as const];
-        declare rpc_greet: RpcSender;
-        declare message_slow: MessageSender;
-      }
-      const p = await Client.create({ url });
+      const p = await producerTo(url, exchange, 'greet');
       try {
         const r = await p.rpc_greet({ who: 'run' }, { _timeout: 10, _max_retry: 0 });
         expect(r.body.content.value).to.equal('hello run');
@@ -61,13 +55,7 @@ describe('postage run', function () {
     started = cli;
     try {
       await cli.line(/^ready: greeter /);
-      const ex = { name: exchange, type: 'direct', durable: false } as const;
-      class Client extends GenericProducer {
-        static override eks = [[ex, 'greet'] as const];
-        declare message_restart: MessageSender;
-        declare rpc_greet: RpcSender;
-      }
-      const p = await Client.create({ url });
+      const p = await producerTo(url, exchange, 'greet');
       try {
         await p.message_restart({});
         // The processor says so (at warn); the launcher's own line, that it starts it again, is info.
@@ -122,12 +110,7 @@ describe('postage run', function () {
     started = cli;
     try {
       await cli.line(/^ready: echo /);
-      const ex = { name: exchange, type: 'direct', durable: false } as const;
-      class Client extends GenericProducer {
-        static override eks = [[ex, 'echo'] as const];
-        declare rpc_echo: RpcSender;
-      }
-      const p = await Client.create({ url });
+      const p = await producerTo(url, exchange, 'echo');
       try {
         // Answered, so every component the module yields is consuming by now.
         const r = await p.rpc_echo({ text: 'once' }, { _timeout: 10, _max_retry: 0 });

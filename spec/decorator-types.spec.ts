@@ -4,13 +4,8 @@
  * and the parameter's type, not only "unable to resolve signature".
  */
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
-
-const exec = promisify(execFile);
+import { resolve } from 'node:path';
+import { compile } from './support/tsc.js';
 
 const HANDLERS = `
 import { MessageHandler, MessageProcessor, MessageFilter, Handler, JsonHandler, CloudEventHandler,
@@ -49,36 +44,12 @@ export class Foreign extends MessageProcessor {
 JsonHandler('orders.#')(Foreign.prototype, 'plain');
 `;
 
-async function compile(legacy: boolean): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'postage-types-'));
-  try {
-    writeFileSync(join(dir, 'handlers.mts'), HANDLERS);
-    writeFileSync(
-      join(dir, 'tsconfig.json'),
-      JSON.stringify({
-        extends: resolve('tsconfig.json'),
-        compilerOptions: {
-          noEmit: true,
-          allowImportingTsExtensions: true,
-          typeRoots: [resolve('node_modules/@types')],
-          ...(legacy ? { experimentalDecorators: true, emitDecoratorMetadata: true } : {}),
-        },
-        include: [],
-        files: ['handlers.mts'],
-      }),
-    );
-    return await exec(process.execPath, [
-      resolve('node_modules/typescript/bin/tsc'),
-      '-p',
-      join(dir, 'tsconfig.json'),
-    ]).then(
-      () => '',
-      (e: { stdout?: string }) => e.stdout ?? String(e),
-    );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const compileHandlers = (legacy: boolean) =>
+  compile(['handlers.mts'], {
+    legacy,
+    write: { 'handlers.mts': HANDLERS },
+    compilerOptions: { allowImportingTsExtensions: true },
+  });
 
 describe('handler decorator types', function () {
   this.timeout(60_000);
@@ -88,7 +59,7 @@ describe('handler decorator types', function () {
     ['experimentalDecorators', true],
   ] as const) {
     it(`under ${flavour}, refuse only a handler whose parameter does not take the schema's output, naming both types`, async () => {
-      const out = await compile(legacy);
+      const out = await compileHandlers(legacy);
       const errors = out.split('\n').filter((l) => /error TS/.test(l));
       // One error, on the wrong handler's decorator: the others (a matching schema, no schema, a filter, a Handler
       // class, a plain call) compile.

@@ -1,6 +1,5 @@
 import 'reflect-metadata';
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import amqp from 'amqplib';
@@ -11,41 +10,13 @@ import {
   MessageHandler,
   MessageProcessor,
   serve,
-  type ExchangeObject,
   type ProcessorDescription,
 } from '../../lib/index.js';
 import { POSTAGE_COMPONENT_OPTIONS, PostageModule, type PostageComponentOptions } from '../../lib/nestjs/index.js';
 import { brokerUrl } from '../support/broker.js';
-import { Harness, dropConnection } from '../support/components.js';
+import { pinged, postage } from '../support/cli.js';
+import { dropConnection, exchangeFixture } from '../support/components.js';
 import { deleteTopology, queueState, unique } from '../support/topology.js';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The `postage` CLI, run from source as a user runs it, against the specs' broker. */
-async function postage(args: string[]): Promise<Run> {
-  const url = await brokerUrl();
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'lib/cli/postage.ts', ...args],
-      { timeout: 30_000, env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: '' } },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
-
-/** The rows `postage ping` printed under its header, as [NAME, TYPE, PID@HOST]. */
-function pinged(r: Run): string[][] {
-  expect(r.code, r.stderr).to.equal(0);
-  const [header, ...rows] = r.stdout.trim().split('\n');
-  expect(header.split(/\s+/).slice(0, 3)).to.deep.equal(['NAME', 'TYPE', 'PID@HOST']);
-  return rows.map((row) => row.split(/\s+/).slice(0, 3));
-}
 
 /** Whether a queue exists, asked passively on a connection of the spec's own. */
 async function queueExists(name: string): Promise<boolean> {
@@ -69,27 +40,12 @@ class Worker extends MessageProcessor {
 
 describe('presence (every processor answers ping and describe)', function () {
   this.timeout(60_000);
-  let url: string;
-  let h: Harness;
-  let ex: ExchangeObject;
-  let queue: string;
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    h = new Harness();
-    ex = { name: unique('presence-ex'), type: 'direct', durable: false };
-    queue = unique('presence-q');
-  });
-  afterEach(async () => {
-    await h.close();
-    await deleteTopology([queue], [ex.name]).catch(() => undefined);
-  });
+  const f = exchangeFixture('presence');
 
   it('a plain MessageProcessor answers postage ping and postage describe NAME', async () => {
     const name = unique('plain');
-    const p = new Worker({ url, fingerprint: { name }, eqk: [[ex, [[queue, 'k']]]] });
-    await h.start(p);
+    const p = new Worker({ url: f.url, fingerprint: { name }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    await f.h.start(p);
     const { pid, host } = p.fingerprint;
     expect(pinged(await postage(['ping', '--timeout', '1']))).to.deep.include([name, 'processor', `${pid}@${host}`]);
     expect(pinged(await postage(['ping', name, '--timeout', '1']))).to.deep.equal([
@@ -102,15 +58,15 @@ describe('presence (every processor answers ping and describe)', function () {
     expect(d.fingerprint.name).to.equal(name);
     expect(d.handlers.map((x) => x.name)).to.include.members(['work', 'describe']);
     // Where it takes work from, with its presence queue told of apart.
-    expect(d.bindings).to.deep.equal([{ exchange: ex.name, key: 'k', queue }]);
-    expect(d.presence).to.be.a('string').and.not.equal(queue);
+    expect(d.bindings).to.deep.equal([{ exchange: f.ex.name, key: 'k', queue: f.queue }]);
+    expect(d.presence).to.be.a('string').and.not.equal(f.queue);
   });
 
   it('gives each processor in one process a presence queue of its own: both answer, with distinct entries', async () => {
     const [a, b] = [unique('first'), unique('second')];
-    const pa = new Worker({ url, fingerprint: { name: a }, eqk: [[ex, [[queue, 'k']]]] });
-    const pb = new Worker({ url, fingerprint: { name: b }, eqk: [[ex, [[queue, 'k']]]] });
-    await h.start(pa, pb);
+    const pa = new Worker({ url: f.url, fingerprint: { name: a }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    const pb = new Worker({ url: f.url, fingerprint: { name: b }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    await f.h.start(pa, pb);
     const self = `${process.pid}@${pa.fingerprint.host}`;
     const rows = pinged(await postage(['ping', self, '--timeout', '1']));
     expect(rows).to.have.deep.members([
@@ -122,12 +78,14 @@ describe('presence (every processor answers ping and describe)', function () {
     expect(da.presence).to.not.equal(db.presence);
     expect(queues).to.not.contain(self);
     // Presence is not a consumer of the work queue, which holds the two processors' consumers only.
-    expect((await queueState(queue)).consumers).to.equal(2);
+    expect((await queueState(f.queue)).consumers).to.equal(2);
   });
 
   it('with presence: false does not answer, and the CLI says why that may be', async () => {
     const name = unique('hidden');
-    await h.start(new Worker({ url, presence: false, fingerprint: { name }, eqk: [[ex, [[queue, 'k']]]] }));
+    await f.h.start(
+      new Worker({ url: f.url, presence: false, fingerprint: { name }, eqk: [[f.ex, [[f.queue, 'k']]]] }),
+    );
     const r = await postage(['ping', name, '--timeout', '0.5']);
     expect(r.code).to.equal(1);
     expect(r.stderr.trim().split('\n')).to.have.length(1);
@@ -137,8 +95,8 @@ describe('presence (every processor answers ping and describe)', function () {
 
   it('does not act on a quit or restart sent to presence', async () => {
     const name = unique('stays');
-    const p = new Worker({ url, fingerprint: { name }, eqk: [[ex, [[queue, 'k']]]] });
-    await h.start(p);
+    const p = new Worker({ url: f.url, fingerprint: { name }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    await f.h.start(p);
     let told = 0;
     p.on('remoteCommand', () => told++);
     for (const [key, command] of [
@@ -161,8 +119,8 @@ describe('presence (every processor answers ping and describe)', function () {
 
   it('declares its presence queue again after a reconnection, and removes it on close', async () => {
     const name = unique('comeback');
-    const p = new Worker({ url, fingerprint: { name }, eqk: [[ex, [[queue, 'k']]]] });
-    await h.start(p);
+    const p = new Worker({ url: f.url, fingerprint: { name }, eqk: [[f.ex, [[f.queue, 'k']]]] });
+    await f.h.start(p);
     const before = (await p.rpcDescribe()).presence!;
     const back = new Promise<void>((resolve) => p.on('connected', () => resolve()));
     dropConnection(p);
@@ -177,7 +135,7 @@ describe('presence (every processor answers ping and describe)', function () {
 
   it('answers under serve()', async () => {
     const name = unique('served');
-    const served = await serve(new Worker({ url, fingerprint: { name }, eqk: [[ex, [[queue, 'k']]]] }), {
+    const served = await serve(new Worker({ url: f.url, fingerprint: { name }, eqk: [[f.ex, [[f.queue, 'k']]]] }), {
       handleSignals: false,
     });
     try {
@@ -193,7 +151,7 @@ describe('presence (every processor answers ping and describe)', function () {
       process.execPath,
       ['--import', 'tsx', 'lib/cli/postage.ts', 'run', 'spec/fixtures/run/two-processors.ts'],
       {
-        env: { ...process.env, POSTAGE_URL: url, POSTAGE_LOG_LEVEL: 'warn', EXCHANGE: exchange },
+        env: { ...process.env, POSTAGE_URL: f.url, POSTAGE_LOG_LEVEL: 'warn', EXCHANGE: exchange },
         stdio: ['ignore', 'pipe', 'ignore'],
       },
     );
@@ -225,12 +183,12 @@ describe('presence (every processor answers ping and describe)', function () {
     const ProcessorToken = Symbol('processor');
     class AppModule {}
     Module({
-      imports: [PostageModule.forRoot({ url })],
+      imports: [PostageModule.forRoot({ url: f.url })],
       providers: [
         {
           provide: ProcessorToken,
           useFactory: (postage: PostageComponentOptions) =>
-            new Worker({ ...postage, fingerprint: { name }, eqk: [[ex, [[queue, 'k']]]] }),
+            new Worker({ ...postage, fingerprint: { name }, eqk: [[f.ex, [[f.queue, 'k']]]] }),
           inject: [POSTAGE_COMPONENT_OPTIONS],
         },
       ],
@@ -246,9 +204,9 @@ describe('presence (every processor answers ping and describe)', function () {
 
   it('leaves a GenericApplication one answer, from its own queue, and none with presence: false', async () => {
     const [seen, unseen] = [unique('app'), unique('quiet')];
-    await h.start(
-      new GenericApplication({ url, fingerprint: { name: seen } }),
-      new GenericApplication({ url, presence: false, fingerprint: { name: unseen, pid: 'other' } }),
+    await f.h.start(
+      new GenericApplication({ url: f.url, fingerprint: { name: seen } }),
+      new GenericApplication({ url: f.url, presence: false, fingerprint: { name: unseen, pid: 'other' } }),
     );
     const names = pinged(await postage(['ping', '--timeout', '1'])).map(([n]) => n);
     expect(names.filter((n) => n === seen)).to.have.length(1);

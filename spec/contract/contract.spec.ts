@@ -11,35 +11,16 @@ import {
   MessageProcessor,
   MessageResult,
   ValidationError,
-  type ExchangeObject,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
-import { Harness, deferred } from '../support/components.js';
-import { deleteTopology, unique } from '../support/topology.js';
+import { deferred, exchangeFixture } from '../support/components.js';
 import { Pricing } from './fixtures/pricing.contract.js';
 
 const quiet = makeLogger('silent');
 
 describe('ContractProducer and ContractHandler', function () {
   this.timeout(20_000);
-  let url: string;
-  let h: Harness;
-  let ex: ExchangeObject;
-  let queue: string;
-
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    h = new Harness();
-    ex = { name: unique('contract-ex'), type: 'direct', durable: false };
-    queue = unique('contract-q');
-  });
-  afterEach(async () => {
-    await h.close();
-    await deleteTopology([queue], [ex.name]).catch(() => undefined);
-  });
+  const f = exchangeFixture('contract');
 
   /** The pricing service, reporting what its handlers got. */
   function service() {
@@ -70,22 +51,22 @@ describe('ContractProducer and ContractHandler', function () {
         }
       };
     }
-    const processor = new PricingService({ url, logger: quiet, eqk: [[ex, [[queue, 'pricing']]]] });
+    const processor = new PricingService({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'pricing']]]] });
     return { processor, repriced, restocked: restocked.promise, firstRepriced: firstRepriced.promise };
   }
 
   async function client(validate = false) {
     class PricingClient extends ContractProducer(Pricing, { validate }) {
-      static override eks = [[ex, 'pricing'] as const];
+      static override eks = [[f.ex, 'pricing'] as const];
     }
-    const p = await PricingClient.create({ url, logger: quiet });
-    h.onClose(() => p.close());
+    const p = await PricingClient.create({ url: f.url, logger: quiet });
+    f.h.onClose(() => p.close());
     return p;
   }
 
   it('calls an RPC of the contract and resolves to the handler’s result, typed', async () => {
     const s = service();
-    await h.start(s.processor);
+    await f.h.start(s.processor);
     const p = await client();
     const r = await p.rpc_price({ sku: 'US-1', qty: 4 }, { _timeout: 5 });
     expect(r.ok).to.equal(true);
@@ -97,7 +78,7 @@ describe('ContractProducer and ContractHandler', function () {
 
   it('sends the contract’s messages to the handlers that implement them (a method and a Handler class)', async () => {
     const s = service();
-    await h.start(s.processor);
+    await f.h.start(s.processor);
     const p = await client();
     await p.message_repriced({ sku: 'A-1', cents: 250 });
     await p.message_restock({ sku: 'A-1', count: 3 });
@@ -108,7 +89,7 @@ describe('ContractProducer and ContractHandler', function () {
 
   it('answers an RPC whose parameters fail the contract’s schema with a MessageResultError naming them', async () => {
     const s = service();
-    await h.start(s.processor);
+    await f.h.start(s.processor);
     const p = await client();
     // What another service, not compiled against the contract, might send.
     const r = await (p.rpc_price as (params: unknown, o: object) => ReturnType<typeof p.rpc_price>)(
@@ -121,7 +102,7 @@ describe('ContractProducer and ContractHandler', function () {
 
   it('with validate, refuses a send the contract does not take (ValidationError) and sends nothing', async () => {
     const s = service();
-    await h.start(s.processor);
+    await f.h.start(s.processor);
     const p = await client(true);
     const bad = { sku: 'A-1', cents: 'lots' } as unknown as { sku: string; cents: number };
     const err = await p.message_repriced(bad).then(

@@ -4,13 +4,9 @@
  * markers taken out each of those lines fails for the reason it names, in words a user can act on.
  */
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
-
-const exec = promisify(execFile);
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { compile } from '../support/tsc.js';
 const FIXTURE = resolve('spec/types/contract.types.ts');
 const SOURCE = readFileSync(FIXTURE, 'utf8');
 
@@ -19,34 +15,12 @@ const SOURCE = readFileSync(FIXTURE, 'utf8');
  * The lines that fail are then exactly the marked ones: so the fixture as written compiles (no marker unused, no
  * other error), which `npm run typecheck` checks too under standard decorators.
  */
-async function compile(legacy: boolean): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'postage-contract-types-'));
+async function compileStripped(legacy: boolean): Promise<string> {
   const file = resolve('spec/types', `.stripped-${process.pid}-${legacy}.ts`);
   try {
     writeFileSync(file, SOURCE.replaceAll('// @ts-expect-error', '// marker removed'));
-    writeFileSync(
-      join(dir, 'tsconfig.json'),
-      JSON.stringify({
-        extends: resolve('tsconfig.json'),
-        compilerOptions: {
-          noEmit: true,
-          typeRoots: [resolve('node_modules/@types')],
-          ...(legacy ? { experimentalDecorators: true, emitDecoratorMetadata: true } : {}),
-        },
-        include: [],
-        files: [file],
-      }),
-    );
-    return await exec(process.execPath, [
-      resolve('node_modules/typescript/bin/tsc'),
-      '-p',
-      join(dir, 'tsconfig.json'),
-    ]).then(
-      () => '',
-      (e: { stdout?: string }) => e.stdout ?? String(e),
-    );
+    return await compile([file], { legacy });
   } finally {
-    rmSync(dir, { recursive: true, force: true });
     rmSync(file, { force: true });
   }
 }
@@ -62,7 +36,7 @@ describe('the contract form, as the compiler sees it', function () {
     ['experimentalDecorators', true],
   ] as const) {
     it(`under ${flavour}, refuses a misspelled name, a wrong argument, a wrong handler, saying why`, async () => {
-      const out = await compile(legacy);
+      const out = await compileStripped(legacy);
       const lines = new Set(
         out
           .split('\n')

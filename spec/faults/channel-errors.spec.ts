@@ -14,11 +14,12 @@ import {
   MessageHandler,
   MessageProcessor,
   type ExchangeObject,
+  type ProducerOptions,
 } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { capture } from '../support/log.js';
 import { Harness, deferred } from '../support/components.js';
-import { deleteTopology, getOne, unique } from '../support/topology.js';
+import { asOperator, deleteTopology, getOne, unique } from '../support/topology.js';
 
 describe('fault: the broker closes a channel', function () {
   this.timeout(30_000);
@@ -39,19 +40,24 @@ describe('fault: the broker closes a channel', function () {
     await deleteTopology([queue, other], [ex.name]);
   });
 
-  it('a producer whose publish hit a missing exchange reports it, reopens its channel and sends again', async () => {
+  /** A producer sending to `ex` with key 'k', where `queue` is bound (declared by an operator's connection). */
+  async function producer(options: ProducerOptions = {}) {
     const exchange = ex;
     class P extends GenericProducer {
       static override eks = [[exchange, 'k'] as const];
     }
-    const conn = await amqp.connect(url);
-    const ch = await conn.createChannel();
-    await ch.assertExchange(ex.name, 'direct', { durable: false });
-    await ch.assertQueue(queue);
-    await ch.bindQueue(queue, ex.name, 'k');
-    await conn.close();
-    const p = await P.create({ url });
+    await asOperator(async (ch) => {
+      await ch.assertExchange(ex.name, 'direct', { durable: false });
+      await ch.assertQueue(queue);
+      await ch.bindQueue(queue, ex.name, 'k');
+    });
+    const p = await P.create({ url, ...options });
     h.onClose(() => p.close());
+    return p;
+  }
+
+  it('a producer whose publish hit a missing exchange reports it, reopens its channel and sends again', async () => {
+    const p = await producer();
     const reopened = deferred();
     p.on('connected', () => reopened.resolve());
     let err: unknown;
@@ -67,18 +73,7 @@ describe('fault: the broker closes a channel', function () {
   });
 
   it('a buffering producer sends what it held while its channel was being reopened', async () => {
-    const exchange = ex;
-    class P extends GenericProducer {
-      static override eks = [[exchange, 'k'] as const];
-    }
-    const conn = await amqp.connect(url);
-    const ch = await conn.createChannel();
-    await ch.assertExchange(ex.name, 'direct', { durable: false });
-    await ch.assertQueue(queue);
-    await ch.bindQueue(queue, ex.name, 'k');
-    await conn.close();
-    const p = await P.create({ url, whileDisconnected: 'buffer' });
-    h.onClose(() => p.close());
+    const p = await producer({ whileDisconnected: 'buffer' });
     await p.message_ping({}, { _eks: [[{ name: unique('missing'), type: 'direct' }, 'k']] }).catch(() => undefined);
     // The channel is down now and comes back by itself: this send is held, then sent.
     await p.message_ping({ n: 3 });

@@ -10,6 +10,7 @@
 import { expect } from 'chai';
 import amqp from 'amqplib';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { envelopeBytes } from '../support/envelopes.js';
 import { brokerUrl } from '../support/broker.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
 
@@ -56,18 +57,7 @@ describe('fault: a message that crashes its component every time', function () {
       child = await start();
       const conn = await amqp.connect(url);
       const ch = await conn.createConfirmChannel();
-      const body = (n: number, poison = false) =>
-        Buffer.from(
-          JSON.stringify({
-            type: 'command',
-            name: 'item',
-            category: 'message',
-            version: '2',
-            fingerprint: {},
-            content: { parameters: { n, poison } },
-            _reserved: {},
-          }),
-        );
+      const body = (n: number, poison = false) => envelopeBytes('item', { n, poison });
       for (let n = 0; n < 20; n++) ch.sendToQueue(queue, body(n, n === 7), { persistent: true, messageId: `m${n}` });
       await ch.waitForConfirms();
       // A process manager: restart it each time it dies, until the good ones are all handled.

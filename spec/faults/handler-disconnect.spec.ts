@@ -16,13 +16,12 @@ import {
   RpcHandler,
   sleep,
 } from '../../lib/index.js';
-import { brokerUrl } from '../support/broker.js';
 import { counter, dropConnection, exchangeFixture } from '../support/components.js';
-import { deleteTopology, settledQueue, unique } from '../support/topology.js';
+import { settledQueue, unique } from '../support/topology.js';
 
 describe('fault: the connection drops while handlers run', function () {
   this.timeout(60_000);
-  const f = exchangeFixture('hd', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('hd');
 
   it('answers every RPC of a stream that loses the connection mid-way, and keeps consuming', async () => {
     const N = 200;

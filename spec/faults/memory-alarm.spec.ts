@@ -14,6 +14,7 @@ import {
   type ExchangeObject,
 } from '../../lib/index.js';
 import { counter, deferred } from '../support/components.js';
+import { within } from '../support/wait.js';
 import { PrivateBroker } from '../support/private-broker.js';
 
 describe('fault: a memory alarm blocks publishers', function () {
@@ -57,17 +58,16 @@ describe('fault: a memory alarm blocks publishers', function () {
     await broker.ctl('set_vm_memory_high_watermark', '0.0001');
     // The broker blocks a connection when it next publishes.
     const sends = Array.from({ length: 50 }, (_, i) => p.message_m({ i }));
-    await blocked.promise;
-    let settled = false;
-    void Promise.allSettled(sends).then(() => (settled = true));
-    await new Promise((r) => setTimeout(r, 300));
-    expect(settled, 'sends held while blocked').to.equal(false);
+    await within(blocked.promise, { timeout: 20_000, message: 'the connection blocked' });
+    // Held while blocked: the sends settle only after the broker unblocks the connection (a later event, no sleep).
+    const allSettled = Promise.allSettled(sends).then(() => events.push('sends settled'));
 
     await broker.ctl('set_vm_memory_high_watermark', '0.4');
-    await unblocked.promise;
+    await within(unblocked.promise, { timeout: 20_000, message: 'the connection unblocked' });
     await Promise.all(sends);
-    await got.done;
-    expect(events).to.deep.equal(['blocked', 'unblocked']);
+    await allSettled;
+    await within(got.done, { timeout: 20_000, message: () => `all 50 messages handled (${got.count()})` });
+    expect(events).to.deep.equal(['blocked', 'unblocked', 'sends settled']);
     s.stop();
     await running;
     await sink.close();

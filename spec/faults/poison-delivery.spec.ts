@@ -20,9 +20,8 @@ import {
   RpcHandler,
   sleep,
 } from '../../lib/index.js';
-import { brokerUrl } from '../support/broker.js';
 import { counter, deferred, dropConnection, exchangeFixture } from '../support/components.js';
-import { deleteTopology, getOne, publishRaw, settledQueue, unique } from '../support/topology.js';
+import { getOne, publishRaw, settledQueue, unique } from '../support/topology.js';
 
 /**
  * Passes every syntax check (base64, two segments), but is no address RabbitMQ made: it closes the connection on a
@@ -32,7 +31,7 @@ const POISON_REPLY_TO = `amq.rabbitmq.reply-to.${Buffer.from([0x83, 0x68, 0x02, 
 
 describe('fault: a delivery that brings its connection down every time', function () {
   this.timeout(60_000);
-  const f = exchangeFixture('pd', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('pd');
 
   async function caller() {
     const exchange = f.ex;

@@ -16,6 +16,7 @@ import {
 import { brokerUrl } from '../support/broker.js';
 import { Harness, deferred } from '../support/components.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
+import { within } from '../support/wait.js';
 
 describe('MessageProcessor retry and error exchange', function () {
   this.timeout(30_000);
@@ -38,15 +39,14 @@ describe('MessageProcessor retry and error exchange', function () {
 
   it('runs a failing handler again with backoff, then sends the message to the error exchange with the error in its headers', async () => {
     const runs: Record<string, number> = {};
-    const flakyDone = deferred();
+    const flakyDone = deferred<number>();
     class Sink extends MessageProcessor {
       @MessageHandler('command', 'flaky')
       flaky(content: { parameters: { n: number } }) {
         runs.flaky = (runs.flaky ?? 0) + 1;
         content.parameters.n += 1; // mutating its copy must not leak into the next run
         if (runs.flaky < 3) throw new Error(`flaky ${runs.flaky}`);
-        expect(content.parameters.n).to.equal(2);
-        flakyDone.resolve();
+        flakyDone.resolve(content.parameters.n);
       }
       @MessageHandler('command', 'broken')
       broken() {
@@ -70,8 +70,9 @@ describe('MessageProcessor retry and error exchange', function () {
     h.onClose(() => p.close());
 
     await p.message_flaky({ n: 1 });
-    await flakyDone.promise;
+    const lastN = await within(flakyDone.promise, { timeout: 20_000, message: 'the flaky message handled' });
     expect(runs.flaky).to.equal(3);
+    expect(lastN, 'the third run saw the content as sent, not as an earlier run left it').to.equal(2);
 
     await p.message_broken();
     const dead = (await getOne(errors)) as amqp.GetMessage;

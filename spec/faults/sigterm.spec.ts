@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import { brokerUrl } from '../support/broker.js';
-import { drainItems, publishItems, startSlowReceiver } from '../support/slow-receiver.js';
+import { drainItems, publishItems, signalledMidBurst, startSlowReceiver } from '../support/slow-receiver.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
 describe('fault: SIGTERM during a burst', function () {
@@ -14,18 +14,8 @@ describe('fault: SIGTERM during a burst', function () {
   const N = 200;
 
   it('finishes the handler in flight, acks it, and leaves every other message in the queue', async () => {
-    const url = await brokerUrl();
-    const queue = unique('sigterm');
-    const r = await startSlowReceiver(url, queue);
-    await publishItems(url, queue, N);
-    // Signal once the burst is well under way.
-    await r.whenHandled(20);
-    r.signal('SIGTERM');
-    expect(await r.exited).to.equal('SIGTERM');
-
-    const left = await drainItems(url, queue);
-    await deleteTopology([queue]);
-    const lost = Array.from({ length: N }, (_, i) => i).filter((id) => !r.handled.has(id) && !left.has(id));
+    const { r, exited, left, lost } = await signalledMidBurst(await brokerUrl(), 'SIGTERM', N);
+    expect(exited).to.equal('SIGTERM');
     expect(lost).to.deep.equal([]);
     expect(r.handled.size).to.be.lessThan(N);
     // Graceful: the handler in flight when the signal came ran to the end...

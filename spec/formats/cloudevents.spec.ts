@@ -11,12 +11,10 @@ import {
   MessageCommand,
   MessageProcessor,
   type CloudEventAttributes,
-  type ExchangeObject,
   type MessageSender,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
-import { Harness, counter, deferred } from '../support/components.js';
+import { counter, deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, publishRaw, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
@@ -25,23 +23,7 @@ const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
 describe('CloudEventHandler', function () {
   this.timeout(20_000);
-  let url: string;
-  let h: Harness;
-  let ex: ExchangeObject;
-  let queue: string;
-
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    h = new Harness();
-    ex = { name: unique('ce-ex'), type: 'topic', durable: false };
-    queue = unique('ce-q');
-  });
-  afterEach(async () => {
-    await h.close();
-    await deleteTopology([queue], [ex.name]).catch(() => undefined);
-  });
+  const f = exchangeFixture('ce', 'topic');
 
   it('takes events in binary mode (cloudEvents_ and the older cloudEvents: headers) and structured mode', async () => {
     const got: Array<{ data: unknown; event: CloudEventAttributes }> = [];
@@ -53,8 +35,8 @@ describe('CloudEventHandler', function () {
         three.hit();
       }
     }
-    await h.start(new Orders({ url, logger: quiet, eqk: [[ex, [[queue, 'events.#']]]] }));
-    await publishRaw(ex.name, 'events.a', json({ orderId: 'A-1' }), {
+    await f.h.start(new Orders({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'events.#']]]] }));
+    await publishRaw(f.ex.name, 'events.a', json({ orderId: 'A-1' }), {
       contentType: 'application/json',
       headers: {
         cloudEvents_specversion: '1.0',
@@ -65,7 +47,7 @@ describe('CloudEventHandler', function () {
         cloudEvents_traceparent: TRACEPARENT,
       },
     });
-    await publishRaw(ex.name, 'events.b', json({ orderId: 'A-2' }), {
+    await publishRaw(f.ex.name, 'events.b', json({ orderId: 'A-2' }), {
       contentType: 'application/json',
       headers: {
         'cloudEvents:specversion': '1.0',
@@ -75,7 +57,7 @@ describe('CloudEventHandler', function () {
       },
     });
     await publishRaw(
-      ex.name,
+      f.ex.name,
       'events.c',
       json({
         specversion: '1.0',
@@ -124,35 +106,35 @@ describe('CloudEventHandler', function () {
         two.hit();
       }
     }
-    await h.start(new Orders({ url, logger: quiet, eqk: [[ex, [[queue, 'events.#']]]] }));
+    await f.h.start(new Orders({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'events.#']]]] }));
     const ce = (type: string, id: string) => ({
       contentType: 'application/json',
       headers: { cloudEvents_specversion: '1.0', cloudEvents_id: id, cloudEvents_source: '/s', cloudEvents_type: type },
     });
-    await publishRaw(ex.name, 'events.x', json({ n: 1 }), ce('com.example.order.shipped', 'i-1'));
-    await publishRaw(ex.name, 'events.x', json({ n: 2 }), ce('com.example.refund.made', 'i-2'));
+    await publishRaw(f.ex.name, 'events.x', json({ n: 1 }), ce('com.example.order.shipped', 'i-1'));
+    await publishRaw(f.ex.name, 'events.x', json({ n: 2 }), ce('com.example.refund.made', 'i-2'));
     await two.done;
     expect(seen).to.deep.equal(['order com.example.order.shipped', 'json {"n":2}']);
   });
 
   it('sends with _cloudevent an event a raw consumer reads: required attributes, data, traceparent', async () => {
     const sink = unique('ce-sink');
-    h.onClose(() => deleteTopology([sink]));
-    const exchange = ex;
+    f.h.onClose(() => deleteTopology([sink]));
+    const exchange = f.ex;
     class Shop extends GenericProducer {
       static override eks = [[exchange, 'events.placed'] as const];
       build_message_placed(orderId: string) {
         return new MessageCommand('placed', { orderId });
       }
     }
-    const p = await Shop.create({ url, logger: quiet, fingerprint: { name: 'shop', host: 'h1' } });
-    h.onClose(() => p.close());
+    const p = await Shop.create({ url: f.url, logger: quiet, fingerprint: { name: 'shop', host: 'h1' } });
+    f.h.onClose(() => p.close());
     // The sink queue reads what goes out; the relay below sends one while handling a traced delivery.
-    const conn = await amqp.connect(url);
-    h.onClose(() => conn.close());
+    const conn = await amqp.connect(f.url);
+    f.h.onClose(() => conn.close());
     const ch = await conn.createChannel();
     await ch.assertQueue(sink, { durable: false });
-    await ch.bindQueue(sink, ex.name, 'events.placed');
+    await ch.bindQueue(sink, f.ex.name, 'events.placed');
 
     await p.message_placed('A-1', { _cloudevent: true, _message_id: 'm-1' });
     const plain = (await getOne(sink, 5000)) as amqp.GetMessage;
@@ -175,9 +157,9 @@ describe('CloudEventHandler', function () {
       }
     }
     const relayQueue = unique('ce-relay');
-    h.onClose(() => deleteTopology([relayQueue]));
-    await h.start(new Relay({ url, logger: quiet, eqk: [[ex, [[relayQueue, 'relay.in']]]] }));
-    await publishRaw(ex.name, 'relay.in', json({}), { headers: { traceparent: TRACEPARENT } });
+    f.h.onClose(() => deleteTopology([relayQueue]));
+    await f.h.start(new Relay({ url: f.url, logger: quiet, eqk: [[f.ex, [[relayQueue, 'relay.in']]]] }));
+    await publishRaw(f.ex.name, 'relay.in', json({}), { headers: { traceparent: TRACEPARENT } });
     const traced = (await getOne(sink, 5000)) as amqp.GetMessage;
     expect(traced, 'the relayed event').to.not.equal(false);
     expect(traced.properties.headers).to.include({
@@ -195,14 +177,14 @@ describe('CloudEventHandler', function () {
         got.resolve({ data, event });
       }
     }
-    await h.start(new Orders({ url, logger: quiet, eqk: [[ex, [[queue, 'events.placed']]]] }));
-    const exchange = ex;
+    await f.h.start(new Orders({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'events.placed']]]] }));
+    const exchange = f.ex;
     class Shop extends GenericProducer {
       static override eks = [[exchange, 'events.placed'] as const];
       declare message_placed: MessageSender;
     }
-    const p = await Shop.create({ url, logger: quiet });
-    h.onClose(() => p.close());
+    const p = await Shop.create({ url: f.url, logger: quiet });
+    f.h.onClose(() => p.close());
     await p.message_placed({ orderId: 'A-9' }, { _cloudevent: true });
     const { data, event } = await got.promise;
     expect(data).to.deep.equal({ orderId: 'A-9' });
@@ -210,13 +192,13 @@ describe('CloudEventHandler', function () {
   });
 
   it('refuses _cloudevent on an RPC, and a _cloudevent that is neither true nor { type?, source? }', async () => {
-    const exchange = ex;
+    const exchange = f.ex;
     class Shop extends GenericProducer {
       static override eks = [[exchange, 'events.placed'] as const];
       declare message_placed: MessageSender;
     }
-    const p = await Shop.create({ url, logger: quiet });
-    h.onClose(() => p.close());
+    const p = await Shop.create({ url: f.url, logger: quiet });
+    f.h.onClose(() => p.close());
     const rpc = (p as unknown as { rpc_price: (a: object, o: object) => Promise<unknown> }).rpc_price;
     await rpc({}, { _cloudevent: true }).then(
       () => expect.fail('sent'),

@@ -4,30 +4,13 @@
  * whole and that the reason says what is wrong with the event (not only that no JSON handler took it).
  */
 import { expect } from 'chai';
-import { CloudEventHandler, ErrorQueue, MessageProcessor, type DeliveryEvent } from '../../lib/index.js';
-import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
-import { counter, Harness } from '../support/components.js';
-import { deleteTopology, publishRaw, unique } from '../support/topology.js';
+import { CloudEventHandler, ErrorQueue, MessageProcessor } from '../../lib/index.js';
+import { observed, processorFixture } from '../support/components.js';
+import { publishRaw } from '../support/topology.js';
 
 describe('Hostile: CloudEvents with bad attributes', function () {
   this.timeout(30_000);
-  let url: string;
-  let h: Harness;
-  const ex = { name: unique('hb-ex'), type: 'topic' as const, durable: false };
-  const queue = unique('hb-q');
-  const errors = unique('hb-errors');
-
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    h = new Harness();
-  });
-  afterEach(async () => {
-    await h.close();
-    await deleteTopology([queue, errors], [ex.name, errors]).catch(() => undefined);
-  });
+  const f = processorFixture('hb', 'topic');
 
   it('sends them to the error exchange with a reason that names the attribute at fault', async () => {
     const handled: unknown[] = [];
@@ -48,32 +31,21 @@ describe('Hostile: CloudEvents with bad attributes', function () {
       ['an empty source', { ...base, cloudEvents_source: '' }, /source/],
       ['a numeric specversion', { ...base, cloudEvents_specversion: 1 }, /specversion/],
     ];
-    const settled = counter(cases.length);
-    const events: DeliveryEvent[] = [];
-    const p = new Orders({
-      url,
-      handleSignals: false,
-      logger: makeLogger('silent'),
-      eqk: [[ex, [[queue, 'orders.#']]]],
-      errorExchange: errors,
-    });
-    p.observe((e) => {
-      events.push(e);
-      settled.hit();
-    });
-    await h.start(p);
+    const p = new Orders(f.options('orders.#'));
+    const { events, settled } = observed(p, cases.length);
+    await f.h.start(p);
     for (const [i, [, headers]] of cases.entries()) {
       const clean = Object.fromEntries(Object.entries(headers).filter(([, v]) => v !== undefined));
-      await publishRaw(ex.name, 'orders.placed', Buffer.from('{"orderId":"A-1"}'), {
+      await publishRaw(f.ex.name, 'orders.placed', Buffer.from('{"orderId":"A-1"}'), {
         messageId: `ce-${i}`,
         contentType: 'application/json',
         headers: clean,
       });
     }
-    await settled.done;
+    await settled();
     expect(handled).to.deep.equal([]);
     expect(events.map((e) => e.outcome)).to.deep.equal(cases.map(() => 'dead-lettered'));
-    const q = await ErrorQueue.open(errors, { url });
+    const q = await ErrorQueue.open(f.errors, { url: f.url });
     try {
       const failed = await q.list();
       for (const [i, [what, , reason]] of cases.entries()) {

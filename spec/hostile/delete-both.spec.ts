@@ -7,34 +7,12 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { MessageHandler, MessageProcessor } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
-import { Harness } from '../support/components.js';
-import { deleteTopology, publishRaw, unique } from '../support/topology.js';
+import { exchangeFixture } from '../support/components.js';
+import { envelopeBytes } from '../support/envelopes.js';
+import { asOperator, publishRaw } from '../support/topology.js';
 import { until } from '../support/wait.js';
 
-const envelope = (id: string) =>
-  Buffer.from(
-    JSON.stringify({
-      type: 'command',
-      name: 'place',
-      category: 'message',
-      version: '2',
-      fingerprint: { name: 'hostile' },
-      content: { parameters: { id } },
-      _reserved: {},
-    }),
-  );
-
-async function asOperator(url: string, work: (ch: amqp.Channel) => Promise<unknown>): Promise<void> {
-  const conn = await amqp.connect(url);
-  try {
-    const ch = await conn.createChannel();
-    await work(ch);
-    await ch.close();
-  } finally {
-    await conn.close();
-  }
-}
+const envelope = (id: string) => envelopeBytes('place', { id });
 
 /** Publishes with mandatory and says whether the broker routed it (an unroutable one comes back as basic.return). */
 async function routed(url: string, exchange: string, key: string, body: Buffer): Promise<boolean> {
@@ -60,23 +38,7 @@ async function routed(url: string, exchange: string, key: string, body: Buffer):
 
 describe('Hostile: queue and exchange deleted together', function () {
   this.timeout(60_000);
-  let url: string;
-  let h: Harness;
-  let ex: { name: string; type: 'direct'; durable: false };
-  let queue: string;
-
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    h = new Harness();
-    ex = { name: unique('hd-ex'), type: 'direct', durable: false };
-    queue = unique('hd-q');
-  });
-  afterEach(async () => {
-    await h.close();
-    await deleteTopology([queue], [ex.name]).catch(() => undefined);
-  });
+  const f = exchangeFixture('hd');
 
   class Orders extends MessageProcessor {
     handled: string[] = [];
@@ -88,6 +50,7 @@ describe('Hostile: queue and exchange deleted together', function () {
 
   for (const order of ['queue first', 'exchange first'] as const) {
     it(`comes back, bound and consuming, when both are deleted (${order})`, async () => {
+      const { url, ex, queue } = f;
       const p = new Orders({
         url,
         handleSignals: false,
@@ -95,10 +58,10 @@ describe('Hostile: queue and exchange deleted together', function () {
         eqk: [[ex, [[queue, 'k']]]],
         exchangeCheckMs: 500,
       });
-      await h.start(p);
+      await f.h.start(p);
       await publishRaw(ex.name, 'k', envelope('before'));
       await until(() => p.handled.includes('before'), { message: 'the first order handled' });
-      await asOperator(url, async (ch) => {
+      await asOperator(async (ch) => {
         if (order === 'queue first') {
           await ch.deleteQueue(queue);
           await ch.deleteExchange(ex.name);

@@ -4,8 +4,7 @@
  * within a generous deadline.
  */
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import type { ChildProcess } from 'node:child_process';
 import {
   GenericProducer,
   MessageHandler,
@@ -17,6 +16,7 @@ import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness } from '../support/components.js';
 import { sendKeyed } from '../support/ordering.js';
+import { spawnReplica } from '../support/partitions.js';
 import { deleteTopology, unique } from '../support/topology.js';
 import { until } from '../support/wait.js';
 
@@ -61,27 +61,15 @@ describe('Hostile: partitioned replicas killed in a loop', function () {
       const sender = await Sender.create({ url });
       const children: ChildProcess[] = [];
       const child = async () => {
-        const c = spawn(process.execPath, ['--import', 'tsx', 'spec/hostile/replica-child.ts'], {
-          env: {
-            ...process.env,
-            POSTAGE_URL: url,
-            EXCHANGE: exchange.name,
-            QUEUE: queue,
-            PARTITIONS: String(PARTITIONS),
-            POSTAGE_LOG_LEVEL: 'silent',
-            SIGNALS: signal === 'SIGTERM' ? '1' : '0',
-          },
-          stdio: ['ignore', 'pipe', 'inherit'],
+        const c = await spawnReplica({
+          url,
+          exchange: exchange.name,
+          queue,
+          partitions: PARTITIONS,
+          signals: signal === 'SIGTERM',
+          handled: take,
         });
         children.push(c);
-        let ready!: () => void;
-        const isReady = new Promise<void>((r) => (ready = r));
-        createInterface({ input: c.stdout! }).on('line', (l) => {
-          if (l === 'ready') ready();
-          const [tag, key, seq] = l.split(' ');
-          if (tag === 'h') take(key, Number(seq));
-        });
-        await isReady;
         return c;
       };
       const N = 3000;

@@ -8,47 +8,17 @@ import type pg from 'pg';
 import { MessageHandler, MessageProcessor } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { PostgresStore } from '../../lib/stores/postgres/index.js';
-import { brokerUrl } from '../support/broker.js';
-import { postage, type Run } from '../support/cli.js';
-import { deferred, Harness } from '../support/components.js';
-import { deleteTopology, publishRaw, unique } from '../support/topology.js';
+import { pinged, postage } from '../support/cli.js';
+import { envelopeBytes } from '../support/envelopes.js';
+import { deferred, exchangeFixture } from '../support/components.js';
+import { publishRaw, unique } from '../support/topology.js';
 import { dropSchema, pgPool, uniqueSchema } from '../stores/support.js';
 
-function pinged(r: Run): string[][] {
-  expect(r.code, r.stderr).to.equal(0);
-  const [, ...rows] = r.stdout.trim().split('\n');
-  return rows.map((row) => row.split(/\s+/).slice(0, 3));
-}
-
-const envelope = Buffer.from(
-  JSON.stringify({
-    type: 'command',
-    name: 'slow',
-    category: 'message',
-    version: '2',
-    fingerprint: { name: 'hostile' },
-    content: { parameters: {} },
-    _reserved: {},
-  }),
-);
+const envelope = envelopeBytes('slow');
 
 describe('Hostile: presence under load and under a store', function () {
   this.timeout(60_000);
-  let url: string;
-  let h: Harness;
-  const ex = { name: unique('hp-ex'), type: 'direct' as const, durable: false };
-  const queue = unique('hp-q');
-
-  before(async () => {
-    url = await brokerUrl();
-  });
-  beforeEach(() => {
-    h = new Harness();
-  });
-  afterEach(async () => {
-    await h.close();
-    await deleteTopology([queue], [ex.name]).catch(() => undefined);
-  });
+  const f = exchangeFixture('hp');
 
   it('answers ping while its only handler slot is busy', async () => {
     const name = unique('busy').replace(/\./g, '-');
@@ -62,16 +32,16 @@ describe('Hostile: presence under load and under a store', function () {
       }
     }
     const p = new Busy({
-      url,
+      url: f.url,
       logger: makeLogger('silent'),
       handleSignals: false,
       concurrency: 1,
       fingerprint: { name },
-      eqk: [[ex, [[queue, 'k']]]],
+      eqk: [[f.ex, [[f.queue, 'k']]]],
     });
-    await h.start(p);
-    h.onClose(async () => gate.resolve());
-    await publishRaw(ex.name, 'k', envelope);
+    await f.h.start(p);
+    f.h.onClose(async () => gate.resolve());
+    await publishRaw(f.ex.name, 'k', envelope);
     await started.promise;
     const rows = pinged(await postage(['ping', name, '--timeout', '2']));
     gate.resolve();
@@ -101,14 +71,14 @@ describe('Hostile: presence under load and under a store', function () {
       }
       const store = new PostgresStore({ pool, schema });
       const p = new Stored({
-        url,
+        url: f.url,
         logger: makeLogger('silent'),
         handleSignals: false,
         fingerprint: { name },
-        eqk: [[ex, [[queue, 'k']]]],
+        eqk: [[f.ex, [[f.queue, 'k']]]],
         store,
       });
-      await h.start(p);
+      await f.h.start(p);
       await store.migrate();
       const count = async () => {
         const { rows } = await pool.query<{ t: string }>(

@@ -1,16 +1,17 @@
 import { expect } from 'chai';
 import { MessageHandler, MessageProcessor, sleep } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
-import { deleteTopology, getOne, queueState, settledQueue, unique } from '../support/topology.js';
+import { deleteTopology, getOne, settledQueue, unique } from '../support/topology.js';
+import { queueCounts } from '../support/broker.js';
+import { within } from '../support/wait.js';
 
 const quiet = makeLogger('silent');
 type Job = { parameters: { n: number; key?: string; ms?: number; fail?: boolean } };
 
 describe('MessageProcessor concurrency', function () {
   this.timeout(30_000);
-  const f = exchangeFixture('conc', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('conc');
 
   /** Counts the handlers running at once. */
   function gauge() {
@@ -127,10 +128,11 @@ describe('MessageProcessor concurrency', function () {
     await f.h.start(proc);
     const p = await f.producer();
     await Promise.all(Array.from({ length: 7 }, (_, n) => p.message_job({ n })));
-    await started.promise;
+    await within(started.promise, { message: 'three deliveries running' });
     await proc.close();
     expect(finished).to.equal(3);
-    expect((await queueState(f.queue)).messages).to.equal(4);
+    // The broker's own counts, unacked included: the three were acked, the four others wait, nothing is held.
+    expect(await queueCounts(f.queue)).to.deep.equal({ consumers: 0, ready: 4, unacked: 0 });
   });
 
   it('keeps each key in arrival order while different keys run at once (orderBy)', async () => {

@@ -12,9 +12,10 @@ import {
   type ConsumeMessage,
   type ExchangeObject,
 } from '../../lib/index.js';
-import { brokerUrl } from '../support/broker.js';
+import { brokerUrl, queueCounts } from '../support/broker.js';
 import { deferred } from '../support/components.js';
 import { deleteTopology, publishRaw, unique } from '../support/topology.js';
+import { until, within } from '../support/wait.js';
 
 describe('GenericConsumer', () => {
   let url: string;
@@ -180,9 +181,16 @@ describe('GenericConsumer', () => {
         held.push(m);
         if (held.length === prefetch) enough.resolve();
       });
-      await enough.promise;
-      // Give the broker the chance to over-deliver: it has no event for "would not send more".
-      await new Promise((r) => setTimeout(r, 100));
+      await within(enough.promise, { message: `${prefetch} deliveries held` });
+      // The broker's own counts: what it sent (unacked) is all there is to come, so nothing more can arrive.
+      const counts = await until(
+        async () => {
+          const q = await queueCounts(queue);
+          return q && q.ready + q.unacked === 5 && q;
+        },
+        { message: 'the broker counting all five messages' },
+      );
+      expect(counts).to.deep.include({ ready: 5 - prefetch, unacked: prefetch });
       expect(held.length).to.equal(prefetch);
       for (const m of held) c.ack(m);
     });

@@ -1,7 +1,6 @@
 import { expect } from 'chai';
 import { currentDelivery, DeferMessage, MessageHandler, MessageProcessor, RpcHandler } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, settledQueue, unique } from '../support/topology.js';
 import { RECHECK_MS } from '../../lib/topology/delay.js';
@@ -10,7 +9,7 @@ const quiet = makeLogger('silent');
 
 describe('Delayed delivery', function () {
   this.timeout(30_000);
-  const f = exchangeFixture('delay', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('delay');
 
   describe('_delay', () => {
     it('holds a message in the broker for its delay, then routes it with its own routing key; never early', async () => {

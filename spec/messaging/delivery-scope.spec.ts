@@ -7,7 +7,6 @@ import { expect } from 'chai';
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import {
   currentDelivery,
-  GenericProducer,
   Handler,
   HandlerTimeout,
   MessageHandler,
@@ -16,13 +15,10 @@ import {
   RpcHandler,
   type DeliveryEvent,
   type IdempotencyStore,
-  type MessageSender,
-  type RpcSender,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { capture } from '../support/log.js';
-import { deferred, exchangeFixture, nextTurn } from '../support/components.js';
+import { deferred, exchangeFixture, nextTurn, observed } from '../support/components.js';
 import { deleteTopology, getOne, settledQueue, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
@@ -31,46 +27,16 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe("A delivery's scope", function () {
   this.timeout(30_000);
-  const f = exchangeFixture('scope', brokerUrl, unique, deleteTopology);
-  let out: { name: string; type: 'direct'; durable: false };
-  let outQueue: string;
-
-  beforeEach(() => {
-    out = { name: unique('scope-out'), type: 'direct', durable: false };
-    outQueue = unique('scope-out-q');
-    f.h.onClose(() => deleteTopology([outQueue], [out.name]));
-  });
-
-  /** A producer to the output exchange, whose queue is declared (and read with getOne). */
-  async function output() {
-    const output = out;
-    class Out extends GenericProducer {
-      static override eks = [[output, 'out'] as const];
-      declare message_late: MessageSender;
-    }
-    const o = await Out.create({ url: f.url });
-    f.h.onClose(() => o.close());
-    const ch = await o.connection!.createChannel();
-    await ch.assertQueue(outQueue, { durable: false });
-    await ch.bindQueue(outQueue, output.name, 'out');
-    await ch.close();
-    return o;
-  }
-
-  /** Resolves with each delivery's event, in order. */
-  function events(p: MessageProcessor, n: number): Promise<DeliveryEvent[]> {
-    const seen: DeliveryEvent[] = [];
-    return new Promise((resolve) => {
-      p.observe((e) => {
-        seen.push(e);
-        if (seen.length === n) resolve(seen);
-      });
-    });
-  }
+  const f = exchangeFixture('scope');
+  /** Resolves with each delivery's event, in order, once `n` are in (under a deadline that says how many came). */
+  const events = (p: MessageProcessor, n: number): Promise<DeliveryEvent[]> => {
+    const seen = observed(p, n);
+    return seen.settled(20_000).then(() => seen.events);
+  };
 
   describe('a run past its time limit', () => {
     it('publishes nothing it sends later: the send rejects with SEND_AFTER_FAILURE, also when a retry runs meanwhile', async () => {
-      const o = await output();
+      const { producer: o, queue: outQueue } = await f.output();
       const lateSends: Array<Promise<PromiseSettledResult<unknown>>> = [];
       const settledLate = deferred<PromiseSettledResult<unknown>[]>();
       let runs = 0;
@@ -269,14 +235,7 @@ describe("A delivery's scope", function () {
       const p = new Checked({ url: f.url, logger: quiet, eqk: [[f.ex, [[f.queue, 'k']]]] });
       const first = events(p, 1);
       await f.h.start(p);
-      const exchange = f.ex;
-      class Caller extends GenericProducer {
-        static override eks = [[exchange, 'k'] as const];
-        declare message_job: MessageSender;
-        declare rpc_ping: RpcSender;
-      }
-      const c = await Caller.create({ url: f.url });
-      f.h.onClose(() => c.close());
+      const c = await f.producer();
       await c.message_job({});
       const [e] = await first;
       expect(e.outcome).to.equal('rejected');
@@ -289,7 +248,7 @@ describe("A delivery's scope", function () {
 
 describe('processor.use (middleware)', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('mw', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('mw');
 
   it("runs middlewares in the order added, around the handler, inside the delivery's scope", async () => {
     const trace: string[] = [];
@@ -332,12 +291,12 @@ describe('processor.use (middleware)', function () {
     p.use(() => {
       throw new Error('tenant unknown');
     });
-    const ended = deferred<DeliveryEvent>();
-    p.observe((e) => ended.resolve(e));
+    const seen = observed(p, 1);
     await f.h.start(p);
     const send = await f.producer();
     await send.message_job({});
-    const e = await ended.promise;
+    await seen.settled();
+    const [e] = seen.events;
     expect(e.outcome).to.equal('dead-lettered');
     expect(ran).to.equal(false);
     const copy = await getOne(errors);
@@ -356,12 +315,12 @@ describe('processor.use (middleware)', function () {
       await new Promise<void>((resolve) => ctx.delivery.signal.addEventListener('abort', () => resolve()));
       sawAbort.resolve(ctx.delivery.signal.aborted);
     });
-    const ended = deferred<DeliveryEvent>();
-    p.observe((e) => ended.resolve(e));
+    const seen = observed(p, 1);
     await f.h.start(p);
     const send = await f.producer();
     await send.message_job({});
-    const e = await ended.promise;
+    await seen.settled();
+    const [e] = seen.events;
     expect(e.error).to.be.instanceOf(HandlerTimeout);
     expect(await sawAbort.promise).to.equal(true);
   });
@@ -392,7 +351,7 @@ describe('processor.use (middleware)', function () {
 
 describe('producer.use (middleware)', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('pmw', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('pmw');
 
   it('runs around every send in the order added; a header it sets is read by the consumer through currentDelivery().headers', async () => {
     const got = deferred<Readonly<Record<string, unknown>>>();

@@ -12,7 +12,6 @@ import {
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { defaultEncoder } from '../../lib/envelope/encryption.js';
-import { brokerUrl } from '../support/broker.js';
 import { capture } from '../support/log.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, publishRaw, unique } from '../support/topology.js';
@@ -23,7 +22,7 @@ const k2 = randomBytes(32);
 
 describe('EncryptedJsonEncoder', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('crypt', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('crypt');
 
   async function sender(encoder: EncryptedJsonEncoder) {
     const exchange = f.ex;

@@ -14,14 +14,13 @@ import {
 } from '../../lib/index.js';
 import { command } from '../support/schema.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { capture } from '../support/log.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
 describe('A first day', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('first', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('first');
 
   it('warns once per name about a command no handler takes, listing the names the processor does handle', async () => {
     const log = capture();

@@ -13,13 +13,12 @@ import {
   type MessageSender,
   type RpcSender,
 } from '../../lib/index.js';
-import { brokerUrl } from '../support/broker.js';
 import { counter, deferred, dropConnection, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
 
 describe('message metadata', function () {
   this.timeout(30_000);
-  const f = exchangeFixture('md', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('md');
 
   /**
    * Publishes an envelope as any AMQP client would, with a reply queue of its own, and resolves with the reply as that

@@ -5,18 +5,11 @@
  * rejection ever escapes as an unhandledRejection.
  */
 import { expect } from 'chai';
-import {
-  BrokerError,
-  GenericProducer,
-  MessageHandler,
-  MessageProcessor,
-  type DeliveryEvent,
-  type MessageSender,
-} from '../../lib/index.js';
+import { BrokerError, MessageHandler, MessageProcessor, type DeliveryEvent } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
-import { deleteTopology, getOne, queueState, unique } from '../support/topology.js';
+import { aheadOfFence, deleteTopology, getOne, queueState, unique } from '../support/topology.js';
+import { within } from '../support/wait.js';
 
 const quiet = makeLogger('silent');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -69,7 +62,7 @@ function watchUnhandled(): { seen: unknown[] } {
 
 describe('processor.use: next() and the outcome', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('mwnext', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('mwnext');
   const unhandled = watchUnhandled();
 
   it('waits for a next() not awaited: a handler failing 200 ms later sends it to the error queue', async () => {
@@ -123,19 +116,7 @@ describe('processor.use: next() and the outcome', function () {
   });
 
   it('publishes what a handler behind an unawaited next() sends before the delivery is acked', async () => {
-    const out = { name: unique('mwnext-out'), type: 'direct', durable: false } as const;
-    const outQueue = unique('mwnext-out-q');
-    f.h.onClose(() => deleteTopology([outQueue], [out.name]));
-    class Out extends GenericProducer {
-      static override eks = [[out, 'out'] as const];
-      declare message_done: MessageSender;
-    }
-    const o = await Out.create({ url: f.url });
-    f.h.onClose(() => o.close());
-    const ch = await o.connection!.createChannel();
-    await ch.assertQueue(outQueue, { durable: false });
-    await ch.bindQueue(outQueue, out.name, 'out');
-    await ch.close();
+    const { producer: o, queue: outQueue } = await f.output();
     class Relays extends MessageProcessor {
       @MessageHandler('command', 'job')
       async job() {
@@ -239,7 +220,7 @@ describe('processor.use: next() and the outcome', function () {
 
 describe('producer.use: next() and the outcome', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('pmwnext', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('pmwnext');
   const unhandled = watchUnhandled();
 
   it('settles a send by its publish, not by a middleware that left next() unawaited: unroutable rejects', async () => {
@@ -271,11 +252,11 @@ describe('producer.use: next() and the outcome', function () {
       setTimeout(() => late.resolve({ call: next() }), 20);
     });
     expect(await send.message_job({})).to.equal(undefined);
-    await (await late.promise).call.catch(() => undefined);
+    await (await within(late.promise, { message: 'the late next() called' })).call.catch(() => undefined);
     expect(await log.when(/producer middleware #1 \(stamps\) called next\(\) after it returned/)).to.contain(
       '"level":50',
     );
-    expect(await getOne(queue, 300)).to.equal(false);
+    expect(await aheadOfFence(queue)).to.deep.equal([]);
     expect(unhandled.seen).to.deep.equal([]);
   });
 });

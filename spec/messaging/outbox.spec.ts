@@ -10,7 +10,6 @@ import {
   type MessageSender,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, getOne, queueState, settledQueue, unique } from '../support/topology.js';
 import { within } from '../support/wait.js';
@@ -19,7 +18,7 @@ const quiet = makeLogger('silent');
 
 describe("A handler's sends (the outbox)", function () {
   this.timeout(30_000);
-  const f = exchangeFixture('outbox', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('outbox');
   let out: { name: string; type: 'direct'; durable: false };
   let outQueue: string;
 
@@ -235,7 +234,7 @@ describe("A handler's sends (the outbox)", function () {
 
 describe('deduplicate', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('dedupe', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('dedupe');
 
   it('handles a message id once: a duplicate is acked without running its handlers', async () => {
     const seen: number[] = [];

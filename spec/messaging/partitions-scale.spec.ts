@@ -3,8 +3,7 @@
  * moves, and a move keeps each key's order. Against the shared broker, in the spec's own vhost.
  */
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import {
   GenericProducer,
   MessageHandler,
@@ -17,7 +16,8 @@ import {
 import { brokerUrl } from '../support/broker.js';
 import { counter, Harness } from '../support/components.js';
 import { FirstHandlings, outOfOrder, sendKeyed } from '../support/ordering.js';
-import { settledSpread } from '../support/partitions.js';
+import { settledSpread, spawnReplica } from '../support/partitions.js';
+import { until } from '../support/wait.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
 const PARTITIONS = 8;
@@ -301,28 +301,16 @@ describe('fault: a replica that goes silent', function () {
     const sender = await Sender.create({ url });
     try {
       await h.start(...replicas);
-      child = spawn(process.execPath, ['--import', 'tsx', 'spec/fixtures/partition-replica.ts'], {
-        env: {
-          ...process.env,
-          POSTAGE_URL: url,
-          EXCHANGE: exchange.name,
-          QUEUE: queue,
-          PARTITIONS: String(PARTITIONS),
-          POSTAGE_LOG_LEVEL: 'silent',
-        },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      const [line] = (await once(child.stdout!, 'data')) as [Buffer];
-      expect(String(line)).to.equal('ready\n');
+      child = await spawnReplica({ url, exchange: exchange.name, queue, partitions: PARTITIONS, heartbeat: 2 });
       // The three share the partitions: the two here hold five or six of the eight between them.
-      const deadline = Date.now() + 15_000;
-      for (;;) {
-        const d = await Promise.all(replicas.map((r) => r.rpcDescribe()));
-        const here = d.reduce((n, x) => n + x.partitions![0].activeHere.length, 0);
-        if (d.every((x) => x.partitions![0].replicas.length === 3) && here <= 6) break;
-        if (Date.now() > deadline) throw new Error('the child replica never got a share');
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await until(
+        async () => {
+          const d = await Promise.all(replicas.map((r) => r.rpcDescribe()));
+          const here = d.reduce((n, x) => n + x.partitions![0].activeHere.length, 0);
+          return d.every((x) => x.partitions![0].replicas.length === 3) && here <= 6;
+        },
+        { timeout: 15_000, every: 100, message: 'the child replica given a share' },
+      );
       child.kill('SIGSTOP');
       const frozen = Date.now();
       await sendKeyed((p, o) => sender.message_work(p, o), N, 50, 100);

@@ -28,6 +28,7 @@ import {
 } from '../../lib/index.js';
 import { makeLogger, rootLogger, setRootLogger } from '../../lib/log.js';
 import { brokerUrl, queueCounts } from '../support/broker.js';
+import { ENVELOPE_KEYS } from '../support/envelopes.js';
 import { capture } from '../support/log.js';
 import { until } from '../support/wait.js';
 import { Harness, counter, deferred } from '../support/components.js';
@@ -819,15 +820,7 @@ describe('MessageProcessor', () => {
       await publishRaw(ex.name, 'k', Buffer.from(JSON.stringify(new RpcCommand('echo', {}).body)), { replyTo: replyQ });
       const reply = await getOneOn(ch, replyQ);
       await ch.close();
-      expect(Object.keys(reply)).to.deep.equal([
-        'type',
-        'name',
-        'category',
-        'version',
-        'fingerprint',
-        'content',
-        '_reserved',
-      ]);
+      expect(Object.keys(reply)).to.deep.equal(ENVELOPE_KEYS);
       expect(reply.content).to.deep.equal({ type: 'success', value: 'RPC message received', message: '' });
     });
   });

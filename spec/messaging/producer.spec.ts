@@ -15,10 +15,11 @@ import {
   RpcHandler,
   type ExchangeObject,
 } from '../../lib/index.js';
-import { brokerUrl } from '../support/broker.js';
+import { brokerUrl, queueCounts } from '../support/broker.js';
 import { capture } from '../support/log.js';
-import { Harness } from '../support/components.js';
+import { deferred, Harness } from '../support/components.js';
 import { deleteTopology, getOne, queueState, unique } from '../support/topology.js';
+import { until, within } from '../support/wait.js';
 
 const POSTAGE_KEYS = ['type', 'name', 'category', 'version', 'fingerprint', 'content', '_reserved'];
 
@@ -274,7 +275,8 @@ describe('GenericProducer', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    await new Promise((r) => setTimeout(r, 50));
+    // In flight: the request is on q1 (the broker counts it there) before the producer closes.
+    await until(async () => (await queueCounts(q1))?.ready === 1, { message: 'the request waiting on q1' });
     await p.close();
     const err = await outcome;
     expect(err).to.be.instanceOf(BrokerError);
@@ -450,19 +452,19 @@ describe('GenericProducer', () => {
     });
 
     it('completes the call with a late reply to an earlier attempt', async () => {
-      const first = new Promise<amqp.ConsumeMessage>((resolve) => {
-        void ch.consume(q1, (m) => {
-          if (!m) return;
-          ch.ack(m);
-          resolve(m);
-        });
+      const attempts: amqp.ConsumeMessage[] = [];
+      const second = deferred();
+      await ch.consume(q1, (m) => {
+        if (!m) return;
+        ch.ack(m);
+        if (attempts.push(m) === 2) second.resolve();
       });
       const p = await producerClass().create({ url });
       h.onClose(() => p.close());
       const call = p.rpc_echo('late', { _timeout: 0.2, _max_retry: 10 });
-      const m = await first;
       // Answer the first attempt only after the producer has given up on it and sent again.
-      await new Promise((r) => setTimeout(r, 300));
+      await within(second.promise, { message: 'a second attempt sent' });
+      const [m] = attempts;
       ch.sendToQueue(m.properties.replyTo, Buffer.from(JSON.stringify(new MessageResult('finally').body)), {
         correlationId: m.properties.correlationId,
       });

@@ -2,9 +2,7 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { MessageProcessor } from '../../lib/index.js';
-import { brokerUrl } from '../support/broker.js';
 import { exchangeFixture } from '../support/components.js';
-import { deleteTopology, unique } from '../support/topology.js';
 
 /** What the broker says of a queue: its type and arguments. */
 async function described(url: string, queue: string): Promise<string> {
@@ -23,7 +21,7 @@ async function described(url: string, queue: string): Promise<string> {
 
 describe('queue types in eqk flags', function () {
   this.timeout(30_000);
-  const f = exchangeFixture('qt', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('qt');
 
   it('declares a quorum queue with a single active consumer from its flags', async () => {
     const p = new MessageProcessor({

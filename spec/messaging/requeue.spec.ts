@@ -1,14 +1,13 @@
 import { expect } from 'chai';
 import { currentDelivery, MessageHandler, MessageProcessor, RequeueMessage, RpcHandler } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
-import { deleteTopology, settledQueue, unique } from '../support/topology.js';
+import { settledQueue, unique } from '../support/topology.js';
 import { until } from '../support/wait.js';
 
 describe('RequeueMessage', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('rq', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('rq');
 
   it('puts the message back in its queue: it comes again, redelivered, with no retry and no error exchange', async () => {
     const runs: boolean[] = [];

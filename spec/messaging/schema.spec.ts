@@ -9,7 +9,6 @@ import {
   type RpcSender,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { command } from '../support/schema.js';
 import { deleteTopology, getOne, unique } from '../support/topology.js';
@@ -19,7 +18,7 @@ const Resize = command({ width: 'number', height: 'number' });
 
 describe('Handler schemas (Standard Schema)', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('schema', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('schema');
 
   async function sender() {
     const exchange = f.ex;

@@ -3,7 +3,6 @@ import { expect } from 'chai';
 import amqp from 'amqplib';
 import { MessageHandler, MessageProcessor, serve } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { deleteTopology, unique } from '../support/topology.js';
 
@@ -11,7 +10,7 @@ const quiet = makeLogger('silent');
 
 describe('serve()', function () {
   this.timeout(20_000);
-  const f = exchangeFixture('serve', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('serve');
 
   it('makes every processor ready, runs them on one scheduler, and close() drains them and resolves done', async () => {
     const got: string[] = [];

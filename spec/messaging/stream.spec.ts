@@ -3,9 +3,7 @@ import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { BrokerError, MessageProcessor, RpcHandler, StreamError, type ProcessorDescription } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, dropConnection, exchangeFixture } from '../support/components.js';
-import { deleteTopology, unique } from '../support/topology.js';
 
 const quiet = makeLogger('silent');
 
@@ -17,7 +15,7 @@ function collector(): () => void {
 
 describe('RPC streams', function () {
   this.timeout(60_000);
-  const f = exchangeFixture('stream', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('stream');
 
   const state = { produced: 0, stopped: deferred() };
   beforeEach(() => {

@@ -20,19 +20,12 @@ import {
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { counter, deferred, Harness } from '../support/components.js';
+import { envelope as anEnvelope } from '../support/envelopes.js';
 import { deleteTopology, getOne, publishRaw, unique } from '../support/topology.js';
 
 const key = randomBytes(32);
-const envelope = (extra: Record<string, unknown> = {}) => ({
-  type: 'command',
-  name: 'pay',
-  category: 'message',
-  version: '2',
-  fingerprint: { name: 'spec' },
-  content: { parameters: { amount: 10 } },
-  _reserved: {},
-  ...extra,
-});
+const envelope = (extra: Record<string, unknown> = {}) =>
+  anEnvelope({ content: { parameters: { amount: 10 } }, ...extra });
 const sealed = new EncryptedJsonEncoder({ keys: { k1: key } }).encode(envelope());
 
 /** Each way a body cannot be read, with the cause it is grouped by and what its reason says. */

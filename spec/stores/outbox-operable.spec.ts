@@ -28,7 +28,6 @@ import {
   type PostageComponentOptions,
 } from '../../lib/nestjs/index.js';
 import { PostgresStore } from '../../lib/stores/postgres/index.js';
-import { brokerUrl } from '../support/broker.js';
 import { exchangeFixture } from '../support/components.js';
 import { capture } from '../support/log.js';
 import { deleteTopology, unique } from '../support/topology.js';
@@ -44,7 +43,7 @@ class SpecReader extends MetricReader {
 
 describe('an outbox row no queue takes', function () {
   this.timeout(60_000);
-  const f = exchangeFixture('outbox-ops', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('outbox-ops');
   let pool: pg.Pool;
   let schema: string;
   let nowhere: { name: string; type: 'direct'; durable: false };

@@ -11,10 +11,9 @@ import { createClient } from 'redis';
 import { type DeliveryEvent, type IdempotencyStore, MessageHandler, MessageProcessor } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
 import { RedisIdempotencyStore } from '../../lib/stores/redis/index.js';
-import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { capture } from '../support/log.js';
-import { deleteTopology, settledQueue, unique } from '../support/topology.js';
+import { settledQueue } from '../support/topology.js';
 import { until, within } from '../support/wait.js';
 
 const quiet = makeLogger('silent');
@@ -54,7 +53,7 @@ function settled(p: MessageProcessor, n: number): Promise<DeliveryEvent[]> {
 
 describe('RedisIdempotencyStore', function () {
   this.timeout(30_000);
-  const f = exchangeFixture('redis', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('redis');
   let client: Client;
   let prefix: string;
 

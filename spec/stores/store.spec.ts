@@ -13,6 +13,7 @@ import {
   MessageHandler,
   MessageProcessor,
   type MessageSender,
+  type Producer,
   type MessageStore,
   StoreError,
 } from '../../lib/index.js';
@@ -21,7 +22,8 @@ import { PostgresStore } from '../../lib/stores/postgres/index.js';
 import { MemoryStore, ProcessorHarness, testProducer } from '../../lib/testing/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { exchangeFixture } from '../support/components.js';
-import { deleteTopology, getOne, unique } from '../support/topology.js';
+import { envelopeBytes } from '../support/envelopes.js';
+import { aheadOfFence, getOne } from '../support/topology.js';
 import { dropSchema, pgPool, uniqueSchema, until } from './support.js';
 
 const quiet = makeLogger('silent');
@@ -82,42 +84,19 @@ function memory(): Kind {
 for (const kind of [postgres(), memory()]) {
   describe(`${kind.name} as a processor's store`, function () {
     this.timeout(30_000);
-    const f = exchangeFixture('store', brokerUrl, unique, deleteTopology);
-    let out: { name: string; type: 'direct'; durable: false };
+    const f = exchangeFixture('store');
     let outQueue: string;
     after(() => kind.cleanup());
 
-    beforeEach(async () => {
-      out = { name: unique('store-out'), type: 'direct', durable: false };
-      outQueue = unique('store-out-q');
-      f.h.onClose(() => deleteTopology([outQueue], [out.name]));
-    });
-
-    /** The input producer, the output producer, and the output queue declared (nobody consumes it). */
+    /** The input producer, and the output producer with its queue declared (nobody consumes it). */
     async function wire() {
-      const input = f.ex;
-      const output = out;
-      class In extends GenericProducer {
-        static override eks = [[input, 'k'] as const];
-        declare message_order: MessageSender<{ item: string }>;
-      }
-      class Out extends GenericProducer {
-        static override eks = [[output, 'placed'] as const];
-        declare message_placed: MessageSender<{ item: string }>;
-      }
-      const p = await In.create({ url: f.url });
-      const o = await Out.create({ url: f.url });
-      f.h.onClose(() => p.close());
-      f.h.onClose(() => o.close());
-      class Idle extends MessageProcessor {}
-      const idle = new Idle({ url: f.url, logger: quiet, handleSignals: false, eqk: [[out, [[outQueue, 'placed']]]] });
-      await idle.consumer.ready();
-      f.h.onClose(() => idle.close());
-      return { p, o };
+      const { producer: o, queue, ex } = await f.output('placed');
+      outQueue = queue;
+      return { p: await f.producer(), o, out: ex.name };
     }
 
     /** A processor whose handler writes an order row, sends `placed`, and then does `then`. */
-    function orders(o: { message_placed: MessageSender<{ item: string }> }, table: string, then = () => {}) {
+    function orders(o: Producer<GenericProducer>, table: string, then = () => {}) {
       return class Orders extends MessageProcessor {
         @MessageHandler('command', 'order')
         async order(c: { parameters: { item: string } }) {
@@ -128,39 +107,19 @@ for (const kind of [postgres(), memory()]) {
       };
     }
 
-    function settled(p: MessageProcessor, n = 1): Promise<DeliveryEvent[]> {
-      const seen: DeliveryEvent[] = [];
-      return new Promise((resolve) => {
-        const stop = p.observe((e) => {
-          seen.push(e);
-          if (seen.length >= n) {
-            stop();
-            resolve(seen);
-          }
-        });
-      });
-    }
-
     it('commits the row and publishes the message once a handler succeeds, and marks its outbox row sent', async () => {
       const { store, table, rows, waiting } = await kind.make();
       const { p, o } = await wire();
       const Orders = orders(o, table);
-      const proc = new Orders({
-        url: f.url,
-        logger: quiet,
-        handleSignals: false,
-        eqk: [[f.ex, [[f.queue, 'k']]]],
-        store,
-      });
-      await f.h.start(proc);
-      const done = settled(proc);
+      const { events, settled } = await f.start(Orders, { store });
       await p.message_order({ item: 'book' });
-      expect((await done)[0].outcome).to.equal('acked');
+      await settled();
+      expect(events[0].outcome).to.equal('acked');
       const m = await getOne(outQueue);
       expect(m && JSON.parse(m.content.toString()).content.parameters).to.deep.equal({ item: 'book' });
       expect(await rows()).to.equal(1);
       await until(async () => (await waiting()) === 0, 'the outbox row marked sent');
-      expect(await getOne(outQueue, 300)).to.equal(false);
+      expect(await aheadOfFence(outQueue)).to.deep.equal([]);
     });
 
     it('leaves no row and sends nothing when the handler throws after writing and sending', async () => {
@@ -169,20 +128,13 @@ for (const kind of [postgres(), memory()]) {
       const Orders = orders(o, table, () => {
         throw new Error('after the write and the send');
       });
-      const proc = new Orders({
-        url: f.url,
-        logger: quiet,
-        handleSignals: false,
-        eqk: [[f.ex, [[f.queue, 'k']]]],
-        store,
-      });
-      await f.h.start(proc);
-      const done = settled(proc);
+      const { events, settled } = await f.start(Orders, { store });
       await p.message_order({ item: 'book' });
-      expect((await done)[0].outcome).to.equal('rejected');
+      await settled();
+      expect(events[0].outcome).to.equal('rejected');
       expect(await rows()).to.equal(0);
       expect(await waiting()).to.equal(0);
-      expect(await getOne(outQueue, 500)).to.equal(false);
+      expect(await aheadOfFence(outQueue)).to.deep.equal([]);
     });
 
     it('rolls back a run that passes its time limit', async () => {
@@ -195,24 +147,16 @@ for (const kind of [postgres(), memory()]) {
           await new Promise((r) => setTimeout(r, 1_000));
         }
       }
-      const proc = new Slow({
-        url: f.url,
-        logger: quiet,
-        handleSignals: false,
-        eqk: [[f.ex, [[f.queue, 'k']]]],
-        store,
-        handlerTimeoutMs: 200,
-      });
-      await f.h.start(proc);
-      const done = settled(proc);
+      const { events, settled } = await f.start(Slow, { store, handlerTimeoutMs: 200 });
       await p.message_order({ item: 'book' });
-      expect((await done)[0].outcome).to.equal('rejected');
+      await settled();
+      expect(events[0].outcome).to.equal('rejected');
       expect(await rows()).to.equal(0);
-      expect(await getOne(outQueue, 500)).to.equal(false);
+      expect(await aheadOfFence(outQueue)).to.deep.equal([]);
     });
 
     it('handles a message delivered twice to two replicas once: one row, one message', async () => {
-      const { store, table, rows } = await kind.make();
+      const { store, table, rows, waiting } = await kind.make();
       const { p, o } = await wire();
       const Orders = orders(o, table);
       const opts = { url: f.url, logger: quiet, handleSignals: false, eqk: [[f.ex, [[f.queue, 'k']]]] as const, store };
@@ -236,11 +180,13 @@ for (const kind of [postgres(), memory()]) {
       expect(events.map((e) => e.outcome)).to.deep.equal(['acked', 'acked']);
       expect(await rows()).to.equal(1);
       expect(await getOne(outQueue)).to.not.equal(false);
-      expect(await getOne(outQueue, 300)).to.equal(false);
+      // The relay publishes after the ack: once no row waits, a second copy would be ahead of the fence.
+      await until(async () => (await waiting()) === 0, 'the outbox rows relayed');
+      expect(await aheadOfFence(outQueue)).to.deep.equal([]);
     });
 
     it('publishes what store.transaction() sent once it commits, and nothing when it rolls back', async () => {
-      const { store, table, rows } = await kind.make();
+      const { store, table, rows, waiting } = await kind.make();
       const { o } = await wire();
       await store.migrate();
       await store.transaction(async (db) => {
@@ -261,12 +207,13 @@ for (const kind of [postgres(), memory()]) {
       }
       expect((thrown as Error).message).to.equal('rolled back');
       expect(await rows()).to.equal(1);
-      expect(await getOne(outQueue, 500)).to.equal(false);
+      await until(async () => (await waiting()) === 0, 'the outbox rows relayed');
+      expect(await aheadOfFence(outQueue)).to.deep.equal([]);
     });
 
     it('has its sweeper publish an outbox row a dead process left behind', async () => {
       const { store, waiting } = await kind.make();
-      await wire();
+      const { out } = await wire();
       // A run that committed and died before its relay: the row is there, nothing was published.
       await store.migrate();
       const tx = await store.begin();
@@ -274,19 +221,9 @@ for (const kind of [postgres(), memory()]) {
         [
           {
             messageId: 'left-behind-1',
-            targets: [{ exchange: out.name, type: 'direct', routingKey: 'placed' }],
+            targets: [{ exchange: out, type: 'direct', routingKey: 'placed' }],
             properties: { contentType: 'application/json', mandatory: true, headers: {} },
-            body: Buffer.from(
-              JSON.stringify({
-                type: 'command',
-                name: 'placed',
-                category: 'message',
-                version: '2',
-                fingerprint: {},
-                content: { parameters: { item: 'orphan' } },
-                _reserved: {},
-              }),
-            ),
+            body: envelopeBytes('placed', { item: 'orphan' }),
             delayMs: 0,
           },
         ],
@@ -294,14 +231,7 @@ for (const kind of [postgres(), memory()]) {
       );
       await tx.commit();
       class Sweeps extends MessageProcessor {}
-      const proc = new Sweeps({
-        url: f.url,
-        logger: quiet,
-        handleSignals: false,
-        eqk: [[f.ex, [[f.queue, 'k']]]],
-        store,
-      });
-      await f.h.start(proc);
+      const { proc } = await f.start(Sweeps, { store });
       const m = await getOne(outQueue, 10_000);
       expect(m ? m.properties.messageId : undefined).to.equal('left-behind-1');
       await until(async () => (await waiting()) === 0, 'the swept row marked sent');
@@ -376,7 +306,7 @@ describe('PostgresStore', function () {
 
 describe('MemoryStore', function () {
   this.timeout(30_000);
-  const f = exchangeFixture('memstore', brokerUrl, unique, deleteTopology);
+  const f = exchangeFixture('memstore');
 
   it('runs a handler again as a new run when the database reports a serialization failure', async () => {
     let failures = 1;
@@ -394,18 +324,11 @@ describe('MemoryStore', function () {
         await currentDelivery()!.db!.query('INSERT INTO orders (item) VALUES ($1)', ['book']);
       }
     }
-    const proc = new Orders({
-      url: f.url,
-      logger: quiet,
-      handleSignals: false,
-      eqk: [[f.ex, [[f.queue, 'k']]]],
-      store,
-    });
-    await f.h.start(proc);
-    const done = new Promise<DeliveryEvent>((resolve) => proc.observe(resolve));
+    const { events, settled } = await f.start(Orders, { store });
     const p = await f.producer();
     await p.message_k({});
-    expect((await done).outcome).to.equal('acked');
+    await settled();
+    expect(events[0].outcome).to.equal('acked');
     expect(runs).to.equal(2);
     expect(store.statements.map((s) => s.text)).to.deep.equal(['INSERT INTO orders (item) VALUES ($1)']);
     expect(store.inbox.size).to.equal(1);

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { until as waitUntil } from '../support/wait.js';
 
 export const PG_URL = process.env.POSTAGE_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -35,9 +36,5 @@ export async function dropSchema(pool: pg.Pool, schema: string): Promise<void> {
 
 /** Polls `check` until it holds; fails with `what` at the deadline (the database has no event for it). */
 export async function until(check: () => Promise<boolean> | boolean, what: string, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitUntil(check, { message: what, timeout: ms, every: 25 });
 }

@@ -1,4 +1,5 @@
 /** The `postage` CLI as the specs run it: from source, against the specs' broker (this run's own vhost). */
+import { expect } from 'chai';
 import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
@@ -42,6 +43,14 @@ export async function postage(args: string[], options: CliOptions = {}): Promise
     );
     child.stdin?.end(options.input ?? '');
   });
+}
+
+/** The rows `postage ping` printed under its header, as [NAME, TYPE, PID@HOST]; fails unless it exited 0. */
+export function pinged(r: Run): string[][] {
+  expect(r.code, r.stderr).to.equal(0);
+  const [header, ...rows] = r.stdout.trim().split('\n');
+  expect(header.split(/\s+/).slice(0, 3)).to.deep.equal(['NAME', 'TYPE', 'PID@HOST']);
+  return rows.map((row) => row.split(/\s+/).slice(0, 3));
 }
 
 export interface Launched {

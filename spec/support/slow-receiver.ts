@@ -4,6 +4,8 @@
  * plus the burst it works through and what is left in its queue afterwards.
  */
 import amqp from 'amqplib';
+import { envelopeBytes } from './envelopes.js';
+import { deleteTopology, unique } from './topology.js';
 import { spawn } from 'node:child_process';
 
 export interface SlowReceiver {
@@ -63,22 +65,7 @@ export async function publishItems(url: string, queue: string, n: number): Promi
   const conn = await amqp.connect(url);
   const ch = await conn.createConfirmChannel();
   for (let id = 0; id < n; id++) {
-    ch.publish(
-      '',
-      queue,
-      Buffer.from(
-        JSON.stringify({
-          type: 'command',
-          name: 'item',
-          category: 'message',
-          version: '2',
-          fingerprint: {},
-          content: { parameters: { id } },
-          _reserved: {},
-        }),
-      ),
-      { persistent: true },
-    );
+    ch.publish('', queue, envelopeBytes('item', { id }), { persistent: true });
   }
   await ch.waitForConfirms();
   await conn.close();
@@ -96,4 +83,26 @@ export async function drainItems(url: string, queue: string): Promise<Set<number
   }
   await conn.close();
   return left;
+}
+
+/**
+ * Starts a slow receiver on a fresh queue, publishes `n` items to it, sends it `signal` once 20 are handled (the
+ * burst well under way, a handler running and more prefetched), waits for it to exit, and takes what is left in the
+ * queue (deleting it). `lost` are the ids neither handled nor left: what a spec named "loses none" checks.
+ */
+export async function signalledMidBurst(
+  url: string,
+  signal: NodeJS.Signals,
+  n: number,
+): Promise<{ r: SlowReceiver; exited: NodeJS.Signals | null; left: Set<number>; lost: number[] }> {
+  const queue = unique(`burst-${signal.toLowerCase()}`);
+  const r = await startSlowReceiver(url, queue);
+  await publishItems(url, queue, n);
+  await r.whenHandled(20);
+  r.signal(signal);
+  const exited = await r.exited;
+  const left = await drainItems(url, queue);
+  await deleteTopology([queue]);
+  const lost = Array.from({ length: n }, (_, i) => i).filter((id) => !r.handled.has(id) && !left.has(id));
+  return { r, exited, left, lost };
 }

@@ -2,17 +2,25 @@
 import amqp from 'amqplib';
 import { randomBytes } from 'node:crypto';
 import { brokerUrl, queueCounts, type QueueCounts } from './broker.js';
+import { until } from './wait.js';
 
 export function unique(prefix: string): string {
   return `spec.${prefix}.${randomBytes(4).toString('hex')}`;
 }
 
 export async function deleteTopology(queues: string[], exchanges: string[] = []): Promise<void> {
-  const conn = await amqp.connect(await brokerUrl());
-  try {
-    const ch = await conn.createChannel();
+  await asOperator(async (ch) => {
     for (const q of queues) await ch.deleteQueue(q);
     for (const e of exchanges) await ch.deleteExchange(e);
+  });
+}
+
+/** Does `work` on a channel of a connection of its own, as an operator (or another program) would, then closes both. */
+export async function asOperator(work: (ch: amqp.Channel) => Promise<unknown>, url?: string): Promise<void> {
+  const conn = await amqp.connect(url ?? (await brokerUrl()));
+  try {
+    const ch = await conn.createChannel();
+    await work(ch);
     await ch.close();
   } finally {
     await conn.close();
@@ -56,6 +64,35 @@ export async function getOne(queue: string, deadlineMs = 5000): Promise<amqp.Get
       if (m || Date.now() > end) return m;
       await new Promise((r) => setTimeout(r, 20));
     }
+  } finally {
+    await conn.close();
+  }
+}
+
+/**
+ * Takes from `queue` what waits in it ahead of a fence message published to it now (straight to the queue, by the
+ * default exchange), and resolves to those messages. For a negative check ("nothing else was sent there"): it waits
+ * for a later positive event, the fence, instead of a fixed time, and whatever reached the queue before this call
+ * comes out ahead of the fence. Rejects with {@link WaitTimeout} if the fence is not back by `timeout`.
+ */
+export async function aheadOfFence(queue: string, timeout = 10_000): Promise<amqp.GetMessage[]> {
+  const fence = unique('fence');
+  const conn = await amqp.connect(await brokerUrl());
+  try {
+    const ch = await conn.createConfirmChannel();
+    ch.sendToQueue(queue, Buffer.from('fence'), { messageId: fence });
+    await ch.waitForConfirms();
+    const ahead: amqp.GetMessage[] = [];
+    await until(
+      async () => {
+        const m = await ch.get(queue, { noAck: true });
+        if (m && m.properties.messageId === fence) return true;
+        if (m) ahead.push(m);
+        return false;
+      },
+      { timeout, every: 10, message: `the fence back from ${queue} (${ahead.length} message(s) ahead of it)` },
+    );
+    return ahead;
   } finally {
     await conn.close();
   }

@@ -22,6 +22,7 @@ import {
 } from '../../lib/index.js';
 import { brokerUrl } from '../support/broker.js';
 import { Harness, deferred } from '../support/components.js';
+import { envelopeBytes } from '../support/envelopes.js';
 import { publishRaw, unique } from '../support/topology.js';
 import { until } from '../support/wait.js';
 
@@ -188,16 +189,8 @@ describe('OpenTelemetry', function () {
         eqk: [[ex, [[{ name: unique('otel-bad-q'), flags: { durable: false, autoDelete: true } }, 'k']]]],
       }),
     );
-    const body = {
-      type: 'command',
-      name: 'job',
-      category: 'message',
-      version: '2',
-      fingerprint: {},
-      content: { parameters: {} },
-      _reserved: {},
-    };
-    await publishRaw(ex.name, 'k', Buffer.from(JSON.stringify(body)), {
+    const body = envelopeBytes('job');
+    await publishRaw(ex.name, 'k', body, {
       headers: { traceparent: 'not-a-traceparent', [CONVERSATION_HEADERS.conversationId]: 42 },
     });
     expect(await got.promise).to.equal('not-a-traceparent');
@@ -270,16 +263,8 @@ describe('OpenTelemetry, turned off beside instrumentation-amqplib', function ()
       }),
     );
     const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
-    const body = {
-      type: 'command',
-      name: 'job',
-      category: 'message',
-      version: '2',
-      fingerprint: {},
-      content: { parameters: {} },
-      _reserved: {},
-    };
-    await publishRaw(ex.name, 'k', Buffer.from(JSON.stringify(body)), { headers: { traceparent } });
+    const body = envelopeBytes('job');
+    await publishRaw(ex.name, 'k', body, { headers: { traceparent } });
     expect(await onward.promise).to.match(/^00-4bf92f3577b34da6a3ce929d0e0e4736-/);
     expect(exporter.getFinishedSpans()).to.deep.equal([]);
   });

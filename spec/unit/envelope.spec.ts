@@ -1,3 +1,4 @@
+import { ENVELOPE_KEYS } from '../support/envelopes.js';
 import { expect } from 'chai';
 import {
   Encoder,
@@ -194,15 +195,7 @@ for (const c of cases) {
 
     it("has exactly Postage's body keys, in Postage's order, with version '2'", () => {
       const b = c.make().body;
-      expect(Object.keys(b)).to.deep.equal([
-        'type',
-        'name',
-        'category',
-        'version',
-        'fingerprint',
-        'content',
-        '_reserved',
-      ]);
+      expect(Object.keys(b)).to.deep.equal(ENVELOPE_KEYS);
       expect(b.version).to.equal('2');
     });
 
