@@ -4,7 +4,7 @@ import type { IdempotencyClaim } from '../idempotency.js';
 
 import type { Outcome } from './outcome.js';
 import { succeeded } from './outbox.js';
-import type { Next, Scoped } from './state.js';
+import { outcomeOf, type Next, type Scoped } from './state.js';
 import { TimeLimit } from './time-limit.js';
 
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
@@ -30,11 +30,11 @@ const FAIL_OPEN: IdempotencyClaim = Object.freeze({ state: 'claimed', token: '' 
 export function* dedupe(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
   const body = d.body;
   const id = d.scope.messageId ?? d.foreign?.key;
-  if (body.category === 'rpc' || id === undefined) return yield* next(d);
+  if (body.category === 'rpc' || id === undefined) return yield* outcomeOf(next(d));
   const key = `${d.parts.component}/${id}`;
   if (typeof d.parts.dedupe?.claim === 'function') return yield* claimed(d, key, id, next);
   if (yield* ask(d, key, 'seen')) return dropped(d, id);
-  const outcome = yield* next(d);
+  const outcome = yield* outcomeOf(next(d));
   if (succeeded(outcome)) yield* ask(d, key, 'remember');
   return outcome;
 }
@@ -53,7 +53,7 @@ function* claimed(d: Scoped, key: string, id: string, next: Next): Generator<Yie
     };
   let outcome: Outcome;
   try {
-    outcome = yield* next(d);
+    outcome = yield* outcomeOf(next(d));
   } catch (err) {
     if (claim.token !== '') yield* ask(d, key, 'release', claim.token);
     throw err;
