@@ -405,6 +405,7 @@ export class MessageProcessor extends MicroThread {
       errorExchange: opts.errorExchange,
       closing: this.#aborted.signal,
       encodeReply: (r) => replier.encodeReply(r),
+      encodeValue: (v) => replier.encodeValue?.(v, this.fingerprint),
       handlerTimeoutMs: opts.handlerTimeoutMs ?? 20 * 60_000,
       streamStallMs: opts.streamStallMs ?? 60_000,
       streams: {
@@ -796,6 +797,7 @@ export function isProcessorClass(v: unknown): v is typeof MessageProcessor {
 function partitionReplier(replier: Replier, spread: PartitionSpread): Replier {
   return {
     encodeReply: (r) => replier.encodeReply(r),
+    encodeValue: (v, fingerprint) => replier.encodeValue?.(v, fingerprint),
     sendReply: (msg, content, headers) => spread.sendReply(msg, content, headers),
     streamControl: () => replier.streamControl(),
     streamSend: (msg, content, headers) => replier.streamSend(msg, content, headers),

@@ -22,6 +22,10 @@ const ACK: Outcome = Object.freeze({ kind: 'ack' });
 export function answer(d: Scoped, r: unknown): Buffer {
   if (d.answer) return d.answer;
   const ctx = d.parts.dispatch;
+  if (!(r instanceof Message)) {
+    const quick = ctx.encodeValue?.(r);
+    if (quick) return (d.answer = quick);
+  }
   return (d.answer = encodeResult(ctx, r instanceof Message ? r : new MessageResult(r)));
 }
 
