@@ -613,9 +613,11 @@ export class MessageProcessor extends MicroThread {
       if ((yield* this.#firstStep()) === STOP) return;
       yield;
       const pipeline = this.#pipeline;
+      const intake = pipeline.intake;
       for (;;) {
         if ((yield* pipeline.work()) === STOP) return;
-        yield;
+        // The other threads get a turn between deliveries: here when another waits, else as the next work() parks.
+        if (intake.waiting > 0) yield;
       }
     } finally {
       // However the thread ends (STOP, ExitScheduler, scheduler.stop()), the channel closes.
