@@ -24,9 +24,9 @@ import {
 } from '../dist/index.js';
 import { postageCaller, rawCaller, startPostageEcho, startRawEcho } from './cases.js';
 
-/** Calls run before timing, and timed. */
-const WARM = 20_000;
-const TIMED = 20_000;
+/** Calls run before timing, and timed (BENCH_OWN_WARM, BENCH_OWN_CALLS: fewer under valgrind, which is slow). */
+const WARM = Number(process.env.BENCH_OWN_WARM ?? 20_000);
+const TIMED = Number(process.env.BENCH_OWN_CALLS ?? 20_000);
 
 interface Dispatching {
   consumers: Map<string, unknown>;

@@ -415,6 +415,7 @@ export class MessageProcessor extends MicroThread {
       errorExchange: opts.errorExchange,
       closing: this.#aborted.signal,
       encodeReply: (r) => replier.encodeReply(r),
+      encodeValue: (v) => replier.encodeValue?.(v, this.fingerprint),
       handlerTimeoutMs: opts.handlerTimeoutMs ?? 20 * 60_000,
       streamStallMs: opts.streamStallMs ?? 60_000,
       streams: {
@@ -622,9 +623,11 @@ export class MessageProcessor extends MicroThread {
       if ((yield* this.#firstStep()) === STOP) return;
       yield;
       const pipeline = this.#pipeline;
+      const intake = pipeline.intake;
       for (;;) {
         if ((yield* pipeline.work()) === STOP) return;
-        yield;
+        // The other threads get a turn between deliveries: here when another waits, else as the next work() parks.
+        if (intake.waiting > 0) yield;
       }
     } finally {
       // However the thread ends (STOP, ExitScheduler, scheduler.stop()), the channel closes.
@@ -809,6 +812,7 @@ export function isProcessorClass(v: unknown): v is typeof MessageProcessor {
 function partitionReplier(replier: Replier, spread: PartitionSpread): Replier {
   return {
     encodeReply: (r) => replier.encodeReply(r),
+    encodeValue: (v, fingerprint) => replier.encodeValue?.(v, fingerprint),
     sendReply: (msg, content, headers) => spread.sendReply(msg, content, headers),
     streamControl: () => replier.streamControl(),
     streamSend: (msg, content, headers) => replier.streamSend(msg, content, headers),

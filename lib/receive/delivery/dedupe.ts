@@ -4,7 +4,7 @@ import type { IdempotencyClaim, IdempotencyClaimOptions } from '../../stores/ide
 
 import type { Outcome } from './outcome.js';
 import { succeeded } from './outbox.js';
-import type { Next, Scoped } from './state.js';
+import { outcomeOf, type Next, type Scoped } from './state.js';
 import { longestRunsMs } from './retry.js';
 import { runLimitMs, TimeLimit } from './time-limit.js';
 
@@ -31,11 +31,11 @@ const FAIL_OPEN: IdempotencyClaim = Object.freeze({ state: 'claimed', token: '' 
 export function* dedupe(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
   const body = d.body;
   const id = d.scope.messageId ?? d.foreign?.key;
-  if (body.category === 'rpc' || id === undefined) return yield* next(d);
+  if (body.category === 'rpc' || id === undefined) return yield* outcomeOf(next(d));
   const key = `${d.parts.component}/${id}`;
   if (typeof d.parts.dedupe?.claim === 'function') return yield* claimed(d, key, id, next);
   if (yield* ask(d, key, 'seen')) return dropped(d, id);
-  const outcome = yield* next(d);
+  const outcome = yield* outcomeOf(next(d));
   if (succeeded(outcome)) yield* ask(d, key, 'remember');
   return outcome;
 }
@@ -54,7 +54,7 @@ function* claimed(d: Scoped, key: string, id: string, next: Next): Generator<Yie
     };
   let outcome: Outcome;
   try {
-    outcome = yield* next(d);
+    outcome = yield* outcomeOf(next(d));
   } catch (err) {
     if (claim.token !== '') yield* ask(d, key, 'release', claim.token);
     throw err;

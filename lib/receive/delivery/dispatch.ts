@@ -9,7 +9,7 @@ import type { Outcome } from './outcome.js';
 import type { DispatchContext } from './parts.js';
 import { namesHandled, rpcHandler, type Registered } from './registry.js';
 import { encodeResult, replyOf } from './reply.js';
-import type { Scoped } from './state.js';
+import type { Ran, Scoped } from './state.js';
 
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
 
@@ -22,36 +22,29 @@ const ACK: Outcome = Object.freeze({ kind: 'ack' });
 export function answer(d: Scoped, r: unknown): Buffer {
   if (d.answer) return d.answer;
   const ctx = d.parts.dispatch;
+  if (!(r instanceof Message)) {
+    const quick = ctx.encodeValue?.(r);
+    if (quick) return (d.answer = quick);
+  }
   return (d.answer = encodeResult(ctx, r instanceof Message ? r : new MessageResult(r)));
 }
 
 /**
  * The last stage: the handlers. A message's all run, in order (a failure
  * throws, for the retry stage to judge); an RPC's one answers; a success is
- * acked, with the answer when there is one.
+ * acked, with the answer when there is one. Handlers that return at once end
+ * it within the call; the first that waits (a generator, a promise) hands the
+ * rest to a generator.
  */
-export function* dispatch(d: Scoped): Generator<Yielded, Outcome, unknown> {
+export function dispatch(d: Scoped): Ran {
   const body = d.body;
-  const scope = d.scope;
-  const ctx = d.parts.dispatch;
   if (body.category === 'rpc') {
     const handler = rpcHandler(d.handlers);
-    if (!handler)
-      return {
-        kind: 'ack',
-        reply: replyOf(
-          scope,
-          encodeResult(
-            ctx,
-            new MessageResultError(
-              `No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`,
-            ),
-          ),
-        ),
-      };
-    const reply = (r: unknown) => answer(d, r);
-    const { ran, value } = yield* invoke(d, handler, reply, true);
-    return { kind: 'ack', reply: replyOf(scope, answer(d, ran && value !== undefined ? value : null)) };
+    if (!handler) return noRpcHandler(d);
+    const r = call(d, handler, (v: unknown) => answer(d, v), true);
+    if (r === SKIP) return answered(d, null);
+    if (waits(r)) return rpcWaiting(d, r);
+    return answered(d, r);
   }
   const handlers = d.handlers;
   if (handlers.length === 0) unhandled(d);
@@ -61,12 +54,62 @@ export function* dispatch(d: Scoped): Generator<Yielded, Outcome, unknown> {
   const foreign = d.foreign !== undefined;
   const reply = !replyTo ? noReply : foreign ? (r: unknown) => answerPlain(d, r) : (r: unknown) => answer(d, r);
   for (let i = 0; i < handlers.length; i++) {
-    const run = yield* invoke(d, handlers[i], reply, d.lastRun && i === handlers.length - 1);
-    if (foreign && replyTo && run.value !== undefined) answerPlain(d, run.value);
+    const r = call(d, handlers[i], reply, d.lastRun && i === handlers.length - 1);
+    if (waits(r)) return messageWaiting(d, reply, i, r);
+    if (foreign && replyTo && r !== SKIP && r !== undefined) answerPlain(d, r);
   }
+  return messageDone(d);
+}
+
+/** An RPC's answer (null when its handler returned nothing, or was skipped), with the ack. */
+function answered(d: Scoped, value: unknown): Outcome {
+  return { kind: 'ack', reply: replyOf(d.scope, answer(d, value !== undefined ? value : null)) };
+}
+
+function noRpcHandler(d: Scoped): Outcome {
+  const body = d.body;
+  const ctx = d.parts.dispatch;
+  return {
+    kind: 'ack',
+    reply: replyOf(
+      d.scope,
+      encodeResult(
+        ctx,
+        new MessageResultError(`No handler for RPC '${body.name}' (type '${body.type}') in ${ctx.fingerprint.name}`),
+      ),
+    ),
+  };
+}
+
+function* rpcWaiting(d: Scoped, r: Waiting): Generator<Yielded, Outcome, unknown> {
+  return answered(d, yield* finish(d, r));
+}
+
+/** A message's handlers from `i` on, once handler `i` waits (`r`, what it returned). */
+function* messageWaiting(
+  d: Scoped,
+  reply: (r: unknown) => void,
+  i: number,
+  r: Waiting,
+): Generator<Yielded, Outcome, unknown> {
+  const handlers = d.handlers;
+  const replyTo = d.msg.properties.replyTo;
+  const foreign = d.foreign !== undefined;
+  let value = yield* finish(d, r);
+  for (;;) {
+    if (foreign && replyTo && value !== undefined) answerPlain(d, value);
+    if (++i >= handlers.length) break;
+    const next = call(d, handlers[i], reply, d.lastRun && i === handlers.length - 1);
+    value = next === SKIP ? undefined : waits(next) ? yield* finish(d, next) : next;
+  }
+  return messageDone(d);
+}
+
+/** A message's run is over: acked, with the answer when there is one. */
+function messageDone(d: Scoped): Outcome {
   // Its caller waits for an answer whatever the handlers returned: null when none returned a value.
-  if (foreign && replyTo) answerPlain(d, null);
-  return d.answer ? { kind: 'ack', reply: replyOf(scope, d.answer) } : ACK;
+  if (d.foreign !== undefined && d.msg.properties.replyTo) answerPlain(d, null);
+  return d.answer ? { kind: 'ack', reply: replyOf(d.scope, d.answer) } : ACK;
 }
 
 const noReply = (): void => undefined;
@@ -97,18 +140,27 @@ function unhandled(d: Scoped): void {
   );
 }
 
+/** What a handler returned that is not its value yet. */
+type Waiting = Generator<Yielded, unknown, unknown> | PromiseLike<unknown>;
+
+function waits(r: unknown): r is Waiting {
+  return isGenerator(r) || isThenable(r);
+}
+
+/** The value of a handler that waits: a generator driven in its run's scope, a promise awaited. */
+function* finish(d: Scoped, r: Waiting): Generator<Yielded, unknown, unknown> {
+  return isGenerator(r) ? yield* driveIn(d.scope, r) : yield r;
+}
+
 /**
- * Runs one handler (its filters first) inside its run's scope, so that
+ * Calls one handler (its filters first) inside its run's scope, so that
  * `currentDelivery()` and the trace context are right in it, across `await`
- * and `yield`. `last`: nothing runs after it, so it may have the decoded body
- * itself instead of a copy. Its time limit is the run's (the time-limit stage).
+ * and `yield`: what it returned (a generator or a promise is for
+ * {@link finish}), or `SKIP` when a filter skipped it. `last`: nothing runs
+ * after it, so it may have the decoded body itself instead of a copy. Its
+ * time limit is the run's (the time-limit stage).
  */
-function* invoke(
-  d: Scoped,
-  h: Registered,
-  reply: (r: unknown) => void,
-  last: boolean,
-): Generator<Yielded, { ran: boolean; value: unknown }, unknown> {
+function call(d: Scoped, h: Registered, reply: (r: unknown) => void, last: boolean): unknown {
   const body = d.body;
   const scope: DeliveryScope = d.scope;
   const ctx: DispatchContext = d.parts.dispatch;
@@ -120,7 +172,7 @@ function* invoke(
     given = checked.value;
     if (checked.fresh) last = true;
   }
-  let r = runIn(
+  return runIn(
     scope,
     () => {
       const arg = applyFilters(h.fn, last ? given : structuredClone(given));
@@ -134,8 +186,4 @@ function* invoke(
     },
     h.isAsync,
   );
-  if (r === SKIP) return { ran: false, value: undefined };
-  if (isGenerator(r)) r = yield* driveIn(scope, r);
-  else if (isThenable(r)) r = yield r;
-  return { ran: true, value: r };
 }

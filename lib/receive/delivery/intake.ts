@@ -56,6 +56,11 @@ export class Intake {
     return this.#workers;
   }
 
+  /** Deliveries waiting for a worker. */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
   get closed(): boolean {
     return this.#closed;
   }

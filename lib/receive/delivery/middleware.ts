@@ -6,7 +6,7 @@ import type { Outcome } from './outcome.js';
 import { compose } from '../../compose.js';
 import type { MiddlewareContext } from './parts.js';
 import { replyOf } from './reply.js';
-import type { Next, Scoped } from './state.js';
+import { outcomeOf, type Next, type Scoped } from './state.js';
 
 /**
  * Stage (once `processor.use()` added one): the user's middleware, in the
@@ -21,7 +21,7 @@ export function* middleware(d: Scoped, next: Next): Generator<Yielded, Outcome, 
   let outcome: Outcome | undefined;
   const ctx: MiddlewareContext = { delivery: scope.info, message: d.body };
   const inner = async (): Promise<void> => {
-    outcome = await drive(next(d), scope);
+    outcome = await drive(outcomeOf(next(d)), scope);
   };
   yield runIn(scope, () => compose(d.parts.middleware, ctx, inner, 'middleware', d.parts.log), true);
   if (outcome !== undefined) return outcome;

@@ -3,12 +3,12 @@ import type { Outcome } from './outcome.js';
 import type { DeliveryEvent } from './public.js';
 
 export type { DeliveryEvent } from './public.js';
-import type { Next, RawDelivery } from './state.js';
+import { outcomeOf, type Next, type RawDelivery } from './state.js';
 
 /** Stage: once the delivery is settled (or settling threw an exit), its observers are told what became of it. */
 export function* observe(d: RawDelivery, next: Next<RawDelivery>): Generator<Yielded, Outcome, unknown> {
   try {
-    return yield* next(d);
+    return yield* outcomeOf(next(d));
   } finally {
     if (d.parts.observers.size > 0) tell(d);
   }

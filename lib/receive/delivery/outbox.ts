@@ -6,7 +6,7 @@ import type { Yielded } from '../../microthreads/thread.js';
 import { MessageResultException } from '../../envelope/messages.js';
 import type { Outcome } from './outcome.js';
 import { encodeResult, replyOf } from './reply.js';
-import type { Next, Scoped } from './state.js';
+import { ended, outcomeOf, type Next, type Ran, type Scoped } from './state.js';
 
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
 
@@ -26,11 +26,28 @@ export function succeeded(outcome: Outcome): boolean {
  * queue takes (`UNROUTABLE`) would fail the same way every time: the delivery
  * fails at once, to the error exchange (or a reject) with that error.
  */
-export function* outbox(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
-  const outcome = yield* next(d);
+export function outbox(d: Scoped, next: Next): Ran {
+  const ran = next(d);
+  return ended(ran) ? sendHeld(d, ran) : outboxAfter(d, ran);
+}
+
+function* outboxAfter(d: Scoped, ran: Generator<Yielded, Outcome, unknown>): Generator<Yielded, Outcome, unknown> {
+  return yield* outcomeOf(sendHeld(d, yield* ran));
+}
+
+/** The run's outcome, once what it sent is out: at once when it sent nothing (or failed). */
+function sendHeld(d: Scoped, outcome: Outcome): Ran {
   // From now on the run's sends (work its handler left running) go out at once.
   const held = d.scope.takeHeld();
   if (held.length === 0 || !succeeded(outcome)) return outcome;
+  return confirmHeld(d, outcome, held);
+}
+
+function* confirmHeld(
+  d: Scoped,
+  outcome: Outcome,
+  held: ReadonlyArray<() => Promise<void>>,
+): Generator<Yielded, Outcome, unknown> {
   const body = d.body;
   try {
     yield Promise.all(held.map((send) => send()));
@@ -78,7 +95,7 @@ const UNAVAILABLE_DEFER_MS = 5_000;
 export function* transactional(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
   const runtime = d.parts.store;
   // In the stage list only with a store.
-  if (!runtime) return yield* next(d);
+  if (!runtime) return yield* outcomeOf(next(d));
   const { store, relay } = runtime;
   const { log, component } = d.parts;
   const body = d.body;
@@ -109,7 +126,7 @@ export function* transactional(d: Scoped, next: Next): Generator<Yielded, Outcom
       // The run's outcome, or the exit or restart it asked for.
       let ran: Outcome | ExitScheduler | AckAndRestart;
       try {
-        ran = yield* next(d);
+        ran = yield* outcomeOf(next(d));
       } catch (err) {
         // Exit and restart ack the delivery: what the run did commits.
         if (!(err instanceof ExitScheduler || err instanceof AckAndRestart)) throw err;

@@ -65,6 +65,11 @@ export interface DispatchContext {
   readonly closing: AbortSignal;
   /** Encodes an RPC result; throws when it cannot be encoded. */
   encodeReply(result: unknown): Buffer;
+  /**
+   * A bare value's `MessageResult` with this processor's fingerprint, encoded the quick way where the encoder allows
+   * (the same bytes as `encodeReply`); undefined where it does not, and `encodeReply` is used.
+   */
+  encodeValue?(value: unknown): Buffer | undefined;
   /** How long a run may take, unless its handler's decorator says otherwise. */
   readonly handlerTimeoutMs: number;
   /** How long a stream may wait for credit from its caller before it is cancelled. */

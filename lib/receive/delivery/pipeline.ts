@@ -14,6 +14,7 @@ import { schema } from './schema.js';
 import { settleStage } from './settle.js';
 import {
   DeliveryState,
+  ended,
   type Connector,
   type ConnectorWhen,
   type Decoded,
@@ -22,7 +23,6 @@ import {
   type Scoped,
   type StageEntry,
 } from './state.js';
-import type { Outcome } from './outcome.js';
 import { read } from './readable.js';
 import { stream } from './stream.js';
 import { openScope, telemetry, telemetryOn } from './telemetry.js';
@@ -80,11 +80,6 @@ function present<D extends DeliveryState>(stages: Array<StageEntry<D> | false>):
   return stages.filter((s): s is StageEntry<D> => s !== false);
 }
 
-/** The way ended by a guard: its outcome, as a stage's would be. */
-function* ended(outcome: Outcome): Generator<Yielded, Outcome, unknown> {
-  return outcome;
-}
-
 /** Chains stages so that each one's `next` is the rest; made once per pipeline, not per delivery. */
 function chain<D extends DeliveryState>(stages: readonly StageEntry<D>[], last: Next<D>): Next<D> {
   let next = last;
@@ -96,7 +91,7 @@ function chain<D extends DeliveryState>(stages: readonly StageEntry<D>[], last: 
       const guard = e.guard;
       next = (d) => {
         const outcome = guard(d);
-        return outcome === undefined ? rest(d) : ended(outcome);
+        return outcome === undefined ? rest(d) : outcome;
       };
     }
   }
@@ -111,7 +106,7 @@ function build(way: Way): Next<RawDelivery> {
   const decode = way.decode;
   return chain(way.arrived, (d) => {
     const got = decode(d);
-    return got instanceof DeliveryState ? scoped(got) : ended(got);
+    return got instanceof DeliveryState ? scoped(got) : got;
   });
 }
 
@@ -214,7 +209,8 @@ export class DeliveryPipeline {
       p = intake.take();
     }
     try {
-      yield* this.#run(new DeliveryState(this.#parts, p.msg, p.decoded));
+      const ran = this.#run(new DeliveryState(this.#parts, p.msg, p.decoded));
+      if (!ended(ran)) yield* ran;
     } finally {
       intake.done(p);
     }

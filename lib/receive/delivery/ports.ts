@@ -1,5 +1,6 @@
 import type { ConsumeMessage } from 'amqplib';
 import type { OutboxMessage } from '../../stores/store.js';
+import type { FingerprintDict } from '../../envelope/fingerprint.js';
 
 /**
  * The small interfaces a processor's deliveries depend on, instead of the
@@ -44,6 +45,8 @@ export interface ConfirmedCopies {
 export interface Replier {
   /** Encodes a result; throws when it cannot be encoded. */
   encodeReply(result: unknown): Buffer;
+  /** `encodeReply` of a bare value's result with `fingerprint`, where it can be done the quick way; else undefined. */
+  encodeValue?(value: unknown, fingerprint: FingerprintDict): Buffer | undefined;
   sendReply(msg: ConsumeMessage, content: Buffer, headers?: Record<string, unknown>): void;
   /** The channel answers to stream control (its direct reply-to is consumed). */
   streamControl(): Promise<void>;

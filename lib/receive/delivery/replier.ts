@@ -1,5 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { BrokerError } from '../../errors.js';
+import { JsonEncoder } from '../../envelope/encoder.js';
+import type { FingerprintDict } from '../../envelope/fingerprint.js';
 import { MessageResult, type Message } from '../../envelope/messages.js';
 import { REPLY_TO } from '../../topology/topology.js';
 import type { ConsumerLine } from './consumer-line.js';
@@ -14,6 +17,8 @@ export class AmqpReplier implements Replier {
   /** The channel whose direct reply-to is consumed for stream control (see streamControl). */
   #controlOn: Channel | undefined;
   readonly #streamWatchers = new Map<string, (headers: Record<string, unknown> | undefined) => void>();
+  /** A bare value's result envelope, encoded around where its value goes (see encodeValue). */
+  #around: Around | undefined;
 
   constructor(line: ConsumerLine) {
     this.#line = line;
@@ -23,6 +28,28 @@ export class AmqpReplier implements Replier {
   encodeReply(result: Message<object> | unknown): Buffer {
     const body = isMessage(result) ? result.body : new MessageResult(result).body;
     return this.#line.encoder.encode(body) as Buffer;
+  }
+
+  /**
+   * What {@link encodeReply} makes of a bare value with `fingerprint`, where the encoder is the plain
+   * {@link JsonEncoder}: the envelope around the value is encoded once per fingerprint, and only the value each time
+   * (JSON of the fingerprint and the envelope was the better part of encoding a small result). Undefined where the
+   * encoder is another, or where the value is not one JSON keeps (undefined, a function) or cannot encode (a BigInt,
+   * a cycle): `encodeReply` then gives the envelope it makes, or the error.
+   */
+  encodeValue(value: unknown, fingerprint: FingerprintDict): Buffer | undefined {
+    if (Object.getPrototypeOf(this.#line.encoder) !== JsonEncoder.prototype) return undefined;
+    let around = this.#around;
+    if (around?.fingerprint !== fingerprint) around = this.#around = envelopeAround(fingerprint);
+    let json: string;
+    try {
+      // In an object, as the envelope has it: a toJSON(key) is given 'value', and a value JSON drops is seen.
+      json = JSON.stringify({ value });
+    } catch {
+      return undefined;
+    }
+    if (json.length <= 2) return undefined;
+    return Buffer.from(around.head + json.slice(VALUE_KEY.length, -1) + around.tail);
   }
 
   /**
@@ -114,6 +141,23 @@ export class AmqpReplier implements Replier {
       return false;
     }
   }
+}
+
+/** The JSON of a result envelope with one fingerprint, before and after its value. */
+interface Around {
+  readonly fingerprint: FingerprintDict;
+  readonly head: string;
+  readonly tail: string;
+}
+
+/** How `JSON.stringify({ value })` begins. */
+const VALUE_KEY = '{"value":';
+
+function envelopeAround(fingerprint: FingerprintDict): Around {
+  const mark = `\u0000${randomBytes(8).toString('hex')}`;
+  const json = JSON.stringify(new MessageResult(mark).setFingerprint(fingerprint).body);
+  const at = json.indexOf(JSON.stringify(mark));
+  return { fingerprint, head: json.slice(0, at), tail: json.slice(at + JSON.stringify(mark).length) };
 }
 
 /** What a log line about a reply that cannot be sent names. */

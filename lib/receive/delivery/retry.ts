@@ -11,11 +11,11 @@ import { sleep } from '../../microthreads/effects.js';
 import type { Yielded } from '../../microthreads/thread.js';
 import { MessageResultError, MessageResultException } from '../../envelope/messages.js';
 import { answer } from './dispatch.js';
-import { countIn } from '../../scope/context.js';
+import { countIn, type DeliveryScope } from '../../scope/context.js';
 import type { Outcome } from './outcome.js';
 import { RETRY_HEADERS, type RetryOptions } from './parts.js';
 import { replyOf } from './reply.js';
-import type { Next, Scoped } from './state.js';
+import { ended, type Next, type Ran, type Scoped } from './state.js';
 
 /**
  * Stage: turns how a run ended into an {@link Outcome}. A message's failing
@@ -26,70 +26,116 @@ import type { Next, Scoped } from './state.js';
  * `RequeueMessage`, `DeferMessage`, `ExitScheduler`, `AckAndRestart`) become
  * their outcomes.
  */
-export function* retry(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
-  if (d.body.category === 'rpc') return yield* runRpc(d, next);
-  const ctx = d.parts.dispatch;
-  const attempts = ctx.retry?.attempts ?? 1;
-  const { msg } = d;
-  const body = d.body;
+export function retry(d: Scoped, next: Next): Ran {
+  if (d.body.category === 'rpc') return runRpc(d, next);
+  const attempts = d.parts.dispatch.retry?.attempts ?? 1;
   // With retries, every run needs the body untouched: no handler may take the original.
   d.lastRun = attempts === 1;
-  for (let attempt = 1; ; attempt++) {
+  d.answer = undefined;
+  let ran: Ran;
+  try {
+    ran = next(d);
+  } catch (err) {
+    const judged = failed(d, err, 1, attempts);
+    return typeof judged === 'number' ? retrying(d, next, attempts, 1, undefined, judged) : judged;
+  }
+  return ended(ran) ? ran : retrying(d, next, attempts, 1, ran, 0);
+}
+
+/**
+ * The runs of a message from `attempt` on, once one waits: `ran` is that run (under way), or, when it failed already,
+ * undefined with `wait`, the backoff before the next one.
+ */
+function* retrying(
+  d: Scoped,
+  next: Next,
+  attempts: number,
+  attempt: number,
+  ran: Generator<Yielded, Outcome, unknown> | undefined,
+  wait: number,
+): Generator<Yielded, Outcome, unknown> {
+  for (;;) {
+    if (ran) {
+      try {
+        return yield* ran;
+      } catch (err) {
+        const judged = failed(d, err, attempt, attempts);
+        if (typeof judged !== 'number') return judged;
+        wait = judged;
+      }
+    }
+    try {
+      yield sleep(wait, d.parts.dispatch.closing);
+    } catch {
+      // Closing: left unsettled, it goes back to the queue.
+      return { kind: 'leave' };
+    }
+    attempt++;
     // A failed run's scope is over (its late sends are refused): the next run has its own.
-    if (attempt > 1) d.scope = d.scope.rerun();
+    d.scope = d.scope.rerun();
     d.answer = undefined;
     try {
-      return yield* next(d);
+      const r = next(d);
+      if (ended(r)) return r;
+      ran = r;
     } catch (err) {
-      if (err instanceof ExitScheduler) return { kind: 'exit', signal: err };
-      if (err instanceof AckAndRestart) return { kind: 'restart', signal: err };
-      d.scope.fail(err);
-      if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
-      if (err instanceof DeferMessage) return deferred(d, err);
-      const permanent = err instanceof RejectMessage || err instanceof ValidationError;
-      if (!permanent && attempt < attempts) {
-        const wait = retryWaitMs(ctx.retry, attempt - 1);
-        ctx.log.warn(
-          {
-            err,
-            messageType: body.type,
-            messageName: body.name,
-            messageId: msg.properties.messageId,
-            attempt,
-            nextInMs: wait,
-          },
-          `handler for ${body.type}/${body.name} failed; running it again`,
-        );
-        try {
-          yield sleep(wait, ctx.closing);
-        } catch {
-          // Closing: left unsettled, it goes back to the queue.
-          return { kind: 'leave' };
-        }
-        continue;
-      }
-      const headers = msg.properties.headers as Record<string, unknown> | undefined;
-      const runs = countIn(headers, RETRY_HEADERS.attempts) + attempt;
-      const retries = countIn(headers, RETRY_HEADERS.retries);
-      const delays = ctx.retry?.delays ?? [];
-      if (!permanent && retries < delays.length) {
-        const e = err as Error;
-        return {
-          kind: 'defer',
-          ms: delays[retries],
-          reason: `retry ${retries + 1} of ${delays.length}`,
-          err,
-          headers: {
-            [RETRY_HEADERS.retries]: retries + 1,
-            [RETRY_HEADERS.attempts]: runs,
-            [RETRY_HEADERS.lastError]: `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`,
-          },
-        };
-      }
-      if (ctx.errorExchange) return { kind: 'deadLetter', exchange: ctx.errorExchange, err, attempts: runs };
-      return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err };
+      ran = undefined;
+      const judged = failed(d, err, attempt, attempts);
+      if (typeof judged !== 'number') return judged;
+      wait = judged;
     }
   }
+}
+
+/**
+ * What a message's failed run `attempt` (of `attempts` in this process) comes to: its outcome, or the backoff in ms
+ * before it runs again.
+ */
+function failed(d: Scoped, err: unknown, attempt: number, attempts: number): Outcome | number {
+  if (err instanceof ExitScheduler) return { kind: 'exit', signal: err };
+  if (err instanceof AckAndRestart) return { kind: 'restart', signal: err };
+  d.scope.fail(err);
+  if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
+  if (err instanceof DeferMessage) return deferred(d, err);
+  const ctx = d.parts.dispatch;
+  const { msg } = d;
+  const body = d.body;
+  const permanent = err instanceof RejectMessage || err instanceof ValidationError;
+  if (!permanent && attempt < attempts) {
+    const wait = retryWaitMs(ctx.retry, attempt - 1);
+    ctx.log.warn(
+      {
+        err,
+        messageType: body.type,
+        messageName: body.name,
+        messageId: msg.properties.messageId,
+        attempt,
+        nextInMs: wait,
+      },
+      `handler for ${body.type}/${body.name} failed; running it again`,
+    );
+    return wait;
+  }
+  const headers = msg.properties.headers as Record<string, unknown> | undefined;
+  const runs = countIn(headers, RETRY_HEADERS.attempts) + attempt;
+  const retries = countIn(headers, RETRY_HEADERS.retries);
+  const delays = ctx.retry?.delays ?? [];
+  if (!permanent && retries < delays.length) {
+    const e = err as Error;
+    return {
+      kind: 'defer',
+      ms: delays[retries],
+      reason: `retry ${retries + 1} of ${delays.length}`,
+      err,
+      headers: {
+        [RETRY_HEADERS.retries]: retries + 1,
+        [RETRY_HEADERS.attempts]: runs,
+        [RETRY_HEADERS.lastError]: `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`,
+      },
+    };
+  }
+  if (ctx.errorExchange) return { kind: 'deadLetter', exchange: ctx.errorExchange, err, attempts: runs };
+  return { kind: 'reject', why: err instanceof RejectMessage ? 'rejected' : 'failed', err };
 }
 
 /** The wait before in-process run number `n + 2` (`n` 0: between the first run and the second). */
@@ -112,35 +158,53 @@ export function longestRunsMs(d: Scoped, limitMs: number): number {
 }
 
 /** An RPC's one run: its failure (or its time limit) is the caller's answer. */
-function* runRpc(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+function runRpc(d: Scoped, next: Next): Ran {
   const scope = d.scope;
   d.answer = undefined;
+  let ran: Ran;
   try {
-    return yield* next(d);
+    ran = next(d);
   } catch (err) {
-    if (err instanceof ExitScheduler || err instanceof AckAndRestart) {
-      const reply = replyOf(scope, answer(d, null));
-      return err instanceof ExitScheduler
-        ? { kind: 'exit', signal: err, reply }
-        : { kind: 'restart', signal: err, reply };
-    }
-    scope.fail(err);
-    if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
-    if (err instanceof DeferMessage) return deferred(d, err);
-    const e = err as Error;
-    const answered = answer(
-      d,
-      err instanceof ValidationError
-        ? new MessageResultError(err.message)
-        : new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)),
-    );
-    return {
-      kind: 'reject',
-      why: err instanceof RejectMessage ? 'rejected' : 'failed',
-      err,
-      reply: replyOf(scope, answered),
-    };
+    return rpcFailed(d, scope, err);
   }
+  return ended(ran) ? ran : rpcAfter(d, scope, ran);
+}
+
+function* rpcAfter(
+  d: Scoped,
+  scope: DeliveryScope,
+  ran: Generator<Yielded, Outcome, unknown>,
+): Generator<Yielded, Outcome, unknown> {
+  try {
+    return yield* ran;
+  } catch (err) {
+    return rpcFailed(d, scope, err);
+  }
+}
+
+function rpcFailed(d: Scoped, scope: DeliveryScope, err: unknown): Outcome {
+  if (err instanceof ExitScheduler || err instanceof AckAndRestart) {
+    const reply = replyOf(scope, answer(d, null));
+    return err instanceof ExitScheduler
+      ? { kind: 'exit', signal: err, reply }
+      : { kind: 'restart', signal: err, reply };
+  }
+  scope.fail(err);
+  if (err instanceof RequeueMessage) return { kind: 'requeue', reason: err.message };
+  if (err instanceof DeferMessage) return deferred(d, err);
+  const e = err as Error;
+  const answered = answer(
+    d,
+    err instanceof ValidationError
+      ? new MessageResultError(err.message)
+      : new MessageResultException(e?.name ?? 'Error', e?.message ?? String(err)),
+  );
+  return {
+    kind: 'reject',
+    why: err instanceof RejectMessage ? 'rejected' : 'failed',
+    err,
+    reply: replyOf(scope, answered),
+  };
 }
 
 /** A handler's `DeferMessage`: back to its queue in its delay, with its defers counted. */

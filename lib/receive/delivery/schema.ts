@@ -6,7 +6,7 @@ import type { MessageBody } from '../../envelope/messages.js';
 
 import type { Outcome } from './outcome.js';
 import { rpcHandler, type Registered } from './registry.js';
-import type { Next, Scoped } from './state.js';
+import { outcomeOf, type Next, type Scoped } from './state.js';
 
 /** A Standard Schema issue as postage-ts reports it: a message and a path of strings. */
 function issueOf(issue: StandardSchemaV1.Issue): ValidationIssue {
@@ -46,5 +46,5 @@ export function* schema(d: Scoped, next: Next): Generator<Yielded, Outcome, unkn
     for (const h of d.handlers) if (h.tag.schema) (inputs ??= new Map()).set(h, yield* checkSchema(h, body));
   }
   d.inputs = inputs;
-  return yield* next(d);
+  return yield* outcomeOf(next(d));
 }

@@ -4,7 +4,7 @@ import type { Yielded } from '../../microthreads/thread.js';
 import type { SettleContext } from './parts.js';
 import type { MessageBody } from '../../envelope/messages.js';
 import type { Outcome } from './outcome.js';
-import type { Next, RawDelivery } from './state.js';
+import { ended, type Next, type Ran, type RawDelivery } from './state.js';
 
 /** What a log line about a delivery names. */
 function about(msg: ConsumeMessage, body: MessageBody<object> | undefined) {
@@ -26,14 +26,46 @@ function sendReply(ctx: SettleContext, msg: ConsumeMessage, outcome: Outcome): v
 }
 
 /** Stage: the rest decides the delivery's {@link Outcome}; this carries it out. */
-export function* settleStage(d: RawDelivery, next: Next<RawDelivery>): Generator<Yielded, Outcome, unknown> {
+export function settleStage(d: RawDelivery, next: Next<RawDelivery>): Ran {
+  // Whether what is left (and the scope's release with it) went to a generator.
+  let handedOn = false;
   try {
-    const outcome = (d.outcome = yield* next(d));
+    const ran = next(d);
+    if (!ended(ran)) {
+      handedOn = true;
+      return settleAfter(d, ran);
+    }
+    d.outcome = ran;
+    const waiting = settle(d.parts.settle, d.msg, d.body, ran);
+    if (!waiting) return ran;
+    handedOn = true;
+    return settleWaiting(d, waiting, ran);
+  } finally {
+    // Settled (or left): the run's scope stops listening to the processor's close.
+    if (!handedOn) d.scope?.release();
+  }
+}
+
+function* settleAfter(d: RawDelivery, ran: Generator<Yielded, Outcome, unknown>): Generator<Yielded, Outcome, unknown> {
+  try {
+    const outcome = (d.outcome = yield* ran);
     const waiting = settle(d.parts.settle, d.msg, d.body, outcome);
     if (waiting) yield* waiting;
     return outcome;
   } finally {
-    // Settled (or left): the run's scope stops listening to the processor's close.
+    d.scope?.release();
+  }
+}
+
+function* settleWaiting(
+  d: RawDelivery,
+  waiting: Generator<Yielded, void, unknown>,
+  outcome: Outcome,
+): Generator<Yielded, Outcome, unknown> {
+  try {
+    yield* waiting;
+    return outcome;
+  } finally {
     d.scope?.release();
   }
 }

@@ -75,14 +75,33 @@ export function isDecoded(d: DeliveryState): d is Decoded {
   return d.body !== undefined;
 }
 
+/**
+ * What the rest of a delivery's way gave: its {@link Outcome} when it ended within the call (a handler that returned
+ * at once, as most do), or the generator that ends it (something waits), to be run at once. A delivery that never waits
+ * then costs plain calls only: no generator per stage, and no trip through the scheduler.
+ */
+export type Ran = Outcome | Generator<Yielded, Outcome, unknown>;
+
+/** Whether the way ended within the call. */
+export function ended(r: Ran): r is Outcome {
+  return (r as Outcome).kind !== undefined;
+}
+
+/** The outcome of `r`, for a stage that is a generator itself: `yield* outcomeOf(next(d))`. */
+export function* outcomeOf(r: Ran): Generator<Yielded, Outcome, unknown> {
+  return ended(r) ? r : yield* r;
+}
+
 /** The rest of a delivery's way, from the next stage on, for a delivery seen as `D`. */
-export type Next<D extends DeliveryState = Scoped> = (d: D) => Generator<Yielded, Outcome, unknown>;
+export type Next<D extends DeliveryState = Scoped> = (d: D) => Ran;
 
 /**
  * One stage of a delivery's way (`(ctx, next)`, as a middleware): it may act
  * before and after `next`, or return an {@link Outcome} without calling it.
+ * A stage that may end within the call is a plain function returning {@link Ran}; one that always waits may be a
+ * generator (`yield* outcomeOf(next(d))`).
  */
-export type Stage<D extends DeliveryState = Scoped> = (d: D, next: Next<D>) => Generator<Yielded, Outcome, unknown>;
+export type Stage<D extends DeliveryState = Scoped> = (d: D, next: Next<D>) => Ran;
 
 /**
  * A stage that only decides whether the way goes on (the delivery limit): an
@@ -101,10 +120,7 @@ export type Connector<From extends DeliveryState, To extends From> = (d: From) =
  * A stage that moves a delivery on to its next view, with work around the rest (the scope, opened inside the
  * telemetry's span): it may act before and after `next`, or end the way.
  */
-export type ConnectorStage<From extends DeliveryState, To extends From> = (
-  d: From,
-  next: Next<To>,
-) => Generator<Yielded, Outcome, unknown>;
+export type ConnectorStage<From extends DeliveryState, To extends From> = (d: From, next: Next<To>) => Ran;
 
 /** One entry of a stage list: a stage, or a guard. */
 export type StageEntry<D extends DeliveryState = Scoped> = Stage<D> | { readonly guard: Guard<D> };

@@ -14,7 +14,7 @@ import type { DispatchContext } from './parts.js';
 import { rpcHandler, type Registered } from './registry.js';
 import { encodeResult } from './reply.js';
 import { checkSchema } from './schema.js';
-import type { Next, Scoped } from './state.js';
+import { outcomeOf, type Next, type Scoped } from './state.js';
 import { TimeLimit, within } from './time-limit.js';
 
 /**
@@ -26,7 +26,7 @@ export function* stream(d: Scoped, next: Next): Generator<Yielded, Outcome, unkn
     const h = rpcHandler(d.handlers);
     if (h?.isStream) return yield* dispatchStream(d.parts.dispatch, d.scope, d.body, h);
   }
-  return yield* next(d);
+  return yield* outcomeOf(next(d));
 }
 
 const EMPTY = Buffer.alloc(0);

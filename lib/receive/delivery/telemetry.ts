@@ -4,7 +4,7 @@ import { instruments, type Instruments } from '../../telemetry/metrics.js';
 import { ATTR, endSpan, extractContext, startProcessSpan, tracingOn, trace } from '../../telemetry/tracing.js';
 import { DeliveryScope } from '../../scope/context.js';
 import type { Outcome } from './outcome.js';
-import type { Decoded, Next, Scoped } from './state.js';
+import { outcomeOf, type Decoded, type Next, type Scoped } from './state.js';
 
 /**
  * Whether spans or metrics are recorded now (an SDK may be registered at any time): the telemetry stage is taken only
@@ -44,13 +44,13 @@ export function* telemetry(d: Decoded, next: Next<Scoped>): Generator<Yielded, O
   const scoped = openScope(d, ctx);
   if (span) span.setAttribute(ATTR.conversationId, scoped.scope.conversationId ?? '');
   const counters = instruments();
-  if (!counters && !span) return yield* next(scoped);
+  if (!counters && !span) return yield* outcomeOf(next(scoped));
   const labels = counters ? { [ATTR.destination]: msg.fields.exchange, [ATTR.messageName]: body.name } : undefined;
   if (counters) counters.inFlight.add(1, labels);
   const started = counters ? performance.now() : 0;
   let outcome: Outcome = d.outcome;
   try {
-    outcome = yield* next(scoped);
+    outcome = yield* outcomeOf(next(scoped));
     counters?.handlerDuration.record((performance.now() - started) / 1000, labels);
     return outcome;
   } finally {

@@ -6,7 +6,7 @@ import type { Yielded } from '../../microthreads/thread.js';
 import { direct, relay } from '../../microthreads/relay.js';
 import type { Outcome } from './outcome.js';
 import { rpcHandler } from './registry.js';
-import type { Next, Scoped } from './state.js';
+import { ended, type Next, type Ran, type Scoped } from './state.js';
 
 /** The longest delay a Node timer takes (a longer one fires after 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -168,11 +168,12 @@ export function runLimitMs(d: Scoped): number {
  * the longest `timeoutMs` among the handlers of the message (an RPC's: its
  * handler's), else the processor's `handlerTimeoutMs`.
  */
-export function* timeLimit(d: Scoped, next: Next): Generator<Yielded, Outcome, unknown> {
+export function timeLimit(d: Scoped, next: Next): Ran {
   const started = Date.now();
   const run = next(d);
-  // Most runs never wait (a plain handler): they end in this first step, and need no timer, no limit object.
-  // Only a run that waits is driven under the limit, counted from its start.
+  // Most runs never wait (a plain handler): they end in the call, or in the first step, and need no timer, no limit
+  // object. Only a run that waits is driven under the limit, counted from its start.
+  if (ended(run)) return run;
   const first = run.next();
   if (first.done) return first.value;
   const body = d.body;
@@ -185,8 +186,12 @@ export function* timeLimit(d: Scoped, next: Next): Generator<Yielded, Outcome, u
     () => new HandlerTimeout(what, limitMs),
     (err) => scope.fail(err),
   );
+  return limited(limit, within(limit, run, ctx.log, `handler for ${what}`, first));
+}
+
+function* limited(limit: TimeLimit, run: Generator<Yielded, Outcome, unknown>): Generator<Yielded, Outcome, unknown> {
   try {
-    return yield* within(limit, run, ctx.log, `handler for ${what}`, first);
+    return yield* run;
   } finally {
     limit.clear();
   }
