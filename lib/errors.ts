@@ -339,7 +339,8 @@ export class PartitionCountMismatch extends TopologyError {
  * A processor's `store` (the database outbox and inbox) cannot work as asked:
  * `reason` says which way. `'deduplicate'`: `deduplicate` given beside
  * `store`, whose inbox does the same in the run's transaction; `'pool'`: the
- * pool cannot serve `concurrency` runs plus the relay; `'ended'`: a run's
+ * pool cannot serve `concurrency` runs plus the relay of every processor
+ * started on the store in the process; `'ended'`: a run's
  * client used after its run ended; `'unavailable'`: the database did not answer.
  */
 export class StoreError extends PostageError {

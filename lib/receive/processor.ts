@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Hup } from '../config.js';
 import { AckAndRestart, ExitScheduler, StoreError } from '../errors.js';
 import { OutboxRelay } from '../stores/outbox-relay.js';
+import { claimPool } from '../stores/pool-tally.js';
 import type { MessageStore } from '../stores/store.js';
 import { restartProcess } from '../lifecycle/restart.js';
 import { closeOnSignal, DEFAULT_DRAIN_MS } from '../lifecycle/signals.js';
@@ -306,6 +307,8 @@ export class MessageProcessor extends MicroThread {
   readonly #spread: PartitionSpread | undefined;
   /** With `store`: the store, and the relay and sweeper of its outbox. */
   readonly #store: StoreRuntime | undefined;
+  /** With `store`: takes this processor out of its store's pool tally (counted at ready()). */
+  #unclaimPool: (() => void) | undefined;
 
   constructor(options?: ProcessorOptions);
   constructor(fingerprint: Partial<FingerprintDict>, eqk?: Eqk, hup?: Partial<Hup>, vhost?: string);
@@ -554,6 +557,7 @@ export class MessageProcessor extends MicroThread {
         else await source.startConsuming((msg) => pipeline.deliver(msg));
       } catch (err) {
         // Nothing stays open and nothing reopens: the process can exit, or try again with a new processor.
+        this.#unclaimPool?.();
         this.#pipeline.stop();
         await this.#ports.source.close().catch(() => undefined);
         throw err;
@@ -570,14 +574,8 @@ export class MessageProcessor extends MicroThread {
    */
   async #readyStore(): Promise<void> {
     const { store, relay } = this.#store!;
-    const need = this.#concurrency + 1;
-    if (store.capacity !== undefined && store.capacity < need)
-      throw new StoreError(
-        `the store's pool opens at most ${store.capacity} connection(s), and this processor needs ${need}: ` +
-          `one per concurrent run (concurrency ${this.#concurrency}) plus one for the outbox relay. ` +
-          "Raise the pool's max, or lower concurrency",
-        'pool',
-      );
+    // Counted with every processor started on this store in the process: they share its pool.
+    this.#unclaimPool = claimPool(store, this.name, this.#concurrency);
     await store.migrate();
     const publishStored = this.#ports.copies.publishStored?.bind(this.#ports.copies);
     if (publishStored) relay.start((m) => publishStored(m));
@@ -702,6 +700,7 @@ export class MessageProcessor extends MicroThread {
       await this.#pipeline.intake.close();
       // What the relay holds goes out before the channel closes (the user's pool is never closed here).
       await this.#store?.relay.stop();
+      this.#unclaimPool?.();
       await this.#spread?.close();
       await this.#ports.source.close();
     })();

@@ -1,5 +1,5 @@
 import { componentLogger } from '../log.js';
-import { OutboxRelay, type OutboxSettings, type RelayStep } from './outbox-relay.js';
+import { OutboxRelay, type OutboxSettings, publishBatch, type RelayStep } from './outbox-relay.js';
 import type {
   MessageStore,
   OutboxBacklog,
@@ -186,8 +186,9 @@ export class MemoryStore implements MessageStore {
       .filter((r) => now - r.createdAt.getTime() >= options.olderThanMs && r.nextAttemptAt.getTime() <= now)
       .slice(0, options.limit);
     let sent = 0;
-    for (const r of due) {
-      const v = await publish(r);
+    const verdicts = await publishBatch(due, publish);
+    for (const [i, r] of due.entries()) {
+      const v = verdicts[i];
       if (v.sent) {
         r.sentAt = new Date();
         sent++;

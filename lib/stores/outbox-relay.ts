@@ -62,6 +62,22 @@ export interface RelayItem {
   send: () => Promise<void>;
 }
 
+/**
+ * Publishes a sweep's rows and waits for their confirms together: the rows' locks and a pool connection are held
+ * for about one round trip to the broker, not one per row. The first goes alone, so that it opens the channel
+ * where that is needed and the rest do not race to open it; the others are published in row order at once (the
+ * channel keeps the order of publishes begun in order).
+ * @internal
+ */
+export async function publishBatch(
+  due: readonly StoredOutboxMessage[],
+  publish: (message: StoredOutboxMessage) => Promise<SweepVerdict>,
+): Promise<SweepVerdict[]> {
+  if (due.length === 0) return [];
+  const first = await publish(due[0]);
+  return [first, ...(await Promise.all(due.slice(1).map(publish)))];
+}
+
 /** How long until a row whose publish failed `attempts` times is tried again. */
 function retryAt(attempts: number): Date {
   return new Date(Date.now() + backoffMs(Math.max(0, attempts - 1), 1_000, 60_000));

@@ -89,6 +89,8 @@ export interface MessageStore {
    * Publishes rows left waiting longer than `olderThanMs` (a process died
    * between its commit and its relay), up to `limit`, each taken so that no
    * other sweeper publishes it at the same moment. Resolves with the rows sent.
+   * `publish` may be called for the rows at once (in row order), so that their
+   * confirms are waited for together while the rows are held.
    */
   sweep(
     options: { olderThanMs: number; limit: number },

@@ -395,6 +395,48 @@ describe('PostgresStore on the real PostgreSQL', function () {
     expect(await a.backlog()).to.deep.include({ waiting: 0, failed: 0 });
   });
 
+  it("publishes a sweep's rows at once in row order, waits for their confirms together, and records each verdict", async () => {
+    const store = new PostgresStore({ pool, schema });
+    const tx = await store.begin();
+    await tx.send(
+      Array.from({ length: 10 }, (_, i) => ({
+        messageId: `left-${i}`,
+        targets: [{ exchange: 'nowhere', type: 'direct', routingKey: 'k' }],
+        properties: { headers: {} },
+        body: Buffer.from('{}'),
+        delayMs: 0,
+      })),
+      'dead',
+    );
+    await tx.commit();
+    const calls: string[] = [];
+    const allCalled = deferred();
+    const confirms = deferred();
+    // The first publish goes alone (it may open the channel); the other nine are all begun before any is confirmed.
+    const publish = async (m: StoredOutboxMessage) => {
+      calls.push(m.messageId);
+      if (calls.length === 1) return { sent: true } as const;
+      if (calls.length === 10) allCalled.resolve();
+      await confirms.promise;
+      return m.messageId === 'left-5'
+        ? ({ sent: false, error: 'refused', retryAt: new Date(Date.now() + 60_000) } as const)
+        : ({ sent: true } as const);
+    };
+    const sweeping = store.sweep({ olderThanMs: 0, limit: 100 }, publish);
+    try {
+      await within(allCalled.promise, { message: 'the rows after the first published before any confirm' });
+    } finally {
+      confirms.resolve();
+    }
+    expect(await sweeping).to.equal(9);
+    expect(calls).to.deep.equal(Array.from({ length: 10 }, (_, i) => `left-${i}`));
+    const { rows } = await pool.query(
+      `SELECT message_id FROM "${schema}".postage_outbox WHERE sent_at IS NULL AND last_error = 'refused'`,
+    );
+    expect(rows.map((r) => r.message_id)).to.deep.equal(['left-5']);
+    expect(await store.backlog()).to.deep.include({ waiting: 1, failed: 0 });
+  });
+
   it('removes sent outbox rows and inbox rows past their retention, and keeps the rest', async () => {
     const store = new PostgresStore({
       pool,

@@ -291,6 +291,52 @@ describe('PostgresStore', function () {
     expect((err as Error).message).to.match(/at most 2 connection\(s\), and this processor needs 5/);
   });
 
+  it('counts every processor started on one store against its pool, and frees their share when they close', async () => {
+    const url = await brokerUrl();
+    const schema = uniqueSchema('postage_spec');
+    schemas.push(schema);
+    const five = await pgPool(5);
+    const store = new PostgresStore({ pool: five, schema });
+    class Orders extends MessageProcessor {}
+    class Billing extends MessageProcessor {}
+    class Audit extends MessageProcessor {}
+    const make = (P: typeof MessageProcessor, concurrency: number) =>
+      new P({ url, logger: quiet, handleSignals: false, concurrency, store });
+    const orders = make(Orders, 2);
+    const billing = make(Billing, 1);
+    const audit = make(Audit, 1);
+    try {
+      // 3 + 2 connections: the pool's five, each one alone would pass, and so do both together.
+      await orders.ready();
+      await billing.ready();
+      let err: unknown;
+      try {
+        await audit.ready();
+      } catch (e) {
+        err = e;
+      }
+      expect(err).to.be.instanceOf(StoreError).with.property('reason', 'pool');
+      expect((err as Error).message).to.equal(
+        "the store's pool opens at most 5 connection(s), and the processors started on it in this process need 7: " +
+          'Orders 3 (concurrency 2 + its relay), Billing 2 (concurrency 1 + its relay), ' +
+          'Audit 2 (concurrency 1 + its relay). ' +
+          "Raise the pool's max to 7, lower their concurrency, or give each its own pool and store",
+      );
+      // Orders closed gives its three back: a new Audit fits beside Billing.
+      await orders.close();
+      const again = make(Audit, 1);
+      try {
+        await again.ready();
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await Promise.all([orders.close(), billing.close(), audit.close()]);
+      await dropSchema(five, schema);
+      await five.end();
+    }
+  });
+
   it("never ends the application's pool", async () => {
     const url = await brokerUrl();
     const schema = uniqueSchema('postage_spec');

@@ -1,6 +1,6 @@
 import { StoreError } from '../../errors.js';
 import { componentLogger } from '../../log.js';
-import { OutboxRelay, type OutboxSettings, type RelayStep } from '../outbox-relay.js';
+import { OutboxRelay, type OutboxSettings, publishBatch, type RelayStep } from '../outbox-relay.js';
 import type {
   MessageStore,
   OutboxBacklog,
@@ -243,24 +243,15 @@ export class PostgresStore implements MessageStore {
     const t = this.#t;
     try {
       const { rows } = await c.query<DueRow>(sql.due(t), [options.olderThanMs, options.limit]);
+      const due = rows.map(stored);
+      const verdicts = await publishBatch(due, publish);
       let sent = 0;
       const done: string[] = [];
-      for (const r of rows) {
-        const key = String(r.seq);
-        const v = await publish({
-          key,
-          messageId: r.message_id,
-          targets: r.targets,
-          properties: r.properties,
-          body: r.body,
-          delayMs: r.delay_ms,
-          attempts: r.attempts,
-          createdAt: r.created_at,
-        });
+      for (const [i, v] of verdicts.entries()) {
         if (v.sent) {
-          done.push(key);
+          done.push(due[i].key);
           sent++;
-        } else await c.query(sql.markUnsent(t), [key, v.error, v.retryAt ?? null]);
+        } else await c.query(sql.markUnsent(t), [due[i].key, v.error, v.retryAt ?? null]);
       }
       if (done.length > 0) await c.query(sql.markSent(t), [done]);
       await c.query('COMMIT');
@@ -287,6 +278,20 @@ export class PostgresStore implements MessageStore {
       await c.query(sql.pruneInbox(this.#t), [options.inboxOlderThanMs]);
     });
   }
+}
+
+/** A due row as the sweeper publishes it. */
+function stored(r: DueRow): StoredOutboxMessage {
+  return {
+    key: String(r.seq),
+    messageId: r.message_id,
+    targets: r.targets,
+    properties: r.properties,
+    body: r.body,
+    delayMs: r.delay_ms,
+    attempts: r.attempts,
+    createdAt: r.created_at,
+  };
 }
 
 interface DueRow {
