@@ -264,6 +264,38 @@ for (const kind of [postgres(), memory()]) {
       expect(await getOne(outQueue, 500)).to.equal(false);
     });
 
+    it('publishes a send store.transaction() left running past its commit, and refuses one past its rollback', async () => {
+      const { store } = await kind.make();
+      const { o } = await wire();
+      await store.migrate();
+      // Work the callback started and did not await: its send comes after the transaction ended.
+      const late = (item: string) =>
+        new Promise<void>((resolve, reject) => {
+          setTimeout(() => o.message_placed({ item }).then(resolve, reject), 50);
+        });
+      let kept: Promise<void> | undefined;
+      await store.transaction(async () => {
+        kept = late('after the commit');
+      });
+      await kept;
+      const m = await getOne(outQueue, 2_000);
+      expect(m && JSON.parse(m.content.toString()).content.parameters).to.deep.equal({ item: 'after the commit' });
+      let refused: Promise<void> | undefined;
+      await store
+        .transaction(async () => {
+          refused = late('after the rollback');
+          throw new Error('rolled back');
+        })
+        .catch(() => undefined);
+      let err: unknown;
+      await refused!.catch((e: unknown) => {
+        err = e;
+      });
+      expect(err).to.be.instanceOf(StoreError);
+      expect((err as StoreError).reason).to.equal('ended');
+      expect(await getOne(outQueue, 300)).to.equal(false);
+    });
+
     it('has its sweeper publish an outbox row a dead process left behind', async () => {
       const { store, waiting } = await kind.make();
       await wire();
