@@ -165,11 +165,19 @@ describe('A handler of any shape (plain, async, promise, thenable, generator)', 
     hang: { outcomes: ['rejected'], runs: 2 },
   };
 
-  it('settles a message the same way whatever its shape: value, throw, Reject/Requeue/DeferMessage, a time limit', async () => {
+  for (const deduplicate of [false, true])
+    it(`settles a message the same way whatever its shape: value, throw, Reject/Requeue/DeferMessage, a time limit${
+      deduplicate ? ' (deduplicate: the claim given back by each failed run)' : ''
+    }`, async () => {
+      await settlesAlike(deduplicate);
+    });
+
+  async function settlesAlike(deduplicate: boolean): Promise<void> {
     runs.clear();
     const proc = new Shapes({
       url: f.url,
       logger: makeLogger('silent'),
+      deduplicate,
       retry: { attempts: 2, backoffMs: 10 },
       handlerTimeoutMs: 300,
       concurrency: 4,
@@ -216,7 +224,7 @@ describe('A handler of any shape (plain, async, promise, thenable, generator)', 
       expect(err?.message, `${shape}-error failed with its own error`).to.equal(`boom ${shape}-error`);
     }
     expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
-  });
+  }
 
   it('answers an RPC the same way whatever its shape: the value, the exception, the time limit', async () => {
     runs.clear();
