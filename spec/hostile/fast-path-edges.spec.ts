@@ -67,6 +67,32 @@ describe('A delivery that completes within the call (plain handlers)', function 
     expect(skipped.body.content).to.deep.equal({ type: 'success', value: null, message: '' });
   });
 
+  it("gives a retry the content as it came, whatever a plain handler's failed run did to its own", async () => {
+    const seen: unknown[] = [];
+    class Mutates extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      job(c: { parameters: { n: number; list: number[] } }) {
+        seen.push(structuredClone(c.parameters));
+        c.parameters.n++;
+        c.parameters.list.push(99);
+        if (seen.length < 3) throw new Error('fails twice');
+      }
+    }
+    const proc = new Mutates({
+      url: f.url,
+      logger: quiet,
+      retry: { attempts: 3, backoffMs: 1 },
+      eqk: [[f.ex, [[f.queue, 'k']]]],
+    });
+    const outcomes: string[] = [];
+    proc.observe((e) => outcomes.push(e.outcome));
+    await f.h.start(proc);
+    await ((await f.producer()) as unknown as Record<string, Send>).message_job({ n: 1, list: [1] });
+    await until(() => outcomes.length === 1, { timeout: 10_000, message: 'settled' });
+    expect(outcomes).to.deep.equal(['acked']);
+    expect(seen).to.deep.equal([1, 2, 3].map(() => ({ n: 1, list: [1] })));
+  });
+
   it('keeps each key in order with plain and async handlers mixed (concurrency 4, orderBy)', async () => {
     const N = 200;
     const seen = new Map<string, number[]>();
