@@ -363,6 +363,29 @@ describe('PostgresStore', function () {
     await pool.end();
   });
 
+  it('refuses outbox settings it cannot use, for both stores, and keeps rows for good with an Infinity retention', async () => {
+    for (const [bad, text] of [
+      [{ sweepEveryMs: 0 }, /sweepEveryMs must be/],
+      [{ sweepEveryMs: Number.NaN }, /sweepEveryMs must be/],
+      // Past what a timer holds: Node fires it after 1 ms, and the sweeper would query without pause.
+      [{ sweepEveryMs: 2 ** 31 }, /sweepEveryMs must be/],
+      [{ sweepAfterMs: -1 }, /sweepAfterMs must be/],
+      [{ sweepAfterMs: Number.POSITIVE_INFINITY }, /sweepAfterMs must be/],
+      [{ maxAttempts: 0 }, /maxAttempts must be/],
+      [{ inboxRetentionMs: Number.NaN }, /inboxRetentionMs must be/],
+      [{ sentRetentionMs: -5 }, /sentRetentionMs must be/],
+    ] as const) {
+      expect(() => new PostgresStore({ pool, ...bad }), JSON.stringify(bad)).to.throw(TypeError, text);
+      expect(() => new MemoryStore({ ...bad }), JSON.stringify(bad)).to.throw(TypeError, text);
+    }
+    const schema = uniqueSchema('postage_spec');
+    schemas.push(schema);
+    const store = new PostgresStore({ pool, schema, inboxRetentionMs: Number.POSITIVE_INFINITY });
+    await store.migrate();
+    // What the sweeper asks each minute: PostgreSQL refused an infinite interval ("interval out of range").
+    await store.prune({ sentOlderThanMs: 1_000, inboxOlderThanMs: Number.POSITIVE_INFINITY });
+  });
+
   it('creates its tables once when replicas migrate at the same moment', async () => {
     const schema = uniqueSchema('postage_spec');
     schemas.push(schema);
