@@ -146,6 +146,13 @@ describe('the npm package', function () {
     expect(cjs.trim()).to.equal('function function function');
   });
 
+  it('type-checks every subpath with skipLibCheck off, under node16 CommonJS and bundler resolution', async () => {
+    // The declarations as shipped: a name one of them imports must be exported by the other (stripInternal drops
+    // @internal ones), and a CommonJS project's require types must be CommonJS declarations.
+    await compile('types-node16');
+    await compile('types-bundler');
+  });
+
   /** `npx postage run FILE` in the project: resolves once it handled one message and exited by itself on SIGTERM. */
   async function postageRun(file: string): Promise<{ code: number | null; out: string }> {
     const exchange = `packaging-run-${process.pid}-${file.replace(/\W/g, '')}`;

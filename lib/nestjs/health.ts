@@ -1,12 +1,20 @@
 import type { ConnectionStatus } from '../transport/status.js';
 import type { Connection } from '../transport/shared.js';
-import type { PostageRuntime } from './runtime.js';
+import type { MessageProcessor } from '../receive/processor.js';
 
 /** What a health check reads: `@nestjs/terminus`'s `HealthIndicatorResult` shape. */
 export type PostageHealthResult = Record<
   string,
   { status: 'up' | 'down'; connection: ConnectionStatus['state']; processors: number; [detail: string]: unknown }
 >;
+
+/**
+ * What the indicator reads of the module's runtime. A shape, not the PostageRuntime class (internal, so stripped
+ * from the shipped declarations): health.d.ts must not import a name runtime.d.ts does not export.
+ */
+interface RunningProcessors {
+  readonly processors: readonly MessageProcessor[];
+}
 
 /** One processor's outbox as the health result shows it. */
 interface OutboxHealth {
@@ -36,7 +44,7 @@ export class PostageHealthIndicator {
 
   constructor(
     private readonly connection: Connection,
-    private readonly runtime: PostageRuntime,
+    private readonly runtime: RunningProcessors,
     options: { outboxMaxAgeMs?: number | undefined } = {},
   ) {
     this.#outboxMaxAgeMs = options.outboxMaxAgeMs ?? 60_000;

@@ -1,5 +1,5 @@
 import { componentLogger } from '../log.js';
-import { OutboxRelay, type OutboxSettings, publishBatch, type RelayStep } from './outbox-relay.js';
+import { checkOutboxSettings, OutboxRelay, type OutboxSettings, publishBatch, type RelayStep } from './outbox-relay.js';
 import type {
   MessageStore,
   OutboxBacklog,
@@ -68,6 +68,7 @@ export class MemoryStore implements MessageStore {
     const { answer, onRelay, ...settings } = options;
     this.#answer = answer;
     this.onRelay = onRelay;
+    checkOutboxSettings(settings);
     this.settings = settings;
   }
 

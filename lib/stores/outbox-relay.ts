@@ -47,6 +47,31 @@ export const OUTBOX_DEFAULTS: Readonly<Required<OutboxSettings>> = Object.freeze
   inboxRetentionMs: 7 * 24 * 3_600_000,
 });
 
+/** The longest delay a Node timer takes (a longer one fires after 1 ms, which would sweep without pause). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Refuses outbox settings a store cannot use, when the store is made rather than at each sweep: a NaN or
+ * overlong `sweepEveryMs` swept without pause (a timer fires such a delay after 1 ms), and a NaN or infinite
+ * time in the SQL made PostgreSQL refuse the statement ("interval out of range") at every pass. Retentions may be
+ * `Infinity` (kept for good). @internal
+ */
+export function checkOutboxSettings(settings: OutboxSettings): void {
+  const bad = (name: string, v: unknown, what: string) => new TypeError(`${name} must be ${what}, not ${String(v)}`);
+  const { sweepAfterMs, sweepEveryMs, maxAttempts, sentRetentionMs, inboxRetentionMs } = settings;
+  if (sweepAfterMs !== undefined && !(Number.isFinite(sweepAfterMs) && sweepAfterMs >= 0))
+    throw bad('sweepAfterMs', sweepAfterMs, 'a finite number of milliseconds, 0 or more');
+  if (sweepEveryMs !== undefined && !(sweepEveryMs > 0 && sweepEveryMs <= MAX_TIMER_MS))
+    throw bad('sweepEveryMs', sweepEveryMs, `a number of milliseconds above 0, at most ${MAX_TIMER_MS}`);
+  if (maxAttempts !== undefined && !(Number.isInteger(maxAttempts) && maxAttempts >= 1))
+    throw bad('maxAttempts', maxAttempts, 'a whole number of at least 1');
+  for (const [name, v] of [
+    ['sentRetentionMs', sentRetentionMs],
+    ['inboxRetentionMs', inboxRetentionMs],
+  ] as const)
+    if (v !== undefined && !(v > 0)) throw bad(name, v, 'a number of milliseconds above 0 (Infinity: kept for good)');
+}
+
 /** Where the relay is in publishing rows, for a test to stop a process at an exact point. @internal */
 export type RelayStep = 'committed' | 'published';
 

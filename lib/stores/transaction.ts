@@ -63,26 +63,46 @@ export async function runTransaction<T>(
   const tx = await store.begin();
   const client = guardClient(tx.db, 'store.transaction()');
   const held: HeldSend[] = [];
+  let open = true;
+  let ended!: (committed: boolean) => void;
+  const outcome = new Promise<boolean>((resolve) => (ended = resolve));
   const holder: SendHolder = {
     owner: store,
     db: client.db,
     hold(send) {
-      held.push(send);
-      return Promise.resolve();
+      if (open) {
+        held.push(send);
+        return Promise.resolve();
+      }
+      // Made after fn returned (work it left running): too late for the outbox, and was resolved unsent. It goes out
+      // at once once the commit is known, and is refused after a rollback, as a handler's late sends are.
+      return outcome.then((committed) =>
+        committed
+          ? send()
+          : Promise.reject(
+              new StoreError('not sent: the store.transaction() this send was made in has rolled back', 'ended'),
+            ),
+      );
     },
   };
   let keys: string[];
   let result: T;
   try {
-    result = await runHolding(holder, () => fn(client.db));
+    try {
+      result = await runHolding(holder, () => fn(client.db));
+    } finally {
+      open = false;
+    }
     keys = held.length > 0 ? await tx.send(held.map(outgoingOf), 'transaction') : [];
     client.end();
     await tx.commit();
   } catch (err) {
     client.end();
     await tx.rollback().catch(() => undefined);
+    ended(false);
     throw err;
   }
+  ended(true);
   await relay().relay(keys.map((key, i) => ({ key, send: held[i] })));
   return result;
 }

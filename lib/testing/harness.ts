@@ -68,6 +68,8 @@ class HarnessPorts implements DeliveryPorts, DeliverySource, Settler, ConfirmedC
   readonly replier = this;
   callback: ((msg: ConsumeMessage) => void) | undefined;
   readonly recorded = new Map<number, Recorded>();
+  /** The delivery settled last: its observers are told right after, so it is the one an event is about. */
+  lastSettled: number | undefined;
 
   constructor(readonly encoder: Encoder) {}
 
@@ -91,10 +93,12 @@ class HarnessPorts implements DeliveryPorts, DeliverySource, Settler, ConfirmedC
   }
 
   // Settler
-  ack(): boolean {
+  ack(msg: ConsumeMessage): boolean {
+    this.lastSettled = msg.fields.deliveryTag;
     return true;
   }
-  reject(): boolean {
+  reject(msg: ConsumeMessage): boolean {
+    this.lastSettled = msg.fields.deliveryTag;
     return true;
   }
   async settled(): Promise<void> {}
@@ -194,17 +198,30 @@ export class ProcessorHarness<P extends MessageProcessor> {
   readonly #scheduler = new MicroScheduler({ name: 'harness' });
   #running: Promise<void> | undefined;
   #nextTag = 1;
-  readonly #waiting = new Map<string, (e: DeliveryEvent) => void>();
+  /**
+   * deliver() calls waiting for their event, by delivery tag: two deliveries of one message id (a copy given while
+   * the first runs, as deduplicate meets it) each get their own.
+   */
+  readonly #waiting = new Map<number, { messageId: string; resolve: (e: DeliveryEvent) => void }>();
 
   private constructor(processor: P, ports: HarnessPorts) {
     this.processor = processor;
     this.#ports = ports;
     processor.observe((e) => {
-      const w = e.messageId === undefined ? undefined : this.#waiting.get(e.messageId);
-      if (w) {
-        this.#waiting.delete(e.messageId!);
-        w(e);
-      }
+      const settled = ports.lastSettled;
+      ports.lastSettled = undefined;
+      let tag = settled !== undefined && this.#waiting.get(settled)?.messageId === e.messageId ? settled : undefined;
+      // Ended without a settle (the processor closing): the oldest delivery of that id.
+      if (tag === undefined)
+        for (const [t, w] of this.#waiting)
+          if (w.messageId === e.messageId) {
+            tag = t;
+            break;
+          }
+      if (tag === undefined) return;
+      const w = this.#waiting.get(tag)!;
+      this.#waiting.delete(tag);
+      w.resolve(e);
     });
   }
 
@@ -279,7 +296,7 @@ export class ProcessorHarness<P extends MessageProcessor> {
       },
     } as unknown as ConsumeMessage;
     const before = captured().length;
-    const done = new Promise<DeliveryEvent>((resolve) => this.#waiting.set(messageId, resolve));
+    const done = new Promise<DeliveryEvent>((resolve) => this.#waiting.set(tag, { messageId, resolve }));
     cb(msg);
     const event = await done;
     // The reply goes out right after the settle: let it.

@@ -131,6 +131,26 @@ describe("A delivery's scope", function () {
       expect((signals[0].reason as Error).message).to.equal('first run fails');
       expect(signals[1].aborted).to.equal(false);
     });
+
+    it("gives a handler without timeoutMs the processor's limit, not a quicker sibling's timeoutMs", async () => {
+      const done = deferred();
+      class Both extends MessageProcessor {
+        @MessageHandler('command', 'job', { timeoutMs: 100 })
+        quick() {}
+        @MessageHandler('command', 'job')
+        async slow() {
+          await sleep(400);
+          done.resolve();
+        }
+      }
+      const p = new Both({ url: f.url, logger: quiet, handlerTimeoutMs: 5_000, eqk: [[f.ex, [[f.queue, 'k']]]] });
+      const first = events(p, 1);
+      await f.h.start(p);
+      await (await f.producer()).message_job({});
+      const [e] = await first;
+      expect([e.outcome, (e.error as Error | undefined)?.name]).to.deep.equal(['acked', undefined]);
+      await done.promise;
+    });
   });
 
   describe('a processor that closes', () => {

@@ -203,6 +203,33 @@ describe("A handler's sends (the outbox)", function () {
     expect(c.got.map((g) => g.n).sort()).to.deep.equal([20, 21, 22]);
   });
 
+  it('holds the sends of a plain (not async) handler the same way: a run that throws at once sends nothing', async () => {
+    const { p, o } = await producers();
+    const c = await collector();
+    let runs = 0;
+    class PlainFailsOnce extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      job() {
+        runs++;
+        // Not awaited (a plain handler cannot): held by the run's outbox all the same.
+        for (let n = 0; n < 3; n++) void o.message_done({ n: runs * 10 + n }).catch(() => undefined);
+        if (runs === 1) throw new Error('first run fails');
+      }
+    }
+    await f.h.start(
+      new PlainFailsOnce({
+        url: f.url,
+        logger: quiet,
+        retry: { attempts: 2, backoffMs: 1 },
+        eqk: [[f.ex, [[f.queue, 'k']]]],
+      }),
+    );
+    await p.message_job({});
+    await c.count(3);
+    expect(await settledQueue(f.queue)).to.deep.equal({ consumers: 1, ready: 0, unacked: 0 });
+    expect(c.got.map((g) => g.n).sort()).to.deep.equal([20, 21, 22]);
+  });
+
   it('sends at once with _outbox: false, and with outbox: false on the processor, whatever the handler does next', async () => {
     const { p, o } = await producers();
     const c = await collector();

@@ -183,6 +183,17 @@ describe('RedisIdempotencyStore', function () {
     expect((await events).map((e) => e.outcome)).to.deep.equal(['acked']);
   });
 
+  it('claims for runs of a huge time limit (Number.MAX_VALUE ms) too, with the longest TTL Redis takes', async () => {
+    // Without a cap, PX got "1.7976931348623157e+308": Redis refused the SET, and every claim failed open (ran).
+    const store = new RedisIdempotencyStore({ client, prefix, logger: quiet });
+    const first = await store.claim('p/huge', { runMs: Number.MAX_VALUE });
+    expect(first.state).to.equal('claimed');
+    expect((first as { token: string }).token, 'a real claim, not a failed-open one').to.not.equal('');
+    expect(await store.claim('p/huge', { runMs: 1e20 })).to.deep.equal({ state: 'busy' });
+    expect(store.down).to.equal(false);
+    expect(await client.pTTL(`${prefix}p/huge`)).to.be.above(1e15);
+  });
+
   it('runs a message id once when two replicas on one queue are each given it at the same moment', async () => {
     const runs: string[] = [];
     const gate = deferred();

@@ -211,6 +211,38 @@ for (const kind of [postgres(), memory()]) {
       expect(await aheadOfFence(outQueue)).to.deep.equal([]);
     });
 
+    it('publishes a send store.transaction() left running past its commit, and refuses one past its rollback', async () => {
+      const { store } = await kind.make();
+      const { o } = await wire();
+      await store.migrate();
+      // Work the callback started and did not await: its send comes after the transaction ended.
+      const late = (item: string) =>
+        new Promise<void>((resolve, reject) => {
+          setTimeout(() => o.message_placed({ item }).then(resolve, reject), 50);
+        });
+      let kept: Promise<void> | undefined;
+      await store.transaction(async () => {
+        kept = late('after the commit');
+      });
+      await kept;
+      const m = await getOne(outQueue, 2_000);
+      expect(m && JSON.parse(m.content.toString()).content.parameters).to.deep.equal({ item: 'after the commit' });
+      let refused: Promise<void> | undefined;
+      await store
+        .transaction(async () => {
+          refused = late('after the rollback');
+          throw new Error('rolled back');
+        })
+        .catch(() => undefined);
+      let err: unknown;
+      await refused!.catch((e: unknown) => {
+        err = e;
+      });
+      expect(err).to.be.instanceOf(StoreError);
+      expect((err as StoreError).reason).to.equal('ended');
+      expect(await getOne(outQueue, 300)).to.equal(false);
+    });
+
     it('has its sweeper publish an outbox row a dead process left behind', async () => {
       const { store, waiting } = await kind.make();
       const { out } = await wire();
@@ -259,6 +291,29 @@ describe('PostgresStore', function () {
   after(async () => {
     for (const s of schemas) await dropSchema(pool, s);
     await pool.end();
+  });
+
+  it('refuses outbox settings it cannot use, for both stores, and keeps rows for good with an Infinity retention', async () => {
+    for (const [bad, text] of [
+      [{ sweepEveryMs: 0 }, /sweepEveryMs must be/],
+      [{ sweepEveryMs: Number.NaN }, /sweepEveryMs must be/],
+      // Past what a timer holds: Node fires it after 1 ms, and the sweeper would query without pause.
+      [{ sweepEveryMs: 2 ** 31 }, /sweepEveryMs must be/],
+      [{ sweepAfterMs: -1 }, /sweepAfterMs must be/],
+      [{ sweepAfterMs: Number.POSITIVE_INFINITY }, /sweepAfterMs must be/],
+      [{ maxAttempts: 0 }, /maxAttempts must be/],
+      [{ inboxRetentionMs: Number.NaN }, /inboxRetentionMs must be/],
+      [{ sentRetentionMs: -5 }, /sentRetentionMs must be/],
+    ] as const) {
+      expect(() => new PostgresStore({ pool, ...bad }), JSON.stringify(bad)).to.throw(TypeError, text);
+      expect(() => new MemoryStore({ ...bad }), JSON.stringify(bad)).to.throw(TypeError, text);
+    }
+    const schema = uniqueSchema('postage_spec');
+    schemas.push(schema);
+    const store = new PostgresStore({ pool, schema, inboxRetentionMs: Number.POSITIVE_INFINITY });
+    await store.migrate();
+    // What the sweeper asks each minute: PostgreSQL refused an infinite interval ("interval out of range").
+    await store.prune({ sentOlderThanMs: 1_000, inboxOlderThanMs: Number.POSITIVE_INFINITY });
   });
 
   it('creates its tables once when replicas migrate at the same moment', async () => {

@@ -145,6 +145,36 @@ describe('ProcessorHarness (postage-ts/testing)', () => {
   });
 });
 
+describe('ProcessorHarness with deduplicate', () => {
+  it('resolves each of two deliveries of one message id made at once with its own outcome (the copy deferred)', async () => {
+    let release = (): void => undefined;
+    let ran = 0;
+    class Once extends MessageProcessor {
+      @MessageHandler('command', 'job')
+      async job() {
+        ran++;
+        await new Promise<void>((r) => (release = r));
+      }
+    }
+    const h = await ProcessorHarness.start(Once, {
+      logger: quiet,
+      handleSignals: false,
+      deduplicate: true,
+      concurrency: 2,
+    });
+    try {
+      const first = h.deliver(new MessageCommand('job', {}), { messageId: 'same' });
+      const copy = await h.deliver(new MessageCommand('job', {}), { messageId: 'same' });
+      expect([copy.outcome, copy.deferMs]).to.deep.equal(['deferred', 2_000]);
+      release();
+      expect((await first).outcome).to.equal('acked');
+      expect(ran).to.equal(1);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
 describe('testProducer (postage-ts/testing)', () => {
   it('records sends typed as the real producer, and answers RPCs from canned answers', async () => {
     const p = testProducer(Notifications, {

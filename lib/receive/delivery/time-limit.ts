@@ -148,25 +148,27 @@ export function within<T>(
 }
 
 /**
- * A run's time limit for `d` (ms): the longest `timeoutMs` among the handlers
- * of the message (an RPC's: its handler's), else the processor's
- * `handlerTimeoutMs`.
+ * A run's time limit for `d` (ms): the longest of its handlers' limits (an
+ * RPC's: its handler's), where a handler without `timeoutMs` has the
+ * processor's `handlerTimeoutMs`: a quick handler's short limit must not cut
+ * short a sibling that never asked for one.
  */
 export function runLimitMs(d: Scoped): number {
+  const processorMs = d.parts.dispatch.handlerTimeoutMs;
+  if (d.body.category === 'rpc') return rpcHandler(d.handlers)?.tag.timeoutMs ?? processorMs;
   let ms: number | undefined;
-  if (d.body.category === 'rpc') ms = rpcHandler(d.handlers)?.tag.timeoutMs;
-  else
-    for (const h of d.handlers)
-      if (h.tag.timeoutMs !== undefined && (ms === undefined || h.tag.timeoutMs > ms)) ms = h.tag.timeoutMs;
-  return ms ?? d.parts.dispatch.handlerTimeoutMs;
+  for (const h of d.handlers) {
+    const own = h.tag.timeoutMs ?? processorMs;
+    if (ms === undefined || own > ms) ms = own;
+  }
+  return ms ?? processorMs;
 }
 
 /**
  * Stage: the run's time limit, around everything done in the run (schema,
  * middleware, handlers). At expiry the run's scope fails (its signal aborts,
  * its sends are refused) and the run ends with `HandlerTimeout`. The limit is
- * the longest `timeoutMs` among the handlers of the message (an RPC's: its
- * handler's), else the processor's `handlerTimeoutMs`.
+ * {@link runLimitMs}'s.
  */
 export function timeLimit(d: Scoped, next: Next): Ran {
   const started = Date.now();

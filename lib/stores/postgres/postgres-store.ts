@@ -1,6 +1,12 @@
 import { StoreError } from '../../errors.js';
 import { componentLogger } from '../../log.js';
-import { OutboxRelay, type OutboxSettings, publishBatch, type RelayStep } from '../outbox-relay.js';
+import {
+  checkOutboxSettings,
+  OutboxRelay,
+  type OutboxSettings,
+  publishBatch,
+  type RelayStep,
+} from '../outbox-relay.js';
 import type {
   MessageStore,
   OutboxBacklog,
@@ -89,6 +95,7 @@ export class PostgresStore implements MessageStore {
     this.#begin = isolation ? `BEGIN ISOLATION LEVEL ${isolationOf(isolation)}` : 'BEGIN';
     this.#autoMigrate = autoMigrate;
     this.onRelay = onRelay;
+    checkOutboxSettings(settings);
     this.settings = settings;
   }
 
@@ -274,8 +281,9 @@ export class PostgresStore implements MessageStore {
 
   prune(options: { sentOlderThanMs: number; inboxOlderThanMs: number }): Promise<void> {
     return this.#run(async (c) => {
-      await c.query(sql.pruneSent(this.#t), [options.sentOlderThanMs]);
-      await c.query(sql.pruneInbox(this.#t), [options.inboxOlderThanMs]);
+      // Infinity: kept for good (and no interval PostgreSQL could hold).
+      if (Number.isFinite(options.sentOlderThanMs)) await c.query(sql.pruneSent(this.#t), [options.sentOlderThanMs]);
+      if (Number.isFinite(options.inboxOlderThanMs)) await c.query(sql.pruneInbox(this.#t), [options.inboxOlderThanMs]);
     });
   }
 }

@@ -136,7 +136,9 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   claimTtlFor(options: IdempotencyClaimOptions = {}): number {
     const runMs = options.runMs;
     if (runMs === undefined || !(Number.isFinite(runMs) && runMs >= 0)) return this.claimTtlMs;
-    return Math.ceil(runMs) + this.claimMarginMs;
+    // Capped: past 2^53 String() may write an exponent (1e+300), or Redis finds the expiry out of range; either way
+    // it refuses the SET, and every claim would fail open. 2^53 ms is some 285,000 years.
+    return Math.min(Math.ceil(runMs) + this.claimMarginMs, Number.MAX_SAFE_INTEGER);
   }
 
   async claim(key: string, options?: IdempotencyClaimOptions): Promise<IdempotencyClaim> {
