@@ -58,6 +58,21 @@ describe('PostgresStore on the real PostgreSQL', function () {
     f.h.onClose(() => idle.close());
   }
 
+  /** A second exchange and its queue bound by `key`, and a producer with `message_<key>` to it; gone after the test. */
+  async function output<K extends string>(key: K) {
+    const out = { name: unique('pgstore-out'), type: 'direct' as const, durable: false };
+    const outQueue = unique('pgstore-out-q');
+    f.h.onClose(() => deleteTopology([outQueue], [out.name]));
+    class Out extends GenericProducer {
+      static override eks = [[out, key] as const];
+    }
+    const o = (await Out.create({ url: f.url, logger: quiet })) as unknown as Out &
+      Record<`message_${K}`, MessageSender>;
+    f.h.onClose(() => o.close());
+    await declareOnly(out, outQueue, key);
+    return { o, outQueue };
+  }
+
   function settled(p: MessageProcessor): Promise<DeliveryEvent> {
     return within(new Promise<DeliveryEvent>((resolve) => p.observe(resolve)), {
       timeout: 15_000,
@@ -236,16 +251,7 @@ describe('PostgresStore on the real PostgreSQL', function () {
 
   it('sends at once what a handler sends with _outbox: false, and writes no outbox row of it', async () => {
     const store = new PostgresStore({ pool, schema });
-    const out = { name: unique('pgstore-out'), type: 'direct' as const, durable: false };
-    const outQueue = unique('pgstore-out-q');
-    f.h.onClose(() => deleteTopology([outQueue], [out.name]));
-    class Out extends GenericProducer {
-      static override eks = [[out, 'now'] as const];
-      declare message_now: MessageSender;
-    }
-    const o = await Out.create({ url: f.url, logger: quiet });
-    f.h.onClose(() => o.close());
-    await declareOnly(out, outQueue, 'now');
+    const { o, outQueue } = await output('now');
     class Notifies extends MessageProcessor {
       @MessageHandler('command', 'k')
       async job() {
@@ -326,16 +332,7 @@ describe('PostgresStore on the real PostgreSQL', function () {
         await gate.promise;
       },
     });
-    const out = { name: unique('pgstore-out'), type: 'direct' as const, durable: false };
-    const outQueue = unique('pgstore-out-q');
-    f.h.onClose(() => deleteTopology([outQueue], [out.name]));
-    class Out extends GenericProducer {
-      static override eks = [[out, 'later'] as const];
-      declare message_later: MessageSender;
-    }
-    const o = await Out.create({ url: f.url, logger: quiet });
-    f.h.onClose(() => o.close());
-    await declareOnly(out, outQueue, 'later');
+    const { o, outQueue } = await output('later');
     class Sends extends MessageProcessor {
       @MessageHandler('command', 'k')
       async job() {
