@@ -3,6 +3,11 @@ import { isHandlerClass, refuseShadowingIn, tagsOf, type HandlerTag } from '../h
 import type { MessageBody } from '../../envelope/messages.js';
 import { isAsyncFunction } from '../../scope/context.js';
 
+/** A (sync) generator function: driven by the scheduler, resumed inside its scope. */
+function isGeneratorFunction(fn: unknown): boolean {
+  return typeof fn === 'function' && fn.constructor?.name === 'GeneratorFunction';
+}
+
 /** One handler as the registry holds it: a tagged method, or a `Handler` class on a static. */
 export interface Registered {
   fn: (...args: unknown[]) => unknown;
@@ -93,12 +98,15 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
       }
       const fn = value as Registered['fn'];
       const isAsyncGenerator = !isClass && fn.constructor?.name === 'AsyncGeneratorFunction';
+      const body = isClass ? (fn.prototype as { call?: unknown } | undefined)?.call : fn;
       list.push({
         fn,
         tag,
         isClass,
-        isAsync:
-          isAsyncGenerator || isAsyncFunction(isClass ? (fn.prototype as { call?: unknown } | undefined)?.call : fn),
+        // Any handler but a generator may hand back a promise (a plain method returning an async service's, an async
+        // method compiled down to __awaiter): its continuations need AsyncLocalStorage to keep their delivery, or
+        // what they send skips the run's outbox.
+        isAsync: isAsyncGenerator || isAsyncFunction(body) || !isGeneratorFunction(body),
         isStream: tag.category === 'rpc' && (tag.stream === true || isAsyncGenerator),
       });
     }
