@@ -198,10 +198,10 @@ function text(v: unknown): string | undefined {
 /**
  * The scope of the handler running now. Handlers run in synchronous stretches
  * driven by the scheduler (a plain call, each resume of a generator), so a
- * variable set around each stretch is enough, and costs nothing. Only an async
- * handler's continuations after an `await` need AsyncLocalStorage, which on
- * Node 20 slows every promise in the process once used: it is made, and run,
- * only for async handlers.
+ * variable set around each stretch is enough, and costs nothing. A handler's
+ * continuations after an `await` need AsyncLocalStorage, which on Node 20
+ * slows every promise in the process once used: it is made on the first
+ * handler that may return a promise (any but a generator), and run for those.
  */
 let current: DeliveryScope | undefined;
 let store: AsyncLocalStorage<DeliveryScope> | undefined;
