@@ -13,7 +13,7 @@ export interface Registered {
   fn: (...args: unknown[]) => unknown;
   tag: HandlerTag;
   isClass: boolean;
-  /** An `async` handler (or `call()`): its continuations need AsyncLocalStorage to keep their delivery. */
+  /** Runs under AsyncLocalStorage (any handler but a generator): its continuations keep their delivery. */
   isAsync: boolean;
   /** An RPC handler whose yields are a stream's items: an async generator, or one tagged `{ stream: true }`. */
   isStream: boolean;
