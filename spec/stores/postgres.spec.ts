@@ -73,6 +73,22 @@ describe('PostgresStore on the real PostgreSQL', function () {
     return { o, outQueue };
   }
 
+  /** Commits `n` outbox rows (ids left-0…) to an exchange nobody has, as a crashed process would leave them. */
+  async function leaveRows(store: PostgresStore, n: number): Promise<void> {
+    const tx = await store.begin();
+    await tx.send(
+      Array.from({ length: n }, (_, i) => ({
+        messageId: `left-${i}`,
+        targets: [{ exchange: 'nowhere', type: 'direct' as const, routingKey: 'k' }],
+        properties: { headers: {} },
+        body: Buffer.from('{}'),
+        delayMs: 0,
+      })),
+      'dead',
+    );
+    await tx.commit();
+  }
+
   function settled(p: MessageProcessor): Promise<DeliveryEvent> {
     return within(new Promise<DeliveryEvent>((resolve) => p.observe(resolve)), {
       timeout: 15_000,
@@ -362,18 +378,7 @@ describe('PostgresStore on the real PostgreSQL', function () {
   it('lets the sweepers of two replicas share rows left behind, and publish none twice', async () => {
     const a = new PostgresStore({ pool, schema });
     const b = new PostgresStore({ pool, schema });
-    const tx = await a.begin();
-    await tx.send(
-      Array.from({ length: 40 }, (_, i) => ({
-        messageId: `left-${i}`,
-        targets: [{ exchange: 'nowhere', type: 'direct', routingKey: 'k' }],
-        properties: { headers: {} },
-        body: Buffer.from('{}'),
-        delayMs: 0,
-      })),
-      'dead',
-    );
-    await tx.commit();
+    await leaveRows(a, 40);
     const published: Array<{ by: string; id: string }> = [];
     // A publish that takes a while, so the two sweeps overlap: each holds its rows' locks meanwhile.
     const publish = (by: string) => async (m: StoredOutboxMessage) => {
@@ -394,18 +399,7 @@ describe('PostgresStore on the real PostgreSQL', function () {
 
   it("publishes a sweep's rows at once in row order, waits for their confirms together, and records each verdict", async () => {
     const store = new PostgresStore({ pool, schema });
-    const tx = await store.begin();
-    await tx.send(
-      Array.from({ length: 10 }, (_, i) => ({
-        messageId: `left-${i}`,
-        targets: [{ exchange: 'nowhere', type: 'direct', routingKey: 'k' }],
-        properties: { headers: {} },
-        body: Buffer.from('{}'),
-        delayMs: 0,
-      })),
-      'dead',
-    );
-    await tx.commit();
+    await leaveRows(store, 10);
     const calls: string[] = [];
     const allCalled = deferred();
     const confirms = deferred();
