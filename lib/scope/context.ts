@@ -275,11 +275,6 @@ export function runIn<T>(scope: DeliveryScope, fn: () => T, async = false): T {
   }
 }
 
-/** Whether a function is an `async` one (its continuations need AsyncLocalStorage to keep their delivery). @internal */
-export function isAsyncFunction(fn: unknown): boolean {
-  return typeof fn === 'function' && fn.constructor?.name === 'AsyncFunction';
-}
-
 /**
  * Drives a generator handler, resuming it each time inside its delivery's
  * scope: the scheduler resumes threads from its own loop, where no

@@ -1,7 +1,6 @@
 import { MicroThread } from '../../microthreads/thread.js';
 import { isHandlerClass, refuseShadowingIn, tagsOf, type HandlerTag } from '../handlers.js';
 import type { MessageBody } from '../../envelope/messages.js';
-import { isAsyncFunction } from '../../scope/context.js';
 
 /** A (sync) generator function: driven by the scheduler, resumed inside its scope. */
 function isGeneratorFunction(fn: unknown): boolean {
@@ -106,7 +105,7 @@ export function registryFor(cls: abstract new (...args: never[]) => unknown): Re
         // Any handler but a generator may hand back a promise (a plain method returning an async service's, an async
         // method compiled down to __awaiter): its continuations need AsyncLocalStorage to keep their delivery, or
         // what they send skips the run's outbox.
-        isAsync: isAsyncGenerator || isAsyncFunction(body) || !isGeneratorFunction(body),
+        isAsync: !isGeneratorFunction(body),
         isStream: tag.category === 'rpc' && (tag.stream === true || isAsyncGenerator),
       });
     }
