@@ -28,7 +28,10 @@ export function decode(d: RawDelivery): Outcome | Decoded {
       : { kind: 'reject', why: 'malformed', err: unreadable.err, unreadable };
   }
   const body = got.body;
-  return Object.assign(d, { body, handlers: handlersFor(parts.registry, body) });
+  // Set in place, not with Object.assign, which makes and copies an object per delivery.
+  d.body = body;
+  d.handlers = handlersFor(parts.registry, body);
+  return d as Decoded;
 }
 
 /**

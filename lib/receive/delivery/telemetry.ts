@@ -16,7 +16,10 @@ export function telemetryOn(): boolean {
 
 /** The first run's scope, in the span's context where one is recorded. */
 export function openScope(d: Decoded, trace?: Context): Scoped {
-  return Object.assign(d, { scope: new DeliveryScope(d.msg, trace, d.parts.outbox, d.parts.dispatch.closing) });
+  // Set in place, not with Object.assign, which makes and copies an object per delivery.
+  const scoped = d as Scoped;
+  scoped.scope = new DeliveryScope(d.msg, trace, d.parts.outbox, d.parts.dispatch.closing);
+  return scoped;
 }
 
 /**
