@@ -178,13 +178,17 @@ export class PostgresStore implements MessageStore {
         c.release(new Error('postage-ts: transaction discarded'));
         return;
       }
+      let ended: { command?: string };
       try {
-        await c.query(statement);
+        ended = (await c.query(statement)) as { command?: string };
         c.release();
       } catch (err) {
         c.release(err as Error);
-        throw err;
+        throw abortedOr(err);
       }
+      // A COMMIT of a transaction a failed query aborted ends it as a ROLLBACK, and PostgreSQL reports no error:
+      // the caller caught the failure and went on. Nothing it wrote, received or sent in it was kept.
+      if (statement === 'COMMIT' && ended?.command === 'ROLLBACK') throw aborted();
     };
     return {
       db: c,
@@ -194,8 +198,12 @@ export class PostgresStore implements MessageStore {
         const values: unknown[] = [];
         for (const m of messages)
           values.push(m.messageId, source, JSON.stringify(m.targets), JSON.stringify(m.properties), m.body, m.delayMs);
-        const { rows } = await c.query<{ seq: string }>(sql.send(t, messages.length), values);
-        return rows.map((r) => String(r.seq));
+        try {
+          const { rows } = await c.query<{ seq: string }>(sql.send(t, messages.length), values);
+          return rows.map((r) => String(r.seq));
+        } catch (err) {
+          throw abortedOr(err);
+        }
       },
       commit: () => end('COMMIT'),
       rollback: (options) => end('ROLLBACK', options?.discard),
@@ -286,6 +294,25 @@ export class PostgresStore implements MessageStore {
       if (Number.isFinite(options.inboxOlderThanMs)) await c.query(sql.pruneInbox(this.#t), [options.inboxOlderThanMs]);
     });
   }
+}
+
+/** PostgreSQL's "current transaction is aborted, commands ignored until end of transaction block". */
+const IN_FAILED_TRANSACTION = '25P02';
+
+/** The error of a transaction that a failed query (caught by the caller, who went on) had aborted. */
+function aborted(cause?: unknown): StoreError {
+  return new StoreError(
+    'the transaction was rolled back, not committed: a query in it failed and the error was caught, which aborts a ' +
+      "PostgreSQL transaction (its writes, its inbox row and its outbox rows are gone). Let the query's error " +
+      'propagate, or wrap the query in a SAVEPOINT and ROLLBACK TO it',
+    'aborted',
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+/** `err`, or the `aborted` StoreError when PostgreSQL refused the statement because the transaction had failed. */
+function abortedOr(err: unknown): unknown {
+  return (err as { code?: unknown } | null)?.code === IN_FAILED_TRANSACTION ? aborted(err) : err;
 }
 
 /** A due row as the sweeper publishes it. */
