@@ -99,6 +99,14 @@ export class PostgresStore implements MessageStore {
     this.settings = settings;
   }
 
+  /**
+   * Whether the tables are made on first use (`autoMigrate`): a processor's `ready()` migrates only then.
+   * @internal
+   */
+  get migratesOnUse(): boolean {
+    return this.#autoMigrate;
+  }
+
   /** Connections the pool opens at most (pg's default: 10). */
   get capacity(): number {
     return this.pool.options?.max ?? 10;
@@ -123,11 +131,20 @@ export class PostgresStore implements MessageStore {
     try {
       await c.query('BEGIN');
       await c.query(sql.lock, [t.lockKey]);
-      await c.query(`CREATE SCHEMA IF NOT EXISTS ${t.schema}`);
-      await c.query(sql.versionTable(t));
-      const { rows } = await c.query<{ version: number | null }>(sql.version(t));
-      const at = rows[0]?.version ?? 0;
       const all = migrations(t);
+      // Tables at the current version need nothing but this read: a role that may only use them (the tables a DBA
+      // made with docs/database.md's SQL) migrates too. CREATE … IF NOT EXISTS would not do: PostgreSQL checks the
+      // privilege to create before it looks for the object.
+      const { rows: found } = await c.query<{ present: boolean }>(sql.versionTablePresent, [t.version]);
+      let at = 0;
+      if (found[0]?.present) {
+        const { rows } = await c.query<{ version: number | null }>(sql.version(t));
+        at = rows[0]?.version ?? 0;
+      } else {
+        const { rows: schema } = await c.query<{ present: boolean }>(sql.schemaPresent, [t.schemaName]);
+        if (!schema[0]?.present) await c.query(`CREATE SCHEMA IF NOT EXISTS ${t.schema}`);
+        await c.query(sql.versionTable(t));
+      }
       for (let v = at + 1; v <= all.length; v++) {
         await c.query(all[v - 1]);
         await c.query(sql.setVersion(t), [v]);
