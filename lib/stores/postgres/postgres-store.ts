@@ -28,8 +28,11 @@ export interface PgClient extends StoreClient {
 /** A `pg.Pool`, as `PostgresStore` uses it (the application's own: the store never ends it). */
 export interface PgPool {
   connect(): Promise<PgClient>;
-  /** pg's pool options: `max` is checked against the processors' `concurrency`. */
-  readonly options?: { readonly max?: number };
+  /**
+   * pg's pool options: `max` is checked against the processors' `concurrency`; without a
+   * `connectionTimeoutMillis` the store waits 10 s at most for a connection.
+   */
+  readonly options?: { readonly max?: number; readonly connectionTimeoutMillis?: number };
 }
 
 export interface PostgresStoreOptions extends OutboxSettings {
@@ -159,14 +162,41 @@ export class PostgresStore implements MessageStore {
   }
 
   async #connect(): Promise<PgClient> {
+    const pending = this.pool.connect();
+    let timer: NodeJS.Timeout | undefined;
     try {
-      return await this.pool.connect();
+      // A pool with no wait limit of its own (pg's default) waits for a free connection for ever: a run (whose time
+      // limit starts after its BEGIN), and a close() behind it, would hang in silence while the application holds the
+      // connections.
+      if (this.pool.options?.connectionTimeoutMillis) return await pending;
+      return await Promise.race([
+        pending,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new PoolWait()), POOL_WAIT_MS);
+        }),
+      ]);
     } catch (err) {
+      if (err instanceof PoolWait) {
+        // The connection that comes free later goes straight back.
+        pending.then(
+          (c) => c.release(),
+          () => undefined,
+        );
+        throw new StoreError(
+          `no connection of the store's pool came free within ${POOL_WAIT_MS} ms (it opens at most ` +
+            `${this.capacity}): something else holds them, a client the application did not release, or its own ` +
+            "work on the same pool. Release every client, raise the pool's max, or give the store a pool of its own " +
+            "(a pool's connectionTimeoutMillis sets this wait)",
+          'unavailable',
+        );
+      }
       throw new StoreError(
         `PostgreSQL did not answer (${(err as Error)?.message ?? String(err)}): the store's pool cannot connect`,
         'unavailable',
         { cause: err },
       );
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -312,6 +342,11 @@ export class PostgresStore implements MessageStore {
     });
   }
 }
+
+/** How long the store waits for a free connection of a pool that sets no `connectionTimeoutMillis`. */
+const POOL_WAIT_MS = 10_000;
+
+class PoolWait extends Error {}
 
 /** PostgreSQL's "current transaction is aborted, commands ignored until end of transaction block". */
 const IN_FAILED_TRANSACTION = '25P02';
