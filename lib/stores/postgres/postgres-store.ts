@@ -138,11 +138,18 @@ export class PostgresStore implements MessageStore {
       // Tables at the current version need nothing but this read: a role that may only use them (the tables a DBA
       // made with docs/database.md's SQL) migrates too. CREATE … IF NOT EXISTS would not do: PostgreSQL checks the
       // privilege to create before it looks for the object.
-      const { rows: found } = await c.query<{ present: boolean }>(sql.versionTablePresent, [t.version]);
+      const { rows: found } = await c.query<{ version: boolean; outbox: boolean; inbox: boolean }>(sql.present, [
+        t.version,
+        t.outbox,
+        t.inbox,
+      ]);
       let at = 0;
-      if (found[0]?.present) {
+      let recorded = 0;
+      if (found[0]?.version) {
         const { rows } = await c.query<{ version: number | null }>(sql.version(t));
-        at = rows[0]?.version ?? 0;
+        at = recorded = rows[0]?.version ?? 0;
+        // Tables dropped by hand under a version that says they exist: made again (the migrations are idempotent).
+        if (!found[0].outbox || !found[0].inbox) at = 0;
       } else {
         const { rows: schema } = await c.query<{ present: boolean }>(sql.schemaPresent, [t.schemaName]);
         if (!schema[0]?.present) await c.query(`CREATE SCHEMA IF NOT EXISTS ${t.schema}`);
@@ -150,7 +157,7 @@ export class PostgresStore implements MessageStore {
       }
       for (let v = at + 1; v <= all.length; v++) {
         await c.query(all[v - 1]);
-        await c.query(sql.setVersion(t), [v]);
+        if (v > recorded) await c.query(sql.setVersion(t), [v]);
       }
       await c.query('COMMIT');
       c.release();
@@ -159,6 +166,15 @@ export class PostgresStore implements MessageStore {
       c.release(err as Error);
       throw err;
     }
+  }
+
+  /**
+   * `err`, after noting that one of the store's tables was missing (dropped while the process ran): the next use
+   * migrates again, so that with `autoMigrate` the store makes them anew instead of failing until a restart.
+   */
+  #missing(err: unknown): unknown {
+    if ((err as { code?: unknown } | null)?.code === UNDEFINED_TABLE) this.#migrated = undefined;
+    return err;
   }
 
   async #connect(): Promise<PgClient> {
@@ -239,7 +255,13 @@ export class PostgresStore implements MessageStore {
     };
     return {
       db: c,
-      receive: async (consumer, messageId) => (await c.query(sql.receive(t), [consumer, messageId])).rowCount === 1,
+      receive: async (consumer, messageId) => {
+        try {
+          return (await c.query(sql.receive(t), [consumer, messageId])).rowCount === 1;
+        } catch (err) {
+          throw this.#missing(err);
+        }
+      },
       send: async (messages, source) => {
         if (messages.length === 0) return [];
         const values: unknown[] = [];
@@ -249,7 +271,7 @@ export class PostgresStore implements MessageStore {
           const { rows } = await c.query<{ seq: string }>(sql.send(t, messages.length), values);
           return rows.map((r) => String(r.seq));
         } catch (err) {
-          throw abortedOr(err);
+          throw abortedOr(this.#missing(err));
         }
       },
       commit: () => end('COMMIT'),
@@ -280,7 +302,7 @@ export class PostgresStore implements MessageStore {
       return r;
     } catch (err) {
       c.release(err as Error);
-      throw err;
+      throw this.#missing(err);
     }
   }
 
@@ -322,7 +344,7 @@ export class PostgresStore implements MessageStore {
     } catch (err) {
       await c.query('ROLLBACK').catch(() => undefined);
       c.release(err as Error);
-      throw err;
+      throw this.#missing(err);
     }
   }
 
@@ -347,6 +369,9 @@ export class PostgresStore implements MessageStore {
 const POOL_WAIT_MS = 10_000;
 
 class PoolWait extends Error {}
+
+/** PostgreSQL's "relation does not exist". */
+const UNDEFINED_TABLE = '42P01';
 
 /** PostgreSQL's "current transaction is aborted, commands ignored until end of transaction block". */
 const IN_FAILED_TRANSACTION = '25P02';

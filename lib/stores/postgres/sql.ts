@@ -71,7 +71,9 @@ CREATE INDEX IF NOT EXISTS "${t.prefix}inbox_received" ON ${t.inbox} (received_a
 }
 
 export const sql = {
-  versionTablePresent: 'SELECT to_regclass($1) IS NOT NULL AS present',
+  present:
+    'SELECT to_regclass($1) IS NOT NULL AS version, to_regclass($2) IS NOT NULL AS outbox, ' +
+    'to_regclass($3) IS NOT NULL AS inbox',
   schemaPresent: 'SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS present',
   versionTable: (t: Tables) => `CREATE TABLE IF NOT EXISTS ${t.version} (version integer NOT NULL)`,
   lock: 'SELECT pg_advisory_xact_lock(hashtext($1))',
