@@ -341,10 +341,12 @@ export class PartitionCountMismatch extends TopologyError {
  * `store`, whose inbox does the same in the run's transaction; `'pool'`: the
  * pool cannot serve `concurrency` runs plus the relay of every processor
  * started on the store in the process; `'ended'`: a run's
- * client used after its run ended; `'unavailable'`: the database did not answer.
+ * client used after its run ended; `'unavailable'`: the database did not answer;
+ * `'aborted'`: the transaction could not commit because a query in it had
+ * failed (and the caller caught the error and went on): PostgreSQL rolled it back.
  */
 export class StoreError extends PostageError {
-  readonly reason: 'deduplicate' | 'pool' | 'ended' | 'unavailable';
+  readonly reason: 'deduplicate' | 'pool' | 'ended' | 'unavailable' | 'aborted';
   constructor(message: string, reason: StoreError['reason'], options?: { cause?: unknown }) {
     super(message, 'STORE', options);
     this.name = 'StoreError';

@@ -576,7 +576,8 @@ export class MessageProcessor extends MicroThread {
     const { store, relay } = this.#store!;
     // Counted with every processor started on this store in the process: they share its pool.
     this.#unclaimPool = claimPool(store, this.name, this.#concurrency);
-    await store.migrate();
+    // A store made with autoMigrate: false leaves its tables to the application (docs/database.md).
+    if ((store as { migratesOnUse?: boolean }).migratesOnUse !== false) await store.migrate();
     const publishStored = this.#ports.copies.publishStored?.bind(this.#ports.copies);
     if (publishStored) relay.start((m) => publishStored(m));
   }

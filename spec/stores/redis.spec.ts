@@ -3,9 +3,7 @@
  * real Redis (POSTAGE_TEST_REDIS_URL) and the broker. Each test keys under
  * a prefix of its own and deletes its keys after it.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { expect } from 'chai';
 import { createClient } from 'redis';
 import { type DeliveryEvent, type IdempotencyStore, MessageHandler, MessageProcessor } from '../../lib/index.js';
@@ -13,6 +11,7 @@ import { makeLogger } from '../../lib/log.js';
 import { RedisIdempotencyStore } from '../../lib/stores/redis/index.js';
 import { deferred, exchangeFixture } from '../support/components.js';
 import { capture } from '../support/log.js';
+import { privateRedis } from '../support/private-redis.js';
 import { settledQueue } from '../support/topology.js';
 import { until, within } from '../support/wait.js';
 
@@ -333,43 +332,3 @@ describe('RedisIdempotencyStore', function () {
     expect(() => new RedisIdempotencyStore({ client, ttlMs: 0 })).to.throw(TypeError, /ttlMs must be/);
   });
 });
-
-/** A redis-server of the spec's own on a free port, stopped (SIGKILL) to play an outage. */
-async function privateRedis(): Promise<{ url: string; stop(): Promise<void> }> {
-  const port = await new Promise<number>((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-  const child: ChildProcess = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const url = `redis://127.0.0.1:${port}`;
-  await until(
-    async () => {
-      const c = createClient({ url, socket: { reconnectStrategy: false } });
-      c.on('error', () => undefined);
-      try {
-        await c.connect();
-        await c.close();
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    { timeout: 10_000, message: `a private redis-server on port ${port} (is redis-server installed?)` },
-  );
-  return {
-    url,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
-    },
-  };
-}

@@ -28,8 +28,11 @@ export interface PgClient extends StoreClient {
 /** A `pg.Pool`, as `PostgresStore` uses it (the application's own: the store never ends it). */
 export interface PgPool {
   connect(): Promise<PgClient>;
-  /** pg's pool options: `max` is checked against the processors' `concurrency`. */
-  readonly options?: { readonly max?: number };
+  /**
+   * pg's pool options: `max` is checked against the processors' `concurrency`; without a
+   * `connectionTimeoutMillis` the store waits 10 s at most for a connection.
+   */
+  readonly options?: { readonly max?: number; readonly connectionTimeoutMillis?: number };
 }
 
 export interface PostgresStoreOptions extends OutboxSettings {
@@ -99,6 +102,14 @@ export class PostgresStore implements MessageStore {
     this.settings = settings;
   }
 
+  /**
+   * Whether the tables are made on first use (`autoMigrate`): a processor's `ready()` migrates only then.
+   * @internal
+   */
+  get migratesOnUse(): boolean {
+    return this.#autoMigrate;
+  }
+
   /** Connections the pool opens at most (pg's default: 10). */
   get capacity(): number {
     return this.pool.options?.max ?? 10;
@@ -123,14 +134,30 @@ export class PostgresStore implements MessageStore {
     try {
       await c.query('BEGIN');
       await c.query(sql.lock, [t.lockKey]);
-      await c.query(`CREATE SCHEMA IF NOT EXISTS ${t.schema}`);
-      await c.query(sql.versionTable(t));
-      const { rows } = await c.query<{ version: number | null }>(sql.version(t));
-      const at = rows[0]?.version ?? 0;
       const all = migrations(t);
+      // Tables at the current version need nothing but this read: a role that may only use them (the tables a DBA
+      // made with docs/database.md's SQL) migrates too. CREATE … IF NOT EXISTS would not do: PostgreSQL checks the
+      // privilege to create before it looks for the object.
+      const { rows: found } = await c.query<{ version: boolean; outbox: boolean; inbox: boolean }>(sql.present, [
+        t.version,
+        t.outbox,
+        t.inbox,
+      ]);
+      let at = 0;
+      let recorded = 0;
+      if (found[0]?.version) {
+        const { rows } = await c.query<{ version: number | null }>(sql.version(t));
+        at = recorded = rows[0]?.version ?? 0;
+        // Tables dropped by hand under a version that says they exist: made again (the migrations are idempotent).
+        if (!found[0].outbox || !found[0].inbox) at = 0;
+      } else {
+        const { rows: schema } = await c.query<{ present: boolean }>(sql.schemaPresent, [t.schemaName]);
+        if (!schema[0]?.present) await c.query(`CREATE SCHEMA IF NOT EXISTS ${t.schema}`);
+        await c.query(sql.versionTable(t));
+      }
       for (let v = at + 1; v <= all.length; v++) {
         await c.query(all[v - 1]);
-        await c.query(sql.setVersion(t), [v]);
+        if (v > recorded) await c.query(sql.setVersion(t), [v]);
       }
       await c.query('COMMIT');
       c.release();
@@ -141,15 +168,51 @@ export class PostgresStore implements MessageStore {
     }
   }
 
+  /**
+   * `err`, after noting that one of the store's tables was missing (dropped while the process ran): the next use
+   * migrates again, so that with `autoMigrate` the store makes them anew instead of failing until a restart.
+   */
+  #missing(err: unknown): unknown {
+    if ((err as { code?: unknown } | null)?.code === UNDEFINED_TABLE) this.#migrated = undefined;
+    return err;
+  }
+
   async #connect(): Promise<PgClient> {
+    const pending = this.pool.connect();
+    let timer: NodeJS.Timeout | undefined;
     try {
-      return await this.pool.connect();
+      // A pool with no wait limit of its own (pg's default) waits for a free connection for ever: a run (whose time
+      // limit starts after its BEGIN), and a close() behind it, would hang in silence while the application holds the
+      // connections.
+      if (this.pool.options?.connectionTimeoutMillis) return await pending;
+      return await Promise.race([
+        pending,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new PoolWait()), POOL_WAIT_MS);
+        }),
+      ]);
     } catch (err) {
+      if (err instanceof PoolWait) {
+        // The connection that comes free later goes straight back.
+        pending.then(
+          (c) => c.release(),
+          () => undefined,
+        );
+        throw new StoreError(
+          `no connection of the store's pool came free within ${POOL_WAIT_MS} ms (it opens at most ` +
+            `${this.capacity}): something else holds them, a client the application did not release, or its own ` +
+            "work on the same pool. Release every client, raise the pool's max, or give the store a pool of its own " +
+            "(a pool's connectionTimeoutMillis sets this wait)",
+          'unavailable',
+        );
+      }
       throw new StoreError(
         `PostgreSQL did not answer (${(err as Error)?.message ?? String(err)}): the store's pool cannot connect`,
         'unavailable',
         { cause: err },
       );
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -178,24 +241,38 @@ export class PostgresStore implements MessageStore {
         c.release(new Error('postage-ts: transaction discarded'));
         return;
       }
+      let ended: { command?: string };
       try {
-        await c.query(statement);
+        ended = (await c.query(statement)) as { command?: string };
         c.release();
       } catch (err) {
         c.release(err as Error);
-        throw err;
+        throw abortedOr(err);
       }
+      // A COMMIT of a transaction a failed query aborted ends it as a ROLLBACK, and PostgreSQL reports no error:
+      // the caller caught the failure and went on. Nothing it wrote, received or sent in it was kept.
+      if (statement === 'COMMIT' && ended?.command === 'ROLLBACK') throw aborted();
     };
     return {
       db: c,
-      receive: async (consumer, messageId) => (await c.query(sql.receive(t), [consumer, messageId])).rowCount === 1,
+      receive: async (consumer, messageId) => {
+        try {
+          return (await c.query(sql.receive(t), [consumer, messageId])).rowCount === 1;
+        } catch (err) {
+          throw this.#missing(err);
+        }
+      },
       send: async (messages, source) => {
         if (messages.length === 0) return [];
         const values: unknown[] = [];
         for (const m of messages)
           values.push(m.messageId, source, JSON.stringify(m.targets), JSON.stringify(m.properties), m.body, m.delayMs);
-        const { rows } = await c.query<{ seq: string }>(sql.send(t, messages.length), values);
-        return rows.map((r) => String(r.seq));
+        try {
+          const { rows } = await c.query<{ seq: string }>(sql.send(t, messages.length), values);
+          return rows.map((r) => String(r.seq));
+        } catch (err) {
+          throw abortedOr(this.#missing(err));
+        }
       },
       commit: () => end('COMMIT'),
       rollback: (options) => end('ROLLBACK', options?.discard),
@@ -225,7 +302,7 @@ export class PostgresStore implements MessageStore {
       return r;
     } catch (err) {
       c.release(err as Error);
-      throw err;
+      throw this.#missing(err);
     }
   }
 
@@ -267,7 +344,7 @@ export class PostgresStore implements MessageStore {
     } catch (err) {
       await c.query('ROLLBACK').catch(() => undefined);
       c.release(err as Error);
-      throw err;
+      throw this.#missing(err);
     }
   }
 
@@ -286,6 +363,33 @@ export class PostgresStore implements MessageStore {
       if (Number.isFinite(options.inboxOlderThanMs)) await c.query(sql.pruneInbox(this.#t), [options.inboxOlderThanMs]);
     });
   }
+}
+
+/** How long the store waits for a free connection of a pool that sets no `connectionTimeoutMillis`. */
+const POOL_WAIT_MS = 10_000;
+
+class PoolWait extends Error {}
+
+/** PostgreSQL's "relation does not exist". */
+const UNDEFINED_TABLE = '42P01';
+
+/** PostgreSQL's "current transaction is aborted, commands ignored until end of transaction block". */
+const IN_FAILED_TRANSACTION = '25P02';
+
+/** The error of a transaction that a failed query (caught by the caller, who went on) had aborted. */
+function aborted(cause?: unknown): StoreError {
+  return new StoreError(
+    'the transaction was rolled back, not committed: a query in it failed and the error was caught, which aborts a ' +
+      "PostgreSQL transaction (its writes, its inbox row and its outbox rows are gone). Let the query's error " +
+      'propagate, or wrap the query in a SAVEPOINT and ROLLBACK TO it',
+    'aborted',
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+/** `err`, or the `aborted` StoreError when PostgreSQL refused the statement because the transaction had failed. */
+function abortedOr(err: unknown): unknown {
+  return (err as { code?: unknown } | null)?.code === IN_FAILED_TRANSACTION ? aborted(err) : err;
 }
 
 /** A due row as the sweeper publishes it. */

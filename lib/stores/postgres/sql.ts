@@ -15,6 +15,8 @@ export function ident(name: string, what: string): string {
 /** The tables' names, quoted. */
 export interface Tables {
   schema: string;
+  /** The schema's name as given, unquoted (for the catalogs). */
+  schemaName: string;
   outbox: string;
   inbox: string;
   version: string;
@@ -29,6 +31,7 @@ export function tables(schema: string, prefix: string): Tables {
   ident(`${prefix}x`, 'prefix');
   return {
     schema: s,
+    schemaName: schema,
     outbox: `${s}.${ident(`${prefix}outbox`, 'prefix')}`,
     inbox: `${s}.${ident(`${prefix}inbox`, 'prefix')}`,
     version: `${s}.${ident(`${prefix}schema_version`, 'prefix')}`,
@@ -68,6 +71,10 @@ CREATE INDEX IF NOT EXISTS "${t.prefix}inbox_received" ON ${t.inbox} (received_a
 }
 
 export const sql = {
+  present:
+    'SELECT to_regclass($1) IS NOT NULL AS version, to_regclass($2) IS NOT NULL AS outbox, ' +
+    'to_regclass($3) IS NOT NULL AS inbox',
+  schemaPresent: 'SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS present',
   versionTable: (t: Tables) => `CREATE TABLE IF NOT EXISTS ${t.version} (version integer NOT NULL)`,
   lock: 'SELECT pg_advisory_xact_lock(hashtext($1))',
   version: (t: Tables) => `SELECT max(version) AS version FROM ${t.version}`,

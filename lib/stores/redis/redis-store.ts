@@ -146,11 +146,13 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     const k = this.prefix + key;
     const ttl = String(this.claimTtlFor(options));
     const took = await this.#send(['SET', k, token, 'NX', 'PX', ttl], undefined);
-    // Fail open: a Redis that does not answer lets the run go on, with no claim to give back.
-    if (took === undefined) return { state: 'claimed', token: '' };
+    // Fail open: a Redis that does not answer lets the run go on. The claim keeps its token all the same: a client
+    // that queues commands while it reconnects (node-redis does) sends the SET once Redis is back, and only a release
+    // with that token (queued behind it) takes it away again, rather than its TTL holding the message back.
+    if (took === undefined) return { state: 'claimed', token };
     if (took !== null) return { state: 'claimed', token };
     const holder = await this.#send(['GET', k], undefined);
-    if (holder === undefined) return { state: 'claimed', token: '' };
+    if (holder === undefined) return { state: 'claimed', token };
     // Released or expired between the two commands: the copy comes back later and claims it then.
     return holder === DONE ? { state: 'seen' } : { state: 'busy' };
   }
