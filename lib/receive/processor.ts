@@ -577,7 +577,7 @@ export class MessageProcessor extends MicroThread {
     // Counted with every processor started on this store in the process: they share its pool.
     this.#unclaimPool = claimPool(store, this.name, this.#concurrency);
     // A store made with autoMigrate: false leaves its tables to the application (docs/database.md).
-    if ((store as { migratesOnUse?: boolean }).migratesOnUse !== false) await store.migrate();
+    if (store.migratesOnUse !== false) await store.migrate();
     const publishStored = this.#ports.copies.publishStored?.bind(this.#ports.copies);
     if (publishStored) relay.start((m) => publishStored(m));
   }

@@ -101,6 +101,8 @@ export interface MessageStore {
   prune(options: { sentOlderThanMs: number; inboxOlderThanMs: number }): Promise<void>;
   /** Connections its pool can open, where it knows (checked against `concurrency` at `ready()`). */
   readonly capacity?: number;
+  /** False where the application makes the tables itself (`autoMigrate: false`): `ready()` then does not migrate. */
+  readonly migratesOnUse?: boolean;
 }
 
 /** Whether an error is PostgreSQL's serialization failure or deadlock: the run is tried again as a new run. */

@@ -10,7 +10,7 @@ import type pg from 'pg';
 import { currentDelivery, MessageHandler, MessageProcessor, StoreError } from '../../lib/index.js';
 import { PostgresStore } from '../../lib/stores/postgres/index.js';
 import { exchangeFixture } from '../support/components.js';
-import { aheadOfFence } from '../support/topology.js';
+import { aheadOfFence, deleteTopology, getOne, unique } from '../support/topology.js';
 import { dropSchema, pgPool, uniqueSchema } from '../stores/support.js';
 
 describe('PostgresStore and a transaction a failed query aborted', function () {
@@ -100,5 +100,40 @@ describe('PostgresStore and a transaction a failed query aborted', function () {
     expect(events[0].error).to.be.instanceOf(StoreError);
     expect(await rows()).to.equal(0);
     expect(await inbox()).to.equal(0);
+  });
+
+  it("counts that handler's run as failed: retried, then sent to the error exchange, not deferred for ever", async () => {
+    // The processor declares the error exchange and its queue of the same name.
+    const errors = unique('aborted-errors');
+    try {
+      let runs = 0;
+      class Orders extends MessageProcessor {
+        @MessageHandler('command', 'order')
+        async order() {
+          runs++;
+          await writeTwice(currentDelivery()!.db!);
+        }
+      }
+      const p = await f.producer();
+      const { events, settled } = await f.start(Orders, {
+        store,
+        errorExchange: errors,
+        retry: { attempts: 2, backoffMs: 1 },
+      });
+      await p.message_order({});
+      await settled();
+      expect(events[0].outcome).to.equal('dead-lettered');
+      expect(events[0].error).to.be.instanceOf(StoreError);
+      expect(runs).to.equal(2);
+      const copy = await getOne(errors);
+      expect(copy, 'the failed order in the error queue').to.not.equal(false);
+      expect(
+        (copy as { properties: { headers?: Record<string, unknown> } }).properties.headers?.['x-error-name'],
+      ).to.equal('StoreError');
+      expect(await rows()).to.equal(0);
+      expect(await inbox()).to.equal(0);
+    } finally {
+      await deleteTopology([errors], [errors]);
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { AckAndRestart, BrokerError, ExitScheduler, HandlerTimeout } from '../../errors.js';
+import { AckAndRestart, BrokerError, ExitScheduler, HandlerTimeout, StoreError } from '../../errors.js';
 import { type HeldSend, outgoingOf } from '../../stores/held.js';
 import { isSerializationFailure, type StoreTransaction } from '../../stores/store.js';
 import { guardClient } from '../../stores/transaction.js';
@@ -158,12 +158,18 @@ export function* transactional(d: Scoped, next: Next): Generator<Yielded, Outcom
         continue;
       }
       // The database failed us, not the handler: the message comes back later instead of counting as a failure.
-      if (stage !== 'run') return unavailable(d, err);
+      // A transaction the handler's own failed query aborted (it caught the error and went on) is the handler's
+      // failure: it goes to retries and the error exchange, not back every few seconds for ever.
+      if (stage !== 'run' && !abortedByHandler(err)) return unavailable(d, err);
       throw err;
     } finally {
       scope.db = undefined;
     }
   }
+}
+
+function abortedByHandler(err: unknown): boolean {
+  return err instanceof StoreError && err.reason === 'aborted';
 }
 
 function unavailable(d: Scoped, err: unknown): Outcome {

@@ -102,10 +102,7 @@ export class PostgresStore implements MessageStore {
     this.settings = settings;
   }
 
-  /**
-   * Whether the tables are made on first use (`autoMigrate`): a processor's `ready()` migrates only then.
-   * @internal
-   */
+  /** Whether the tables are made on first use (`autoMigrate`): a processor's `ready()` migrates only then. */
   get migratesOnUse(): boolean {
     return this.#autoMigrate;
   }
