@@ -12,7 +12,8 @@ interface Claim {
  * connection per unit of `concurrency` and one for its relay and sweeper, all
  * from the same pool: checking a processor alone would accept two whose sum
  * the pool cannot serve, and their runs would then wait on each other's
- * connections until their time limits. Kept beside the store, not on it, so
+ * connections (up to the store's wait for a connection, 10 s unless the pool
+ * sets its own: a run's time limit starts after its BEGIN). Kept beside the store, not on it, so
  * that a store someone else wrote is counted too.
  */
 const tallies = new WeakMap<MessageStore, Set<Claim>>();

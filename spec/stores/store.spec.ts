@@ -330,6 +330,22 @@ describe('PostgresStore', function () {
     expect(v.rows).to.deep.equal([{ version: 1 }]);
   });
 
+  it('makes a new schema once when stores with other prefixes migrate into it at the same moment', async () => {
+    // Each prefix has a lock of its own; the schema they share needs one too (CREATE SCHEMA IF NOT EXISTS run at
+    // once by two transactions fails one of them on pg_namespace's unique index).
+    for (let round = 0; round < 5; round++) {
+      const schema = uniqueSchema('postage_spec');
+      schemas.push(schema);
+      const stores = ['a_', 'b_', 'c_', 'd_'].map((prefix) => new PostgresStore({ pool, schema, prefix }));
+      await Promise.all(stores.map((s) => s.migrate()));
+      const { rows } = await pool.query(
+        `SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = $1`,
+        [schema],
+      );
+      expect(rows[0].n).to.equal(12);
+    }
+  });
+
   it('refuses at ready() a pool too small for concurrency runs plus the relay', async () => {
     const url = await brokerUrl();
     const store = new PostgresStore({ pool, schema: uniqueSchema('postage_spec') });

@@ -148,6 +148,9 @@ export class PostgresStore implements MessageStore {
         // Tables dropped by hand under a version that says they exist: made again (the migrations are idempotent).
         if (!found[0].outbox || !found[0].inbox) at = 0;
       } else {
+        // Stores with other prefixes may make the same schema at this moment: they share this lock for it (two
+        // CREATE SCHEMA IF NOT EXISTS at once fail one of them on pg_namespace's unique index).
+        await c.query(sql.lock, [t.schemaLockKey]);
         const { rows: schema } = await c.query<{ present: boolean }>(sql.schemaPresent, [t.schemaName]);
         if (!schema[0]?.present) await c.query(`CREATE SCHEMA IF NOT EXISTS ${t.schema}`);
         await c.query(sql.versionTable(t));

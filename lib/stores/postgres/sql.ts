@@ -22,6 +22,8 @@ export interface Tables {
   version: string;
   /** What the advisory lock of `migrate()` is keyed on. */
   lockKey: string;
+  /** The advisory lock's key for making the schema, which stores with other prefixes share. */
+  schemaLockKey: string;
   /** Index names are per schema: prefixed, unqualified. */
   prefix: string;
 }
@@ -36,6 +38,7 @@ export function tables(schema: string, prefix: string): Tables {
     inbox: `${s}.${ident(`${prefix}inbox`, 'prefix')}`,
     version: `${s}.${ident(`${prefix}schema_version`, 'prefix')}`,
     lockKey: `postage-ts:${schema}.${prefix}`,
+    schemaLockKey: `postage-ts:${schema}`,
     prefix,
   };
 }
