@@ -30,7 +30,7 @@ import { constructorOptions, type ComponentOptions, type Positional } from '../c
 import type { Eqk } from '../topology/topology.js';
 import { PARTITION_HEADER, partitionTopology, type PartitionedTopology } from '../topology/partitions.js';
 import { OWN_PRESENCE, Presence } from './presence.js';
-import { checkPartitionCount } from '../topology/partition-count.js';
+import { checkPartitionCount, underPartitionLock } from '../topology/partition-count.js';
 import { PartitionSpread, type PartitionMove, type SpreadSettings } from './partitions/spread.js';
 import type { Replier } from './delivery/ports.js';
 
@@ -539,8 +539,11 @@ export class MessageProcessor extends MicroThread {
           const consumer = this.consumer;
           const model = consumer.connection!;
           const n = partitioned.partitions.values().next().value!.length;
-          for (const queue of partitioned.partitions.keys()) await checkPartitionCount(model, queue, n);
-          await consumer.addEqk(partitioned.eqk);
+          // One replica at a time checks the broker's count and declares: the next one sees them whole.
+          await underPartitionLock(model, [...partitioned.partitions.keys()], async () => {
+            for (const queue of partitioned.partitions.keys()) await checkPartitionCount(model, queue, n);
+            await consumer.addEqk(partitioned.eqk);
+          });
           const inside = consumerInternals(consumer);
           for (const r of partitioned.routes) await inside.exchangeBind(r.hash, r.source, r.key);
           // The partitions are consumed on channels of their own; the consumer's channel declares, and serves presence.
