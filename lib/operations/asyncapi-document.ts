@@ -54,6 +54,16 @@ const id = (...parts: string[]): string =>
     .join('.')
     .replace(/[^\w.-]/g, '_');
 
+/** What a partitioned queue's channel adds to its description. */
+function partitionedNote(p: { queue: string; partitions: string[] } | undefined): string {
+  if (!p) return '';
+  const n = p.partitions.length;
+  return (
+    `; split into ${n} partitions (${p.partitions[0]} … ${p.partitions[n - 1]}) by the postage-partition-key ` +
+    'header: send with _partition_key to keep one key in order'
+  );
+}
+
 /** The fields of `o` that have a value. */
 const defined = (o: object): Json => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 
@@ -208,7 +218,15 @@ export function asyncApiDocument(input: AsyncApiInput): Json {
   for (const d of input.processors) {
     const who = d.fingerprint.name;
     const queues = new Map<string, Array<{ exchange: string; key: string }>>();
-    for (const b of d.bindings) {
+    // A partitioned queue is told of by what its senders send to: its partitions and their hash exchange are the
+    // library's wiring.
+    const split = new Map((d.partitions ?? []).map((p) => [p.queue, p]));
+    const inside = new Set([...split.values()].flatMap((p) => p.partitions));
+    const bindings = [
+      ...d.bindings.filter((b) => !inside.has(b.queue)),
+      ...[...split.values()].flatMap((p) => (p.routes ?? []).map((r) => ({ ...r, queue: p.queue }))),
+    ];
+    for (const b of bindings) {
       const list = queues.get(b.queue) ?? [];
       list.push({ exchange: b.exchange, key: b.key });
       queues.set(b.queue, list);
@@ -220,7 +238,7 @@ export function asyncApiDocument(input: AsyncApiInput): Json {
         title: `queue ${queue}`,
         description: `Consumed by ${who}; bound to ${bound
           .map((b) => `${b.exchange || '(default exchange)'} with key '${b.key}'`)
-          .join(', ')}`,
+          .join(', ')}${partitionedNote(split.get(queue))}`,
         bindings: {
           amqp: {
             is: 'queue',

@@ -28,7 +28,8 @@ import type { MessageBody } from '../envelope/messages.js';
 import { describeProcessor, type ProcessorDescription } from './description.js';
 import { constructorOptions, type ComponentOptions, type Positional } from '../component-options.js';
 import type { Eqk } from '../topology/topology.js';
-import { PARTITION_HEADER, partitionTopology, type PartitionedTopology } from '../topology/partitions.js';
+import { PARTITION_HEADER, partitionTopology, routeSource, type PartitionedTopology } from '../topology/partitions.js';
+import { resolveExchange } from '../topology/exchange.js';
 import { OWN_PRESENCE, Presence } from './presence.js';
 import { checkPartitionCount, underPartitionLock } from '../topology/partition-count.js';
 import { PartitionSpread, type PartitionMove, type SpreadSettings } from './partitions/spread.js';
@@ -743,7 +744,15 @@ export class MessageProcessor extends MicroThread {
       this.#concurrency,
     );
     if (presenceQueue !== undefined) d.presence = presenceQueue;
-    if (this.#spread) d.partitions = await this.#spread.describe(true);
+    if (this.#spread) {
+      const routes = this.#partitioned?.routes ?? [];
+      d.partitions = (await this.#spread.describe(true)).map((p) => ({
+        ...p,
+        routes: routes
+          .filter((r) => r.hash.name === `${p.queue}.partitions`)
+          .map((r) => ({ exchange: routeSource(r), type: resolveExchange(r.source).type, key: r.key })),
+      }));
+    }
     const backlog = this.#store?.relay.backlog;
     if (backlog) d.outbox = { ...backlog };
     return d;

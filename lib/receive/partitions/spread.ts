@@ -46,6 +46,11 @@ export interface PartitionsDescription {
   replicas: Array<{ id: string; pid: string; host: string; partitions: string[] }>;
   /** Messages waiting (ready, not delivered) in each partition, when asked. */
   waiting?: Record<string, number>;
+  /**
+   * What the queue is bound to, as the processor's eqk says: where senders send (with `_partition_key`); the
+   * processor routes it on to the partitions. `type` is the exchange's.
+   */
+  routes?: Array<{ exchange: string; type: string; key: string }>;
 }
 
 /** How rebalancing works, from the processor's `rebalance` option. @internal */
