@@ -47,11 +47,15 @@ type Json = Record<string, unknown>;
 /** The handlers every processor has (quit, restart, describe, ping…): machinery, not the component's API. */
 const BUILT_IN = new Set(['quit', 'restart', 'describe', 'ping', 'join_group', 'leave_group']);
 
-/** AsyncAPI ids allow letters, digits, '.', '-' and '_'. */
+/**
+ * AsyncAPI ids allow letters, digits, '.', '-' and '_'. A topic key's '#' becomes '__' and its '*' '_', so that
+ * `orders.#` and `orders.*` (two handlers, two bindings) keep ids of their own.
+ */
 const id = (...parts: string[]): string =>
   parts
     .map((p) => p || 'default')
     .join('.')
+    .replace(/#/g, '__')
     .replace(/[^\w.-]/g, '_');
 
 /** What a partitioned queue's channel adds to its description. */

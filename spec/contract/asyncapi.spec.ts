@@ -112,9 +112,9 @@ describe('postage asyncapi', function () {
     expect(Object.keys(queue.messages).sort()).to.deep.equal([
       'cloudevent.com.example.ledger._',
       'command.post',
-      'json.ledger.json._',
+      'json.ledger.json.__',
     ]);
-    const route = doc.channels['route.ledger-exchange.ledger._'];
+    const route = doc.channels['route.ledger-exchange.ledger.__'];
     expect(route.bindings.amqp.exchange).to.deep.include({ name: 'ledger-exchange', type: 'topic' });
     // The partition queues and their hash exchange are the library's own wiring, not where senders send.
     expect(Object.keys(doc.channels).filter((c) => /\.p\d|partitions/.test(c))).to.deep.equal([]);
@@ -124,6 +124,29 @@ describe('postage asyncapi', function () {
       'ledger handles command post',
       'ledger handles json ledger.json.#',
     ]);
+  });
+
+  it('keeps apart the handlers and bindings whose keys differ only by * and #', async () => {
+    const doc = asyncApiDocument({
+      title: 't',
+      processors: [
+        {
+          fingerprint: { name: 'c' },
+          bindings: [
+            { exchange: 'shop', key: 'orders.*', queue: 'c' },
+            { exchange: 'shop', key: 'orders.#', queue: 'c' },
+          ],
+          handlers: [
+            { type: 'json', category: 'message', name: 'orders.*' },
+            { type: 'json', category: 'message', name: 'orders.#' },
+          ],
+        } as unknown as Parameters<typeof asyncApiDocument>[0]['processors'][number],
+      ],
+    }) as unknown as Doc;
+    expectValid(doc);
+    expect(Object.keys(doc.operations)).to.have.length(2);
+    expect(Object.keys(doc.components.messages)).to.have.length(2);
+    expect(Object.keys(doc.channels).filter((c) => c.startsWith('route.'))).to.have.length(2);
   });
 
   it('writes the running fleet’s document through describe when no module is given', async () => {
