@@ -136,7 +136,13 @@ async function fromModule(
   if (processors.size === 0 && producers.size === 0)
     throw new UsageError(`${path} exports no processor and no producer class to describe`);
   const described: ProcessorDescription[] = [];
-  for (const p of processors) described.push(await p.rpcDescribe());
+  for (const p of processors) {
+    const d = await p.rpcDescribe();
+    // A partitioned processor's consumer declares its partitions, not the eqk: the routes say what it was bound to.
+    for (const r of (d.partitions ?? []).flatMap((q) => q.routes ?? []))
+      declared.exchanges[r.exchange] ??= { type: r.type };
+    described.push(d);
+  }
   return { processors: described, producers: [...producers].map(sketch), ...declared };
 }
 

@@ -70,10 +70,11 @@ export function cloudEventFault(
   parsed: unknown,
 ): string | undefined {
   let get: (k: string) => unknown;
+  let structured: Record<string, unknown> | undefined;
   if (mediaType(properties.contentType) === STRUCTURED) {
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
       return 'a structured CloudEvent whose body is not a JSON object';
-    const o = parsed as Record<string, unknown>;
+    const o = (structured = parsed as Record<string, unknown>);
     get = (k) => (Object.hasOwn(o, k) ? o[k] : undefined);
   } else {
     const h = properties.headers as Record<string, unknown> | undefined;
@@ -86,6 +87,28 @@ export function cloudEventFault(
     if (typeof v !== 'string') return `a CloudEvent whose attribute '${k}' is a ${typeof v}, not a string`;
     if (v === '') return `a CloudEvent whose attribute '${k}' is empty`;
   }
+  return versionFault(get('specversion')) ?? (structured ? dataFault(structured) : undefined);
+}
+
+/** The only version this reader knows: another one's attributes and data may mean something else (0.3's Base64). */
+const SPECVERSION = '1.0';
+
+function versionFault(v: unknown): string | undefined {
+  return v === SPECVERSION
+    ? undefined
+    : `a CloudEvent of specversion '${String(v)}': this reader knows ${SPECVERSION} only`;
+}
+
+/** Base64 as RFC 4648 has it, its padding optional. */
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** What is wrong with a structured event's data: Node would decode bad Base64 to other bytes, without a word. */
+function dataFault(o: Record<string, unknown>): string | undefined {
+  if (!Object.hasOwn(o, 'data_base64')) return undefined;
+  if (Object.hasOwn(o, 'data')) return 'a structured CloudEvent with both data and data_base64';
+  const b = o.data_base64;
+  if (typeof b !== 'string' || !BASE64.test(b) || b.replace(/=+$/, '').length % 4 === 1)
+    return `a structured CloudEvent whose data_base64 is not Base64 (${typeof b === 'string' ? 'a string with other characters' : `a ${b === null ? 'null' : typeof b}`})`;
   return undefined;
 }
 
@@ -105,7 +128,9 @@ export function readCloudEvent(
       else if (k === 'data_base64') data = typeof v === 'string' ? Buffer.from(v, 'base64') : v;
       else attrs[k] = attributeValue(k, v);
     }
-    return complete(attrs) ? { attributes: Object.freeze(attrs), data } : undefined;
+    if (!complete(attrs) || versionFault(attrs.specversion) || dataFault(parsed as Record<string, unknown>))
+      return undefined;
+    return { attributes: Object.freeze(attrs), data };
   }
   const headers = properties.headers as Record<string, unknown> | undefined;
   if (!headers) return undefined;
@@ -118,7 +143,7 @@ export function readCloudEvent(
   }
   if (!attrs) return undefined;
   if (media !== '') attrs.datacontenttype = properties.contentType;
-  if (!complete(attrs)) return undefined;
+  if (!complete(attrs) || versionFault(attrs.specversion)) return undefined;
   let data: unknown;
   if (content.length === 0) data = undefined;
   else if (isJsonType(media) || media === '') {

@@ -47,12 +47,26 @@ type Json = Record<string, unknown>;
 /** The handlers every processor has (quit, restart, describe, ping…): machinery, not the component's API. */
 const BUILT_IN = new Set(['quit', 'restart', 'describe', 'ping', 'join_group', 'leave_group']);
 
-/** AsyncAPI ids allow letters, digits, '.', '-' and '_'. */
+/**
+ * AsyncAPI ids allow letters, digits, '.', '-' and '_'. A topic key's '#' becomes '__' and its '*' '_', so that
+ * `orders.#` and `orders.*` (two handlers, two bindings) keep ids of their own.
+ */
 const id = (...parts: string[]): string =>
   parts
     .map((p) => p || 'default')
     .join('.')
+    .replace(/#/g, '__')
     .replace(/[^\w.-]/g, '_');
+
+/** What a partitioned queue's channel adds to its description. */
+function partitionedNote(p: { queue: string; partitions: string[] } | undefined): string {
+  if (!p) return '';
+  const n = p.partitions.length;
+  return (
+    `; split into ${n} partitions (${p.partitions[0]} … ${p.partitions[n - 1]}) by the postage-partition-key ` +
+    'header: send with _partition_key to keep one key in order'
+  );
+}
 
 /** The fields of `o` that have a value. */
 const defined = (o: object): Json => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
@@ -208,7 +222,15 @@ export function asyncApiDocument(input: AsyncApiInput): Json {
   for (const d of input.processors) {
     const who = d.fingerprint.name;
     const queues = new Map<string, Array<{ exchange: string; key: string }>>();
-    for (const b of d.bindings) {
+    // A partitioned queue is told of by what its senders send to: its partitions and their hash exchange are the
+    // library's wiring.
+    const split = new Map((d.partitions ?? []).map((p) => [p.queue, p]));
+    const inside = new Set([...split.values()].flatMap((p) => p.partitions));
+    const bindings = [
+      ...d.bindings.filter((b) => !inside.has(b.queue)),
+      ...[...split.values()].flatMap((p) => (p.routes ?? []).map((r) => ({ ...r, queue: p.queue }))),
+    ];
+    for (const b of bindings) {
       const list = queues.get(b.queue) ?? [];
       list.push({ exchange: b.exchange, key: b.key });
       queues.set(b.queue, list);
@@ -220,7 +242,7 @@ export function asyncApiDocument(input: AsyncApiInput): Json {
         title: `queue ${queue}`,
         description: `Consumed by ${who}; bound to ${bound
           .map((b) => `${b.exchange || '(default exchange)'} with key '${b.key}'`)
-          .join(', ')}`,
+          .join(', ')}${partitionedNote(split.get(queue))}`,
         bindings: {
           amqp: {
             is: 'queue',

@@ -29,6 +29,12 @@ export interface ConsumerInternals {
   exchangeBind(destination: ExchangeLike, source: ExchangeLike, key: string): Promise<void>;
   /** Makes `close()` close the channel without cancelling its consumers first (a partitioned processor's close). */
   holdConsumersUntilClose(): void;
+  /**
+   * The broker cancelled a consumer of `queue` on a channel of someone else's (a partition's): said as for the
+   * consumer's own queues (a warning, `consumerCancelled`, the status `reconnecting`), then the queue and its bindings
+   * declared again on the consumer's channel and `consume` called, with backoff, while `live()` holds.
+   */
+  recoverQueue(queue: string, consume: () => Promise<void>, live: () => boolean): void;
 }
 
 // Keyed by any object, not by GenericConsumer: the consumer imports this module, and this one stays below it.

@@ -150,6 +150,20 @@ export class GenericConsumer {
       holdConsumersUntilClose: () => {
         this.#holdConsumers = true;
       },
+      recoverQueue: (queue, consume, live) => {
+        if (this.#closed || !live()) return;
+        this.#sayCancelled(queue);
+        // The consumer's channel gone meanwhile: its reopen declares everything again, this queue included.
+        void this.#recoverQueue(queue, {
+          live: () => live() && !this.#closed && this.#current !== undefined,
+          again: async () => {
+            const c = this.#channelNow();
+            await this.#bindings.rebind(c.ch, queue);
+            await consume();
+            return c === this.#current;
+          },
+        });
+      },
     };
     return internals;
   }
@@ -296,6 +310,21 @@ export class GenericConsumer {
   #cancelled(c: ConsumerChannel, queue: string, tag: string): void {
     if (this.#closed || c !== this.#current || c.tags.get(queue) !== tag) return;
     c.tags.delete(queue);
+    this.#sayCancelled(queue);
+    // The channel went meanwhile: its reopen declares and consumes everything again, this queue included.
+    void this.#recoverQueue(queue, {
+      live: () => !this.#closed && c === this.#current,
+      again: async () => {
+        const names = await this.#bindings.rebind(c.ch, queue);
+        if (c !== this.#current) return false;
+        for (const q of names) if (!c.tags.has(q)) await this.#consume(c, q);
+        return true;
+      },
+    });
+  }
+
+  /** A consumer of `queue` cancelled by the broker: a warning, the status `reconnecting`, `consumerCancelled`. */
+  #sayCancelled(queue: string): void {
     const why = new BrokerError(
       `the broker cancelled the consumer of queue '${queue}' (deleted?); declaring it again`,
       'CONSUMER_CANCELLED',
@@ -303,21 +332,16 @@ export class GenericConsumer {
     this.log.warn({ queue }, `the broker cancelled the consumer of queue '${queue}'; declaring it and consuming again`);
     this.#link.troubled(1, why);
     this.#link.emit('consumerCancelled', queue);
-    void this.#recoverQueue(c, queue);
   }
 
   /**
-   * Declares `queue` and its bindings again and consumes it, with backoff (the connection's `reconnect` option), for
-   * as long as `c` is the channel.
+   * Declares `queue` and its bindings again and consumes it (`again`, false when the channel went meanwhile), with
+   * backoff (the connection's `reconnect` option), for as long as `live` holds.
    */
-  async #recoverQueue(c: ConsumerChannel, queue: string): Promise<void> {
-    // The channel went meanwhile: its reopen declares and consumes everything again, this queue included.
-    const live = () => !this.#closed && c === this.#current;
+  async #recoverQueue(queue: string, { live, again }: { live: () => boolean; again: () => Promise<boolean> }) {
     await retrying(
       async (attempt) => {
-        const names = await this.#bindings.rebind(c.ch, queue);
-        if (c !== this.#current) return;
-        for (const q of names) if (!c.tags.has(q)) await this.#consume(c, q);
+        if (!(await again())) return;
         this.#link.recovered();
         this.log.info({ queue, attempts: attempt + 1 }, `queue '${queue}' declared and consumed again`);
       },

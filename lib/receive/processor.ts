@@ -28,9 +28,10 @@ import type { MessageBody } from '../envelope/messages.js';
 import { describeProcessor, type ProcessorDescription } from './description.js';
 import { constructorOptions, type ComponentOptions, type Positional } from '../component-options.js';
 import type { Eqk } from '../topology/topology.js';
-import { PARTITION_HEADER, partitionTopology, type PartitionedTopology } from '../topology/partitions.js';
+import { PARTITION_HEADER, partitionTopology, routeSource, type PartitionedTopology } from '../topology/partitions.js';
+import { resolveExchange } from '../topology/exchange.js';
 import { OWN_PRESENCE, Presence } from './presence.js';
-import { checkPartitionCount } from '../topology/partition-count.js';
+import { checkPartitionCount, underPartitionLock } from '../topology/partition-count.js';
 import { PartitionSpread, type PartitionMove, type SpreadSettings } from './partitions/spread.js';
 import type { Replier } from './delivery/ports.js';
 
@@ -539,8 +540,11 @@ export class MessageProcessor extends MicroThread {
           const consumer = this.consumer;
           const model = consumer.connection!;
           const n = partitioned.partitions.values().next().value!.length;
-          for (const queue of partitioned.partitions.keys()) await checkPartitionCount(model, queue, n);
-          await consumer.addEqk(partitioned.eqk);
+          // One replica at a time checks the broker's count and declares: the next one sees them whole.
+          await underPartitionLock(model, [...partitioned.partitions.keys()], async () => {
+            for (const queue of partitioned.partitions.keys()) await checkPartitionCount(model, queue, n);
+            await consumer.addEqk(partitioned.eqk);
+          });
           const inside = consumerInternals(consumer);
           for (const r of partitioned.routes) await inside.exchangeBind(r.hash, r.source, r.key);
           // The partitions are consumed on channels of their own; the consumer's channel declares, and serves presence.
@@ -740,7 +744,15 @@ export class MessageProcessor extends MicroThread {
       this.#concurrency,
     );
     if (presenceQueue !== undefined) d.presence = presenceQueue;
-    if (this.#spread) d.partitions = await this.#spread.describe(true);
+    if (this.#spread) {
+      const routes = this.#partitioned?.routes ?? [];
+      d.partitions = (await this.#spread.describe(true)).map((p) => ({
+        ...p,
+        routes: routes
+          .filter((r) => r.hash.name === `${p.queue}.partitions`)
+          .map((r) => ({ exchange: routeSource(r), type: resolveExchange(r.source).type, key: r.key })),
+      }));
+    }
     const backlog = this.#store?.relay.backlog;
     if (backlog) d.outbox = { ...backlog };
     return d;

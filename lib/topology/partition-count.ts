@@ -1,5 +1,5 @@
-import type { ChannelModel } from 'amqplib';
-import { PartitionCountMismatch } from '../errors.js';
+import type { Channel, ChannelModel } from 'amqplib';
+import { BrokerError, PartitionCountMismatch } from '../errors.js';
 import { openChannel } from '../transport/channels.js';
 import { MAX_PARTITIONS } from './partitions.js';
 
@@ -35,4 +35,83 @@ export async function checkPartitionCount(model: ChannelModel, queue: string, n:
     else hi = mid - 1;
   }
   throw new PartitionCountMismatch(queue, n, lo + 1);
+}
+
+/** The queue whose exclusive declaration is the lock on `queue`'s partitions. @internal */
+export function partitionLockName(queue: string): string {
+  return `${queue}.partitions.lock`;
+}
+
+/** How long a replica waits for another to finish checking and declaring the partitions. */
+const LOCK_WAIT_MS = 60_000;
+
+/** This process's holders of each lock: the broker's is per connection, and processors may share one. */
+const held = new Map<string, Promise<void>>();
+
+/**
+ * Runs `work` (checking the partition count, then declaring the partitions) while no other replica does the same
+ * for any of `queues`: each queue's lock is an exclusive queue `QUEUE.partitions.lock`, which the broker keeps for
+ * the connection that declared it (gone with it, should that replica die), taken in name order. Without it, replicas
+ * started at once each saw the partitions of another half declared (and were refused for a count nobody has), or an
+ * empty broker (and started with counts that differ). @internal
+ */
+export async function underPartitionLock<T>(
+  model: ChannelModel,
+  queues: readonly string[],
+  work: () => Promise<T>,
+  waitMs = LOCK_WAIT_MS,
+): Promise<T> {
+  const names = [...new Set(queues)].sort().map(partitionLockName);
+  const release: Array<() => Promise<void>> = [];
+  try {
+    for (const name of names) release.push(await lock(model, name, Date.now() + waitMs));
+    return await work();
+  } finally {
+    for (const r of release.reverse()) await r();
+  }
+}
+
+async function lock(model: ChannelModel, name: string, deadline: number): Promise<() => Promise<void>> {
+  // In this process first (processors on one connection would each be given the broker's lock).
+  for (let other = held.get(name); other; other = held.get(name)) await other;
+  let unlock!: () => void;
+  held.set(name, new Promise<void>((r) => (unlock = r)));
+  const local = () => {
+    held.delete(name);
+    unlock();
+  };
+  try {
+    const ch = await brokerLock(model, name, deadline);
+    return async () => {
+      await ch.deleteQueue(name).catch(() => undefined);
+      await ch.close().catch(() => undefined);
+      local();
+    };
+  } catch (err) {
+    local();
+    throw err;
+  }
+}
+
+async function brokerLock(model: ChannelModel, name: string, deadline: number): Promise<Channel> {
+  for (let attempt = 0; ; attempt++) {
+    // Refused, the declare closes its channel: one channel per attempt.
+    const ch = await openChannel(model);
+    ch.on('error', () => undefined);
+    try {
+      await ch.assertQueue(name, { exclusive: true, autoDelete: true, durable: false });
+      return ch;
+    } catch (err) {
+      await ch.close().catch(() => undefined);
+      if (!/RESOURCE_LOCKED|405/.test(String((err as Error).message))) throw err;
+      if (Date.now() >= deadline)
+        throw new BrokerError(
+          `another replica has held the partitions' lock (the exclusive queue '${name}') for over ` +
+            `${LOCK_WAIT_MS / 1000} s while declaring them; is one stuck?`,
+          'RESOURCE_LOCKED',
+          { cause: err, amqpCode: 405 },
+        );
+      await new Promise((r) => setTimeout(r, Math.min(500, 20 * 2 ** attempt) * (0.5 + Math.random())));
+    }
+  }
 }

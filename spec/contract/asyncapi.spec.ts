@@ -95,6 +95,60 @@ describe('postage asyncapi', function () {
     expect(Object.keys(messages).some((m) => /\.(quit|describe|ping)\b/.test(m))).to.equal(false);
   });
 
+  it('documents a partitioned processor by the exchange and key its senders use, and says it is partitioned', async () => {
+    const run = await postage(
+      ['asyncapi', 'spec/contract/fixtures/partitioned-ledger.ts', '--format', 'json'],
+      NO_BROKER,
+    );
+    expect(run.code, run.stderr).to.equal(0);
+    const doc = JSON.parse(run.stdout) as Doc;
+    expectValid(doc);
+    const queue = doc.channels['queue.ledger'];
+    expect(queue, `channels: ${Object.keys(doc.channels).join(', ')}`).to.not.equal(undefined);
+    expect(String(queue.description))
+      .to.contain("bound to ledger-exchange with key 'ledger.#'")
+      .and.contain('4 partitions')
+      .and.contain('_partition_key');
+    expect(Object.keys(queue.messages).sort()).to.deep.equal([
+      'cloudevent.com.example.ledger._',
+      'command.post',
+      'json.ledger.json.__',
+    ]);
+    const route = doc.channels['route.ledger-exchange.ledger.__'];
+    expect(route.bindings.amqp.exchange).to.deep.include({ name: 'ledger-exchange', type: 'topic' });
+    // The partition queues and their hash exchange are the library's own wiring, not where senders send.
+    expect(Object.keys(doc.channels).filter((c) => /\.p\d|partitions/.test(c))).to.deep.equal([]);
+    const receives = Object.values(doc.operations as Doc).filter((o) => String(o.action) === 'receive');
+    expect(receives.map((o) => String(o.title)).sort()).to.deep.equal([
+      'ledger handles cloudevent com.example.ledger.*',
+      'ledger handles command post',
+      'ledger handles json ledger.json.#',
+    ]);
+  });
+
+  it('keeps apart the handlers and bindings whose keys differ only by * and #', async () => {
+    const doc = asyncApiDocument({
+      title: 't',
+      processors: [
+        {
+          fingerprint: { name: 'c' },
+          bindings: [
+            { exchange: 'shop', key: 'orders.*', queue: 'c' },
+            { exchange: 'shop', key: 'orders.#', queue: 'c' },
+          ],
+          handlers: [
+            { type: 'json', category: 'message', name: 'orders.*' },
+            { type: 'json', category: 'message', name: 'orders.#' },
+          ],
+        } as unknown as Parameters<typeof asyncApiDocument>[0]['processors'][number],
+      ],
+    }) as unknown as Doc;
+    expectValid(doc);
+    expect(Object.keys(doc.operations)).to.have.length(2);
+    expect(Object.keys(doc.components.messages)).to.have.length(2);
+    expect(Object.keys(doc.channels).filter((c) => c.startsWith('route.'))).to.have.length(2);
+  });
+
   it('writes the running fleet’s document through describe when no module is given', async () => {
     const h = new Harness();
     try {

@@ -46,6 +46,11 @@ export interface PartitionsDescription {
   replicas: Array<{ id: string; pid: string; host: string; partitions: string[] }>;
   /** Messages waiting (ready, not delivered) in each partition, when asked. */
   waiting?: Record<string, number>;
+  /**
+   * What the queue is bound to, as the processor's eqk says: where senders send (with `_partition_key`); the
+   * processor routes it on to the partitions. `type` is the exchange's.
+   */
+  routes?: Array<{ exchange: string; type: string; key: string }>;
 }
 
 /** How rebalancing works, from the processor's `rebalance` option. @internal */
@@ -381,12 +386,42 @@ export class PartitionSpread {
     lease.acks = new AckBatcher(ch, prefetch > 0 ? Math.max(1, Math.floor(prefetch / 2)) : 256, () => flushChannel(ch));
     this.#leases.set(partition, lease);
     this.#byTag.set(lease.tag, lease);
-    await ch.consume(partition, (msg) => msg && this.#arrived(lease, msg), { consumerTag: lease.tag });
+    await this.#consume(lease, ch);
     if (this.#closing && lease.ch === ch) {
       // Closed while this consume was on its way: close() did not see it.
       this.#drop(lease);
       await ch.close().catch(() => undefined);
     }
+  }
+
+  async #consume(lease: Lease, ch: Channel): Promise<void> {
+    await ch.consume(
+      lease.partition,
+      (msg) => {
+        if (msg) this.#arrived(lease, msg);
+        // amqplib's word for the broker's basic.cancel: the partition queue was deleted (or its node went).
+        else this.#cancelled(lease, ch);
+      },
+      { consumerTag: lease.tag },
+    );
+  }
+
+  /**
+   * The broker cancelled a partition's consumer: the partition is declared again, bound to the hash exchange, and
+   * consumed again on its channel (while this replica still holds it), as a plain queue's consumer does. Left gone,
+   * its keys would hash onto the other partitions, `describe` would still call it active here, and every replica
+   * started later would be refused at ready() for a partition count the broker does not have.
+   */
+  #cancelled(lease: Lease, ch: Channel): void {
+    if (this.#closing) return;
+    const held = () => !this.#closing && lease.ch === ch && !lease.releasing;
+    consumerInternals(this.#consumer).recoverQueue(
+      lease.partition,
+      async () => {
+        if (held()) await this.#consume(lease, ch);
+      },
+      () => !this.#closing,
+    );
   }
 
   #arrived(lease: Lease, msg: ConsumeMessage): void {
