@@ -140,6 +140,11 @@ export class PartitionSpread {
   readonly #delivered = new Set<string>();
   readonly #members = new Map<string, Member>();
   #control: Channel | undefined;
+  /** When this replica last published a beat, and last heard one of its own come back (see #tick). */
+  #saidAt = 0;
+  #heardSelfAt = 0;
+  #reopening = false;
+  #warnedReopenAt = 0;
   #beat: NodeJS.Timeout | undefined;
   #soon: NodeJS.Timeout | undefined;
   #joined = false;
@@ -211,7 +216,37 @@ export class PartitionSpread {
     const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
     await ch.bindQueue(queue, this.#exchange, '');
     await ch.consume(queue, (msg) => msg && this.#heard(msg), { noAck: true });
+    // Opened again (a beat found the exchange gone, or the connection came back) while another was open: one is kept.
+    const before = this.#control;
     this.#control = ch;
+    if (before && before !== ch) await before.close().catch(() => undefined);
+  }
+
+  #reopenControl(): void {
+    if (this.#reopening || this.#closing || !this.#model()) return;
+    this.#reopening = true;
+    const old = this.#control;
+    this.#control = undefined;
+    // Once per outage: a broker that keeps refusing the declare is retried every beat, quietly.
+    if (this.#heardSelfAt >= this.#warnedReopenAt) {
+      this.#warnedReopenAt = Date.now();
+      this.#log.warn(
+        { exchange: this.#exchange, replica: this.id },
+        `this replica's beats no longer come back over ${this.#exchange} (deleted?): declaring it and its binding ` +
+          'again',
+      );
+    }
+    void (async () => {
+      await old?.close().catch(() => undefined);
+      await this.#openControl();
+      this.#saidAt = 0;
+      // Everyone answers a hello at once: the others are heard again well before they would be forgotten.
+      this.#say('hello');
+    })()
+      .catch((err: unknown) => this.#log.debug({ err }, 'replicas channel not opened again; the next beat tries'))
+      .finally(() => {
+        this.#reopening = false;
+      });
   }
 
   #model(): ChannelModel | undefined {
@@ -246,7 +281,11 @@ export class PartitionSpread {
     } catch {
       return;
     }
-    if (a?.v !== VERSION || typeof a.id !== 'string' || a.id === this.id || this.#closing) return;
+    if (a?.v !== VERSION || typeof a.id !== 'string' || this.#closing) return;
+    if (a.id === this.id) {
+      this.#heardSelfAt = Date.now();
+      return;
+    }
     if (a.partitions !== this.#n && !this.#warnedCount.has(a.id)) {
       this.#warnedCount.add(a.id);
       this.#log.warn(
@@ -273,6 +312,14 @@ export class PartitionSpread {
 
   /** Every beat: say it is here, and forget the replicas that have gone silent. */
   #tick(): void {
+    // A fanout brings a replica's own beats back to it. One that did not come back a beat later, or a control channel
+    // closed under it (a publish to a deleted exchange closes it), means the replicas exchange or this replica's
+    // binding to it is gone (an operator deleted it): declared again before the others are forgotten for silence.
+    if (!this.#control || this.#heardSelfAt < this.#saidAt) {
+      this.#reopenControl();
+      return;
+    }
+    this.#saidAt = Date.now();
     this.#say('beat');
     const limit = Date.now() - 2.5 * this.#settings.heartbeatMs;
     for (const m of this.#members.values()) {
