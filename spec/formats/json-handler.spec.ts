@@ -234,7 +234,7 @@ describe('JsonHandler', function () {
 
   it('does not take a body that is not JSON, nor JSON on a key no handler takes: both are unreadable', async () => {
     const events: DeliveryEvent[] = [];
-    const two = counter(2);
+    const two = counter(3);
     let runs = 0;
     class Orders extends MessageProcessor {
       @JsonHandler('orders.placed')
@@ -250,13 +250,22 @@ describe('JsonHandler', function () {
     await h.start(p);
     await publishRaw(ex.name, 'orders.placed', Buffer.from('not json {'));
     await publishRaw(ex.name, 'orders.cancelled', json({ orderId: 'A-1' }));
+    // A structured CloudEvent sent as plain JSON: the reason says which content type it needed.
+    const event = { specversion: '1.0', type: 'shop.order.refunded', source: '/shop', id: 'e-1', data: {} };
+    await publishRaw(ex.name, 'orders.refunded', json(event));
     await two.done;
     expect(runs).to.equal(0);
     for (const e of events) {
       expect(['rejected', 'dead-lettered']).to.include(e.outcome);
       expect((e.error as Error).name).to.equal('MalformedMessage');
     }
-    expect((events[1].error as Error).message).to.contain("routing key 'orders.cancelled' that no @JsonHandler takes");
+    expect((events[1].error as Error).message)
+      .to.contain("routing key 'orders.cancelled' that no @JsonHandler takes")
+      .and.not.contain('CloudEvent');
+    expect((events[2].error as Error).message).to.contain(
+      "it looks like a structured CloudEvent (type 'shop.order.refunded'), which must come with the content type " +
+        'application/cloudevents+json',
+    );
   });
 
   it('refuses an empty binding key when the class is defined', () => {

@@ -102,11 +102,23 @@ export function admitForeign(d: RawDelivery, parsed: unknown, err: unknown): unk
   const handlers = idx.json.length > 0 ? matching(idx.json, idx.byKey, key) : NONE;
   if (handlers.length === 0)
     return new MalformedMessage(
-      `plain JSON on routing key '${key}' that no @JsonHandler takes (nor is it a Postage envelope)`,
+      `plain JSON on routing key '${key}' that no @JsonHandler takes (nor is it a Postage envelope)` +
+        structuredEventHint(parsed),
       { cause: err },
     );
   admit(d, 'json', key, parsed, handlers, undefined, idempotencyKey(d, handlers, parsed));
   return undefined;
+}
+
+/** What to do about a body that looks like a structured CloudEvent but came without its content type. */
+function structuredEventHint(parsed: unknown): string {
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return '';
+  const o = parsed as Record<string, unknown>;
+  if (typeof o.specversion !== 'string' || typeof o.type !== 'string') return '';
+  return (
+    `: it looks like a structured CloudEvent (type '${o.type}'), which must come with the content type ` +
+    'application/cloudevents+json to be read as one'
+  );
 }
 
 function admit(
