@@ -315,7 +315,10 @@ export class PartitionSpread {
     // A fanout brings a replica's own beats back to it. One that did not come back a beat later, or a control channel
     // closed under it (a publish to a deleted exchange closes it), means the replicas exchange or this replica's
     // binding to it is gone (an operator deleted it): declared again before the others are forgotten for silence.
-    if (!this.#control || this.#heardSelfAt < this.#saidAt) {
+    // A beat long overdue means the event loop was held up: its echo may wait unread behind this timer, so it is not
+    // counted as lost this time.
+    const overdue = Date.now() - this.#saidAt > 1.5 * this.#settings.heartbeatMs;
+    if (!this.#control || (!overdue && this.#heardSelfAt < this.#saidAt)) {
       this.#reopenControl();
       return;
     }
