@@ -216,6 +216,11 @@ export class PartitionSpread {
     const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
     await ch.bindQueue(queue, this.#exchange, '');
     await ch.consume(queue, (msg) => msg && this.#heard(msg), { noAck: true });
+    // Opened while closing (a reopen on its way): not kept.
+    if (this.#closing) {
+      await ch.close().catch(() => undefined);
+      return;
+    }
     // Opened again (a beat found the exchange gone, or the connection came back) while another was open: one is kept.
     const before = this.#control;
     this.#control = ch;
