@@ -49,8 +49,9 @@ describe('Hostile: an operator deletes the replicas exchange of a partitioned pr
       expect(da.partitions![0].replicas).to.have.length(2);
       expect(db.partitions![0].replicas).to.have.length(2);
       await settledSpread([a, b], 6, 5_000);
-      // Not one partition changed hands: neither replica forgot the other.
-      expect(moves).to.deep.equal([]);
+      // Not one partition changed hands for a replica forgotten or heard anew (a start's own moves may still be
+      // reported as the two settle): neither replica forgot the other.
+      expect(moves.filter((m) => m.reason !== 'start')).to.deep.equal([]);
       await h.start(c);
       await settledSpread([a, b, c], 6);
     } finally {
