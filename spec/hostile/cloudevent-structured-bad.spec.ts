@@ -31,7 +31,8 @@ describe('Hostile: CloudEvents whose data or version cannot be trusted', functio
     ];
     const good = { ...event, id: 'good', data_base64: Buffer.from('héllo').toString('base64') };
     const p = new Orders(f.options('orders.#'));
-    const { events, settled } = observed(p, cases.length + 1);
+    // The cases, the binary 2.0 event and the good one.
+    const { events, settled } = observed(p, cases.length + 2);
     await f.h.start(p);
     for (const [i, [, body]] of cases.entries())
       await publishRaw(f.ex.name, 'orders.placed', Buffer.from(JSON.stringify({ ...body, id: `ce-${i}` })), {
