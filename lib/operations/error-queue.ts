@@ -11,7 +11,10 @@ import { openConnection, type BrokerOptions } from '../transport/connection.js';
 
 /** One failed message in an error queue, as `postage errors list` shows it. */
 export interface FailedMessage {
-  /** Its message id (kept from the original send), or `sha1:` of its bytes where it has none. */
+  /**
+   * Its message id (kept from the original send), or where it has none `sha1:` of its bytes, headers, properties and
+   * original destination (what a replay keeps: the same each time it fails again).
+   */
   readonly id: string;
   /** When it failed (`x-failed-at`), or when it was first sent where that header is missing. */
   readonly failedAt: Date | undefined;
@@ -145,7 +148,7 @@ function describeFailed(m: GetMessage): FailedMessage {
   }
   const attempts = Number(headers[ERROR_HEADERS.attempts]);
   return {
-    id: headerText(m.properties.messageId) ?? `sha1:${createHash('sha1').update(m.content).digest('hex').slice(0, 16)}`,
+    id: headerText(m.properties.messageId) ?? contentId(m, headers),
     failedAt: failedAt
       ? validDate(failedAt)
       : typeof m.properties.timestamp === 'number'
@@ -165,6 +168,43 @@ function describeFailed(m: GetMessage): FailedMessage {
     content: m.content,
     properties,
   };
+}
+
+/** The properties a replayed copy keeps (see replayProperties), which tell one message without an id from another. */
+const KEPT_PROPERTIES = [
+  'contentType',
+  'contentEncoding',
+  'correlationId',
+  'type',
+  'appId',
+  'userId',
+  'timestamp',
+  'priority',
+];
+
+/**
+ * The id of a message without a message id (most messages other systems send): `sha1:` of its bytes and of what a
+ * replay keeps with them (its headers and properties, where it goes). Bytes alone would give two CloudEvents with the
+ * same data but their own `cloudEvents_id`, or one body sent to two routing keys, one id: `show` would find the first
+ * only, and `purge ID` would take both. What a failure or a replay adds (the error headers, `x-replayed`, retry and
+ * delay state) is left out, so a message keeps its id each time it fails again.
+ */
+function contentId(m: GetMessage, headers: Record<string, unknown>): string {
+  const kept = Object.entries(withoutDelay(headers))
+    .filter(([k]) => !DROPPED_ON_REPLAY.has(k) && k !== ERROR_HEADERS.replayed)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const props = m.properties as unknown as Record<string, unknown>;
+  const identity = JSON.stringify(
+    [
+      headers[ERROR_HEADERS.originalExchange],
+      headers[ERROR_HEADERS.originalRoutingKey],
+      kept,
+      KEPT_PROPERTIES.map((k) => props[k]),
+    ],
+    (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v),
+  );
+  const hash = createHash('sha1').update(m.content).update('\0').update(identity);
+  return `sha1:${hash.digest('hex').slice(0, 16)}`;
 }
 
 type EnvelopeLike = { type?: unknown; name?: unknown; content?: { type?: unknown; name?: unknown } };
