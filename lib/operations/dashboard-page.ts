@@ -226,7 +226,10 @@ export const DASHBOARD_PAGE = `<!doctype html>
           el('td', { text: g.errorName }), el('td', { text: g.messageName }), el('td', { text: String(g.count) }),
           el('td', { 'class': 'actions' }, [el('button', {
             'class': 'replay-group', 'data-error': g.errorName, text: 'replay these', onclick: function () {
-              post('/api/errors/replay', { queue: name, errorName: g.errorName, messageName: g.messageName })
+              // A group of messages that name none is selected as such: no message is named '(no name)'.
+              post('/api/errors/replay', g.unnamed
+                ? { queue: name, errorName: g.errorName, unnamed: true }
+                : { queue: name, errorName: g.errorName, messageName: g.messageName })
                 .then(function (r) { notice('replayed ' + r.replayed.length); loadErrors(name); },
                   function (e) { notice(e.message); });
             }

@@ -51,6 +51,11 @@ export interface FailedSelection {
   errorName?: string;
   /** The envelope's name, e.g. `resize`. */
   messageName?: string;
+  /**
+   * Only messages whose body names no message (other systems' plain JSON and CloudEvents, bodies that could not be
+   * decoded): what a group shown as `(no name)` holds.
+   */
+  unnamed?: boolean;
 }
 
 /** What a replay did, message by message. */
@@ -252,16 +257,25 @@ function destination(
 /** Failed messages of one error name and message name, counted. */
 export interface FailedGroup {
   errorName: string;
+  /** The message name, or `(no name)` for messages whose body names none (then `unnamed` is true). */
   messageName: string;
   count: number;
+  /** Its messages name no message: select them with `{ errorName, unnamed: true }`, not by `messageName`. */
+  unnamed?: boolean;
 }
 
 /** Counts failed messages by error name and message name, most first (ties by error name). */
 export function groupFailed(messages: readonly FailedMessage[]): FailedGroup[] {
   const counts = new Map<string, FailedGroup>();
   for (const m of messages) {
-    const key = `${m.errorName}\u0000${m.messageName ?? ''}`;
-    const c = counts.get(key) ?? { errorName: m.errorName, messageName: m.messageName ?? '(undecodable)', count: 0 };
+    const key = `${m.errorName}\u0000${m.messageName === undefined ? '' : `=${m.messageName}`}`;
+    // A body that names no message (plain JSON, a CloudEvent's data, one that could not be decoded): a label, and a
+    // mark that says so, since no message is named that.
+    const c =
+      counts.get(key) ??
+      (m.messageName === undefined
+        ? { errorName: m.errorName, messageName: '(no name)', count: 0, unnamed: true }
+        : { errorName: m.errorName, messageName: m.messageName, count: 0 });
     c.count++;
     counts.set(key, c);
   }
@@ -278,11 +292,13 @@ export function selects(sel: FailedSelection, m: FailedMessage): boolean {
   if (sel.ids && sel.ids.length > 0 && !sel.ids.includes(m.id)) return false;
   if (sel.errorName !== undefined && m.errorName !== sel.errorName) return false;
   if (sel.messageName !== undefined && m.messageName !== sel.messageName) return false;
+  if (sel.unnamed === true && m.messageName !== undefined) return false;
   return true;
 }
 
 function checkSelection(sel: FailedSelection): void {
-  const named = (sel.ids?.length ?? 0) > 0 || sel.errorName !== undefined || sel.messageName !== undefined;
+  const named =
+    (sel.ids?.length ?? 0) > 0 || sel.errorName !== undefined || sel.messageName !== undefined || sel.unnamed === true;
   if (!named && !sel.all) throw new TypeError('say which failed messages: ids, all, errorName or messageName');
 }
 

@@ -13,6 +13,8 @@ import {
   type CloudEventAttributes,
 } from '../../lib/index.js';
 import { makeLogger } from '../../lib/log.js';
+import { ErrorViews } from '../../lib/operations/dashboard/error-views.js';
+import { openConnection } from '../../lib/transport/connection.js';
 import { brokerUrl } from '../support/broker.js';
 import { postage } from '../support/cli.js';
 import { counter, Harness } from '../support/components.js';
@@ -129,5 +131,39 @@ describe('Hostile: postage errors on messages other systems sent', function () {
     const list = await q.list();
     expect(list.map((m) => m.originalRoutingKey)).to.deep.equal(['orders.placed', 'orders.cancelled']);
     expect(new Set(list.map((m) => m.id)).size).to.equal(2);
+  });
+
+  it('groups the messages that name no message as (no name), and the dashboard replays such a group whole', async () => {
+    await failed(3, async () => {
+      await publishRaw(ex.name, 'events.a', json({ orderId: 'B-1' }), event('e-1'));
+      await publishRaw(ex.name, 'orders.placed', json({ orderId: 'A-1' }), { contentType: 'application/json' });
+      await publishRaw(ex.name, 'orders.placed', json({ orderId: 'A-2' }), { contentType: 'application/json' });
+    });
+    const g = await postage(['errors', 'list', errorQueue, '--group']);
+    expect(
+      g.stdout
+        .trim()
+        .split('\n')
+        .slice(1)
+        .map((l) => l.split(/\s{2,}/).slice(1)),
+    ).to.deep.equal([
+      ['TypeError', '(no name)', '2'],
+      ['RangeError', '(no name)', '1'],
+    ]);
+
+    // The page's "replay these" posts what the group says: a group of unnamed messages by its mark, not its label.
+    const conn = await openConnection({ url: await brokerUrl() });
+    h.onClose(() => conn.close());
+    const views = new ErrorViews(conn, () => [errorQueue]);
+    const { groups } = await views.list(errorQueue);
+    const typeErrors = groups.find((x) => x.errorName === 'TypeError')!;
+    expect(typeErrors).to.deep.equal({ errorName: 'TypeError', messageName: '(no name)', count: 2, unnamed: true });
+    broken = false;
+    const r = (await views.act('replay', { queue: errorQueue, errorName: 'TypeError', unnamed: true })) as {
+      replayed: unknown[];
+    };
+    expect(r.replayed).to.have.length(2);
+    await until(() => got.length === 2, { message: () => `the two replayed handled: ${JSON.stringify(got)}` });
+    expect((await views.list(errorQueue)).groups.map((x) => x.errorName)).to.deep.equal(['RangeError']);
   });
 });
