@@ -166,4 +166,18 @@ describe('Hostile: postage errors on messages other systems sent', function () {
     await until(() => got.length === 2, { message: () => `the two replayed handled: ${JSON.stringify(got)}` });
     expect((await views.list(errorQueue)).groups.map((x) => x.errorName)).to.deep.equal(['RangeError']);
   });
+
+  it('shows a CloudEvent whose data is text as that text, beside its exact bytes', async () => {
+    await failed(1, () =>
+      publishRaw(ex.name, 'events.b', Buffer.from('paid in full: 12 €'), {
+        ...event('e-9'),
+        contentType: 'text/plain',
+      }),
+    );
+    const list = await postage(['errors', 'list', errorQueue, '--json']);
+    const [{ id }] = JSON.parse(list.stdout) as Array<{ id: string }>;
+    const shown = JSON.parse((await postage(['errors', 'show', errorQueue, id])).stdout) as Record<string, unknown>;
+    expect(shown.contentText).to.equal('paid in full: 12 €');
+    expect(Buffer.from(shown.contentBase64 as string, 'base64').toString()).to.equal('paid in full: 12 €');
+  });
 });
