@@ -144,6 +144,9 @@ export const DASHBOARD_PAGE = `<!doctype html>
         el('div', { 'class': 'muted', text: 'handles: ' + (handlers || '—') }),
         el('div', { 'class': 'muted', text: 'bindings: ' + (binds || '—') })
       ].concat((c.partitions || []).map(function (p) {
+        // A replica that is down holds no partition (the broker gave its partitions to the others): its last
+        // description is not what is.
+        if (!c.up) return el('div', { 'class': 'muted partitions', text: 'partitions of ' + p.queue + ': none (down)' });
         // A partitioned processor: where this replica is active, and how the partitions spread over the others.
         var spread = p.rebalance
           ? p.replicas.map(function (r) {
