@@ -112,13 +112,31 @@ function line(m: FailedMessage): string[] {
   ];
 }
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A body that is not JSON as text, where its content type says it is text (a CloudEvent's `text/plain` data, XML) and
+ * its bytes are UTF-8: what a reader can read, beside the exact bytes in Base64.
+ */
+function contentText(m: FailedMessage): string | undefined {
+  const type = headerText(m.properties.contentType) ?? '';
+  if (!/^text\/|[/+]xml\b/i.test(type)) return undefined;
+  try {
+    return utf8.decode(m.content);
+  } catch {
+    return undefined;
+  }
+}
+
 function asJson(m: FailedMessage, queue: string): Record<string, unknown> {
   const { content, headers, ...rest } = m;
+  const text = m.envelope === undefined ? contentText(m) : undefined;
   return {
     queue,
     ...rest,
     headers: printableHeaders(headers),
     ...(m.envelope === undefined ? { contentBase64: content.toString('base64') } : {}),
+    ...(text !== undefined ? { contentText: text } : {}),
   };
 }
 

@@ -4,6 +4,7 @@ import { deliveryInfo } from '../scope/context.js';
 import { JsonEncoder } from '../envelope/encoder.js';
 import { openChannel } from '../transport/channels.js';
 import { openConnection } from '../transport/connection.js';
+import { COPYING_EXCHANGE_TYPES, exchangeType } from '../transport/exchange-type.js';
 import type { Command, Values } from './command.js';
 import { UsageError } from './usage.js';
 
@@ -37,8 +38,17 @@ async function watch(args: string[], values: Values): Promise<number> {
     await ch.checkExchange(exchange).catch(() => {
       throw new UsageError(`exchange '${exchange}' does not exist on this broker`);
     });
+    const type = await exchangeType(conn, exchange);
+    // A consistent-hash exchange (a partitioned processor's QUEUE.partitions) routes each message to one queue: the
+    // watching queue would be one more, and take messages from the others.
+    if (type !== undefined && !COPYING_EXCHANGE_TYPES.has(type)) {
+      throw new UsageError(
+        `exchange '${exchange}' is ${type}: it routes each message to one of its queues, so watching it would take ` +
+          'messages from them. Watch the exchange that routes to it instead',
+      );
+    }
     // '#' is a topic pattern: on a direct exchange it is a key like any other, and the watch would stay silent.
-    if (args[1] === undefined && (await exchangeType(conn, exchange)) === 'direct') {
+    if (args[1] === undefined && type === 'direct') {
       throw new UsageError(
         `exchange '${exchange}' is direct: the default key '#' would only match messages sent with the key '#', ` +
           `so nothing would show. Give the key to watch: postage watch ${exchange} KEY`,
@@ -70,31 +80,6 @@ async function watch(args: string[], values: Values): Promise<number> {
   } finally {
     if (!channelError) await ch.close().catch(() => undefined);
     await conn.close().catch(() => undefined);
-  }
-}
-
-/**
- * An exchange's type, which AMQP has no method to read: redeclaring it as a
- * topic exchange (on a channel of its own, which a refusal closes) succeeds
- * for a topic one and is refused, naming the current type, for any other.
- */
-async function exchangeType(
-  conn: Awaited<ReturnType<typeof openConnection>>,
-  exchange: string,
-): Promise<string | undefined> {
-  const probe = await openChannel(conn);
-  probe.on('error', () => undefined);
-  try {
-    await probe.checkExchange(exchange);
-    await probe.assertExchange(exchange, 'topic', { durable: true });
-    return 'topic';
-  } catch (err) {
-    // "inequivalent arg 'type' … received 'topic' but current is 'direct'"; a refusal for another field means the type
-    // matched.
-    const m = /arg 'type'.*current is '(\w+)'/.exec(String((err as Error).message));
-    return m ? m[1] : 'topic';
-  } finally {
-    await probe.close().catch(() => undefined);
   }
 }
 

@@ -144,6 +144,9 @@ export const DASHBOARD_PAGE = `<!doctype html>
         el('div', { 'class': 'muted', text: 'handles: ' + (handlers || '—') }),
         el('div', { 'class': 'muted', text: 'bindings: ' + (binds || '—') })
       ].concat((c.partitions || []).map(function (p) {
+        // A replica that is down holds no partition (the broker gave its partitions to the others): its last
+        // description is not what is.
+        if (!c.up) return el('div', { 'class': 'muted partitions', text: 'partitions of ' + p.queue + ': none (down)' });
         // A partitioned processor: where this replica is active, and how the partitions spread over the others.
         var spread = p.rebalance
           ? p.replicas.map(function (r) {
@@ -226,7 +229,10 @@ export const DASHBOARD_PAGE = `<!doctype html>
           el('td', { text: g.errorName }), el('td', { text: g.messageName }), el('td', { text: String(g.count) }),
           el('td', { 'class': 'actions' }, [el('button', {
             'class': 'replay-group', 'data-error': g.errorName, text: 'replay these', onclick: function () {
-              post('/api/errors/replay', { queue: name, errorName: g.errorName, messageName: g.messageName })
+              // A group of messages that name none is selected as such: no message is named '(no name)'.
+              post('/api/errors/replay', g.unnamed
+                ? { queue: name, errorName: g.errorName, unnamed: true }
+                : { queue: name, errorName: g.errorName, messageName: g.messageName })
                 .then(function (r) { notice('replayed ' + r.replayed.length); loadErrors(name); },
                   function (e) { notice(e.message); });
             }

@@ -11,7 +11,10 @@ import { openConnection, type BrokerOptions } from '../transport/connection.js';
 
 /** One failed message in an error queue, as `postage errors list` shows it. */
 export interface FailedMessage {
-  /** Its message id (kept from the original send), or `sha1:` of its bytes where it has none. */
+  /**
+   * Its message id (kept from the original send), or where it has none `sha1:` of its bytes, headers, properties and
+   * original destination (what a replay keeps: the same each time it fails again).
+   */
   readonly id: string;
   /** When it failed (`x-failed-at`), or when it was first sent where that header is missing. */
   readonly failedAt: Date | undefined;
@@ -48,6 +51,11 @@ export interface FailedSelection {
   errorName?: string;
   /** The envelope's name, e.g. `resize`. */
   messageName?: string;
+  /**
+   * Only messages whose body names no message (other systems' plain JSON and CloudEvents, bodies that could not be
+   * decoded): what a group shown as `(no name)` holds.
+   */
+  unnamed?: boolean;
 }
 
 /** What a replay did, message by message. */
@@ -145,7 +153,7 @@ function describeFailed(m: GetMessage): FailedMessage {
   }
   const attempts = Number(headers[ERROR_HEADERS.attempts]);
   return {
-    id: headerText(m.properties.messageId) ?? `sha1:${createHash('sha1').update(m.content).digest('hex').slice(0, 16)}`,
+    id: headerText(m.properties.messageId) ?? contentId(m, headers),
     failedAt: failedAt
       ? validDate(failedAt)
       : typeof m.properties.timestamp === 'number'
@@ -165,6 +173,43 @@ function describeFailed(m: GetMessage): FailedMessage {
     content: m.content,
     properties,
   };
+}
+
+/** The properties a replayed copy keeps (see replayProperties), which tell one message without an id from another. */
+const KEPT_PROPERTIES = [
+  'contentType',
+  'contentEncoding',
+  'correlationId',
+  'type',
+  'appId',
+  'userId',
+  'timestamp',
+  'priority',
+];
+
+/**
+ * The id of a message without a message id (most messages other systems send): `sha1:` of its bytes and of what a
+ * replay keeps with them (its headers and properties, where it goes). Bytes alone would give two CloudEvents with the
+ * same data but their own `cloudEvents_id`, or one body sent to two routing keys, one id: `show` would find the first
+ * only, and `purge ID` would take both. What a failure or a replay adds (the error headers, `x-replayed`, retry and
+ * delay state) is left out, so a message keeps its id each time it fails again.
+ */
+function contentId(m: GetMessage, headers: Record<string, unknown>): string {
+  const kept = Object.entries(withoutDelay(headers))
+    .filter(([k]) => !DROPPED_ON_REPLAY.has(k) && k !== ERROR_HEADERS.replayed)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const props = m.properties as unknown as Record<string, unknown>;
+  const identity = JSON.stringify(
+    [
+      headers[ERROR_HEADERS.originalExchange],
+      headers[ERROR_HEADERS.originalRoutingKey],
+      kept,
+      KEPT_PROPERTIES.map((k) => props[k]),
+    ],
+    (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v),
+  );
+  const hash = createHash('sha1').update(m.content).update('\0').update(identity);
+  return `sha1:${hash.digest('hex').slice(0, 16)}`;
 }
 
 type EnvelopeLike = { type?: unknown; name?: unknown; content?: { type?: unknown; name?: unknown } };
@@ -212,16 +257,25 @@ function destination(
 /** Failed messages of one error name and message name, counted. */
 export interface FailedGroup {
   errorName: string;
+  /** The message name, or `(no name)` for messages whose body names none (then `unnamed` is true). */
   messageName: string;
   count: number;
+  /** Its messages name no message: select them with `{ errorName, unnamed: true }`, not by `messageName`. */
+  unnamed?: boolean;
 }
 
 /** Counts failed messages by error name and message name, most first (ties by error name). */
 export function groupFailed(messages: readonly FailedMessage[]): FailedGroup[] {
   const counts = new Map<string, FailedGroup>();
   for (const m of messages) {
-    const key = `${m.errorName}\u0000${m.messageName ?? ''}`;
-    const c = counts.get(key) ?? { errorName: m.errorName, messageName: m.messageName ?? '(undecodable)', count: 0 };
+    const key = `${m.errorName}\u0000${m.messageName === undefined ? '' : `=${m.messageName}`}`;
+    // A body that names no message (plain JSON, a CloudEvent's data, one that could not be decoded): a label, and a
+    // mark that says so, since no message is named that.
+    const c =
+      counts.get(key) ??
+      (m.messageName === undefined
+        ? { errorName: m.errorName, messageName: '(no name)', count: 0, unnamed: true }
+        : { errorName: m.errorName, messageName: m.messageName, count: 0 });
     c.count++;
     counts.set(key, c);
   }
@@ -238,11 +292,13 @@ export function selects(sel: FailedSelection, m: FailedMessage): boolean {
   if (sel.ids && sel.ids.length > 0 && !sel.ids.includes(m.id)) return false;
   if (sel.errorName !== undefined && m.errorName !== sel.errorName) return false;
   if (sel.messageName !== undefined && m.messageName !== sel.messageName) return false;
+  if (sel.unnamed === true && m.messageName !== undefined) return false;
   return true;
 }
 
 function checkSelection(sel: FailedSelection): void {
-  const named = (sel.ids?.length ?? 0) > 0 || sel.errorName !== undefined || sel.messageName !== undefined;
+  const named =
+    (sel.ids?.length ?? 0) > 0 || sel.errorName !== undefined || sel.messageName !== undefined || sel.unnamed === true;
   if (!named && !sel.all) throw new TypeError('say which failed messages: ids, all, errorName or messageName');
 }
 

@@ -34,6 +34,7 @@ function selectionOf(b: Record<string, unknown>): FailedSelection {
   if (Array.isArray(b.ids)) sel.ids = b.ids.map(String);
   if (typeof b.errorName === 'string') sel.errorName = b.errorName;
   if (typeof b.messageName === 'string') sel.messageName = b.messageName;
+  if (b.unnamed === true) sel.unnamed = true;
   return sel;
 }
 
@@ -72,7 +73,13 @@ export class ErrorViews {
   /** `POST /api/errors/replay` and `/purge`: what the body selects, sent back where it came from or removed. */
   async act(action: 'replay' | 'purge', body: Record<string, unknown>) {
     const sel = selectionOf(body);
-    if (!sel.all && !sel.ids?.length && sel.errorName === undefined && sel.messageName === undefined)
+    if (
+      !sel.all &&
+      !sel.ids?.length &&
+      sel.errorName === undefined &&
+      sel.messageName === undefined &&
+      sel.unnamed !== true
+    )
       throw new HttpError(400, 'say which messages: ids, all, errorName or messageName');
     const name = String(body.queue ?? '');
     if (action === 'purge') return { purged: (await this.#with(name, (q) => q.purge(sel))).map((m) => m.id) };

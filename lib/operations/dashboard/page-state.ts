@@ -7,6 +7,7 @@ import { HEADERS } from '../../scope/context.js';
 import type { ProcessorDescription } from '../../receive/description.js';
 import { JsonEncoder } from '../../envelope/encoder.js';
 import { openChannel } from '../../transport/channels.js';
+import { COPYING_EXCHANGE_TYPES, exchangeType } from '../../transport/exchange-type.js';
 import { type ComponentDirectory, componentId } from '../directory.js';
 import { headerText as text } from '../error-queue.js';
 import type { SeenMessage } from '../sequence.js';
@@ -67,6 +68,7 @@ export class StateGatherer {
   readonly #seen: SeenMessage[] = [];
   readonly #routedSince = new Map<string, number>();
   readonly #watched = new Set<string>();
+  readonly #exchangeTypes = new Map<string, string>();
   readonly #decoder = new JsonEncoder();
   /** What the components last said, worked out once per refresh: every message seen is matched against the bindings. */
   #bindings: Array<ProcessorDescription['bindings'][number] & { component: string }> = [];
@@ -165,6 +167,17 @@ export class StateGatherer {
     if (this.#seen.length > KEEP_SEEN) this.#seen.splice(0, this.#seen.length - KEEP_SEEN);
   }
 
+  /** Whether `exchange` gives every queue bound to it a copy (asked once per exchange that exists). */
+  async #copies(exchange: string): Promise<boolean> {
+    let type = this.#exchangeTypes.get(exchange);
+    if (type === undefined) {
+      type = await exchangeType(this.conn, exchange).catch(() => undefined);
+      if (type === undefined) return false;
+      this.#exchangeTypes.set(exchange, type);
+    }
+    return COPYING_EXCHANGE_TYPES.has(type);
+  }
+
   async #check(queue: string): Promise<{ messageCount: number; consumerCount: number } | undefined> {
     try {
       if (!this.#probe) {
@@ -202,6 +215,10 @@ export class StateGatherer {
     for (const b of this.#bindings) {
       const k = `${b.exchange}\u0000${b.key}`;
       if (this.#watched.has(k) || b.exchange === '') continue;
+      // Bound to an exchange that routes each message to one queue (a partitioned processor's consistent-hash
+      // exchange), the watching queue would be one more partition and take its share of the messages: not bound there
+      // (those queues show no rate in).
+      if (!(await this.#copies(b.exchange))) continue;
       this.#watched.add(k);
       await this.watch.bindQueue(this.watchQueue, b.exchange, b.key).catch(() => this.#watched.delete(k));
     }
