@@ -100,9 +100,13 @@ async function describe(args: string[], values: Values): Promise<number> {
  * has (or idle), then the messages waiting in each partition.
  */
 function describePartitions(p: PartitionsDescription, f: ProcessorDescription['fingerprint']): string {
+  const moving = [
+    p.lettingGo?.length ? `; letting go (finishing what it holds): ${p.lettingGo.join(', ')}` : '',
+    p.standbyHere?.length ? `; standby (another replica lets go): ${p.standbyHere.join(', ')}` : '',
+  ].join('');
   const head = `  ${p.queue}: ${p.partitions.length} partitions (${p.partitions.join(', ')}); active here: ${
     p.activeHere.join(', ') || 'none'
-  }`;
+  }${moving}`;
   const lines = [head];
   if (p.rebalance) {
     lines.push(`    spread over ${p.replicas.length} replica${p.replicas.length === 1 ? '' : 's'}:`);

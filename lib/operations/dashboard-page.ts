@@ -156,7 +156,9 @@ export const DASHBOARD_PAGE = `<!doctype html>
         var waiting = p.waiting
           ? ' · waiting: ' + p.partitions.map(function (n) { return n + ' ' + (p.waiting[n] || 0); }).join(', ')
           : '';
-        var here = p.activeHere.join(', ') || 'none (idle)';
+        var here = (p.activeHere.join(', ') || 'none (idle)')
+          + (p.lettingGo && p.lettingGo.length ? ' · letting go ' + p.lettingGo.join(', ') : '')
+          + (p.standbyHere && p.standbyHere.length ? ' · standby for ' + p.standbyHere.join(', ') : '');
         var text = 'partitions of ' + p.queue + ': active here ' + here + ' · replicas: ' + spread + waiting;
         return el('div', { 'class': 'muted partitions', text: text });
       })).concat(c.outbox ? [outboxLine(c.outbox)] : [])));

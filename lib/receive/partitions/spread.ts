@@ -33,8 +33,16 @@ export interface PartitionMove {
 export interface PartitionsDescription {
   queue: string;
   partitions: string[];
-  /** Partitions this replica consumes now (with rebalancing off: those it has had deliveries from). */
+  /**
+   * Partitions this replica consumes now (with rebalancing off: those it has had deliveries from). A partition it
+   * was given while another replica still finishes what it holds of it is not among them until that one let go: the
+   * broker keeps the old one active meanwhile (see `standbyHere`).
+   */
   activeHere: string[];
+  /** Partitions this replica gives up and still finishes what it holds of (the broker's active consumer until then). */
+  lettingGo?: string[];
+  /** Partitions this replica was given and waits for, as a standby, while another replica lets go of them. */
+  standbyHere?: string[];
   /** Whether the partitions spread over the replicas (the `rebalance` option). */
   rebalance: boolean;
   /** This replica's id. */
@@ -76,6 +84,8 @@ interface Announcement {
   host: string;
   /** Partitions it consumes now. */
   holds: string[];
+  /** Partitions it gives up and still finishes what it holds of. */
+  lettingGo?: string[];
 }
 
 interface Member {
@@ -84,6 +94,7 @@ interface Member {
   host: string;
   seen: number;
   holds: string[];
+  lettingGo: string[];
 }
 
 /** A partition this replica consumes: its own channel, so that letting go of it (closing it) touches nothing else. */
@@ -267,6 +278,7 @@ export class PartitionSpread {
       pid: String(this.#fp.pid),
       host: String(this.#fp.host),
       holds: this.#holding(),
+      lettingGo: this.#lettingGo(),
     };
     try {
       this.#control?.publish(this.#exchange, '', Buffer.from(JSON.stringify(a)), { contentType: 'application/json' });
@@ -277,6 +289,10 @@ export class PartitionSpread {
 
   #holding(): string[] {
     return [...this.#leases.values()].filter((l) => l.ch && !l.releasing).map((l) => l.partition);
+  }
+
+  #lettingGo(): string[] {
+    return [...this.#leases.values()].filter((l) => l.ch && l.releasing).map((l) => l.partition);
   }
 
   #heard(msg: ConsumeMessage): void {
@@ -309,6 +325,7 @@ export class PartitionSpread {
       host: a.host,
       seen: Date.now(),
       holds: Array.isArray(a.holds) ? a.holds : [],
+      lettingGo: Array.isArray(a.lettingGo) ? a.lettingGo : [],
     });
     // A newcomer learns of every replica at once, not a beat later.
     if (a.kind === 'hello') this.#say('beat');
@@ -493,6 +510,8 @@ export class PartitionSpread {
     lease.releasing = true;
     const started = Date.now();
     if (lease.inFlight > 0 && lease.ch) {
+      // The others hear at once that it is letting go (their describe says they wait for it), not a beat later.
+      if (!this.#closing) this.#say('beat');
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           this.#log.warn(
@@ -716,6 +735,8 @@ export class PartitionSpread {
     const counts = waiting ? await this.#waiting() : undefined;
     const ids = this.#ids();
     const holding = new Set(this.#holding());
+    const lettingGo = new Set(this.#lettingGo());
+    const othersLettingGo = new Set([...this.#members.values()].flatMap((m) => m.lettingGo));
     return [...this.#queues].map(([queue, names]) => {
       const owners = this.#settings.rebalance ? assignPartitions(names, ids) : new Map<string, string>();
       const replicas = (this.#settings.rebalance ? ids : [this.id]).sort().map((id) => {
@@ -733,8 +754,10 @@ export class PartitionSpread {
         queue,
         partitions: names,
         activeHere: this.#settings.rebalance
-          ? names.filter((p) => holding.has(p))
+          ? names.filter((p) => holding.has(p) && !othersLettingGo.has(p))
           : names.filter((p) => this.#delivered.has(p)),
+        lettingGo: names.filter((p) => lettingGo.has(p)),
+        standbyHere: names.filter((p) => holding.has(p) && othersLettingGo.has(p)),
         rebalance: this.#settings.rebalance,
         replica: this.id,
         replicas,
