@@ -5,26 +5,16 @@
  * the old one holding nothing.
  */
 import { expect } from 'chai';
-import {
-  GenericProducer,
-  MessageHandler,
-  MessageProcessor,
-  type ExchangeObject,
-  type MessageSender,
-} from '../../lib/index.js';
-import { makeLogger } from '../../lib/log.js';
-import { brokerUrl } from '../support/broker.js';
+import { MessageHandler, MessageProcessor } from '../../lib/index.js';
 import { deferred, Harness } from '../support/components.js';
-import { deleteTopology, unique } from '../support/topology.js';
+import { partitionedFixture } from '../support/partitions.js';
 import { until } from '../support/wait.js';
 
 describe('Hostile: describe while a partition moves between replicas', function () {
   this.timeout(60_000);
 
   it('says the old owner lets it go and the new one waits as a standby, until the old one has finished', async () => {
-    const url = await brokerUrl();
-    const exchange: ExchangeObject = { name: unique('pmove-ex'), type: 'direct' };
-    const queue = unique('pmove-q');
+    const f = await partitionedFixture('pmove', 2, 500);
     const gate = deferred();
     let started = 0;
     class Worker extends MessageProcessor {
@@ -34,28 +24,12 @@ describe('Hostile: describe while a partition moves between replicas', function 
         await gate.promise;
       }
     }
-    const options = (i: number) => ({
-      url,
-      logger: makeLogger('silent'),
-      fingerprint: { name: 'worker', pid: `${process.pid}-${i}` },
-      partitions: 2,
-      rebalance: { heartbeatMs: 500 },
-      concurrency: 2,
-      handleSignals: false,
-      eqk: [[exchange, [[queue, 'work']]]] as [ExchangeObject, Array<[string, string]>][],
-    });
     const h = new Harness();
-    const [a, b] = [1, 2].map((i) => new Worker(options(i)));
-    class Sender extends GenericProducer {
-      static override eks = [[exchange, 'work'] as const];
-      declare message_work: MessageSender;
-    }
-    const sender = await Sender.create({ url });
+    const [a, b] = [1, 2].map((i) => new Worker(f.options(i, { concurrency: 2 })));
+    const sender = await f.sender();
     try {
       await h.start(a);
-      await until(async () => (await a.rpcDescribe()).partitions![0].activeHere.length === 2, {
-        message: 'the first replica active on both partitions',
-      });
+      await f.activeOnAll(a);
       // A handler running on each partition (keys until both partitions have one), held there.
       for (let i = 0; i < 40; i++) await sender.message_work({}, { _partition_key: `k${i}` });
       await until(() => started === 2, { message: 'a handler running on each partition' });
@@ -83,8 +57,7 @@ describe('Hostile: describe while a partition moves between replicas', function 
       gate.resolve();
       await sender.close();
       await h.close();
-      const names = [`${queue}.p0`, `${queue}.p1`];
-      await deleteTopology(names, [`${queue}.partitions`, `${queue}.replicas`, exchange.name]);
+      await f.remove();
     }
   });
 });

@@ -6,28 +6,19 @@
  * next replica (or this one, restarted) is refused at ready() with a PartitionCountMismatch naming a wrong number.
  */
 import { expect } from 'chai';
-import {
-  GenericProducer,
-  MessageHandler,
-  MessageProcessor,
-  type ExchangeObject,
-  type MessageSender,
-} from '../../lib/index.js';
-import { makeLogger } from '../../lib/log.js';
-import { brokerUrl, queueCounts } from '../support/broker.js';
+import { MessageHandler, MessageProcessor } from '../../lib/index.js';
+import { queueCounts } from '../support/broker.js';
 import { Harness } from '../support/components.js';
-import { settledSpread } from '../support/partitions.js';
-import { asOperator, deleteTopology, unique } from '../support/topology.js';
+import { partitionedFixture, settledSpread } from '../support/partitions.js';
+import { asOperator } from '../support/topology.js';
 import { until, within } from '../support/wait.js';
 
 describe('Hostile: an operator deletes a partition queue', function () {
   this.timeout(60_000);
 
   it('declares the partition again and consumes it, saying so; its keys go back to it and a new replica starts', async () => {
-    const url = await brokerUrl();
-    const exchange: ExchangeObject = { name: unique('pdel-ex'), type: 'direct' };
-    const queue = unique('pdel-q');
-    const names = [`${queue}.p0`, `${queue}.p1`];
+    const f = await partitionedFixture('pdel', 2, 1000);
+    const names = f.names;
     // Which replica handled each key.
     const handled = new Map<string, string>();
     class Worker extends MessageProcessor {
@@ -36,27 +27,12 @@ describe('Hostile: an operator deletes a partition queue', function () {
         handled.set(content.parameters.key, String(this.fingerprint.pid));
       }
     }
-    const options = (i: number) => ({
-      url,
-      logger: makeLogger('silent'),
-      fingerprint: { name: 'worker', pid: `${process.pid}-${i}` },
-      partitions: 2,
-      rebalance: { heartbeatMs: 1000 },
-      handleSignals: false,
-      eqk: [[exchange, [[queue, 'work']]]] as [ExchangeObject, Array<[string, string]>][],
-    });
-    const a = new Worker(options(1));
+    const a = new Worker(f.options(1));
     const h = new Harness();
-    class Sender extends GenericProducer {
-      static override eks = [[exchange, 'work'] as const];
-      declare message_work: MessageSender;
-    }
-    const sender = await Sender.create({ url });
+    const sender = await f.sender();
     try {
       await h.start(a);
-      await until(async () => (await a.rpcDescribe()).partitions![0].activeHere.length === 2, {
-        message: 'the replica active on both partitions',
-      });
+      await f.activeOnAll(a);
       const cancelled = new Promise<string>((resolve) => a.on('consumerCancelled', resolve));
       await asOperator((ch) => ch.deleteQueue(names[1]));
       expect(await within(cancelled, { message: 'consumerCancelled for the deleted partition' })).to.equal(names[1]);
@@ -66,7 +42,7 @@ describe('Hostile: an operator deletes a partition queue', function () {
       });
 
       // A replica started now finds the broker's partitions as they were (not one fewer), and takes one of them.
-      const b = new Worker(options(2));
+      const b = new Worker(f.options(2));
       await h.start(b);
       await settledSpread([a, b], 2);
       // Keys hash to both partitions again: each replica handles some of the 40.
@@ -76,7 +52,7 @@ describe('Hostile: an operator deletes a partition queue', function () {
     } finally {
       await sender.close();
       await h.close();
-      await deleteTopology(names, [`${queue}.partitions`, `${queue}.replicas`, exchange.name]);
+      await f.remove();
     }
   });
 });

@@ -5,43 +5,31 @@
  * spreading the partitions: over those running, and over a replica that joins after.
  */
 import { expect } from 'chai';
-import { MessageHandler, MessageProcessor, type ExchangeObject, type PartitionMove } from '../../lib/index.js';
+import { MessageHandler, MessageProcessor, type PartitionMove } from '../../lib/index.js';
 import { capture } from '../support/log.js';
-import { brokerUrl } from '../support/broker.js';
 import { Harness } from '../support/components.js';
-import { settledSpread } from '../support/partitions.js';
-import { asOperator, deleteTopology, unique } from '../support/topology.js';
+import { partitionedFixture, settledSpread } from '../support/partitions.js';
+import { asOperator } from '../support/topology.js';
 
 describe('Hostile: an operator deletes the replicas exchange of a partitioned processor', function () {
   this.timeout(60_000);
 
   it('declares it again: the running replicas keep their spread, and one that joins after gets its share', async () => {
-    const url = await brokerUrl();
-    const exchange: ExchangeObject = { name: unique('rdel-ex'), type: 'direct' };
-    const queue = unique('rdel-q');
+    const f = await partitionedFixture('rdel', 6, 300);
     class Worker extends MessageProcessor {
       @MessageHandler('command', 'work')
       work() {}
     }
     const logs = [1, 2, 3].map(() => capture('warn'));
-    const options = (i: number) => ({
-      url,
-      logger: logs[i - 1].logger,
-      fingerprint: { name: 'worker', pid: `${process.pid}-${i}` },
-      partitions: 6,
-      rebalance: { heartbeatMs: 300 },
-      handleSignals: false,
-      eqk: [[exchange, [[queue, 'work']]]] as [ExchangeObject, Array<[string, string]>][],
-    });
     const h = new Harness();
-    const [a, b, c] = [1, 2, 3].map((i) => new Worker(options(i)));
+    const [a, b, c] = [1, 2, 3].map((i) => new Worker(f.options(i, { logger: logs[i - 1].logger })));
     try {
       await h.start(a);
       await h.start(b);
       await settledSpread([a, b], 6);
       const moves: PartitionMove[] = [];
       for (const r of [a, b]) r.on('partitionMove', (m: PartitionMove) => moves.push(m));
-      await asOperator((ch) => ch.deleteExchange(`${queue}.replicas`));
+      await asOperator((ch) => ch.deleteExchange(`${f.queue}.replicas`));
       // Each replica says it declares the exchange again, and the two hear each other on it: a beat of each after
       // both said so (5 beats in all is twice the 2.5 after which a replica that hears nobody forgets the others).
       await Promise.all(logs.slice(0, 2).map((l) => l.when(/no longer come back over/, 5_000)));
@@ -56,8 +44,7 @@ describe('Hostile: an operator deletes the replicas exchange of a partitioned pr
       await settledSpread([a, b, c], 6);
     } finally {
       await h.close();
-      const names = Array.from({ length: 6 }, (_, i) => `${queue}.p${i}`);
-      await deleteTopology(names, [`${queue}.partitions`, `${queue}.replicas`, exchange.name]);
+      await f.remove();
     }
   });
 });

@@ -1,8 +1,18 @@
 /** What the partition specs share: replicas in processes of their own, and waiting for the replicas to agree. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import type { MessageProcessor, ProcessorDescription } from '../../lib/index.js';
-import { within } from './wait.js';
+import {
+  GenericProducer,
+  type ExchangeObject,
+  type MessageProcessor,
+  type MessageSender,
+  type ProcessorDescription,
+  type ProcessorOptions,
+} from '../../lib/index.js';
+import { makeLogger } from '../../lib/log.js';
+import { brokerUrl } from './broker.js';
+import { deleteTopology, unique } from './topology.js';
+import { until, within } from './wait.js';
 
 export interface ReplicaOptions {
   url: string;
@@ -76,4 +86,65 @@ export async function settledSpread(
       );
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** One partitioned queue for replicas started in this process: its names, each replica's options, and its clean-up. */
+export interface PartitionedFixture {
+  url: string;
+  exchange: ExchangeObject;
+  queue: string;
+  /** The partition queues, `QUEUE.p0` … */
+  names: string[];
+  /**
+   * Replica `i`'s options: its own fingerprint pid, `partitions`, rebalancing with beats of `heartbeatMs`, no signals,
+   * no log lines (unless `extra` gives a logger), the queue bound to the exchange with the key `work`.
+   */
+  options(i: number, extra?: ProcessorOptions): ProcessorOptions;
+  /** A producer whose `message_work` sends to the exchange with the key `work` (closed by the caller). */
+  sender(): Promise<GenericProducer & { message_work: MessageSender }>;
+  /** Waits until `replica` is active on every partition (the first replica of a fleet). */
+  activeOnAll(replica: MessageProcessor): Promise<void>;
+  /** Deletes the partition queues, the hash and replicas exchanges and the exchange. */
+  remove(): Promise<void>;
+}
+
+/** A {@link PartitionedFixture} with names from `prefix`. */
+export async function partitionedFixture(
+  prefix: string,
+  partitions: number,
+  heartbeatMs: number,
+): Promise<PartitionedFixture> {
+  const url = await brokerUrl();
+  const exchange: ExchangeObject = { name: unique(`${prefix}-ex`), type: 'direct' };
+  const queue = unique(`${prefix}-q`);
+  const names = Array.from({ length: partitions }, (_, i) => `${queue}.p${i}`);
+  return {
+    url,
+    exchange,
+    queue,
+    names,
+    options: (i, extra = {}) => ({
+      url,
+      logger: makeLogger('silent'),
+      fingerprint: { name: 'worker', pid: `${process.pid}-${i}` },
+      partitions,
+      rebalance: { heartbeatMs },
+      handleSignals: false,
+      eqk: [[exchange, [[queue, 'work']]]],
+      ...extra,
+    }),
+    async sender() {
+      class Sender extends GenericProducer {
+        static override eks = [[exchange, 'work'] as const];
+        declare message_work: MessageSender;
+      }
+      return Sender.create({ url });
+    },
+    async activeOnAll(replica) {
+      await until(async () => (await replica.rpcDescribe()).partitions![0].activeHere.length === partitions, {
+        message: `replica ${replica.fingerprint.pid} active on all ${partitions} partitions`,
+      });
+    },
+    remove: () => deleteTopology(names, [`${queue}.partitions`, `${queue}.replicas`, exchange.name]),
+  };
 }
