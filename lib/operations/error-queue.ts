@@ -8,6 +8,7 @@ import { withoutDelay } from '../topology/delay.js';
 import { ERROR_HEADERS } from '../topology/topology.js';
 import { openChannel } from '../transport/channels.js';
 import { openConnection, type BrokerOptions } from '../transport/connection.js';
+import { takeQueueLock } from '../transport/queue-lock.js';
 
 /** One failed message in an error queue, as `postage errors list` shows it. */
 export interface FailedMessage {
@@ -519,13 +520,13 @@ export class ErrorQueue {
     if (mine) {
       // Marked before the declare, which yields: a second operation on this connection sees it at once.
       here.add(this.queue);
+      let took = false;
       try {
-        await this.#withChannel((ch) => ch.assertQueue(lock, { exclusive: true, durable: false, autoDelete: false }));
-      } catch (err) {
-        here.delete(this.queue);
-        if (!/RESOURCE_LOCKED|405/.test(String((err as Error).message))) throw err;
-        mine = false;
+        took = await this.#withChannel((ch) => takeQueueLock(ch, lock));
+      } finally {
+        if (!took) here.delete(this.queue);
       }
+      mine = took;
     }
     if (!mine) {
       if (otherwise) return otherwise();

@@ -1,6 +1,8 @@
 import type { Channel, ChannelModel } from 'amqplib';
 import { BrokerError, PartitionCountMismatch } from '../errors.js';
+import { retrying } from '../backoff.js';
 import { openChannel } from '../transport/channels.js';
+import { takeQueueLock } from '../transport/queue-lock.js';
 import { MAX_PARTITIONS } from './partitions.js';
 
 /**
@@ -64,14 +66,14 @@ export async function underPartitionLock<T>(
   const names = [...new Set(queues)].sort().map(partitionLockName);
   const release: Array<() => Promise<void>> = [];
   try {
-    for (const name of names) release.push(await lock(model, name, Date.now() + waitMs));
+    for (const name of names) release.push(await lock(model, name, Date.now() + waitMs, waitMs));
     return await work();
   } finally {
     for (const r of release.reverse()) await r();
   }
 }
 
-async function lock(model: ChannelModel, name: string, deadline: number): Promise<() => Promise<void>> {
+async function lock(model: ChannelModel, name: string, deadline: number, waitMs: number): Promise<() => Promise<void>> {
   // In this process first (processors on one connection would each be given the broker's lock).
   for (let other = held.get(name); other; other = held.get(name)) await other;
   let unlock!: () => void;
@@ -81,7 +83,7 @@ async function lock(model: ChannelModel, name: string, deadline: number): Promis
     unlock();
   };
   try {
-    const ch = await brokerLock(model, name, deadline);
+    const ch = await brokerLock(model, name, deadline, waitMs);
     return async () => {
       await ch.deleteQueue(name).catch(() => undefined);
       await ch.close().catch(() => undefined);
@@ -93,25 +95,33 @@ async function lock(model: ChannelModel, name: string, deadline: number): Promis
   }
 }
 
-async function brokerLock(model: ChannelModel, name: string, deadline: number): Promise<Channel> {
-  for (let attempt = 0; ; attempt++) {
-    // Refused, the declare closes its channel: one channel per attempt.
-    const ch = await openChannel(model);
-    ch.on('error', () => undefined);
-    try {
-      await ch.assertQueue(name, { exclusive: true, autoDelete: true, durable: false });
-      return ch;
-    } catch (err) {
+/** What an attempt throws when another replica holds the lock: the loop waits and tries again until the deadline. */
+const HELD = new Error('held by another replica');
+
+async function brokerLock(model: ChannelModel, name: string, deadline: number, waitMs: number): Promise<Channel> {
+  const ch = await retrying(
+    async () => {
+      // Refused, the declare closes its channel: one channel per attempt.
+      const ch = await openChannel(model);
+      ch.on('error', () => undefined);
+      if (await takeQueueLock(ch, name)) return ch;
       await ch.close().catch(() => undefined);
-      if (!/RESOURCE_LOCKED|405/.test(String((err as Error).message))) throw err;
-      if (Date.now() >= deadline)
-        throw new BrokerError(
-          `another replica has held the partitions' lock (the exclusive queue '${name}') for over ` +
-            `${LOCK_WAIT_MS / 1000} s while declaring them; is one stuck?`,
-          'RESOURCE_LOCKED',
-          { cause: err, amqpCode: 405 },
-        );
-      await new Promise((r) => setTimeout(r, Math.min(500, 20 * 2 ** attempt) * (0.5 + Math.random())));
-    }
-  }
+      throw HELD;
+    },
+    {
+      backoff: { initialMs: 20, maxMs: 500, factor: 2, jitter: 0.5 },
+      onFailure: (err) => {
+        if (err !== HELD) throw err;
+        if (Date.now() >= deadline)
+          throw new BrokerError(
+            `another replica has held the partitions' lock (the exclusive queue '${name}') for over ` +
+              `${waitMs / 1000} s while declaring them; is one stuck?`,
+            'RESOURCE_LOCKED',
+            { amqpCode: 405 },
+          );
+      },
+    },
+  );
+  // retrying() gives up only when told to stop, which nothing here does.
+  return ch!;
 }
