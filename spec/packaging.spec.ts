@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { brokerUrl } from './support/broker.js';
+import { envelopeBytes } from './support/envelopes.js';
 import { PG_URL } from './stores/support.js';
 
 const exec = promisify(execFile);
@@ -190,16 +191,7 @@ describe('the npm package', function () {
       const conn = await amqp.connect(url);
       try {
         const ch = await conn.createConfirmChannel();
-        const body = {
-          type: 'command',
-          name: 'greet',
-          category: 'message',
-          version: '2',
-          fingerprint: {},
-          content: { parameters: { who: file } },
-          _reserved: {},
-        };
-        ch.publish(exchange, 'greet', Buffer.from(JSON.stringify(body)));
+        ch.publish(exchange, 'greet', envelopeBytes('greet', { who: file }));
         await ch.waitForConfirms();
       } finally {
         await conn.close();

@@ -18,6 +18,7 @@ import {
 import { makeLogger } from '../../lib/log.js';
 import { brokerUrl } from '../support/broker.js';
 import { deferred, exchangeFixture } from '../support/components.js';
+import { envelope } from '../support/envelopes.js';
 import { deleteTopology, settledQueue, unique } from '../support/topology.js';
 import { until } from '../support/wait.js';
 
@@ -204,14 +205,7 @@ describe('A delivery that completes within the call (plain handlers)', function 
     const conn = await amqp.connect(f.url);
     f.h.onClose(() => conn.close());
     const ch = await conn.createConfirmChannel();
-    const body = {
-      category: 'rpc',
-      type: 'command',
-      name: 'ask',
-      version: '2',
-      fingerprint: { name: 'gone' },
-      content: { parameters: {} },
-    };
+    const body = envelope({ category: 'rpc', name: 'ask', fingerprint: { name: 'gone' } });
     for (const replyTo of [unique('no-such-queue'), 'amq.rabbitmq.reply-to.g1hkABGNvbmxvY2FsaG9zdAAAAAAAAAAAAA=='])
       ch.publish(f.ex.name, 'k', Buffer.from(JSON.stringify(body)), {
         replyTo,
