@@ -176,7 +176,11 @@ function describeFailed(m: GetMessage): FailedMessage {
   };
 }
 
-/** The properties a replayed copy keeps (see replayProperties), which tell one message without an id from another. */
+/**
+ * The properties a replayed copy keeps besides its message id (see replayProperties), which also tell one message
+ * without an id from another. Not reply_to: the caller that waited is long gone, and a reply to a dead direct
+ * reply-to name costs the processor its connection.
+ */
 const KEPT_PROPERTIES = [
   'contentType',
   'contentEncoding',
@@ -196,8 +200,8 @@ const KEPT_PROPERTIES = [
  * delay state) is left out, so a message keeps its id each time it fails again.
  */
 function contentId(m: GetMessage, headers: Record<string, unknown>): string {
-  const kept = Object.entries(withoutDelay(headers))
-    .filter(([k]) => !DROPPED_ON_REPLAY.has(k) && k !== ERROR_HEADERS.replayed)
+  const kept = Object.entries(keptHeaders(headers))
+    .filter(([k]) => k !== ERROR_HEADERS.replayed)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const props = m.properties as unknown as Record<string, unknown>;
   const identity = JSON.stringify(
@@ -610,25 +614,25 @@ export class ErrorQueue {
   }
 }
 
+/** A failed message's headers as a replay keeps them: without the failure's, the retries' and the delay's. */
+function keptHeaders(headers: Record<string, unknown>): Record<string, unknown> {
+  const kept: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(withoutDelay(headers))) if (!DROPPED_ON_REPLAY.has(k)) kept[k] = v;
+  return kept;
+}
+
 function replayProperties(m: FailedMessage): Options.Publish {
-  const headers: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(withoutDelay(m.headers as Record<string, unknown>)))
-    if (!DROPPED_ON_REPLAY.has(k)) headers[k] = v;
+  const headers = keptHeaders(m.headers as Record<string, unknown>);
   headers[ERROR_HEADERS.replayed] = m.replayed + 1;
-  const p = m.properties;
-  const out: Options.Publish = { headers, mandatory: true, persistent: true };
-  if (p.contentType) out.contentType = p.contentType as string;
-  if (p.contentEncoding) out.contentEncoding = p.contentEncoding as string;
-  if (p.messageId) out.messageId = p.messageId as string;
-  if (p.correlationId) out.correlationId = p.correlationId as string;
-  // No reply_to: the caller that waited is long gone, and a reply to a dead direct reply-to name costs the processor
-  // its connection.
-  if (p.type) out.type = p.type as string;
-  if (p.appId) out.appId = p.appId as string;
-  if (p.userId) out.userId = p.userId as string;
-  if (p.timestamp !== undefined) out.timestamp = p.timestamp as number;
-  if (p.priority !== undefined) out.priority = p.priority as number;
-  return out;
+  const p = m.properties as Record<string, unknown>;
+  const out: Record<string, unknown> = { headers, mandatory: true, persistent: true };
+  if (p.messageId) out.messageId = p.messageId;
+  // Those it has: an empty string is none, a number (a priority of 0) is kept.
+  for (const k of KEPT_PROPERTIES) {
+    const v = p[k];
+    if (v !== undefined && v !== null && v !== '') out[k] = v;
+  }
+  return out as Options.Publish;
 }
 
 function publishConfirmed(
